@@ -1,0 +1,59 @@
+# Async Task Manager: `make run` starts everything on the embedded default; `make test` runs
+# the suite. Both create the virtualenv (.venv) and install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+export PORT
+
+.PHONY: install run test test-e2e lint format migrate superuser check clean help
+
+help:
+	@echo "make run        start web + worker + beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
+	@echo "make test       run the whole test suite (coverage report included)"
+	@echo "make lint       ruff lint and format check"
+	@echo "make superuser  create an admin user"
+	@echo "make clean      remove the virtualenv and run-time files (var/)"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+install: $(VENV)/.installed
+
+migrate: install
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	@echo ""
+	@echo "  Async Task Manager on http://127.0.0.1:$(PORT)"
+	@echo "    API root    http://127.0.0.1:$(PORT)/api/"
+	@echo "    Swagger UI  http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "    ReDoc       http://127.0.0.1:$(PORT)/api/redoc/"
+	@echo "    Admin       http://127.0.0.1:$(PORT)/admin/"
+	@echo "    Health      http://127.0.0.1:$(PORT)/health/"
+	@echo "  Create an admin user (in another terminal): make superuser"
+	@echo "  Ctrl-C stops web, worker and beat."
+	@echo ""
+	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -f Procfile -p $(PORT)
+
+superuser: migrate
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
+
+test: install
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var .coverage htmlcov .pytest_cache .ruff_cache

@@ -1,0 +1,31 @@
+"""Domain errors raised by services; the API's exception handler turns them into responses."""
+
+
+class DomainError(Exception):
+    """A business rule refused an operation. ``code`` is stable and machine-readable."""
+
+    status_code = 400
+    code = "invalid"
+
+    def __init__(self, detail: str, *, code: str | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+
+
+class Conflict(DomainError):
+    """The operation does not fit the current state (HTTP 409)."""
+
+    status_code = 409
+    code = "conflict"
+
+
+class NotFound(DomainError):
+    status_code = 404
+    code = "not_found"
+
+
+class PermissionDenied(DomainError):
+    status_code = 403
+    code = "permission_denied"

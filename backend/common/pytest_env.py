@@ -1,0 +1,13 @@
+"""Loaded by pytest before Django's settings (``-p`` in pyproject's addopts): gives the
+test run its own broker folder and a throwaway secret, so tests never touch `make run`'s
+queue. Values already in the environment (CI's PostgreSQL and Redis) win."""
+
+import os
+import pathlib
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
+os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-deployment")
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+os.environ.setdefault("BROKER_FOLDER", str(_ROOT / "var" / "test-broker"))

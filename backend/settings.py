@@ -1,0 +1,280 @@
+"""Settings for Async Task Manager: one module, everything from the environment.
+
+A bad value stops start-up with a message naming the variable (see ``_fail``).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+
+def _fail(message: str):
+    raise ImproperlyConfigured(message)
+
+
+def _read(name: str, cast, default):
+    """Read one variable; a value that does not parse stops start-up with its name."""
+    try:
+        return cast(name, default=default)
+    except (ValueError, TypeError) as exc:
+        _fail(f"Environment variable {name} has an invalid value: {exc}")
+
+
+def _positive_int(name: str, default: int, minimum: int = 1) -> int:
+    value = _read(name, env.int, default)
+    if value < minimum:
+        _fail(f"Environment variable {name} must be an integer >= {minimum}, got {value}")
+    return value
+
+
+# --- core ---------------------------------------------------------------------
+DEBUG = _read("DEBUG", env.bool, False)
+VAR_DIR = Path(_read("VAR_DIR", env.str, str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        _fail("DJANGO_SECRET_KEY is required when DEBUG is off (set DEBUG=true for local development).")
+    SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
+
+ALLOWED_HOSTS = _read(
+    "ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+)
+if not DEBUG and not ALLOWED_HOSTS:
+    _fail("ALLOWED_HOSTS is required when DEBUG is off (comma-separated host names).")
+CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
+PORT = _positive_int("PORT", 8000)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_celery_beat",
+    "backend.common",
+    "backend.users",
+    "backend.tasks",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "backend.urls"
+WSGI_APPLICATION = "backend.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- database -----------------------------------------------------------------
+# Embedded default: SQLite in WAL mode with IMMEDIATE transactions and a busy timeout, so the
+# web process, the worker and beat can all write to it at once.
+DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+try:
+    _db = environ.Env.db_url_config(DATABASE_URL)
+except Exception as exc:  # django-environ raises several types for a bad URL
+    _fail(f"DATABASE_URL is not a valid database URL: {exc}")
+if not _db.get("ENGINE"):
+    _fail(f"DATABASE_URL has an unsupported scheme: {DATABASE_URL.split(':', 1)[0]}")
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    _db["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": _positive_int("SQLITE_BUSY_TIMEOUT", 20),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file (not in-memory) test database, so end-to-end tests can share it with a worker.
+    _db["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+else:
+    _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
+    _db["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- auth ---------------------------------------------------------------------
+AUTH_USER_MODEL = "users.User"
+AUTHENTICATION_BACKENDS = ["backend.users.backends.UsernameOrEmailBackend"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- REST framework -----------------------------------------------------------
+THROTTLE_AUTH_RATE = _read("THROTTLE_AUTH_RATE", env.str, "20/min")
+if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTTLE_AUTH_RATE):
+    _fail(f"THROTTLE_AUTH_RATE must look like 20/min (number/s|min|hour|day), got {THROTTLE_AUTH_RATE!r}")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.PageNumberPagination",
+    "PAGE_SIZE": 10,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "backend.common.exceptions.exception_handler",
+    "DEFAULT_THROTTLE_RATES": {
+        "auth": THROTTLE_AUTH_RATE,
+    },
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_positive_int("JWT_ACCESS_MINUTES", 30)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=_positive_int("JWT_REFRESH_DAYS", 7)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+    "AUTH_HEADER_TYPES": ("Bearer",),
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Async Task Manager API",
+    "DESCRIPTION": "Submit typed background jobs, follow their status and results, "
+    "and assign human work items.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# The throttle counters live in the cache; a local-memory cache is per process, which is
+# what a single web process needs. Point CACHE_URL at Redis to share them across processes.
+CACHES = {"default": _read("CACHE_URL", env.cache_url, "locmemcache://")}
+
+# --- Celery -------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+BROKER_FOLDER = Path(_read("BROKER_FOLDER", env.str, str(VAR_DIR / "broker")))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    for _sub in ("data", "control", "processed"):
+        (BROKER_FOLDER / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_FOLDER / "data"),
+        "data_folder_out": str(BROKER_FOLDER / "data"),
+        "control_folder": str(BROKER_FOLDER / "control"),
+        "processed_folder": str(BROKER_FOLDER / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+elif not CELERY_BROKER_URL.split("://", 1)[0] in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
+    _fail(f"CELERY_BROKER_URL has an unsupported scheme: {CELERY_BROKER_URL.split(':', 1)[0]}")
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The database is the source of truth for results; Celery keeps none.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = TIME_ZONE
+# Jobs go to "tasks"; the sweeps to "maintenance", so a worker busy with long jobs does not
+# hold up expiry. A worker started without -Q consumes both; `make run` also starts a small
+# worker for "maintenance" alone.
+CELERY_TASK_DEFAULT_QUEUE = "tasks"
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("tasks", "maintenance"))
+CELERY_TASK_ROUTES = {
+    "backend.tasks.jobs.run_task": {"queue": "tasks"},
+    "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},
+    "backend.tasks.jobs.dispatch_tasks": {"queue": "maintenance"},
+    "backend.tasks.jobs.rescue_stale_tasks": {"queue": "maintenance"},
+}
+CELERY_RESULT_EXPIRES = None
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# Celery closes Django's connections around every task; let a worker reuse one for a while.
+CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 100)
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- tasks --------------------------------------------------------------------
+MAX_ACTIVE_TASKS = _positive_int("MAX_ACTIVE_TASKS", 5)
+COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
+TASK_EXPIRY_INTERVAL = _positive_int("TASK_EXPIRY_INTERVAL", 15)
+TASK_DISPATCH_INTERVAL = _positive_int("TASK_DISPATCH_INTERVAL", 5)
+TASK_RESCUE_INTERVAL = _positive_int("TASK_RESCUE_INTERVAL", 30)
+# A running worker task whose heartbeat is older than this is presumed lost.
+TASK_HEARTBEAT_TIMEOUT = _positive_int("TASK_HEARTBEAT_TIMEOUT", 60)
+# A pending task sent this long ago and still not started is sent again.
+TASK_REDISPATCH_AFTER = _positive_int("TASK_REDISPATCH_AFTER", 300)
+
+CELERY_BEAT_SCHEDULE = {
+    "tasks.expire-overdue": {
+        "task": "backend.tasks.jobs.expire_overdue_tasks",
+        "schedule": timedelta(seconds=TASK_EXPIRY_INTERVAL),
+    },
+    "tasks.dispatch": {
+        "task": "backend.tasks.jobs.dispatch_tasks",
+        "schedule": timedelta(seconds=TASK_DISPATCH_INTERVAL),
+    },
+    "tasks.rescue-stale": {
+        "task": "backend.tasks.jobs.rescue_stale_tasks",
+        "schedule": timedelta(seconds=TASK_RESCUE_INTERVAL),
+    },
+}
+
+# --- logging ------------------------------------------------------------------
+LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -1,0 +1,77 @@
+from django.contrib import admin, messages
+
+from backend.common.errors import DomainError
+
+from . import services
+from .models import Task
+
+
+@admin.register(Task)
+class TaskAdmin(admin.ModelAdmin):
+    list_display = (
+        "name",
+        "task_type",
+        "status",
+        "priority",
+        "progress",
+        "owner",
+        "assignee",
+        "deadline",
+        "created_at",
+        "completed_at",
+    )
+    list_filter = ("status", "task_type", "priority", "created_at", "deadline")
+    search_fields = ("id", "name", "description", "owner__username", "assignee__username")
+    list_select_related = ("owner", "assignee")
+    raw_id_fields = ("owner", "assignee")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    actions = ["cancel_tasks", "retry_tasks", "expire_tasks"]
+    # Status and results change only through the services (the actions below).
+    readonly_fields = (
+        "id",
+        "task_type",
+        "input_data",
+        "status",
+        "result",
+        "error",
+        "progress",
+        "attempts",
+        "max_attempts",
+        "heartbeat_at",
+        "enqueued_at",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "completed_at",
+    )
+
+    def has_add_permission(self, request):
+        # Tasks are submitted through the API, which validates their input.
+        return False
+
+    def _each(self, request, queryset, service, verb):
+        done, refused = 0, []
+        for task in queryset:
+            try:
+                service(task=task, actor=request.user)
+            except DomainError as exc:
+                refused.append(f"{task}: {exc.detail}")
+            else:
+                done += 1
+        self.message_user(request, f"{done} task(s) {verb}.")
+        for reason in refused:
+            self.message_user(request, reason, level=messages.WARNING)
+
+    @admin.action(description="Cancel selected tasks")
+    def cancel_tasks(self, request, queryset):
+        self._each(request, queryset, services.task_cancel, "cancelled")
+
+    @admin.action(description="Retry selected tasks")
+    def retry_tasks(self, request, queryset):
+        self._each(request, queryset, services.task_retry, "queued again")
+
+    @admin.action(description="Expire selected tasks that are past their deadline")
+    def expire_tasks(self, request, queryset):
+        count = services.tasks_expire(queryset=queryset)
+        self.message_user(request, f"{count} overdue task(s) failed with 'deadline exceeded'.")

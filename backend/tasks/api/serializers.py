@@ -1,0 +1,116 @@
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from backend.tasks import types
+from backend.tasks.models import Task, TaskPriority
+
+User = get_user_model()
+
+EDITABLE_FIELDS = ("name", "description", "priority", "deadline")
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """The full task, as every task endpoint answers."""
+
+    owner_username = serializers.CharField(source="owner.username", read_only=True)
+    assignee_username = serializers.CharField(
+        source="assignee.username", read_only=True, default=None
+    )
+
+    class Meta:
+        model = Task
+        fields = (
+            "id",
+            "name",
+            "description",
+            "task_type",
+            "input_data",
+            "priority",
+            "status",
+            "progress",
+            "result",
+            "error",
+            "owner",
+            "owner_username",
+            "assignee",
+            "assignee_username",
+            "deadline",
+            "run_at",
+            "attempts",
+            "created_at",
+            "updated_at",
+            "started_at",
+            "completed_at",
+        )
+        read_only_fields = fields
+
+
+class TaskCreateSerializer(serializers.Serializer):
+    task_type = serializers.ChoiceField(choices=[])
+    input_data = serializers.JSONField(required=False, default=dict)
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Defaults to you; null leaves a manual task unassigned.",
+    )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["task_type"].choices = types.names()
+        return fields
+
+    def validate(self, attrs):
+        kind = types.get(attrs["task_type"])
+        data = attrs.get("input_data")
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"input_data": ["Expected a JSON object."]})
+        inputs = kind.input_serializer(data=data)
+        if not inputs.is_valid():
+            raise serializers.ValidationError({"input_data": inputs.errors})
+        attrs["input_data"] = inputs.validated_data
+        return attrs
+
+
+class TaskUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    priority = serializers.ChoiceField(choices=TaskPriority.choices, required=False)
+    deadline = serializers.DateTimeField(required=False, allow_null=True)
+
+    def validate(self, attrs):
+        other = sorted(set(self.initial_data) - set(EDITABLE_FIELDS))
+        if other:
+            raise serializers.ValidationError(
+                {
+                    key: [
+                        "This field cannot be changed here. Only name, description, priority "
+                        "and deadline can; status changes through the task's actions."
+                    ]
+                    for key in other
+                }
+            )
+        return attrs
+
+
+class AssignSerializer(serializers.Serializer):
+    assignee = serializers.PrimaryKeyRelatedField(
+        queryset=User.objects.all(), allow_null=True, help_text="null unassigns a manual task"
+    )
+
+
+class CompleteSerializer(serializers.Serializer):
+    result = serializers.JSONField(required=False, allow_null=True, default=None)
+
+
+class TaskTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    runs_on_worker = serializers.BooleanField()
+    max_attempts = serializers.IntegerField()
+    input_schema = serializers.DictField()

@@ -1,0 +1,135 @@
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.utils import extend_schema
+from rest_framework import filters, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+
+from backend.common.routing import UUID_PATTERN
+from rest_framework.response import Response
+
+from backend.tasks import selectors, services, types
+from backend.tasks.filters import TaskFilter
+
+from .serializers import (
+    AssignSerializer,
+    CompleteSerializer,
+    TaskCreateSerializer,
+    TaskSerializer,
+    TaskTypeSerializer,
+    TaskUpdateSerializer,
+)
+
+
+class TaskViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Tasks you own or are assigned to (staff: all). Another user's task is 404."""
+
+    lookup_value_regex = UUID_PATTERN
+    serializer_class = TaskSerializer
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+    filterset_class = TaskFilter
+    search_fields = ["name", "description"]
+    permission_classes = [permissions.IsAuthenticated]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        queryset = selectors.tasks_visible_to(self.request.user)
+        if self.action == "list":
+            queryset = queryset.order_by("-created_at", "id")
+        return queryset
+
+    def _respond(self, task, code=status.HTTP_200_OK):
+        return Response(TaskSerializer(task, context=self.get_serializer_context()).data, status=code)
+
+    @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
+    def create(self, request, *args, **kwargs):
+        """Submit a task. Worker tasks are queued once the row is committed."""
+        serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
+        serializer.is_valid(raise_exception=True)
+        task = services.task_create(owner=request.user, **serializer.validated_data)
+        return self._respond(selectors.tasks_visible_to(request.user).get(pk=task.pk), status.HTTP_201_CREATED)
+
+    @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
+    @action(detail=False, methods=["post"], url_path="create")
+    def create_alias(self, request):
+        """The same as ``POST /api/tasks/``."""
+        return self.create(request)
+
+    @extend_schema(request=TaskUpdateSerializer, responses=TaskSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Change name, description, priority or deadline (owner or staff)."""
+        task = self.get_object()
+        serializer = TaskUpdateSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        task = services.task_update(task=task, actor=request.user, data=serializer.validated_data)
+        return self._respond(task)
+
+    def destroy(self, request, *args, **kwargs):
+        """Delete a task that is not running (owner or staff)."""
+        services.task_delete(task=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=AssignSerializer, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def assign(self, request, pk=None):
+        """Give a scheduled or pending task to another user (owner or staff)."""
+        task = self.get_object()
+        serializer = AssignSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.task_assign(
+            task=task, actor=request.user, assignee=serializer.validated_data["assignee"]
+        )
+        return self._respond(task)
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def start(self, request, pk=None):
+        """The assignee starts a pending manual task."""
+        return self._respond(services.task_start(task=self.get_object(), actor=request.user))
+
+    @extend_schema(request=CompleteSerializer, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def complete(self, request, pk=None):
+        """The assignee (or staff) completes a manual task, optionally with a result."""
+        task = self.get_object()
+        serializer = CompleteSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        task = services.task_complete(
+            task=task, actor=request.user, result=serializer.validated_data.get("result")
+        )
+        return self._respond(task)
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel an active task (owner or staff); a running job stops within a second."""
+        return self._respond(services.task_cancel(task=self.get_object(), actor=request.user))
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run a failed or cancelled worker task again (owner or staff)."""
+        return self._respond(services.task_retry(task=self.get_object(), actor=request.user))
+
+
+class TaskTypeViewSet(viewsets.ViewSet):
+    """The task types: names, descriptions and the JSON schema of their input."""
+
+    permission_classes = [permissions.IsAuthenticated]
+    serializer_class = TaskTypeSerializer
+
+    @extend_schema(responses=TaskTypeSerializer(many=True))
+    def list(self, request):
+        data = [
+            {
+                "name": kind.name,
+                "description": kind.description,
+                "runs_on_worker": kind.runs_on_worker,
+                "max_attempts": kind.max_attempts,
+                "input_schema": kind.input_schema(),
+            }
+            for kind in types.all_types()
+        ]
+        return Response(TaskTypeSerializer(data, many=True).data)

@@ -1,0 +1,81 @@
+import uuid
+
+import django_filters
+from django import forms
+from django.core.exceptions import ValidationError
+
+from . import types
+from .models import Task, TaskPriority, TaskStatus
+
+
+class UserRefField(forms.CharField):
+    """A user's uuid, ``me`` or ``none``."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value in (None, ""):
+            return None
+        if value in ("me", "none"):
+            return value
+        try:
+            return uuid.UUID(value)
+        except ValueError as exc:
+            raise ValidationError("Give a user id (uuid), 'me' or 'none'.") from exc
+
+
+class UserRefFilter(django_filters.Filter):
+    field_class = UserRefField
+
+    def filter(self, qs, value):
+        if value is None:
+            return qs
+        if value == "none":
+            return qs.filter(**{f"{self.field_name}__isnull": True})
+        if value == "me":
+            value = self.parent.request.user.pk
+        return qs.filter(**{self.field_name: value})
+
+
+class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """One value or several, comma-separated; each must be a known choice."""
+
+
+class StableOrderingFilter(django_filters.OrderingFilter):
+    """Ties are broken by newest first, then id, so pages never overlap."""
+
+    def filter(self, qs, value):
+        qs = super().filter(qs, value)
+        if value:
+            qs = qs.order_by(*qs.query.order_by, "-created_at", "id")
+        return qs
+
+
+class TaskFilter(django_filters.FilterSet):
+    status = ChoiceInFilter(choices=TaskStatus.choices, help_text="one or several, comma-separated")
+    task_type = ChoiceInFilter(choices=[], help_text="one or several, comma-separated")
+    priority = ChoiceInFilter(choices=TaskPriority.choices, help_text="one or several, comma-separated")
+    assignee = UserRefFilter(help_text="a user id, 'me' or 'none'")
+    owner = UserRefFilter(help_text="a user id or 'me'")
+    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    deadline_after = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
+    deadline_before = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="lte")
+    ordering = StableOrderingFilter(
+        fields=(
+            ("created_at", "created_at"),
+            ("deadline", "deadline"),
+            ("priority_rank", "priority"),
+            ("status", "status"),
+            ("completed_at", "completed_at"),
+        ),
+        help_text="created_at, deadline, priority (by rank), status or completed_at; "
+        "prefix - for descending; comma-separated for several",
+    )
+
+    class Meta:
+        model = Task
+        fields = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.filters["task_type"].extra["choices"] = [(name, name) for name in types.names()]

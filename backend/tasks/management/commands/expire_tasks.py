@@ -1,0 +1,11 @@
+from django.core.management.base import BaseCommand
+
+from backend.tasks import services
+
+
+class Command(BaseCommand):
+    help = "Fail every active task past its deadline (what Beat runs every TASK_EXPIRY_INTERVAL)."
+
+    def handle(self, *args, **options):
+        count = services.tasks_expire()
+        self.stdout.write(f"expired {count} task(s)")

@@ -1,0 +1,18 @@
+from django.core.management.base import BaseCommand
+
+from backend.tasks import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Return running worker tasks with a stale heartbeat to pending (or fail them when "
+        "out of attempts), then dispatch."
+    )
+
+    def handle(self, *args, **options):
+        outcome = services.tasks_rescue()
+        dispatched = services.tasks_dispatch()
+        self.stdout.write(
+            f"requeued {outcome['requeued']} and failed {outcome['failed']} stale task(s); "
+            f"sent {dispatched['sent']} task(s)"
+        )

@@ -1,0 +1,94 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class TaskStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING)
+TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class TaskPriority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+    URGENT = "urgent", "Urgent"
+
+
+# Priority is ordered by rank, not alphabetically; the rank is stored beside the name.
+PRIORITY_RANK = {TaskPriority.LOW: 0, TaskPriority.NORMAL: 1, TaskPriority.HIGH: 2, TaskPriority.URGENT: 3}
+
+
+class Task(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_tasks"
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="assigned_tasks",
+        null=True,
+        blank=True,
+    )
+    name = models.CharField(max_length=200, blank=True)
+    description = models.TextField(blank=True)
+    task_type = models.CharField(max_length=50, db_index=True)
+    input_data = models.JSONField(default=dict, blank=True)
+    priority = models.CharField(
+        max_length=10, choices=TaskPriority.choices, default=TaskPriority.NORMAL
+    )
+    priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[TaskPriority.NORMAL], editable=False)
+    status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    deadline = models.DateTimeField(null=True, blank=True)
+    run_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1, editable=False)
+    # When a worker last showed signs of life on this task (claim or progress).
+    heartbeat_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When the task was last handed to the broker; NULL means it still has to be sent.
+    enqueued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "deadline"], name="task_status_deadline"),
+            models.Index(fields=["status", "run_at"], name="task_status_run_at"),
+            models.Index(fields=["status", "enqueued_at"], name="task_status_enqueued"),
+            models.Index(fields=["status", "heartbeat_at"], name="task_status_heartbeat"),
+            models.Index(fields=["assignee", "status"], name="task_assignee_status"),
+            models.Index(fields=["owner", "-created_at"], name="task_owner_created"),
+            models.Index(fields=["-created_at"], name="task_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(progress__gte=0, progress__lte=100), name="task_progress_0_100"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.task_type} ({self.status})"
+
+    def save(self, *args, **kwargs):
+        self.priority_rank = PRIORITY_RANK[TaskPriority(self.priority)]
+        super().save(*args, **kwargs)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES

@@ -1,0 +1,379 @@
+"""Every change of a task's state. Each one is a guarded update: it names the state it
+expects, and when the row is no longer in it, nothing changes and the caller learns so."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.users.models import User
+
+from . import queue, types
+from .models import ACTIVE_STATUSES, PRIORITY_RANK, Task, TaskPriority, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+UNSET: Any = object()
+DEADLINE_EXCEEDED = "deadline exceeded"
+
+
+# --- the five-active-task limit ---------------------------------------------------------
+
+
+def _reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = None) -> None:
+    """Refuse when ``assignee`` already holds MAX_ACTIVE_TASKS active tasks.
+
+    Must run inside the transaction that then gives them the task. Locking the assignee's
+    row serialises concurrent requests for the same user on PostgreSQL; on SQLite the
+    IMMEDIATE transaction already holds the database's write lock.
+    """
+    if assignee is None:
+        return
+    User.objects.select_for_update().filter(pk=assignee.pk).first()
+    active = Task.objects.filter(assignee=assignee, status__in=ACTIVE_STATUSES)
+    if exclude_task is not None:
+        active = active.exclude(pk=exclude_task.pk)
+    if active.count() >= settings.MAX_ACTIVE_TASKS:
+        raise Conflict(
+            f"{assignee.username} already has {settings.MAX_ACTIVE_TASKS} active tasks "
+            f"(the most allowed); wait for one to finish or cancel one.",
+            code="active_task_limit",
+        )
+
+
+def _check_active_assignee(assignee: User | None) -> None:
+    if assignee is not None and not assignee.is_active:
+        raise DomainError("The assignee's account is deactivated.", code="assignee_inactive")
+
+
+# --- create, edit, delete ---------------------------------------------------------------
+
+
+@transaction.atomic
+def task_create(
+    *,
+    owner: User,
+    task_type: str,
+    input_data: dict | None = None,
+    name: str = "",
+    description: str = "",
+    priority: str = TaskPriority.NORMAL,
+    deadline: datetime | None = None,
+    run_at: datetime | None = None,
+    assignee: User | None = UNSET,
+) -> Task:
+    """Create a task; ``input_data`` must already be validated by the type's serializer."""
+    kind = types.get(task_type)
+    now = timezone.now()
+    if assignee is UNSET:
+        assignee = owner
+    if assignee is None and kind.runs_on_worker:
+        raise DomainError("Only manual tasks may be left unassigned.", code="assignee_required")
+    if run_at is not None and not kind.runs_on_worker:
+        raise DomainError("run_at applies to worker tasks only.", code="run_at_not_allowed")
+    if deadline is not None and deadline <= now:
+        raise DomainError("The deadline must be in the future.", code="deadline_in_past")
+    if deadline is not None and run_at is not None and run_at >= deadline:
+        raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
+    _check_active_assignee(assignee)
+    _reserve_active_slot(assignee)
+
+    scheduled = run_at is not None and run_at > now
+    task = Task.objects.create(
+        owner=owner,
+        assignee=assignee,
+        name=name or task_type,
+        description=description,
+        task_type=task_type,
+        input_data=input_data or {},
+        priority=priority,
+        deadline=deadline,
+        run_at=run_at,
+        max_attempts=kind.max_attempts,
+        status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
+    )
+    if kind.runs_on_worker and not scheduled:
+        _enqueue_on_commit(task)
+    return task
+
+
+@transaction.atomic
+def task_update(*, task: Task, actor: User, data: dict) -> Task:
+    """Edit ``name``, ``description``, ``priority`` or ``deadline`` (owner or staff)."""
+    _require_owner_or_staff(task, actor)
+    if data.get("deadline") is not None and data["deadline"] <= timezone.now():
+        raise DomainError("The deadline must be in the future.", code="deadline_in_past")
+    changes = {key: data[key] for key in ("name", "description", "priority", "deadline") if key in data}
+    if "priority" in changes:
+        changes["priority_rank"] = PRIORITY_RANK[TaskPriority(changes["priority"])]
+    if changes:
+        changes["updated_at"] = timezone.now()
+        Task.objects.filter(pk=task.pk).update(**changes)
+        task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_delete(*, task: Task, actor: User) -> None:
+    _require_owner_or_staff(task, actor)
+    deleted, _ = Task.objects.filter(pk=task.pk).exclude(status=TaskStatus.RUNNING).delete()
+    if not deleted:
+        raise Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
+    _require_owner_or_staff(task, actor)
+    kind = types.get(task.task_type)
+    if assignee is None and kind.runs_on_worker:
+        raise DomainError("Only manual tasks may be left unassigned.", code="assignee_required")
+    if task.status not in (TaskStatus.SCHEDULED, TaskStatus.PENDING):
+        raise Conflict(
+            f"Only scheduled or pending tasks can be reassigned; this one is {task.status}.",
+            code="invalid_status",
+        )
+    if assignee is not None and assignee.pk == task.assignee_id:
+        return task
+    _check_active_assignee(assignee)
+    _reserve_active_slot(assignee, exclude_task=task)
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.SCHEDULED, TaskStatus.PENDING)),
+        "Only scheduled or pending tasks can be reassigned.",
+        assignee=assignee,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_start(*, task: Task, actor: User) -> Task:
+    """The assignee of a manual task starts work on it: pending → running."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk:
+        raise PermissionDenied("Only the assignee can start this task.")
+    now = timezone.now()
+    _guarded(
+        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING),
+        f"Only a pending task can be started; this one is {task.status}.",
+        status=TaskStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
+    """The assignee (or staff) completes a pending or running manual task."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk and not actor.is_staff:
+        raise PermissionDenied("Only the assignee or staff can complete this task.")
+    now = timezone.now()
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.PENDING, TaskStatus.RUNNING)),
+        f"Only a pending or running task can be completed; this one is {task.status}.",
+        status=TaskStatus.COMPLETED,
+        result=result,
+        progress=100,
+        started_at=task.started_at or now,
+        completed_at=now,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_cancel(*, task: Task, actor: User) -> Task:
+    """Cancel any active task; a worker running it stops at its next progress report."""
+    _require_owner_or_staff(task, actor)
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=ACTIVE_STATUSES),
+        f"Only an active task can be cancelled; this one is {task.status}.",
+        status=TaskStatus.CANCELLED,
+        completed_at=timezone.now(),
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_retry(*, task: Task, actor: User) -> Task:
+    """A failed or cancelled worker task goes back to pending (the limit applies)."""
+    _require_owner_or_staff(task, actor)
+    kind = types.get(task.task_type)
+    if not kind.runs_on_worker:
+        raise Conflict("Only worker tasks can be retried.", code="not_retryable")
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise Conflict(
+            f"Only a failed or cancelled task can be retried; this one is {task.status}.",
+            code="invalid_status",
+        )
+    if task.deadline is not None and task.deadline <= timezone.now():
+        raise Conflict(
+            "The task's deadline has passed; move the deadline before retrying.",
+            code="deadline_passed",
+        )
+    _check_active_assignee(task.assignee)
+    _reserve_active_slot(task.assignee, exclude_task=task)
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)),
+        "Only a failed or cancelled task can be retried.",
+        status=TaskStatus.PENDING,
+        result=None,
+        error=None,
+        progress=0,
+        started_at=None,
+        completed_at=None,
+        heartbeat_at=None,
+        enqueued_at=None,
+        max_attempts=F("attempts") + kind.max_attempts,
+    )
+    task.refresh_from_db()
+    _enqueue_on_commit(task)
+    return task
+
+
+# --- execution (called by the worker) ---------------------------------------------------
+
+
+def task_claim(*, task_id) -> Task | None:
+    """pending → running, only if still pending and not overdue; None when another
+    worker, a cancel or the deadline got there first (a duplicate message is harmless)."""
+    now = timezone.now()
+    claimed = (
+        Task.objects.filter(pk=task_id, status=TaskStatus.PENDING)
+        .filter(Q(deadline__isnull=True) | Q(deadline__gt=now))
+        .update(
+            status=TaskStatus.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            progress=0,
+            attempts=F("attempts") + 1,
+            updated_at=now,
+        )
+    )
+    return Task.objects.get(pk=task_id) if claimed else None
+
+
+def _running(task: Task) -> QuerySet[Task]:
+    # ``attempts`` fences off a run that was presumed lost and has since been started again.
+    return Task.objects.filter(pk=task.pk, status=TaskStatus.RUNNING, attempts=task.attempts)
+
+
+def task_report_progress(*, task: Task, progress: int) -> bool:
+    """Record progress and a heartbeat; False when the task is no longer this run's."""
+    now = timezone.now()
+    return bool(_running(task).update(progress=progress, heartbeat_at=now, updated_at=now))
+
+
+def task_finish(*, task: Task, result: Any) -> bool:
+    now = timezone.now()
+    return bool(
+        _running(task).update(
+            status=TaskStatus.COMPLETED,
+            result=result,
+            error=None,
+            progress=100,
+            completed_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def task_fail(*, task: Task, error: str) -> bool:
+    now = timezone.now()
+    return bool(
+        _running(task).update(
+            status=TaskStatus.FAILED, error=error[:2000], completed_at=now, updated_at=now
+        )
+    )
+
+
+# --- sweeps (Beat and manage.py) --------------------------------------------------------
+
+
+def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
+    """Every active task past its deadline becomes failed: one guarded bulk UPDATE."""
+    now = timezone.now()
+    queryset = Task.objects.all() if queryset is None else queryset
+    return queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=now).update(
+        status=TaskStatus.FAILED, error=DEADLINE_EXCEEDED, completed_at=now, updated_at=now
+    )
+
+
+def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
+    """Make due scheduled tasks pending, then send pending worker tasks that were never
+    sent (or sent long ago and still not started)."""
+    now = timezone.now()
+    released = Task.objects.filter(status=TaskStatus.SCHEDULED, run_at__lte=now).update(
+        status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
+    )
+    resend_before = now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER)
+    due = list(
+        Task.objects.filter(status=TaskStatus.PENDING, task_type__in=types.worker_type_names())
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
+        .order_by("-priority_rank", "created_at")
+        .values_list("pk", "task_type", "input_data")[:batch_size]
+    )
+    sent = queue.publish_many(due)
+    return {"released": released, "sent": sent, "due": len(due)}
+
+
+def tasks_rescue() -> dict[str, int]:
+    """Running worker tasks whose heartbeat is stale go back to pending, or fail when they
+    are out of attempts. The dispatcher sends the returned ones again."""
+    now = timezone.now()
+    stale = Task.objects.filter(
+        status=TaskStatus.RUNNING,
+        task_type__in=types.worker_type_names(),
+        heartbeat_at__lt=now - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT),
+    )
+    failed = stale.filter(attempts__gte=F("max_attempts")).update(
+        status=TaskStatus.FAILED,
+        error="the worker running this task was lost, and it is out of attempts",
+        completed_at=now,
+        updated_at=now,
+    )
+    requeued = stale.filter(attempts__lt=F("max_attempts")).update(
+        status=TaskStatus.PENDING,
+        progress=0,
+        heartbeat_at=None,
+        enqueued_at=None,
+        updated_at=now,
+    )
+    return {"requeued": requeued, "failed": failed}
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _enqueue_on_commit(task: Task) -> None:
+    row = (task.pk, task.task_type, task.input_data)
+    transaction.on_commit(lambda: queue.publish_many([row]))
+
+
+def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:
+    changes.setdefault("updated_at", timezone.now())
+    if not queryset.update(**changes):
+        raise Conflict(conflict, code="invalid_status")
+
+
+def _require_owner_or_staff(task: Task, actor: User) -> None:
+    if not (actor.is_staff or task.owner_id == actor.pk):
+        raise PermissionDenied("Only the task's owner or staff can do this.")
+
+
+def _require_manual(task: Task) -> None:
+    if types.get(task.task_type).runs_on_worker:
+        raise Conflict("Only manual tasks are started and completed by hand.", code="not_manual")

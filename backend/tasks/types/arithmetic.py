@@ -1,0 +1,67 @@
+"""Numbers and time: ``sum`` and ``countdown``."""
+
+import math
+import time
+
+from django.conf import settings
+from rest_framework import serializers
+
+from .base import JobContext, StrictInputSerializer, StrictIntegerField, StrictNumberField, TaskType, register
+
+MAX_NUMBERS = 10_000
+
+
+class SumInput(StrictInputSerializer):
+    numbers = serializers.ListField(
+        child=StrictNumberField(),
+        allow_empty=False,
+        max_length=MAX_NUMBERS,
+        help_text=f"1 to {MAX_NUMBERS} numbers (booleans are not numbers)",
+    )
+
+
+def run_sum(data: dict, ctx: JobContext) -> dict:
+    total = sum(data["numbers"])
+    if isinstance(total, float) and not math.isfinite(total):
+        raise ValueError("the sum is too large to represent")
+    return {"result": total}
+
+
+class CountdownInput(StrictInputSerializer):
+    seconds = StrictIntegerField(
+        min_value=1,
+        max_value=lambda: settings.COUNTDOWN_MAX_SECONDS,
+        help_text="whole seconds to count down (at most COUNTDOWN_MAX_SECONDS)",
+    )
+
+
+def run_countdown(data: dict, ctx: JobContext) -> dict:
+    seconds = data["seconds"]
+    started = time.monotonic()
+    for elapsed in range(1, seconds + 1):
+        # Sleep to the next whole second since the start, so reporting does not add drift.
+        time.sleep(max(0.0, started + elapsed - time.monotonic()))
+        ctx.progress(elapsed * 100 // seconds)
+    return {"message": "Countdown finished", "seconds": seconds}
+
+
+register(
+    TaskType(
+        name="sum",
+        description="Adds up a list of numbers.",
+        input_serializer=SumInput,
+        handler=run_sum,
+        time_limit=30,
+    )
+)
+
+register(
+    TaskType(
+        name="countdown",
+        description="Waits the given number of seconds, reporting progress every second; "
+        "stops early when cancelled or past its deadline.",
+        input_serializer=CountdownInput,
+        handler=run_countdown,
+        time_limit=lambda data: int(data.get("seconds", 0)) + 30,
+    )
+)

@@ -1,0 +1,205 @@
+"""The task-type registry: what each type accepts, how it runs, and its limits.
+
+A type is one module in this package that calls ``register(TaskType(...))``; the package
+imports every module in it, so adding a type is adding one module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rest_framework import serializers
+
+
+class TaskInterrupted(Exception):
+    """The task stopped being ``running`` (cancelled, expired, rescued): stop working on it."""
+
+
+class JobContext:
+    """What a handler may do besides computing: report progress (which is also a heartbeat)."""
+
+    def __init__(self, report: Callable[[int], bool]):
+        self._report = report
+
+    def progress(self, percent: int) -> None:
+        """Record progress; raises ``TaskInterrupted`` when the task is no longer running."""
+        if not self._report(max(0, min(100, int(percent)))):
+            raise TaskInterrupted()
+
+
+Handler = Callable[[dict, JobContext], Any]
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    description: str
+    input_serializer: type[serializers.Serializer]
+    # None: a human task, never run by a worker.
+    handler: Handler | None = None
+    # Hard time limit in seconds for one run; a function of the input when it depends on it.
+    time_limit: int | Callable[[dict], int] = 60
+    # Runs allowed before a lost task is failed instead of being run again.
+    max_attempts: int = 3
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def runs_on_worker(self) -> bool:
+        return self.handler is not None
+
+    def time_limit_for(self, input_data: dict) -> int:
+        limit = self.time_limit(input_data) if callable(self.time_limit) else self.time_limit
+        return int(limit)
+
+    def input_schema(self) -> dict:
+        return serializer_json_schema(self.input_serializer())
+
+
+_REGISTRY: dict[str, TaskType] = {}
+
+
+def register(task_type: TaskType) -> TaskType:
+    if task_type.name in _REGISTRY:
+        raise ValueError(f"Task type {task_type.name!r} is registered twice")
+    _REGISTRY[task_type.name] = task_type
+    return task_type
+
+
+def get(name: str) -> TaskType:
+    return _REGISTRY[name]
+
+
+def all_types() -> list[TaskType]:
+    return sorted(_REGISTRY.values(), key=lambda t: t.name)
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def worker_type_names() -> list[str]:
+    return sorted(name for name, t in _REGISTRY.items() if t.runs_on_worker)
+
+
+# --- strict input fields: JSON types are not coerced ------------------------------------
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Rejects keys it does not know, so a typo is a 400 and not a silently ignored value."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                {"non_field_errors": ["Expected a JSON object."]}, code="invalid"
+            )
+        unknown = sorted(set(data) - set(self.fields))
+        if unknown:
+            raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+class StrictNumberField(serializers.Field):
+    default_error_messages = {"invalid": "A number is required (not a string or a boolean)."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+    def json_schema(self) -> dict:
+        return {"type": "number"}
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer. ``max_value`` may be a callable, read at each use (e.g. a setting)."""
+
+    default_error_messages = {"invalid": "An integer is required (not a string or a boolean)."}
+
+    def __init__(self, *, max_value=None, **kwargs):
+        self.dynamic_max = max_value if callable(max_value) else None
+        super().__init__(max_value=None if callable(max_value) else max_value, **kwargs)
+
+    def current_max(self) -> int | None:
+        return self.dynamic_max() if self.dynamic_max else self.max_value
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        value = super().to_internal_value(data)
+        maximum = self.current_max()
+        if maximum is not None and value > maximum:
+            self.fail("max_value", max_value=maximum)
+        return value
+
+    def json_schema(self) -> dict:
+        schema = {"type": "integer"}
+        if self.min_value is not None:
+            schema["minimum"] = self.min_value
+        if self.current_max() is not None:
+            schema["maximum"] = self.current_max()
+        return schema
+
+
+class StrictStringField(serializers.CharField):
+    """A JSON string of at most ``max_bytes`` bytes of UTF-8; blank allowed, kept as given."""
+
+    default_error_messages = {
+        "invalid": "A string is required.",
+        "too_large": "At most {max_bytes} bytes of UTF-8 are allowed.",
+    }
+
+    def __init__(self, *, max_bytes: int, **kwargs):
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
+        self.max_bytes = max_bytes
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if len(data) > self.max_bytes or len(data.encode("utf-8")) > self.max_bytes:
+            self.fail("too_large", max_bytes=self.max_bytes)
+        return data
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "description": f"at most {self.max_bytes} bytes of UTF-8"}
+
+
+def _field_schema(field: serializers.Field) -> dict:
+    if hasattr(field, "json_schema"):
+        schema = field.json_schema()
+    elif isinstance(field, serializers.ListField):
+        schema = {"type": "array", "items": _field_schema(field.child)}
+        if field.min_length is not None:
+            schema["minItems"] = field.min_length
+        if field.max_length is not None:
+            schema["maxItems"] = field.max_length
+        if not field.allow_empty:
+            schema["minItems"] = max(1, schema.get("minItems", 1))
+    elif isinstance(field, serializers.ChoiceField):
+        schema = {"enum": list(field.choices)}
+    elif isinstance(field, serializers.BooleanField):
+        schema = {"type": "boolean"}
+    elif isinstance(field, serializers.DictField | serializers.JSONField):
+        schema = {"type": "object"}
+    else:
+        schema = {"type": "string"}
+    if field.help_text:
+        schema["description"] = str(field.help_text)
+    return schema
+
+
+def serializer_json_schema(serializer: serializers.Serializer) -> dict:
+    """A JSON schema of a type's input, for ``GET /api/task-types/``."""
+    fields = serializer.fields
+    return {
+        "type": "object",
+        "properties": {name: _field_schema(field) for name, field in fields.items()},
+        "required": [name for name, field in fields.items() if field.required],
+        "additionalProperties": False,
+    }

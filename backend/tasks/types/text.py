@@ -1,0 +1,31 @@
+"""Text operations on a string of at most 1 MB."""
+
+from .base import JobContext, StrictInputSerializer, StrictStringField, TaskType, register
+
+MAX_TEXT_BYTES = 1024 * 1024
+
+
+class TextInput(StrictInputSerializer):
+    data = StrictStringField(max_bytes=MAX_TEXT_BYTES, help_text="the text (at most 1 MB)")
+
+
+def _text_type(name: str, description: str, operation) -> TaskType:
+    def handler(data: dict, ctx: JobContext) -> dict:
+        return {"result": operation(data["data"])}
+
+    return register(
+        TaskType(
+            name=name,
+            description=description,
+            input_serializer=TextInput,
+            handler=handler,
+            time_limit=30,
+        )
+    )
+
+
+_text_type("reverse", "Reverses a string.", lambda text: text[::-1])
+_text_type("uppercase", "Converts a string to upper case.", str.upper)
+_text_type("lowercase", "Converts a string to lower case.", str.lower)
+_text_type("count_words", "Counts the words (runs of non-space characters) in a string.", lambda text: len(text.split()))
+_text_type("count_letters", "Counts the alphabetic characters in a string.", lambda text: sum(1 for ch in text if ch.isalpha()))

@@ -1,0 +1,27 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from backend.common.health import health
+from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
+from backend.users.api.views import UserViewSet
+
+router = DefaultRouter()
+router.register("users", UserViewSet, basename="user")
+router.register("tasks", TaskViewSet, basename="task")
+router.register("task-types", TaskTypeViewSet, basename="task-type")
+
+urlpatterns = [
+    path("health/", health, name="health"),
+    path("admin/", admin.site.urls),
+    path("api/", include("backend.users.api.urls")),
+    path("api/", include(router.urls)),
+    path("api-auth/", include("rest_framework.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
+    path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
+]

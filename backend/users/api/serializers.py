@@ -1,0 +1,189 @@
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from rest_framework import serializers
+from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from backend.users.models import User
+
+STAT_FIELDS = (
+    "total_tasks_assigned",
+    "total_tasks_pending",
+    "total_tasks_running",
+    "total_tasks_completed",
+    "total_tasks_failed",
+    "completion_percentage",
+)
+
+
+class TaskStatisticsMixin(serializers.Serializer):
+    """Reads the counts annotated by ``selectors.with_task_statistics``."""
+
+    total_tasks_assigned = serializers.IntegerField(read_only=True, default=0)
+    total_tasks_pending = serializers.IntegerField(read_only=True, default=0)
+    total_tasks_running = serializers.IntegerField(read_only=True, default=0)
+    total_tasks_completed = serializers.IntegerField(read_only=True, default=0)
+    total_tasks_failed = serializers.IntegerField(read_only=True, default=0)
+    completion_percentage = serializers.SerializerMethodField()
+
+    def get_completion_percentage(self, user) -> float:
+        assigned = getattr(user, "total_tasks_assigned", 0)
+        if not assigned:
+            return 0.0
+        return round(user.total_tasks_completed * 100 / assigned, 1)
+
+
+def validate_unique_email(value: str | None, *, instance: User | None = None) -> str | None:
+    if not value:
+        return None
+    others = User.objects.filter(email__iexact=value)
+    if instance is not None:
+        others = others.exclude(pk=instance.pk)
+    if others.exists():
+        raise serializers.ValidationError("A user with this email already exists.")
+    return value
+
+
+class UserPublicSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
+    """What any signed-in user may see of another: no email, no flags."""
+
+    class Meta:
+        model = User
+        fields = ("id", "username", "name", *STAT_FIELDS)
+        read_only_fields = fields
+
+
+class UserSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
+    """A user's own profile, or any profile for staff. ``password`` is write-only."""
+
+    email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
+    password = serializers.CharField(
+        write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
+    )
+
+    class Meta:
+        model = User
+        fields = (
+            "id",
+            "username",
+            "email",
+            "name",
+            "password",
+            "is_staff",
+            "is_active",
+            "date_joined",
+            "last_login",
+            *STAT_FIELDS,
+        )
+        read_only_fields = ("id", "date_joined", "last_login")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        request = self.context.get("request")
+        if request is None or not request.user.is_staff:
+            fields["is_staff"].read_only = True
+            fields["is_active"].read_only = True
+        return fields
+
+    def validate_email(self, value):
+        return validate_unique_email(value, instance=self.instance)
+
+    def validate(self, attrs):
+        password = attrs.get("password")
+        if password:
+            candidate = self.instance or User()
+            for field in ("username", "email", "name"):
+                if field in attrs:
+                    setattr(candidate, field, attrs[field])
+            try:
+                validate_password(password, user=candidate)
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError({"password": list(exc.messages)}) from exc
+        return attrs
+
+
+class UserCreateSerializer(UserSerializer):
+    """Staff creating a user: a password is required."""
+
+    password = serializers.CharField(
+        write_only=True, style={"input_type": "password"}, trim_whitespace=False
+    )
+
+
+class RegisterSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150)
+    password = serializers.CharField(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
+    password2 = serializers.CharField(
+        write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
+    )
+    email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
+    name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+
+    def validate_username(self, value):
+        username_field = User._meta.get_field("username")
+        for validator in username_field.validators:
+            validator(value)
+        if User.objects.filter(username=value).exists():
+            raise serializers.ValidationError("A user with that username already exists.")
+        return value
+
+    def validate_email(self, value):
+        return validate_unique_email(value)
+
+    def validate(self, attrs):
+        password2 = attrs.pop("password2", None)
+        if password2 is not None and password2 != attrs["password"]:
+            raise serializers.ValidationError({"password2": ["Passwords do not match."]})
+        candidate = User(
+            username=attrs.get("username", ""), email=attrs.get("email"), name=attrs.get("name", "")
+        )
+        try:
+            validate_password(attrs["password"], user=candidate)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"password": list(exc.messages)}) from exc
+        return attrs
+
+
+class RegisteredUserSerializer(serializers.ModelSerializer):
+    """The new user and a token pair, so a client can start working at once."""
+
+    access = serializers.SerializerMethodField()
+    refresh = serializers.SerializerMethodField()
+
+    class Meta:
+        model = User
+        fields = ("id", "username", "email", "name", "access", "refresh")
+
+    def _tokens(self, user) -> RefreshToken:
+        if not hasattr(self, "_token_pair"):
+            self._token_pair = RefreshToken.for_user(user)
+        return self._token_pair
+
+    def get_access(self, user) -> str:
+        return str(self._tokens(user).access_token)
+
+    def get_refresh(self, user) -> str:
+        return str(self._tokens(user))
+
+
+class TokenObtainSerializer(TokenObtainPairSerializer):
+    """``{username, password}`` where username may be the email, or ``{email, password}``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields[self.username_field].required = False
+        self.fields[self.username_field].help_text = "Username or email address."
+        self.fields["email"] = serializers.CharField(required=False, write_only=True)
+
+    def validate(self, attrs):
+        login = attrs.get(self.username_field) or attrs.pop("email", None)
+        if not login:
+            raise serializers.ValidationError(
+                {self.username_field: ["Give a username or an email address."]}
+            )
+        attrs[self.username_field] = login
+        return super().validate(attrs)
+
+
+class LogoutSerializer(serializers.Serializer):
+    refresh = serializers.CharField()

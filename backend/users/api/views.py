@@ -1,0 +1,144 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+
+from backend.common.routing import UUID_PATTERN
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
+
+from backend.users import selectors, services
+
+from .serializers import (
+    LogoutSerializer,
+    RegisteredUserSerializer,
+    RegisterSerializer,
+    TokenObtainSerializer,
+    UserCreateSerializer,
+    UserPublicSerializer,
+    UserSerializer,
+)
+from .throttling import AuthRateThrottle
+
+
+class RegisterView(generics.GenericAPIView):
+    """Create an account; answers with the user and a token pair."""
+
+    permission_classes = [permissions.AllowAny]
+    authentication_classes = []
+    throttle_classes = [AuthRateThrottle]
+    serializer_class = RegisterSerializer
+
+    @extend_schema(responses={201: RegisteredUserSerializer})
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = services.user_create(**serializer.validated_data)
+        return Response(RegisteredUserSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class TokenView(TokenObtainPairView):
+    """Token pair for a username or email address and a password."""
+
+    serializer_class = TokenObtainSerializer
+    throttle_classes = [AuthRateThrottle]
+
+
+class TokenRefresh(TokenRefreshView):
+    """A new access token and a new refresh token; the old refresh token stops working."""
+
+    throttle_classes = [AuthRateThrottle]
+
+
+class TokenVerify(TokenVerifyView):
+    throttle_classes = [AuthRateThrottle]
+
+
+class LogoutView(generics.GenericAPIView):
+    """Blacklist a refresh token of the signed-in user."""
+
+    serializer_class = LogoutSerializer
+
+    @extend_schema(responses={205: None})
+    def post(self, request):
+        serializer = self.get_serializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        try:
+            token = RefreshToken(serializer.validated_data["refresh"])
+        except TokenError as exc:
+            raise ValidationError({"refresh": [str(exc)]}, code="token_not_valid") from exc
+        if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
+            raise ValidationError({"refresh": ["This token belongs to another user."]})
+        token.blacklist()
+        return Response(status=status.HTTP_205_RESET_CONTENT)
+
+
+class IsSelfOrStaff(permissions.BasePermission):
+    message = "You may only view or change your own account."
+
+    def has_object_permission(self, request, view, obj):
+        if request.method == "DELETE":
+            return request.user.is_staff
+        return request.user.is_staff or obj.pk == request.user.pk
+
+
+class UserViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Users. Staff see everyone and every field; others see active users without emails."""
+
+    lookup_value_regex = UUID_PATTERN
+    permission_classes = [permissions.IsAuthenticated, IsSelfOrStaff]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        return selectors.user_list(viewer=self.request.user)
+
+    def get_serializer_class(self):
+        if self.action == "create":
+            return UserCreateSerializer
+        if self.action == "list" and not self.request.user.is_staff:
+            return UserPublicSerializer
+        return UserSerializer
+
+    def get_permissions(self):
+        if self.action == "create":
+            return [permissions.IsAdminUser()]
+        return super().get_permissions()
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        is_active = data.pop("is_active", True)
+        user = services.user_create(**data)
+        if not is_active:
+            services.user_deactivate(user=user)
+        serializer.instance = selectors.user_with_statistics(pk=user.pk)
+
+    def perform_update(self, serializer):
+        user = services.user_update(user=serializer.instance, data=dict(serializer.validated_data))
+        serializer.instance = selectors.user_with_statistics(pk=user.pk)
+
+    def destroy(self, request, *args, **kwargs):
+        services.user_deactivate(user=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses=UserSerializer)
+    @action(detail=False, methods=["get", "patch"], serializer_class=UserSerializer)
+    def me(self, request):
+        """The signed-in user's own profile and task statistics."""
+        user = selectors.user_with_statistics(pk=request.user.pk)
+        context = self.get_serializer_context()
+        if request.method == "PATCH":
+            serializer = UserSerializer(user, data=request.data, partial=True, context=context)
+            serializer.is_valid(raise_exception=True)
+            services.user_update(user=user, data=dict(serializer.validated_data))
+            user = selectors.user_with_statistics(pk=user.pk)
+        return Response(UserSerializer(user, context=context).data)

@@ -1,0 +1,45 @@
+import uuid
+
+from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.db import models
+from django.db.models.functions import Lower
+
+
+class UserManager(DjangoUserManager):
+    @classmethod
+    def normalize_email(cls, email):
+        # No address is stored as NULL, so the case-insensitive unique index ignores it.
+        return super().normalize_email(email) or None
+
+
+class User(AbstractUser):
+    """A person using the service. ``email`` is optional and unique regardless of case."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField("email address", blank=True, null=True)
+    name = models.CharField(max_length=150, blank=True)
+    first_name = None
+    last_name = None
+
+    objects = UserManager()
+
+    class Meta:
+        ordering = ["username"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"),
+                name="users_user_email_ci_unique",
+                violation_error_message="A user with this email already exists.",
+            ),
+        ]
+
+    def save(self, *args, **kwargs):
+        self.email = type(self).objects.normalize_email(self.email)
+        super().save(*args, **kwargs)
+
+    def get_full_name(self) -> str:
+        return self.name or self.username
+
+    def get_short_name(self) -> str:
+        return self.name or self.username
