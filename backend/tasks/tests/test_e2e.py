@@ -1,0 +1,176 @@
+"""End to end: the API, a real worker process and real beat, on the configured database and
+broker. Waits poll the database with a deadline; nothing sleeps for a fixed time."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from backend.celery import app as celery_app
+from backend.tasks.models import Task, TaskStatus
+
+from .processes import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _create(client, **body) -> dict:
+    response = client.post("/api/tasks/", body, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+def _task(task_id) -> Task:
+    return Task.objects.get(pk=task_id)
+
+
+def test_submission_to_completion(cluster, user, client_for):
+    cluster.start_worker()
+    client = client_for(user)
+
+    summed = _create(client, task_type="sum", input_data={"numbers": [1, 2, 3]})
+    assert summed["status"] == "pending"
+    done = wait_for(
+        lambda: _task(summed["id"]).status == TaskStatus.COMPLETED and _task(summed["id"]),
+        timeout=30,
+        what="sum to complete",
+    )
+    assert done.result == {"result": 6}
+    body = client.get(f"/api/tasks/{summed['id']}/").json()
+    assert body["status"] == "completed" and body["result"] == {"result": 6}
+
+    countdown = _create(client, task_type="countdown", input_data={"seconds": 3})
+    seen = set()
+
+    def finished():
+        task = _task(countdown["id"])
+        if task.status == TaskStatus.RUNNING:
+            seen.add(task.progress)
+        return task.status == TaskStatus.COMPLETED and task
+
+    task = wait_for(finished, timeout=40, interval=0.05, what="countdown to complete")
+    assert len(seen) >= 2, f"progress seen while running: {sorted(seen)}"
+    assert task.result == {"message": "Countdown finished", "seconds": 3}
+    assert task.progress == 100 and task.attempts == 1
+    assert task.started_at and task.completed_at
+    assert (task.completed_at - task.started_at).total_seconds() >= 3
+
+
+def test_beat_expires_overdue_task_and_the_worker_stops(cluster, user, client_for):
+    cluster.start_worker()
+    cluster.start_beat()
+    client = client_for(user)
+    deadline = timezone.now() + timedelta(seconds=2)
+    created = _create(
+        client, task_type="countdown", input_data={"seconds": 60}, deadline=deadline.isoformat()
+    )
+
+    wait_for(lambda: _task(created["id"]).status == TaskStatus.RUNNING, timeout=30, what="running")
+    task = wait_for(
+        lambda: _task(created["id"]).status == TaskStatus.FAILED and _task(created["id"]),
+        timeout=20,
+        what="expiry by beat",
+    )
+    assert task.error == "deadline exceeded"
+    assert task.completed_at is not None
+    # The countdown noticed at its next progress report and stopped running.
+    cluster.processes[0].wait_for_log("no longer running", timeout=10)
+    frozen = _task(created["id"]).progress
+    assert frozen < 100
+
+
+def test_beat_registers_sweeps_in_the_database(cluster):
+    cluster.start_beat()
+    names = {"tasks.expire-overdue", "tasks.dispatch", "tasks.rescue-stale"}
+    wait_for(
+        lambda: set(PeriodicTask.objects.filter(name__in=names).values_list("name", flat=True)) == names,
+        timeout=20,
+        what="periodic tasks registered",
+    )
+    expiry = PeriodicTask.objects.get(name="tasks.expire-overdue")
+    assert expiry.task == "backend.tasks.jobs.expire_overdue_tasks"
+    assert expiry.interval.every == 1 and expiry.interval.period == "seconds"
+    # A second beat start updates the same rows instead of adding new ones.
+    cluster.stop()
+    cluster.processes.clear()
+    cluster.start_beat()
+    wait_for(lambda: PeriodicTask.objects.filter(name__in=names).count() == 3, timeout=10)
+    assert PeriodicTask.objects.filter(task__startswith="backend.tasks.jobs.").count() == 3
+
+
+def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_for, monkeypatch):
+    client = client_for(user)
+    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
+    created = _create(client, task_type="sum", input_data={"numbers": [2, 3]})
+    task = _task(created["id"])
+    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
+    monkeypatch.undo()
+
+    cluster.start_worker()
+    cluster.start_beat()
+    done = wait_for(
+        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
+        timeout=30,
+        what="dispatch then completion",
+    )
+    assert done.result == {"result": 5}
+    assert done.enqueued_at is not None
+
+
+def test_scheduled_task_runs_when_its_time_comes(cluster, user, client_for):
+    client = client_for(user)
+    run_at = timezone.now() + timedelta(seconds=2)
+    created = _create(client, task_type="uppercase", input_data={"data": "later"}, run_at=run_at.isoformat())
+    assert created["status"] == "scheduled"
+    cluster.start_worker()
+    cluster.start_beat()
+    done = wait_for(
+        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
+        timeout=30,
+        what="scheduled task to run",
+    )
+    assert done.result == {"result": "LATER"}
+    assert done.started_at >= run_at
+
+
+def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
+    first = cluster.start_worker()
+    cluster.start_beat()
+    client = client_for(user)
+    created = _create(client, task_type="countdown", input_data={"seconds": 4})
+    wait_for(
+        lambda: _task(created["id"]).status == TaskStatus.RUNNING and _task(created["id"]).progress > 0,
+        timeout=30,
+        what="countdown running",
+    )
+    first.kill()  # SIGKILL to the main process and its pool: no chance to clean up
+    assert _task(created["id"]).status == TaskStatus.RUNNING
+
+    cluster.start_worker()
+    done = wait_for(
+        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
+        timeout=60,
+        what="rescue, dispatch and a second run",
+    )
+    assert done.attempts == 2
+    assert done.result == {"message": "Countdown finished", "seconds": 4}
+
+
+def test_cancel_stops_a_running_countdown(cluster, user, client_for):
+    worker = cluster.start_worker()
+    client = client_for(user)
+    created = _create(client, task_type="countdown", input_data={"seconds": 60})
+    wait_for(
+        lambda: _task(created["id"]).progress > 0, timeout=30, what="countdown to report progress"
+    )
+    response = client.post(f"/api/tasks/{created['id']}/cancel/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    worker.wait_for_log("no longer running", timeout=10)
+    progress = _task(created["id"]).progress
+    # The worker is free again: the next task runs at once.
+    summed = _create(client, task_type="sum", input_data={"numbers": [1]})
+    wait_for(lambda: _task(summed["id"]).status == TaskStatus.COMPLETED, timeout=30)
+    task = _task(created["id"])
+    assert task.status == TaskStatus.CANCELLED and task.progress == progress
