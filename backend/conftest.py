@@ -43,3 +43,17 @@ def client_for():
         return client
 
     return make
+
+
+UNREACHABLE_BROKER = "redis://127.0.0.1:9/0"
+
+
+@pytest.fixture
+def broker_down(monkeypatch):
+    """Point this process at a broker that refuses connections. Celery reads the
+    CELERY_BROKER_URL environment variable before its configuration, so set both."""
+    from backend.celery import app
+
+    monkeypatch.setenv("CELERY_BROKER_URL", UNREACHABLE_BROKER)
+    monkeypatch.setattr(app.conf, "broker_url", UNREACHABLE_BROKER)
+    return monkeypatch

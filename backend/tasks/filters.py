@@ -53,7 +53,9 @@ class StableOrderingFilter(django_filters.OrderingFilter):
 class TaskFilter(django_filters.FilterSet):
     status = ChoiceInFilter(choices=TaskStatus.choices, help_text="one or several, comma-separated")
     task_type = ChoiceInFilter(choices=[], help_text="one or several, comma-separated")
-    priority = ChoiceInFilter(choices=TaskPriority.choices, help_text="one or several, comma-separated")
+    priority = ChoiceInFilter(
+        choices=TaskPriority.choices, help_text="one or several, comma-separated"
+    )
     assignee = UserRefFilter(help_text="a user id, 'me' or 'none'")
     owner = UserRefFilter(help_text="a user id or 'me'")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")

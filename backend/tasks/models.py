@@ -25,7 +25,12 @@ class TaskPriority(models.TextChoices):
 
 
 # Priority is ordered by rank, not alphabetically; the rank is stored beside the name.
-PRIORITY_RANK = {TaskPriority.LOW: 0, TaskPriority.NORMAL: 1, TaskPriority.HIGH: 2, TaskPriority.URGENT: 3}
+PRIORITY_RANK = {
+    TaskPriority.LOW: 0,
+    TaskPriority.NORMAL: 1,
+    TaskPriority.HIGH: 2,
+    TaskPriority.URGENT: 3,
+}
 
 
 class Task(models.Model):
@@ -47,7 +52,9 @@ class Task(models.Model):
     priority = models.CharField(
         max_length=10, choices=TaskPriority.choices, default=TaskPriority.NORMAL
     )
-    priority_rank = models.PositiveSmallIntegerField(default=PRIORITY_RANK[TaskPriority.NORMAL], editable=False)
+    priority_rank = models.PositiveSmallIntegerField(
+        default=PRIORITY_RANK[TaskPriority.NORMAL], editable=False
+    )
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(null=True, blank=True)

@@ -110,7 +110,9 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
     _require_owner_or_staff(task, actor)
     if data.get("deadline") is not None and data["deadline"] <= timezone.now():
         raise DomainError("The deadline must be in the future.", code="deadline_in_past")
-    changes = {key: data[key] for key in ("name", "description", "priority", "deadline") if key in data}
+    changes = {
+        key: data[key] for key in ("name", "description", "priority", "deadline") if key in data
+    }
     if "priority" in changes:
         changes["priority_rank"] = PRIORITY_RANK[TaskPriority(changes["priority"])]
     if changes:

@@ -49,7 +49,9 @@ class TaskCreateSerializer(serializers.Serializer):
     task_type = serializers.ChoiceField(choices=[])
     input_data = serializers.JSONField(required=False, default=dict)
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=10_000)
+    description = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=10_000
+    )
     priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
     deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)

@@ -2,10 +2,9 @@ from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
 from rest_framework import filters, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-
-from backend.common.routing import UUID_PATTERN
 from rest_framework.response import Response
 
+from backend.common.routing import UUID_PATTERN
 from backend.tasks import selectors, services, types
 from backend.tasks.filters import TaskFilter
 
@@ -41,7 +40,9 @@ class TaskViewSet(
         return queryset
 
     def _respond(self, task, code=status.HTTP_200_OK):
-        return Response(TaskSerializer(task, context=self.get_serializer_context()).data, status=code)
+        return Response(
+            TaskSerializer(task, context=self.get_serializer_context()).data, status=code
+        )
 
     @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
     def create(self, request, *args, **kwargs):
@@ -49,7 +50,9 @@ class TaskViewSet(
         serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         task = services.task_create(owner=request.user, **serializer.validated_data)
-        return self._respond(selectors.tasks_visible_to(request.user).get(pk=task.pk), status.HTTP_201_CREATED)
+        return self._respond(
+            selectors.tasks_visible_to(request.user).get(pk=task.pk), status.HTTP_201_CREATED
+        )
 
     @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
     @action(detail=False, methods=["post"], url_path="create")

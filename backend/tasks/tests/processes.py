@@ -42,7 +42,9 @@ def test_database_url() -> str:
     return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = ""):
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, interval: float = 0.1, what: str = ""
+):
     """Poll until ``predicate()`` is truthy and return it; fail after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:

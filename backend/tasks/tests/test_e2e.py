@@ -7,7 +7,6 @@ import pytest
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
-from backend.celery import app as celery_app
 from backend.tasks.models import Task, TaskStatus
 
 from .processes import wait_for
@@ -84,7 +83,9 @@ def test_beat_registers_sweeps_in_the_database(cluster):
     cluster.start_beat()
     names = {"tasks.expire-overdue", "tasks.dispatch", "tasks.rescue-stale"}
     wait_for(
-        lambda: set(PeriodicTask.objects.filter(name__in=names).values_list("name", flat=True)) == names,
+        lambda: (
+            set(PeriodicTask.objects.filter(name__in=names).values_list("name", flat=True)) == names
+        ),
         timeout=20,
         what="periodic tasks registered",
     )
@@ -99,13 +100,12 @@ def test_beat_registers_sweeps_in_the_database(cluster):
     assert PeriodicTask.objects.filter(task__startswith="backend.tasks.jobs.").count() == 3
 
 
-def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_for, monkeypatch):
+def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_for, broker_down):
     client = client_for(user)
-    monkeypatch.setattr(celery_app.conf, "broker_url", "redis://127.0.0.1:9/0")
     created = _create(client, task_type="sum", input_data={"numbers": [2, 3]})
     task = _task(created["id"])
     assert task.status == TaskStatus.PENDING and task.enqueued_at is None
-    monkeypatch.undo()
+    broker_down.undo()  # the broker is back
 
     cluster.start_worker()
     cluster.start_beat()
@@ -121,7 +121,9 @@ def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_fo
 def test_scheduled_task_runs_when_its_time_comes(cluster, user, client_for):
     client = client_for(user)
     run_at = timezone.now() + timedelta(seconds=2)
-    created = _create(client, task_type="uppercase", input_data={"data": "later"}, run_at=run_at.isoformat())
+    created = _create(
+        client, task_type="uppercase", input_data={"data": "later"}, run_at=run_at.isoformat()
+    )
     assert created["status"] == "scheduled"
     cluster.start_worker()
     cluster.start_beat()
@@ -140,7 +142,9 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
     client = client_for(user)
     created = _create(client, task_type="countdown", input_data={"seconds": 4})
     wait_for(
-        lambda: _task(created["id"]).status == TaskStatus.RUNNING and _task(created["id"]).progress > 0,
+        lambda: (
+            _task(created["id"]).status == TaskStatus.RUNNING and _task(created["id"]).progress > 0
+        ),
         timeout=30,
         what="countdown running",
     )

@@ -6,7 +6,14 @@ import time
 from django.conf import settings
 from rest_framework import serializers
 
-from .base import JobContext, StrictInputSerializer, StrictIntegerField, StrictNumberField, TaskType, register
+from .base import (
+    JobContext,
+    StrictInputSerializer,
+    StrictIntegerField,
+    StrictNumberField,
+    TaskType,
+    register,
+)
 
 MAX_NUMBERS = 10_000
 

@@ -27,5 +27,13 @@ def _text_type(name: str, description: str, operation) -> TaskType:
 _text_type("reverse", "Reverses a string.", lambda text: text[::-1])
 _text_type("uppercase", "Converts a string to upper case.", str.upper)
 _text_type("lowercase", "Converts a string to lower case.", str.lower)
-_text_type("count_words", "Counts the words (runs of non-space characters) in a string.", lambda text: len(text.split()))
-_text_type("count_letters", "Counts the alphabetic characters in a string.", lambda text: sum(1 for ch in text if ch.isalpha()))
+_text_type(
+    "count_words",
+    "Counts the words (runs of non-space characters) in a string.",
+    lambda text: len(text.split()),
+)
+_text_type(
+    "count_letters",
+    "Counts the alphabetic characters in a string.",
+    lambda text: sum(1 for ch in text if ch.isalpha()),
+)

@@ -1,0 +1,106 @@
+"""The worker's side, called in-process: claim, run, record; errors never escape."""
+
+import dataclasses
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from backend.celery import app as celery_app
+from backend.tasks import jobs, queue, services, types
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.types import base as types_base
+
+from .factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_run_task_completes_with_the_result(user):
+    task = TaskFactory(owner=user, input_data={"numbers": [1, 2, 3]})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.result == {"result": 6}
+    assert task.progress == 100 and task.started_at and task.completed_at
+
+
+def test_duplicate_message_is_harmless(user):
+    task = TaskFactory(owner=user)
+    jobs.run_task(str(task.pk))
+    assert jobs.run_task(str(task.pk)).startswith("skipped")
+    task.refresh_from_db()
+    assert task.attempts == 1
+
+
+def test_missing_task_is_skipped():
+    assert jobs.run_task("00000000-0000-0000-0000-000000000000").startswith("skipped")
+
+
+def test_handler_error_fails_the_task_readably(user):
+    task = TaskFactory(owner=user, input_data={"numbers": "not a list"})
+    assert jobs.run_task(str(task.pk)) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert task.error.startswith("TypeError: ")
+
+
+def test_soft_time_limit_fails_the_task(user, monkeypatch):
+    def too_slow(data, ctx):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setitem(
+        types_base._REGISTRY, "sum", dataclasses.replace(types.get("sum"), handler=too_slow)
+    )
+    task = TaskFactory(owner=user)
+    jobs.run_task(str(task.pk))
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error == "time limit exceeded"
+
+
+def test_cancel_during_a_countdown_stops_it(user, monkeypatch):
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 5})
+
+    def tick(seconds):
+        # The owner cancels while the countdown is on its first second.
+        if Task.objects.get(pk=task.pk).status == TaskStatus.RUNNING:
+            services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+
+    monkeypatch.setattr("backend.tasks.types.arithmetic.time.sleep", tick)
+    assert jobs.run_task(str(task.pk)).startswith("stopped")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.result is None
+
+
+def test_manual_task_sent_to_a_worker_is_not_run(user):
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    assert jobs.run_task(str(task.pk)) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and "not run by workers" in task.error
+
+
+def test_sweep_jobs_call_the_services(user, monkeypatch):
+    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    assert jobs.expire_overdue_tasks() == 0
+    TaskFactory(owner=user)
+    assert jobs.dispatch_tasks() == {"released": 0, "sent": 1, "due": 1}
+    assert jobs.rescue_stale_tasks() == {"requeued": 0, "failed": 0}
+
+
+def test_publish_marks_the_task_sent(user):
+    task = TaskFactory(owner=user)
+    assert queue.publish_many([(task.pk, task.task_type, task.input_data)]) == 1
+    task.refresh_from_db()
+    assert task.enqueued_at is not None
+
+
+def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, broker_down):
+    task = TaskFactory(owner=user)
+    assert queue.publish_many([(task.pk, task.task_type, task.input_data)]) == 0
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
+
+
+def test_worker_settings():
+    conf = celery_app.conf
+    assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
+    assert conf.get("CELERY_DB_REUSE_MAX") == 100
+    assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}

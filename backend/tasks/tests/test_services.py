@@ -1,0 +1,377 @@
+"""The rules of §5 through the services: the limit, guarded transitions, the sweeps."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.tasks import services
+from backend.tasks.models import Task, TaskStatus
+from backend.users.tests.factories import UserFactory
+
+from .factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def create(owner, task_type="sum", input_data=None, **kwargs) -> Task:
+    if input_data is None:
+        input_data = {"numbers": [1]} if task_type == "sum" else {}
+    return services.task_create(owner=owner, task_type=task_type, input_data=input_data, **kwargs)
+
+
+# --- create -----------------------------------------------------------------------------
+
+
+def test_create_assigns_to_the_owner_and_queues_on_commit(user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        task = create(user)
+    assert task.assignee == user and task.status == TaskStatus.PENDING
+    assert task.name == "sum" and task.max_attempts == 3
+    assert len(callbacks) == 1  # the enqueue waits for the commit
+
+
+def test_manual_tasks_are_not_queued(user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        task = create(user, task_type="manual", assignee=None)
+    assert task.assignee is None and task.status == TaskStatus.PENDING
+    assert callbacks == []
+
+
+def test_worker_task_needs_an_assignee(user):
+    with pytest.raises(DomainError) as error:
+        create(user, assignee=None)
+    assert error.value.code == "assignee_required"
+    assert not Task.objects.exists()
+
+
+def test_future_run_at_schedules(user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        task = create(user, run_at=timezone.now() + timedelta(minutes=5))
+    assert task.status == TaskStatus.SCHEDULED and callbacks == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"deadline": timezone.now() - timedelta(seconds=1)}, "deadline_in_past"),
+        (
+            {
+                "deadline": timezone.now() + timedelta(minutes=1),
+                "run_at": timezone.now() + timedelta(minutes=2),
+            },
+            "run_at_after_deadline",
+        ),
+    ],
+)
+def test_create_refuses_impossible_times(user, kwargs, code):
+    with pytest.raises(DomainError) as error:
+        create(user, **kwargs)
+    assert error.value.code == code
+
+
+def test_manual_task_cannot_be_scheduled(user):
+    with pytest.raises(DomainError) as error:
+        create(user, task_type="manual", run_at=timezone.now() + timedelta(minutes=1))
+    assert error.value.code == "run_at_not_allowed"
+
+
+def test_inactive_assignee_is_refused(user):
+    gone = UserFactory(is_active=False)
+    with pytest.raises(DomainError) as error:
+        create(user, assignee=gone)
+    assert error.value.code == "assignee_inactive"
+
+
+# --- the limit --------------------------------------------------------------------------
+
+
+def test_sixth_active_task_is_refused(user, settings):
+    for _ in range(settings.MAX_ACTIVE_TASKS):
+        create(user)
+    with pytest.raises(Conflict) as error:
+        create(user)
+    assert error.value.code == "active_task_limit"
+    assert Task.objects.filter(assignee=user).count() == 5
+
+
+def test_limit_counts_scheduled_pending_and_running_only(user):
+    TaskFactory(assignee=user, owner=user, status=TaskStatus.SCHEDULED)
+    TaskFactory(assignee=user, owner=user, status=TaskStatus.RUNNING)
+    TaskFactory(assignee=user, owner=user, status=TaskStatus.PENDING)
+    for status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
+        TaskFactory.create_batch(3, assignee=user, owner=user, status=status)
+    create(user)
+    create(user)
+    with pytest.raises(Conflict):
+        create(user)
+
+
+def test_limit_is_per_assignee_not_per_owner(user, other_user):
+    for _ in range(5):
+        create(user, assignee=other_user)
+    with pytest.raises(Conflict):
+        create(user, assignee=other_user)
+    create(user)  # the owner's own count is untouched
+
+
+def test_limit_follows_the_setting(user, settings):
+    settings.MAX_ACTIVE_TASKS = 1
+    create(user)
+    with pytest.raises(Conflict):
+        create(user)
+
+
+def test_assign_respects_the_limit(user, other_user):
+    TaskFactory.create_batch(5, assignee=other_user, owner=other_user)
+    task = create(user)
+    with pytest.raises(Conflict) as error:
+        services.task_assign(task=task, actor=user, assignee=other_user)
+    assert error.value.code == "active_task_limit"
+    task.refresh_from_db()
+    assert task.assignee == user
+
+
+def test_retry_respects_the_limit(user):
+    failed = TaskFactory(owner=user, status=TaskStatus.FAILED)
+    TaskFactory.create_batch(5, owner=user)
+    with pytest.raises(Conflict) as error:
+        services.task_retry(task=failed, actor=user)
+    assert error.value.code == "active_task_limit"
+    failed.refresh_from_db()
+    assert failed.status == TaskStatus.FAILED
+
+
+# --- transitions ------------------------------------------------------------------------
+
+
+def test_cancel_active_tasks_only(user):
+    task = TaskFactory(owner=user, status=TaskStatus.RUNNING)
+    services.task_cancel(task=task, actor=user)
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.completed_at is not None
+    with pytest.raises(Conflict) as error:
+        services.task_cancel(task=task, actor=user)
+    assert error.value.code == "invalid_status"
+
+
+def test_cancel_by_assignee_who_does_not_own_is_refused(user, other_user):
+    task = TaskFactory(owner=user, assignee=other_user)
+    with pytest.raises(PermissionDenied):
+        services.task_cancel(task=task, actor=other_user)
+
+
+def test_a_stale_object_cannot_overwrite_a_newer_status(user):
+    task = TaskFactory(owner=user, status=TaskStatus.PENDING)
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.COMPLETED)
+    with pytest.raises(Conflict):
+        services.task_cancel(task=task, actor=user)  # ``task`` still says pending
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+
+
+def test_retry_resets_the_run(user, django_capture_on_commit_callbacks):
+    task = TaskFactory(
+        owner=user, status=TaskStatus.FAILED, error="boom", progress=40, attempts=3, max_attempts=3
+    )
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.task_retry(task=task, actor=user)
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING
+    assert (task.error, task.result, task.progress, task.completed_at) == (None, None, 0, None)
+    assert task.max_attempts == 6 and len(callbacks) == 1
+
+
+@pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.COMPLETED])
+def test_retry_needs_a_failed_or_cancelled_task(user, status):
+    task = TaskFactory(owner=user, status=status)
+    with pytest.raises(Conflict):
+        services.task_retry(task=task, actor=user)
+
+
+def test_retry_refuses_manual_tasks_and_passed_deadlines(user):
+    manual = TaskFactory(owner=user, task_type="manual", input_data={}, status=TaskStatus.CANCELLED)
+    with pytest.raises(Conflict) as error:
+        services.task_retry(task=manual, actor=user)
+    assert error.value.code == "not_retryable"
+    overdue = TaskFactory(
+        owner=user, status=TaskStatus.FAILED, deadline=timezone.now() - timedelta(seconds=1)
+    )
+    with pytest.raises(Conflict) as error:
+        services.task_retry(task=overdue, actor=user)
+    assert error.value.code == "deadline_passed"
+
+
+def test_manual_start_and_complete(user, other_user, staff):
+    task = create(user, task_type="manual", assignee=other_user)
+    with pytest.raises(PermissionDenied):
+        services.task_start(task=task, actor=user)
+    task = services.task_start(task=task, actor=other_user)
+    assert task.status == TaskStatus.RUNNING and task.started_at
+    with pytest.raises(Conflict):
+        services.task_start(task=task, actor=other_user)
+    with pytest.raises(PermissionDenied):
+        services.task_complete(task=task, actor=user)
+    task = services.task_complete(task=task, actor=other_user, result={"notes": "done"})
+    assert task.status == TaskStatus.COMPLETED and task.result == {"notes": "done"}
+    assert task.progress == 100 and task.completed_at
+    with pytest.raises(Conflict):
+        services.task_complete(task=task, actor=staff)
+
+
+def test_staff_can_complete_a_pending_manual_task(user, staff):
+    task = create(user, task_type="manual")
+    task = services.task_complete(task=task, actor=staff)
+    assert task.status == TaskStatus.COMPLETED and task.started_at
+
+
+def test_worker_tasks_are_not_started_by_hand(user):
+    task = create(user)
+    with pytest.raises(Conflict) as error:
+        services.task_start(task=task, actor=user)
+    assert error.value.code == "not_manual"
+
+
+def test_assign_only_while_waiting(user, other_user):
+    task = create(user, task_type="manual")
+    task = services.task_assign(task=task, actor=user, assignee=other_user)
+    assert task.assignee == other_user
+    task = services.task_assign(task=task, actor=user, assignee=None)
+    assert task.assignee is None
+    running = TaskFactory(owner=user, status=TaskStatus.RUNNING)
+    with pytest.raises(Conflict):
+        services.task_assign(task=running, actor=user, assignee=other_user)
+    with pytest.raises(DomainError):
+        services.task_assign(task=create(user), actor=user, assignee=None)
+
+
+def test_update_and_delete(user, other_user):
+    task = TaskFactory(owner=user, assignee=other_user)
+    task = services.task_update(task=task, actor=user, data={"priority": "urgent", "name": "x"})
+    assert (task.priority, task.priority_rank, task.name) == ("urgent", 3, "x")
+    with pytest.raises(PermissionDenied):
+        services.task_update(task=task, actor=other_user, data={"name": "y"})
+    with pytest.raises(DomainError):
+        services.task_update(
+            task=task, actor=user, data={"deadline": timezone.now() - timedelta(seconds=1)}
+        )
+    running = TaskFactory(owner=user, status=TaskStatus.RUNNING)
+    with pytest.raises(Conflict) as error:
+        services.task_delete(task=running, actor=user)
+    assert error.value.code == "task_running" and Task.objects.filter(pk=running.pk).exists()
+    services.task_delete(task=task, actor=user)
+    assert not Task.objects.filter(pk=task.pk).exists()
+
+
+# --- execution --------------------------------------------------------------------------
+
+
+def test_claim_is_guarded(user):
+    task = TaskFactory(owner=user)
+    claimed = services.task_claim(task_id=task.pk)
+    assert claimed.status == TaskStatus.RUNNING and claimed.attempts == 1
+    assert services.task_claim(task_id=task.pk) is None  # a duplicate message does nothing
+
+
+def test_claim_skips_overdue_tasks(user):
+    task = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    assert services.task_claim(task_id=task.pk) is None
+
+
+def test_finish_only_while_this_run_is_running(user):
+    task = TaskFactory(owner=user)
+    run = services.task_claim(task_id=task.pk)
+    services.task_cancel(task=task, actor=user)
+    assert not services.task_finish(task=run, result={"result": 1})
+    assert not services.task_report_progress(task=run, progress=50)
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.result is None
+
+
+def test_a_lost_run_cannot_finish_a_newer_run(user):
+    task = TaskFactory(owner=user)
+    first = services.task_claim(task_id=task.pk)
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING)  # rescued
+    second = services.task_claim(task_id=task.pk)
+    assert second.attempts == 2
+    assert not services.task_finish(task=first, result={"result": "stale"})
+    assert services.task_finish(task=second, result={"result": "fresh"})
+    task.refresh_from_db()
+    assert task.result == {"result": "fresh"}
+
+
+def test_fail_records_the_error(user):
+    run = services.task_claim(task_id=TaskFactory(owner=user).pk)
+    assert services.task_fail(task=run, error="ValueError: bad")
+    run.refresh_from_db()
+    assert run.status == TaskStatus.FAILED and run.error == "ValueError: bad" and run.completed_at
+
+
+# --- sweeps -----------------------------------------------------------------------------
+
+
+def test_expire_fails_overdue_active_tasks_in_one_update(user, django_assert_num_queries):
+    past = timezone.now() - timedelta(seconds=1)
+    overdue = [
+        TaskFactory(owner=user, status=status, deadline=past)
+        for status in (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING)
+    ]
+    finished = TaskFactory(owner=user, status=TaskStatus.COMPLETED, deadline=past)
+    future = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
+    no_deadline = TaskFactory(owner=user)
+    with django_assert_num_queries(1):
+        assert services.tasks_expire() == 3
+    for task in overdue:
+        task.refresh_from_db()
+        assert task.status == TaskStatus.FAILED and task.error == "deadline exceeded"
+        assert task.completed_at is not None
+    for task, status in (
+        (finished, TaskStatus.COMPLETED),
+        (future, "pending"),
+        (no_deadline, "pending"),
+    ):
+        task.refresh_from_db()
+        assert task.status == status
+
+
+def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatch):
+    sent = []
+    monkeypatch.setattr(
+        "backend.tasks.queue.publish_many", lambda rows: sent.extend(rows) or len(rows)
+    )
+    due = TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=timezone.now())
+    later = TaskFactory(
+        owner=user, status=TaskStatus.SCHEDULED, run_at=timezone.now() + timedelta(hours=1)
+    )
+    unsent = TaskFactory(owner=user, priority="urgent")
+    recently_sent = TaskFactory(owner=user, enqueued_at=timezone.now())
+    long_ago = TaskFactory(owner=user, enqueued_at=timezone.now() - timedelta(hours=1))
+    TaskFactory(owner=user, task_type="manual", input_data={})
+    outcome = services.tasks_dispatch()
+    assert outcome == {"released": 1, "sent": 3, "due": 3}
+    assert [row[0] for row in sent][0] == unsent.pk  # urgent first
+    assert {row[0] for row in sent} == {due.pk, unsent.pk, long_ago.pk}
+    assert recently_sent.pk not in {row[0] for row in sent}
+    later.refresh_from_db()
+    assert later.status == TaskStatus.SCHEDULED
+
+
+def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 5)
+    lost = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    spent = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=3)
+    alive = TaskFactory(
+        owner=user, status=TaskStatus.RUNNING, heartbeat_at=timezone.now(), attempts=1
+    )
+    human = TaskFactory(
+        owner=user, task_type="manual", input_data={}, status=TaskStatus.RUNNING, heartbeat_at=stale
+    )
+    assert services.tasks_rescue() == {"requeued": 1, "failed": 1}
+    lost.refresh_from_db()
+    spent.refresh_from_db()
+    assert lost.status == TaskStatus.PENDING and lost.enqueued_at is None and lost.progress == 0
+    assert spent.status == TaskStatus.FAILED and "out of attempts" in spent.error
+    for task in (alive, human):
+        task.refresh_from_db()
+        assert task.status == TaskStatus.RUNNING
