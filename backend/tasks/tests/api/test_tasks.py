@@ -1,0 +1,418 @@
+"""The task endpoints over HTTP: shapes, filters, visibility, actions, errors."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+TASK_FIELDS = {
+    "id", "name", "description", "task_type", "input_data", "priority", "status", "progress",
+    "result", "error", "owner", "owner_username", "assignee", "assignee_username", "deadline",
+    "run_at", "attempts", "created_at", "updated_at", "started_at", "completed_at",
+}  # fmt: skip
+
+
+@pytest.fixture
+def client(client_for, user):
+    return client_for(user)
+
+
+def url(task=None, action=None) -> str:
+    if task is None:
+        return "/api/tasks/"
+    base = f"/api/tasks/{task if isinstance(task, str) else task.pk}/"
+    return f"{base}{action}/" if action else base
+
+
+# --- create -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/tasks/create/"])
+def test_create_returns_the_full_task(client, user, path):
+    response = client.post(
+        path,
+        {"task_type": "sum", "input_data": {"numbers": [1, 2, 3]}, "priority": "high"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == TASK_FIELDS
+    assert body["status"] == "pending" and body["priority"] == "high"
+    assert body["owner"] == str(user.pk) and body["assignee"] == str(user.pk)
+    assert body["owner_username"] == user.username and body["progress"] == 0
+    assert Task.objects.get(pk=body["id"]).input_data == {"numbers": [1, 2, 3]}
+
+
+def test_create_needs_authentication(api_client):
+    response = api_client.post(url(), {"task_type": "sum"}, format="json")
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"input_data": {"numbers": [1]}}, "task_type"),
+        ({"task_type": "nope", "input_data": {}}, "task_type"),
+        ({"task_type": "sum", "input_data": {"numbers": [True]}}, "input_data"),
+        ({"task_type": "sum", "input_data": [1, 2]}, "input_data"),
+        ({"task_type": "sum", "input_data": "x"}, "input_data"),
+        ({"task_type": "sum"}, "input_data"),
+        ({"task_type": "countdown", "input_data": {"seconds": 0}}, "input_data"),
+        ({"task_type": "countdown", "input_data": {"seconds": False}}, "input_data"),
+        ({"task_type": "reverse", "input_data": {"data": 5}}, "input_data"),
+        ({"task_type": "sum", "input_data": {"numbers": [1]}, "priority": "meh"}, "priority"),
+        ({"task_type": "sum", "input_data": {"numbers": [1]}, "deadline": "soon"}, "deadline"),
+        ({"task_type": "sum", "input_data": {"numbers": [1]}, "assignee": "x"}, "assignee"),
+        (
+            {
+                "task_type": "sum",
+                "input_data": {"numbers": [1]},
+                "assignee": "00000000-0000-0000-0000-000000000000",
+            },
+            "assignee",
+        ),
+    ],
+)
+def test_create_rejects_bad_input_with_field_errors(client, body, field):
+    response = client.post(url(), body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not Task.objects.exists()
+
+
+def test_input_errors_name_the_inner_field(client):
+    response = client.post(
+        url(), {"task_type": "sum", "input_data": {"numbers": [1, "2"]}}, format="json"
+    )
+    assert response.status_code == 400
+    assert "numbers" in response.json()["input_data"]
+
+
+def test_rule_errors_are_400_with_a_code(client):
+    past = (timezone.now() - timedelta(minutes=1)).isoformat()
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "deadline": past}
+    response = client.post(url(), body, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "deadline_in_past" and response.json()["detail"]
+    response = client.post(
+        url(), {"task_type": "sum", "input_data": {"numbers": [1]}, "assignee": None}, format="json"
+    )
+    assert response.status_code == 400 and response.json()["code"] == "assignee_required"
+
+
+def test_malformed_json_is_400(client):
+    response = client.post(url(), "{not json", content_type="application/json")
+    assert response.status_code == 400
+
+
+def test_sixth_active_task_is_409(client, user):
+    for _ in range(5):
+        response = client.post(
+            url(), {"task_type": "countdown", "input_data": {"seconds": 60}}, format="json"
+        )
+        assert response.status_code == 201
+    response = client.post(
+        url(), {"task_type": "countdown", "input_data": {"seconds": 60}}, format="json"
+    )
+    assert response.status_code == 409
+    assert response.json()["code"] == "active_task_limit" and response.json()["detail"]
+    assert Task.objects.filter(assignee=user).count() == 5
+
+
+def test_unassigned_manual_task(client):
+    response = client.post(
+        url(), {"task_type": "manual", "name": "Review", "assignee": None}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["assignee"] is None and response.json()["name"] == "Review"
+
+
+def test_run_at_in_the_future_schedules(client):
+    run_at = (timezone.now() + timedelta(hours=1)).isoformat()
+    response = client.post(
+        url(), {"task_type": "sum", "input_data": {"numbers": [1]}, "run_at": run_at}, format="json"
+    )
+    assert response.status_code == 201 and response.json()["status"] == "scheduled"
+
+
+# --- read and visibility ----------------------------------------------------------------
+
+
+def test_owner_and_assignee_see_a_task_others_get_404(client_for, user, other_user, staff):
+    task = TaskFactory(owner=user, assignee=other_user)
+    stranger = UserFactory()
+    assert client_for(user).get(url(task)).status_code == 200
+    assert client_for(other_user).get(url(task)).status_code == 200
+    assert client_for(staff).get(url(task)).status_code == 200
+    assert client_for(stranger).get(url(task)).status_code == 404
+    assert client_for(stranger).post(url(task, "cancel")).status_code == 404
+    assert client_for(stranger).delete(url(task)).status_code == 404
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
+
+
+def test_not_a_uuid_is_404(client):
+    assert client.get(url("not-a-uuid")).status_code == 404
+    assert client.get(url("00000000-0000-0000-0000-000000000000")).status_code == 404
+
+
+def test_list_shows_only_visible_tasks(client_for, user, other_user, staff):
+    mine = TaskFactory(owner=user)
+    assigned_to_me = TaskFactory(owner=other_user, assignee=user)
+    TaskFactory(owner=other_user)
+    body = client_for(user).get(url()).json()
+    assert body["count"] == 2
+    assert {t["id"] for t in body["results"]} == {str(mine.pk), str(assigned_to_me.pk)}
+    assert client_for(staff).get(url()).json()["count"] == 3
+
+
+def test_pagination(client, user):
+    TaskFactory.create_batch(12, owner=user, status=TaskStatus.COMPLETED)
+    body = client.get(url()).json()
+    assert set(body) == {"count", "next", "previous", "results"}
+    assert body["count"] == 12 and len(body["results"]) == 10 and body["next"]
+    assert len(client.get(url(), {"page_size": 5, "page": 3}).json()["results"]) == 2
+    assert len(client.get(url(), {"page_size": 1000}).json()["results"]) == 12
+    assert client.get(url(), {"page": 99}).status_code == 404
+
+
+def test_list_queries_do_not_grow_with_the_page(client, user, other_user, django_assert_max_num_queries):
+    for i in range(30):
+        TaskFactory(owner=user, assignee=other_user if i % 2 else user)
+
+    def count_queries(page_size):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as ctx:
+            response = client.get(url(), {"page_size": page_size})
+        assert response.status_code == 200 and len(response.json()["results"]) == page_size
+        return len(ctx.captured_queries)
+
+    assert count_queries(2) == count_queries(25)
+    with django_assert_max_num_queries(2):
+        client.get(url(), {"page_size": 25})
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"status": "completed"}, {"done"}),
+        ({"status": "completed,failed"}, {"done", "broken"}),
+        ({"task_type": "countdown"}, {"slow"}),
+        ({"priority": "urgent"}, {"slow"}),
+        ({"priority": "urgent,low"}, {"slow", "broken"}),
+        ({"assignee": "none"}, {"todo"}),
+        ({"search": "QUARTERLY"}, {"done"}),
+        ({"search": "invoice"}, {"broken"}),
+    ],
+)
+def test_filters(client, user, params, expected):
+    TaskFactory(owner=user, name="done", description="quarterly report", status="completed")
+    TaskFactory(owner=user, name="broken", description="invoice run", status="failed", priority="low")
+    TaskFactory(owner=user, name="slow", task_type="countdown", priority="urgent")
+    TaskFactory(owner=user, name="todo", task_type="manual", assignee=None, input_data={})
+    response = client.get(url(), params)
+    assert response.status_code == 200
+    assert {t["name"] for t in response.json()["results"]} == expected
+
+
+def test_filter_by_user_refs(client, user, other_user):
+    TaskFactory(owner=user, name="mine")
+    TaskFactory(owner=user, assignee=other_user, name="delegated")
+    TaskFactory(owner=other_user, assignee=user, name="given")
+    names = lambda params: {t["name"] for t in client.get(url(), params).json()["results"]}  # noqa: E731
+    assert names({"assignee": "me"}) == {"mine", "given"}
+    assert names({"assignee": str(other_user.pk)}) == {"delegated"}
+    assert names({"owner": "me"}) == {"mine", "delegated"}
+    assert names({"owner": str(other_user.pk)}) == {"given"}
+
+
+def test_date_filters(client, user):
+    old = TaskFactory(owner=user, name="old", deadline=timezone.now() + timedelta(days=1))
+    Task.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+    TaskFactory(owner=user, name="new", deadline=timezone.now() + timedelta(days=30))
+    cutoff = (timezone.now() - timedelta(days=5)).isoformat()
+    names = lambda params: {t["name"] for t in client.get(url(), params).json()["results"]}  # noqa: E731
+    assert names({"created_after": cutoff}) == {"new"}
+    assert names({"created_before": cutoff}) == {"old"}
+    week = (timezone.now() + timedelta(days=7)).isoformat()
+    assert names({"deadline_before": week}) == {"old"}
+    assert names({"deadline_after": week}) == {"new"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"status": "bogus"},
+        {"status": "completed,bogus"},
+        {"priority": "top"},
+        {"task_type": "nope"},
+        {"assignee": "someone"},
+        {"owner": "12"},
+        {"created_after": "yesterday"},
+        {"deadline_before": "2026-13-45"},
+        {"ordering": "name"},
+    ],
+)
+def test_invalid_filter_values_are_400(client, user, params):
+    TaskFactory(owner=user)
+    response = client.get(url(), params)
+    assert response.status_code == 400, response.content
+    assert set(response.json()) & set(params)
+
+
+def test_ordering_by_priority_uses_rank(client, user):
+    for priority in ("normal", "urgent", "low", "high"):
+        TaskFactory(owner=user, name=priority, priority=priority)
+    names = [t["name"] for t in client.get(url(), {"ordering": "-priority"}).json()["results"]]
+    assert names == ["urgent", "high", "normal", "low"]
+    names = [t["name"] for t in client.get(url(), {"ordering": "priority"}).json()["results"]]
+    assert names == ["low", "normal", "high", "urgent"]
+
+
+def test_ordering_by_other_fields(client, user):
+    now = timezone.now()
+    TaskFactory(owner=user, name="b", deadline=now + timedelta(days=2), status="running")
+    TaskFactory(owner=user, name="a", deadline=now + timedelta(days=1), status="completed")
+    first = lambda ordering: client.get(url(), {"ordering": ordering}).json()["results"][0]["name"]  # noqa: E731
+    assert first("deadline") == "a" and first("-deadline") == "b"
+    assert first("status") == "a" and first("-created_at") == "a"
+    assert first("created_at") == "b"
+
+
+# --- edit and delete --------------------------------------------------------------------
+
+
+def test_patch_editable_fields(client, user):
+    task = TaskFactory(owner=user)
+    deadline = (timezone.now() + timedelta(days=1)).replace(microsecond=0)
+    response = client.patch(
+        url(task),
+        {"name": "renamed", "priority": "urgent", "deadline": deadline.isoformat()},
+        format="json",
+    )
+    assert response.status_code == 200
+    assert response.json()["name"] == "renamed" and response.json()["priority"] == "urgent"
+    task.refresh_from_db()
+    assert task.priority_rank == 3 and task.deadline == deadline
+
+
+@pytest.mark.parametrize("field", ["status", "result", "progress", "task_type", "owner"])
+def test_patch_refuses_other_fields(client, user, field):
+    task = TaskFactory(owner=user)
+    response = client.patch(url(task), {field: "completed", "name": "x"}, format="json")
+    assert response.status_code == 400 and field in response.json()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.name != "x"
+
+
+def test_patch_by_assignee_is_forbidden(client_for, user, other_user):
+    task = TaskFactory(owner=user, assignee=other_user)
+    response = client_for(other_user).patch(url(task), {"name": "mine now"}, format="json")
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+
+
+def test_put_is_not_allowed(client, user):
+    assert client.put(url(TaskFactory(owner=user)), {}, format="json").status_code == 405
+
+
+def test_delete(client, user):
+    done = TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    assert client.delete(url(done)).status_code == 204
+    assert client.get(url(done)).status_code == 404
+    running = TaskFactory(owner=user, status=TaskStatus.RUNNING)
+    response = client.delete(url(running))
+    assert response.status_code == 409 and response.json()["code"] == "task_running"
+    assert Task.objects.filter(pk=running.pk).exists()
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+def test_cancel_and_retry(client, user):
+    task = TaskFactory(owner=user, status=TaskStatus.RUNNING)
+    response = client.post(url(task, "cancel"))
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    response = client.post(url(task, "cancel"))
+    assert response.status_code == 409
+    assert set(response.json()) == {"detail", "code"} and response.json()["code"] == "invalid_status"
+    response = client.post(url(task, "retry"))
+    assert response.status_code == 200 and response.json()["status"] == "pending"
+    assert response.json()["completed_at"] is None
+
+
+def test_retry_of_a_pending_task_is_409_and_changes_nothing(client, user):
+    task = TaskFactory(owner=user)
+    before = Task.objects.filter(pk=task.pk).values().get()
+    response = client.post(url(task, "retry"))
+    assert response.status_code == 409
+    assert Task.objects.filter(pk=task.pk).values().get() == before
+
+
+def test_assign(client_for, user, other_user):
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    response = client_for(user).post(url(task, "assign"), {"assignee": str(other_user.pk)}, format="json")
+    assert response.status_code == 200 and response.json()["assignee"] == str(other_user.pk)
+    # The new assignee sees it but may not reassign it (not the owner).
+    response = client_for(other_user).post(url(task, "assign"), {"assignee": None}, format="json")
+    assert response.status_code == 403
+    response = client_for(user).post(url(task, "assign"), {}, format="json")
+    assert response.status_code == 400 and "assignee" in response.json()
+
+
+def test_assign_over_the_limit_is_409(client_for, user, other_user):
+    TaskFactory.create_batch(5, owner=other_user)
+    task = TaskFactory(owner=user)
+    response = client_for(user).post(url(task, "assign"), {"assignee": str(other_user.pk)}, format="json")
+    assert response.status_code == 409 and response.json()["code"] == "active_task_limit"
+
+
+def test_manual_flow(client_for, user, other_user):
+    response = client_for(user).post(
+        url(), {"task_type": "manual", "name": "Sign", "assignee": str(other_user.pk)}, format="json"
+    )
+    task_id = response.json()["id"]
+    assert client_for(user).post(url(task_id, "start")).status_code == 403
+    response = client_for(other_user).post(url(task_id, "start"))
+    assert response.status_code == 200 and response.json()["status"] == "running"
+    response = client_for(other_user).post(url(task_id, "complete"), {"result": {"ok": True}}, format="json")
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed" and response.json()["result"] == {"ok": True}
+    response = client_for(other_user).post(url(task_id, "complete"))
+    assert response.status_code == 409
+
+
+def test_start_on_a_worker_task_is_409(client, user):
+    response = client.post(url(TaskFactory(owner=user), "start"))
+    assert response.status_code == 409 and response.json()["code"] == "not_manual"
+
+
+def test_actions_are_post_only(client, user):
+    assert client.get(url(TaskFactory(owner=user), "cancel")).status_code == 405
+
+
+# --- task types -------------------------------------------------------------------------
+
+
+def test_task_types_lists_the_registry(client):
+    response = client.get("/api/task-types/")
+    assert response.status_code == 200
+    by_name = {t["name"]: t for t in response.json()}
+    assert set(by_name) >= {
+        "sum", "countdown", "reverse", "uppercase", "lowercase", "count_words", "count_letters",
+        "manual",
+    }  # fmt: skip
+    assert by_name["sum"]["input_schema"]["required"] == ["numbers"]
+    assert by_name["manual"]["runs_on_worker"] is False
+    assert all(t["description"] for t in by_name.values())
+
+
+def test_task_types_need_authentication(api_client):
+    assert api_client.get("/api/task-types/").status_code == 401

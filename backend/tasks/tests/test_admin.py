@@ -1,0 +1,73 @@
+"""The admin: lists with filters and search, and the actions that call the services."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backend.tasks.models import Task, TaskStatus
+from backend.users.tests.factories import UserFactory
+
+from .factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/tasks/task/"
+
+
+@pytest.fixture
+def admin_client(client):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    return client
+
+
+def act(admin_client, action, tasks):
+    return admin_client.post(
+        CHANGELIST,
+        {"action": action, "_selected_action": [str(t.pk) for t in tasks]},
+        follow=True,
+    )
+
+
+def test_changelist_filters_and_search(admin_client, user):
+    TaskFactory(owner=user, name="find me")
+    TaskFactory(owner=user, name="other", status=TaskStatus.FAILED)
+    response = admin_client.get(CHANGELIST, {"q": "find"})
+    assert response.status_code == 200 and b"find me" in response.content
+    assert b"other" not in response.content
+    response = admin_client.get(CHANGELIST, {"status__exact": "failed"})
+    assert b"other" in response.content and b"find me" not in response.content
+
+
+def test_detail_page_renders(admin_client, user):
+    task = TaskFactory(owner=user)
+    assert admin_client.get(f"{CHANGELIST}{task.pk}/change/").status_code == 200
+
+
+def test_cancel_action(admin_client, user):
+    active = TaskFactory(owner=user)
+    done = TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    response = act(admin_client, "cancel_tasks", [active, done])
+    assert b"1 task(s) cancelled" in response.content
+    assert Task.objects.get(pk=active.pk).status == TaskStatus.CANCELLED
+    assert Task.objects.get(pk=done.pk).status == TaskStatus.COMPLETED
+
+
+def test_retry_action(admin_client, user):
+    failed = TaskFactory(owner=user, status=TaskStatus.FAILED)
+    act(admin_client, "retry_tasks", [failed])
+    assert Task.objects.get(pk=failed.pk).status == TaskStatus.PENDING
+
+
+def test_expire_action_only_touches_overdue_tasks(admin_client, user):
+    overdue = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    on_time = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
+    response = act(admin_client, "expire_tasks", [overdue, on_time])
+    assert b"1 overdue task(s)" in response.content
+    assert Task.objects.get(pk=overdue.pk).error == "deadline exceeded"
+    assert Task.objects.get(pk=on_time.pk).status == TaskStatus.PENDING
+
+
+def test_periodic_tasks_are_in_the_admin(admin_client):
+    assert admin_client.get("/admin/django_celery_beat/periodictask/").status_code == 200

@@ -1,0 +1,45 @@
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from backend.tasks import queue
+from backend.tasks.models import TaskStatus
+
+from .factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def run(name: str) -> str:
+    out = StringIO()
+    call_command(name, stdout=out)
+    return out.getvalue()
+
+
+def test_expire_tasks(user):
+    task = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    assert run("expire_tasks").strip() == "expired 1 task(s)"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error == "deadline exceeded"
+
+
+def test_dispatch_tasks(user, monkeypatch):
+    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=timezone.now())
+    assert run("dispatch_tasks").strip() == (
+        "released 1 scheduled task(s); sent 1 of 1 pending task(s)"
+    )
+
+
+def test_rescue_tasks(user, settings, monkeypatch):
+    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
+    task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    assert run("rescue_tasks").strip() == (
+        "requeued 1 and failed 0 stale task(s); sent 1 task(s)"
+    )
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING
