@@ -5,6 +5,7 @@ A bad value stops start-up with a message naming the variable (see ``_fail``).
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +17,14 @@ from kombu import Exchange, Queue
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# A .env file at the top level fills in what the environment does not set.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env")
+
+
+def _text(name: str, default: str) -> str:
+    """A string variable; set but empty counts as unset (as in a copied .env.example)."""
+    return os.environ.get(name) or default
 
 
 def _fail(message: str):
@@ -39,10 +48,10 @@ def _positive_int(name: str, default: int, minimum: int = 1) -> int:
 
 # --- core ---------------------------------------------------------------------
 DEBUG = _read("DEBUG", env.bool, False)
-VAR_DIR = Path(_read("VAR_DIR", env.str, str(BASE_DIR / "var")))
+VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+SECRET_KEY = _text("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
         _fail("DJANGO_SECRET_KEY is required when DEBUG is off (set DEBUG=true for local development).")
@@ -106,7 +115,7 @@ TEMPLATES = [
 # --- database -----------------------------------------------------------------
 # Embedded default: SQLite in WAL mode with IMMEDIATE transactions and a busy timeout, so the
 # web process, the worker and beat can all write to it at once.
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+DATABASE_URL = _text("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
 try:
     _db = environ.Env.db_url_config(DATABASE_URL)
 except Exception as exc:  # django-environ raises several types for a bad URL
@@ -144,13 +153,14 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
 # --- REST framework -----------------------------------------------------------
-THROTTLE_AUTH_RATE = _read("THROTTLE_AUTH_RATE", env.str, "20/min")
+THROTTLE_AUTH_RATE = _text("THROTTLE_AUTH_RATE", "20/min")
 if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTTLE_AUTH_RATE):
     _fail(f"THROTTLE_AUTH_RATE must look like 20/min (number/s|min|hour|day), got {THROTTLE_AUTH_RATE!r}")
 
@@ -193,11 +203,14 @@ SPECTACULAR_SETTINGS = {
 
 # The throttle counters live in the cache; a local-memory cache is per process, which is
 # what a single web process needs. Point CACHE_URL at Redis to share them across processes.
-CACHES = {"default": _read("CACHE_URL", env.cache_url, "locmemcache://")}
+try:
+    CACHES = {"default": environ.Env.cache_url_config(_text("CACHE_URL", "locmemcache://"))}
+except Exception as exc:
+    _fail(f"CACHE_URL is not a valid cache URL: {exc}")
 
 # --- Celery -------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
-BROKER_FOLDER = Path(_read("BROKER_FOLDER", env.str, str(VAR_DIR / "broker")))
+CELERY_BROKER_URL = _text("CELERY_BROKER_URL", "filesystem://")
+BROKER_FOLDER = Path(_text("BROKER_FOLDER", str(VAR_DIR / "broker"))).resolve()
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _sub in ("data", "control", "processed"):
         (BROKER_FOLDER / _sub).mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # --- logging ------------------------------------------------------------------
-LOG_LEVEL = _read("LOG_LEVEL", env.str, "INFO").upper()
+LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    _fail(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
