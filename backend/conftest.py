@@ -5,6 +5,13 @@ from rest_framework.test import APIClient
 from backend.users.tests.factories import UserFactory
 
 
+def pytest_configure(config):
+    from django.conf import settings
+
+    # A fast hasher: the default one is slow on purpose, and the suite creates many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     # Throttle counters live in the cache; each test starts with none.
@@ -54,6 +61,8 @@ def broker_down(monkeypatch):
     CELERY_BROKER_URL environment variable before its configuration, so set both."""
     from backend.celery import app
 
-    monkeypatch.setenv("CELERY_BROKER_URL", UNREACHABLE_BROKER)
+    # Configuration first: Celery's broker_url reads the variable first, so patching after
+    # setenv would record (and later "restore") the unreachable URL.
     monkeypatch.setattr(app.conf, "broker_url", UNREACHABLE_BROKER)
+    monkeypatch.setenv("CELERY_BROKER_URL", UNREACHABLE_BROKER)
     return monkeypatch

@@ -39,6 +39,17 @@ def _read(name: str, cast, default):
         _fail(f"Environment variable {name} has an invalid value: {exc}")
 
 
+def _bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    _fail(f"Environment variable {name} must be true or false, got {raw!r}")
+
+
 def _positive_int(name: str, default: int, minimum: int = 1) -> int:
     value = _read(name, env.int, default)
     if value < minimum:
@@ -47,14 +58,16 @@ def _positive_int(name: str, default: int, minimum: int = 1) -> int:
 
 
 # --- core ---------------------------------------------------------------------
-DEBUG = _read("DEBUG", env.bool, False)
+DEBUG = _bool("DEBUG", False)
 VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 SECRET_KEY = _text("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEBUG:
-        _fail("DJANGO_SECRET_KEY is required when DEBUG is off (set DEBUG=true for local development).")
+        _fail(
+            "DJANGO_SECRET_KEY is required when DEBUG is off (set DEBUG=true for local development)."
+        )
     SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
 
 ALLOWED_HOSTS = _read(
@@ -120,8 +133,12 @@ try:
     _db = environ.Env.db_url_config(DATABASE_URL)
 except Exception as exc:  # django-environ raises several types for a bad URL
     _fail(f"DATABASE_URL is not a valid database URL: {exc}")
-if not _db.get("ENGINE"):
-    _fail(f"DATABASE_URL has an unsupported scheme: {DATABASE_URL.split(':', 1)[0]}")
+SUPPORTED_DATABASES = {"django.db.backends.sqlite3", "django.db.backends.postgresql"}
+if _db.get("ENGINE") not in SUPPORTED_DATABASES:
+    _fail(
+        f"DATABASE_URL must be a sqlite:// or postgres:// URL, got scheme "
+        f"{DATABASE_URL.split(':', 1)[0]!r}"
+    )
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     _db["OPTIONS"] = {
         "transaction_mode": "IMMEDIATE",
@@ -162,7 +179,9 @@ STORAGES = {
 # --- REST framework -----------------------------------------------------------
 THROTTLE_AUTH_RATE = _text("THROTTLE_AUTH_RATE", "20/min")
 if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTTLE_AUTH_RATE):
-    _fail(f"THROTTLE_AUTH_RATE must look like 20/min (number/s|min|hour|day), got {THROTTLE_AUTH_RATE!r}")
+    _fail(
+        f"THROTTLE_AUTH_RATE must look like 20/min (number/s|min|hour|day), got {THROTTLE_AUTH_RATE!r}"
+    )
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -241,7 +260,9 @@ CELERY_TIMEZONE = TIME_ZONE
 # hold up expiry. A worker started without -Q consumes both; `make run` also starts a small
 # worker for "maintenance" alone.
 CELERY_TASK_DEFAULT_QUEUE = "tasks"
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in ("tasks", "maintenance"))
+CELERY_TASK_QUEUES = tuple(
+    Queue(name, Exchange(name), routing_key=name) for name in ("tasks", "maintenance")
+)
 CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.run_task": {"queue": "tasks"},
     "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},

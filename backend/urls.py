@@ -25,3 +25,6 @@ urlpatterns = [
     path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
     path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
 ]
+
+handler404 = "backend.common.views.not_found"
+handler500 = "backend.common.views.server_error"

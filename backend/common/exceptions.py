@@ -18,8 +18,10 @@ def exception_handler(exc, context):
     if response is not None and isinstance(exc, exceptions.APIException):
         data = response.data
         # Errors that carry a single message also carry its code, like domain errors do.
-        if isinstance(data, dict) and set(data) == {"detail"} and not isinstance(
-            exc, exceptions.ValidationError
+        if (
+            isinstance(data, dict)
+            and set(data) == {"detail"}
+            and not isinstance(exc, exceptions.ValidationError)
         ):
             codes = exc.get_codes()
             data["code"] = codes if isinstance(codes, str) else codes.get("detail", "error")

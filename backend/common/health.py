@@ -33,11 +33,17 @@ CHECKS = {"database": check_database, "broker": check_broker}
     responses={
         200: inline_serializer(
             "Health",
-            {"status": serializers.CharField(), "checks": serializers.DictField(child=serializers.CharField())},
+            {
+                "status": serializers.CharField(),
+                "checks": serializers.DictField(child=serializers.CharField()),
+            },
         ),
         503: inline_serializer(
             "HealthFailed",
-            {"status": serializers.CharField(), "checks": serializers.DictField(child=serializers.CharField())},
+            {
+                "status": serializers.CharField(),
+                "checks": serializers.DictField(child=serializers.CharField()),
+            },
         ),
     },
     tags=["health"],

@@ -52,7 +52,10 @@ class StableOrderingFilter(django_filters.OrderingFilter):
 
 class TaskFilter(django_filters.FilterSet):
     status = ChoiceInFilter(choices=TaskStatus.choices, help_text="one or several, comma-separated")
-    task_type = ChoiceInFilter(choices=[], help_text="one or several, comma-separated")
+    task_type = ChoiceInFilter(
+        choices=lambda: [(name, name) for name in types.names()],
+        help_text="one or several, comma-separated",
+    )
     priority = ChoiceInFilter(
         choices=TaskPriority.choices, help_text="one or several, comma-separated"
     )
@@ -77,7 +80,3 @@ class TaskFilter(django_filters.FilterSet):
     class Meta:
         model = Task
         fields = []
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.filters["task_type"].extra["choices"] = [(name, name) for name in types.names()]

@@ -38,8 +38,6 @@ def test_rescue_tasks(user, settings, monkeypatch):
     monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
     task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
-    assert run("rescue_tasks").strip() == (
-        "requeued 1 and failed 0 stale task(s); sent 1 task(s)"
-    )
+    assert run("rescue_tasks").strip() == ("requeued 1 and failed 0 stale task(s); sent 1 task(s)")
     task.refresh_from_db()
     assert task.status == TaskStatus.PENDING

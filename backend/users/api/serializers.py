@@ -112,7 +112,9 @@ class UserCreateSerializer(UserSerializer):
 
 class RegisterSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150)
-    password = serializers.CharField(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
+    password = serializers.CharField(
+        write_only=True, style={"input_type": "password"}, trim_whitespace=False
+    )
     password2 = serializers.CharField(
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )

@@ -181,7 +181,9 @@ def test_pagination(client, user):
     assert client.get(url(), {"page": 99}).status_code == 404
 
 
-def test_list_queries_do_not_grow_with_the_page(client, user, other_user, django_assert_max_num_queries):
+def test_list_queries_do_not_grow_with_the_page(
+    client, user, other_user, django_assert_max_num_queries
+):
     for i in range(30):
         TaskFactory(owner=user, assignee=other_user if i % 2 else user)
 
@@ -214,7 +216,9 @@ def test_list_queries_do_not_grow_with_the_page(client, user, other_user, django
 )
 def test_filters(client, user, params, expected):
     TaskFactory(owner=user, name="done", description="quarterly report", status="completed")
-    TaskFactory(owner=user, name="broken", description="invoice run", status="failed", priority="low")
+    TaskFactory(
+        owner=user, name="broken", description="invoice run", status="failed", priority="low"
+    )
     TaskFactory(owner=user, name="slow", task_type="countdown", priority="urgent")
     TaskFactory(owner=user, name="todo", task_type="manual", assignee=None, input_data={})
     response = client.get(url(), params)
@@ -342,7 +346,9 @@ def test_cancel_and_retry(client, user):
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     response = client.post(url(task, "cancel"))
     assert response.status_code == 409
-    assert set(response.json()) == {"detail", "code"} and response.json()["code"] == "invalid_status"
+    assert (
+        set(response.json()) == {"detail", "code"} and response.json()["code"] == "invalid_status"
+    )
     response = client.post(url(task, "retry"))
     assert response.status_code == 200 and response.json()["status"] == "pending"
     assert response.json()["completed_at"] is None
@@ -358,7 +364,9 @@ def test_retry_of_a_pending_task_is_409_and_changes_nothing(client, user):
 
 def test_assign(client_for, user, other_user):
     task = TaskFactory(owner=user, task_type="manual", input_data={})
-    response = client_for(user).post(url(task, "assign"), {"assignee": str(other_user.pk)}, format="json")
+    response = client_for(user).post(
+        url(task, "assign"), {"assignee": str(other_user.pk)}, format="json"
+    )
     assert response.status_code == 200 and response.json()["assignee"] == str(other_user.pk)
     # The new assignee sees it but may not reassign it (not the owner).
     response = client_for(other_user).post(url(task, "assign"), {"assignee": None}, format="json")
@@ -370,19 +378,25 @@ def test_assign(client_for, user, other_user):
 def test_assign_over_the_limit_is_409(client_for, user, other_user):
     TaskFactory.create_batch(5, owner=other_user)
     task = TaskFactory(owner=user)
-    response = client_for(user).post(url(task, "assign"), {"assignee": str(other_user.pk)}, format="json")
+    response = client_for(user).post(
+        url(task, "assign"), {"assignee": str(other_user.pk)}, format="json"
+    )
     assert response.status_code == 409 and response.json()["code"] == "active_task_limit"
 
 
 def test_manual_flow(client_for, user, other_user):
     response = client_for(user).post(
-        url(), {"task_type": "manual", "name": "Sign", "assignee": str(other_user.pk)}, format="json"
+        url(),
+        {"task_type": "manual", "name": "Sign", "assignee": str(other_user.pk)},
+        format="json",
     )
     task_id = response.json()["id"]
     assert client_for(user).post(url(task_id, "start")).status_code == 403
     response = client_for(other_user).post(url(task_id, "start"))
     assert response.status_code == 200 and response.json()["status"] == "running"
-    response = client_for(other_user).post(url(task_id, "complete"), {"result": {"ok": True}}, format="json")
+    response = client_for(other_user).post(
+        url(task_id, "complete"), {"result": {"ok": True}}, format="json"
+    )
     assert response.status_code == 200
     assert response.json()["status"] == "completed" and response.json()["result"] == {"ok": True}
     response = client_for(other_user).post(url(task_id, "complete"))
@@ -416,3 +430,11 @@ def test_task_types_lists_the_registry(client):
 
 def test_task_types_need_authentication(api_client):
     assert api_client.get("/api/task-types/").status_code == 401
+
+
+def test_task_type_filter_still_works_after_the_schema_is_generated(client, user):
+    TaskFactory(owner=user, name="counted", task_type="countdown", input_data={"seconds": 1})
+    assert client.get("/api/schema/").status_code == 200
+    response = client.get(url(), {"task_type": "countdown"})
+    assert response.status_code == 200
+    assert [t["name"] for t in response.json()["results"]] == ["counted"]

@@ -1,0 +1,135 @@
+"""§8 API documentation and browsable entry points, served without any CDN."""
+
+import re
+
+import pytest
+from django.contrib.staticfiles import finders
+
+pytestmark = pytest.mark.django_db
+
+SCHEMA_PATHS = ["/api/register/", "/api/token/", "/api/users/me/", "/api/tasks/"]
+
+
+def html_of(response) -> str:
+    assert response["Content-Type"].startswith("text/html")
+    return response.content.decode()
+
+
+def static_assets(html: str) -> list[str]:
+    return re.findall(r"""["'](/static/[^"']+)["']""", html)
+
+
+def assert_no_cdn(html: str) -> None:
+    for cdn in ("cdn.jsdelivr", "unpkg", "cdnjs"):
+        assert cdn not in html
+    # Every script is served by us (ReDoc's optional web-font stylesheet may stay remote).
+    scripts = re.findall(r"""<script[^>]*\ssrc=["']([^"']+)""", html)
+    assert scripts
+    assert all(src.startswith("/static/") for src in scripts), scripts
+
+
+def assert_assets_are_bundled(html: str) -> None:
+    assets = static_assets(html)
+    assert any("drf_spectacular_sidecar" in asset for asset in assets), assets
+    for asset in assets:
+        assert finders.find(asset.removeprefix("/static/").split("?")[0]), asset
+
+
+def test_schema_is_openapi_3_with_the_main_paths(api_client):
+    response = api_client.get("/api/schema/", {"format": "json"})
+
+    assert response.status_code == 200
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    for path in SCHEMA_PATHS:
+        assert path in schema["paths"], path
+
+
+def response_properties(schema: dict, path: str, status: str) -> set[str]:
+    """Property names of the JSON body documented for ``POST path`` answering ``status``."""
+    response = schema["paths"][path]["post"]["responses"][status]
+    body = response.get("content", {}).get("application/json", {}).get("schema", {})
+    if "$ref" in body:
+        body = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    return set(body.get("properties", {}))
+
+
+@pytest.fixture
+def schema(api_client) -> dict:
+    response = api_client.get("/api/schema/", {"format": "json"})
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "fields"),
+    [
+        ("/api/register/", "201", {"id", "username", "email", "name", "access", "refresh"}),
+        ("/api/token/", "200", {"access", "refresh"}),
+        ("/api/token/refresh/", "200", {"access", "refresh"}),
+    ],
+)
+def test_schema_documents_auth_responses(schema, path, status, fields):
+    assert response_properties(schema, path, status) >= fields
+
+
+def test_schema_is_yaml_by_default(api_client):
+    response = api_client.get("/api/schema/")
+
+    assert response.status_code == 200
+    assert response.content.decode().startswith("openapi: 3.")
+
+
+def test_swagger_ui_uses_bundled_assets(api_client):
+    response = api_client.get("/api/docs/")
+
+    assert response.status_code == 200
+    html = html_of(response)
+    assert "swagger" in html.lower()
+    assert_no_cdn(html)
+    assert_assets_are_bundled(html)
+
+
+def test_redoc_uses_bundled_assets(api_client):
+    response = api_client.get("/api/redoc/")
+
+    assert response.status_code == 200
+    html = html_of(response)
+    assert "redoc" in html.lower()
+    assert_no_cdn(html)
+    assert_assets_are_bundled(html)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/docs/"])
+def test_docs_redirects_to_swagger_ui(client, path):
+    response = client.get(path)
+
+    assert response.status_code == 302
+    assert response["Location"] == "/api/docs/"
+
+
+def test_admin_login_page(client):
+    response = client.get("/admin/login/")
+
+    assert response.status_code == 200
+    assert 'name="password"' in html_of(response)
+
+
+def test_browsable_api_root(client_for, user):
+    response = client_for(user).get("/api/", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    html = html_of(response)
+    for resource in ("/api/users/", "/api/tasks/"):
+        assert resource in html
+
+
+def test_api_root_lists_resources_as_json(client_for, user):
+    response = client_for(user).get("/api/", HTTP_ACCEPT="application/json")
+
+    assert response.status_code == 200
+    assert {"users", "tasks"} <= set(response.json())
+
+
+def test_api_root_needs_authentication(api_client):
+    assert api_client.get("/api/").status_code == 401

@@ -1,0 +1,75 @@
+"""§8 ``GET /health/``: 200 when the database and the broker answer, 503 naming what failed."""
+
+import pytest
+from django.db import OperationalError
+
+from backend.common import health
+
+HEALTH = "/health/"
+
+pytestmark = pytest.mark.django_db
+
+
+class BrokenConnection:
+    def cursor(self):
+        raise OperationalError("database is unreachable")
+
+
+@pytest.fixture
+def database_down(monkeypatch):
+    monkeypatch.setattr(health, "connection", BrokenConnection())
+
+
+def test_health_ok(api_client):
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+
+
+def test_health_needs_no_authentication(api_client):
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
+
+    assert api_client.get(HEALTH).status_code == 200
+
+
+def test_health_503_when_broker_unreachable(api_client, broker_down):
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] != "ok"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["broker"].startswith("error: OperationalError")
+    assert body["failed"] == ["broker"]
+
+
+def test_health_recovers_when_broker_is_back(api_client, broker_down):
+    assert api_client.get(HEALTH).status_code == 503
+
+    broker_down.undo()
+
+    assert api_client.get(HEALTH).status_code == 200
+
+
+def test_health_503_when_database_fails(api_client, database_down):
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] != "ok"
+    assert body["checks"]["database"] != "ok"
+    assert "OperationalError" in body["checks"]["database"]
+    assert body["checks"]["broker"] == "ok"
+
+
+def test_health_503_when_a_check_raises(api_client, monkeypatch):
+    def failing():
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(health.CHECKS, "database", failing)
+
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] != "ok"

@@ -1,0 +1,405 @@
+"""§4 authentication: register, token, refresh, verify, logout, throttling, session login."""
+
+import pytest
+from rest_framework.test import APIClient
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
+
+from backend.users.models import User
+from backend.users.tests.factories import PASSWORD, UserFactory
+
+REGISTER = "/api/register/"
+TOKEN = "/api/token/"
+REFRESH = "/api/token/refresh/"
+VERIFY = "/api/token/verify/"
+LOGOUT = "/api/logout/"
+ME = "/api/users/me/"
+
+pytestmark = pytest.mark.django_db
+
+
+def register(client: APIClient, **fields):
+    body = {"username": "alice", "password": PASSWORD, **fields}
+    return client.post(REGISTER, {k: v for k, v in body.items() if v is not None}, format="json")
+
+
+def obtain(client: APIClient, **credentials):
+    return client.post(TOKEN, credentials, format="json")
+
+
+def tokens_for(user: User) -> dict:
+    response = obtain(APIClient(), username=user.username, password=PASSWORD)
+    assert response.status_code == 200, response.data
+    return response.data
+
+
+def bearer(access: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    return client
+
+
+def refresh(refresh_token: str):
+    return APIClient().post(REFRESH, {"refresh": refresh_token}, format="json")
+
+
+# --- register -----------------------------------------------------------------
+
+
+def test_register_creates_user_and_returns_a_working_token_pair(api_client):
+    response = register(api_client, email="Alice@Example.COM", name="Alice A", password2=PASSWORD)
+
+    assert response.status_code == 201, response.data
+    body = response.data
+    assert set(body) == {"id", "username", "email", "name", "access", "refresh"}
+    user = User.objects.get(username="alice")
+    assert body["id"] == str(user.id)
+    assert (body["username"], body["name"]) == ("alice", "Alice A")
+    assert body["email"].lower() == "alice@example.com"
+    assert user.email.lower() == "alice@example.com"
+    assert user.check_password(PASSWORD)
+    assert user.is_active and not user.is_staff
+
+    me = bearer(body["access"]).get(ME)
+    assert me.status_code == 200
+    assert me.data["id"] == str(user.id)
+    assert refresh(body["refresh"]).status_code == 200
+
+
+def test_register_never_returns_the_password(api_client):
+    response = register(api_client)
+
+    assert response.status_code == 201
+    assert PASSWORD not in response.content.decode()
+    assert "password" not in response.data
+
+
+def test_register_email_is_optional_for_several_users(api_client):
+    first = register(api_client, username="nomail1")
+    second = register(api_client, username="nomail2", email="")
+
+    assert (first.status_code, second.status_code) == (201, 201), (first.data, second.data)
+    assert first.data["email"] is None
+    assert second.data["email"] is None
+    assert User.objects.filter(username__in=["nomail1", "nomail2"], email=None).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("fields", "error_field"),
+    [
+        ({"password2": "Different-Horse-42"}, "password2"),
+        ({"password": "Xy7$abc"}, "password"),  # too short
+        ({"password": "password123"}, "password"),  # too common
+        ({"password": "8349201957361"}, "password"),  # entirely numeric
+        ({"username": "quirkyplatypus", "password": "quirkyplatypus9"}, "password"),  # similar
+        ({"username": None}, "username"),
+        ({"password": None}, "password"),
+        ({"username": "not a valid name!"}, "username"),
+        ({"email": "not-an-email"}, "email"),
+    ],
+)
+def test_register_rejects_bad_input_and_writes_nothing(api_client, fields, error_field):
+    before = User.objects.count()
+
+    response = register(api_client, **fields)
+
+    assert response.status_code == 400
+    assert error_field in response.data
+    assert User.objects.count() == before
+
+
+def test_register_rejects_a_taken_username(api_client):
+    UserFactory(username="alice")
+
+    response = register(api_client, username="alice", email="new@example.com")
+
+    assert response.status_code == 400
+    assert "username" in response.data
+    assert User.objects.filter(username="alice").count() == 1
+
+
+def test_register_rejects_a_taken_email_in_another_case(api_client):
+    UserFactory(username="ann", email="Ann@Example.com")
+
+    response = register(api_client, username="ann2", email="ann@example.COM")
+
+    assert response.status_code == 400
+    assert "email" in response.data
+    assert not User.objects.filter(username="ann2").exists()
+
+
+def test_register_accepts_null_email(api_client):
+    body = {"username": "alice", "password": PASSWORD, "email": None}
+
+    response = api_client.post(REGISTER, body, format="json")
+
+    assert response.status_code == 201, response.data
+    assert User.objects.get(username="alice").email is None
+
+
+def test_register_tokens_can_be_logged_out(api_client):
+    pair = register(api_client).data
+
+    response = bearer(pair["access"]).post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
+
+    assert response.status_code == 205
+    assert refresh(pair["refresh"]).status_code == 401
+
+
+def test_register_password2_is_optional(api_client):
+    response = register(api_client)
+
+    assert response.status_code == 201
+    assert User.objects.get(username="alice").check_password(PASSWORD)
+
+
+# --- token --------------------------------------------------------------------
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice", email="Alice@Example.com")
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "alice"},
+        {"username": "Alice@Example.com"},
+        {"username": "ALICE@example.COM"},
+        {"email": "alice@example.com"},
+        {"email": "ALICE@EXAMPLE.COM"},
+    ],
+)
+def test_token_by_username_or_email_in_any_case(api_client, alice, credentials):
+    response = obtain(api_client, password=PASSWORD, **credentials)
+
+    assert response.status_code == 200, response.data
+    assert set(response.data) == {"access", "refresh"}
+    me = bearer(response.data["access"]).get(ME)
+    assert me.status_code == 200
+    assert me.data["username"] == "alice"
+
+
+def test_token_records_last_login(api_client, alice):
+    assert alice.last_login is None
+
+    obtain(api_client, username="alice", password=PASSWORD)
+
+    alice.refresh_from_db()
+    assert alice.last_login is not None
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {"username": "alice", "password": "Wrong-Horse-42"},
+        {"email": "alice@example.com", "password": "Wrong-Horse-42"},
+        {"username": "nobody", "password": PASSWORD},
+        {"email": "nobody@example.com", "password": PASSWORD},
+        {"username": "ALICE", "password": PASSWORD},  # usernames are exact
+    ],
+)
+def test_token_with_bad_credentials_is_401(api_client, alice, credentials):
+    response = obtain(api_client, **credentials)
+
+    assert response.status_code == 401
+    assert response.data["code"] == "no_active_account"
+    assert "access" not in response.data
+
+
+def test_token_for_inactive_user_is_401(api_client):
+    UserFactory(username="gone", is_active=False)
+
+    response = obtain(api_client, username="gone", password=PASSWORD)
+
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("credentials", "error_field"),
+    [
+        ({}, "password"),
+        ({"username": "alice"}, "password"),
+        ({"email": "alice@example.com"}, "password"),
+        ({"password": PASSWORD}, "username"),
+        ({"username": "", "password": PASSWORD}, "username"),
+    ],
+)
+def test_token_with_missing_fields_is_400(api_client, alice, credentials, error_field):
+    response = obtain(api_client, **credentials)
+
+    assert response.status_code == 400
+    assert error_field in response.data
+
+
+# --- refresh and verify -------------------------------------------------------
+
+
+def test_refresh_rotates_and_blacklists_the_old_token(alice):
+    old = tokens_for(alice)
+
+    response = refresh(old["refresh"])
+
+    assert response.status_code == 200, response.data
+    assert set(response.data) == {"access", "refresh"}
+    assert response.data["refresh"] != old["refresh"]
+    assert bearer(response.data["access"]).get(ME).status_code == 200
+    assert refresh(old["refresh"]).status_code == 401
+    assert refresh(response.data["refresh"]).status_code == 200
+
+
+@pytest.mark.parametrize("token", ["garbage", ""])
+def test_refresh_with_a_bad_token_is_rejected(token):
+    response = refresh(token)
+
+    assert response.status_code == (401 if token else 400)
+
+
+def test_refresh_with_an_access_token_is_401(alice):
+    response = refresh(tokens_for(alice)["access"])
+
+    assert response.status_code == 401
+
+
+def test_verify_accepts_a_valid_access_token(alice):
+    access = tokens_for(alice)["access"]
+
+    response = APIClient().post(VERIFY, {"token": access}, format="json")
+
+    assert response.status_code == 200
+
+
+def test_verify_rejects_garbage(api_client):
+    response = api_client.post(VERIFY, {"token": "garbage"}, format="json")
+
+    assert response.status_code == 401
+
+
+# --- logout -------------------------------------------------------------------
+
+
+def test_logout_blacklists_the_refresh_token(alice):
+    pair = tokens_for(alice)
+    client = bearer(pair["access"])
+
+    response = client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
+
+    assert response.status_code == 205
+    assert BlacklistedToken.objects.filter(token__user=alice).count() == 1
+    assert refresh(pair["refresh"]).status_code == 401
+    # Logging out twice with the same token is a clear client error.
+    again = client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
+    assert again.status_code == 400
+
+
+def test_logout_unauthenticated_is_401(alice, api_client):
+    pair = tokens_for(alice)
+
+    response = api_client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
+
+    assert response.status_code == 401
+    assert refresh(pair["refresh"]).status_code == 200
+
+
+@pytest.mark.parametrize("body", [{"refresh": "garbage"}, {}])
+def test_logout_with_a_bad_token_is_400(alice, body):
+    response = bearer(tokens_for(alice)["access"]).post(LOGOUT, body, format="json")
+
+    assert response.status_code == 400
+    assert "refresh" in response.data
+
+
+def test_logout_with_an_access_token_as_refresh_is_400(alice):
+    access = tokens_for(alice)["access"]
+
+    response = bearer(access).post(LOGOUT, {"refresh": access}, format="json")
+
+    assert response.status_code == 400
+    assert "refresh" in response.data
+
+
+def test_logout_with_someone_elses_refresh_token_is_400(alice, other_user):
+    theirs = tokens_for(other_user)
+
+    response = bearer(tokens_for(alice)["access"]).post(
+        LOGOUT, {"refresh": theirs["refresh"]}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "refresh" in response.data
+    assert not BlacklistedToken.objects.exists()
+    assert refresh(theirs["refresh"]).status_code == 200
+
+
+# --- throttling ---------------------------------------------------------------
+
+
+@pytest.fixture
+def three_per_minute(settings):
+    settings.THROTTLE_AUTH_RATE = "3/min"
+
+
+def test_token_is_throttled_past_the_configured_rate(api_client, alice, three_per_minute):
+    statuses = [
+        obtain(api_client, username="alice", password=PASSWORD).status_code for _ in range(4)
+    ]
+
+    assert statuses == [200, 200, 200, 429]
+
+
+def test_failed_logins_count_towards_the_throttle(api_client, alice, three_per_minute):
+    for _ in range(3):
+        assert obtain(api_client, username="alice", password="nope").status_code == 401
+
+    response = obtain(api_client, username="alice", password=PASSWORD)
+
+    assert response.status_code == 429
+    assert response.data["code"] == "throttled"
+
+
+def test_register_is_throttled_past_the_configured_rate(api_client, three_per_minute):
+    statuses = [register(api_client, username=f"new{i}").status_code for i in range(4)]
+
+    assert statuses == [201, 201, 201, 429]
+    assert not User.objects.filter(username="new3").exists()
+
+
+def test_throttle_rate_is_read_at_request_time(api_client, alice, settings):
+    settings.THROTTLE_AUTH_RATE = "1/min"
+    assert obtain(api_client, username="alice", password=PASSWORD).status_code == 200
+    assert obtain(api_client, username="alice", password=PASSWORD).status_code == 429
+
+    settings.THROTTLE_AUTH_RATE = "100/min"
+
+    assert obtain(api_client, username="alice", password=PASSWORD).status_code == 200
+
+
+# --- session login for the browsable API --------------------------------------
+
+
+def test_session_login_page_is_an_html_form(client):
+    response = client.get("/api-auth/login/")
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    html = response.content.decode()
+    assert "<form" in html
+    assert 'name="username"' in html
+    assert 'name="password"' in html
+
+
+def test_session_login_signs_in_the_browsable_api(alice):
+    client = APIClient()
+
+    response = client.post("/api-auth/login/", {"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 302
+    assert client.get(ME).data["username"] == "alice"
+
+
+def test_session_login_accepts_the_email(alice):
+    client = APIClient()
+
+    client.post("/api-auth/login/", {"username": "alice@example.com", "password": PASSWORD})
+
+    assert client.get(ME).status_code == 200

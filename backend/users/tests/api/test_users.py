@@ -1,0 +1,474 @@
+"""§4 users: list, create, detail, update, deactivate, /me/ and task statistics."""
+
+import uuid
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from backend.tasks.models import TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.models import User
+from backend.users.tests.factories import PASSWORD, UserFactory
+
+USERS = "/api/users/"
+ME = "/api/users/me/"
+STAT_FIELDS = {
+    "total_tasks_assigned",
+    "total_tasks_pending",
+    "total_tasks_running",
+    "total_tasks_completed",
+    "total_tasks_failed",
+    "completion_percentage",
+}
+PUBLIC_FIELDS = {"id", "username", "name", *STAT_FIELDS}
+
+pytestmark = pytest.mark.django_db
+
+
+def detail(user: User) -> str:
+    return f"{USERS}{user.pk}/"
+
+
+def by_id(results: list[dict]) -> dict[str, dict]:
+    return {row["id"]: row for row in results}
+
+
+def can_log_in(username: str, password: str) -> bool:
+    response = APIClient().post(
+        "/api/token/", {"username": username, "password": password}, format="json"
+    )
+    return response.status_code == 200
+
+
+def give_tasks(user: User, **counts: int) -> None:
+    """``give_tasks(user, completed=1, pending=2)``: tasks assigned to (and owned by) user."""
+    for status, count in counts.items():
+        for _ in range(count):
+            TaskFactory(owner=user, assignee=user, status=TaskStatus(status))
+
+
+# --- list ---------------------------------------------------------------------
+
+
+def test_list_is_paginated(client_for, user):
+    UserFactory.create_batch(3)
+
+    response = client_for(user).get(USERS, {"page_size": 2})
+
+    assert response.status_code == 200
+    assert set(response.data) == {"count", "next", "previous", "results"}
+    assert response.data["count"] == 4
+    assert len(response.data["results"]) == 2
+    assert "page=2" in response.data["next"]
+    assert response.data["previous"] is None
+
+
+def test_staff_list_everyone_with_all_fields(client_for, staff, user):
+    inactive = UserFactory(is_active=False)
+
+    response = client_for(staff).get(USERS)
+
+    assert response.status_code == 200
+    rows = by_id(response.data["results"])
+    assert set(rows) == {str(staff.pk), str(user.pk), str(inactive.pk)}
+    row = rows[str(inactive.pk)]
+    assert row["email"] == inactive.email
+    assert row["is_active"] is False
+    assert {"is_staff", "date_joined", "last_login", *STAT_FIELDS} <= set(row)
+    assert "password" not in row
+
+
+def test_non_staff_list_active_users_without_emails(client_for, user, other_user):
+    UserFactory(is_active=False)
+
+    response = client_for(user).get(USERS)
+
+    assert response.status_code == 200
+    rows = by_id(response.data["results"])
+    assert set(rows) == {str(user.pk), str(other_user.pk)}
+    for row in rows.values():
+        assert set(row) == PUBLIC_FIELDS
+    assert "email" not in response.content.decode()
+    assert user.email not in response.content.decode()
+
+
+def test_list_unauthenticated_is_401(api_client, user):
+    assert api_client.get(USERS).status_code == 401
+
+
+# --- create -------------------------------------------------------------------
+
+
+def test_staff_create_a_user(client_for, staff):
+    response = client_for(staff).post(
+        USERS,
+        {"username": "newbie", "password": PASSWORD, "email": "newbie@example.com", "name": "N"},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.data
+    created = User.objects.get(username="newbie")
+    assert response.data["id"] == str(created.pk)
+    assert response.data["email"] == "newbie@example.com"
+    assert response.data["total_tasks_assigned"] == 0
+    assert "password" not in response.data
+    assert created.check_password(PASSWORD)
+    assert can_log_in("newbie", PASSWORD)
+
+
+def test_staff_create_a_staff_user_or_an_inactive_one(client_for, staff):
+    client = client_for(staff)
+    boss = client.post(
+        USERS, {"username": "boss", "password": PASSWORD, "is_staff": True}, format="json"
+    )
+    dormant = client.post(
+        USERS, {"username": "dormant", "password": PASSWORD, "is_active": False}, format="json"
+    )
+
+    assert (boss.status_code, dormant.status_code) == (201, 201)
+    assert (boss.data["is_staff"], dormant.data["is_active"]) == (True, False)
+    assert User.objects.get(username="boss").is_staff
+    assert not User.objects.get(username="dormant").is_active
+
+
+@pytest.mark.parametrize(
+    ("body", "error_field"),
+    [
+        ({"username": "newbie"}, "password"),
+        ({"username": "newbie", "password": "12345"}, "password"),
+        ({"password": PASSWORD}, "username"),
+        ({"username": "newbie", "password": PASSWORD, "email": "TAKEN@example.com"}, "email"),
+    ],
+)
+def test_staff_create_rejects_bad_input(client_for, staff, body, error_field):
+    UserFactory(email="taken@example.com")
+    before = User.objects.count()
+
+    response = client_for(staff).post(USERS, body, format="json")
+
+    assert response.status_code == 400
+    assert error_field in response.data
+    assert User.objects.count() == before
+
+
+def test_non_staff_cannot_create_users(client_for, user):
+    response = client_for(user).post(
+        USERS, {"username": "newbie", "password": PASSWORD}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert not User.objects.filter(username="newbie").exists()
+
+
+# --- detail and update --------------------------------------------------------
+
+
+def test_non_staff_cannot_see_another_user(client_for, user, other_user):
+    response = client_for(user).get(detail(other_user))
+
+    assert response.status_code == 403
+    assert response.data["code"] == "permission_denied"
+    assert other_user.email not in response.content.decode()
+
+
+def test_non_staff_cannot_change_another_user(client_for, user, other_user):
+    response = client_for(user).patch(detail(other_user), {"name": "Hacked"}, format="json")
+
+    assert response.status_code == 403
+    other_user.refresh_from_db()
+    assert other_user.name != "Hacked"
+
+
+def test_user_sees_own_detail(client_for, user):
+    response = client_for(user).get(detail(user))
+
+    assert response.status_code == 200
+    assert response.data["email"] == user.email
+    assert set(response.data) >= STAT_FIELDS
+
+
+def test_staff_see_and_change_anyone(client_for, staff, user):
+    client = client_for(staff)
+
+    assert client.get(detail(user)).data["email"] == user.email
+    response = client.patch(detail(user), {"name": "Renamed", "is_staff": True}, format="json")
+
+    assert response.status_code == 200
+    user.refresh_from_db()
+    assert (user.name, user.is_staff) == ("Renamed", True)
+
+
+def test_user_patches_own_name_and_email(client_for, user):
+    response = client_for(user).patch(
+        detail(user), {"name": "New Name", "email": "fresh@example.com"}, format="json"
+    )
+
+    assert response.status_code == 200, response.data
+    assert (response.data["name"], response.data["email"]) == ("New Name", "fresh@example.com")
+    user.refresh_from_db()
+    assert (user.name, user.email) == ("New Name", "fresh@example.com")
+
+
+def test_patch_email_taken_in_another_case_is_400(client_for, user):
+    UserFactory(email="Ann@Example.com")
+    old_email = user.email
+
+    response = client_for(user).patch(detail(user), {"email": "ann@example.COM"}, format="json")
+
+    assert response.status_code == 400
+    assert "email" in response.data
+    user.refresh_from_db()
+    assert user.email == old_email
+
+
+def test_patch_own_email_in_another_case_is_allowed(client_for, user):
+    response = client_for(user).patch(detail(user), {"email": user.email.upper()}, format="json")
+
+    assert response.status_code == 200, response.data
+
+
+def test_patch_taken_username_is_400(client_for, user, other_user):
+    response = client_for(user).patch(
+        detail(user), {"username": other_user.username}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "username" in response.data
+
+
+def test_non_staff_cannot_change_their_own_flags(client_for, user):
+    response = client_for(user).patch(
+        detail(user), {"is_staff": True, "is_active": False, "name": "Still Me"}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.data["is_staff"] is False
+    user.refresh_from_db()
+    assert (user.is_staff, user.is_active, user.name) == (False, True, "Still Me")
+
+
+def test_patch_password_changes_the_login(client_for, user):
+    new_password = "Brand-New-Pass-77"
+
+    response = client_for(user).patch(detail(user), {"password": new_password}, format="json")
+
+    assert response.status_code == 200, response.data
+    assert "password" not in response.data
+    assert can_log_in(user.username, new_password)
+    assert not can_log_in(user.username, PASSWORD)
+
+
+@pytest.mark.parametrize("weak", ["short", "password", "1234567890"])
+def test_patch_weak_password_is_400(client_for, user, weak):
+    response = client_for(user).patch(detail(user), {"password": weak}, format="json")
+
+    assert response.status_code == 400
+    assert "password" in response.data
+    assert can_log_in(user.username, PASSWORD)
+
+
+def test_patch_password_similar_to_new_username_is_400(client_for, user):
+    response = client_for(user).patch(
+        detail(user), {"username": "zanzibarfox", "password": "zanzibarfox1"}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "password" in response.data
+    user.refresh_from_db()
+    assert user.username != "zanzibarfox"
+
+
+@pytest.mark.parametrize("method", ["get", "patch", "delete"])
+def test_non_uuid_id_is_404(client_for, staff, method):
+    response = getattr(client_for(staff), method)(f"{USERS}not-a-uuid/")
+
+    assert response.status_code == 404
+
+
+def test_unknown_uuid_is_404(client_for, staff):
+    response = client_for(staff).get(f"{USERS}{uuid.uuid4()}/")
+
+    assert response.status_code == 404
+
+
+def test_non_staff_get_inactive_user_is_404(client_for, user):
+    inactive = UserFactory(is_active=False)
+
+    assert client_for(user).get(detail(inactive)).status_code == 404
+
+
+# --- delete (deactivate) ------------------------------------------------------
+
+
+def test_staff_delete_deactivates_and_keeps_the_user(client_for, staff, user):
+    give_tasks(user, completed=1)
+
+    response = client_for(staff).delete(detail(user))
+
+    assert response.status_code == 204
+    user.refresh_from_db()
+    assert user.is_active is False
+    assert user.assigned_tasks.count() == 1
+    assert not can_log_in(user.username, PASSWORD)
+    listed = client_for(staff).get(USERS).data["results"]
+    assert by_id(listed)[str(user.pk)]["is_active"] is False
+
+
+def test_deactivated_users_tokens_stop_working(client_for, staff, user):
+    pair = (
+        APIClient()
+        .post("/api/token/", {"username": user.username, "password": PASSWORD}, format="json")
+        .data
+    )
+    client_for(staff).delete(detail(user))
+
+    signed_in = APIClient()
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    assert signed_in.get(ME).status_code == 401
+    refreshed = APIClient().post("/api/token/refresh/", {"refresh": pair["refresh"]}, format="json")
+    assert refreshed.status_code == 401
+
+
+@pytest.mark.parametrize("target", ["self", "other"])
+def test_non_staff_cannot_delete(client_for, user, other_user, target):
+    victim = user if target == "self" else other_user
+
+    response = client_for(user).delete(detail(victim))
+
+    assert response.status_code == 403
+    victim.refresh_from_db()
+    assert victim.is_active is True
+
+
+# --- /me/ ---------------------------------------------------------------------
+
+
+def test_me_returns_own_profile(client_for, user):
+    response = client_for(user).get(ME)
+
+    assert response.status_code == 200
+    assert response.data["id"] == str(user.pk)
+    assert (response.data["username"], response.data["email"]) == (user.username, user.email)
+    assert set(response.data) >= STAT_FIELDS
+    assert "password" not in response.data
+
+
+def test_me_patch_updates_the_profile(client_for, user):
+    response = client_for(user).patch(ME, {"name": "Me Myself", "is_staff": True}, format="json")
+
+    assert response.status_code == 200, response.data
+    assert response.data["name"] == "Me Myself"
+    assert response.data["is_staff"] is False
+    user.refresh_from_db()
+    assert (user.name, user.is_staff) == ("Me Myself", False)
+
+
+def test_me_patch_can_clear_the_email(client_for, user):
+    response = client_for(user).patch(ME, {"email": ""}, format="json")
+
+    assert response.status_code == 200, response.data
+    user.refresh_from_db()
+    assert user.email is None
+
+
+def test_me_patch_rejects_taken_email(client_for, user, other_user):
+    response = client_for(user).patch(ME, {"email": other_user.email.upper()}, format="json")
+
+    assert response.status_code == 400
+    assert "email" in response.data
+
+
+def test_me_patch_password_changes_the_login(client_for, user):
+    response = client_for(user).patch(ME, {"password": "Another-Good-Pass-9"}, format="json")
+
+    assert response.status_code == 200, response.data
+    assert can_log_in(user.username, "Another-Good-Pass-9")
+
+
+def test_me_unauthenticated_is_401(api_client):
+    assert api_client.get(ME).status_code == 401
+    assert api_client.patch(ME, {"name": "x"}, format="json").status_code == 401
+
+
+# --- statistics ---------------------------------------------------------------
+
+
+def test_statistics_on_me(client_for, user, other_user):
+    give_tasks(user, completed=1, pending=1, running=1, failed=1, cancelled=1, scheduled=1)
+    give_tasks(other_user, completed=3)
+    TaskFactory(owner=user, assignee=other_user, status=TaskStatus.COMPLETED)
+
+    data = client_for(user).get(ME).data
+
+    assert {field: data[field] for field in STAT_FIELDS} == {
+        "total_tasks_assigned": 6,
+        "total_tasks_pending": 1,
+        "total_tasks_running": 1,
+        "total_tasks_completed": 1,
+        "total_tasks_failed": 1,
+        "completion_percentage": 16.7,
+    }
+
+
+def test_completion_percentage_has_one_decimal(client_for, user):
+    give_tasks(user, completed=1, pending=2)
+
+    data = client_for(user).get(ME).data
+
+    assert data["total_tasks_assigned"] == 3
+    assert data["completion_percentage"] == 33.3
+
+
+def test_completion_percentage_is_zero_without_tasks(client_for, user):
+    data = client_for(user).get(ME).data
+
+    assert data["total_tasks_assigned"] == 0
+    assert data["completion_percentage"] == 0.0
+
+
+def test_statistics_in_the_list(client_for, user, other_user):
+    give_tasks(user, completed=2, failed=1)
+    give_tasks(other_user, completed=2)
+
+    rows = by_id(client_for(user).get(USERS).data["results"])
+
+    mine, theirs = rows[str(user.pk)], rows[str(other_user.pk)]
+    assert (mine["total_tasks_assigned"], mine["total_tasks_completed"]) == (3, 2)
+    assert (mine["total_tasks_failed"], mine["completion_percentage"]) == (1, 66.7)
+    assert (theirs["total_tasks_assigned"], theirs["completion_percentage"]) == (2, 100.0)
+
+
+def test_statistics_on_detail_after_patch(client_for, user):
+    give_tasks(user, running=2)
+
+    data = client_for(user).patch(detail(user), {"name": "X"}, format="json").data
+
+    assert (data["total_tasks_assigned"], data["total_tasks_running"]) == (2, 2)
+
+
+@pytest.fixture
+def many_users_with_tasks(db):
+    for index in range(25):
+        give_tasks(UserFactory(), completed=index % 3, pending=1, failed=index % 2)
+
+
+@pytest.mark.parametrize("viewer", ["staff", "user"])
+def test_list_query_count_does_not_grow_with_page_size(
+    client_for, staff, user, many_users_with_tasks, django_assert_num_queries, viewer
+):
+    client = client_for(staff if viewer == "staff" else user)
+    with CaptureQueriesContext(connection) as small_page:
+        small = client.get(USERS, {"page_size": 2})
+    assert len(small.data["results"]) == 2
+
+    with django_assert_num_queries(len(small_page.captured_queries)):
+        large = client.get(USERS, {"page_size": 20})
+
+    assert len(large.data["results"]) == 20
+    assert len(small_page.captured_queries) <= 3
+    for row in large.data["results"]:
+        expected = User.objects.get(pk=row["id"]).assigned_tasks
+        assert row["total_tasks_assigned"] == expected.count()
+        assert row["total_tasks_completed"] == expected.filter(status="completed").count()

@@ -1,0 +1,123 @@
+"""Rules for creating, changing and deactivating users (``backend.users.services``)."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+
+from backend.tasks.tests.factories import TaskFactory
+from backend.users import selectors, services
+from backend.users.models import User
+from backend.users.tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_user_create_hashes_the_password():
+    user = services.user_create(username="alice", password=PASSWORD, name="Alice")
+
+    stored = User.objects.get(pk=user.pk)
+    assert stored.password != PASSWORD
+    assert stored.check_password(PASSWORD)
+    assert (stored.name, stored.is_staff, stored.is_active) == ("Alice", False, True)
+
+
+@pytest.mark.parametrize("email", [None, ""])
+def test_user_create_stores_no_email_as_null(email):
+    first = services.user_create(username="a1", password=PASSWORD, email=email)
+    second = services.user_create(username="a2", password=PASSWORD, email=email)
+
+    assert User.objects.filter(pk__in=[first.pk, second.pk], email=None).count() == 2
+
+
+def test_user_create_normalizes_the_email_domain():
+    user = services.user_create(username="ann", password=PASSWORD, email="Ann@EXAMPLE.com")
+
+    assert User.objects.get(pk=user.pk).email == "Ann@example.com"
+
+
+@pytest.mark.parametrize("password", ["short", "password", "73029184756", "alice-wonder1"])
+def test_user_create_validates_the_password(password):
+    with pytest.raises(ValidationError):
+        services.user_create(username="alice-wonder", password=password)
+
+    assert not User.objects.filter(username="alice-wonder").exists()
+
+
+def test_user_create_refuses_an_email_taken_in_another_case():
+    UserFactory(email="Ann@Example.com")
+
+    with pytest.raises(ValidationError) as excinfo:
+        services.user_create(username="ann2", password=PASSWORD, email="ann@example.COM")
+
+    assert "email" in str(excinfo.value).lower()
+    assert not User.objects.filter(username="ann2").exists()
+
+
+def test_user_create_refuses_a_taken_username():
+    UserFactory(username="alice")
+
+    with pytest.raises(ValidationError) as excinfo:
+        services.user_create(username="alice", password=PASSWORD)
+
+    assert "username" in excinfo.value.message_dict
+
+
+def test_database_enforces_case_insensitive_email_uniqueness():
+    UserFactory(email="bob@example.com")
+
+    with pytest.raises(IntegrityError):
+        User.objects.create(username="bob2", email="BOB@example.com")
+
+
+def test_user_update_changes_fields_and_hashes_a_new_password():
+    user = UserFactory()
+
+    services.user_update(user=user, data={"name": "New", "password": "Fresh-Pass-2024"})
+
+    stored = User.objects.get(pk=user.pk)
+    assert stored.name == "New"
+    assert stored.check_password("Fresh-Pass-2024")
+
+
+def test_user_update_refuses_a_weak_password():
+    user = UserFactory()
+
+    with pytest.raises(ValidationError):
+        services.user_update(user=user, data={"password": "123"})
+
+    assert User.objects.get(pk=user.pk).check_password(PASSWORD)
+
+
+def test_user_update_refuses_a_taken_email():
+    UserFactory(email="taken@example.com")
+    user = UserFactory()
+
+    with pytest.raises(ValidationError):
+        services.user_update(user=user, data={"email": "TAKEN@example.com"})
+
+    assert User.objects.get(pk=user.pk).email != "TAKEN@example.com"
+
+
+def test_user_deactivate_keeps_the_user_and_their_tasks():
+    user = UserFactory()
+    TaskFactory(owner=user)
+
+    returned = services.user_deactivate(user=user)
+
+    assert returned.is_active is False
+    stored = User.objects.get(pk=user.pk)
+    assert stored.is_active is False
+    assert stored.owned_tasks.count() == 1
+
+
+def test_user_list_hides_inactive_users_from_non_staff():
+    viewer = UserFactory()
+    inactive = UserFactory(is_active=False)
+
+    assert inactive not in selectors.user_list(viewer=viewer)
+    assert inactive in selectors.user_list(viewer=UserFactory(is_staff=True))
+
+
+def test_full_name_falls_back_to_username():
+    assert UserFactory(username="anon", name="").get_full_name() == "anon"
+    assert UserFactory(name="Named Person").get_short_name() == "Named Person"
