@@ -57,7 +57,7 @@ class Task(models.Model):
     )
     status = models.CharField(max_length=10, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     result = models.JSONField(null=True, blank=True)
-    error = models.TextField(null=True, blank=True)
+    error = models.TextField(null=True, blank=True)  # noqa: DJ001 - null means "no error"
     progress = models.PositiveSmallIntegerField(default=0)
     deadline = models.DateTimeField(null=True, blank=True)
     run_at = models.DateTimeField(null=True, blank=True)

@@ -17,7 +17,8 @@ class User(AbstractUser):
     """A person using the service. ``email`` is optional and unique regardless of case."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    email = models.EmailField("email address", blank=True, null=True)
+    # NULL, not "", when absent: the case-insensitive unique index then ignores it.
+    email = models.EmailField("email address", blank=True, null=True)  # noqa: DJ001
     name = models.CharField(max_length=150, blank=True)
     first_name = None
     last_name = None

@@ -3,6 +3,7 @@ configured broker (the filesystem folder of the test run, or Redis in CI)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -68,10 +69,8 @@ def purge_filesystem_broker() -> None:
 
         with app.connection_for_write() as conn:
             for name in ("tasks", "maintenance"):
-                try:
+                with contextlib.suppress(Exception):  # the queue may not exist yet
                     conn.default_channel.queue_purge(name)
-                except Exception:  # the queue does not exist yet
-                    pass
 
 
 class CeleryProcess:

@@ -350,7 +350,7 @@ def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatc
     TaskFactory(owner=user, task_type="manual", input_data={})
     outcome = services.tasks_dispatch()
     assert outcome == {"released": 1, "sent": 3, "due": 3}
-    assert [row[0] for row in sent][0] == unsent.pk  # urgent first
+    assert sent[0][0] == unsent.pk  # urgent first
     assert {row[0] for row in sent} == {due.pk, unsent.pk, long_ago.pk}
     assert recently_sent.pk not in {row[0] for row in sent}
     later.refresh_from_db()
