@@ -24,17 +24,21 @@ def _task(task_id) -> Task:
     return Task.objects.get(pk=task_id)
 
 
+def _wait_for_status(task_id, status: str, *, timeout: float, what: str) -> Task:
+    def reached():
+        task = _task(task_id)
+        return task.status == status and task
+
+    return wait_for(reached, timeout=timeout, what=what)
+
+
 def test_submission_to_completion(cluster, user, client_for):
     cluster.start_worker()
     client = client_for(user)
 
     summed = _create(client, task_type="sum", input_data={"numbers": [1, 2, 3]})
     assert summed["status"] == "pending"
-    done = wait_for(
-        lambda: _task(summed["id"]).status == TaskStatus.COMPLETED and _task(summed["id"]),
-        timeout=30,
-        what="sum to complete",
-    )
+    done = _wait_for_status(summed["id"], TaskStatus.COMPLETED, timeout=30, what="sum to complete")
     assert done.result == {"result": 6}
     body = client.get(f"/api/tasks/{summed['id']}/").json()
     assert body["status"] == "completed" and body["result"] == {"result": 6}
@@ -66,11 +70,7 @@ def test_beat_expires_overdue_task_and_the_worker_stops(cluster, user, client_fo
     )
 
     wait_for(lambda: _task(created["id"]).status == TaskStatus.RUNNING, timeout=30, what="running")
-    task = wait_for(
-        lambda: _task(created["id"]).status == TaskStatus.FAILED and _task(created["id"]),
-        timeout=20,
-        what="expiry by beat",
-    )
+    task = _wait_for_status(created["id"], TaskStatus.FAILED, timeout=20, what="expiry by beat")
     assert task.error == "deadline exceeded"
     assert task.completed_at is not None
     # The countdown noticed at its next progress report and stopped running.
@@ -109,10 +109,8 @@ def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_fo
 
     cluster.start_worker()
     cluster.start_beat()
-    done = wait_for(
-        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
-        timeout=30,
-        what="dispatch then completion",
+    done = _wait_for_status(
+        created["id"], TaskStatus.COMPLETED, timeout=30, what="dispatch then completion"
     )
     assert done.result == {"result": 5}
     assert done.enqueued_at is not None
@@ -127,10 +125,8 @@ def test_scheduled_task_runs_when_its_time_comes(cluster, user, client_for):
     assert created["status"] == "scheduled"
     cluster.start_worker()
     cluster.start_beat()
-    done = wait_for(
-        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
-        timeout=30,
-        what="scheduled task to run",
+    done = _wait_for_status(
+        created["id"], TaskStatus.COMPLETED, timeout=30, what="scheduled task to run"
     )
     assert done.result == {"result": "LATER"}
     assert done.started_at >= run_at
@@ -152,10 +148,8 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
     assert _task(created["id"]).status == TaskStatus.RUNNING
 
     cluster.start_worker()
-    done = wait_for(
-        lambda: _task(created["id"]).status == TaskStatus.COMPLETED and _task(created["id"]),
-        timeout=60,
-        what="rescue, dispatch and a second run",
+    done = _wait_for_status(
+        created["id"], TaskStatus.COMPLETED, timeout=60, what="rescue, dispatch and a second run"
     )
     assert done.attempts == 2
     assert done.result == {"message": "Countdown finished", "seconds": 4}
