@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
 
-.PHONY: install run test test-e2e lint format migrate superuser check clean help
+.PHONY: install run test bench lint format migrate superuser clean help
 
 help:
 	@echo "make run        start web + worker + beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
 	@echo "make test       run the whole test suite (coverage report included)"
+	@echo "make bench      measure API latency and task throughput (writes bench/RESULTS.md)"
 	@echo "make lint       ruff lint and format check"
 	@echo "make superuser  create an admin user"
 	@echo "make clean      remove the virtualenv and run-time files (var/)"
@@ -46,6 +47,9 @@ superuser: migrate
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
