@@ -40,7 +40,7 @@ run: migrate
 	@echo "  Create an admin user (in another terminal): make superuser"
 	@echo "  Ctrl-C stops web, worker and beat."
 	@echo ""
-	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -f Procfile -p $(PORT)
+	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -e /dev/null -f Procfile -p $(PORT)
 
 superuser: migrate
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser

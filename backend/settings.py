@@ -183,12 +183,24 @@ if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTT
         f"THROTTLE_AUTH_RATE must look like 20/min (number/s|min|hour|day), got {THROTTLE_AUTH_RATE!r}"
     )
 
+NUM_PROXIES = _positive_int("NUM_PROXIES", 0, minimum=0)
+# A 1 MB text sent with every character JSON-escaped is still accepted.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework_simplejwt.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": [
+        "backend.common.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # Proxies in front of the service; 0 means the client address is REMOTE_ADDR, so a
+    # forged X-Forwarded-For cannot dodge the auth throttle.
+    "NUM_PROXIES": NUM_PROXIES,
     "DEFAULT_PAGINATION_CLASS": "backend.common.pagination.PageNumberPagination",
     "PAGE_SIZE": 10,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -227,6 +239,9 @@ try:
 except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
 
+# Longest countdown task; the broker's redelivery timeout below follows it.
+COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
+
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = _text("CELERY_BROKER_URL", "filesystem://")
 BROKER_FOLDER = Path(_text("BROKER_FOLDER", str(VAR_DIR / "broker"))).resolve()
@@ -243,6 +258,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     }
 elif CELERY_BROKER_URL.split("://", 1)[0] not in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
     _fail(f"CELERY_BROKER_URL has an unsupported scheme: {CELERY_BROKER_URL.split(':', 1)[0]}")
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    # Longer than the longest task, or Redis hands a running task's message out again.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": COUNTDOWN_MAX_SECONDS + 600}
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The database is the source of truth for results; Celery keeps none.
@@ -273,12 +291,12 @@ CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # Celery closes Django's connections around every task; let a worker reuse one for a while.
-CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 100)
+# Broken connections are still dropped before each task (backend/celery.py); 0 turns reuse off.
+CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 100, minimum=0) or None
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- tasks --------------------------------------------------------------------
 MAX_ACTIVE_TASKS = _positive_int("MAX_ACTIVE_TASKS", 5)
-COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 TASK_EXPIRY_INTERVAL = _positive_int("TASK_EXPIRY_INTERVAL", 15)
 TASK_DISPATCH_INTERVAL = _positive_int("TASK_DISPATCH_INTERVAL", 5)
 TASK_RESCUE_INTERVAL = _positive_int("TASK_RESCUE_INTERVAL", 30)

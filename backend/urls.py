@@ -26,5 +26,6 @@ urlpatterns = [
     path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
 ]
 
+handler400 = "backend.common.views.bad_request"
 handler404 = "backend.common.views.not_found"
 handler500 = "backend.common.views.server_error"

@@ -14,6 +14,10 @@ def exception_handler(exc, context):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, list):
+        # A message not tied to a field (a filter backend's, say) still gets the usual shape.
+        detail = " ".join(str(message) for message in exc.detail)
+        return Response({"detail": detail, "code": "invalid"}, status=400)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         data = response.data

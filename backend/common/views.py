@@ -10,6 +10,12 @@ def _is_api(request) -> bool:
     return request.path.startswith(API_PREFIXES)
 
 
+def bad_request(request, exception=None):
+    if _is_api(request):
+        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
 def not_found(request, exception=None):
     if _is_api(request):
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)

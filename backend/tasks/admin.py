@@ -46,6 +46,19 @@ class TaskAdmin(admin.ModelAdmin):
         "completed_at",
     )
 
+    def get_readonly_fields(self, request, obj=None):
+        # Only what PATCH may change stays editable; the rest goes through the actions.
+        return (*self.readonly_fields, "owner", "assignee", "deadline", "run_at")
+
+    def save_model(self, request, obj, form, change):
+        # Write only the changed fields through the service, never the whole row, so a
+        # worker's concurrent update of status or progress is not overwritten.
+        changes = {field: form.cleaned_data[field] for field in form.changed_data}
+        try:
+            services.task_update(task=obj, actor=request.user, data=changes)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, level=messages.ERROR)
+
     def has_add_permission(self, request):
         # Tasks are submitted through the API, which validates their input.
         return False

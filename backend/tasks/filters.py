@@ -1,8 +1,10 @@
+import datetime
 import uuid
 
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django_filters.fields import IsoDateTimeField
 
 from . import types
 from .models import Task, TaskPriority, TaskStatus
@@ -36,6 +38,23 @@ class UserRefFilter(django_filters.Filter):
         return qs.filter(**{self.field_name: value})
 
 
+class BoundedIsoDateTimeField(IsoDateTimeField):
+    """An ISO 8601 date-time that stays representable once converted to UTC."""
+
+    def clean(self, value):
+        value = super().clean(value)
+        if value is not None:
+            try:
+                value.astimezone(datetime.UTC)
+            except OverflowError as exc:
+                raise ValidationError("Enter a date-time between years 1 and 9999.") from exc
+        return value
+
+
+class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
+    field_class = BoundedIsoDateTimeField
+
+
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
     """One value or several, comma-separated; each must be a known choice."""
 
@@ -61,10 +80,10 @@ class TaskFilter(django_filters.FilterSet):
     )
     assignee = UserRefFilter(help_text="a user id, 'me' or 'none'")
     owner = UserRefFilter(help_text="a user id or 'me'")
-    created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
-    deadline_after = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
-    deadline_before = django_filters.IsoDateTimeFilter(field_name="deadline", lookup_expr="lte")
+    created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
+    created_before = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
+    deadline_after = BoundedIsoDateTimeFilter(field_name="deadline", lookup_expr="gte")
+    deadline_before = BoundedIsoDateTimeFilter(field_name="deadline", lookup_expr="lte")
     ordering = StableOrderingFilter(
         fields=(
             ("created_at", "created_at"),

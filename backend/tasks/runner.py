@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -24,15 +25,18 @@ def execute(task_id: str) -> str:
             lambda percent: services.task_report_progress(task=task, progress=percent)
         )
         result = kind.handler(task.input_data, context)
+        # Whatever the handler returned must be storable JSON; check before writing.
+        json.dumps(result, allow_nan=False)
+        finished = services.task_finish(task=task, result=result)
     except types.TaskInterrupted:
         return "stopped: the task is no longer running (cancelled, expired or rescued)"
     except SoftTimeLimitExceeded:
         services.task_fail(task=task, error="time limit exceeded")
         return "failed: time limit exceeded"
-    except Exception as exc:  # a handler's error fails the task, never the worker
+    except Exception as exc:  # a handler's (or its result's) error fails the task, never the worker
         logger.exception("task %s (%s) failed", task_id, task.task_type)
         services.task_fail(task=task, error=f"{type(exc).__name__}: {exc}")
         return "failed"
-    if services.task_finish(task=task, result=result):
+    if finished:
         return "completed"
     return "discarded: the task stopped running before its result was recorded"

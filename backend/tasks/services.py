@@ -211,7 +211,8 @@ def task_cancel(*, task: Task, actor: User) -> Task:
 
 @transaction.atomic
 def task_retry(*, task: Task, actor: User) -> Task:
-    """A failed or cancelled worker task goes back to pending (the limit applies)."""
+    """A failed or cancelled worker task goes back to pending, or to scheduled when its
+    run_at is still ahead (the limit applies)."""
     _require_owner_or_staff(task, actor)
     kind = types.get(task.task_type)
     if not kind.runs_on_worker:
@@ -228,10 +229,11 @@ def task_retry(*, task: Task, actor: User) -> Task:
         )
     _check_active_assignee(task.assignee)
     _reserve_active_slot(task.assignee, exclude_task=task)
+    scheduled = task.run_at is not None and task.run_at > timezone.now()
     _guarded(
         Task.objects.filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)),
         "Only a failed or cancelled task can be retried.",
-        status=TaskStatus.PENDING,
+        status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
         result=None,
         error=None,
         progress=0,
@@ -242,7 +244,8 @@ def task_retry(*, task: Task, actor: User) -> Task:
         max_attempts=F("attempts") + kind.max_attempts,
     )
     task.refresh_from_db()
-    _enqueue_on_commit(task)
+    if not scheduled:
+        _enqueue_on_commit(task)
     return task
 
 

@@ -1,29 +1,28 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
-from django.db.models import Case, IntegerField, Q, Value, When
 
 
 class UsernameOrEmailBackend(ModelBackend):
-    """Log in with the username (exact) or the email address (any case)."""
+    """Log in with the username (exact) or the email address (any case).
+
+    ``email=`` matches email addresses only. ``username=`` may be either: the password is
+    checked against the user with that username and against the user with that email, so
+    nobody can shadow someone's email login by taking their address as a username.
+    """
 
     def authenticate(self, request, username=None, password=None, email=None, **kwargs):
-        login = username or email
-        if not login or password is None:
+        if password is None or not (username or email):
             return None
         User = get_user_model()
-        # An exact username match wins over another user's email that happens to equal it.
-        exact_username_first = Case(
-            When(username=login, then=Value(0)), default=Value(1), output_field=IntegerField()
-        )
-        user = (
-            User.objects.filter(Q(username=login) | Q(email__iexact=login))
-            .order_by(exact_username_first)
-            .first()
-        )
-        if user is None:
+        candidates = []
+        if username:
+            candidates += User.objects.filter(username=username)
+        candidates += User.objects.filter(email__iexact=username or email)
+        if not candidates:
             # Spend the time of a real check, so timing does not reveal who exists.
             User().set_password(password)
             return None
-        if user.check_password(password) and self.user_can_authenticate(user):
-            return user
+        for user in candidates:
+            if user.check_password(password) and self.user_can_authenticate(user):
+                return user
         return None

@@ -71,3 +71,18 @@ def test_expire_action_only_touches_overdue_tasks(admin_client, user):
 
 def test_periodic_tasks_are_in_the_admin(admin_client):
     assert admin_client.get("/admin/django_celery_beat/periodictask/").status_code == 200
+
+
+def test_editing_in_the_admin_changes_only_the_edited_fields(admin_client, user):
+    task = TaskFactory(owner=user, name="before", status=TaskStatus.PENDING)
+    # A worker moves the task on while the admin's form is open.
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.RUNNING, progress=40)
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/",
+        {"name": "after", "description": "", "priority": "high"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    task.refresh_from_db()
+    assert (task.name, task.priority, task.priority_rank) == ("after", "high", 2)
+    assert (task.status, task.progress) == (TaskStatus.RUNNING, 40)

@@ -104,3 +104,28 @@ def test_worker_settings():
     assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
     assert conf.get("CELERY_DB_REUSE_MAX") == 100
     assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}
+
+
+def test_a_result_that_cannot_be_stored_fails_the_task(user, monkeypatch):
+    # A 5,000-digit integer is past what Python turns into JSON text.
+    kind = dataclasses.replace(types.get("sum"), handler=lambda data, ctx: {"result": 10**5000})
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user)
+    assert jobs.run_task(str(task.pk)) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error.startswith("ValueError: ")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_broken_database_connections_are_dropped_around_each_task(monkeypatch):
+    from celery.signals import task_prerun
+    from django.db import connection
+
+    connection.ensure_connection()
+    monkeypatch.setattr(connection, "errors_occurred", True)
+    monkeypatch.setattr(connection, "is_usable", lambda: False)
+    task_prerun.send(sender=jobs.run_task, task_id="t", task=jobs.run_task, args=(), kwargs={})
+    assert connection.connection is None
+    monkeypatch.undo()
+    connection.ensure_connection()  # and the next query simply opens a new one
+    assert connection.is_usable()

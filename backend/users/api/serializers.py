@@ -1,7 +1,12 @@
+from django.contrib.auth import authenticate
+from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from rest_framework import serializers
+from rest_framework import exceptions, serializers
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTokenVerifySerializer
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.users.models import User
@@ -33,14 +38,27 @@ class TaskStatisticsMixin(serializers.Serializer):
         return round(user.total_tasks_completed * 100 / assigned, 1)
 
 
+def _others(instance: User | None):
+    return User.objects.exclude(pk=instance.pk) if instance is not None else User.objects.all()
+
+
 def validate_unique_email(value: str | None, *, instance: User | None = None) -> str | None:
+    """Unique in any case, and not another user's username (either one logs in)."""
     if not value:
         return None
-    others = User.objects.filter(email__iexact=value)
-    if instance is not None:
-        others = others.exclude(pk=instance.pk)
-    if others.exists():
+    if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("A user with this email already exists.")
+    if _others(instance).filter(username__iexact=value).exists():
+        raise serializers.ValidationError("This email is another user's username.")
+    return value
+
+
+def validate_unique_username(value: str, *, instance: User | None = None) -> str:
+    """Unique, and not another user's email address (either one logs in)."""
+    if _others(instance).filter(username=value).exists():
+        raise serializers.ValidationError("A user with that username already exists.")
+    if _others(instance).filter(email__iexact=value).exists():
+        raise serializers.ValidationError("This username is another user's email address.")
     return value
 
 
@@ -88,6 +106,9 @@ class UserSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
     def validate_email(self, value):
         return validate_unique_email(value, instance=self.instance)
 
+    def validate_username(self, value):
+        return validate_unique_username(value, instance=self.instance)
+
     def validate(self, attrs):
         password = attrs.get("password")
         if password:
@@ -125,9 +146,7 @@ class RegisterSerializer(serializers.Serializer):
         username_field = User._meta.get_field("username")
         for validator in username_field.validators:
             validator(value)
-        if User.objects.filter(username=value).exists():
-            raise serializers.ValidationError("A user with that username already exists.")
-        return value
+        return validate_unique_username(value)
 
     def validate_email(self, value):
         return validate_unique_email(value)
@@ -178,13 +197,35 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         self.fields["email"] = serializers.CharField(required=False, write_only=True)
 
     def validate(self, attrs):
-        login = attrs.get(self.username_field) or attrs.pop("email", None)
-        if not login:
+        username, email = attrs.get(self.username_field), attrs.get("email")
+        if not username and not email:
             raise serializers.ValidationError(
                 {self.username_field: ["Give a username or an email address."]}
             )
-        attrs[self.username_field] = login
-        return super().validate(attrs)
+        credentials = {"username": username} if username else {"email": email}
+        self.user = authenticate(
+            request=self.context.get("request"), password=attrs["password"], **credentials
+        )
+        if not jwt_settings.USER_AUTHENTICATION_RULE(self.user):
+            raise exceptions.AuthenticationFailed(
+                self.error_messages["no_active_account"], "no_active_account"
+            )
+        refresh = self.get_token(self.user)
+        if jwt_settings.UPDATE_LAST_LOGIN:
+            update_last_login(None, self.user)
+        return {"refresh": str(refresh), "access": str(refresh.access_token)}
+
+
+class TokenVerifySerializer(BaseTokenVerifySerializer):
+    """A blacklisted token is invalid like any other: 401, not 400."""
+
+    def validate(self, attrs):
+        try:
+            return super().validate(attrs)
+        except serializers.ValidationError as exc:
+            raise TokenError(
+                str(exc.detail[0]) if isinstance(exc.detail, list) else str(exc.detail)
+            ) from exc
 
 
 class LogoutSerializer(serializers.Serializer):

@@ -1,3 +1,4 @@
+from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -16,6 +17,7 @@ from .serializers import (
     RegisteredUserSerializer,
     RegisterSerializer,
     TokenObtainSerializer,
+    TokenVerifySerializer,
     UserCreateSerializer,
     UserPublicSerializer,
     UserSerializer,
@@ -59,6 +61,9 @@ class TokenRefresh(TokenRefreshView):
 
 
 class TokenVerify(TokenVerifyView):
+    """200 for a valid token; 401 for an expired, malformed or blacklisted one."""
+
+    serializer_class = TokenVerifySerializer
     throttle_classes = [AuthRateThrottle]
 
 
@@ -121,6 +126,7 @@ class UserViewSet(
             return [permissions.IsAdminUser()]
         return super().get_permissions()
 
+    @transaction.atomic
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
         is_active = data.pop("is_active", True)

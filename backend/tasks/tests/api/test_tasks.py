@@ -438,3 +438,24 @@ def test_task_type_filter_still_works_after_the_schema_is_generated(client, user
     response = client.get(url(), {"task_type": "countdown"})
     assert response.status_code == 200
     assert [t["name"] for t in response.json()["results"]] == ["counted"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"created_after": "0001-01-01T00:00:00+05:00"},
+        {"deadline_before": "9999-12-31T23:59:59-05:00"},
+    ],
+)
+def test_date_filters_out_of_range_are_400(client, user, params):
+    TaskFactory(owner=user)
+    response = client.get(url(), params)
+    assert response.status_code == 400 and set(response.json()) == set(params)
+
+
+def test_retry_of_a_task_whose_run_at_is_ahead_waits_for_it(client, user):
+    task = TaskFactory(
+        owner=user, status=TaskStatus.CANCELLED, run_at=timezone.now() + timedelta(hours=1)
+    )
+    response = client.post(url(task, "retry"))
+    assert response.status_code == 200 and response.json()["status"] == "scheduled"

@@ -403,3 +403,53 @@ def test_session_login_accepts_the_email(alice):
     client.post("/api-auth/login/", {"username": "alice@example.com", "password": PASSWORD})
 
     assert client.get(ME).status_code == 200
+
+
+# --- review fixes ---------------------------------------------------------------
+
+
+def test_verify_of_a_blacklisted_token_is_401(api_client, user):
+    pair = tokens_for(user)
+    assert bearer(pair["access"]).post(LOGOUT, {"refresh": pair["refresh"]}).status_code == 205
+    response = api_client.post(VERIFY, {"token": pair["refresh"]}, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_forged_forwarded_for_does_not_dodge_the_throttle(api_client, settings):
+    settings.THROTTLE_AUTH_RATE = "3/min"
+    codes = [
+        api_client.post(
+            TOKEN,
+            {"username": "nobody", "password": "wrong"},
+            format="json",
+            HTTP_X_FORWARDED_FOR=f"10.0.0.{i}",
+        ).status_code
+        for i in range(5)
+    ]
+    assert codes == [401, 401, 401, 429, 429]
+
+
+def test_a_username_cannot_shadow_someone_elses_email(api_client):
+    UserFactory(username="dave", email="dave@example.com")
+    UserFactory(username="frank@example.com", email=None)
+    for username in ("dave@example.com", "DAVE@Example.com"):
+        response = register(api_client, username=username, email=None)
+        assert response.status_code == 400 and "username" in response.json()
+    response = register(api_client, username="erin", email="Frank@Example.com")
+    assert response.status_code == 400 and "email" in response.json()
+    assert not User.objects.filter(username__in=["dave@example.com", "erin"]).exists()
+
+
+def test_email_login_survives_a_username_equal_to_that_email(api_client):
+    # Made directly (as an old row could be): the backend still tells them apart.
+    dave = UserFactory(username="dave", email="dave@example.com")
+    UserFactory(username="dave@example.com", email=None, password="other-Password-77")
+    for credentials in ({"username": "dave@example.com"}, {"email": "DAVE@example.com"}):
+        response = obtain(api_client, password=PASSWORD, **credentials)
+        assert response.status_code == 200, credentials
+        access = response.json()["access"]
+        assert bearer(access).get(ME).json()["id"] == str(dave.pk)
+    response = obtain(api_client, username="dave@example.com", password="other-Password-77")
+    assert response.status_code == 200
+    assert bearer(response.json()["access"]).get(ME).json()["username"] == "dave@example.com"

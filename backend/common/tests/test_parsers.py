@@ -1,0 +1,62 @@
+"""Bodies the database could not store, or Python could not parse, are a 400 at the door."""
+
+import pytest
+
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def post_raw(client, path, raw: str):
+    return client.post(path, raw, content_type="application/json")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"task_type": "reverse", "input_data": {"data": "a\\ud800b"}}',
+        '{"task_type": "\\ud800"}',
+        '{"task_type": "manual", "input_data": {"\\udc00": 1}}',
+        '{"task_type": "reverse", "input_data": {"data": "nul\\u0000"}}',
+    ],
+)
+def test_unstorable_strings_are_refused(client_for, user, raw):
+    response = post_raw(client_for(user), "/api/tasks/", raw)
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]
+    assert not Task.objects.exists()
+
+
+def test_unstorable_result_leaves_the_task_as_it_was(client_for, user):
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    response = post_raw(
+        client_for(user), f"/api/tasks/{task.pk}/complete/", '{"result": {"k": "a\\u0000b"}}'
+    )
+    assert response.status_code == 400
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.result is None
+    assert client_for(user).get("/api/tasks/").status_code == 200
+
+
+def test_deeply_nested_json_is_400(api_client):
+    response = post_raw(api_client, "/api/register/", "[" * 100_000 + "]" * 100_000)
+    assert response.status_code == 400
+    assert "nested" in response.json()["detail"]
+
+
+def test_paired_surrogates_are_fine(client_for, user):
+    # An emoji sent escaped as a surrogate pair is one ordinary character.
+    response = post_raw(
+        client_for(user),
+        "/api/tasks/",
+        '{"task_type": "reverse", "input_data": {"data": "ok \\ud83d\\ude00"}}',
+    )
+    assert response.status_code == 201
+    assert response.json()["input_data"] == {"data": "ok \U0001f600"}
+
+
+def test_message_without_a_field_still_has_detail_and_code(client_for, user):
+    response = client_for(user).get("/api/tasks/", {"search": "a\x00"})
+    assert response.status_code == 400
+    assert set(response.json()) == {"detail", "code"}
