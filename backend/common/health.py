@@ -29,25 +29,17 @@ def check_broker() -> None:
 CHECKS = {"database": check_database, "broker": check_broker}
 
 
-@extend_schema(
-    responses={
-        200: inline_serializer(
-            "Health",
-            {
-                "status": serializers.CharField(),
-                "checks": serializers.DictField(child=serializers.CharField()),
-            },
-        ),
-        503: inline_serializer(
-            "HealthFailed",
-            {
-                "status": serializers.CharField(),
-                "checks": serializers.DictField(child=serializers.CharField()),
-            },
-        ),
+HEALTH_BODY = inline_serializer(
+    "Health",
+    {
+        "status": serializers.CharField(),
+        "checks": serializers.DictField(child=serializers.CharField()),
+        "failed": serializers.ListField(child=serializers.CharField(), required=False),
     },
-    tags=["health"],
 )
+
+
+@extend_schema(responses={200: HEALTH_BODY, 503: HEALTH_BODY}, tags=["health"])
 @api_view(["GET"])
 @authentication_classes([])
 @permission_classes([])
@@ -62,9 +54,8 @@ def health(request):
             checks[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
         else:
             checks[name] = "ok"
-    healthy = all(value == "ok" for value in checks.values())
     failed = [name for name, value in checks.items() if value != "ok"]
-    body = {"status": "ok" if healthy else "error", "checks": checks}
+    body = {"status": "error" if failed else "ok", "checks": checks}
     if failed:
         body["failed"] = failed
-    return Response(body, status=200 if healthy else 503)
+    return Response(body, status=503 if failed else 200)

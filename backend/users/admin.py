@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
+from . import services
 from .models import User
 
 
@@ -47,7 +48,7 @@ class UserAdmin(DjangoUserAdmin):
 
     @admin.action(description="Deactivate selected users (nothing is deleted)")
     def deactivate(self, request, queryset):
-        count = queryset.update(is_active=False)
+        count = services.users_deactivate(queryset=queryset)
         self.message_user(request, f"{count} user(s) deactivated.")
 
     def has_delete_permission(self, request, obj=None):

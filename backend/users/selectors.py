@@ -13,11 +13,9 @@ STATUS_COUNTS = {
 
 
 def with_task_statistics(queryset: QuerySet[User]) -> QuerySet[User]:
-    annotations = {"total_tasks_assigned": Count("assigned_tasks", distinct=True)}
+    annotations = {"total_tasks_assigned": Count("assigned_tasks")}
     for field, status in STATUS_COUNTS.items():
-        annotations[field] = Count(
-            "assigned_tasks", filter=Q(assigned_tasks__status=status), distinct=True
-        )
+        annotations[field] = Count("assigned_tasks", filter=Q(assigned_tasks__status=status))
     return queryset.annotate(**annotations)
 
 

@@ -2,6 +2,7 @@
 
 from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
+from django.db.models import QuerySet
 
 from .models import User
 
@@ -37,8 +38,12 @@ def user_update(*, user: User, data: dict) -> User:
     return user
 
 
+def users_deactivate(*, queryset: QuerySet[User]) -> int:
+    """Deactivate instead of delete: the users' tasks and history stay."""
+    return queryset.update(is_active=False)
+
+
 def user_deactivate(*, user: User) -> User:
-    """Deactivate instead of delete: the user's tasks and history stay."""
-    User.objects.filter(pk=user.pk).update(is_active=False)
+    users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user

@@ -53,9 +53,8 @@ class TaskViewSet(
         serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         task = services.task_create(owner=request.user, **serializer.validated_data)
-        return self._respond(
-            selectors.tasks_visible_to(request.user).get(pk=task.pk), status.HTTP_201_CREATED
-        )
+        # The new row already holds its owner and assignee objects: no need to read it back.
+        return self._respond(task, status.HTTP_201_CREATED)
 
     @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
     @action(detail=False, methods=["post"], url_path="create")

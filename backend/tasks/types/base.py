@@ -7,7 +7,7 @@ imports every module in it, so adding a type is adding one module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rest_framework import serializers
@@ -43,7 +43,6 @@ class TaskType:
     time_limit: int | Callable[[dict], int] = 60
     # Runs allowed before a lost task is failed instead of being run again.
     max_attempts: int = 3
-    extra: dict = field(default_factory=dict)
 
     @property
     def runs_on_worker(self) -> bool:

@@ -11,6 +11,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from backend.common.routing import UUID_PATTERN
 from backend.users import selectors, services
+from backend.users.models import User
 
 from .serializers import (
     LogoutSerializer,
@@ -111,7 +112,7 @@ class UserViewSet(
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
-            return selectors.User.objects.none()
+            return User.objects.none()
         return selectors.user_list(viewer=self.request.user)
 
     def get_serializer_class(self):
