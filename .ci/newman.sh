@@ -131,7 +131,7 @@ echo "newman.sh: fresh run folder $VAR_DIR; server on $base_url"
 max_active="$("$python" manage.py shell -c 'from django.conf import settings; print(settings.MAX_ACTIVE_TASKS)' 2>/dev/null | tail -n 1)"
 
 start web "$python" manage.py runserver "127.0.0.1:$PORT" --noreload
-start worker "$celery" -A backend worker --loglevel=warning --queues=tasks,maintenance \
+start worker "$celery" -A backend worker --loglevel=warning --queues=tasks,long,maintenance \
     --hostname=newman-worker@%h
 start beat "$celery" -A backend beat --loglevel=warning
 

@@ -274,13 +274,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
-# Jobs go to "tasks"; the sweeps to "maintenance", so a worker busy with long jobs does not
-# hold up expiry. A worker started without -Q consumes both; `make run` also starts a small
-# worker for "maintenance" alone.
+# Short jobs go to "tasks", long-running types (countdown, files, outbound calls) to "long",
+# the sweeps to "maintenance": each has worker processes of its own under `make run`, the
+# Procfile and compose, so nothing short waits behind something long. A worker started
+# without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "tasks"
-CELERY_TASK_QUEUES = tuple(
-    Queue(name, Exchange(name), routing_key=name) for name in ("tasks", "maintenance")
-)
+TASK_QUEUES = ("tasks", "long", "maintenance")
+CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in TASK_QUEUES)
 CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.run_task": {"queue": "tasks"},
     "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},

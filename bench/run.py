@@ -240,7 +240,7 @@ def commands(port: int) -> dict[str, list[str]]:
             "backend",
             "worker",
             "--loglevel=warning",
-            "--queues=tasks,maintenance",
+            "--queues=tasks,long,maintenance",
             f"--concurrency={CELERY_CONCURRENCY}",
         ],
         "beat": [str(BIN / "celery"), "-A", "backend", "beat", "--loglevel=warning"],

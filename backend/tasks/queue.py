@@ -32,6 +32,7 @@ def publish_many(rows) -> int:
                 limit = types.get(task_type).time_limit_for(input_data)
                 run_task.apply_async(
                     args=[str(task_id)],
+                    queue=types.get(task_type).queue,
                     connection=connection,
                     retry=False,
                     time_limit=limit + 5,

@@ -68,7 +68,7 @@ def purge_filesystem_broker() -> None:
         from backend.celery import app
 
         with app.connection_for_write() as conn:
-            for name in ("tasks", "maintenance"):
+            for name in settings.TASK_QUEUES:
                 with contextlib.suppress(Exception):  # the queue may not exist yet
                     conn.default_channel.queue_purge(name)
 
@@ -136,7 +136,7 @@ class Cluster:
             [
                 "worker",
                 "--loglevel=info",
-                "--queues=tasks,maintenance",
+                "--queues=" + ",".join(settings.TASK_QUEUES),
                 "--concurrency=2",
                 f"--hostname={name}@%h",
                 "--without-mingle",

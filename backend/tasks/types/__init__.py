@@ -4,6 +4,8 @@ import importlib
 import pkgutil
 
 from .base import (
+    QUEUE_LONG,
+    QUEUE_SHORT,
     JobContext,
     TaskInterrupted,
     TaskType,
@@ -19,6 +21,8 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "QUEUE_LONG",
+    "QUEUE_SHORT",
     "JobContext",
     "TaskInterrupted",
     "TaskType",

@@ -7,6 +7,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from .base import (
+    QUEUE_LONG,
     JobContext,
     StrictInputSerializer,
     StrictIntegerField,
@@ -70,5 +71,6 @@ register(
         input_serializer=CountdownInput,
         handler=run_countdown,
         time_limit=lambda data: int(data.get("seconds", 0)) + 30,
+        queue=QUEUE_LONG,
     )
 )

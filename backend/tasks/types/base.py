@@ -31,6 +31,11 @@ class JobContext:
 
 Handler = Callable[[dict, JobContext], Any]
 
+# Worker queues: short jobs never wait behind long ones (each queue has its own worker
+# processes under `make run`, the Procfile and compose).
+QUEUE_SHORT = "tasks"
+QUEUE_LONG = "long"
+
 
 @dataclass(frozen=True)
 class TaskType:
@@ -43,6 +48,8 @@ class TaskType:
     time_limit: int | Callable[[dict], int] = 60
     # Runs allowed before a lost task is failed instead of being run again.
     max_attempts: int = 3
+    # The worker queue: QUEUE_LONG for types that may run for many seconds.
+    queue: str = QUEUE_SHORT
 
     @property
     def runs_on_worker(self) -> bool:
