@@ -22,7 +22,9 @@ def execute(task_id: str) -> str:
         if kind.handler is None:
             raise RuntimeError(f"task type {task.task_type!r} is not run by workers")
         context = types.JobContext(
-            lambda percent: services.task_report_progress(task=task, progress=percent)
+            lambda percent: services.task_report_progress(task=task, progress=percent),
+            task_id=task.pk,
+            owner_id=task.owner_id,
         )
         result = kind.handler(task.input_data, context)
         # Whatever the handler returned must be storable JSON; check before writing.

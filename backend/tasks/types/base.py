@@ -18,10 +18,13 @@ class TaskInterrupted(Exception):
 
 
 class JobContext:
-    """What a handler may do besides computing: report progress (which is also a heartbeat)."""
+    """What a handler may do besides computing: report progress (which is also a heartbeat),
+    and know which task it runs and for whom (``task_id``, ``owner_id``)."""
 
-    def __init__(self, report: Callable[[int], bool]):
+    def __init__(self, report: Callable[[int], bool], *, task_id=None, owner_id=None):
         self._report = report
+        self.task_id = task_id
+        self.owner_id = owner_id
 
     def progress(self, percent: int) -> None:
         """Record progress; raises ``TaskInterrupted`` when the task is no longer running."""
