@@ -20,6 +20,16 @@ def _fresh_cache():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _broker_breaker_closed():
+    # A test that trips the broker's breaker must not leave the next test without a broker.
+    from backend.tasks import queue
+
+    queue.breaker.reset()
+    yield
+    queue.breaker.reset()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

@@ -259,10 +259,33 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 elif CELERY_BROKER_URL.split("://", 1)[0] not in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
     _fail(f"CELERY_BROKER_URL has an unsupported scheme: {CELERY_BROKER_URL.split(':', 1)[0]}")
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    # Longer than the longest task, or Redis hands a running task's message out again.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": COUNTDOWN_MAX_SECONDS + 600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        # Longer than the longest task, or Redis hands a running task's message out again.
+        "visibility_timeout": COUNTDOWN_MAX_SECONDS + 600,
+        # One list per priority step; the worker takes step 0 (urgent) first.
+        "priority_steps": [0, 3, 6, 9],
+    }
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# Sends from the web tier and the dispatcher: a broker that refuses or hangs holds a request
+# for about BROKER_PUBLISH_TIMEOUT seconds at most, and after a failed send the senders of
+# that process leave new tasks to the dispatcher for BROKER_BREAKER_SECONDS.
+BROKER_PUBLISH_TIMEOUT = _read("BROKER_PUBLISH_TIMEOUT", env.float, 1.0)
+if not 0 < BROKER_PUBLISH_TIMEOUT <= 30:
+    _fail(f"BROKER_PUBLISH_TIMEOUT must be between 0 and 30 seconds, got {BROKER_PUBLISH_TIMEOUT}")
+BROKER_BREAKER_SECONDS = _read("BROKER_BREAKER_SECONDS", env.float, 5.0)
+if BROKER_BREAKER_SECONDS < 0:
+    _fail(f"BROKER_BREAKER_SECONDS must be >= 0, got {BROKER_BREAKER_SECONDS}")
+BROKER_PUBLISH_TRANSPORT_OPTIONS = {
+    "max_retries": 0,  # one connection attempt: the dispatcher is the retry
+    # Redis
+    "socket_timeout": BROKER_PUBLISH_TIMEOUT,
+    "socket_connect_timeout": BROKER_PUBLISH_TIMEOUT,
+    # AMQP
+    "read_timeout": BROKER_PUBLISH_TIMEOUT,
+    "write_timeout": BROKER_PUBLISH_TIMEOUT,
+}
 # The database is the source of truth for results; Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None

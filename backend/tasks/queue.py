@@ -1,47 +1,164 @@
 """Handing tasks to the broker. The database stays the source of truth: a send that fails
-is logged and left for the dispatcher, never raised to the caller."""
+is logged and left for the dispatcher, never raised to the caller.
+
+Sends go through a pool of producers whose connections have short connect and socket
+timeouts (``BROKER_PUBLISH_TIMEOUT``), so a broker that refuses or hangs holds a request for
+about that long at most; after a failed send a circuit breaker skips the broker for
+``BROKER_BREAKER_SECONDS`` and the tasks wait, committed with ``enqueued_at`` NULL, for the
+dispatcher.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable
+from datetime import datetime
+from typing import NamedTuple
+from uuid import UUID
 
-from django.utils import timezone
+from django.conf import settings
+from django.db import transaction
+from kombu.pools import ProducerPool
 
 from backend.celery import app as celery_app
+from backend.common.breaker import CircuitBreaker
 
 from . import types
 from .models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
+RUN_TASK = "backend.tasks.jobs.run_task"
 
-def publish_many(rows) -> int:
-    """Send a run message for each ``(id, task_type, input_data)``; returns how many went.
+breaker = CircuitBreaker(settings.BROKER_BREAKER_SECONDS)
 
-    Sent first, marked after: a crash in between means a duplicate send (harmless, the claim
-    is guarded), never a lost task.
+
+class Job(NamedTuple):
+    """What a run message needs to know of a task."""
+
+    id: UUID
+    task_type: str
+    input_data: dict
+    priority_rank: int
+
+
+JOB_FIELDS = ("pk", "task_type", "input_data", "priority_rank")
+
+
+def job_of(task: Task) -> Job:
+    return Job(task.pk, task.task_type, task.input_data, task.priority_rank)
+
+
+# --- the producer pool, one per process and broker URL ------------------------------------
+
+
+class _Pool:
+    key: tuple | None = None
+    producers: ProducerPool | None = None
+
+
+def _producers() -> ProducerPool:
+    key = (os.getpid(), celery_app.conf.broker_url)
+    if _Pool.key != key:
+        connection = celery_app.connection_for_write(
+            connect_timeout=settings.BROKER_PUBLISH_TIMEOUT,
+            transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
+        )
+        limit = celery_app.conf.broker_pool_limit or 10
+        _Pool.producers = ProducerPool(connection.Pool(limit=limit), limit=limit)
+        _Pool.key = key
+    return _Pool.producers
+
+
+def _discard_pool() -> None:
+    """Drop every pooled connection after a failure: the next send starts afresh."""
+    if _Pool.producers is not None:
+        try:
+            _Pool.producers.connections.force_close_all()
+        except Exception:  # closing a broken connection may fail too; it is gone either way
+            logger.debug("closing broker connections failed", exc_info=True)
+    _Pool.key = _Pool.producers = None
+
+
+# --- sending ------------------------------------------------------------------------------
+
+_REDIS_PRIORITY = {0: 9, 1: 6, 2: 3, 3: 0}  # Redis consumes its priority 0 first
+_AMQP_PRIORITY = {0: 0, 1: 3, 2: 6, 3: 9}  # RabbitMQ consumes its highest number first
+
+
+def message_priority(rank: int) -> int | None:
+    """The broker's message priority for a task's priority rank (low 0 … urgent 3)."""
+    scheme = celery_app.conf.broker_url.split("://", 1)[0]
+    if scheme.startswith("redis"):
+        return _REDIS_PRIORITY[rank]
+    if scheme in {"amqp", "amqps", "pyamqp"}:
+        return _AMQP_PRIORITY[rank]
+    return None  # the embedded broker is first in, first out
+
+
+def accepting() -> bool:
+    """False while the breaker is open: new tasks are left to the dispatcher."""
+    return not breaker.is_open
+
+
+def publish(jobs: Iterable[Job]) -> list[UUID]:
+    """Send a run message for each job; returns the ids that went, in order.
+
+    Stops at the first failure (and trips the breaker): the rest stay for the dispatcher.
+    Sent first, marked by the caller after: a crash in between means a duplicate send
+    (harmless, the claim is guarded), never a lost task.
     """
-    if not rows:
-        return 0
-    from .jobs import run_task
-
-    sent = 0
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    if breaker.is_open:
+        logger.info("broker breaker open: %d task(s) left for the dispatcher", len(jobs))
+        return []
+    sent: list[UUID] = []
     try:
-        with celery_app.connection_for_write() as connection:
-            for task_id, task_type, input_data in rows:
-                limit = types.get(task_type).time_limit_for(input_data)
-                run_task.apply_async(
-                    args=[str(task_id)],
-                    queue=types.get(task_type).queue,
-                    connection=connection,
+        with _producers().acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT) as producer:
+            for job in jobs:
+                kind = types.get(job.task_type)
+                limit = kind.time_limit_for(job.input_data)
+                celery_app.send_task(
+                    RUN_TASK,
+                    args=[str(job.id)],
+                    producer=producer,
+                    queue=kind.queue,
+                    priority=message_priority(job.priority_rank),
                     retry=False,
                     time_limit=limit + 5,
                     soft_time_limit=limit,
+                    ignore_result=True,
                 )
-                Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
-                    enqueued_at=timezone.now()
-                )
-                sent += 1
-    except Exception as exc:  # the broker is down or refused: the dispatcher retries later
-        logger.warning("could not send %d task(s) to the broker: %s", len(rows) - sent, exc)
+                sent.append(job.id)
+    except Exception as exc:  # the broker is down, refused or hangs: the dispatcher retries
+        breaker.trip()
+        _discard_pool()
+        logger.warning(
+            "could not send %d task(s) to the broker (%s: %s); the dispatcher will send them",
+            len(jobs) - len(sent),
+            type(exc).__name__,
+            exc,
+        )
     return sent
+
+
+def publish_on_commit(jobs: list[Job], *, marked_at: datetime | None) -> None:
+    """After the current transaction commits, send the jobs. Their rows were written with
+    ``enqueued_at = marked_at``; the ones that could not be sent get NULL back, so the
+    dispatcher takes them on its next round."""
+
+    def send() -> None:
+        sent = set(publish(jobs))
+        unsent = [job.id for job in jobs if job.id not in sent]
+        if unsent and marked_at is not None:
+            try:
+                Task.objects.filter(
+                    pk__in=unsent, status=TaskStatus.PENDING, enqueued_at=marked_at
+                ).update(enqueued_at=None)
+            except Exception:  # the dispatcher re-sends them after TASK_REDISPATCH_AFTER
+                logger.warning("could not unmark %d unsent task(s)", len(unsent), exc_info=True)
+
+    transaction.on_commit(send)

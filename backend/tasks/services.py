@@ -53,6 +53,17 @@ def _check_active_assignee(assignee: User | None) -> None:
         raise DomainError("The assignee's account is deactivated.", code="assignee_inactive")
 
 
+def _check_assignee_allowed(kind: types.TaskType, owner: User, actor: User, assignee) -> None:
+    """Slots belong to their holder: a worker task occupies its owner's slot, and only staff
+    may give one to someone else (so nobody can fill another user's five slots)."""
+    others = kind.runs_on_worker and assignee is not None and assignee.pk != owner.pk
+    if others and not actor.is_staff:
+        raise DomainError(
+            "A worker task is assigned to its owner; only staff can give it to someone else.",
+            code="assignee_not_allowed",
+        )
+
+
 # --- create, edit, delete ---------------------------------------------------------------
 
 
@@ -76,6 +87,7 @@ def task_create(
         assignee = owner
     if assignee is None and kind.runs_on_worker:
         raise DomainError("Only manual tasks may be left unassigned.", code="assignee_required")
+    _check_assignee_allowed(kind, owner, owner, assignee)
     if run_at is not None and not kind.runs_on_worker:
         raise DomainError("run_at applies to worker tasks only.", code="run_at_not_allowed")
     if deadline is not None and deadline <= now:
@@ -86,6 +98,10 @@ def task_create(
     _reserve_active_slot(assignee)
 
     scheduled = run_at is not None and run_at > now
+    send_now = kind.runs_on_worker and not scheduled
+    # Marked as sent in the INSERT itself (no second statement); a send that fails after
+    # commit puts NULL back, and while the breaker is open the dispatcher sends it.
+    marked_at = now if send_now and queue.accepting() else None
     task = Task.objects.create(
         owner=owner,
         assignee=assignee,
@@ -98,9 +114,10 @@ def task_create(
         run_at=run_at,
         max_attempts=kind.max_attempts,
         status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
+        enqueued_at=marked_at,
     )
-    if kind.runs_on_worker and not scheduled:
-        _enqueue_on_commit(task)
+    if marked_at is not None:
+        queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
     return task
 
 
@@ -146,12 +163,33 @@ def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
         )
     if assignee is not None and assignee.pk == task.assignee_id:
         return task
+    _check_assignee_allowed(kind, task.owner, actor, assignee)
     _check_active_assignee(assignee)
     _reserve_active_slot(assignee, exclude_task=task)
     _guarded(
         Task.objects.filter(pk=task.pk, status__in=(TaskStatus.SCHEDULED, TaskStatus.PENDING)),
         "Only scheduled or pending tasks can be reassigned.",
         assignee=assignee,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_decline(*, task: Task, actor: User) -> Task:
+    """The assignee of a manual task someone else gave them hands it back: it becomes
+    unassigned (still pending), which frees their slot."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk:
+        raise PermissionDenied("Only the assignee can decline this task.")
+    if task.owner_id == actor.pk:
+        raise Conflict(
+            "This task is your own; cancel or reassign it instead.", code="not_declinable"
+        )
+    _guarded(
+        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING, assignee=actor),
+        f"Only a pending task can be declined; this one is {task.status}.",
+        assignee=None,
     )
     task.refresh_from_db()
     return task
@@ -229,7 +267,9 @@ def task_retry(*, task: Task, actor: User) -> Task:
         )
     _check_active_assignee(task.assignee)
     _reserve_active_slot(task.assignee, exclude_task=task)
-    scheduled = task.run_at is not None and task.run_at > timezone.now()
+    now = timezone.now()
+    scheduled = task.run_at is not None and task.run_at > now
+    marked_at = now if not scheduled and queue.accepting() else None
     _guarded(
         Task.objects.filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)),
         "Only a failed or cancelled task can be retried.",
@@ -240,12 +280,12 @@ def task_retry(*, task: Task, actor: User) -> Task:
         started_at=None,
         completed_at=None,
         heartbeat_at=None,
-        enqueued_at=None,
+        enqueued_at=marked_at,
         max_attempts=F("attempts") + kind.max_attempts,
     )
     task.refresh_from_db()
-    if not scheduled:
-        _enqueue_on_commit(task)
+    if marked_at is not None:
+        queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
     return task
 
 
@@ -325,14 +365,19 @@ def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
         status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
     )
     resend_before = now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER)
-    due = list(
-        Task.objects.filter(status=TaskStatus.PENDING, task_type__in=types.worker_type_names())
+    due = [
+        queue.Job(*row)
+        for row in Task.objects.filter(
+            status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
+        )
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
         .order_by("-priority_rank", "created_at")
-        .values_list("pk", "task_type", "input_data")[:batch_size]
-    )
-    sent = queue.publish_many(due)
-    return {"released": released, "sent": sent, "due": len(due)}
+        .values_list(*queue.JOB_FIELDS)[:batch_size]
+    ]
+    sent = queue.publish(due)
+    if sent:  # one UPDATE for the batch
+        Task.objects.filter(pk__in=sent, status=TaskStatus.PENDING).update(enqueued_at=now)
+    return {"released": released, "sent": len(sent), "due": len(due)}
 
 
 def tasks_rescue() -> dict[str, int]:
@@ -361,11 +406,6 @@ def tasks_rescue() -> dict[str, int]:
 
 
 # --- helpers ----------------------------------------------------------------------------
-
-
-def _enqueue_on_commit(task: Task) -> None:
-    row = (task.pk, task.task_type, task.input_data)
-    transaction.on_commit(lambda: queue.publish_many([row]))
 
 
 def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:

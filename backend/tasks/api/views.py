@@ -90,6 +90,13 @@ class TaskViewSet(
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
+    def decline(self, request, pk=None):
+        """The assignee hands back a pending manual task someone else gave them: it becomes
+        unassigned, which frees their slot."""
+        return self._respond(services.task_decline(task=self.get_object(), actor=request.user))
+
+    @extend_schema(request=None, responses=TaskSerializer)
+    @action(detail=True, methods=["post"])
     def start(self, request, pk=None):
         """The assignee starts a pending manual task."""
         return self._respond(services.task_start(task=self.get_object(), actor=request.user))

@@ -27,7 +27,7 @@ def test_expire_tasks(user):
 
 
 def test_dispatch_tasks(user, monkeypatch):
-    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
     TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=timezone.now())
     assert run("dispatch_tasks").strip() == (
         "released 1 scheduled task(s); sent 1 of 1 pending task(s)"
@@ -35,7 +35,7 @@ def test_dispatch_tasks(user, monkeypatch):
 
 
 def test_rescue_tasks(user, settings, monkeypatch):
-    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
     task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
     assert run("rescue_tasks").strip() == ("requeued 1 and failed 0 stale task(s); sent 1 task(s)")

@@ -78,25 +78,23 @@ def test_manual_task_sent_to_a_worker_is_not_run(user):
 
 
 def test_sweep_jobs_call_the_services(user, monkeypatch):
-    monkeypatch.setattr(queue, "publish_many", lambda rows: len(rows))
+    monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
     assert jobs.expire_overdue_tasks() == 0
     TaskFactory(owner=user)
     assert jobs.dispatch_tasks() == {"released": 0, "sent": 1, "due": 1}
     assert jobs.rescue_stale_tasks() == {"requeued": 0, "failed": 0}
 
 
-def test_publish_marks_the_task_sent(user):
+def test_publish_sends_through_the_pool(user):
     task = TaskFactory(owner=user)
-    assert queue.publish_many([(task.pk, task.task_type, task.input_data)]) == 1
-    task.refresh_from_db()
-    assert task.enqueued_at is not None
+    assert queue.publish([queue.job_of(task)]) == [task.pk]
+    assert queue.publish([]) == []
 
 
 def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, broker_down):
     task = TaskFactory(owner=user)
-    assert queue.publish_many([(task.pk, task.task_type, task.input_data)]) == 0
-    task.refresh_from_db()
-    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
+    assert queue.publish([queue.job_of(task)]) == []
+    assert not queue.accepting()  # the breaker is open: the next sends skip the broker
 
 
 def test_worker_settings():

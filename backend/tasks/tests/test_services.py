@@ -80,7 +80,7 @@ def test_manual_task_cannot_be_scheduled(user):
 def test_inactive_assignee_is_refused(user):
     gone = UserFactory(is_active=False)
     with pytest.raises(DomainError) as error:
-        create(user, assignee=gone)
+        create(user, "manual", assignee=gone)
     assert error.value.code == "assignee_inactive"
 
 
@@ -110,9 +110,9 @@ def test_limit_counts_scheduled_pending_and_running_only(user):
 
 def test_limit_is_per_assignee_not_per_owner(user, other_user):
     for _ in range(5):
-        create(user, assignee=other_user)
+        create(user, "manual", assignee=other_user)
     with pytest.raises(Conflict):
-        create(user, assignee=other_user)
+        create(user, "manual", assignee=other_user)
     create(user)  # the owner's own count is untouched
 
 
@@ -125,7 +125,7 @@ def test_limit_follows_the_setting(user, settings):
 
 def test_assign_respects_the_limit(user, other_user):
     TaskFactory.create_batch(5, assignee=other_user, owner=other_user)
-    task = create(user)
+    task = create(user, "manual")
     with pytest.raises(Conflict) as error:
         services.task_assign(task=task, actor=user, assignee=other_user)
     assert error.value.code == "active_task_limit"
@@ -338,7 +338,7 @@ def test_expire_fails_overdue_active_tasks_in_one_update(user, django_assert_num
 def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatch):
     sent = []
     monkeypatch.setattr(
-        "backend.tasks.queue.publish_many", lambda rows: sent.extend(rows) or len(rows)
+        "backend.tasks.queue.publish", lambda jobs: sent.extend(jobs) or [j.id for j in jobs]
     )
     due = TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=timezone.now())
     later = TaskFactory(
@@ -355,6 +355,8 @@ def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatc
     assert recently_sent.pk not in {row[0] for row in sent}
     later.refresh_from_db()
     assert later.status == TaskStatus.SCHEDULED
+    unsent.refresh_from_db()
+    assert unsent.enqueued_at is not None  # marked sent, in one UPDATE for the batch
 
 
 def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):

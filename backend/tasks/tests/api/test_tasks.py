@@ -377,7 +377,7 @@ def test_assign(client_for, user, other_user):
 
 def test_assign_over_the_limit_is_409(client_for, user, other_user):
     TaskFactory.create_batch(5, owner=other_user)
-    task = TaskFactory(owner=user)
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
     response = client_for(user).post(
         url(task, "assign"), {"assignee": str(other_user.pk)}, format="json"
     )
@@ -459,3 +459,63 @@ def test_retry_of_a_task_whose_run_at_is_ahead_waits_for_it(client, user):
     )
     response = client.post(url(task, "retry"))
     assert response.status_code == 200 and response.json()["status"] == "scheduled"
+
+
+# --- slots belong to their holder -------------------------------------------------------
+
+
+def test_worker_task_cannot_be_given_to_someone_else(client_for, user, other_user):
+    """B cannot fill A's slots with worker tasks, by create or by assign."""
+    b = client_for(other_user)
+    body = {"task_type": "countdown", "input_data": {"seconds": 60}, "assignee": str(user.pk)}
+    response = b.post(url(), body, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "assignee_not_allowed"
+    own = TaskFactory(owner=other_user, task_type="countdown", input_data={"seconds": 60})
+    response = b.post(url(own, "assign"), {"assignee": str(user.pk)}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "assignee_not_allowed"
+    assert not Task.objects.filter(assignee=user).exists()
+    # Assigning a worker task to its own owner is allowed (a no-op here).
+    response = b.post(url(own, "assign"), {"assignee": str(other_user.pk)}, format="json")
+    assert response.status_code == 200
+
+
+def test_staff_may_give_a_worker_task_to_someone_else(client_for, staff, user):
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "assignee": str(user.pk)}
+    response = client_for(staff).post(url(), body, format="json")
+    assert response.status_code == 201 and response.json()["assignee"] == str(user.pk)
+
+
+def test_assignee_declines_a_manual_task_and_gets_the_slot_back(
+    client_for, user, other_user, settings
+):
+    b, a = client_for(other_user), client_for(user)
+    for _ in range(settings.MAX_ACTIVE_TASKS):
+        body = {"task_type": "manual", "name": "chore", "assignee": str(user.pk)}
+        assert b.post(url(), body, format="json").status_code == 201
+    refused = a.post(url(), {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json")
+    assert refused.status_code == 409 and refused.json()["code"] == "active_task_limit"
+    given = Task.objects.filter(assignee=user).first()
+    response = a.post(url(given, "decline"))
+    assert response.status_code == 200
+    assert response.json()["assignee"] is None and response.json()["status"] == "pending"
+    created = a.post(url(), {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json")
+    assert created.status_code == 201
+
+
+def test_decline_rules(client_for, user, other_user):
+    given = TaskFactory(owner=other_user, assignee=user, task_type="manual", input_data={})
+    # Only the assignee declines; the owner gets 403, a stranger 404.
+    assert client_for(other_user).post(url(given, "decline")).status_code == 403
+    assert client_for(UserFactory()).post(url(given, "decline")).status_code == 404
+    # One's own task is cancelled or reassigned, not declined.
+    own = TaskFactory(owner=user, task_type="manual", input_data={})
+    response = client_for(user).post(url(own, "decline"))
+    assert response.status_code == 409 and response.json()["code"] == "not_declinable"
+    # Worker tasks are not declined; nor are tasks no longer pending.
+    worker = TaskFactory(owner=other_user, assignee=user)
+    response = client_for(user).post(url(worker, "decline"))
+    assert response.status_code == 409 and response.json()["code"] == "not_manual"
+    Task.objects.filter(pk=given.pk).update(status=TaskStatus.RUNNING)
+    response = client_for(user).post(url(given, "decline"))
+    assert response.status_code == 409 and response.json()["code"] == "invalid_status"
+    assert Task.objects.get(pk=given.pk).assignee_id == user.pk
