@@ -185,6 +185,8 @@ if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTT
 
 NUM_PROXIES = _positive_int("NUM_PROXIES", 0, minimum=0)
 # A 1 MB text sent with every character JSON-escaped is still accepted.
+# How long an Idempotency-Key is remembered, in seconds (24 h).
+IDEMPOTENCY_TTL = _positive_int("IDEMPOTENCY_TTL", 86400)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 REST_FRAMEWORK = {
@@ -310,6 +312,8 @@ CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.dispatch_tasks": {"queue": "maintenance"},
     "backend.tasks.jobs.rescue_stale_tasks": {"queue": "maintenance"},
 }
+    "backend.common.jobs.purge_idempotency_keys": {"queue": "maintenance"},
+    "backend.schedules.jobs.fire_schedule": {"queue": "maintenance"},
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
@@ -342,6 +346,10 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=TASK_RESCUE_INTERVAL),
     },
 }
+    "common.purge-idempotency-keys": {
+        "task": "backend.common.jobs.purge_idempotency_keys",
+        "schedule": timedelta(hours=1),
+    },
 
 # --- logging ------------------------------------------------------------------
 LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()

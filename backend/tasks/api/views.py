@@ -4,6 +4,8 @@ from rest_framework import filters, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
+from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.tasks import selectors, services, types
 from backend.tasks.filters import TaskFilter
@@ -48,6 +50,7 @@ class TaskViewSet(
         )
 
     @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
+    @idempotent
     def create(self, request, *args, **kwargs):
         """Submit a task. Worker tasks are queued once the row is committed."""
         serializer = TaskCreateSerializer(data=request.data, context=self.get_serializer_context())
@@ -56,7 +59,9 @@ class TaskViewSet(
         # The new row already holds its owner and assignee objects: no need to read it back.
         return self._respond(task, status.HTTP_201_CREATED)
 
-    @extend_schema(request=TaskCreateSerializer, responses={201: TaskSerializer})
+    @extend_schema(
+        request=TaskCreateSerializer, responses={201: TaskSerializer}, parameters=[IDEMPOTENCY]
+    )
     @action(detail=False, methods=["post"], url_path="create")
     def create_alias(self, request):
         """The same as ``POST /api/tasks/``."""

@@ -1,0 +1,141 @@
+"""``Idempotency-Key`` for every POST that creates something.
+
+Decorate the view method that creates::
+
+    @idempotent
+    def create(self, request, *args, **kwargs): ...
+
+A request with the header runs in one transaction with the insert of its key, unique per
+user: the first one creates and its 2xx response is stored; a retry with the same key and
+the same request gets that response back (header ``Idempotent-Replayed: true``) without
+creating again; the same key with another request → 422 ``idempotency_key_reused``. Two
+requests racing with one key: the unique constraint makes the second wait for the first to
+commit, then it answers with the first's response. Keys live ``IDEMPOTENCY_TTL`` seconds.
+A response that is not 2xx is not stored (the transaction rolls back), so a retry runs again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+
+from .errors import DomainError
+from .models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+
+SCHEMA_PARAMETER = OpenApiParameter(
+    HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    required=False,
+    description="A unique value (e.g. a UUID) per intended creation: a retry with the same "
+    "key returns the first response instead of creating again. The same key with a "
+    "different request is refused with 422.",
+)
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+def _canonical(value):
+    """Request data as plain JSON, whatever parser produced it (files by their content)."""
+    if isinstance(value, UploadedFile):
+        return {"file": value.name, "size": value.size, "sha256": getattr(value, "sha256", None)}
+    if hasattr(value, "lists"):  # QueryDict / MultiValueDict
+        return {key: [_canonical(v) for v in values] for key, values in value.lists()}
+    if isinstance(value, dict):
+        return {str(key): _canonical(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    return value
+
+
+def _fingerprint(request) -> str:
+    files = getattr(request, "FILES", None) or {}
+    payload = {
+        "method": request.method,
+        "path": request.path,
+        "data": _canonical(request.data),
+        "files": _canonical(files),
+    }
+    text = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _key_of(request) -> str | None:
+    key = request.headers.get(HEADER)
+    if key is None:
+        return None
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise DomainError(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            code="invalid_idempotency_key",
+        )
+    return key
+
+
+def _replay(record: IdempotencyKey) -> Response:
+    response = Response(record.response_body, status=record.status_code)
+    response["Idempotent-Replayed"] = "true"
+    return response
+
+
+def idempotent(view_method):
+    @functools.wraps(view_method)
+    def wrapper(self, request, *args, **kwargs):
+        key = _key_of(request)
+        if key is None or not request.user.is_authenticated:
+            return view_method(self, request, *args, **kwargs)
+        fingerprint = _fingerprint(request)
+        now = timezone.now()
+        IdempotencyKey.objects.filter(
+            user=request.user,
+            key=key,
+            created_at__lt=now - timedelta(seconds=settings.IDEMPOTENCY_TTL),
+        ).delete()
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    record = IdempotencyKey.objects.create(
+                        user=request.user, key=key, fingerprint=fingerprint, created_at=now
+                    )
+            except IntegrityError:
+                # Used before (or by a request that has just committed): answer as it did.
+                record = IdempotencyKey.objects.get(user=request.user, key=key)
+                if record.fingerprint != fingerprint:
+                    raise IdempotencyKeyReused(
+                        f"This {HEADER} was used for a different request; use a new key."
+                    ) from None
+                return _replay(record)
+            response = view_method(self, request, *args, **kwargs)
+            if status.is_success(response.status_code):
+                record.status_code = response.status_code
+                record.response_body = response.data
+                record.save(update_fields=["status_code", "response_body"])
+            else:
+                transaction.set_rollback(True)
+            return response
+
+    return extend_schema(parameters=[SCHEMA_PARAMETER])(wrapper)
+
+
+def idempotency_keys_purge() -> int:
+    """Delete keys older than ``IDEMPOTENCY_TTL`` (run by Beat)."""
+    cutoff = timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL)
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted

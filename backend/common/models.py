@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import models
+
+
+class IdempotencyKey(models.Model):
+    """The first successful response to a POST sent with an ``Idempotency-Key`` header.
+
+    The unique constraint is what makes a key single-use: two requests racing with one key
+    cannot both insert it, so exactly one of them creates something.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    key = models.CharField(max_length=255)
+    # SHA-256 of method, path and body: the same key with another request is refused.
+    fingerprint = models.CharField(max_length=64)
+    # 0 while the first request is still running (never seen outside its transaction).
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(encoder=DjangoJSONEncoder, null=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status_code})"

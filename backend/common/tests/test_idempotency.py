@@ -1,0 +1,124 @@
+"""Idempotency-Key on creating POSTs: a retry returns the first response, never a second row."""
+
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from backend.common.idempotency import idempotency_keys_purge
+from backend.common.models import IdempotencyKey
+from backend.tasks.models import Task
+
+pytestmark = pytest.mark.django_db
+
+BODY = {"task_type": "sum", "input_data": {"numbers": [1, 2]}}
+
+
+def post(client, body=BODY, key="key-1", path="/api/tasks/"):
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    return client.post(path, body, format="json", headers=headers)
+
+
+def test_a_retry_returns_the_first_response_without_creating(client_for, user):
+    client = client_for(user)
+    first = post(client)
+    assert first.status_code == 201
+    again = post(client)
+    assert again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert Task.objects.count() == 1
+
+
+def test_the_same_key_with_another_body_is_422(client_for, user):
+    client = client_for(user)
+    assert post(client).status_code == 201
+    response = post(client, {"task_type": "sum", "input_data": {"numbers": [3]}})
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+    # The alias route is another request too.
+    assert post(client, path="/api/tasks/create/").status_code == 422
+    assert Task.objects.count() == 1
+
+
+def test_keys_are_per_user(client_for, user, other_user):
+    assert post(client_for(user)).status_code == 201
+    assert post(client_for(other_user)).status_code == 201
+    assert Task.objects.count() == 2
+
+
+def test_without_a_key_every_post_creates(client_for, user):
+    client = client_for(user)
+    assert post(client, key=None).status_code == 201
+    assert post(client, key=None).status_code == 201
+    assert Task.objects.count() == 2 and not IdempotencyKey.objects.exists()
+
+
+def test_an_error_is_not_remembered(client_for, user, settings):
+    """A refused request (here the limit) leaves no key: the retry runs again."""
+    settings.MAX_ACTIVE_TASKS = 1
+    client = client_for(user)
+    assert post(client, key="a").status_code == 201
+    refused = post(client, key="b")
+    assert refused.status_code == 409
+    assert not IdempotencyKey.objects.filter(key="b").exists()
+    Task.objects.update(status="completed")
+    assert post(client, key="b").status_code == 201
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+def test_a_malformed_key_is_400(client_for, user, key):
+    response = post(client_for(user), key=key)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_idempotency_key"
+    assert not Task.objects.exists()
+
+
+def test_expired_keys_are_forgotten(client_for, user, settings):
+    client = client_for(user)
+    assert post(client).status_code == 201
+    IdempotencyKey.objects.update(
+        created_at=timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL + 1)
+    )
+    assert post(client, {"task_type": "sum", "input_data": {"numbers": [9]}}).status_code == 201
+    assert Task.objects.count() == 2
+    IdempotencyKey.objects.update(
+        created_at=timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL + 1)
+    )
+    assert idempotency_keys_purge() == 1
+
+
+def test_the_schema_documents_the_header(api_client):
+    schema = api_client.get("/api/schema/?format=json").json()
+    params = schema["paths"]["/api/tasks/"]["post"].get("parameters", [])
+    assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_with_one_key_create_exactly_one(client_for, user):
+    from rest_framework.test import APIClient
+
+    count = 8
+    barrier = threading.Barrier(count)
+    results: list[tuple[int, dict]] = []
+
+    def one():
+        client = APIClient()
+        client.force_authenticate(user)
+        try:
+            barrier.wait()
+            response = post(client, key="race")
+            results.append((response.status_code, response.json()))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [code for code, _ in results] == [201] * count
+    assert len({body["id"] for _, body in results}) == 1
+    assert Task.objects.count() == 1
