@@ -1,6 +1,9 @@
-"""One error path for the API: domain errors and DRF errors become JSON with the right status."""
+"""One error path for the API: domain errors and DRF errors become JSON with the right status,
+always ``{"detail", "code"}`` (validation errors keep their per-field lists beside them)."""
 
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -9,26 +12,49 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from .errors import DomainError
 
 
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than the server accepts."
+    default_code = "payload_too_large"
+
+
+def _first_message(detail) -> str:
+    """A readable one-line summary of a validation error: its first message, with the path
+    of fields that leads to it."""
+    path = []
+    while isinstance(detail, dict | list) and detail:
+        if isinstance(detail, dict):
+            key = next(iter(detail))
+            if key != "non_field_errors":
+                path.append(str(key))
+            detail = detail[key]
+        else:
+            detail = detail[0]
+    message = str(detail) if detail else "Invalid input."
+    return f"{'.'.join(path)}: {message}" if path else message
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
-    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, list):
-        # A message not tied to a field (a filter backend's, say) still gets the usual shape.
-        detail = " ".join(str(message) for message in exc.detail)
-        return Response({"detail": detail, "code": "invalid"}, status=400)
+    if isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail
+        if isinstance(detail, dict):
+            body = {"detail": _first_message(detail), "code": "invalid", **detail}
+        else:
+            # A message not tied to a field (a filter backend's, say).
+            body = {"detail": " ".join(str(message) for message in detail), "code": "invalid"}
+        return Response(body, status=status.HTTP_400_BAD_REQUEST)
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         data = response.data
-        # Errors that carry a single message also carry its code, like domain errors do.
-        if (
-            isinstance(data, dict)
-            and set(data) == {"detail"}
-            and not isinstance(exc, exceptions.ValidationError)
-        ):
+        if isinstance(data, dict) and "code" not in data:
             codes = exc.get_codes()
-            data["code"] = codes if isinstance(codes, str) else codes.get("detail", "error")
-    if response is not None and response.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
-        response.data.setdefault("code", "throttled")
+            data["code"] = codes if isinstance(codes, str) else "error"
     return response

@@ -44,8 +44,10 @@ class BoundedIsoDateTimeField(IsoDateTimeField):
     def clean(self, value):
         value = super().clean(value)
         if value is not None:
+            # Any ISO 8601 offset is valid, but PostgreSQL refuses those beyond ±15:59:
+            # queries get UTC.
             try:
-                value.astimezone(datetime.UTC)
+                value = value.astimezone(datetime.UTC)
             except OverflowError as exc:
                 raise ValidationError("Enter a date-time between years 1 and 9999.") from exc
         return value

@@ -24,3 +24,109 @@ def test_server_error_on_the_api_is_json(rf):
     response = server_error(rf.get("/api/tasks/"))
     assert response.status_code == 500
     assert json.loads(response.content)["code"] == "server_error"
+
+
+# --- one error shape under /api/, whatever raised it ----------------------------------------
+
+
+@pytest.fixture(params=[True, False], ids=["debug", "production"])
+def debug(request, settings):
+    settings.DEBUG = request.param
+    return request.param
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/1/", "/api/nothing/", "/api/tasks/x/cancel/"])
+def test_unknown_routes_are_json_404_with_debug_on_or_off(client_for, user, debug, path):
+    response = client_for(user).get(path)
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_unknown_task_id_has_the_error_shape(client_for, user):
+    response = client_for(user).get("/api/tasks/00000000-0000-0000-0000-000000000000/")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+
+
+def test_validation_errors_keep_field_lists_and_gain_detail_and_code(client_for, user):
+    response = client_for(user).post(
+        "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": []}}, format="json"
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert body["detail"].startswith("input_data.numbers: ")
+    assert isinstance(body["input_data"]["numbers"], list)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "code"),
+    [
+        ("put", "/api/tasks/", {}, 405, "method_not_allowed"),
+        ("get", "/api/tasks/", {"HTTP_ACCEPT": "application/xml"}, 406, "not_acceptable"),
+        (
+            "post",
+            "/api/tasks/",
+            {"data": "x", "content_type": "application/xml"},
+            415,
+            "unsupported_media_type",
+        ),
+        ("get", "/api/tasks/", {"HTTP_AUTHORIZATION": "Bearer nonsense"}, 401, "token_not_valid"),
+    ],
+)
+def test_protocol_errors_are_json(client, user, method, path, kwargs, status, code):
+    if "HTTP_AUTHORIZATION" not in kwargs:
+        client.force_login(user)
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == status
+    body = response.json()
+    assert body["code"] == code and body["detail"]
+
+
+def test_oversized_body_is_413_json(client_for, user, settings, debug):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    body = json.dumps({"task_type": "sum", "input_data": {"numbers": [1] * 1000}})
+    response = client_for(user).post("/api/tasks/", body, content_type="application/json")
+    assert response.status_code == 413
+    assert response.json() == {
+        "detail": "Request entity too large.",
+        "code": "payload_too_large",
+    }
+
+
+def test_oversized_body_without_a_length_is_refused_by_the_parser(settings):
+    """A chunked body (no Content-Length) is bounded by the JSON parser itself."""
+    import io
+
+    from backend.common.exceptions import PayloadTooLarge
+    from backend.common.parsers import StrictJSONParser
+
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    with pytest.raises(PayloadTooLarge):
+        StrictJSONParser().parse(io.BytesIO(json.dumps({"name": "x" * 2000}).encode()))
+    small = json.dumps({"name": "x"}).encode()
+    assert StrictJSONParser().parse(io.BytesIO(small)) == {"name": "x"}
+
+
+def test_unhandled_error_is_json_500_with_a_logged_request_id(
+    client_for, user, monkeypatch, caplog, debug
+):
+    def broken(user):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("backend.tasks.selectors.tasks_visible_to", broken)
+    client = client_for(user)
+    client.raise_request_exception = False
+    response = client.get("/api/tasks/")
+    assert response.status_code == 500
+    body = response.json()
+    assert body["code"] == "server_error" and "boom" not in response.content.decode()
+    assert body["request_id"] == response["X-Request-ID"]
+    assert any(body["request_id"] in r.getMessage() for r in caplog.records)
+
+
+def test_request_id_is_echoed_when_given(client_for, user):
+    response = client_for(user).get("/api/tasks/", HTTP_X_REQUEST_ID="abc-123")
+    assert response["X-Request-ID"] == "abc-123"
+    response = client_for(user).get("/api/tasks/", HTTP_X_REQUEST_ID="bad id\n")
+    assert response["X-Request-ID"] != "bad id\n" and len(response["X-Request-ID"]) == 32

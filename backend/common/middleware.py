@@ -1,0 +1,96 @@
+"""Errors under /api/ (and /health/) are JSON ``{"detail", "code"}`` whatever raised them:
+Django's own 404/400 pages, an oversized body (413), an unhandled exception (500, with the
+request id that is also in the log). Every response carries ``X-Request-ID``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from http import HTTPStatus
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+
+logger = logging.getLogger("backend.errors")
+
+API_PREFIXES = ("/api/", "/health/")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "throttled",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+def is_api(request) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def error_response(status: int, detail: str | None = None, **extra) -> JsonResponse:
+    phrase = HTTPStatus(status).phrase.capitalize()  # "Not found."
+    body = {"detail": detail or f"{phrase}.", "code": CODES.get(status, "error"), **extra}
+    return JsonResponse(body, status=status)
+
+
+def _too_large(request) -> bool:
+    """A body over DATA_UPLOAD_MAX_MEMORY_SIZE, by its declared length; file uploads
+    (multipart) are bounded by their own limit while they stream."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None or request.content_type == "multipart/form-data":
+        return False
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0) > limit
+    except ValueError:
+        return False
+
+
+class ApiErrorMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        given = request.headers.get("X-Request-ID", "")
+        request.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        if is_api(request) and _too_large(request):
+            response = error_response(413)
+        else:
+            response = self.get_response(request)
+            if is_api(request) and response.status_code >= 400 and not _is_json(response):
+                response = error_response(response.status_code)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    def process_exception(self, request, exception):
+        if not is_api(request):
+            return None
+        if isinstance(exception, RequestDataTooBig):
+            return error_response(413)
+        logger.error(
+            "unhandled error on %s %s (request id %s)",
+            request.method,
+            request.path,
+            request.request_id,
+            exc_info=exception,
+        )
+        return error_response(
+            500,
+            "Internal server error; quote the request id when reporting it.",
+            request_id=request.request_id,
+        )
+
+
+def _is_json(response) -> bool:
+    return response.get("Content-Type", "").startswith("application/json") or hasattr(
+        response, "data"
+    )
