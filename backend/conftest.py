@@ -1,3 +1,6 @@
+import socket
+import threading
+
 import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
@@ -21,13 +24,61 @@ def _fresh_cache():
 
 
 @pytest.fixture(autouse=True)
-def _broker_breaker_closed():
-    # A test that trips the broker's breaker must not leave the next test without a broker.
+def _breakers_closed():
+    # A test that trips a breaker must not leave the next test without a broker or cache.
     from backend.tasks import queue
+    from backend.users.api.throttling import cache_breaker
 
-    queue.breaker.reset()
+    for breaker in (queue.breaker, cache_breaker):
+        breaker.reset()
     yield
-    queue.breaker.reset()
+    for breaker in (queue.breaker, cache_breaker):
+        breaker.reset()
+
+
+class Blackhole:
+    """A TCP server on loopback that accepts connections and never answers: a broker or
+    cache that hangs (paused, or behind a network that drops packets)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self):
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+@pytest.fixture
+def blackhole():
+    server = Blackhole()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def broker_hung(monkeypatch, blackhole):
+    """Point this process at a broker that accepts connections and never answers."""
+    from backend.celery import app
+
+    url = f"redis://127.0.0.1:{blackhole.port}/0"
+    monkeypatch.setattr(app.conf, "broker_url", url)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    return monkeypatch
 
 
 @pytest.fixture

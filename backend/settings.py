@@ -238,10 +238,19 @@ SPECTACULAR_SETTINGS = {
 # The throttle counters live in the cache; a local-memory cache is per process, which is
 # what a single web process needs. Point CACHE_URL at Redis to share them across processes.
 try:
+# The cache is optional at run time: a cache server that is down or hangs costs a request
+# at most CACHE_TIMEOUT seconds, and the throttles then let requests through.
     CACHES = {"default": environ.Env.cache_url_config(_text("CACHE_URL", "locmemcache://"))}
 except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
 
+CACHE_TIMEOUT = _read("CACHE_TIMEOUT", env.float, 0.25)
+if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
+    CACHES["default"].setdefault("OPTIONS", {}).update(
+        socket_connect_timeout=CACHE_TIMEOUT, socket_timeout=CACHE_TIMEOUT
+    )
+# Each /health/ probe (database, broker, cache) gets this long before it is reported hung.
+HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", env.float, 1.5)
 # Longest countdown task; the broker's redelivery timeout below follows it.
 COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 

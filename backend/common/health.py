@@ -1,8 +1,19 @@
-"""Liveness and dependency checks for load balancers and ``docker compose``."""
+"""Liveness and dependency checks for load balancers and ``docker compose``.
+
+Each probe runs in a thread of its own with its own deadline (``HEALTH_CHECK_TIMEOUT``), so a
+dependency that hangs is reported as such ("timed out") and ``/health/`` still answers in
+about that time, naming it.
+"""
+
+from __future__ import annotations
 
 import logging
+import threading
+import time
 
-from django.db import connection
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, connections
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
@@ -20,13 +31,64 @@ def check_database() -> None:
 
 
 def check_broker() -> None:
-    with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=2)
-        # For the filesystem transport connecting proves little; open a channel as well.
+    conn = celery_app.connection_for_write(
+        connect_timeout=settings.HEALTH_CHECK_TIMEOUT,
+        transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
+    )
+    with conn:
+        conn.ensure_connection(max_retries=0, timeout=settings.HEALTH_CHECK_TIMEOUT)
+        # For the filesystem transport connecting proves little; open a channel as well
+        # (for Redis this also sends a PING).
         conn.default_channel  # noqa: B018 - opening the channel is the check
 
 
-CHECKS = {"database": check_database, "broker": check_broker}
+def check_cache() -> None:
+    cache.set("health-check", "ok", timeout=10)
+    if cache.get("health-check") != "ok":
+        raise RuntimeError("the cache did not return what was stored")
+
+
+def cache_is_shared() -> bool:
+    """A cache server is configured (a process-local cache cannot be down)."""
+    return "locmem" not in settings.CACHES["default"]["BACKEND"].lower()
+
+
+CHECKS = {"database": check_database, "broker": check_broker, "cache": check_cache}
+
+
+def _checks_to_run() -> dict:
+    return {name: check for name, check in CHECKS.items() if name != "cache" or cache_is_shared()}
+
+
+def _run(check, outcome: dict, name: str) -> None:
+    try:
+        check()
+    except Exception as exc:
+        logger.warning("health check %s failed: %s", name, exc)
+        outcome[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
+    else:
+        outcome[name] = "ok"
+    finally:
+        connections.close_all()  # the thread's own database connection
+
+
+def run_checks() -> dict[str, str]:
+    """Every probe at once, each in its own thread; one still running at the deadline is
+    reported as timed out (its thread ends on its own socket timeout)."""
+    outcome: dict[str, str] = {}
+    threads = []
+    for name, check in _checks_to_run().items():
+        thread = threading.Thread(target=_run, args=(check, outcome, name), daemon=True)
+        thread.start()
+        threads.append((name, thread))
+    deadline = time.monotonic() + settings.HEALTH_CHECK_TIMEOUT
+    results = {}
+    for name, thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+        results[name] = outcome.get(
+            name, f"error: timed out after {settings.HEALTH_CHECK_TIMEOUT:g} s"
+        )
+    return results
 
 
 HEALTH_BODY = inline_serializer(
@@ -44,16 +106,8 @@ HEALTH_BODY = inline_serializer(
 @authentication_classes([])
 @permission_classes([])
 def health(request):
-    """``{"status": "ok", "checks": {...}}``; 503 naming each failed check."""
-    checks = {}
-    for name, check in CHECKS.items():
-        try:
-            check()
-        except Exception as exc:
-            logger.warning("health check %s failed: %s", name, exc)
-            checks[name] = f"error: {exc.__class__.__name__}: {exc}"[:300]
-        else:
-            checks[name] = "ok"
+    """``{"status": "ok", "checks": {...}}``; 503 naming each failed or hung check."""
+    checks = run_checks()
     failed = [name for name, value in checks.items() if value != "ok"]
     body = {"status": "error" if failed else "ok", "checks": checks}
     if failed:

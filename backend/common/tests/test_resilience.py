@@ -1,0 +1,120 @@
+"""Dependencies that are down or hang delay work but never fail or hold a request long:
+a broker that refuses or never answers, a cache that is down or hangs, a database probe
+that hangs. The bounds asserted here are liveness bounds (seconds, not milliseconds): without
+the timeouts these requests would wait for as long as the dependency hangs."""
+
+import time
+
+import pytest
+
+from backend.common import health
+from backend.tasks import queue
+from backend.tasks.models import Task, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+BOUND = 5.0  # seconds: BROKER_PUBLISH_TIMEOUT / CACHE_TIMEOUT / HEALTH_CHECK_TIMEOUT are 1-1.5
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def create(client):
+    return client.post(
+        "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creates_answer_201_promptly_while_the_broker_hangs(client_for, user, broker_hung):
+    client = client_for(user)
+    response, elapsed = timed(lambda: create(client))
+    assert response.status_code == 201
+    assert elapsed < BOUND
+    # The send failed: the task waits for the dispatcher, and the breaker skips the broker.
+    task = Task.objects.get(pk=response.json()["id"])
+    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
+    assert not queue.accepting()
+    response, elapsed = timed(lambda: create(client))
+    assert response.status_code == 201 and elapsed < 1.0  # no send attempted at all
+    assert Task.objects.filter(enqueued_at__isnull=True).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creates_answer_201_promptly_while_the_broker_refuses(client_for, user, broker_down):
+    client = client_for(user)
+    for _ in range(3):
+        response, elapsed = timed(lambda: create(client))
+        assert response.status_code == 201 and elapsed < BOUND
+    assert Task.objects.filter(enqueued_at__isnull=True).count() == 3
+
+
+def test_dispatcher_leaves_tasks_unsent_while_the_broker_hangs(user, broker_hung):
+    from backend.tasks import services
+    from backend.tasks.tests.factories import TaskFactory
+
+    TaskFactory.create_batch(3, owner=user)
+    outcome, elapsed = timed(services.tasks_dispatch)
+    assert outcome["sent"] == 0 and outcome["due"] == 3 and elapsed < BOUND
+    assert Task.objects.filter(enqueued_at__isnull=True).count() == 3
+
+
+def test_health_names_a_hung_broker_within_the_bound(api_client, broker_hung):
+    response, elapsed = timed(lambda: api_client.get("/health/"))
+    assert response.status_code == 503 and elapsed < BOUND
+    body = response.json()
+    assert body["failed"] == ["broker"] and body["checks"]["database"] == "ok"
+
+
+def test_health_names_a_hung_database_within_the_bound(api_client, monkeypatch, settings):
+    settings.HEALTH_CHECK_TIMEOUT = 0.5
+    monkeypatch.setitem(health.CHECKS, "database", lambda: time.sleep(3))
+    response, elapsed = timed(lambda: api_client.get("/health/"))
+    assert response.status_code == 503 and elapsed < 2.5
+    assert response.json()["checks"]["database"] == "error: timed out after 0.5 s"
+    assert response.json()["checks"]["broker"] == "ok"
+
+
+@pytest.fixture(params=["refused", "hung"])
+def cache_down(request, settings, blackhole):
+    """A Redis cache that refuses connections, or accepts them and never answers."""
+    port = 9 if request.param == "refused" else blackhole.port
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{port}/1",
+            "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.25},
+        }
+    }
+    # Django's setting_changed handler rebuilds the cache handler, now and on restore.
+    return request.param
+
+
+def test_auth_works_with_the_cache_down(api_client, user, cache_down):
+    user.set_password("s3cret-pass-123")
+    user.save()
+    for _ in range(3):
+        response, elapsed = timed(
+            lambda: api_client.post(
+                "/api/token/",
+                {"username": user.username, "password": "s3cret-pass-123"},
+                format="json",
+            )
+        )
+        assert response.status_code == 200, response.content
+        assert elapsed < BOUND
+    response = api_client.post(
+        "/api/register/",
+        {"username": "newcomer", "password": "s3cret-pass-123"},
+        format="json",
+    )
+    assert response.status_code == 201
+
+
+def test_health_reports_the_cache_when_one_is_configured(api_client, cache_down):
+    response, elapsed = timed(lambda: api_client.get("/health/"))
+    assert response.status_code == 503 and elapsed < BOUND
+    assert response.json()["failed"] == ["cache"]
