@@ -1,0 +1,98 @@
+"""End to end with a broker that hangs: a Redis server of the test's own is paused (SIGSTOP)
+while tasks are created, then resumed; a real worker and beat run every task exactly once.
+Needs the redis-server program (CI installs it); skipped where it is not installed."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from backend.tasks.models import Task, TaskStatus
+
+from .processes import wait_for
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(not shutil.which("redis-server"), reason="needs the redis-server program"),
+]
+
+BOUND = 5.0  # seconds a create may take while the broker hangs (publish timeout: 1 s)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch):
+    """A Redis server on loopback for this test alone, made this process's broker."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            *("--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"),
+            *("--dir", str(tmp_path)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def answers():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    wait_for(answers, timeout=20, what="the test's Redis to start")
+    from backend.celery import app
+
+    url = f"redis://127.0.0.1:{port}/0"
+    monkeypatch.setattr(app.conf, "broker_url", url)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_paused_broker_loses_nothing_and_runs_each_task_once(
+    own_redis, cluster, user, client_for, settings
+):
+    settings.MAX_ACTIVE_TASKS = 100
+    cluster.env["MAX_ACTIVE_TASKS"] = "100"
+    cluster.env["CELERY_BROKER_URL"] = os.environ["CELERY_BROKER_URL"]
+    cluster.start_worker()
+    cluster.start_beat()
+    client = client_for(user)
+
+    own_redis.send_signal(signal.SIGSTOP)
+    created, slowest = [], 0.0
+    for n in range(20):
+        started = time.monotonic()
+        response = client.post(
+            "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": [n, 1]}}, format="json"
+        )
+        slowest = max(slowest, time.monotonic() - started)
+        assert response.status_code == 201, response.content
+        created.append(response.json()["id"])
+    assert slowest < BOUND
+    own_redis.send_signal(signal.SIGCONT)
+
+    def all_done():
+        return Task.objects.filter(pk__in=created, status=TaskStatus.COMPLETED).count() == 20
+
+    wait_for(all_done, timeout=90, interval=0.25, what="every task to complete after the pause")
+    tasks = Task.objects.filter(pk__in=created)
+    assert Task.objects.count() == 20
+    assert {t.result["result"] for t in tasks} == {n + 1 for n in range(20)}
+    assert all(t.attempts == 1 for t in tasks)  # each run once
