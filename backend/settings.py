@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "backend.common",
     "backend.users",
     "backend.tasks",
+    "backend.files",
 ]
 
 MIDDLEWARE = [
@@ -176,6 +177,23 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- files --------------------------------------------------------------------
+# Uploaded and generated files live in the default storage above: the filesystem under
+# MEDIA_ROOT by default. Any Django storage works by changing STORAGES["default"] alone
+# (e.g. S3 through django-storages); the code only uses the storage API. Web and workers
+# must see the same storage (compose shares one volume).
+MEDIA_ROOT = Path(_text("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
+# Largest upload, in bytes (50 MB): past it the upload stops at once with 413.
+MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024)
+# Files older than this many days that no active task uses are deleted by the cleanup.
+FILE_RETENTION_DAYS = _positive_int("FILE_RETENTION_DAYS", 30)
+# Seconds between cleanups (Beat).
+FILE_CLEANUP_INTERVAL = _positive_int("FILE_CLEANUP_INTERVAL", 3600)
+# Every upload is hashed (SHA-256) and counted as it streams into a temporary file, and
+# stopped past MAX_UPLOAD_SIZE; no upload is ever held in memory whole.
+FILE_UPLOAD_HANDLERS = ["backend.files.uploads.HashingUploadHandler"]
+
 
 # --- REST framework -----------------------------------------------------------
 THROTTLE_AUTH_RATE = _text("THROTTLE_AUTH_RATE", "20/min")
@@ -321,6 +339,7 @@ CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},
     "backend.tasks.jobs.dispatch_tasks": {"queue": "maintenance"},
     "backend.tasks.jobs.rescue_stale_tasks": {"queue": "maintenance"},
+    "backend.files.jobs.purge_expired_files": {"queue": "maintenance"},
 }
     "backend.common.jobs.purge_idempotency_keys": {"queue": "maintenance"},
     "backend.schedules.jobs.fire_schedule": {"queue": "maintenance"},
@@ -354,6 +373,10 @@ CELERY_BEAT_SCHEDULE = {
     "tasks.rescue-stale": {
         "task": "backend.tasks.jobs.rescue_stale_tasks",
         "schedule": timedelta(seconds=TASK_RESCUE_INTERVAL),
+    },
+    "files.purge-expired": {
+        "task": "backend.files.jobs.purge_expired_files",
+        "schedule": timedelta(seconds=FILE_CLEANUP_INTERVAL),
     },
 }
     "common.purge-idempotency-keys": {

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
+from backend.files.api.views import FileViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
 from backend.users.api.views import UserViewSet
 
@@ -12,6 +13,7 @@ router = DefaultRouter()
 router.register("users", UserViewSet, basename="user")
 router.register("tasks", TaskViewSet, basename="task")
 router.register("task-types", TaskTypeViewSet, basename="task-type")
+router.register("files", FileViewSet, basename="file")
 
 urlpatterns = [
     path("health/", health, name="health"),

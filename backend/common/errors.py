@@ -29,3 +29,10 @@ class NotFound(DomainError):
 class PermissionDenied(DomainError):
     status_code = 403
     code = "permission_denied"
+
+
+class PayloadTooLarge(DomainError):
+    """The request carries more than the service accepts (HTTP 413)."""
+
+    status_code = 413
+    code = "too_large"

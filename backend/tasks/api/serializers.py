@@ -72,7 +72,11 @@ class TaskCreateSerializer(serializers.Serializer):
         data = attrs.get("input_data")
         if not isinstance(data, dict):
             raise serializers.ValidationError({"input_data": ["Expected a JSON object."]})
-        inputs = kind.input_serializer(data=data)
+        # The task's owner (the requesting user) reaches the type's input serializer, so
+        # inputs that name the owner's objects (a file) can check they are theirs.
+        request = self.context.get("request")
+        owner = self.context.get("owner") or getattr(request, "user", None)
+        inputs = kind.input_serializer(data=data, context={**self.context, "owner": owner})
         if not inputs.is_valid():
             raise serializers.ValidationError({"input_data": inputs.errors})
         attrs["input_data"] = inputs.validated_data

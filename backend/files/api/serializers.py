@@ -1,0 +1,43 @@
+from rest_framework import serializers
+from rest_framework.reverse import reverse
+
+from backend.files.models import File
+
+
+class FileSerializer(serializers.ModelSerializer):
+    """A file's metadata, as every file endpoint answers."""
+
+    owner_username = serializers.CharField(source="owner.username", read_only=True)
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = File
+        fields = (
+            "id",
+            "name",
+            "size",
+            "sha256",
+            "content_type",
+            "owner",
+            "owner_username",
+            "created_at",
+            "download_url",
+        )
+        read_only_fields = fields
+
+    def get_download_url(self, file: File) -> str:
+        return reverse("file-download", args=[file.pk], request=self.context.get("request"))
+
+
+class FileUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(
+        allow_empty_file=True,
+        use_url=False,
+        help_text="the file (multipart); at most MAX_UPLOAD_SIZE bytes",
+    )
+    sha256 = serializers.RegexField(
+        r"^[0-9a-fA-F]{64}$",
+        required=False,
+        help_text="optional SHA-256 of the file (64 hex digits): a mismatch is refused",
+        error_messages={"invalid": "Give the SHA-256 as 64 hexadecimal digits."},
+    )

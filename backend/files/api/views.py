@@ -1,0 +1,114 @@
+from django.utils.cache import get_conditional_response
+from django_filters.rest_framework import DjangoFilterBackend
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import filters, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+
+from backend.common.idempotency import idempotent
+from backend.common.routing import UUID_PATTERN
+from backend.files import selectors, services
+from backend.files.filters import FileFilter
+from backend.files.models import File
+from backend.files.responses import file_response
+from backend.files.uploads import HashingUploadHandler
+
+from .serializers import FileSerializer, FileUploadSerializer
+
+
+class FirstRenderer(BaseContentNegotiation):
+    """The download answers bytes whatever the client accepts; its errors stay JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class FileViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Your files (staff: all). Another user's file is 404."""
+
+    lookup_value_regex = UUID_PATTERN
+    serializer_class = FileSerializer
+    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+    filterset_class = FileFilter
+    search_fields = ["name"]
+    parser_classes = [MultiPartParser]
+    permission_classes = [permissions.IsAuthenticated]
+    http_method_names = ["get", "post", "delete", "head", "options"]
+    upload_handler: HashingUploadHandler | None = None
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Before anything reads the body: this handler hashes and counts the upload as it
+        # streams to a temporary file, and stops it past MAX_UPLOAD_SIZE.
+        if request.method == "POST":
+            self.upload_handler = HashingUploadHandler(request)
+            request.upload_handlers = [self.upload_handler]
+        return super().initialize_request(request, *args, **kwargs)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        if self.upload_handler is not None:
+            # Whatever happened, no temporary file outlives the request: stored files were
+            # moved or copied into the storage, refused ones are deleted here.
+            self.upload_handler.discard()
+        return super().finalize_response(request, response, *args, **kwargs)
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return File.objects.none()
+        return selectors.files_visible_to(self.request.user)
+
+    @extend_schema(
+        request={"multipart/form-data": FileUploadSerializer},
+        responses={201: FileSerializer},
+    )
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        """Upload a file (multipart ``file``, optional ``sha256``). SHA-256 and size are
+        computed while it streams; over MAX_UPLOAD_SIZE → 413 ``file_too_large``; a
+        ``sha256`` that does not match → 400 ``sha256_mismatch``. Refused: nothing kept."""
+        data = request.data
+        if self.upload_handler is not None and self.upload_handler.too_large:
+            services.file_refuse_too_large()
+        serializer = FileUploadSerializer(data=data)
+        serializer.is_valid(raise_exception=True)
+        file = services.file_upload(
+            owner=request.user,
+            upload=serializer.validated_data["file"],
+            expected_sha256=serializer.validated_data.get("sha256"),
+        )
+        body = FileSerializer(file, context=self.get_serializer_context()).data
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, *args, **kwargs):
+        """Delete the file and its bytes; 409 ``file_in_use`` while an active task uses it."""
+        services.file_delete(file=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="the bytes, with ETag = SHA-256"
+            ),
+            304: OpenApiResponse(description="If-None-Match matched the ETag"),
+        }
+    )
+    @action(detail=True, methods=["get"], content_negotiation_class=FirstRenderer)
+    def download(self, request, pk=None):
+        """The bytes, streamed, as an attachment; ``ETag`` is the SHA-256, so a GET with
+        ``If-None-Match`` answers 304 when unchanged."""
+        file = self.get_object()
+        etag = f'"{file.sha256}"'
+        not_modified = get_conditional_response(request, etag=etag)
+        if not_modified is not None:
+            not_modified["ETag"] = etag
+            return not_modified
+        return file_response(file)

@@ -1,0 +1,37 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import filesizeformat
+
+from backend.files import services
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete files (rows and bytes) older than FILE_RETENTION_DAYS that no active task "
+        "uses; what Beat runs every FILE_CLEANUP_INTERVAL seconds."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=int,
+            metavar="DAYS",
+            default=None,
+            help=f"age in days (default FILE_RETENTION_DAYS, now {settings.FILE_RETENTION_DAYS})",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="only count what would be deleted"
+        )
+
+    def handle(self, *args, older_than=None, dry_run=False, **options):
+        if older_than is not None and older_than < 0:
+            raise CommandError("--older-than must be 0 or more days")
+        age = timedelta(days=older_than) if older_than is not None else None
+        outcome = services.files_purge(older_than=age, dry_run=dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        self.stdout.write(
+            f"{verb} {outcome['files']} file(s), {filesizeformat(outcome['bytes'])}; "
+            f"{outcome['kept_in_use']} kept (used by active tasks)"
+        )

@@ -1,0 +1,40 @@
+"""Display names and content types of files: cleaned, never trusted as paths."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import unicodedata
+
+MAX_NAME_LENGTH = 255
+FALLBACK_NAME = "file"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+
+
+def sanitize_name(raw: str | None, *, fallback: str = FALLBACK_NAME) -> str:
+    """The last path component, without control or format characters (NUL, newlines,
+    bidirectional overrides, lone surrogates), surrounding spaces and leading dots; at most
+    255 characters, keeping a short extension. Empty after that: ``fallback``."""
+    name = unicodedata.normalize("NFC", raw or "")
+    name = re.split(r"[/\\]", name)[-1]
+    # Category C: control (Cc), format (Cf), surrogate (Cs), private use (Co), unassigned (Cn).
+    name = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C"))
+    name = name.strip().lstrip(".").strip()
+    if len(name) > MAX_NAME_LENGTH:
+        stem, dot, extension = name.rpartition(".")
+        if dot and stem and 0 < len(extension) <= 16:
+            name = stem[: MAX_NAME_LENGTH - len(extension) - 1].rstrip() + "." + extension
+        else:
+            name = name[:MAX_NAME_LENGTH].rstrip()
+    return name or fallback
+
+
+def clean_content_type(raw: str | None, name: str) -> str:
+    """The client's content type when it is a plain ``type/subtype``, else a guess from the
+    name, else ``application/octet-stream``."""
+    value = (raw or "").split(";", 1)[0].strip().lower()
+    if _CONTENT_TYPE.fullmatch(value):
+        return value
+    guessed, _ = mimetypes.guess_type(name, strict=False)
+    return guessed or DEFAULT_CONTENT_TYPE

@@ -1,0 +1,201 @@
+"""Reports on a user's tasks, written to the storage as a File of theirs by streaming:
+rows are encoded a few at a time and handed on in chunks, never built whole in memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+
+from django.db.models import Count
+from django.urls import reverse
+from django.utils import timezone
+
+from backend.tasks.models import Task, TaskStatus
+
+from . import services
+
+REPORTS = ("task_summary", "tasks_export")
+FORMATS = ("csv", "json")
+CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
+CHUNK_CHARS = 64 * 1024
+
+EXPORT_FIELDS = (
+    "id",
+    "name",
+    "description",
+    "task_type",
+    "status",
+    "priority",
+    "progress",
+    "attempts",
+    "assignee",
+    "deadline",
+    "run_at",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "error",
+)
+_EXPORT_COLUMNS = (
+    "id",
+    "name",
+    "description",
+    "task_type",
+    "status",
+    "priority",
+    "progress",
+    "attempts",
+    "assignee__username",
+    "deadline",
+    "run_at",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "error",
+)
+SUMMARY_FIELDS = (
+    "task_type",
+    "total",
+    *TaskStatus.values,
+    "p50_run_seconds",
+    "p95_run_seconds",
+)
+
+Progress = Callable[[int], None]
+
+
+def _plain(value):
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    return sorted_values[max(0, math.ceil(pct / 100 * len(sorted_values)) - 1)]
+
+
+# --- the reports' rows ----------------------------------------------------------------------
+
+
+def task_summary_rows(owner_id) -> list[dict]:
+    """One row per task type: counts by status, and p50/p95 run time (started → completed)
+    of its completed tasks, in seconds."""
+    owned = Task.objects.filter(owner_id=owner_id)
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TaskStatus.values, 0))
+    for row in owned.values("task_type", "status").annotate(n=Count("pk")).order_by():
+        counts[row["task_type"]][row["status"]] = row["n"]
+    durations: dict[str, list[float]] = defaultdict(list)
+    finished = owned.filter(
+        status=TaskStatus.COMPLETED, started_at__isnull=False, completed_at__isnull=False
+    ).values_list("task_type", "started_at", "completed_at")
+    for task_type, started, completed in finished.iterator(chunk_size=5000):
+        durations[task_type].append(max(0.0, (completed - started).total_seconds()))
+    rows = []
+    for task_type in sorted(counts):
+        runs = sorted(durations.get(task_type, []))
+        by_status = counts[task_type]
+        rows.append(
+            {
+                "task_type": task_type,
+                "total": sum(by_status.values()),
+                **by_status,
+                "p50_run_seconds": round(percentile(runs, 50), 3) if runs else None,
+                "p95_run_seconds": round(percentile(runs, 95), 3) if runs else None,
+            }
+        )
+    return rows
+
+
+def tasks_export_rows(owner_id, progress: Progress | None = None) -> tuple[int, Iterator[dict]]:
+    """``(count, rows)``: every task of the owner, oldest first, read in chunks."""
+    owned = Task.objects.filter(owner_id=owner_id)
+    total = owned.count()
+
+    def rows() -> Iterator[dict]:
+        reported = 0
+        values = owned.order_by("created_at", "id").values_list(*_EXPORT_COLUMNS)
+        for done, row in enumerate(values.iterator(chunk_size=2000), 1):
+            yield {field: _plain(value) for field, value in zip(EXPORT_FIELDS, row, strict=True)}
+            if progress is not None:
+                percent = min(99, done * 100 // max(total, 1))
+                if percent > reported:
+                    reported = percent
+                    progress(percent)
+
+    return total, rows()
+
+
+# --- encoders: rows in, chunks of bytes out -------------------------------------------------
+
+
+def csv_chunks(fields: Iterable[str], rows: Iterable[dict]) -> Iterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\r\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        if buffer.tell() >= CHUNK_CHARS:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def json_chunks(rows: Iterable[dict]) -> Iterator[bytes]:
+    """A JSON array of objects, one per line."""
+    parts = ["["]
+    size = 1
+    separator = "\n"
+    for row in rows:
+        text = separator + json.dumps(row, ensure_ascii=False, allow_nan=False)
+        separator = ",\n"
+        parts.append(text)
+        size += len(text)
+        if size >= CHUNK_CHARS:
+            yield "".join(parts).encode()
+            parts, size = [], 0
+    parts.append("\n]\n")
+    yield "".join(parts).encode()
+
+
+# --- the job --------------------------------------------------------------------------------
+
+
+def generate_report(*, owner_id, report: str, fmt: str, progress: Progress | None = None) -> dict:
+    """Write the report as a File of ``owner_id``; ``{"file_id", "download_url", "rows"}``."""
+    if report == "task_summary":
+        rows_list = task_summary_rows(owner_id)
+        rows, fields = iter(rows_list), SUMMARY_FIELDS
+    elif report == "tasks_export":
+        _, rows = tasks_export_rows(owner_id, progress)
+        fields = EXPORT_FIELDS
+    else:
+        raise ValueError(f"unknown report {report!r}")
+    written = 0
+
+    def counted(source: Iterator[dict]) -> Iterator[dict]:
+        nonlocal written
+        for row in source:
+            written += 1
+            yield row
+
+    rows = counted(rows)
+    chunks = csv_chunks(fields, rows) if fmt == "csv" else json_chunks(rows)
+    name = f"{report}-{timezone.now():%Y%m%d-%H%M%S}.{fmt}"
+    file = services.file_store(
+        owner_id=owner_id, name=name, chunks=chunks, content_type=CONTENT_TYPES[fmt]
+    )
+    return {
+        "file_id": str(file.pk),
+        "download_url": reverse("file-download", args=[file.pk]),
+        "rows": written,
+    }

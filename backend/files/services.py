@@ -1,0 +1,215 @@
+"""Every change to files: store, register, delete, purge. Bytes go through Django's default
+storage only (``default_storage.open/save/delete``), so any storage backend works.
+
+Order of writes: bytes first, then the row (a row never points at missing bytes; when the
+row cannot be written the bytes are removed again); on delete, the row first and the bytes
+after commit (a rolled-back delete keeps its bytes)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from datetime import timedelta
+from functools import partial
+
+from django.conf import settings
+from django.core.files import File as DjangoFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from backend.common.errors import Conflict, DomainError, PayloadTooLarge, PermissionDenied
+from backend.tasks.models import ACTIVE_STATUSES, Task
+from backend.users.models import User
+
+from .models import File
+from .names import clean_content_type, sanitize_name
+from .streams import HashingChunkReader
+from .uploads import HashedUploadedFile
+
+logger = logging.getLogger(__name__)
+
+
+def storage_path(file_id: uuid.UUID) -> str:
+    """Where a file's bytes live in the storage: generated, never the client's name."""
+    return f"files/{file_id.hex[:2]}/{file_id.hex}"
+
+
+# --- create -----------------------------------------------------------------------------
+
+
+def file_refuse_too_large() -> None:
+    raise PayloadTooLarge(
+        f"The file is larger than the {settings.MAX_UPLOAD_SIZE} bytes allowed (MAX_UPLOAD_SIZE).",
+        code="file_too_large",
+    )
+
+
+def file_upload(
+    *, owner: User, upload: HashedUploadedFile, expected_sha256: str | None = None
+) -> File:
+    """Register an upload that the upload handler has hashed while it streamed in. A
+    ``sha256`` that does not match refuses it before anything is stored."""
+    if upload.size > settings.MAX_UPLOAD_SIZE:
+        file_refuse_too_large()
+    if expected_sha256 and expected_sha256.lower() != upload.sha256:
+        raise DomainError(
+            f"The file's SHA-256 is {upload.sha256}, not the {expected_sha256.lower()} given; "
+            f"nothing was stored.",
+            code="sha256_mismatch",
+        )
+    name = sanitize_name(upload.name)
+    return _store(
+        owner=owner,
+        content=upload,
+        name=name,
+        content_type=clean_content_type(upload.content_type, name),
+        size=lambda: upload.size,
+        sha256=lambda: upload.sha256,
+    )
+
+
+def file_store(
+    *, owner_id, name: str, chunks: Iterable[bytes], content_type: str | None = None
+) -> File:
+    """Store generated content given as an iterable of ``bytes`` chunks, hashing it on the
+    way: it is never held whole in memory. Used by task types that write files."""
+    reader = HashingChunkReader(chunks)
+    name = sanitize_name(name)
+    return _store(
+        owner=User(pk=owner_id),
+        content=DjangoFile(reader, name=name),
+        name=name,
+        content_type=clean_content_type(content_type, name),
+        size=lambda: reader.size,
+        sha256=lambda: reader.sha256,
+    )
+
+
+def _store(*, owner: User, content, name: str, content_type: str, size, sha256) -> File:
+    file_id = uuid.uuid4()
+    path = storage_path(file_id)
+    try:
+        stored_as = default_storage.save(path, content)
+    except BaseException:
+        # A stream that failed half-way (or a cancelled task) leaves no partial bytes.
+        _delete_bytes(path)
+        raise
+    try:
+        with transaction.atomic():
+            return File.objects.create(
+                id=file_id,
+                owner=owner,
+                name=name,
+                size=size(),
+                sha256=sha256(),
+                content_type=content_type,
+                storage_name=stored_as,
+            )
+    except BaseException:
+        _delete_bytes(stored_as)
+        raise
+
+
+# --- reads the workers need ----------------------------------------------------------------
+
+
+def file_open(file: File):
+    """The file's bytes, opened for reading through the storage (a file-like object)."""
+    return default_storage.open(file.storage_name, "rb")
+
+
+# --- delete -----------------------------------------------------------------------------
+
+
+def file_in_use(file_id) -> bool:
+    """True while an active task names this file in its ``input_data.file_id``."""
+    return Task.objects.filter(
+        status__in=ACTIVE_STATUSES, input_data__file_id=str(file_id)
+    ).exists()
+
+
+def file_ids_in_use() -> set[str]:
+    values = Task.objects.filter(
+        status__in=ACTIVE_STATUSES, input_data__has_key="file_id"
+    ).values_list("input_data__file_id", flat=True)
+    return {str(value) for value in values}
+
+
+@transaction.atomic
+def file_delete(*, file: File, actor: User | None) -> None:
+    """Remove the row now and the bytes once committed; refused (409 ``file_in_use``)
+    while an active task uses the file. ``actor`` None: the system (purge)."""
+    if actor is not None and not (actor.is_staff or file.owner_id == actor.pk):
+        raise PermissionDenied("Only the file's owner or staff can delete it.")
+    # Lock the row, so two deletes (or a delete and a purge) do not both remove the bytes.
+    if not File.objects.select_for_update().filter(pk=file.pk).exists():
+        return
+    if file_in_use(file.pk):
+        raise Conflict(
+            "An active task uses this file; cancel it or wait for it to finish.",
+            code="file_in_use",
+        )
+    File.objects.filter(pk=file.pk).delete()
+    transaction.on_commit(partial(_delete_bytes, file.storage_name))
+
+
+def files_purge(
+    *, older_than: timedelta | None = None, dry_run: bool = False, batch_size: int = 500
+) -> dict[str, int]:
+    """Remove files created more than ``older_than`` ago (default FILE_RETENTION_DAYS) that
+    no active task uses: rows in batches, bytes after each batch commits."""
+    if older_than is None:
+        older_than = timedelta(days=settings.FILE_RETENTION_DAYS)
+    cutoff = timezone.now() - older_than
+    candidates = File.objects.filter(created_at__lt=cutoff)
+    if dry_run:
+        keep = _as_uuids(file_ids_in_use())
+        due = candidates.exclude(pk__in=keep)
+        totals = due.aggregate(files=Count("pk"), bytes=Sum("size"))
+        return {
+            "files": totals["files"],
+            "bytes": totals["bytes"] or 0,
+            "kept_in_use": candidates.filter(pk__in=keep).count(),
+        }
+    removed = removed_bytes = kept = 0
+    after: tuple | None = None
+    while True:
+        page = candidates.order_by("created_at", "pk")
+        if after is not None:
+            page = page.filter(Q(created_at__gt=after[0]) | Q(created_at=after[0], pk__gt=after[1]))
+        batch = list(page.values_list("pk", "created_at", "storage_name", "size")[:batch_size])
+        if not batch:
+            break
+        after = (batch[-1][1], batch[-1][0])
+        with transaction.atomic():
+            # Checked inside the transaction that deletes, so a task created meanwhile
+            # keeps its file.
+            in_use = file_ids_in_use()
+            due = [row for row in batch if str(row[0]) not in in_use]
+            kept += len(batch) - len(due)
+            File.objects.filter(pk__in=[row[0] for row in due]).delete()
+            for row in due:
+                transaction.on_commit(partial(_delete_bytes, row[2]))
+        removed += len(due)
+        removed_bytes += sum(row[3] for row in due)
+    return {"files": removed, "bytes": removed_bytes, "kept_in_use": kept}
+
+
+def _as_uuids(values: Iterable[str]) -> list[uuid.UUID]:
+    ids = []
+    for value in values:
+        try:
+            ids.append(uuid.UUID(value))
+        except ValueError:
+            continue
+    return ids
+
+
+def _delete_bytes(name: str) -> None:
+    try:
+        default_storage.delete(name)
+    except Exception:  # the row is gone either way; a leftover blob is only logged
+        logger.exception("could not delete stored file %s", name)

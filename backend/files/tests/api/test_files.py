@@ -1,0 +1,348 @@
+"""The file endpoints over HTTP: upload with hashing and limits, list, metadata, download
+(streamed, ETag, 304), delete (bytes gone, 409 while in use), visibility."""
+
+import pytest
+from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from backend.files.models import File
+from backend.files.services import storage_path
+from backend.files.tests.conftest import sha256, stored_files
+from backend.files.tests.factories import make_file
+from backend.tasks.models import TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+FILE_FIELDS = {
+    "id", "name", "size", "sha256", "content_type", "owner", "owner_username", "created_at",
+    "download_url",
+}  # fmt: skip
+CSV = b"name,amount\r\nann,1.5\r\nbob,2\r\n"
+
+
+@pytest.fixture
+def client(client_for, user):
+    return client_for(user)
+
+
+def read_stored(file: File) -> bytes:
+    with default_storage.open(file.storage_name, "rb") as handle:
+        return handle.read()
+
+
+# --- upload -----------------------------------------------------------------------------
+
+
+def test_upload_with_the_right_sha256(client, user, post_upload, media, upload_dir):
+    response = post_upload(client, CSV, filename="report.csv", sha256=sha256(CSV))
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert set(body) == FILE_FIELDS
+    assert body["size"] == len(CSV) and body["sha256"] == sha256(CSV)
+    assert body["name"] == "report.csv" and body["content_type"] == "text/csv"
+    assert body["owner"] == str(user.pk) and body["owner_username"] == user.username
+    assert body["download_url"] == f"http://testserver/api/files/{body['id']}/download/"
+    file = File.objects.get(pk=body["id"])
+    assert read_stored(file) == CSV
+    # The storage path is generated from the id, never the client's name.
+    assert file.storage_name == storage_path(file.pk)
+    assert [p.name for p in stored_files(media)] == [file.pk.hex]
+    assert list(upload_dir.iterdir()) == []
+
+
+def test_upload_without_sha256_and_uppercase_sha256(client, post_upload):
+    assert post_upload(client, CSV).status_code == 201
+    response = post_upload(client, CSV, sha256=sha256(CSV).upper())
+    assert response.status_code == 201
+    assert response.json()["sha256"] == sha256(CSV)
+
+
+def test_upload_with_a_wrong_sha256_stores_nothing(client, post_upload, media, upload_dir):
+    response = post_upload(client, CSV, sha256=sha256(b"something else"))
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "sha256_mismatch" and sha256(CSV) in body["detail"]
+    assert File.objects.count() == 0
+    assert stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["abc", "g" * 64, "a" * 65, " " + "a" * 63])
+def test_upload_with_a_malformed_sha256_is_a_field_error(client, post_upload, value):
+    response = post_upload(client, CSV, sha256=value)
+    assert response.status_code == 400
+    assert "sha256" in response.json()
+    assert File.objects.count() == 0
+
+
+def test_upload_one_byte_over_the_limit_is_413_and_leaves_nothing(
+    client, post_upload, settings, media, upload_dir
+):
+    settings.MAX_UPLOAD_SIZE = 1000
+    response = post_upload(client, b"x" * 1001)
+    assert response.status_code == 413
+    assert response.json()["code"] == "file_too_large"
+    assert File.objects.count() == 0
+    assert stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+    # Exactly at the limit is fine.
+    assert post_upload(client, b"x" * 1000).status_code == 201
+
+
+def test_upload_far_over_the_limit_is_refused_before_reading(
+    client, post_upload, settings, media, upload_dir
+):
+    settings.MAX_UPLOAD_SIZE = 1000
+    response = post_upload(client, b"x" * 200_000)
+    assert response.status_code == 413
+    assert response.json()["code"] == "file_too_large"
+    assert File.objects.count() == 0 and stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("filename", "stored_as"),
+    [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        (b"..\x00.csv", "csv"),
+        ("C:\\Users\\ann\\data.csv", "data.csv"),
+        (".hidden", "hidden"),
+        ("na\x1bme\x7f.csv", "name.csv"),
+        ("r\u202egnp.exe", "rgnp.exe"),
+        ("  spaced .csv ", "spaced .csv"),
+        ("données.csv", "données.csv"),
+        ("a" * 300 + ".csv", "a" * 251 + ".csv"),
+    ],
+)
+def test_names_are_sanitised_and_never_a_path(client, post_upload, media, filename, stored_as):
+    response = post_upload(client, CSV, filename=filename)
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["name"] == stored_as
+    assert [p.relative_to(media).as_posix() for p in stored_files(media)] == [
+        storage_path(File.objects.get().pk)
+    ]
+
+
+def test_upload_of_an_empty_file(client, post_upload):
+    response = post_upload(client, b"", filename="empty.txt", content_type="text/plain")
+    assert response.status_code == 201
+    body = response.json()
+    assert body["size"] == 0 and body["sha256"] == sha256(b"")
+
+
+def test_a_bad_content_type_is_replaced(client, post_upload):
+    response = post_upload(client, CSV, filename="x.json", content_type="nonsense")
+    assert response.json()["content_type"] == "application/json"
+    response = post_upload(client, CSV, filename="x", content_type="<script>/x")
+    assert response.json()["content_type"] == "application/octet-stream"
+
+
+def test_upload_without_a_file_is_a_field_error(client):
+    response = client.post("/api/files/", {"sha256": "a" * 64}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid" and "file" in response.json()
+
+
+def test_upload_as_json_is_415(client):
+    response = client.post("/api/files/", {"file": "x"}, format="json")
+    assert response.status_code == 415
+
+
+def test_upload_needs_authentication(api_client, post_upload):
+    assert post_upload(api_client, CSV).status_code == 401
+    assert File.objects.count() == 0
+
+
+def test_upload_honours_idempotency_key(client, post_upload, media):
+    first = post_upload(client, CSV, HTTP_IDEMPOTENCY_KEY="upload-1")
+    again = post_upload(client, CSV, HTTP_IDEMPOTENCY_KEY="upload-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json()["id"] == first.json()["id"]
+    assert again["Idempotent-Replayed"] == "true"
+    assert File.objects.count() == 1 and len(stored_files(media)) == 1
+    other = post_upload(client, b"other", HTTP_IDEMPOTENCY_KEY="upload-1")
+    assert other.status_code == 422
+    assert File.objects.count() == 1 and len(stored_files(media)) == 1
+
+
+# --- list and read ----------------------------------------------------------------------
+
+
+def test_list_shows_own_files_only_and_staff_all(client_for, user, other_user, staff):
+    mine = make_file(user, name="mine.csv")
+    make_file(other_user, name="theirs.csv")
+    body = client_for(user).get("/api/files/").json()
+    assert body["count"] == 1 and body["results"][0]["id"] == str(mine.pk)
+    assert set(body["results"][0]) == FILE_FIELDS
+    assert client_for(staff).get("/api/files/").json()["count"] == 2
+
+
+def test_list_search_ordering_and_pagination(client, user):
+    make_file(user, content=b"123", name="alpha.csv")
+    make_file(user, content=b"1", name="beta.txt")
+    make_file(user, content=b"12", name="gamma.csv")
+    names = lambda r: [f["name"] for f in r.json()["results"]]  # noqa: E731
+    assert names(client.get("/api/files/?search=csv")) == ["gamma.csv", "alpha.csv"]
+    assert names(client.get("/api/files/?ordering=size")) == ["beta.txt", "gamma.csv", "alpha.csv"]
+    assert names(client.get("/api/files/?ordering=-name")) == ["gamma.csv", "beta.txt", "alpha.csv"]
+    assert names(client.get("/api/files/?ordering=created_at")) == [
+        "alpha.csv",
+        "beta.txt",
+        "gamma.csv",
+    ]
+    page = client.get("/api/files/?page_size=2&page=2").json()
+    assert page["count"] == 3 and len(page["results"]) == 1
+
+
+def test_list_with_an_invalid_ordering_is_400(client):
+    response = client.get("/api/files/?ordering=sha256")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+
+
+def test_list_query_count_does_not_grow_with_files(client, user):
+    make_file(user)
+    with CaptureQueriesContext(connection) as few:
+        assert client.get("/api/files/").status_code == 200
+    for _ in range(5):
+        make_file(user)
+    with CaptureQueriesContext(connection) as many:
+        assert client.get("/api/files/").status_code == 200
+    assert len(many) == len(few)
+
+
+def test_metadata(client, user):
+    file = make_file(user, content=CSV, name="m.csv")
+    body = client.get(f"/api/files/{file.pk}/").json()
+    assert body["id"] == str(file.pk) and body["size"] == len(CSV)
+    assert body["sha256"] == sha256(CSV)
+
+
+# --- download ---------------------------------------------------------------------------
+
+
+def test_download_gives_back_identical_bytes_with_the_etag(client, user):
+    content = bytes(range(256)) * 1000
+    file = make_file(user, content=content, name="bin ary.dat")
+    response = client.get(f"/api/files/{file.pk}/download/")
+    assert response.status_code == 200
+    assert response.streaming
+    assert b"".join(response.streaming_content) == content
+    assert response["ETag"] == f'"{sha256(content)}"'
+    assert response["Content-Length"] == str(len(content))
+    assert response["Content-Disposition"] == 'attachment; filename="bin ary.dat"'
+    assert response["Content-Type"] == "application/octet-stream"
+
+
+def test_download_of_a_non_ascii_name(client, user):
+    file = make_file(user, name="données.csv")
+    response = client.get(f"/api/files/{file.pk}/download/")
+    assert "filename*=utf-8''donn%C3%A9es.csv" in response["Content-Disposition"]
+    response.close()
+
+
+def test_download_ignores_the_accept_header(client, user):
+    file = make_file(user, content=CSV)
+    response = client.get(f"/api/files/{file.pk}/download/", HTTP_ACCEPT="text/csv")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == CSV
+    missing = client.get(
+        "/api/files/00000000-0000-0000-0000-000000000000/download/", HTTP_ACCEPT="text/csv"
+    )
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "header",
+    ['"{sha}"', 'W/"{sha}"', '"other", "{sha}"', "*"],
+    ids=["exact", "weak", "list", "star"],
+)
+def test_if_none_match_gives_304(client, user, header):
+    file = make_file(user, content=CSV)
+    response = client.get(
+        f"/api/files/{file.pk}/download/", HTTP_IF_NONE_MATCH=header.format(sha=file.sha256)
+    )
+    assert response.status_code == 304
+    assert response["ETag"] == f'"{file.sha256}"'
+    assert response.content == b""
+
+
+def test_a_stale_if_none_match_gets_the_bytes(client, user):
+    file = make_file(user, content=CSV)
+    response = client.get(f"/api/files/{file.pk}/download/", HTTP_IF_NONE_MATCH='"stale"')
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == CSV
+
+
+# --- delete -----------------------------------------------------------------------------
+
+
+def test_delete_removes_row_and_bytes_after_commit(
+    client, user, media, django_capture_on_commit_callbacks
+):
+    file = make_file(user, content=CSV)
+    assert default_storage.exists(file.storage_name)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.delete(f"/api/files/{file.pk}/")
+    assert response.status_code == 204
+    assert not File.objects.filter(pk=file.pk).exists()
+    assert not default_storage.exists(file.storage_name)
+    assert stored_files(media) == []
+    assert client.get(f"/api/files/{file.pk}/").status_code == 404
+
+
+@pytest.mark.parametrize("status", [TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING])
+def test_delete_while_an_active_task_uses_the_file_is_409(
+    client, user, status, django_capture_on_commit_callbacks
+):
+    file = make_file(user, content=CSV)
+    task = TaskFactory(
+        owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)}, status=status
+    )
+    response = client.delete(f"/api/files/{file.pk}/")
+    assert response.status_code == 409
+    assert response.json()["code"] == "file_in_use"
+    assert File.objects.filter(pk=file.pk).exists()
+    assert default_storage.exists(file.storage_name)
+    # Once the task has ended the file can go, and its bytes with it.
+    task.status = TaskStatus.COMPLETED
+    task.save()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.delete(f"/api/files/{file.pk}/").status_code == 204
+    assert not default_storage.exists(file.storage_name)
+
+
+def test_staff_may_delete_any_file(client_for, user, staff):
+    file = make_file(user)
+    assert client_for(staff).delete(f"/api/files/{file.pk}/").status_code == 204
+
+
+# --- visibility -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("get", ""), ("get", "download/"), ("head", "download/"), ("delete", "")],
+)
+def test_another_users_file_is_404_on_every_verb(client_for, user, method, suffix):
+    theirs = make_file(UserFactory(), content=CSV)
+    response = getattr(client_for(user), method)(f"/api/files/{theirs.pk}/{suffix}")
+    assert response.status_code == 404
+    assert File.objects.filter(pk=theirs.pk).exists()
+    assert default_storage.exists(theirs.storage_name)
+
+
+def test_files_need_authentication(api_client, user):
+    file = make_file(user)
+    assert api_client.get("/api/files/").status_code == 401
+    assert api_client.get(f"/api/files/{file.pk}/download/").status_code == 401
+    assert api_client.delete(f"/api/files/{file.pk}/").status_code == 401
+
+
+def test_files_are_listed_in_the_api_root(client):
+    assert "files" in client.get("/api/").json()

@@ -1,0 +1,86 @@
+"""The files admin: list with search and owner filter, sizes for humans, download link,
+and deletes that go through the service."""
+
+import pytest
+from django.core.files.storage import default_storage
+
+from backend.files.models import File
+from backend.tasks.models import TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.tests.factories import UserFactory
+
+from .factories import make_file
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/files/file/"
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client
+
+
+def test_changelist_search_filter_and_sizes(admin_client, user, other_user):
+    mine = make_file(user, content=b"x" * 2048, name="findme.csv")
+    theirs = make_file(other_user, content=b"y", name="other.txt")
+    page = admin_client.get(CHANGELIST)
+    assert page.status_code == 200
+    assert b"2.0\xc2\xa0KB" in page.content and b"findme.csv" in page.content
+    assert f"/admin/files/file/{mine.pk}/download/".encode() in page.content
+    by_name = admin_client.get(CHANGELIST, {"q": "findme"})
+    assert b"findme.csv" in by_name.content and b"other.txt" not in by_name.content
+    by_hash = admin_client.get(CHANGELIST, {"q": theirs.sha256})
+    assert b"other.txt" in by_hash.content and b"findme.csv" not in by_hash.content
+    by_owner = admin_client.get(CHANGELIST, {"owner__id__exact": str(other_user.pk)})
+    assert b"other.txt" in by_owner.content and b"findme.csv" not in by_owner.content
+
+
+def test_detail_and_download(admin_client, user):
+    file = make_file(user, content=b"a,b\n", name="d.csv")
+    assert admin_client.get(f"{CHANGELIST}{file.pk}/change/").status_code == 200
+    response = admin_client.get(f"{CHANGELIST}{file.pk}/download/")
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content) == b"a,b\n"
+    assert response["Content-Disposition"] == 'attachment; filename="d.csv"'
+
+
+def test_download_needs_view_permission(client, user):
+    file = make_file(user)
+    client.force_login(UserFactory(is_staff=True))  # staff without permissions
+    assert client.get(f"{CHANGELIST}{file.pk}/download/").status_code == 403
+    client.force_login(user)  # not staff: sent to the login page
+    assert client.get(f"{CHANGELIST}{file.pk}/download/").status_code == 302
+
+
+def test_no_adding_or_editing(admin_client):
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+
+
+def test_delete_action_uses_the_service(admin_client, user, django_capture_on_commit_callbacks):
+    free = make_file(user, name="free.csv")
+    used = make_file(user, name="used.csv")
+    TaskFactory(owner=user, input_data={"file_id": str(used.pk)}, status=TaskStatus.RUNNING)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            CHANGELIST,
+            {"action": "delete_files", "_selected_action": [str(free.pk), str(used.pk)]},
+            follow=True,
+        )
+    assert b"1 file(s) deleted." in response.content
+    assert b"An active task uses this file" in response.content
+    assert list(File.objects.values_list("pk", flat=True)) == [used.pk]
+    assert not default_storage.exists(free.storage_name)
+
+
+def test_delete_view_uses_the_service(admin_client, user, django_capture_on_commit_callbacks):
+    file = make_file(user)
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"{CHANGELIST}{file.pk}/delete/", {"post": "yes"})
+    assert not File.objects.exists() and not default_storage.exists(file.storage_name)
+    used = make_file(user)
+    TaskFactory(owner=user, input_data={"file_id": str(used.pk)}, status=TaskStatus.PENDING)
+    response = admin_client.post(f"{CHANGELIST}{used.pk}/delete/", {"post": "yes"}, follow=True)
+    assert b"An active task uses this file" in response.content
+    assert File.objects.filter(pk=used.pk).exists()

@@ -1,0 +1,242 @@
+"""CSV statistics: exact figures, strict numbers, malformed files named by line, progress by
+bytes read, and memory that does not grow with the file."""
+
+import io
+import tracemalloc
+
+import pytest
+
+from backend.files import csvstats
+from backend.files.csvstats import MalformedCSV, csv_statistics, parse_number
+
+
+def stats(data: bytes | str, **options) -> dict:
+    if isinstance(data, str):
+        data = data.encode()
+    return csv_statistics(io.BytesIO(data), size=len(data), **options)
+
+
+def column(result: dict, name: str) -> dict:
+    return next(c for c in result["columns"] if c["name"] == name)
+
+
+ACCEPTANCE = (
+    "\ufeffname,amount,note,mixed\r\n"
+    '"Smith, Ann",1.5,"says ""hi""",10\r\n'
+    "Bob,,plain,n/a\r\n"
+    '"Lee, Jo",-2.5,,1e3\r\n'
+    "Kim,4,x,\r\n"
+)
+
+
+def test_figures_with_bom_crlf_quoted_commas_empty_cells_and_mixed_columns():
+    result = stats(ACCEPTANCE)
+    assert result["rows"] == 4
+    assert [c["name"] for c in result["columns"]] == ["name", "amount", "note", "mixed"]
+    assert column(result, "name") == {"name": "name", "count": 4, "empty": 0, "numeric": None}
+    assert column(result, "amount") == {
+        "name": "amount",
+        "count": 3,
+        "empty": 1,
+        "numeric": {"count": 3, "sum": 3.0, "mean": 1.0, "min": -2.5, "max": 4},
+    }
+    assert column(result, "note") == {"name": "note", "count": 3, "empty": 1, "numeric": None}
+    assert column(result, "mixed") == {
+        "name": "mixed",
+        "count": 3,
+        "empty": 1,
+        "numeric": {"count": 2, "sum": 1010.0, "mean": 505.0, "min": 10, "max": 1000.0},
+    }
+
+
+def test_integer_columns_stay_exact():
+    big = 2**70
+    result = stats(f"n\n{big}\n{big}\n-1\n")
+    assert column(result, "n")["numeric"] == {
+        "count": 3,
+        "sum": 2 * big - 1,
+        "mean": (2 * big - 1) / 3,
+        "min": -1,
+        "max": big,
+    }
+
+
+def test_float_sums_are_accurate():
+    rows = "\n".join(["0.1"] * 10_000)
+    result = stats("x\n" + rows + "\n")
+    assert column(result, "x")["numeric"]["sum"] == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("cell", "number"),
+    [
+        ("1e3", 1000.0),
+        ("-2.5", -2.5),
+        ("+7", 7),
+        (".5", 0.5),
+        ("5.", 5.0),
+        ("  3\t", 3),
+        ("-0", 0),
+        ("1.5E-2", 0.015),
+        ("007", 7),
+    ],
+)
+def test_numbers(cell, number):
+    value = parse_number(cell)
+    assert value == number and type(value) is type(number)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        "", " ", "nan", "NaN", "inf", "-Infinity", "1_000", "\u0663", "0x10", "1e999", "1,5",
+        "1.2.3", "--1", "e5", ".", "\n5", "5\n", "1 000", "\u00a05", "9" * 400,
+    ],
+)  # fmt: skip
+def test_not_numbers(cell):
+    assert parse_number(cell) is None
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [
+        ["1_000", "2_000"],
+        ["nan", "inf"],
+        ["\u0661", "\u0662"],
+        ["1\x1c", "2\x1c"],
+    ],
+)
+def test_whole_columns_that_only_look_numeric_are_text(cells):
+    result = stats("c\n" + "\n".join(cells) + "\n")
+    assert column(result, "c") == {"name": "c", "count": 2, "empty": 0, "numeric": None}
+
+
+def test_a_value_too_large_for_a_float_is_text_in_a_numeric_column():
+    result = stats("c\n1.5\n1e999\n2.5\n")
+    assert column(result, "c")["numeric"] == {
+        "count": 2,
+        "sum": 4.0,
+        "mean": 2.0,
+        "min": 1.5,
+        "max": 2.5,
+    }
+
+
+def test_a_sum_too_large_to_represent_fails_readably():
+    with pytest.raises(ValueError, match="too large"):
+        stats("c\n1e308\n1e308\n")
+    huge = int(1e308)
+    # Integer sums are exact, even past the float range.
+    assert column(stats(f"c\n{huge}\n{huge}\n"), "c")["numeric"]["sum"] == 2 * huge
+    with pytest.raises(ValueError, match="too large"):
+        stats(f"c\n{huge}\n{huge}\n1.5\n")
+    assert column(stats(f"c\n{'9' * 400}\n1\n"), "c")["numeric"]["count"] == 1
+
+
+def test_batches_of_blank_lines_and_empty_columns(monkeypatch):
+    monkeypatch.setattr(csvstats, "MAX_BATCH_ROWS", 3)
+    result = stats("a,b\n" + "\n" * 10 + "1,\n2,\n3,\n")
+    assert result["rows"] == 3
+    assert column(result, "b") == {"name": "b", "count": 0, "empty": 3, "numeric": None}
+
+
+def test_without_header_and_other_delimiters():
+    result = stats("1;2\n3;x\n", delimiter=";", has_header=False)
+    assert result["rows"] == 2
+    assert [c["name"] for c in result["columns"]] == ["column_1", "column_2"]
+    assert column(result, "column_1")["numeric"]["sum"] == 4
+    assert column(result, "column_2")["numeric"]["count"] == 1
+    tabbed = stats("a\tb\n1\t2\n", delimiter="\t")
+    assert column(tabbed, "b")["numeric"]["sum"] == 2
+
+
+def test_empty_files_blank_lines_and_unnamed_columns():
+    assert stats("") == {"rows": 0, "columns": []}
+    assert stats("\n\n") == {"rows": 0, "columns": []}
+    header_only = stats("a,,c\n")
+    assert header_only["rows"] == 0
+    assert [c["name"] for c in header_only["columns"]] == ["a", "column_2", "c"]
+    assert all(c["count"] == 0 and c["numeric"] is None for c in header_only["columns"])
+    spaced = stats("\na,b\n\n1,2\n\n3,4\n")
+    assert spaced["rows"] == 2 and column(spaced, "b")["numeric"]["sum"] == 6
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        ("a,b\n1,2\n3\n", 3),
+        ("a,b\n1,2\n3,4,5\n", 3),
+        ('a,b\n"multi\nline",2\n\n1,2,3\n', 5),
+        ('a,b\r\n"x\r\ny\r\nz",1\r\n4\r\n', 5),
+        ('a,b\n1,"unterminated\n2,3\n', 3),
+        ('a,b\n1,"x"y\n', 2),
+    ],
+)
+def test_a_malformed_file_fails_with_its_line_number(data, line):
+    with pytest.raises(MalformedCSV, match=rf"^line {line}: "):
+        stats(data)
+
+
+def test_a_bad_row_deep_in_the_file_is_found_by_line(monkeypatch):
+    monkeypatch.setattr(csvstats, "MAX_BATCH_ROWS", 7)
+    rows = [f"{i},{i}" for i in range(100)]
+    rows[60] = "1,2,3"
+    with pytest.raises(MalformedCSV, match=r"^line 62: 3 field\(s\), expected 2"):
+        stats("a,b\n" + "\n".join(rows) + "\n")
+
+
+def test_not_utf8_fails_readably():
+    data = b"a,b\n1,2\n" + b"\xff\xfe,3\n"
+    with pytest.raises(MalformedCSV, match="not valid UTF-8"):
+        csv_statistics(io.BytesIO(data), size=len(data))
+
+
+def test_too_many_columns_or_too_long_a_line(monkeypatch):
+    monkeypatch.setattr(csvstats, "MAX_COLUMNS", 3)
+    with pytest.raises(MalformedCSV, match="4 columns, at most 3"):
+        stats("a,b,c,d\n")
+    monkeypatch.setattr(csvstats, "MAX_LINE_CHARS", 20)
+    with pytest.raises(MalformedCSV, match="field"):
+        stats("a,b,c\n" + ",".join(["x" * 9] * 3) + "\n")
+
+
+def _big_csv(rows: int) -> bytes:
+    return ("id,label,value\n" + "".join(f"{i},row{i},{i * 0.5}\n" for i in range(rows))).encode()
+
+
+def test_progress_rises_by_bytes_read():
+    data = _big_csv(200_000)
+    seen = []
+    result = csv_statistics(io.BytesIO(data), size=len(data), progress=seen.append)
+    assert result["rows"] == 200_000
+    assert len(seen) >= 50, seen
+    assert seen == sorted(set(seen)) and seen[0] > 0 and seen[-1] <= 99
+
+
+def test_the_file_is_never_read_whole():
+    data = _big_csv(50_000)
+    reads = []
+
+    class Source(io.BytesIO):
+        def read(self, size=-1):
+            reads.append(size)
+            return super().read(size)
+
+    csv_statistics(Source(data), size=len(data))
+    assert reads and all(0 < size <= csvstats.READ_BUFFER for size in reads)
+
+
+def test_memory_does_not_grow_with_the_file():
+    def peak(rows: int) -> int:
+        data = _big_csv(rows)
+        source = io.BytesIO(data)
+        tracemalloc.start()
+        try:
+            csv_statistics(source, size=len(data))
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(20_000), peak(200_000)  # about 0.5 MB and 5 MB of CSV
+    assert large < 3 * 1024 * 1024, large
+    assert large < small * 1.5 + 256 * 1024, (small, large)

@@ -1,0 +1,314 @@
+"""``data_processing`` and ``report_generation``: input checked at create time (the file
+must be the owner's), and run in-process as a worker runs them."""
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from django.core.files.storage import default_storage
+from django.utils import timezone
+
+from backend.files.models import File
+from backend.files.reports import EXPORT_FIELDS, SUMMARY_FIELDS, percentile
+from backend.tasks import jobs, types
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+
+from .factories import make_file
+
+pytestmark = pytest.mark.django_db
+
+CSV = b'\xef\xbb\xbfcity,temp\r\n"Paris, FR",12.5\r\nOslo,-3\r\nRome,\r\n'
+
+
+@pytest.fixture
+def client(client_for, user):
+    return client_for(user)
+
+
+def create(client, task_type: str, input_data) -> "object":
+    return client.post(
+        "/api/tasks/", {"task_type": task_type, "input_data": input_data}, format="json"
+    )
+
+
+def run(task: Task) -> Task:
+    jobs.run_task(str(task.pk))
+    task.refresh_from_db()
+    return task
+
+
+# --- data_processing: input -----------------------------------------------------------------
+
+
+def test_data_processing_is_created_for_an_own_file(client, user):
+    file = make_file(user, content=CSV)
+    response = create(client, "data_processing", {"file_id": str(file.pk).upper()})
+    assert response.status_code == 201, response.content
+    assert response.json()["input_data"] == {
+        "file_id": str(file.pk),
+        "delimiter": ",",
+        "has_header": True,
+    }
+
+
+@pytest.mark.parametrize(
+    "input_data",
+    [
+        {},
+        {"file_id": "00000000-0000-0000-0000-000000000000"},
+        {"file_id": "not-a-uuid"},
+        {"file_id": 5},
+        {"file_id": "{own}", "delimiter": ";;"},
+        {"file_id": "{own}", "delimiter": '"'},
+        {"file_id": "{own}", "delimiter": "\n"},
+        {"file_id": "{own}", "has_header": "yes"},
+        {"file_id": "{own}", "has_header": 1},
+        {"file_id": "{own}", "sheet": 1},
+    ],
+)
+def test_data_processing_input_is_checked(client, user, input_data):
+    own = make_file(user)
+    data = {k: (str(own.pk) if v == "{own}" else v) for k, v in input_data.items()}
+    response = create(client, "data_processing", data)
+    assert response.status_code == 400, response.content
+    assert "input_data" in response.json()
+    assert Task.objects.count() == 0
+
+
+def test_another_users_file_cannot_be_processed(client, other_user):
+    theirs = make_file(other_user)
+    response = create(client, "data_processing", {"file_id": str(theirs.pk)})
+    assert response.status_code == 400
+    assert response.json()["input_data"]["file_id"] == ["No file of yours has this id."]
+
+
+def test_the_owner_reaches_the_input_serializer_through_the_create_context(user, other_user):
+    from backend.tasks.api.serializers import TaskCreateSerializer
+
+    file = make_file(user)
+    data = {"task_type": "data_processing", "input_data": {"file_id": str(file.pk)}}
+    assert TaskCreateSerializer(data=data, context={"owner": user}).is_valid()
+    assert not TaskCreateSerializer(data=data, context={"owner": other_user}).is_valid()
+
+
+# --- data_processing: run -------------------------------------------------------------------
+
+
+def test_data_processing_computes_the_statistics(user):
+    file = make_file(user, content=CSV)
+    task = run(
+        TaskFactory(owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)})
+    )
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result == {
+        "rows": 3,
+        "columns": [
+            {"name": "city", "count": 3, "empty": 0, "numeric": None},
+            {
+                "name": "temp",
+                "count": 2,
+                "empty": 1,
+                "numeric": {"count": 2, "sum": 9.5, "mean": 4.75, "min": -3, "max": 12.5},
+            },
+        ],
+    }
+
+
+def test_data_processing_options(user):
+    file = make_file(user, content=b"1|2\n3|4\n")
+    task = TaskFactory(
+        owner=user,
+        task_type="data_processing",
+        input_data={"file_id": str(file.pk), "delimiter": "|", "has_header": False},
+    )
+    task = run(task)
+    assert task.result["rows"] == 2
+    assert task.result["columns"][1]["numeric"]["sum"] == 6
+
+
+def test_a_malformed_csv_fails_the_task_with_the_line(user):
+    file = make_file(user, content=b"a,b\n1,2\n3,4,5\n")
+    task = run(
+        TaskFactory(owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)})
+    )
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "MalformedCSV: line 3: 3 field(s), expected 2 as in the header"
+
+
+def test_a_file_deleted_before_the_run_fails_the_task_readably(user):
+    file = make_file(user)
+    task = TaskFactory(
+        owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)}
+    )
+    File.objects.filter(pk=file.pk).delete()
+    task = run(task)
+    assert task.status == TaskStatus.FAILED and "no longer exists" in task.error
+
+
+def test_a_file_of_someone_else_is_not_read_at_run_time(user, other_user):
+    theirs = make_file(other_user)
+    task = TaskFactory(
+        owner=user, task_type="data_processing", input_data={"file_id": str(theirs.pk)}
+    )
+    assert run(task).status == TaskStatus.FAILED
+
+
+def test_the_time_limit_follows_the_file_size(user):
+    kind = types.get("data_processing")
+    small = make_file(user, content=b"a\n1\n")
+    assert kind.time_limit_for({"file_id": str(small.pk)}) == 120
+    File.objects.filter(pk=small.pk).update(size=100 * 1024 * 1024)
+    assert kind.time_limit_for({"file_id": str(small.pk)}) == 520
+    assert kind.queue == types.QUEUE_LONG == types.get("report_generation").queue
+
+
+def test_types_are_listed_with_their_schemas(client):
+    listed = {t["name"]: t for t in client.get("/api/task-types/").json()}
+    processing = listed["data_processing"]["input_schema"]
+    assert processing["required"] == ["file_id"]
+    assert processing["properties"]["file_id"]["format"] == "uuid"
+    assert processing["properties"]["has_header"]["type"] == "boolean"
+    report = listed["report_generation"]["input_schema"]["properties"]
+    assert report["report"]["enum"] == ["task_summary", "tasks_export"]
+    assert report["format"]["enum"] == ["csv", "json"]
+
+
+# --- report_generation ----------------------------------------------------------------------
+
+
+def _tasks_of(user) -> list[Task]:
+    now = timezone.now()
+    made = []
+    for i, seconds in enumerate([1, 2, 3, 4, 10]):
+        made.append(
+            TaskFactory(
+                owner=user,
+                name=f'sum "{i}", quoted',
+                status=TaskStatus.COMPLETED,
+                started_at=now - timedelta(seconds=60),
+                completed_at=now - timedelta(seconds=60 - seconds),
+            )
+        )
+    made.append(
+        TaskFactory(owner=user, task_type="countdown", status=TaskStatus.FAILED, error="boom\nline")
+    )
+    made.append(TaskFactory(owner=user, task_type="reverse", status=TaskStatus.CANCELLED))
+    TaskFactory(status=TaskStatus.COMPLETED)  # someone else's: never in the report
+    return made
+
+
+def _report(user, report: str, fmt: str) -> tuple[Task, File, bytes]:
+    task = TaskFactory(
+        owner=user, task_type="report_generation", input_data={"report": report, "format": fmt}
+    )
+    task = run(task)
+    assert task.status == TaskStatus.COMPLETED, task.error
+    file = File.objects.get(pk=task.result["file_id"])
+    assert file.owner_id == user.pk
+    assert task.result["download_url"] == f"/api/files/{file.pk}/download/"
+    with default_storage.open(file.storage_name) as handle:
+        return task, file, handle.read()
+
+
+def _parse(fmt: str, content: bytes) -> list[dict]:
+    if fmt == "json":
+        return json.loads(content)
+    return list(csv.DictReader(io.StringIO(content.decode())))
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_tasks_export_rows_match_the_tasks(user, client, fmt):
+    made = _tasks_of(user)
+    task, file, content = _report(user, "tasks_export", fmt)
+    rows = _parse(fmt, content)
+    # Every task of the owner, the report's own task included (it was running).
+    assert task.result["rows"] == len(rows) == len(made) + 1
+    assert file.name.startswith("tasks_export-") and file.name.endswith(f".{fmt}")
+    assert file.content_type == {"csv": "text/csv", "json": "application/json"}[fmt]
+    by_id = {row["id"]: row for row in rows}
+    assert set(rows[0]) == set(EXPORT_FIELDS)
+    for made_task in made:
+        row = by_id[str(made_task.pk)]
+        assert row["name"] == made_task.name and row["status"] == made_task.status
+        assert row["task_type"] == made_task.task_type
+        assert row["assignee"] == user.username
+    assert by_id[str(made[5].pk)]["error"] == "boom\nline"
+    assert by_id[str(task.pk)]["status"] == "running"
+    # And the file downloads through the API, byte for byte.
+    response = client.get(task.result["download_url"])
+    assert b"".join(response.streaming_content) == content
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_task_summary_counts_by_status_and_type_with_run_times(user, fmt):
+    _tasks_of(user)
+    task, _, content = _report(user, "task_summary", fmt)
+    rows = {row["task_type"]: row for row in _parse(fmt, content)}
+    assert task.result["rows"] == len(rows) == 4
+    assert set(rows["sum"]) == set(SUMMARY_FIELDS)
+    as_int = int if fmt == "csv" else (lambda value: value)
+    assert as_int(rows["sum"]["total"]) == 5 and as_int(rows["sum"]["completed"]) == 5
+    assert as_int(rows["countdown"]["failed"]) == 1
+    assert as_int(rows["reverse"]["cancelled"]) == 1
+    assert as_int(rows["report_generation"]["running"]) == 1
+    assert float(rows["sum"]["p50_run_seconds"]) == 3.0
+    assert float(rows["sum"]["p95_run_seconds"]) == 10.0
+    assert rows["countdown"]["p50_run_seconds"] in ("", None)
+
+
+def test_an_export_is_written_in_chunks(user, monkeypatch):
+    from backend.files import reports
+
+    monkeypatch.setattr(reports, "CHUNK_CHARS", 1024)
+    for _ in range(300):
+        TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    sizes = []
+    original = reports.csv_chunks
+
+    def spy(fields, rows):
+        for chunk in original(fields, rows):
+            sizes.append(len(chunk))
+            yield chunk
+
+    monkeypatch.setattr(reports, "csv_chunks", spy)
+    task = run(
+        TaskFactory(
+            owner=user,
+            task_type="report_generation",
+            input_data={"report": "tasks_export", "format": "csv"},
+        )
+    )
+    assert task.result["rows"] == 301
+    assert len(sizes) > 20 and max(sizes) < 2048
+
+
+def test_a_cancelled_report_leaves_no_file(user, media, monkeypatch):
+    from backend.tasks import services as task_services
+
+    for _ in range(300):
+        TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "tasks_export", "format": "json"},
+    )
+    original = task_services.task_report_progress
+
+    def cancel_midway(*, task, progress):
+        if progress >= 50:
+            Task.objects.filter(pk=task.pk).update(status=TaskStatus.CANCELLED)
+        return original(task=task, progress=progress)
+
+    monkeypatch.setattr(task_services, "task_report_progress", cancel_midway)
+    assert jobs.run_task(str(task.pk)).startswith("stopped")
+    assert File.objects.count() == 0
+    assert not any(p.is_file() for p in media.rglob("*"))
+
+
+def test_percentile():
+    assert percentile([1.0], 95) == 1.0
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 95) == 95.0

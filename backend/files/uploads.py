@@ -1,0 +1,77 @@
+"""The upload handler of ``POST /api/files/``: hashes and counts the bytes as the request
+streams in, writes them to a temporary file (deleted when closed), and stops the upload as
+soon as it passes ``MAX_UPLOAD_SIZE``. Nothing is ever held in memory whole."""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.conf import settings
+from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
+
+# Room for the multipart framing and the small form fields (``sha256``) around the file:
+# a request whose declared length exceeds the limit by more than this is refused unread.
+FRAMING_ALLOWANCE = 64 * 1024
+
+
+class HashedUploadedFile(TemporaryUploadedFile):
+    """A temporary file with the SHA-256 (hex) and size of its bytes, known when complete."""
+
+    sha256: str = ""
+
+
+class HashingUploadHandler(FileUploadHandler):
+    chunk_size = 64 * 1024
+
+    def __init__(self, request=None, max_size: int | None = None):
+        super().__init__(request)
+        self.max_size = settings.MAX_UPLOAD_SIZE if max_size is None else max_size
+        # Set when the upload was refused for its size; the view answers 413.
+        self.too_large = False
+        self._hash = None
+        self._received = 0
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        if content_length > self.max_size + FRAMING_ALLOWANCE:
+            # Certainly too large: refuse before reading a byte of the body.
+            self.too_large = True
+            return QueryDict(encoding=encoding), MultiValueDict()
+        return None
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        self._hash = hashlib.sha256()
+        self._received = 0
+        self.file = HashedUploadedFile(
+            self.file_name, self.content_type, 0, self.charset, self.content_type_extra
+        )
+
+    def receive_data_chunk(self, raw_data: bytes, start: int):
+        self._received += len(raw_data)
+        if self._received > self.max_size:
+            self.too_large = True
+            self.file.close()  # a closed temporary file is deleted at once
+            # The rest of the body is read and dropped (at most FRAMING_ALLOWANCE past
+            # the limit), so the client receives the 413 instead of a reset connection.
+            raise StopUpload(connection_reset=False)
+        self._hash.update(raw_data)
+        self.file.write(raw_data)
+        return None
+
+    def file_complete(self, file_size: int):
+        self.file.seek(0)
+        self.file.size = file_size
+        self.file.sha256 = self._hash.hexdigest()
+        return self.file
+
+    def upload_interrupted(self):
+        self.discard()
+
+    def discard(self) -> None:
+        """Close (and so delete) the temporary file of this upload, if any."""
+        file = getattr(self, "file", None)
+        if file is not None:
+            file.close()
