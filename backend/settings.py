@@ -94,6 +94,7 @@ INSTALLED_APPS = [
     "backend.common",
     "backend.users",
     "backend.tasks",
+    "backend.schedules",
     "backend.files",
 ]
 
@@ -339,10 +340,10 @@ CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},
     "backend.tasks.jobs.dispatch_tasks": {"queue": "maintenance"},
     "backend.tasks.jobs.rescue_stale_tasks": {"queue": "maintenance"},
-    "backend.files.jobs.purge_expired_files": {"queue": "maintenance"},
-}
     "backend.common.jobs.purge_idempotency_keys": {"queue": "maintenance"},
     "backend.schedules.jobs.fire_schedule": {"queue": "maintenance"},
+    "backend.files.jobs.purge_expired_files": {"queue": "maintenance"},
+}
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
@@ -374,15 +375,63 @@ CELERY_BEAT_SCHEDULE = {
         "task": "backend.tasks.jobs.rescue_stale_tasks",
         "schedule": timedelta(seconds=TASK_RESCUE_INTERVAL),
     },
+    "common.purge-idempotency-keys": {
+        "task": "backend.common.jobs.purge_idempotency_keys",
+        "schedule": timedelta(hours=1),
+    },
     "files.purge-expired": {
         "task": "backend.files.jobs.purge_expired_files",
         "schedule": timedelta(seconds=FILE_CLEANUP_INTERVAL),
     },
 }
-    "common.purge-idempotency-keys": {
-        "task": "backend.common.jobs.purge_idempotency_keys",
-        "schedule": timedelta(hours=1),
-    },
+
+# --- email --------------------------------------------------------------------
+# Django's email backend from one URL: consolemail:// prints mails (the `make run` default),
+# smtp://user:pass@host:port (smtp+tls:// for STARTTLS, smtp+ssl:// for implicit TLS),
+# filemail:///path writes them to files, memorymail:// keeps them in memory (tests).
+EMAIL_URL = _text("EMAIL_URL", "consolemail://")
+_EMAIL_SCHEMES = (
+    *("smtp", "smtp+tls", "smtp+ssl", "smtps"),
+    *("consolemail", "filemail", "memorymail", "dummymail"),
+)
+_email_scheme = EMAIL_URL.split("://", 1)[0] if "://" in EMAIL_URL else ""
+if _email_scheme not in _EMAIL_SCHEMES:
+    # Only the scheme is named: the URL may hold a password.
+    _fail(
+        "EMAIL_URL must start with smtp://, smtp+tls://, smtp+ssl://, consolemail://, "
+        f"filemail:// or memorymail://; got scheme {_email_scheme!r}"
+    )
+try:
+    _email = environ.Env.email_url_config(EMAIL_URL)
+except Exception as exc:
+    _fail(f"EMAIL_URL ({_email_scheme}://...) is not a valid email URL: {type(exc).__name__}")
+if _email_scheme.startswith("smtp") and not _email.get("EMAIL_HOST"):
+    _fail(f"EMAIL_URL ({_email_scheme}://...) names no host, e.g. smtp://user:pass@host:587")
+if _email_scheme == "filemail":
+    # django-environ drops the leading slash of an absolute path; read it as written.
+    _email["EMAIL_FILE_PATH"] = str(
+        Path(EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail").resolve()
+    )
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
+EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or None
+DEFAULT_FROM_EMAIL = _text("DEFAULT_FROM_EMAIL", "Async Task Manager <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+# Seconds an SMTP connection may take to connect or answer before the send fails.
+EMAIL_TIMEOUT = _positive_int("EMAIL_TIMEOUT", 10)
+# Recipients one `email` task may have.
+EMAIL_TASK_MAX_RECIPIENTS = _positive_int("EMAIL_TASK_MAX_RECIPIENTS", 10)
+
+# --- schedules ----------------------------------------------------------------
+# Shortest interval of a recurring schedule, in seconds.
+SCHEDULE_MIN_INTERVAL = _positive_int("SCHEDULE_MIN_INTERVAL", 60)
+# Schedules one user may own.
+MAX_SCHEDULES_PER_USER = _positive_int("MAX_SCHEDULES_PER_USER", 20)
 
 # --- logging ------------------------------------------------------------------
 LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
+from backend.schedules.api.views import ScheduleViewSet
 from backend.files.api.views import FileViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
 from backend.users.api.views import UserViewSet
@@ -13,6 +14,7 @@ router = DefaultRouter()
 router.register("users", UserViewSet, basename="user")
 router.register("tasks", TaskViewSet, basename="task")
 router.register("task-types", TaskTypeViewSet, basename="task-type")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("files", FileViewSet, basename="file")
 
 urlpatterns = [

@@ -1,0 +1,213 @@
+"""Schedules in the admin, with their runs inline. Adding, changing, enabling, disabling and
+deleting go through the services, so the periodic task beat reads stays in step, and the
+form is checked by the same validation as the API."""
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.db.models import Q
+from django.forms.models import BaseInlineFormSet
+from django.urls import reverse
+from django.utils.html import format_html
+
+from backend.common.errors import DomainError
+from backend.tasks import types
+
+from . import selectors, services
+from .api.serializers import ScheduleWriteSerializer
+from .models import Schedule, ScheduleRun
+from .validation import template_context
+
+RUNS_SHOWN = 50
+FORM_FIELDS = (
+    "task_type",
+    "input_data",
+    "name",
+    "description",
+    "priority",
+    "deadline_seconds",
+    "interval_seconds",
+    "crontab",
+    "timezone",
+    "enabled",
+)
+
+
+class ScheduleForm(forms.ModelForm):
+    task_type = forms.ChoiceField(choices=())
+    input_data = forms.JSONField(required=False, initial=dict)
+
+    class Meta:
+        model = Schedule
+        fields = ("owner", *FORM_FIELDS)
+
+    def __init__(self, *args, request=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request = request
+        self.fields["task_type"].choices = [(name, name) for name in types.names()]
+        self.validated = None
+
+    def clean(self):
+        cleaned = super().clean()
+        owner = cleaned.get("owner") or getattr(self.instance, "owner", None)
+        if self._errors or owner is None:
+            return cleaned
+        limit = settings.MAX_SCHEDULES_PER_USER
+        if self.instance._state.adding and Schedule.objects.filter(owner=owner).count() >= limit:
+            raise forms.ValidationError(
+                f"{owner.username} already has {limit} schedules (the most allowed)."
+            )
+        data = {field: cleaned.get(field) for field in FORM_FIELDS}
+        data["input_data"] = data["input_data"] if data["input_data"] is not None else {}
+        data["crontab"] = data["crontab"] or None
+        serializer = ScheduleWriteSerializer(data=data, context=template_context(owner))
+        if serializer.is_valid():
+            self.validated = dict(serializer.validated_data)
+            return cleaned
+        for field, problems in serializer.errors.items():
+            target = field if field in self.fields else None
+            for problem in _flatten(problems):
+                self.add_error(target, problem if target else f"{field}: {problem}")
+        return cleaned
+
+    def _post_clean(self):
+        # The model's own checks (the interval/crontab constraint) are the serializer's job
+        # above; run them only once the form is valid, on what will be saved.
+        if self.validated is not None:
+            super()._post_clean()
+
+
+def _flatten(problems, prefix=""):
+    if isinstance(problems, dict):
+        for key, value in problems.items():
+            yield from _flatten(value, f"{prefix}{key}: ")
+    elif isinstance(problems, list):
+        for value in problems:
+            yield from _flatten(value, prefix)
+    else:
+        yield f"{prefix}{problems}"
+
+
+class RecentRunsFormSet(BaseInlineFormSet):
+    def get_queryset(self):
+        return super().get_queryset()[:RUNS_SHOWN]
+
+
+class ScheduleRunInline(admin.TabularInline):
+    model = ScheduleRun
+    formset = RecentRunsFormSet
+    verbose_name_plural = f"runs (the latest {RUNS_SHOWN})"
+    fields = ("fired_at", "outcome", "task_link", "code", "detail")
+    readonly_fields = fields
+    ordering = ("-fired_at", "-id")
+    extra = 0
+    max_num = 0
+    can_delete = False
+    show_change_link = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("task")
+
+    @admin.display(description="task")
+    def task_link(self, run):
+        if not run.task_id:
+            return "-"
+        if run.task is None:
+            return f"{run.task_id} (deleted)"
+        url = reverse("admin:tasks_task_change", args=[run.task_id])
+        return format_html('<a href="{}">{}</a> ({})', url, run.task_id, run.task.status)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class TimingFilter(admin.SimpleListFilter):
+    title = "timing"
+    parameter_name = "timing"
+
+    def lookups(self, request, model_admin):
+        return (("interval", "interval"), ("crontab", "crontab"))
+
+    def queryset(self, request, queryset):
+        if self.value() == "interval":
+            return queryset.filter(interval_seconds__isnull=False)
+        if self.value() == "crontab":
+            return queryset.filter(~Q(crontab=""))
+        return queryset
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(admin.ModelAdmin):
+    form = ScheduleForm
+    inlines = [ScheduleRunInline]
+    list_display = (
+        "__str__",
+        "task_type",
+        "owner",
+        "enabled",
+        "next_run",
+        "last_run_at",
+        "total_runs",
+        "created_at",
+    )
+    list_filter = ("enabled", TimingFilter, "task_type")
+    search_fields = ("id", "name", "description", "owner__username")
+    list_select_related = ("owner", "periodic_task")
+    raw_id_fields = ("owner",)
+    readonly_fields = ("periodic_task", "next_run", "last_run_at", "total_runs")
+    actions = ["enable_schedules", "disable_schedules"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form_class = super().get_form(request, obj, change=change, **kwargs)
+
+        class RequestForm(form_class):
+            def __init__(self, *args, **inner):
+                super().__init__(*args, request=request, **inner)
+
+        return RequestForm
+
+    def get_readonly_fields(self, request, obj=None):
+        # The owner is chosen once, when the schedule is added.
+        return (*self.readonly_fields, "owner") if obj else self.readonly_fields
+
+    def get_changeform_initial_data(self, request):
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="next run")
+    def next_run(self, schedule):
+        return selectors.schedule_next_run_at(schedule) if schedule.pk else None
+
+    def save_model(self, request, obj, form, change):
+        data = form.validated
+        try:
+            if change:
+                saved = services.schedule_update(schedule=obj, actor=request.user, data=data)
+            else:
+                saved = services.schedule_create(owner=form.cleaned_data["owner"], **data)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, level=messages.ERROR)
+            return
+        obj.pk = saved.pk
+        obj.periodic_task_id = saved.periodic_task_id
+        obj._state.adding = False
+
+    def delete_model(self, request, obj):
+        services.schedule_delete(schedule=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for schedule in queryset:
+            services.schedule_delete(schedule=schedule, actor=request.user)
+
+    def _set_enabled(self, request, queryset, enabled: bool):
+        for schedule in queryset:
+            services.schedule_set_enabled(schedule=schedule, actor=request.user, enabled=enabled)
+        verb = "enabled" if enabled else "disabled"
+        self.message_user(request, f"{queryset.count()} schedule(s) {verb}.")
+
+    @admin.action(description="Enable selected schedules")
+    def enable_schedules(self, request, queryset):
+        self._set_enabled(request, queryset, True)
+
+    @admin.action(description="Disable selected schedules")
+    def disable_schedules(self, request, queryset):
+        self._set_enabled(request, queryset, False)

@@ -1,0 +1,169 @@
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import serializers
+
+from backend.schedules import selectors, timing
+from backend.schedules.models import Schedule, ScheduleRun
+from backend.tasks.api.serializers import TaskCreateSerializer
+from backend.tasks.types.base import StrictIntegerField
+
+MAX_SECONDS = 366 * 24 * 3600
+# What a task create takes but a template does not: each firing sets its own.
+NOT_IN_TEMPLATE = {
+    "deadline": "A schedule has no fixed deadline; use deadline_seconds (after each firing).",
+    "run_at": "A schedule's tasks run when it fires; use interval_seconds or crontab.",
+    "assignee": "A schedule's tasks are assigned to its owner.",
+}
+
+
+class ScheduleWriteSerializer(TaskCreateSerializer):
+    """The task template (``task_type``, ``input_data``, ``name``, ``description``,
+    ``priority``) is validated by ``TaskCreateSerializer`` itself, as ``POST /api/tasks/``
+    validates a task; then when it fires."""
+
+    deadline = None
+    run_at = None
+    assignee = None
+
+    deadline_seconds = StrictIntegerField(
+        min_value=1,
+        max_value=MAX_SECONDS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="each created task's deadline, this many seconds after the firing",
+    )
+    interval_seconds = StrictIntegerField(
+        max_value=MAX_SECONDS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="fire every this many seconds (at least SCHEDULE_MIN_INTERVAL); "
+        "give this or crontab",
+    )
+    crontab = serializers.CharField(
+        max_length=200,
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        default="",
+        help_text="five fields: minute hour day-of-month month day-of-week, e.g. "
+        "'*/5 * * * *' or '0 9 * * 1-5'; give this or interval_seconds",
+    )
+    timezone = serializers.CharField(
+        max_length=64,
+        required=False,
+        default="UTC",
+        help_text="IANA time zone name of the crontab, e.g. 'Europe/Paris'",
+    )
+    enabled = serializers.BooleanField(required=False, default=True)
+
+    def validate_interval_seconds(self, value):
+        minimum = settings.SCHEDULE_MIN_INTERVAL
+        if value is not None and value < minimum:
+            raise serializers.ValidationError(
+                f"Ensure this value is at least {minimum} (SCHEDULE_MIN_INTERVAL seconds)."
+            )
+        return value
+
+    def validate_crontab(self, value):
+        if not value:
+            return ""
+        try:
+            return timing.normalize_crontab(value)
+        except timing.TimingError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate_timezone(self, value):
+        try:
+            return timing.validate_timezone(value)
+        except timing.TimingError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+    def validate(self, attrs):
+        errors = {}
+        for key, message in NOT_IN_TEMPLATE.items():
+            if key in self.initial_data:
+                errors[key] = [message]
+        has_interval = attrs.get("interval_seconds") is not None
+        has_crontab = bool(attrs.get("crontab"))
+        if has_interval and has_crontab:
+            message = "Give either interval_seconds or crontab, not both."
+            errors.update(interval_seconds=[message], crontab=[message])
+        elif not has_interval and not has_crontab:
+            message = "Give interval_seconds or crontab: when the schedule fires."
+            errors.update(interval_seconds=[message], crontab=[message])
+        try:
+            attrs = super().validate(attrs)
+        except serializers.ValidationError as exc:
+            errors = {**exc.detail, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        attrs.pop("deadline", None)
+        attrs.pop("run_at", None)
+        attrs.pop("assignee", None)
+        return attrs
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    """A schedule as every schedule endpoint answers."""
+
+    owner_username = serializers.CharField(source="owner.username", read_only=True)
+    crontab = serializers.SerializerMethodField()
+    next_run_at = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = (
+            "id",
+            "name",
+            "description",
+            "task_type",
+            "input_data",
+            "priority",
+            "deadline_seconds",
+            "interval_seconds",
+            "crontab",
+            "timezone",
+            "enabled",
+            "owner",
+            "owner_username",
+            "periodic_task",
+            "next_run_at",
+            "last_run_at",
+            "total_runs",
+            "created_at",
+            "updated_at",
+        )
+        read_only_fields = fields
+
+    def get_crontab(self, schedule) -> str | None:
+        return schedule.crontab or None
+
+    def get_next_run_at(self, schedule) -> str | None:
+        now = self.context.get("now") or timezone.now()
+        moment = selectors.schedule_next_run_at(schedule, now=now)
+        return serializers.DateTimeField().to_representation(moment) if moment else None
+
+
+class ScheduleRunSerializer(serializers.ModelSerializer):
+    outcome = serializers.CharField(read_only=True, help_text="created | refused")
+    task = serializers.UUIDField(source="task_id", read_only=True, allow_null=True)
+    task_status = serializers.SerializerMethodField()
+    code = serializers.SerializerMethodField()
+    detail = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ScheduleRun
+        fields = ("id", "fired_at", "outcome", "task", "task_status", "code", "detail")
+        read_only_fields = fields
+
+    def get_task_status(self, run) -> str | None:
+        # None when no task was created, or when it has been deleted since.
+        return run.task.status if run.task_id and run.task else None
+
+    def get_code(self, run) -> str | None:
+        return run.code or None
+
+    def get_detail(self, run) -> str | None:
+        return run.detail or None

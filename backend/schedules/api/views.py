@@ -1,0 +1,104 @@
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from backend.common.idempotency import idempotent
+from backend.common.routing import UUID_PATTERN
+from backend.schedules import selectors, services
+from backend.schedules.models import Schedule
+from backend.schedules.validation import template_context
+
+from .serializers import ScheduleRunSerializer, ScheduleSerializer, ScheduleWriteSerializer
+
+
+def _as_dict(data) -> dict:
+    return data.dict() if hasattr(data, "dict") else dict(data)
+
+
+class ScheduleViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Recurring schedules: yours (staff: all). Another user's schedule is 404."""
+
+    lookup_value_regex = UUID_PATTERN
+    serializer_class = ScheduleSerializer
+    permission_classes = [permissions.IsAuthenticated]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return Schedule.objects.none()
+        return selectors.schedules_visible_to(self.request.user).order_by("-created_at", "id")
+
+    def get_serializer_context(self):
+        # One clock for a whole response, so every next_run_at is computed from the same now.
+        return {**super().get_serializer_context(), "now": timezone.now()}
+
+    def _respond(self, schedule, code=status.HTTP_200_OK):
+        return Response(
+            ScheduleSerializer(schedule, context=self.get_serializer_context()).data, status=code
+        )
+
+    def _validated(self, data: dict, owner) -> dict:
+        serializer = ScheduleWriteSerializer(
+            data=data, context=template_context(owner, self.request)
+        )
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    @extend_schema(request=ScheduleWriteSerializer, responses={201: ScheduleSerializer})
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        """Create a schedule: a task template and when to fire it (interval or crontab).
+        With an ``Idempotency-Key`` header, a retry returns the first response."""
+        data = self._validated(request.data, request.user)
+        schedule = services.schedule_create(owner=request.user, **data)
+        return self._respond(schedule, status.HTTP_201_CREATED)
+
+    @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    def update(self, request, *args, **kwargs):
+        """Replace a schedule (fields left out take their defaults)."""
+        schedule = self.get_object()
+        data = self._validated(request.data, schedule.owner)
+        return self._respond(
+            services.schedule_update(schedule=schedule, actor=request.user, data=data)
+        )
+
+    @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    def partial_update(self, request, *args, **kwargs):
+        """Change some fields; the schedule they make is validated whole. Giving crontab
+        clears interval_seconds and the other way round."""
+        schedule = self.get_object()
+        changes = _as_dict(request.data)
+        current = {
+            **services.schedule_template(schedule),
+            "deadline_seconds": schedule.deadline_seconds,
+            "interval_seconds": schedule.interval_seconds,
+            "crontab": schedule.crontab or None,
+            "timezone": schedule.timezone,
+            "enabled": schedule.enabled,
+        }
+        if "crontab" in changes and "interval_seconds" not in changes:
+            current["interval_seconds"] = None
+        if "interval_seconds" in changes and "crontab" not in changes:
+            current["crontab"] = None
+        data = self._validated({**current, **changes}, schedule.owner)
+        return self._respond(
+            services.schedule_update(schedule=schedule, actor=request.user, data=data)
+        )
+
+    def destroy(self, request, *args, **kwargs):
+        """Delete a schedule and its periodic task (the tasks it created stay)."""
+        services.schedule_delete(schedule=self.get_object(), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses=ScheduleRunSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def runs(self, request, pk=None):
+        """The schedule's firings, newest first: the task created, or the refusal."""
+        runs = selectors.schedule_runs(self.get_object())
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(ScheduleRunSerializer(page, many=True).data)

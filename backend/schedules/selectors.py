@@ -1,0 +1,50 @@
+"""Reads of schedules and their runs."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from backend.users.models import User
+
+from . import timing
+from .models import Schedule, ScheduleRun
+
+
+def schedules_visible_to(user: User) -> QuerySet[Schedule]:
+    """Staff see every schedule; others their own."""
+    queryset = Schedule.objects.select_related("owner", "periodic_task")
+    if not user.is_staff:
+        queryset = queryset.filter(owner=user)
+    return queryset
+
+
+def schedule_runs(schedule: Schedule) -> QuerySet[ScheduleRun]:
+    """The schedule's runs, newest first, each with its task's current status."""
+    return (
+        ScheduleRun.objects.filter(schedule=schedule)
+        .select_related("task")
+        .order_by("-fired_at", "-id")
+    )
+
+
+def schedule_next_run_at(schedule: Schedule, *, now: datetime | None = None) -> datetime | None:
+    """When beat fires the schedule next; None while it is disabled.
+
+    A crontab fires at its next match after now, in its time zone. An interval fires one
+    interval after its last firing, or after the periodic task was last changed when it has
+    not fired since (beat's rule); so an overdue schedule (beat stopped) shows a past time.
+    """
+    if not schedule.enabled:
+        return None
+    now = now or timezone.now()
+    if schedule.interval_seconds is None:
+        return timing.next_crontab_run(schedule.crontab, schedule.timezone, after=now)
+    periodic_task = schedule.periodic_task
+    last = periodic_task.last_run_at or periodic_task.date_changed
+    if schedule.last_run_at is not None and schedule.last_run_at > last:
+        # Beat saves its own last_run_at only every few minutes; the run recorded is newer.
+        last = schedule.last_run_at
+    return timing.next_interval_run(schedule.interval_seconds, last=last)

@@ -1,0 +1,247 @@
+"""Every change of a schedule, and its firing.
+
+A schedule and its django-celery-beat ``PeriodicTask`` (with its ``IntervalSchedule`` or
+``CrontabSchedule``) are written in one transaction, so beat never sees one without the
+other. Each firing creates its task through ``tasks.services.task_create`` (the active-task
+limit applies) and records a ``ScheduleRun``: the task, or the refusal's code and detail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.tasks import services as task_services
+from backend.users.models import User
+
+from . import timing
+from .models import Schedule, ScheduleRun
+from .validation import TEMPLATE_FIELDS, validate_template
+
+logger = logging.getLogger(__name__)
+
+FIRE_TASK = "backend.schedules.jobs.fire_schedule"
+TIMING_FIELDS = ("interval_seconds", "crontab", "timezone")
+EDITABLE_FIELDS = (*TEMPLATE_FIELDS, "deadline_seconds", *TIMING_FIELDS, "enabled")
+
+# Refusal codes of a firing that are not a task rule's own.
+OWNER_INACTIVE = "owner_inactive"
+INVALID_INPUT = "invalid_input"
+
+
+# --- create, edit, delete ---------------------------------------------------------------
+
+
+@transaction.atomic
+def schedule_create(
+    *,
+    owner: User,
+    task_type: str,
+    input_data: dict | None = None,
+    name: str = "",
+    description: str = "",
+    priority: str = "normal",
+    deadline_seconds: int | None = None,
+    interval_seconds: int | None = None,
+    crontab: str = "",
+    timezone: str = "UTC",
+    enabled: bool = True,
+) -> Schedule:
+    """Create a schedule and its periodic task; the template must already be validated."""
+    # Lock the owner's row: two concurrent creates cannot both take the last place.
+    User.objects.select_for_update().filter(pk=owner.pk).first()
+    limit = settings.MAX_SCHEDULES_PER_USER
+    if Schedule.objects.filter(owner=owner).count() >= limit:
+        raise Conflict(
+            f"{owner.username} already has {limit} schedules (the most allowed); delete one first.",
+            code="schedule_limit",
+        )
+    schedule = Schedule(
+        owner=owner,
+        task_type=task_type,
+        input_data=input_data or {},
+        name=name,
+        description=description,
+        priority=priority,
+        deadline_seconds=deadline_seconds,
+        interval_seconds=interval_seconds,
+        crontab=crontab or "",
+        timezone=timezone,
+        enabled=enabled,
+    )
+    periodic_task = PeriodicTask(name=_periodic_task_name(schedule), task=FIRE_TASK)
+    _sync_periodic_task(periodic_task, schedule)
+    schedule.periodic_task = periodic_task
+    schedule.save()
+    return schedule
+
+
+@transaction.atomic
+def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) -> Schedule:
+    """Apply validated changes (a whole, valid schedule once merged) and keep the periodic
+    task in step."""
+    _require_owner_or_staff(schedule, actor)
+    schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    for field in EDITABLE_FIELDS:
+        if field in data:
+            setattr(schedule, field, data[field])
+    if schedule.crontab is None:
+        schedule.crontab = ""
+    periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    _sync_periodic_task(periodic_task, schedule)
+    schedule.save()
+    return schedule
+
+
+def schedule_set_enabled(*, schedule: Schedule, actor: User, enabled: bool) -> Schedule:
+    return schedule_update(schedule=schedule, actor=actor, data={"enabled": enabled})
+
+
+@transaction.atomic
+def schedule_delete(*, schedule: Schedule, actor: User) -> None:
+    """Delete the schedule, its runs and its periodic task (the tasks it created stay)."""
+    _require_owner_or_staff(schedule, actor)
+    periodic_task_id = schedule.periodic_task_id
+    Schedule.objects.filter(pk=schedule.pk).delete()
+    # Deleted one by one (not in bulk) so beat's change marker is bumped.
+    for periodic_task in PeriodicTask.objects.filter(pk=periodic_task_id):
+        periodic_task.delete()
+
+
+# --- firing (called by the worker on beat's message) -----------------------------------
+
+
+def schedule_fire(*, schedule_id, message_id: str | None = None) -> ScheduleRun | None:
+    """Create the schedule's task now and record the run; None when there is nothing to
+    fire (the schedule was deleted or disabled since beat sent the message)."""
+    try:
+        with transaction.atomic():
+            return _fire(schedule_id, message_id)
+    except IntegrityError:
+        # The same message handled concurrently by another worker: that one recorded it.
+        existing = ScheduleRun.objects.filter(message_id=message_id).first()
+        if message_id is None or existing is None:
+            raise
+        return existing
+
+
+def _fire(schedule_id, message_id: str | None) -> ScheduleRun | None:
+    # The schedule's row lock makes concurrent firings of one schedule take turns.
+    schedule = Schedule.objects.select_for_update().filter(pk=schedule_id).first()
+    if schedule is None or not schedule.enabled:
+        return None
+    if message_id is not None:
+        duplicate = ScheduleRun.objects.filter(message_id=message_id).first()
+        if duplicate is not None:
+            return duplicate
+    now = timezone.now()
+    run = ScheduleRun(schedule=schedule, fired_at=now, message_id=message_id)
+    owner = schedule.owner
+    if not owner.is_active:
+        schedule.enabled = False
+        periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+        _sync_periodic_task(periodic_task, schedule)
+        Schedule.objects.filter(pk=schedule.pk).update(enabled=False, updated_at=now)
+        run.code = OWNER_INACTIVE
+        run.detail = "The schedule's owner is deactivated; the schedule has been disabled."
+    else:
+        _create_task(schedule, run, now)
+    run.save()
+    Schedule.objects.filter(pk=schedule.pk).update(last_run_at=now, total_runs=F("total_runs") + 1)
+    return run
+
+
+def _create_task(schedule: Schedule, run: ScheduleRun, now) -> None:
+    """Validate the template again (an input may have gone stale, e.g. a deleted file) and
+    create the task; a refusal is written on the run, never raised."""
+    template, errors = validate_template(schedule_template(schedule), owner=schedule.owner)
+    if errors:
+        run.code = INVALID_INPUT
+        run.detail = "The template is no longer valid: " + json.dumps(errors)[:1000]
+        return
+    deadline = None
+    if schedule.deadline_seconds:
+        deadline = now + timedelta(seconds=schedule.deadline_seconds)
+    try:
+        task = task_services.task_create(
+            owner=schedule.owner,
+            task_type=template["task_type"],
+            input_data=template["input_data"],
+            name=template["name"],
+            description=template["description"],
+            priority=template["priority"],
+            deadline=deadline,
+        )
+    except DomainError as exc:
+        run.code = exc.code
+        run.detail = exc.detail
+    else:
+        run.task = task
+
+
+def schedule_template(schedule: Schedule) -> dict[str, Any]:
+    return {field: getattr(schedule, field) for field in TEMPLATE_FIELDS}
+
+
+# --- the periodic task ------------------------------------------------------------------
+
+
+def _periodic_task_name(schedule: Schedule) -> str:
+    return f"schedule {schedule.pk}"
+
+
+def _sync_periodic_task(periodic_task: PeriodicTask, schedule: Schedule) -> None:
+    """Point the periodic task at the schedule's timing and state, and save it (which also
+    tells beat that its schedule changed)."""
+    if schedule.interval_seconds is not None:
+        periodic_task.interval = _interval(schedule.interval_seconds)
+        periodic_task.crontab = None
+    else:
+        periodic_task.crontab = _crontab(schedule.crontab, schedule.timezone)
+        periodic_task.interval = None
+    periodic_task.task = FIRE_TASK
+    periodic_task.kwargs = json.dumps({"schedule_id": str(schedule.pk)})
+    periodic_task.enabled = schedule.enabled
+    periodic_task.description = (
+        f"{schedule.owner.username}: {schedule.name or schedule.task_type}. "
+        f"Managed by /api/schedules/{schedule.pk}/ and the Schedules admin; "
+        f"change it there, not here."
+    )
+    if periodic_task.pk is None:
+        periodic_task.save()
+        return
+    # Only these columns: beat writes last_run_at and total_run_count of the same row.
+    fields = ["interval", "crontab", "task", "kwargs", "enabled", "description", "date_changed"]
+    if not periodic_task.enabled:
+        fields.append("last_run_at")  # beat's rule: a disabled task forgets its last run
+    periodic_task.save(update_fields=fields)
+
+
+def _interval(seconds: int) -> IntervalSchedule:
+    # Interval rows are shared by every periodic task with the same period, and never
+    # deleted here (beat's own entries may use the same row).
+    found = IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS)
+    return found.first() or IntervalSchedule.objects.create(
+        every=seconds, period=IntervalSchedule.SECONDS
+    )
+
+
+def _crontab(expression: str, zone: str) -> CrontabSchedule:
+    spec = timing.parse_crontab(expression)
+    found = CrontabSchedule.objects.filter(**spec, timezone=zone)
+    return found.first() or CrontabSchedule.objects.create(**spec, timezone=ZoneInfo(zone))
+
+
+def _require_owner_or_staff(schedule: Schedule, actor: User) -> None:
+    if not (actor.is_staff or schedule.owner_id == actor.pk):
+        raise PermissionDenied("Only the schedule's owner or staff can do this.")

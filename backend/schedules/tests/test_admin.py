@@ -1,0 +1,174 @@
+"""The admin: schedules with their runs inline; every change goes through the services, so
+the periodic task stays in step."""
+
+import pytest
+from django_celery_beat.models import PeriodicTask
+
+from backend.schedules import services
+from backend.schedules.models import Schedule
+from backend.users.tests.factories import UserFactory
+
+from .factories import make_schedule
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/schedules/schedule/"
+ADD = CHANGELIST + "add/"
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client(client, admin_user):
+    client.force_login(admin_user)
+    return client
+
+
+def change_url(schedule) -> str:
+    return f"{CHANGELIST}{schedule.pk}/change/"
+
+
+def form_data(schedule=None, **fields) -> dict:
+    """A complete admin form: the schedule's fields, and the runs inline as displayed."""
+    data = {
+        "task_type": "sum",
+        "input_data": '{"numbers": [1, 2]}',
+        "name": "from the admin",
+        "description": "",
+        "priority": "normal",
+        "deadline_seconds": "",
+        "interval_seconds": "120",
+        "crontab": "",
+        "timezone": "UTC",
+        "enabled": "on",
+    }
+    runs = list(schedule.runs.order_by("-fired_at", "-id")[:50]) if schedule else []
+    data.update(
+        {
+            "runs-TOTAL_FORMS": str(len(runs)),
+            "runs-INITIAL_FORMS": str(len(runs)),
+            "runs-MIN_NUM_FORMS": "0",
+            "runs-MAX_NUM_FORMS": "0",
+        }
+    )
+    for index, run in enumerate(runs):
+        data[f"runs-{index}-id"] = str(run.pk)
+        data[f"runs-{index}-schedule"] = str(schedule.pk)
+    data.update(fields)
+    return {key: value for key, value in data.items() if value is not None}
+
+
+def test_add_creates_the_schedule_and_its_periodic_task(admin_client, admin_user):
+    owner = UserFactory()
+    response = admin_client.post(ADD, form_data(owner=str(owner.pk)))
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    schedule = Schedule.objects.get()
+    assert schedule.owner == owner and schedule.interval_seconds == 120
+    assert schedule.input_data == {"numbers": [1, 2]}
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert task.enabled and task.interval.every == 120
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"crontab": "0 25 * * *", "interval_seconds": ""}, "hour field"),
+        ({"input_data": '{"numbers": []}'}, "numbers"),
+        ({"interval_seconds": "5"}, "at least 60"),
+        ({"crontab": "* * * * *"}, "not both"),
+        ({"timezone": "Nowhere/City", "crontab": "* * * * *", "interval_seconds": ""}, "IANA"),
+    ],
+)
+def test_add_refuses_what_the_api_refuses(admin_client, admin_user, fields, message):
+    periodic_tasks = PeriodicTask.objects.count()
+    response = admin_client.post(ADD, form_data(owner=str(admin_user.pk), **fields))
+
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Schedule.objects.exists()
+    assert PeriodicTask.objects.count() == periodic_tasks
+
+
+def test_add_past_the_limit_is_refused(admin_client, admin_user, settings):
+    settings.MAX_SCHEDULES_PER_USER = 1
+    make_schedule(admin_user)
+    response = admin_client.post(ADD, form_data(owner=str(admin_user.pk)))
+    assert response.status_code == 200 and "the most allowed" in response.content.decode()
+    assert Schedule.objects.count() == 1
+
+
+def test_change_page_shows_runs_and_saving_keeps_the_periodic_task_in_step(admin_client, user):
+    schedule = make_schedule(user, interval_seconds=300)
+    services.schedule_fire(schedule_id=schedule.pk)
+    Schedule.objects.filter(pk=schedule.pk).update(input_data={"numbers": []})
+    services.schedule_fire(schedule_id=schedule.pk)
+
+    page = admin_client.get(change_url(schedule)).content.decode()
+    assert "invalid_input" in page and "Runs (the latest 50)" in page
+
+    response = admin_client.post(
+        change_url(schedule),
+        form_data(schedule, crontab="15 6 * * *", interval_seconds="", timezone="Europe/Paris"),
+    )
+
+    assert response.status_code == 302, response.content.decode()[:3000]
+    schedule.refresh_from_db()
+    assert schedule.crontab == "15 6 * * *" and schedule.interval_seconds is None
+    assert schedule.input_data == {"numbers": [1, 2]}
+    task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert task.interval is None and task.crontab.hour == "6"
+    assert str(task.crontab.timezone) == "Europe/Paris"
+    assert schedule.runs.count() == 2
+
+
+def test_actions_enable_and_disable(admin_client, user):
+    schedules = [make_schedule(user), make_schedule(user)]
+    selected = [str(s.pk) for s in schedules]
+
+    admin_client.post(CHANGELIST, {"action": "disable_schedules", "_selected_action": selected})
+    assert not PeriodicTask.objects.filter(
+        pk__in=[s.periodic_task_id for s in schedules], enabled=True
+    ).exists()
+    assert not Schedule.objects.filter(enabled=True).exists()
+
+    admin_client.post(CHANGELIST, {"action": "enable_schedules", "_selected_action": selected})
+    assert Schedule.objects.filter(enabled=True).count() == 2
+    assert (
+        PeriodicTask.objects.filter(
+            pk__in=[s.periodic_task_id for s in schedules], enabled=True
+        ).count()
+        == 2
+    )
+
+
+def test_delete_one_and_delete_selected_remove_the_periodic_tasks(admin_client, user):
+    one, two, three = (make_schedule(user) for _ in range(3))
+
+    response = admin_client.post(f"{CHANGELIST}{one.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    admin_client.post(
+        CHANGELIST,
+        {
+            "action": "delete_selected",
+            "_selected_action": [str(two.pk), str(three.pk)],
+            "post": "yes",
+        },
+    )
+
+    assert not Schedule.objects.exists()
+    assert not PeriodicTask.objects.filter(task=services.FIRE_TASK).exists()
+
+
+def test_lists_show_schedules_and_their_periodic_tasks(admin_client, user):
+    schedule = make_schedule(user, name="visible in the admin", crontab="0 9 * * 1-5")
+
+    page = admin_client.get(CHANGELIST).content.decode()
+    assert "visible in the admin" in page
+    periodic = admin_client.get("/admin/django_celery_beat/periodictask/").content.decode()
+    assert f"schedule {schedule.pk}" in periodic
+    add_page = admin_client.get(ADD)
+    assert add_page.status_code == 200

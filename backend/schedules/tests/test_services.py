@@ -1,0 +1,311 @@
+"""Schedule rules: the periodic task kept in step, the per-user limit, and each firing."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import IntervalSchedule, PeriodicTask, PeriodicTasks
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from backend.celery import app as celery_app
+from backend.common.errors import Conflict, PermissionDenied
+from backend.schedules import selectors, services
+from backend.schedules.models import Schedule, ScheduleRun
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.tests.factories import UserFactory
+
+from .factories import make_schedule
+
+pytestmark = pytest.mark.django_db
+
+
+def beat_entries() -> dict:
+    """What beat's DatabaseScheduler would run now, by entry name."""
+    return DatabaseScheduler(app=celery_app, lazy=True).all_as_schedule()
+
+
+def periodic_task(schedule) -> PeriodicTask:
+    return PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+
+
+# --- the periodic task ------------------------------------------------------------------
+
+
+def test_an_interval_schedule_is_one_periodic_task_beat_runs(user):
+    schedule = make_schedule(user, interval_seconds=300, name="adds")
+
+    task = periodic_task(schedule)
+    assert task.task == "backend.schedules.jobs.fire_schedule"
+    assert task.enabled and task.crontab is None
+    assert (task.interval.every, task.interval.period) == (300, IntervalSchedule.SECONDS)
+    entry = beat_entries()[task.name]
+    assert entry.task == "backend.schedules.jobs.fire_schedule"
+    assert entry.kwargs == {"schedule_id": str(schedule.pk)}
+    assert entry.schedule.run_every == timedelta(seconds=300)
+    assert "adds" in task.description and user.username in task.description
+
+
+def test_firings_are_routed_to_the_maintenance_queue():
+    route = celery_app.amqp.router.route({}, "backend.schedules.jobs.fire_schedule")
+    assert route["queue"].name == "maintenance"
+
+
+def test_a_crontab_schedule_carries_its_time_zone(user):
+    schedule = make_schedule(user, crontab="0 * * * 1-5", timezone="Europe/Paris")
+
+    task = periodic_task(schedule)
+    assert task.interval is None
+    cron = task.crontab
+    assert (cron.minute, cron.hour, cron.day_of_month, cron.month_of_year, cron.day_of_week) == (
+        "0",
+        "*",
+        "*",
+        "*",
+        "1-5",
+    )
+    assert str(cron.timezone) == "Europe/Paris"
+    entry = beat_entries()[task.name]
+    assert str(entry.schedule.tz) == "Europe/Paris"
+
+
+def test_an_update_changes_the_same_periodic_task(user):
+    schedule = make_schedule(user, interval_seconds=300)
+    before = periodic_task(schedule)
+    changed_at = PeriodicTasks.last_change()
+
+    schedule = services.schedule_update(
+        schedule=schedule,
+        actor=user,
+        data={"interval_seconds": None, "crontab": "*/5 * * * *", "timezone": "UTC"},
+    )
+
+    after = periodic_task(schedule)
+    assert after.pk == before.pk
+    assert after.interval is None and after.crontab.minute == "*/5"
+    assert PeriodicTask.objects.filter(task=services.FIRE_TASK).count() == 1
+    # Beat notices changes through this marker.
+    assert PeriodicTasks.last_change() > changed_at
+
+
+def test_an_update_keeps_the_last_run_beat_recorded(user):
+    schedule = make_schedule(user, interval_seconds=300)
+    recorded = timezone.now() - timedelta(minutes=3)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(
+        last_run_at=recorded, total_run_count=7
+    )
+
+    services.schedule_update(schedule=schedule, actor=user, data={"name": "renamed"})
+
+    task = periodic_task(schedule)
+    assert task.last_run_at == recorded and task.total_run_count == 7
+    assert Schedule.objects.get(pk=schedule.pk).name == "renamed"
+
+
+def test_disable_and_enable(user):
+    schedule = make_schedule(user)
+    name = periodic_task(schedule).name
+
+    services.schedule_set_enabled(schedule=schedule, actor=user, enabled=False)
+    assert not periodic_task(schedule).enabled
+    assert not Schedule.objects.get(pk=schedule.pk).enabled
+    assert name not in beat_entries()
+
+    services.schedule_set_enabled(schedule=schedule, actor=user, enabled=True)
+    assert periodic_task(schedule).enabled
+    assert name in beat_entries()
+
+
+def test_delete_removes_the_periodic_task_and_runs_but_not_the_tasks(user):
+    schedule = make_schedule(user)
+    run = services.schedule_fire(schedule_id=schedule.pk)
+    changed_at = PeriodicTasks.last_change()
+
+    services.schedule_delete(schedule=schedule, actor=user)
+
+    assert not Schedule.objects.filter(pk=schedule.pk).exists()
+    assert not PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
+    assert not ScheduleRun.objects.filter(pk=run.pk).exists()
+    assert Task.objects.filter(pk=run.task_id).exists()
+    assert PeriodicTasks.last_change() > changed_at
+
+
+def test_only_the_owner_or_staff_change_a_schedule(user, other_user, staff):
+    schedule = make_schedule(user)
+    with pytest.raises(PermissionDenied):
+        services.schedule_update(schedule=schedule, actor=other_user, data={"name": "x"})
+    with pytest.raises(PermissionDenied):
+        services.schedule_delete(schedule=schedule, actor=other_user)
+    services.schedule_update(schedule=schedule, actor=staff, data={"name": "by staff"})
+    services.schedule_delete(schedule=schedule, actor=staff)
+    assert not Schedule.objects.exists()
+
+
+def test_the_per_user_limit_writes_nothing(user, other_user, settings):
+    settings.MAX_SCHEDULES_PER_USER = 2
+    make_schedule(user)
+    make_schedule(user)
+    periodic_tasks = PeriodicTask.objects.count()
+
+    with pytest.raises(Conflict) as refused:
+        make_schedule(user)
+
+    assert refused.value.code == "schedule_limit"
+    assert Schedule.objects.filter(owner=user).count() == 2
+    assert PeriodicTask.objects.count() == periodic_tasks
+    make_schedule(other_user)  # the limit is per user
+
+
+# --- firing -----------------------------------------------------------------------------
+
+
+def test_a_firing_creates_the_templates_task_and_records_it(
+    user, django_capture_on_commit_callbacks
+):
+    schedule = make_schedule(
+        user,
+        task_type="sum",
+        input_data={"numbers": [4, 5]},
+        name="nightly sum",
+        description="adds",
+        priority="high",
+        deadline_seconds=600,
+    )
+
+    before = timezone.now()
+    with django_capture_on_commit_callbacks() as callbacks:
+        run = services.schedule_fire(schedule_id=schedule.pk, message_id="m-1")
+
+    task = Task.objects.get(pk=run.task_id)
+    assert (task.owner, task.assignee, task.status) == (user, user, TaskStatus.PENDING)
+    assert task.input_data == {"numbers": [4, 5]}
+    assert (task.name, task.description, task.priority) == ("nightly sum", "adds", "high")
+    assert (
+        before + timedelta(seconds=600) <= task.deadline <= timezone.now() + timedelta(seconds=600)
+    )
+    assert callbacks, "the task is sent to the broker once committed"
+    assert run.outcome == "created" and run.code == "" and run.fired_at >= before
+    schedule.refresh_from_db()
+    assert schedule.total_runs == 1 and schedule.last_run_at == run.fired_at
+
+
+def test_every_firing_is_a_new_task_and_a_new_run(user):
+    schedule = make_schedule(user)
+    runs = [services.schedule_fire(schedule_id=schedule.pk) for _ in range(3)]
+
+    assert len({run.task_id for run in runs}) == 3
+    assert Task.objects.filter(owner=user).count() == 3
+    schedule.refresh_from_db()
+    assert schedule.total_runs == 3
+    assert list(selectors.schedule_runs(schedule)) == runs[::-1]  # newest first
+
+
+def test_at_the_active_task_limit_the_run_is_refused_and_recorded(user, settings):
+    settings.MAX_ACTIVE_TASKS = 5
+    held = TaskFactory.create_batch(5, owner=user)
+    schedule = make_schedule(user)
+
+    refused = services.schedule_fire(schedule_id=schedule.pk)
+
+    assert refused.task_id is None and refused.outcome == "refused"
+    assert refused.code == "active_task_limit"
+    assert "5 active tasks" in refused.detail
+    assert Task.objects.filter(owner=user).count() == 5
+
+    # Refused firings are recorded, not retried; once a slot frees the next one fires.
+    Task.objects.filter(pk=held[0].pk).update(status=TaskStatus.COMPLETED)
+    created = services.schedule_fire(schedule_id=schedule.pk)
+    assert created.task_id is not None and created.code == ""
+    schedule.refresh_from_db()
+    assert schedule.total_runs == 2
+    assert ScheduleRun.objects.filter(schedule=schedule).count() == 2
+
+
+def test_a_deactivated_owner_disables_the_schedule(user):
+    schedule = make_schedule(user)
+    user.is_active = False
+    user.save()
+
+    run = services.schedule_fire(schedule_id=schedule.pk)
+
+    assert run.code == "owner_inactive" and run.task_id is None
+    schedule.refresh_from_db()
+    assert not schedule.enabled and not periodic_task(schedule).enabled
+    assert not Task.objects.exists()
+    # Nothing more is fired.
+    assert services.schedule_fire(schedule_id=schedule.pk) is None
+    assert ScheduleRun.objects.count() == 1
+
+
+def test_a_message_delivered_twice_fires_once(user):
+    schedule = make_schedule(user)
+
+    first = services.schedule_fire(schedule_id=schedule.pk, message_id="beat-message-1")
+    again = services.schedule_fire(schedule_id=schedule.pk, message_id="beat-message-1")
+
+    assert again.pk == first.pk
+    assert Task.objects.count() == 1 and ScheduleRun.objects.count() == 1
+
+
+def test_a_disabled_or_deleted_schedule_does_not_fire(user):
+    schedule = make_schedule(user, enabled=False)
+    assert services.schedule_fire(schedule_id=schedule.pk) is None
+    gone = make_schedule(user)
+    services.schedule_delete(schedule=gone, actor=user)
+    assert services.schedule_fire(schedule_id=gone.pk) is None
+    assert not ScheduleRun.objects.exists() and not Task.objects.exists()
+
+
+def test_a_template_gone_stale_is_a_refused_run(user):
+    schedule = make_schedule(user)
+    # Rules are checked again at each firing (e.g. a limit lowered, a file deleted).
+    Schedule.objects.filter(pk=schedule.pk).update(input_data={"numbers": []})
+
+    run = services.schedule_fire(schedule_id=schedule.pk)
+
+    assert run.code == "invalid_input" and run.task_id is None
+    assert "numbers" in run.detail
+    assert not Task.objects.exists()
+
+
+def test_a_run_keeps_the_task_id_after_the_task_is_deleted(user):
+    schedule = make_schedule(user)
+    run = services.schedule_fire(schedule_id=schedule.pk)
+    task_id = run.task_id
+    Task.objects.filter(pk=task_id).delete()
+
+    run = selectors.schedule_runs(schedule).get()
+    assert run.task_id == task_id and run.task is None
+
+
+# --- next run ---------------------------------------------------------------------------
+
+
+def test_next_run_of_an_interval(user):
+    schedule = make_schedule(user, interval_seconds=300)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    changed = schedule.periodic_task.date_changed
+    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
+
+    run = services.schedule_fire(schedule_id=schedule.pk)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(schedule) == run.fired_at + timedelta(seconds=300)
+
+    # Beat's own record of its last sending wins when it is newer.
+    sent = run.fired_at + timedelta(seconds=5)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=sent)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(schedule) == sent + timedelta(seconds=300)
+
+
+def test_next_run_of_a_disabled_schedule_is_none(user):
+    schedule = make_schedule(user, enabled=False)
+    assert selectors.schedule_next_run_at(schedule) is None
+
+
+def test_visibility(user, other_user, staff):
+    mine = make_schedule(user)
+    theirs = make_schedule(other_user)
+    assert list(selectors.schedules_visible_to(user)) == [mine]
+    assert set(selectors.schedules_visible_to(staff)) == {mine, theirs}
+    assert not selectors.schedules_visible_to(UserFactory()).exists()

@@ -1,0 +1,103 @@
+"""When a schedule fires: crontab expressions, time zones, and the next firing time.
+
+The next firing of a crontab is computed by the same crontab class beat runs
+(django-celery-beat's time-zone-aware one), from the wall clock of the schedule's zone, so a
+09:00 Europe/Paris schedule says 07:00 UTC in summer and 08:00 UTC in winter.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, available_timezones
+
+from celery.schedules import crontab as celery_crontab
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django_celery_beat import validators
+from django_celery_beat.tzcrontab import TzAwareCrontab
+
+FIELDS = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+LABELS = {
+    "minute": "minute",
+    "hour": "hour",
+    "day_of_month": "day-of-month",
+    "month_of_year": "month",
+    "day_of_week": "day-of-week",
+}
+_MODEL_VALIDATORS = {
+    "minute": validators.minute_validator,
+    "hour": validators.hour_validator,
+    "day_of_month": validators.day_of_month_validator,
+    "month_of_year": validators.month_of_year_validator,
+    "day_of_week": validators.day_of_week_validator,
+}
+_HINTS = {"day_of_week": " (Sunday is 0, Monday 1, ... Saturday 6; or sun, mon, ...)"}
+
+
+class TimingError(ValueError):
+    """A crontab expression or time zone that cannot be used; the message names the part."""
+
+
+def parse_crontab(expression: str) -> dict[str, str]:
+    """``"*/5 * * * *"`` → the five fields by name; ``TimingError`` naming the bad field."""
+    parts = expression.split() if isinstance(expression, str) else []
+    if len(parts) != len(FIELDS):
+        raise TimingError(
+            "A crontab has five fields separated by spaces: minute hour day-of-month month "
+            "day-of-week, e.g. '*/5 * * * *' or '0 9 * * 1-5'."
+        )
+    spec = dict(zip(FIELDS, parts, strict=True))
+    for field, value in spec.items():
+        # Both parsers must accept it: celery's (what beat runs) and django-celery-beat's
+        # model validators (what the admin's crontab form checks).
+        reason = None
+        try:
+            _MODEL_VALIDATORS[field](value)
+        except DjangoValidationError as exc:
+            reason = "; ".join(exc.messages)
+        if reason is None:
+            try:
+                celery_crontab(**{field: value})
+            except Exception as exc:  # celery raises ValueError and its parser's own errors
+                reason = str(exc) or type(exc).__name__
+        if reason is not None:
+            raise TimingError(
+                f"The {LABELS[field]} field {value!r} is invalid: {reason}{_HINTS.get(field, '')}"
+            )
+    try:
+        celery_crontab(**spec)
+    except ValueError as exc:  # e.g. day 31 in February only: it would never fire
+        raise TimingError(f"This crontab never fires: {exc}") from None
+    return spec
+
+
+def normalize_crontab(expression: str) -> str:
+    return " ".join(parse_crontab(expression).values())
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def validate_timezone(name: str) -> str:
+    if not isinstance(name, str) or name not in _zone_names():
+        raise TimingError(
+            f"{name!r} is not a known IANA time zone name (e.g. 'UTC', 'Europe/Paris')."
+        )
+    return name
+
+
+def beat_crontab(expression: str, zone: str) -> TzAwareCrontab:
+    return TzAwareCrontab(**parse_crontab(expression), tz=ZoneInfo(zone))
+
+
+def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime:
+    """The first firing strictly after ``after`` (to the minute), in UTC."""
+    schedule = beat_crontab(expression, zone)
+    schedule.nowfun = lambda: after.astimezone(schedule.tz)
+    return after.astimezone(UTC) + schedule.remaining_estimate(after)
+
+
+def next_interval_run(interval_seconds: int, *, last: datetime) -> datetime:
+    return last + timedelta(seconds=interval_seconds)

@@ -1,0 +1,254 @@
+"""The ``email`` and ``reminder`` types: input rules over HTTP, and runs against a real SMTP
+server on loopback (aiosmtpd), including servers that refuse or are not there."""
+
+import pytest
+
+from backend.common.tests.smtpd import (
+    AUTH_WARNING,
+    BANNER,
+    REFUSAL_TEXT,
+    SMTPServer,
+    free_port,
+    use_smtp,
+)
+from backend.tasks import runner
+from backend.tasks.models import Task, TaskStatus
+from backend.users.tests.factories import UserFactory
+
+from .factories import TaskFactory
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "pa55-word-never-shown"
+
+
+@pytest.fixture
+def smtp():
+    with SMTPServer() as server:
+        yield server
+
+
+@pytest.fixture
+def client(client_for, user):
+    return client_for(user)
+
+
+def email_input(**overrides) -> dict:
+    return {"to": ["ann@example.com"], "subject": "Hello", "body": "Plain body", **overrides}
+
+
+def run(task) -> Task:
+    runner.execute(str(task.pk))
+    task.refresh_from_db()
+    return task
+
+
+# --- input ------------------------------------------------------------------------------
+
+
+def test_create_an_email_task(client):
+    response = client.post(
+        "/api/tasks/",
+        {"task_type": "email", "input_data": email_input(to="bob@example.com")},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    # One address is kept as a list of one.
+    assert response.json()["input_data"]["to"] == ["bob@example.com"]
+
+
+@pytest.mark.parametrize(
+    ("input_data", "field", "message"),
+    [
+        (email_input(to=["ok@example.com", "bad@"]), "to", "'bad@' is not a valid email address."),
+        (email_input(to=[]), "to", "At least one recipient is required."),
+        (email_input(to=5), "to", "An email address or a list of email addresses is required."),
+        (email_input(to=[f"u{i}@example.com" for i in range(11)]), "to", "At most 10 recipients"),
+        (email_input(subject="two\nlines"), "subject", "no line breaks"),
+        (email_input(subject="x" * 201), "subject", "At most 200 characters"),
+        (email_input(subject=""), "subject", "may not be blank"),
+        (email_input(body="x" * (100 * 1024 + 1)), "body", "At most 102400 bytes"),
+        (email_input(html=7), "html", "A string is required."),
+        ({"to": "a@example.com", "subject": "s"}, "body", "required"),
+        (email_input(cc="x@example.com"), "cc", "Unknown field."),
+    ],
+)
+def test_email_input_errors_name_the_problem(client, input_data, field, message):
+    response = client.post(
+        "/api/tasks/", {"task_type": "email", "input_data": input_data}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    errors = response.json()["input_data"][field]
+    assert any(message in error for error in errors), errors
+    assert not Task.objects.exists()
+
+
+def test_recipient_limit_follows_the_setting(client, settings):
+    settings.EMAIL_TASK_MAX_RECIPIENTS = 2
+    body = {"task_type": "email", "input_data": email_input(to=["a@x.org", "b@x.org", "c@x.org"])}
+    response = client.post("/api/tasks/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["input_data"]["to"] == ["At most 2 recipients are allowed."]
+
+
+@pytest.mark.parametrize(
+    ("input_data", "status"),
+    [
+        ({"message": "Call the dentist"}, 201),
+        ({"message": ""}, 400),
+        ({"message": "x" * (10 * 1024 + 1)}, 400),
+        ({}, 400),
+        ({"message": ["not", "text"]}, 400),
+    ],
+)
+def test_reminder_input(client, input_data, status):
+    response = client.post(
+        "/api/tasks/", {"task_type": "reminder", "input_data": input_data}, format="json"
+    )
+    assert response.status_code == status, response.content
+
+
+def test_task_types_lists_both(client):
+    kinds = {kind["name"]: kind for kind in client.get("/api/task-types/").json()}
+    assert kinds["email"]["input_schema"]["required"] == ["to", "subject", "body"]
+    assert kinds["reminder"]["input_schema"]["required"] == ["message"]
+
+
+# --- running ----------------------------------------------------------------------------
+
+
+def test_email_arrives_with_subject_body_recipients_and_html(smtp, settings, user):
+    use_smtp(settings, smtp)
+    task = TaskFactory(
+        owner=user,
+        task_type="email",
+        input_data=email_input(
+            to=["ann@example.com", "bob@example.com"], html="<p>Rich <b>body</b></p>"
+        ),
+    )
+
+    task = run(task)
+
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result == {"sent": 2}
+    [received] = smtp.messages
+    assert received.recipients == ["ann@example.com", "bob@example.com"]
+    assert received.mail_from == "noreply@localhost"
+    message = received.message
+    assert message["Subject"] == "Hello"
+    assert message["To"] == "ann@example.com, bob@example.com"
+    assert message.get_body(("plain",)).get_content().strip() == "Plain body"
+    assert "<b>body</b>" in message.get_body(("html",)).get_content()
+
+
+@pytest.mark.filterwarnings(AUTH_WARNING)
+def test_email_through_a_server_that_requires_a_login(settings, user):
+    with SMTPServer(password=PASSWORD) as smtp:
+        use_smtp(settings, smtp, user="mailer", password=PASSWORD)
+        task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+        assert task.status == TaskStatus.COMPLETED, task.error
+        assert len(smtp.messages) == 1
+
+        settings.EMAIL_HOST_PASSWORD = "wrong-" + PASSWORD
+        task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+    assert task.status == TaskStatus.FAILED
+    assert "refused the login" in task.error and "SMTP 535" in task.error
+    assert PASSWORD not in task.error and BANNER not in task.error
+
+
+def test_an_unreachable_server_fails_the_task_readably(settings, user):
+    use_smtp(settings, SMTPServer())  # never started: nothing listens on its port
+    settings.EMAIL_HOST_PASSWORD = PASSWORD
+
+    task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+
+    assert task.status == TaskStatus.FAILED
+    assert "could not connect to the mail server at 127.0.0.1:" in task.error
+    assert "connection refused" in task.error
+    assert PASSWORD not in task.error
+
+
+def test_a_server_that_never_answers_times_out(settings, user):
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", free_port()))
+        silent.listen()  # accepts connections, never says hello
+        use_smtp(settings, SMTPServer())
+        settings.EMAIL_PORT = silent.getsockname()[1]
+        settings.EMAIL_TIMEOUT = 1
+
+        task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+
+    assert task.status == TaskStatus.FAILED
+    assert "did not answer within 1 s" in task.error
+
+
+@pytest.mark.parametrize(
+    ("refuse", "expected"),
+    [
+        ("recipients", "refused every recipient: ann@example.com (SMTP 550)"),
+        ("data", "refused the message (SMTP 554)"),
+    ],
+)
+def test_refusals_keep_the_code_not_the_servers_words(smtp, settings, user, refuse, expected):
+    use_smtp(settings, smtp)
+    if refuse == "recipients":
+        smtp.handler.refuse_recipients = {"ann@example.com"}
+    else:
+        smtp.handler.refuse_data = True
+
+    task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+
+    assert task.status == TaskStatus.FAILED
+    assert expected in task.error
+    assert REFUSAL_TEXT not in task.error and BANNER not in task.error
+    assert not smtp.messages
+
+
+def test_the_default_console_backend_prints_the_mail(settings, user, capsys):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
+    task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+
+    assert task.status == TaskStatus.COMPLETED
+    printed = capsys.readouterr().out
+    assert "Subject: Hello" in printed and "To: ann@example.com" in printed
+    assert "Plain body" in printed
+
+
+def test_a_reminder_mails_the_tasks_owner(smtp, settings):
+    use_smtp(settings, smtp)
+    owner = UserFactory(email="owner@example.com")
+    task = TaskFactory(
+        owner=owner, task_type="reminder", input_data={"message": "Water the plants\nAll of them"}
+    )
+
+    task = run(task)
+
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result == {"sent": 1}
+    [received] = smtp.messages
+    assert received.recipients == ["owner@example.com"]
+    assert received.message["Subject"] == "Reminder: Water the plants"
+    assert "All of them" in received.message.get_body(("plain",)).get_content()
+
+
+def test_a_reminder_for_an_owner_without_email_fails_clearly(smtp, settings):
+    use_smtp(settings, smtp)
+    owner = UserFactory(email=None)
+
+    task = run(TaskFactory(owner=owner, task_type="reminder", input_data={"message": "hi"}))
+
+    assert task.status == TaskStatus.FAILED
+    assert "the task's owner has no email address" in task.error
+    assert not smtp.messages
+
+
+def test_a_long_first_line_is_shortened_in_the_subject(mailoutbox, user):
+    task = run(TaskFactory(owner=user, task_type="reminder", input_data={"message": "y" * 300}))
+
+    assert task.status == TaskStatus.COMPLETED
+    [mail] = mailoutbox
+    assert mail.subject == "Reminder: " + "y" * 79 + "…"
+    assert mail.to == [user.email]

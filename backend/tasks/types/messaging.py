@@ -1,0 +1,170 @@
+"""Mail: ``email`` (to any addresses) and ``reminder`` (to the task's owner).
+
+Both send through Django's email backend (``EMAIL_URL``) with ``EMAIL_TIMEOUT`` on the
+connection; a failure fails the task with a plain account of it (see ``common.email``).
+"""
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from rest_framework import serializers
+
+from backend.common.email import EmailDeliveryError, send_email
+
+from .base import (
+    QUEUE_LONG,
+    JobContext,
+    StrictInputSerializer,
+    StrictStringField,
+    TaskType,
+    register,
+)
+
+MAX_SUBJECT_CHARS = 200
+MAX_BODY_BYTES = 100 * 1024
+MAX_REMINDER_BYTES = 10 * 1024
+
+
+def _time_limit(data: dict) -> int:
+    # Connecting, sending and closing may each take up to EMAIL_TIMEOUT.
+    return settings.EMAIL_TIMEOUT * 3 + 10
+
+
+class RecipientsField(serializers.Field):
+    """One address or a list of them; kept as a list. The first bad address is named."""
+
+    default_error_messages = {
+        "invalid": "An email address or a list of email addresses is required.",
+        "empty": "At least one recipient is required.",
+        "too_many": "At most {maximum} recipients are allowed.",
+        "bad_address": "{address!r} is not a valid email address.",
+    }
+
+    def to_internal_value(self, data):
+        addresses = [data] if isinstance(data, str) else data
+        if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
+            self.fail("invalid")
+        if not addresses:
+            self.fail("empty")
+        maximum = settings.EMAIL_TASK_MAX_RECIPIENTS
+        if len(addresses) > maximum:
+            self.fail("too_many", maximum=maximum)
+        cleaned = []
+        for address in addresses:
+            address = address.strip()
+            try:
+                validate_email(address)
+            except ValidationError:
+                self.fail("bad_address", address=address[:254])
+            if address.lower() not in {seen.lower() for seen in cleaned}:
+                cleaned.append(address)
+        return cleaned
+
+    def to_representation(self, value):
+        return value
+
+    def json_schema(self) -> dict:
+        address = {"type": "string", "format": "email"}
+        return {
+            "oneOf": [
+                address,
+                {
+                    "type": "array",
+                    "items": address,
+                    "minItems": 1,
+                    "maxItems": settings.EMAIL_TASK_MAX_RECIPIENTS,
+                },
+            ]
+        }
+
+
+class SubjectField(StrictStringField):
+    default_error_messages = {
+        "too_long": f"At most {MAX_SUBJECT_CHARS} characters are allowed.",
+        "line_break": "A subject is one line: no line breaks.",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(max_bytes=MAX_SUBJECT_CHARS * 4, allow_blank=False, **kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > MAX_SUBJECT_CHARS:
+            self.fail("too_long")
+        if "\n" in value or "\r" in value:
+            self.fail("line_break")
+        return value
+
+    def json_schema(self) -> dict:
+        return {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_CHARS}
+
+
+class EmailInput(StrictInputSerializer):
+    to = RecipientsField(
+        help_text="an address, or a list of at most EMAIL_TASK_MAX_RECIPIENTS addresses"
+    )
+    subject = SubjectField(help_text=f"one line, at most {MAX_SUBJECT_CHARS} characters")
+    body = StrictStringField(max_bytes=MAX_BODY_BYTES, help_text="plain text, at most 100 KB")
+    html = StrictStringField(
+        max_bytes=MAX_BODY_BYTES,
+        required=False,
+        help_text="optional HTML alternative of the body, at most 100 KB",
+    )
+
+
+def run_email(data: dict, ctx: JobContext) -> dict:
+    sent = send_email(
+        to=data["to"], subject=data["subject"], body=data["body"], html=data.get("html")
+    )
+    return {"sent": sent}
+
+
+class ReminderInput(StrictInputSerializer):
+    message = StrictStringField(
+        max_bytes=MAX_REMINDER_BYTES,
+        allow_blank=False,
+        help_text="what to remind you of, at most 10 KB; mailed to you (the task's owner)",
+    )
+
+
+def reminder_subject(message: str) -> str:
+    first_line = message.strip().splitlines()[0] if message.strip() else ""
+    if len(first_line) > 80:
+        first_line = first_line[:79] + "…"
+    return f"Reminder: {first_line}" if first_line else "Reminder"
+
+
+def run_reminder(data: dict, ctx: JobContext) -> dict:
+    from backend.users.models import User
+
+    owner = User.objects.filter(pk=ctx.owner_id).only("email").first()
+    if owner is None or not owner.email:
+        raise EmailDeliveryError(
+            "the task's owner has no email address; add one on /api/users/me/ and retry"
+        )
+    send_email(to=[owner.email], subject=reminder_subject(data["message"]), body=data["message"])
+    return {"sent": 1}
+
+
+register(
+    TaskType(
+        name="email",
+        description="Sends an email (plain text, optionally with an HTML alternative) to one "
+        "or more addresses through the configured mail server.",
+        input_serializer=EmailInput,
+        handler=run_email,
+        time_limit=_time_limit,
+        queue=QUEUE_LONG,
+    )
+)
+
+register(
+    TaskType(
+        name="reminder",
+        description="Emails you (the task's owner) the given message.",
+        input_serializer=ReminderInput,
+        handler=run_reminder,
+        time_limit=_time_limit,
+        queue=QUEUE_LONG,
+    )
+)
