@@ -5,8 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
-from backend.schedules.api.views import ScheduleViewSet
 from backend.files.api.views import FileViewSet
+from backend.schedules.api.views import ScheduleViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
 from backend.users.api.views import UserViewSet
 
