@@ -251,6 +251,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Request bodies are documented as JSON (form parsers serve the browsable API); an
+    # upload documents its multipart body explicitly.
+    "PARSER_WHITELIST": ["backend.common.parsers.StrictJSONParser"],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "backend.common.schema.document_errors",
+    ],
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

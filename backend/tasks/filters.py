@@ -5,6 +5,7 @@ import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
+from drf_spectacular.utils import extend_schema_field
 
 from . import types
 from .models import Task, TaskPriority, TaskStatus
@@ -25,6 +26,7 @@ class UserRefField(forms.CharField):
             raise ValidationError("Give a user id (uuid), 'me' or 'none'.") from exc
 
 
+@extend_schema_field({"type": "string", "description": "a user id (uuid), 'me' or 'none'"})
 class UserRefFilter(django_filters.Filter):
     field_class = UserRefField
 

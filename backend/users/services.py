@@ -4,6 +4,8 @@ from django.contrib.auth.password_validation import validate_password
 from django.db import transaction
 from django.db.models import QuerySet
 
+from backend.common.errors import Conflict, DomainError
+
 from .models import User
 
 
@@ -25,8 +27,17 @@ def user_create(
 
 
 @transaction.atomic
-def user_update(*, user: User, data: dict) -> User:
-    """Apply validated profile changes; ``password`` is hashed, never stored as given."""
+def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
+    """Apply validated profile changes; ``password`` is hashed, never stored as given.
+
+    Staff cannot take their own staff status or activity away (no self lock-out)."""
+    if actor is not None and actor.pk == user.pk:
+        for field in ("is_staff", "is_active"):
+            if field in data and not data[field] and getattr(user, field):
+                raise DomainError(
+                    f"You cannot remove your own {field}; ask another staff member.",
+                    code="cannot_change_own_access",
+                )
     password = data.pop("password", None)
     for field, value in data.items():
         setattr(user, field, value)
@@ -43,7 +54,12 @@ def users_deactivate(*, queryset: QuerySet[User]) -> int:
     return queryset.update(is_active=False)
 
 
-def user_deactivate(*, user: User) -> User:
+def user_deactivate(*, user: User, actor: User | None = None) -> User:
+    if actor is not None and actor.pk == user.pk:
+        raise Conflict(
+            "You cannot deactivate your own account; ask another staff member.",
+            code="cannot_deactivate_self",
+        )
     users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user

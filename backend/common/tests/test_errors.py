@@ -130,3 +130,30 @@ def test_request_id_is_echoed_when_given(client_for, user):
     assert response["X-Request-ID"] == "abc-123"
     response = client_for(user).get("/api/tasks/", HTTP_X_REQUEST_ID="bad id\n")
     assert response["X-Request-ID"] != "bad id\n" and len(response["X-Request-ID"]) == 32
+
+
+def test_every_operation_documents_its_error_responses(api_client):
+    schema = api_client.get("/api/schema/?format=json").json()
+    assert "Error" in schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            for status in ("400", "401", "403", "404", "429", "500"):
+                assert status in responses, (method, path, status)
+            if method != "get":
+                assert {"409", "413", "415"} <= set(responses), (method, path)
+    create = schema["paths"]["/api/tasks/"]["post"]["responses"]
+    assert create["422"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
+def test_page_size_that_is_not_a_positive_integer_is_400(client_for, user, value):
+    response = client_for(user).get("/api/tasks/", {"page_size": value})
+    assert response.status_code == 400 and "page_size" in response.json()
+
+
+def test_page_size_above_the_maximum_is_reduced(client_for, user):
+    response = client_for(user).get("/api/tasks/", {"page_size": 1000})
+    assert response.status_code == 200

@@ -14,7 +14,7 @@ class TaskSerializer(serializers.ModelSerializer):
 
     owner_username = serializers.CharField(source="owner.username", read_only=True)
     assignee_username = serializers.CharField(
-        source="assignee.username", read_only=True, default=None
+        source="assignee.username", read_only=True, default=None, allow_null=True
     )
 
     class Meta:

@@ -137,11 +137,13 @@ class UserViewSet(
         serializer.instance = selectors.user_with_statistics(pk=user.pk)
 
     def perform_update(self, serializer):
-        user = services.user_update(user=serializer.instance, data=dict(serializer.validated_data))
+        user = services.user_update(
+            user=serializer.instance, data=dict(serializer.validated_data), actor=self.request.user
+        )
         serializer.instance = selectors.user_with_statistics(pk=user.pk)
 
     def destroy(self, request, *args, **kwargs):
-        services.user_deactivate(user=self.get_object())
+        services.user_deactivate(user=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(responses=UserSerializer)
@@ -153,6 +155,8 @@ class UserViewSet(
         if request.method == "PATCH":
             serializer = UserSerializer(user, data=request.data, partial=True, context=context)
             serializer.is_valid(raise_exception=True)
-            services.user_update(user=user, data=dict(serializer.validated_data))
+            services.user_update(
+                user=user, data=dict(serializer.validated_data), actor=request.user
+            )
             user = selectors.user_with_statistics(pk=user.pk)
         return Response(UserSerializer(user, context=context).data)

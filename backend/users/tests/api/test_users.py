@@ -472,3 +472,17 @@ def test_list_query_count_does_not_grow_with_page_size(
         expected = User.objects.get(pk=row["id"]).assigned_tasks
         assert row["total_tasks_assigned"] == expected.count()
         assert row["total_tasks_completed"] == expected.filter(status="completed").count()
+
+
+def test_staff_cannot_lock_themselves_out(client_for, staff):
+    client = client_for(staff)
+    response = client.delete(f"/api/users/{staff.pk}/")
+    assert response.status_code == 409 and response.json()["code"] == "cannot_deactivate_self"
+    for body in ({"is_active": False}, {"is_staff": False}):
+        response = client.patch(f"/api/users/{staff.pk}/", body, format="json")
+        assert response.status_code == 400
+        assert response.json()["code"] == "cannot_change_own_access"
+        response = client.patch("/api/users/me/", body, format="json")
+        assert response.status_code == 400
+    staff.refresh_from_db()
+    assert staff.is_active and staff.is_staff

@@ -1,0 +1,66 @@
+"""OpenAPI additions shared by every endpoint: the error responses each operation can give,
+all with the one error shape (``{"detail", "code"}``, plus field lists for 400s)."""
+
+from __future__ import annotations
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every error answers with this shape. Validation errors (400) also carry "
+    "a list of messages per invalid field, keyed by the field's name.",
+    "properties": {
+        "detail": {"type": "string", "description": "What went wrong, for a person."},
+        "code": {"type": "string", "description": "A stable, machine-readable code."},
+        "request_id": {"type": "string", "description": "500 only: quote it when reporting."},
+    },
+    "required": ["detail", "code"],
+    "additionalProperties": True,
+}
+
+DESCRIPTIONS = {
+    "400": "Invalid input: field errors, bad query parameters or a rule of the operation.",
+    "401": "Not authenticated, or the token is invalid or expired.",
+    "403": "Authenticated, but not allowed to do this.",
+    "404": "No such object visible to you (another user's objects are 404 too).",
+    "405": "Method not allowed on this path.",
+    "406": "None of the media types in Accept can be served.",
+    "409": "The object is not in a state that allows this (or a limit is reached).",
+    "413": "The request body is larger than the server accepts.",
+    "415": "The request body's media type is not supported.",
+    "422": "The Idempotency-Key was already used with a different request.",
+    "429": "Too many requests; retry later.",
+    "500": "Unexpected server error; the body carries a request id.",
+}
+
+PAGINATION = {"page", "page_size"}
+READ = ("400", "401", "403", "404", "405", "406", "429", "500")
+WRITE = (*READ, "409", "413", "415")
+
+
+def document_errors(result, generator, request, public):
+    """Postprocessing hook: every operation documents its error responses."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("Error", ERROR_SCHEMA)
+    reference = {"$ref": "#/components/schemas/Error"}
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            for parameter in operation.get("parameters", []):
+                # Filters, search and ordering sent empty mean "not given" (as HTML filter
+                # forms send them); page and page_size must be numbers.
+                if parameter["in"] == "query" and parameter["name"] not in PAGINATION:
+                    parameter["allowEmptyValue"] = True
+            statuses = list(READ if method == "get" else WRITE)
+            headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
+            if "Idempotency-Key" in headers:
+                statuses.append("422")
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                responses.setdefault(
+                    status,
+                    {
+                        "description": DESCRIPTIONS[status],
+                        "content": {"application/json": {"schema": reference}},
+                    },
+                )
+    return result
