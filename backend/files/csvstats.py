@@ -34,6 +34,8 @@ MAX_COLUMNS = 10_000
 BATCH_CELLS = 64 * 1024
 MAX_BATCH_ROWS = 1024
 READ_BUFFER = 64 * 1024
+# Characters of text split into rows at a time while the text is plain.
+BLOCK_CHARS = 64 * 1024
 
 _NUMBER = re.compile(r"[ \t]*[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[ \t]*")
 # Every character a batch of numbers may hold; anything else (letters of "nan" or "inf",
@@ -42,6 +44,8 @@ _NUMERIC_CHARS = re.compile(r"[0-9eE+\-. \t]*")
 _NUMBER_START = frozenset("0123456789+-. \t")
 _NUMBER_STARTS = re.compile(r"[0-9+\-. \t]")
 _first_char = operator.itemgetter(0)
+# The csv module refuses longer fields; plain text with a longer line goes to it to say so.
+_FIELD_LIMIT = csv.field_size_limit()
 # Integers beyond what a float can hold are text, like "1e999".
 _LARGEST = int(sys.float_info.max)
 _LINE_BREAK = re.compile(r"\r\n?|\n")
@@ -98,7 +102,7 @@ class ColumnStats:
             if not cells:
                 return
         self.count += len(cells)
-        values, integers = _fast_numbers(cells)
+        values, integers, low, high = _fast_numbers(cells)
         if values is None:
             # Only cells that start like a number are parsed one by one.
             firsts = "".join(map(_first_char, cells))
@@ -109,9 +113,10 @@ class ColumnStats:
                 for value in map(parse_number, [c for c in cells if c[0] in _NUMBER_START])
                 if value is not None
             ]
-            integers = all(type(value) is int for value in values)
             if not values:
                 return
+            integers = all(type(value) is int for value in values)
+            low, high = min(values), max(values)
         self.numbers += len(values)
         if integers:
             self.int_sum += sum(values)
@@ -121,7 +126,6 @@ class ColumnStats:
                 self._add_float(math.fsum(values))
             except OverflowError:
                 raise ValueError(self._too_large) from None
-        low, high = min(values), max(values)
         if self.low is None or low < self.low:
             self.low = low
         if self.high is None or high > self.high:
@@ -162,27 +166,30 @@ class ColumnStats:
         return {"name": self.name, "count": self.count, "empty": self.empty, "numeric": numeric}
 
 
-def _fast_numbers(cells) -> tuple[list | None, bool]:
-    """All cells of a batch as numbers in a few C-level passes, or (None, _) when any cell
-    is not plainly a number (then each cell is checked on its own)."""
+_NOT_PLAIN = (None, False, None, None)
+
+
+def _fast_numbers(cells) -> tuple:
+    """``(numbers, all integers, min, max)`` of a batch's cells in a few C-level passes, or
+    ``(None, ...)`` when any cell is not plainly a number (each is then checked alone)."""
     if cells[0][0] not in _NUMBER_START:
-        return None, False
+        return _NOT_PLAIN
     try:
         values, integers = list(map(int, cells)), True
     except ValueError:
         try:
             values, integers = list(map(float, cells)), False
         except ValueError:
-            return None, False
+            return _NOT_PLAIN
     if not _NUMERIC_CHARS.fullmatch("".join(cells)):
-        return None, False
+        return _NOT_PLAIN
     low, high = min(values), max(values)
     if integers:
         if low < -_LARGEST or high > _LARGEST:
-            return None, False
+            return _NOT_PLAIN
     elif not (math.isfinite(low) and math.isfinite(high)):
-        return None, False
-    return values, integers
+        return _NOT_PLAIN
+    return values, integers, low, high
 
 
 def _line_breaks(row: list[str]) -> int:
@@ -212,74 +219,137 @@ def csv_statistics(
             gc.enable()
 
 
+class _Rows:
+    """The rows of a CSV text in batches, and the number of lines read so far.
+
+    Plain text (no quote character, no lone carriage return, no field longer than the csv
+    module's limit) is split into rows with ``str.split`` a block at a time, which is what
+    the ``csv`` module would make of it, only faster. From the first block that is not
+    plain on, the ``csv`` module reads the rest of the file line by line.
+    """
+
+    def __init__(self, text, delimiter: str):
+        self._text = text
+        self._delimiter = delimiter
+        self._pending = ""
+        self._reader = None
+        self._base = 0
+        # Lines consumed by the rows returned so far.
+        self.line = 0
+
+    def next_batch(self, max_rows: int) -> list[list[str]]:
+        """The next rows (blank lines as empty rows); an empty list at the end."""
+        try:
+            while self._reader is None:
+                block = self._text.read(BLOCK_CHARS)
+                data = self._pending + block
+                cut = data.rfind("\n") + 1 if block else len(data)
+                region = data[:cut]
+                if "\r" in region:
+                    region = region.replace("\r\n", "\n")
+                lines = region.split("\n")
+                if lines[-1] == "":
+                    lines.pop()
+                plain = '"' not in region and "\r" not in region
+                if not plain or (lines and max(map(len, lines)) > _FIELD_LIMIT):
+                    self._use_csv(data)
+                    break
+                self._pending = data[cut:]
+                if len(self._pending) > MAX_LINE_CHARS:
+                    self._use_csv(self._pending)
+                    break
+                if lines:
+                    self.line += len(lines)
+                    split = self._delimiter
+                    return [line.split(split) if line else [] for line in lines]
+                if not block:
+                    return []
+            self.line = self._base + self._reader.line_num
+            rows = list(itertools.islice(self._reader, max_rows))
+            self.line = self._base + self._reader.line_num
+            return rows
+        except csv.Error as exc:
+            raise MalformedCSV(f"line {self._base + self._reader.line_num}: {exc}") from None
+        except UnicodeDecodeError:
+            raise MalformedCSV(f"not valid UTF-8 after line {self.line}") from None
+
+    def _use_csv(self, data: str) -> None:
+        # ``data`` starts a line; complete its last line so the csv reader never sees
+        # half of one.
+        data += self._text.readline(MAX_LINE_CHARS)
+        head = io.StringIO(data, newline="")
+        lines = itertools.chain(
+            iter(functools.partial(head.readline, MAX_LINE_CHARS), ""),
+            iter(functools.partial(self._text.readline, MAX_LINE_CHARS), ""),
+        )
+        self._reader = csv.reader(lines, delimiter=self._delimiter, strict=True)
+        self._base = self.line
+        self._pending = ""
+
+
 def _statistics(source, size, delimiter, has_header, progress) -> dict:
     counter = CountingReader(source)
     text = io.TextIOWrapper(
         io.BufferedReader(counter, READ_BUFFER), encoding="utf-8-sig", newline=""
     )
-    lines = iter(functools.partial(text.readline, MAX_LINE_CHARS), "")
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    reader = _Rows(text, delimiter)
 
-    def read(count: int) -> list[list[str]]:
-        try:
-            return list(itertools.islice(reader, count))
-        except csv.Error as exc:
-            raise MalformedCSV(f"line {reader.line_num}: {exc}") from None
-        except UnicodeDecodeError:
-            raise MalformedCSV(f"not valid UTF-8 after line {reader.line_num}") from None
-
-    first: list[str] = []
-    while not first:
-        head = read(1)
-        if not head:
+    # The first row that is not blank: the header, or the first data row.
+    while True:
+        line_before = reader.line
+        batch = reader.next_batch(MAX_BATCH_ROWS)
+        if not batch:
             return {"rows": 0, "columns": []}
-        first = head[0]
+        index = next((i for i, row in enumerate(batch) if row), None)
+        if index is not None:
+            break
+    first = batch[index]
+    first_line = _line_of(batch, index, line_before)
     width = len(first)
     if width > MAX_COLUMNS:
-        raise MalformedCSV(f"line {reader.line_num}: {width} columns, at most {MAX_COLUMNS}")
+        raise MalformedCSV(f"line {first_line}: {width} columns, at most {MAX_COLUMNS}")
     if has_header:
         names = [name or f"column_{i}" for i, name in enumerate(first, 1)]
-        pending: list[list[str]] = []
+        index += 1
     else:
         names = [f"column_{i}" for i in range(1, width + 1)]
-        pending = [first]
+    origin = "the header" if has_header else "the first row"
     columns = [ColumnStats(name) for name in names]
     batch_rows = max(1, min(MAX_BATCH_ROWS, BATCH_CELLS // width))
     rows = 0
     reported = 0
-
-    def summarise(batch: list[list[str]]) -> None:
-        for column, cells in zip(columns, zip(*batch, strict=True), strict=True):
-            column.add(cells)
-
-    if pending:
-        summarise(pending)
-        rows += 1
+    line_before = _line_of(batch, index, line_before) - 1
+    batch = batch[index:]
     while True:
-        line_before = reader.line_num
-        batch = read(batch_rows)
-        if not batch:
-            break
         if set(map(len, batch)) != {width}:
-            batch = _checked(batch, width, line_before, has_header)
-            if not batch:
-                continue
-        summarise(batch)
-        rows += len(batch)
+            batch = _checked(batch, width, line_before, origin)
+        if batch:
+            # Every row of the batch has ``width`` cells (checked above).
+            for column, cells in zip(columns, zip(*batch, strict=False), strict=True):
+                column.add(cells)
+            rows += len(batch)
         if progress is not None and size > 0:
             percent = min(99, counter.bytes_read * 100 // size)
             if percent > reported:
                 reported = percent
                 progress(percent)
+        line_before = reader.line
+        batch = reader.next_batch(batch_rows)
+        if not batch:
+            break
     return {"rows": rows, "columns": [column.result() for column in columns]}
 
 
-def _checked(batch: list[list[str]], width: int, line_before: int, has_header: bool):
+def _line_of(batch: list[list[str]], index: int, line_before: int) -> int:
+    """The line on which row ``index`` of a batch starts."""
+    return line_before + 1 + sum(1 + _line_breaks(row) for row in batch[:index])
+
+
+def _checked(batch: list[list[str]], width: int, line_before: int, origin: str):
     """The batch without blank lines; MalformedCSV at the first row of another width."""
     line = line_before + 1
     for row in batch:
         if row and len(row) != width:
-            origin = "the header" if has_header else "the first row"
             raise MalformedCSV(f"line {line}: {len(row)} field(s), expected {width} as in {origin}")
         line += 1 + _line_breaks(row)
     return [row for row in batch if row]

@@ -2,6 +2,7 @@
 bytes read, and memory that does not grow with the file."""
 
 import io
+import random
 import tracemalloc
 
 import pytest
@@ -195,9 +196,12 @@ def test_too_many_columns_or_too_long_a_line(monkeypatch):
     monkeypatch.setattr(csvstats, "MAX_COLUMNS", 3)
     with pytest.raises(MalformedCSV, match="4 columns, at most 3"):
         stats("a,b,c,d\n")
+    # A line longer than MAX_LINE_CHARS is never read whole: it is cut, and the cut makes
+    # rows of the wrong width.
     monkeypatch.setattr(csvstats, "MAX_LINE_CHARS", 20)
+    monkeypatch.setattr(csvstats, "BLOCK_CHARS", 16)
     with pytest.raises(MalformedCSV, match="field"):
-        stats("a,b,c\n" + ",".join(["x" * 9] * 3) + "\n")
+        stats("a,b,c\n" + ",".join(["x" * 30] * 3) + "\n")
 
 
 def _big_csv(rows: int) -> bytes:
@@ -240,3 +244,37 @@ def test_memory_does_not_grow_with_the_file():
     small, large = peak(20_000), peak(200_000)  # about 0.5 MB and 5 MB of CSV
     assert large < 3 * 1024 * 1024, large
     assert large < small * 1.5 + 256 * 1024, (small, large)
+
+
+def _outcome(data: bytes):
+    try:
+        return stats(data)
+    except (MalformedCSV, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+PIECES = ["1", "-2.5", "x", "", " 3 ", '"q,1"', '"a""b"', '"multi\nline"', "1e3", "é", "\x00"]
+ENDINGS = ["\n", "\r\n", "\r", "\n\n"]
+
+
+@pytest.mark.parametrize("block", [5, 13, 64, 64 * 1024])
+def test_plain_splitting_and_the_csv_module_agree(monkeypatch, block):
+    """Rows split with str.split while the text is plain must be exactly what the csv
+    module makes of it: same figures, same errors on the same lines."""
+    rng = random.Random(block)
+    monkeypatch.setattr(csvstats, "BLOCK_CHARS", block)
+    for _ in range(150):
+        width = rng.randint(1, 4)
+        lines = []
+        for _ in range(rng.randint(0, 30)):
+            cells = width if rng.random() > 0.05 else rng.randint(1, 5)
+            pieces = PIECES if rng.random() < 0.3 else PIECES[:5] + PIECES[8:]
+            lines.append(",".join(rng.choice(pieces) for _ in range(cells)))
+        ending = rng.choice(ENDINGS)
+        text = ending.join(lines) + (ending if rng.random() < 0.8 else "")
+        data = text.encode()
+        fast = _outcome(data)
+        monkeypatch.setattr(csvstats, "_FIELD_LIMIT", -1)  # the csv module from the start
+        slow = _outcome(data)
+        monkeypatch.setattr(csvstats, "_FIELD_LIMIT", csvstats.csv.field_size_limit())
+        assert fast == slow, repr(text)
