@@ -1,11 +1,13 @@
 """Benchmark the real stack on the embedded default (SQLite WAL + filesystem broker).
 
 Starts gunicorn, a Celery worker and beat in a fresh temporary folder, measures API latency,
-end-to-end task throughput, list latency and countdown overhead over HTTP, prints a table and
-writes ``bench/RESULTS.md``. It reports numbers; it asserts no speed. Exit code 1 when the
+end-to-end task throughput, list latency and countdown overhead over HTTP, then files (upload
+throughput and the cost of hashing, ``data_processing`` of 10 and 100 MB CSVs, a 100,000-task
+export), prints a table and writes ``bench/RESULTS.md``. It reports numbers; it asserts no speed. Exit code 1 when the
 stack does not start or the tasks do not finish before the deadline.
 
-Usage (from the repository root): ``.venv/bin/python bench/run.py [--quick]``
+Usage (from the repository root): ``.venv/bin/python bench/run.py [--quick] [--only tasks|files]``
+(``--only`` runs one part and prints it, leaving ``bench/RESULTS.md`` alone).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Config:
     submit_threads: int
     deadline: float
     quick: bool
+    only: str | None = None
 
 
 @dataclass
@@ -218,6 +221,7 @@ def stack_env(folder: Path) -> dict[str, str]:
         ALLOWED_HOSTS="127.0.0.1",
         THROTTLE_AUTH_RATE="10000/min",
         MAX_ACTIVE_TASKS=str(MAX_ACTIVE_TASKS),
+        MAX_UPLOAD_SIZE=str(BENCH_MAX_UPLOAD),
         LOG_LEVEL="WARNING",
         PYTHONUNBUFFERED="1",
     )
@@ -464,6 +468,322 @@ def countdown(port: int, deadline: float) -> list[Row]:
     ]
 
 
+# --- files -----------------------------------------------------------------------------------
+MIB = 1024 * 1024
+UPLOAD_MIB = 50
+CSV_MIB = (10, 100)
+EXPORT_TASKS = 100_000
+# The benchmark's own upload limit, so the 100 MB CSV can be uploaded (default 50 MB).
+BENCH_MAX_UPLOAD = 256 * MIB
+
+
+def children(pid: int) -> list[int]:
+    """Child process ids of ``pid`` (gunicorn's workers, Celery's pool processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def memory_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise BenchError(f"no {field} for process {pid}")
+
+
+class PeakRss:
+    """Peak RSS growth of some processes over a phase: RSS at the start, the kernel's
+    high-water mark (VmHWM, reset through /proc/PID/clear_refs) at the end."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.start = {pid: memory_kb(pid, "VmRSS") for pid in pids}
+        for pid in pids:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+    def growth_mb(self) -> float:
+        return max(memory_kb(pid, "VmHWM") - rss for pid, rss in self.start.items()) / 1024
+
+
+def multipart_file(
+    folder: Path, name: str, write_content: Callable[[Any], None]
+) -> tuple[Path, str, int]:
+    """A multipart/form-data body on disk with one ``file`` part; ``(path, boundary,
+    content size)``. Streamed to the server later, never loaded whole."""
+    boundary = secrets.token_hex(16)
+    path = folder / f"{name}.multipart"
+    with path.open("wb") as out:
+        out.write(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
+        )
+        start = out.tell()
+        write_content(out)
+        size = out.tell() - start
+        out.write(f"\r\n--{boundary}--\r\n".encode())
+    return path, boundary, size
+
+
+def random_content(mib: int) -> Callable[[Any], None]:
+    def write(out) -> None:
+        for _ in range(mib):
+            out.write(os.urandom(MIB))
+
+    return write
+
+
+def csv_content(mib: int) -> Callable[[Any], None]:
+    """Sales-like rows: an integer id, a text name, a price with cents, a quantity, a
+    category; a few empty quantities."""
+
+    def write(out) -> None:
+        categories = ("alpha", "beta", "gamma", "delta")
+        target, written, i = mib * MIB, 0, 0
+        out.write(b"id,customer,price,quantity,category\r\n")
+        while written < target:
+            lines = []
+            for _ in range(10_000):
+                i += 1
+                quantity = "" if i % 50 == 0 else str((i * 7) % 500 - 50)
+                lines.append(
+                    f"{i},customer {i % 997},{(i * 37) % 100_000 / 100:.2f},"
+                    f"{quantity},{categories[i % 4]}\r\n"
+                )
+            chunk = "".join(lines).encode()
+            out.write(chunk)
+            written += len(chunk)
+
+    return write
+
+
+def upload(port: int, token: str, body: Path, boundary: str) -> tuple[float, dict[str, Any]]:
+    """POST /api/files/ streaming the body from disk; ``(seconds, file metadata)``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+    headers = {
+        "Authorization": f"Bearer {token}",
+        "Content-Type": f"multipart/form-data; boundary={boundary}",
+        "Content-Length": str(body.stat().st_size),
+        "Accept": "application/json",
+    }
+    try:
+        with body.open("rb") as stream:
+            began = time.perf_counter()
+            conn.request(
+                "POST", "/api/files/", body=iter(lambda: stream.read(MIB), b""), headers=headers
+            )
+            response = conn.getresponse()
+            raw = response.read()
+            took = time.perf_counter() - began
+    finally:
+        conn.close()
+    if response.status != 201:
+        raise BenchError(
+            f"upload of {body.name}: expected 201, got {response.status}: {raw[:300]!r}"
+        )
+    return took, json.loads(raw)
+
+
+# Run in the stack's environment: the same multipart body parsed and stored with Django's
+# stock temporary-file handler, then with the hashing handler, alternately.
+HASHING_OVERHEAD = r"""
+import json, sys, time
+import django
+django.setup()
+from django.core.files.storage import default_storage
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.http.multipartparser import MultiPartParser
+from backend.files.uploads import HashingUploadHandler
+
+path, boundary, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with open(path, "rb") as body:
+    length = body.seek(0, 2)
+meta = {"CONTENT_TYPE": "multipart/form-data; boundary=" + boundary, "CONTENT_LENGTH": str(length)}
+
+def once(handler):
+    with open(path, "rb") as body:
+        began = time.perf_counter()
+        _, files = MultiPartParser(meta, body, [handler], "utf-8").parse()
+        upload = files["file"]
+        name = default_storage.save("bench/upload", upload)
+        took = time.perf_counter() - began
+    upload.close()
+    default_storage.delete(name)
+    return took
+
+timings = {"plain": [], "hashed": []}
+for _ in range(rounds):
+    timings["plain"].append(once(TemporaryFileUploadHandler()))
+    timings["hashed"].append(once(HashingUploadHandler()))
+print(json.dumps(timings))
+"""
+
+# Run in the stack's environment: EXPORT_TASKS finished tasks for one user, inserted in
+# bulk (only the export is measured, not how the tasks were made).
+INSERT_TASKS = r"""
+import sys
+from datetime import timedelta
+import django
+django.setup()
+from django.utils import timezone
+from backend.tasks.models import Task, TaskStatus
+from backend.users.models import User
+
+owner = User.objects.get(username=sys.argv[1])
+count = int(sys.argv[2])
+now = timezone.now()
+batch = []
+for i in range(count):
+    started = now - timedelta(seconds=count - i + 5)
+    batch.append(Task(owner=owner, assignee=owner, name=f"bench task {i}", task_type="sum",
+                      input_data={"numbers": [i]}, status=TaskStatus.COMPLETED,
+                      result={"result": i}, progress=100, attempts=1, started_at=started,
+                      completed_at=started + timedelta(milliseconds=i % 900)))
+    if len(batch) == 5000:
+        Task.objects.bulk_create(batch)
+        batch = []
+Task.objects.bulk_create(batch)
+"""
+
+
+def run_django(stack: Stack, script: str, *args: str) -> str:
+    done = subprocess.run(
+        [str(BIN / "python"), "-c", script, *args],
+        cwd=ROOT,
+        env={**stack_env(stack.folder), "DJANGO_SETTINGS_MODULE": "backend.settings"},
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise BenchError(f"bench script failed:\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def run_task_timed(client: Client, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+    task = client.expect("POST", "/api/tasks/", 201, body)
+    return wait_task(client, task["id"], deadline)
+
+
+def file_uploads(stack: Stack, token: str, rounds: int) -> list[Row]:
+    body, boundary, size = multipart_file(stack.folder, "random.bin", random_content(UPLOAD_MIB))
+    workers = children(stack.procs["web"].pid)
+    times, growth = [], 0.0
+    for _ in range(rounds):
+        peak = PeakRss(workers)
+        took, meta = upload(stack.port, token, body, boundary)
+        growth = max(growth, peak.growth_mb())
+        if meta["size"] != size:
+            raise BenchError(f"uploaded {meta['size']} bytes, sent {size}")
+        times.append(took)
+    ab = json.loads(run_django(stack, HASHING_OVERHEAD, str(body), boundary, "5"))
+    body.unlink()
+    plain, hashed = statistics.median(ab["plain"]), statistics.median(ab["hashed"])
+    upload_time = statistics.median(times)
+    # What hashing costs, measured in-process (same parse and store, with and without it),
+    # against the HTTP upload that would remain without it.
+    cost = hashed - plain
+    mib = size / MIB
+    return [
+        s_row(
+            f"POST /api/files/ {UPLOAD_MIB} MB (gunicorn, streamed from disk)",
+            times,
+            f"{mib / upload_time:.0f} MB/s; web peak RSS +{growth:.1f} MB",
+        ),
+        s_row(
+            f"{UPLOAD_MIB} MB parse + store in one process, stock handler (no hash)",
+            ab["plain"],
+            f"{mib / plain:.0f} MB/s",
+        ),
+        s_row(
+            f"{UPLOAD_MIB} MB parse + store in one process, hashing handler",
+            ab["hashed"],
+            f"{mib / hashed:.0f} MB/s; hashing costs {cost * 1000:.0f} ms: "
+            f"{cost / (upload_time - cost) * 100:+.1f} % on the HTTP upload "
+            f"({(hashed / plain - 1) * 100:+.0f} % in-process)",
+        ),
+    ]
+
+
+def data_processing(stack: Stack, token: str, deadline: float) -> list[Row]:
+    client = Client(stack.port, token)
+    pool = children(stack.procs["worker"].pid)
+    # Warm-up, not measured: two small files at once, so each pool process has run the
+    # code once and its first-use allocations are not counted as growth.
+    body, boundary, _ = multipart_file(stack.folder, "warm-up.csv", csv_content(1))
+    _, meta = upload(stack.port, token, body, boundary)
+    body.unlink()
+    warm = {"task_type": "data_processing", "input_data": {"file_id": meta["id"]}}
+    started = [client.expect("POST", "/api/tasks/", 201, warm)["id"] for _ in pool]
+    for task_id in started:
+        wait_task(client, task_id, deadline)
+    rows = []
+    for mib in CSV_MIB:
+        body, boundary, size = multipart_file(stack.folder, f"sales-{mib}.csv", csv_content(mib))
+        _, meta = upload(stack.port, token, body, boundary)
+        body.unlink()
+        peak = PeakRss(pool)
+        task = run_task_timed(
+            client,
+            {"task_type": "data_processing", "input_data": {"file_id": meta["id"]}},
+            deadline,
+        )
+        ran = between(task, "started_at", "completed_at")
+        rows.append(
+            s_row(
+                f"data_processing of a {size / MIB:.0f} MB CSV ({task['result']['rows']:,} rows)",
+                [ran],
+                f"{size / MIB / ran:.1f} MB/s; worker peak RSS +{peak.growth_mb():.1f} MB",
+            )
+        )
+    client.close()
+    return rows
+
+
+def tasks_export(stack: Stack, deadline: float) -> list[Row]:
+    client = Client(stack.port, register(stack.port, "export"))
+    name = client.expect("GET", "/api/users/me/", 200)["username"]
+    run_django(stack, INSERT_TASKS, name, str(EXPORT_TASKS))
+    pool = children(stack.procs["worker"].pid)
+    rows = []
+    for fmt in ("csv", "json"):
+        peak = PeakRss(pool)
+        task = run_task_timed(
+            client,
+            {
+                "task_type": "report_generation",
+                "input_data": {"report": "tasks_export", "format": fmt},
+            },
+            deadline,
+        )
+        ran = between(task, "started_at", "completed_at")
+        meta = client.expect("GET", f"/api/files/{task['result']['file_id']}/", 200)
+        rows.append(
+            s_row(
+                f"report_generation tasks_export of {task['result']['rows']:,} tasks ({fmt}, "
+                f"{meta['size'] / MIB:.0f} MB)",
+                [ran],
+                f"{task['result']['rows'] / ran:,.0f} rows/s; worker peak RSS +{peak.growth_mb():.1f} MB",
+            )
+        )
+    client.close()
+    return rows
+
+
+def files(stack: Stack, config: Config) -> list[Row]:
+    token = register(stack.port, "files")
+    rows = file_uploads(stack, token, 2 if config.quick else 3)
+    print("file uploads done", flush=True)
+    rows += data_processing(stack, token, config.deadline)
+    print("data_processing done", flush=True)
+    rows += tasks_export(stack, config.deadline)
+    return rows
+
+
 # --- report ----------------------------------------------------------------------------------
 def table(rows: list[Row]) -> str:
     lines = [
@@ -508,7 +828,8 @@ Generated by `.venv/bin/python bench/run.py{" --quick" if config.quick else ""}`
 - Celery: one worker, `--concurrency={CELERY_CONCURRENCY}`, queues `tasks,maintenance`; beat
   with the database scheduler. `LOG_LEVEL=WARNING`.
 - `MAX_ACTIVE_TASKS={MAX_ACTIVE_TASKS}` (default 5) so that a benchmark user can hold many
-  queued tasks; `THROTTLE_AUTH_RATE=10000/min` so registering the users is not throttled.
+  queued tasks; `THROTTLE_AUTH_RATE=10000/min` so registering the users is not throttled;
+  `MAX_UPLOAD_SIZE={BENCH_MAX_UPLOAD // MIB} MB` (default 50 MB) so the 100 MB CSV fits.
 - The client runs on the same machine, over 127.0.0.1.
 
 ## What is measured
@@ -521,6 +842,17 @@ Generated by `.venv/bin/python bench/run.py{" --quick" if config.quick else ""}`
   task's `completed_at - created_at`.
 - List latency: {config.list_requests} requests per page size, over that same user's tasks.
 - Countdown: one `countdown` of 3 s; `completed_at - started_at` should be about 3 s.
+- Upload: a {UPLOAD_MIB} MB file of random bytes `POST`ed to `/api/files/` (multipart, streamed
+  from disk) {2 if config.quick else 3} times; web peak RSS growth is the largest rise of a
+  gunicorn worker's high-water mark (VmHWM, reset before each upload) over its RSS before.
+  The cost of hashing: the same body parsed and stored in one process with Django's stock
+  temporary-file upload handler, then with the hashing handler, alternately.
+- `data_processing` of {" and ".join(f"{m} MB" for m in CSV_MIB)} CSVs (id, text, price,
+  quantity with a few empty cells, category): MB/s from `started_at` to `completed_at`;
+  worker peak RSS growth as above, over the Celery pool processes (after a warm-up task in
+  each of them).
+- `report_generation` `tasks_export` of {EXPORT_TASKS:,} tasks (inserted in bulk first), as
+  csv and as json: rows per second in the worker, and its peak RSS growth.
 
 ## Results
 
@@ -538,6 +870,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
     parser.add_argument("--list-requests", type=int, help="list requests per size (50; quick 20)")
     parser.add_argument("--submit-threads", type=int, default=4, help="end-to-end connections")
     parser.add_argument("--deadline", type=float, default=300, help="seconds to wait for tasks")
+    parser.add_argument(
+        "--only",
+        choices=("tasks", "files"),
+        help="run one part only; the table is printed and bench/RESULTS.md left alone",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     return Config(
@@ -547,19 +884,25 @@ def parse_args(argv: list[str] | None = None) -> Config:
         submit_threads=args.submit_threads,
         deadline=args.deadline,
         quick=quick,
+        only=args.only,
     )
 
 
 def run(config: Config) -> list[Row]:
     with running_stack(config.deadline) as stack:
         print(f"stack up on {stack.base} (temp folder {stack.folder})", flush=True)
-        rows = api_latency(stack.port, config.requests, config.deadline)
-        print("api latency done", flush=True)
-        token = register(stack.port, "e2e")
-        rows += end_to_end(stack.port, token, config)
-        print("end-to-end done", flush=True)
-        rows += list_latency(stack.port, token, config.list_requests)
-        rows += countdown(stack.port, config.deadline)
+        rows: list[Row] = []
+        if config.only in (None, "tasks"):
+            rows += api_latency(stack.port, config.requests, config.deadline)
+            print("api latency done", flush=True)
+            token = register(stack.port, "e2e")
+            rows += end_to_end(stack.port, token, config)
+            print("end-to-end done", flush=True)
+            rows += list_latency(stack.port, token, config.list_requests)
+            rows += countdown(stack.port, config.deadline)
+        if config.only in (None, "files"):
+            rows += files(stack, config)
+            print("files done", flush=True)
     return rows
 
 
@@ -577,6 +920,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print(f"\ntotal runtime {runtime:.1f} s")
+    if config.only:
+        return 0
     RESULTS.write_text(report(rows, config, runtime))
     print(f"written {RESULTS.relative_to(ROOT)}")
     return 0
