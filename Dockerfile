@@ -19,8 +19,9 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 
 # The code stays owned by root (read-only for the app); VAR_DIR is the one place it writes.
+# var/media exists owned by the app, so the shared media volume mounted there is writable.
 COPY . .
-RUN mkdir -p "$VAR_DIR" && chown -R app:app "$VAR_DIR"
+RUN mkdir -p "$VAR_DIR/media" && chown -R app:app "$VAR_DIR"
 
 # Numeric, so platforms can verify the user is not root without reading /etc/passwd.
 USER 10001:10001
