@@ -4,11 +4,12 @@ expects, and when the row is no longer in it, nothing changes and the caller lea
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -294,21 +295,48 @@ def task_retry(*, task: Task, actor: User) -> Task:
 
 def task_claim(*, task_id) -> Task | None:
     """pending → running, only if still pending and not overdue; None when another
-    worker, a cancel or the deadline got there first (a duplicate message is harmless)."""
+    worker, a cancel or the deadline got there first (a duplicate message is harmless).
+
+    One statement: a guarded ``UPDATE … RETURNING`` (PostgreSQL, and SQLite ≥ 3.35) hands
+    back what the run needs, so the row is not read again."""
+    try:
+        task_id = uuid.UUID(str(task_id))
+    except ValueError:
+        return None
     now = timezone.now()
-    claimed = (
-        Task.objects.filter(pk=task_id, status=TaskStatus.PENDING)
-        .filter(Q(deadline__isnull=True) | Q(deadline__gt=now))
-        .update(
-            status=TaskStatus.RUNNING,
-            started_at=now,
-            heartbeat_at=now,
-            progress=0,
-            attempts=F("attempts") + 1,
-            updated_at=now,
+    table = Task._meta.db_table
+    prep = connection.ops
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""UPDATE {table}
+                SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
+                    progress = 0, attempts = attempts + 1
+                WHERE id = %s AND status = %s AND (deadline IS NULL OR deadline > %s)
+                RETURNING task_type, input_data, attempts, owner_id, max_attempts""",
+            [
+                TaskStatus.RUNNING,
+                *[prep.adapt_datetimefield_value(now)] * 3,
+                Task._meta.pk.get_db_prep_value(task_id, connection),
+                TaskStatus.PENDING,
+                prep.adapt_datetimefield_value(now),
+            ],
         )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task_type, input_data, attempts, owner_id, max_attempts = row
+    input_field = Task._meta.get_field("input_data")
+    return Task(
+        pk=task_id,
+        task_type=task_type,
+        input_data=input_field.from_db_value(input_data, None, connection),
+        attempts=attempts,
+        max_attempts=max_attempts,
+        owner_id=uuid.UUID(str(owner_id)),
+        status=TaskStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
     )
-    return Task.objects.get(pk=task_id) if claimed else None
 
 
 def _running(task: Task) -> QuerySet[Task]:

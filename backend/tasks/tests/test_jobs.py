@@ -127,3 +127,34 @@ def test_broken_database_connections_are_dropped_around_each_task(monkeypatch):
     monkeypatch.undo()
     connection.ensure_connection()  # and the next query simply opens a new one
     assert connection.is_usable()
+
+
+def test_a_run_costs_two_statements(user, django_assert_num_queries):
+    """Claim (one UPDATE … RETURNING) and finish (one guarded UPDATE): nothing re-read."""
+    task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
+    with django_assert_num_queries(2):
+        assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.result == {"result": 3} and task.attempts == 1
+
+
+def test_claim_hands_back_what_the_run_needs(user):
+    task = TaskFactory(owner=user, input_data={"numbers": [4]}, attempts=1)
+    claimed = services.task_claim(task_id=str(task.pk))
+    assert claimed.pk == task.pk and claimed.owner_id == user.pk
+    assert claimed.input_data == {"numbers": [4]} and claimed.attempts == 2
+    assert services.task_claim(task_id=str(task.pk)) is None  # no longer pending
+    assert services.task_claim(task_id="not-a-uuid") is None
+
+
+def test_the_connection_is_checked_every_so_many_tasks(monkeypatch):
+    from celery.signals import task_prerun
+
+    import backend.celery as celery_module
+
+    checks = []
+    monkeypatch.setattr("django.db.close_old_connections", lambda: checks.append(1))
+    monkeypatch.setattr(celery_module._ConnectionCheck, "runs", 0)
+    for _ in range(celery_module._ConnectionCheck.every * 2):
+        task_prerun.send(sender=jobs.run_task, task_id="t", task=jobs.run_task, args=(), kwargs={})
+    assert len(checks) == 2
