@@ -31,10 +31,11 @@ def sanitize_name(raw: str | None, *, fallback: str = FALLBACK_NAME) -> str:
 
 
 def clean_content_type(raw: str | None, name: str) -> str:
-    """The client's content type when it is a plain ``type/subtype``, else a guess from the
-    name, else ``application/octet-stream``."""
+    """The client's content type when it is a plain ``type/subtype`` other than the generic
+    ``application/octet-stream`` (what curl sends), else a guess from the name, else
+    ``application/octet-stream``."""
     value = (raw or "").split(";", 1)[0].strip().lower()
-    if _CONTENT_TYPE.fullmatch(value):
+    if _CONTENT_TYPE.fullmatch(value) and value != DEFAULT_CONTENT_TYPE:
         return value
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE

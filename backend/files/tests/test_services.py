@@ -44,6 +44,8 @@ def test_clean_content_type():
     assert clean_content_type("Text/CSV; charset=utf-8", "a.csv") == "text/csv"
     assert clean_content_type("", "a.csv") == "text/csv"
     assert clean_content_type("bad type", "a.unknownext") == "application/octet-stream"
+    assert clean_content_type("application/octet-stream", "a.csv") == "text/csv"
+    assert clean_content_type("application/octet-stream", "a") == "application/octet-stream"
 
 
 def test_file_store_streams_chunks_and_hashes_them(user, media):
