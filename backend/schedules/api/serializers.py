@@ -1,5 +1,7 @@
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from backend.schedules import selectors, timing
@@ -140,6 +142,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     def get_crontab(self, schedule) -> str | None:
         return schedule.crontab or None
 
+    @extend_schema_field(OpenApiTypes.DATETIME)
     def get_next_run_at(self, schedule) -> str | None:
         now = self.context.get("now") or timezone.now()
         moment = selectors.schedule_next_run_at(schedule, now=now)

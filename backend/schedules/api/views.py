@@ -2,6 +2,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from backend.common.idempotency import idempotent
@@ -14,7 +15,11 @@ from .serializers import ScheduleRunSerializer, ScheduleSerializer, ScheduleWrit
 
 
 def _as_dict(data) -> dict:
-    return data.dict() if hasattr(data, "dict") else dict(data)
+    if hasattr(data, "dict"):  # a form's QueryDict
+        return data.dict()
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    return data
 
 
 class ScheduleViewSet(

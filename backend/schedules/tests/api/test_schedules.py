@@ -358,6 +358,14 @@ def test_a_bad_patch_changes_nothing(client, user):
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).interval.every == 300
 
 
+@pytest.mark.parametrize("body", ["[1, 2]", "null", '"text"'])
+def test_a_patch_that_is_not_an_object_is_400(client, user, body):
+    schedule = make_schedule(user)
+    response = client.patch(detail(schedule), body, content_type="application/json")
+    assert response.status_code == 400
+    assert Schedule.objects.get(pk=schedule.pk).interval_seconds == 300
+
+
 def test_put_replaces_the_schedule(client, user):
     schedule = make_schedule(user, name="old", deadline_seconds=60)
 
