@@ -1,0 +1,632 @@
+"""Benchmark the production stack: PostgreSQL + Redis, gunicorn, Celery workers and beat.
+
+Starts PostgreSQL and Redis on free loopback ports in a temporary folder (installing them and
+wrk with apt-get when missing), then the service with ``DEBUG=false``: gunicorn with 2 sync
+workers, a worker for the short queues (``-Q tasks,maintenance --concurrency=2``), one for the
+long queue (``-Q long``) and beat. It measures creates and lists with wrk at 8 connections,
+a drain of queued tasks by one worker next to a bare Celery no-op app (``bench/bare_celery.py``)
+with the same broker and worker settings, the expiry of overdue tasks and two head-of-line
+cases; prints a table and writes ``bench/RESULTS-production.md``. It reports numbers and
+asserts no speed; exit code 1 when the stack does not start or a part fails.
+
+Usage (from the repository root, as root or a user who can run PostgreSQL's initdb):
+``.venv/bin/python bench/production.py [--quick] [--port N] [--only PART]``
+(``--only`` runs one part and prints it, leaving the results file alone).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import redis
+from stack import (
+    BIN,
+    HERE,
+    ROOT,
+    WEB_WORKERS,
+    WORKER_CONCURRENCY,
+    WRK_CONNECTIONS,
+    Account,
+    BenchError,
+    Stack,
+    WrkResult,
+    expect,
+    register,
+    run_wrk,
+    running_stack,
+    version,
+    wait_for,
+    worker,
+)
+
+RESULTS = HERE / "RESULTS-production.md"
+PARTS = ("create", "list", "drain", "expiry", "hol")
+SUM = {"task_type": "sum", "input_data": {"numbers": [1, 2, 3, 4, 5]}}
+LIST_PATH = "/api/tasks/?page_size=10"
+ACTIVE = ("scheduled", "pending", "running")
+BARE_DB = 2  # the bare app's Redis database: same server, its own keys
+
+
+@dataclass
+class Config:
+    quick: bool
+    port: int | None
+    only: str | None
+    seconds: float  # each wrk run
+    list_small: int
+    list_big: int
+    drain: int
+    expiry: int
+    countdown: int
+    low: int
+    deadline: float  # longest wait for the workers
+
+
+@dataclass
+class Row:
+    name: str
+    result: str
+    p50: str = ""
+    p99: str = ""
+    details: str = ""
+
+
+# --- reading the database ------------------------------------------------------------------
+def status_counts(stack: Stack, owner: str) -> dict[str, int]:
+    rows = stack.sql(
+        "SELECT status, count(*) FROM tasks_task WHERE owner_id = %s GROUP BY status", (owner,)
+    )
+    return dict(rows)
+
+
+def wait_settled(stack: Stack, owner: str, total: int, deadline: float) -> dict[str, int]:
+    """Until the user has at least ``total`` tasks and none of them is still active."""
+
+    def settled() -> dict[str, int] | None:
+        stack.procs.check()
+        counts = status_counts(stack, owner)
+        busy = any(status in ACTIVE for status in counts)
+        return counts if sum(counts.values()) >= total and not busy else None
+
+    return wait_for(settled, deadline, f"{total} tasks to finish", 0.2)
+
+
+def describe(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n:,} {status}" for status, n in sorted(counts.items()))
+
+
+def insert_tasks(stack: Stack, account: Account, count: int, kind: str) -> None:
+    began = time.perf_counter()
+    stack.django(INSERT_TASKS, account.id, str(count), kind)
+    stack.sql("VACUUM ANALYZE tasks_task")  # what autovacuum does to a table that grew
+    print(f"  inserted {count:,} {kind} tasks in {time.perf_counter() - began:.1f} s", flush=True)
+
+
+# Rows as the service leaves them, written in batches (not through the API). The timestamps
+# are given, so ``auto_now`` is turned off for this process; fields a newer model lacks are
+# left out.
+INSERT_TASKS = r"""
+import sys
+from datetime import timedelta
+
+from django.utils import timezone
+
+from backend.tasks.models import Task
+
+owner, count, kind = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+fields = {f.name for f in Task._meta.concrete_fields}
+for name in ("created_at", "updated_at"):
+    Task._meta.get_field(name).auto_now = Task._meta.get_field(name).auto_now_add = False
+now = timezone.now()
+
+
+def completed(i):
+    created = now - timedelta(seconds=30 * (count - i))
+    started = created + timedelta(milliseconds=40)
+    done = started + timedelta(milliseconds=3)
+    return dict(status="completed", result={"result": 3 * i + 3}, progress=100, attempts=1,
+                created_at=created, updated_at=done, enqueued_at=created, started_at=started,
+                heartbeat_at=started, completed_at=done)
+
+
+def overdue(i):
+    # Pending (sent a moment ago, so the dispatcher leaves them) or running; past deadline.
+    created = now - timedelta(hours=2) + timedelta(milliseconds=i)
+    row = dict(status="pending", created_at=created, updated_at=created, enqueued_at=now,
+               deadline=now - timedelta(minutes=1))
+    if i % 2:
+        row.update(status="running", attempts=1, started_at=now, heartbeat_at=now, updated_at=now)
+    return row
+
+
+make = {"completed": completed, "overdue": overdue}[kind]
+for start in range(0, count, 5000):
+    Task.objects.bulk_create(
+        Task(owner_id=owner, assignee_id=owner, name="sum", task_type="sum",
+             input_data={"numbers": [i, i + 1, i + 2]},
+             **{k: v for k, v in make(i).items() if k in fields})
+        for i in range(start, min(count, start + 5000))
+    )
+"""
+
+
+# --- create --------------------------------------------------------------------------------
+def wrk_row(name: str, result: WrkResult, details: str) -> Row:
+    errors = f"{result.non2xx} not 2xx, {result.socket_errors} socket errors"
+    return Row(
+        name,
+        f"{result.rate:,.0f} req/s",
+        f"{result.p50_ms:.1f} ms",
+        f"{result.p99_ms:.1f} ms",
+        f"{result.requests:,} responses in {result.duration:.1f} s ({errors}); {details}",
+    )
+
+
+def part_create(stack: Stack, config: Config) -> list[Row]:
+    account = register(stack.port, "create")
+    url = stack.base + "/api/tasks/"
+    result = run_wrk(stack.folder, url, account.token, config.seconds, SUM)
+    ended = time.perf_counter()
+    counts = wait_settled(stack, account.id, result.requests - result.non2xx, config.deadline)
+    details = (
+        f"{describe(counts)} rows; the workers finished them "
+        f"{time.perf_counter() - ended:.1f} s after the load ended"
+    )
+    return [wrk_row("POST /api/tasks/ (sum of 5 numbers), workers running", result, details)]
+
+
+# --- list ----------------------------------------------------------------------------------
+def part_list(stack: Stack, config: Config) -> list[Row]:
+    small, big, other = (register(stack.port, f"list{i}") for i in range(3))
+    insert_tasks(stack, small, config.list_small, "completed")
+    insert_tasks(stack, big, config.list_big, "completed")
+    insert_tasks(stack, other, config.list_big, "completed")
+    rows = []
+    for account, count in ((small, config.list_small), (big, config.list_big)):
+        shown = expect(stack.port, "GET", LIST_PATH, 200, account.token)["count"]
+        result = run_wrk(stack.folder, stack.base + LIST_PATH, account.token, config.seconds)
+        rows.append(
+            wrk_row(f"GET {LIST_PATH}, a user with {count:,} tasks", result, f"count {shown:,}")
+        )
+    return rows
+
+
+# --- drain ---------------------------------------------------------------------------------
+def queue_keys(broker: redis.Redis, queue: str) -> list[bytes]:
+    """The lists holding a queue's messages (one per priority step on Redis)."""
+    keys = broker.scan_iter(match=f"{queue}*")
+    return [key for key in keys if broker.type(key) == b"list"]
+
+
+def queued(broker: redis.Redis, queue: str) -> tuple[list[bytes], int]:
+    keys = queue_keys(broker, queue)
+    return keys, sum(broker.llen(key) for key in keys)
+
+
+def wait_queued(broker: redis.Redis, queue: str, count: int) -> list[bytes]:
+    """Until exactly ``count`` messages wait in ``queue``; returns its lists."""
+    keys, waiting = wait_for(
+        lambda: (found := queued(broker, queue))[1] >= count and found, 30, "messages", 0.2
+    )
+    if waiting != count:
+        raise BenchError(f"{waiting} messages in queue {queue!r}, expected {count}")
+    return keys
+
+
+def broker_window(
+    broker: redis.Redis, keys: list[bytes], total: int, stack: Stack, deadline: float
+):
+    """Seconds from the first message taken from the queue to the last one acknowledged.
+
+    Polls the queue's lists and the transport's ``unacked`` hash every 5 ms: taken when the
+    lists hold fewer than ``total``, all done when both are empty (acks late: a message is
+    acknowledged after its task returned) and stay empty for 0.1 s.
+    """
+    first = last = None
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        pipe = broker.pipeline(transaction=False)
+        for key in keys:
+            pipe.llen(key)
+        pipe.hlen("unacked")
+        *lengths, unacked = pipe.execute()
+        now = time.perf_counter()
+        waiting = sum(lengths)
+        first = first or (now if waiting < total else None)
+        idle = first is not None and waiting == 0 and unacked == 0
+        last = (last or now) if idle else None
+        if last is not None and now - last > 0.1:
+            return last - first
+        stack.procs.check()
+        time.sleep(0.005)
+    raise BenchError(f"the queue was not drained within {deadline:g} s")
+
+
+def create(stack: Stack, token: str, body: dict) -> str:
+    return expect(stack.port, "POST", "/api/tasks/", 201, token, body)["id"]
+
+
+def submit(stack: Stack, token: str, bodies: list[dict], threads: int = 8) -> list[str]:
+    """Create the tasks through the API from ``threads`` connections at once."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(lambda body: create(stack, token, body), bodies))
+
+
+def drain_ours(stack: Stack, config: Config) -> tuple[float, float, dict[str, int]]:
+    """Returns tasks/s from the rows, tasks/s from the broker, and the status counts."""
+    account = register(stack.port, "drain")
+    submit(stack, account.token, [SUM] * config.drain)
+    keys = wait_queued(stack.broker, "tasks", config.drain)
+    stack.start("drain")
+    try:
+        window = broker_window(stack.broker, keys, config.drain, stack, config.deadline)
+    finally:
+        stack.stop("drain")
+    done, first, last = stack.sql(
+        "SELECT count(*) FILTER (WHERE status = 'completed'), min(started_at), max(completed_at)"
+        " FROM tasks_task WHERE owner_id = %s",
+        (account.id,),
+    )[0]
+    if not done:
+        raise BenchError(f"no task completed: {describe(status_counts(stack, account.id))}")
+    rows_rate = done / (last - first).total_seconds()
+    return rows_rate, config.drain / window, status_counts(stack, account.id)
+
+
+# Every setting of the product's Celery app that shapes how a worker takes, runs and
+# acknowledges messages, where it differs from Celery's default: the bare app gets the same.
+WORKER_SETTINGS = r"""
+import json
+
+from celery.app.defaults import DEFAULTS
+
+from backend.celery import app
+
+SHAPING = ("worker_", "task_acks", "task_reject", "task_serializer", "accept_content",
+           "broker_transport_options", "broker_pool_limit", "broker_heartbeat",
+           "broker_connection", "task_ignore_result")
+conf = app.conf
+names = [n for n in DEFAULTS if n.startswith(SHAPING) and conf.get(n, DEFAULTS[n]) != DEFAULTS[n]]
+print(json.dumps({n: conf[n] for n in names}, default=list))
+"""
+
+
+def drain_bare(stack: Stack, config: Config, settings: str) -> float:
+    """tasks/s of the bare no-op app draining as many messages on the same Redis."""
+    env = {
+        **stack.env,
+        "CELERY_BROKER_URL": stack.servers.redis_url(BARE_DB),
+        "BARE_CELERY_SETTINGS": settings,
+        "PYTHONPATH": str(HERE),
+    }
+    publish = [str(BIN / "python"), str(HERE / "bare_celery.py"), "publish", str(config.drain)]
+    subprocess.run(publish, cwd=ROOT, env=env, check=True, timeout=300)
+    broker = redis.Redis(port=stack.servers.redis_port, db=BARE_DB)
+    keys = wait_queued(broker, "bare", config.drain)
+    stack.procs.start("bare", worker("bare", "bare", app="bare_celery"), env)
+    try:
+        return config.drain / broker_window(broker, keys, config.drain, stack, config.deadline)
+    finally:
+        stack.procs.stop("bare")
+
+
+def part_drain(stack: Stack, config: Config) -> list[Row]:
+    settings = stack.django(WORKER_SETTINGS).strip()
+    with stack.paused("short", "long"):
+        rows_rate, ours, counts = drain_ours(stack, config)
+        bare = drain_bare(stack, config, settings)
+    flags = f"1 worker, prefork --concurrency={WORKER_CONCURRENCY}"
+    return [
+        Row(
+            f"Drain of {config.drain:,} queued `sum` tasks ({flags}, -Q tasks)",
+            f"{rows_rate:,.0f} tasks/s",
+            details=f"first started_at → last completed_at; {describe(counts)}; "
+            f"first message taken → last acknowledged: {ours:,.0f} tasks/s",
+        ),
+        Row(
+            f"Bare Celery no-op app, {config.drain:,} messages, same broker and worker settings",
+            f"{bare:,.0f} tasks/s",
+            details=f"first message taken → last acknowledged; settings {settings}",
+        ),
+        Row(
+            "Drain ratio, ours / bare",
+            f"{ours / bare:.2f}x",
+            details=f"like for like (broker window both); from our rows: {rows_rate / bare:.2f}x",
+        ),
+    ]
+
+
+# --- expiry --------------------------------------------------------------------------------
+# The service itself is timed, in a process already started and connected.
+TIME_EXPIRY = r"""
+import json
+import time
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from backend.tasks import services
+
+connection.ensure_connection()
+with CaptureQueriesContext(connection) as queries:
+    began = time.perf_counter()
+    rows = services.tasks_expire()
+    seconds = time.perf_counter() - began
+statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
+print(json.dumps({"rows": rows, "seconds": seconds, "statements": statements}, default=str))
+"""
+
+
+def part_expiry(stack: Stack, config: Config) -> list[Row]:
+    # Beat and the workers stopped: nothing else expires, claims or rescues these rows.
+    with stack.paused("beat", "short", "long"):
+        account = register(stack.port, "expiry")
+        insert_tasks(stack, account, config.expiry, "overdue")
+        timed = json.loads(stack.django(TIME_EXPIRY))
+        counts = status_counts(stack, account.id)
+    statements = timed["statements"]
+    summary = ", ".join(f"{statements.count(s)} {s}" for s in dict.fromkeys(statements))
+    return [
+        Row(
+            f"Expiry of {config.expiry:,} overdue active tasks (`tasks_expire()`)",
+            f"{timed['seconds']:.2f} s",
+            details=f"returned {timed['rows']}; {len(statements)} statement(s): {summary}; "
+            f"the rows now: {describe(counts)}",
+        )
+    ]
+
+
+# --- head-of-line --------------------------------------------------------------------------
+def finished_at(stack: Stack, task_id: str) -> tuple | None:
+    row = stack.sql(
+        "SELECT status, created_at, started_at, completed_at FROM tasks_task WHERE id = %s",
+        (task_id,),
+    )[0]
+    return row if row[0] not in ACTIVE else None
+
+
+def hol_countdowns(stack: Stack, config: Config) -> Row:
+    """A sum created while two countdowns hold the long-queue worker's two slots."""
+    account = register(stack.port, "hol")
+    countdown = {"task_type": "countdown", "input_data": {"seconds": config.countdown}}
+    ids = submit(stack, account.token, [countdown] * 2)
+    running = "SELECT count(*) FROM tasks_task WHERE id = ANY(%s) AND status = 'running'"
+    wait_for(lambda: stack.sql(running, (ids,))[0][0] == 2, 60, "both countdowns to run")
+    task_id = create(stack, account.token, SUM)
+    deadline = config.countdown + config.deadline
+    status, created, _, completed = wait_for(
+        lambda: finished_at(stack, task_id), deadline, "the sum"
+    )
+    still = stack.sql(running, (ids,))[0][0]
+    for countdown_id in ids:  # free the long worker; a countdown stops within a second
+        expect(stack.port, "POST", f"/api/tasks/{countdown_id}/cancel/", 200, account.token)
+    return Row(
+        f"Head-of-line: a `sum` created while two {config.countdown} s countdowns run",
+        f"{(completed - created).total_seconds():.3f} s",
+        details=f"created_at → completed_at; {status}; countdowns still running then: {still}",
+    )
+
+
+@contextmanager
+def rows_locked(stack: Stack, ids: list[str]):
+    """Hold these task rows locked: a worker's claim of them waits until the block ends."""
+    with psycopg.connect(stack.servers.dsn) as conn:
+        conn.execute("SELECT id FROM tasks_task WHERE id = ANY(%s) FOR UPDATE", (ids,))
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def lock_waiters(stack: Stack) -> int:
+    query = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    return stack.sql(query)[0][0]
+
+
+def hol_priority(stack: Stack, config: Config) -> Row:
+    """``low`` tasks queued behind a busy short-queue worker, then one ``urgent``."""
+    holder, account = register(stack.port, "holder"), register(stack.port, "priority")
+    low, urgent = {**SUM, "priority": "low"}, {**SUM, "priority": "urgent"}
+    with stack.paused("short"):
+        held = submit(stack, holder.token, [SUM] * WORKER_CONCURRENCY)
+        # Both slots busy: each one's claim waits on a row this bench holds locked.
+        with rows_locked(stack, held):
+            stack.start("short")
+            wait_for(lambda: lock_waiters(stack) >= WORKER_CONCURRENCY, 60, "both slots busy")
+            lows = [create(stack, account.token, low) for _ in range(config.low)]
+            last = create(stack, account.token, urgent)
+    counts = wait_settled(stack, account.id, config.low + 1, config.deadline)
+    query = "SELECT id::text, started_at FROM tasks_task WHERE owner_id = %s"
+    started = dict(stack.sql(query, (account.id,)))
+    if any(started[i] is None for i in [*lows, last]):
+        raise BenchError(f"some of the tasks never started: {describe(counts)}")
+    before = sum(started[i] < started[last] for i in lows)
+    return Row(
+        f"Priority: {config.low} `low` queued behind a busy worker, then 1 `urgent`",
+        f"{before} of {config.low} low started before it",
+        details=f"from started_at; {describe(counts)}",
+    )
+
+
+def part_hol(stack: Stack, config: Config) -> list[Row]:
+    return [hol_countdowns(stack, config), hol_priority(stack, config)]
+
+
+# --- the run -------------------------------------------------------------------------------
+MEASURE: dict[str, Callable[[Stack, Config], list[Row]]] = {
+    "create": part_create,
+    "list": part_list,
+    "drain": part_drain,
+    "expiry": part_expiry,
+    "hol": part_hol,
+}
+
+
+def warm_up(stack: Stack, config: Config) -> None:
+    """One task through the whole pipeline: the short worker consumes before we measure."""
+    account = register(stack.port, "warmup")
+    submit(stack, account.token, [SUM])
+    wait_settled(stack, account.id, 1, config.deadline)
+
+
+def measure(config: Config) -> tuple[list[Row], dict[str, str], bool]:
+    """Run the parts; a part that fails is reported as such and the next one runs."""
+    rows, failed = [], False
+    with running_stack(config.port) as stack:
+        print(f"stack up on {stack.base} (temp folder {stack.folder})", flush=True)
+        warm_up(stack, config)
+        for part in PARTS if config.only is None else (config.only,):
+            began = time.perf_counter()
+            try:
+                rows += MEASURE[part](stack, config)
+            except (BenchError, subprocess.SubprocessError) as exc:
+                failed = True
+                rows.append(Row(f"{part}: FAILED", "—", details=str(exc).replace("\n", " ")[:500]))
+                print(stack.procs.log_tails(), file=sys.stderr)
+            print(f"{part} done in {time.perf_counter() - began:.0f} s", flush=True)
+        tools = {
+            "PostgreSQL": version([str(stack.servers.pg / "postgres"), "--version"]),
+            "Redis": version(["redis-server", "--version"]),
+            "wrk": version(["wrk", "-v"]),
+        }
+    return rows, tools, failed
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| Measurement | result | p50 | p99 | details |", "|---|--:|--:|--:|---|"]
+    lines += [f"| {r.name} | {r.result} | {r.p50} | {r.p99} | {r.details} |" for r in rows]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def loads(values: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in values)
+
+
+def report(rows: list[Row], config: Config, tools: dict[str, str], run: dict) -> str:
+    quick = " --quick" if config.quick else ""
+    return f"""# Benchmark results: the production stack (PostgreSQL + Redis)
+
+Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f} s in total) on
+{datetime.now(UTC):%Y-%m-%d %H:%M UTC}. The embedded default is measured by `bench/run.py`
+(`bench/RESULTS.md`); `make bench` runs both.
+
+## Machine
+
+- CPUs (`nproc`): {len(os.sched_getaffinity(0))} ({cpu_model()})
+- Python {platform.python_version()}; {platform.platform()}
+- {tools["PostgreSQL"]}; {tools["Redis"]}; {tools["wrk"]}
+- Load average (1 / 5 / 15 min): {loads(run["load_before"])} before, {loads(run["load_after"])} after
+
+## Configuration
+
+- PostgreSQL with its default settings (fsync on) and Redis (no persistence), on free loopback
+  ports, in a fresh temporary folder; `DEBUG=false`, `LOG_LEVEL=WARNING`, settings from the
+  environment (`DATABASE_URL`, `CELERY_BROKER_URL`, `CACHE_URL=rediscache://`).
+- Web: gunicorn, {WEB_WORKERS} sync workers. Celery: a worker for the short queues
+  (`-Q tasks,maintenance --concurrency={WORKER_CONCURRENCY}`), one for the long queue
+  (`-Q long --concurrency={WORKER_CONCURRENCY}`), beat with the database scheduler.
+- `MAX_ACTIVE_TASKS` and `THROTTLE_AUTH_RATE` raised so the load is never refused.
+- wrk with {WRK_CONNECTIONS} connections (2 threads) for {config.seconds:g} s, on the same machine.
+
+## What is measured
+
+- Create: wrk `POST /api/tasks/` (a `sum` of 5 numbers, JWT bearer) while the workers run the
+  tasks, as a deployment does; then the time the workers needed to finish them.
+- List: wrk `GET {LIST_PATH}` for a user with {config.list_small:,} tasks and one with
+  {config.list_big:,}, while a third user holds {config.list_big:,} (completed `sum` rows
+  inserted in batches, then `VACUUM ANALYZE` as autovacuum would).
+- Drain: {config.drain:,} `sum` tasks created through the API while the workers are stopped,
+  then one worker (`-Q tasks`, prefork, `--concurrency={WORKER_CONCURRENCY}`) drains them:
+  tasks/s from the first `started_at` to the last `completed_at`, and from the first message
+  taken off the queue to the last acknowledged (Redis polled every 5 ms). Then the bare
+  Celery no-op app (`bench/bare_celery.py`) drains as many messages on the same Redis server
+  with the same worker flags and the product's worker settings (acks late, prefetch
+  multiplier, serializer, transport options): tasks/s over the same broker window. The ratio
+  compares the two broker windows.
+- Expiry: {config.expiry:,} overdue active tasks (half pending, half running) inserted with
+  beat and the workers stopped, then one call of `tasks_expire()` timed inside a process
+  already connected, with the statements it ran.
+- Head-of-line: two {config.countdown} s countdowns running on the long-queue worker, then a
+  `sum` is created: its `created_at` → `completed_at`. And the short-queue worker with both
+  slots held (each one's claim waits on a task row the bench keeps locked), {config.low} `low`
+  `sum` tasks created, then one `urgent`; once the rows are released, how many of the `low`
+  ones started before the `urgent` one.
+
+## Results
+
+{table(rows)}
+
+Benchmarks report numbers; nothing here is asserted.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts, a smoke run")
+    parser.add_argument("--port", type=int, help="the web port (default: a free one)")
+    parser.add_argument("--only", choices=PARTS, help="run one part; the results file stays")
+    parser.add_argument("--deadline", type=float, default=300, help="longest wait, seconds")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    return Config(
+        quick=quick,
+        port=args.port,
+        only=args.only,
+        seconds=3 if quick else 10,
+        list_small=1_000 if not quick else 100,
+        list_big=100_000 if not quick else 5_000,
+        drain=2_000 if not quick else 300,
+        expiry=100_000 if not quick else 5_000,
+        countdown=60 if not quick else 10,
+        low=50,
+        deadline=args.deadline,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config = parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so everything started is still stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    run = {"load_before": os.getloadavg()}
+    began = time.perf_counter()
+    try:
+        rows, tools, failed = measure(config)
+    except (BenchError, subprocess.SubprocessError, psycopg.Error, redis.RedisError) as exc:
+        print(f"benchmark failed: {exc}", file=sys.stderr)
+        return 1
+    run.update(seconds=time.perf_counter() - began, load_after=os.getloadavg())
+    print()
+    print(table(rows))
+    print(f"\ntotal runtime {run['seconds']:.1f} s; load average {loads(run['load_after'])}")
+    if not config.only:
+        RESULTS.write_text(report(rows, config, tools, run))
+        print(f"written {RESULTS.relative_to(ROOT)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
