@@ -922,7 +922,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ntotal runtime {runtime:.1f} s")
     if config.only:
         return 0
-    RESULTS.write_text(report(rows, config, runtime))
+    # The production stack's section (bench/production.py, run first by `make bench`) leads.
+    production = RESULTS.with_name("RESULTS-production.md")
+    lead = production.read_text() + "\n" if production.exists() else ""
+    RESULTS.write_text(lead + report(rows, config, runtime))
     print(f"written {RESULTS.relative_to(ROOT)}")
     return 0
 
