@@ -99,8 +99,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
     "backend.common.middleware.ApiErrorMiddleware",
+    "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -195,7 +195,6 @@ FILE_CLEANUP_INTERVAL = _positive_int("FILE_CLEANUP_INTERVAL", 3600)
 # stopped past MAX_UPLOAD_SIZE; no upload is ever held in memory whole.
 FILE_UPLOAD_HANDLERS = ["backend.files.uploads.HashingUploadHandler"]
 
-
 # --- REST framework -----------------------------------------------------------
 THROTTLE_AUTH_RATE = _text("THROTTLE_AUTH_RATE", "20/min")
 if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTTLE_AUTH_RATE):
@@ -204,9 +203,9 @@ if not re.fullmatch(r"[1-9]\d*/(s|sec|second|m|min|minute|h|hour|d|day)", THROTT
     )
 
 NUM_PROXIES = _positive_int("NUM_PROXIES", 0, minimum=0)
-# A 1 MB text sent with every character JSON-escaped is still accepted.
 # How long an Idempotency-Key is remembered, in seconds (24 h).
 IDEMPOTENCY_TTL = _positive_int("IDEMPOTENCY_TTL", 86400)
+# A 1 MB text sent with every character JSON-escaped is still accepted.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 REST_FRAMEWORK = {
@@ -251,6 +250,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
     # Request bodies are documented as JSON (form parsers serve the browsable API); an
     # upload documents its multipart body explicitly.
     "PARSER_WHITELIST": ["backend.common.parsers.StrictJSONParser"],
@@ -258,18 +258,16 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "backend.common.schema.document_errors",
     ],
-    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 # The throttle counters live in the cache; a local-memory cache is per process, which is
 # what a single web process needs. Point CACHE_URL at Redis to share them across processes.
-try:
 # The cache is optional at run time: a cache server that is down or hangs costs a request
 # at most CACHE_TIMEOUT seconds, and the throttles then let requests through.
+try:
     CACHES = {"default": environ.Env.cache_url_config(_text("CACHE_URL", "locmemcache://"))}
 except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
-
 CACHE_TIMEOUT = _read("CACHE_TIMEOUT", env.float, 0.25)
 if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
     CACHES["default"].setdefault("OPTIONS", {}).update(
@@ -277,6 +275,7 @@ if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
     )
 # Each /health/ probe (database, broker, cache) gets this long before it is reported hung.
 HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", env.float, 1.5)
+
 # Longest countdown task; the broker's redelivery timeout below follows it.
 COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 
@@ -304,7 +303,6 @@ if CELERY_BROKER_URL.startswith(("redis", "rediss")):
         "priority_steps": [0, 3, 6, 9],
     }
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
-CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # Sends from the web tier and the dispatcher: a broker that refuses or hangs holds a request
 # for about BROKER_PUBLISH_TIMEOUT seconds at most, and after a failed send the senders of
@@ -324,6 +322,7 @@ BROKER_PUBLISH_TRANSPORT_OPTIONS = {
     "read_timeout": BROKER_PUBLISH_TIMEOUT,
     "write_timeout": BROKER_PUBLISH_TIMEOUT,
 }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # The database is the source of truth for results; Celery keeps none.
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
