@@ -111,10 +111,10 @@ def test_oversized_body_without_a_length_is_refused_by_the_parser(settings):
 def test_unhandled_error_is_json_500_with_a_logged_request_id(
     client_for, user, monkeypatch, caplog, debug
 ):
-    def broken(user):
+    def broken(*args):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("backend.tasks.selectors.tasks_visible_to", broken)
+    monkeypatch.setattr("backend.tasks.selectors.task_list_source", broken)
     client = client_for(user)
     client.raise_request_exception = False
     response = client.get("/api/tasks/")

@@ -39,10 +39,18 @@ class TaskViewSet(
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Task.objects.none()
-        queryset = selectors.tasks_visible_to(self.request.user)
-        if self.action == "list":
-            queryset = queryset.order_by("-created_at", "id")
-        return queryset
+        return selectors.tasks_visible_to(self.request.user)
+
+    def list(self, request, *args, **kwargs):
+        """Your tasks, newest first unless ``ordering`` says otherwise."""
+        narrowing = (*self.filterset_class.base_filters, "search")
+        unfiltered = not any(
+            request.query_params.get(name) for name in narrowing if name != "ordering"
+        )
+        page = self.paginate_queryset(
+            selectors.task_list_source(request.user, self.filter_queryset, unfiltered=unfiltered)
+        )
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
 
     def _respond(self, task, code=status.HTTP_200_OK):
         return Response(
