@@ -95,8 +95,9 @@ class FileViewSet(
 
     @extend_schema(
         responses={
-            (200, "application/octet-stream"): OpenApiResponse(
-                OpenApiTypes.BINARY, description="the bytes, with ETag = SHA-256"
+            (200, "*/*"): OpenApiResponse(
+                OpenApiTypes.BINARY,
+                description="the bytes, with the file's content type; ETag = SHA-256",
             ),
             304: OpenApiResponse(description="If-None-Match matched the ETag"),
         }

@@ -70,7 +70,7 @@ def test_upload_with_a_wrong_sha256_stores_nothing(client, post_upload, media, u
     assert list(upload_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("value", ["abc", "g" * 64, "a" * 65, " " + "a" * 63])
+@pytest.mark.parametrize("value", ["abc", "g" * 64, "a" * 65, " " + "a" * 63, ""])
 def test_upload_with_a_malformed_sha256_is_a_field_error(client, post_upload, value):
     response = post_upload(client, CSV, sha256=value)
     assert response.status_code == 400
