@@ -1,6 +1,11 @@
 """The upload handler of ``POST /api/files/``: hashes and counts the bytes as the request
 streams in, writes them to a temporary file (deleted when closed), and stops the upload as
-soon as it passes ``MAX_UPLOAD_SIZE``. Nothing is ever held in memory whole."""
+soon as it passes ``MAX_UPLOAD_SIZE``. Nothing is ever held in memory whole.
+
+Once stopped, nothing more is hashed or written: the rest of the body is read and dropped, so
+that every HTTP client receives the 413 (a server that answers before the body is read
+leaves clients that do not wait for ``100 Continue`` with a broken pipe). A body declared
+larger than twice the limit is refused without reading it at all."""
 
 from __future__ import annotations
 
@@ -12,9 +17,13 @@ from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
 
-# Room for the multipart framing and the small form fields (``sha256``) around the file:
-# a request whose declared length exceeds the limit by more than this is refused unread.
+# Room for the multipart framing and the small form fields (``sha256``) around the file.
 FRAMING_ALLOWANCE = 64 * 1024
+
+
+def refused_unread(content_length: int, max_size: int) -> bool:
+    """Declared so large that the body is not worth reading even to drop it."""
+    return content_length > 2 * max_size + FRAMING_ALLOWANCE
 
 
 class HashedUploadedFile(TemporaryUploadedFile):
@@ -35,8 +44,7 @@ class HashingUploadHandler(FileUploadHandler):
         self._received = 0
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
-        if content_length > self.max_size + FRAMING_ALLOWANCE:
-            # Certainly too large: refuse before reading a byte of the body.
+        if refused_unread(content_length, self.max_size):
             self.too_large = True
             return QueryDict(encoding=encoding), MultiValueDict()
         return None
@@ -54,8 +62,7 @@ class HashingUploadHandler(FileUploadHandler):
         if self._received > self.max_size:
             self.too_large = True
             self.file.close()  # a closed temporary file is deleted at once
-            # The rest of the body is read and dropped (at most FRAMING_ALLOWANCE past
-            # the limit), so the client receives the 413 instead of a reset connection.
+            # The rest of the body (less than the limit again) is read and dropped.
             raise StopUpload(connection_reset=False)
         self._hash.update(raw_data)
         self.file.write(raw_data)

@@ -75,10 +75,21 @@ def test_a_declared_length_far_over_the_limit_is_refused_unread(upload_dir):
     handler = HashingUploadHandler(max_size=1000)
     body, content_type = multipart({}, filename="a.bin", content=b"x" * 10)
     stream = io.BytesIO(body)
-    meta = {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(1000 + FRAMING_ALLOWANCE + 1)}
+    meta = {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(2000 + FRAMING_ALLOWANCE + 1)}
     post, files = MultiPartParser(meta, stream, [handler], "utf-8").parse()
     assert handler.too_large and not files and not post
     assert stream.tell() == 0
+
+
+def test_a_body_up_to_twice_the_limit_is_read_to_its_end_and_dropped(upload_dir):
+    handler = HashingUploadHandler(max_size=100_000)
+    body, content_type = multipart({"sha256": "a" * 64}, filename="a.bin", content=b"z" * 190_000)
+    stream = io.BytesIO(body)
+    meta = {"CONTENT_TYPE": content_type, "CONTENT_LENGTH": str(len(body))}
+    post, files = MultiPartParser(meta, stream, [handler], "utf-8").parse()
+    assert handler.too_large and not files and post["sha256"] == "a" * 64
+    assert stream.tell() == len(body)  # so the client can read the 413
+    assert list(upload_dir.iterdir()) == []
 
 
 def test_an_interrupted_upload_leaves_no_temporary_file(upload_dir):
