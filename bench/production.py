@@ -59,6 +59,7 @@ SUM = {"task_type": "sum", "input_data": {"numbers": [1, 2, 3, 4, 5]}}
 LIST_PATH = "/api/tasks/?page_size=10"
 ACTIVE = ("scheduled", "pending", "running")
 BARE_DB = 2  # the bare app's Redis database: same server, its own keys
+SERVICE = ("web", "short", "long", "beat")
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Config:
     port: int | None
     only: str | None
     seconds: float  # each wrk run
+    warm: float  # a wrk run before each one, not counted
     list_small: int
     list_big: int
     drain: int
@@ -176,15 +178,28 @@ def wrk_row(name: str, result: WrkResult, details: str) -> Row:
     )
 
 
+def cpu_per(before: dict[str, float], after: dict[str, float], count: int, unit: str) -> str:
+    used = ", ".join(f"{k} {(after[k] - before[k]) / count * 1000:.2f}" for k in after)
+    return f"CPU ms per {unit}: {used}"
+
+
+def wrk(stack: Stack, config: Config, path: str, token: str, body: dict | None = None):
+    """A short warm-up run, not counted (first requests of each web worker), then the run;
+    returns its result and what it cost each process in CPU time."""
+    run_wrk(stack.folder, stack.base + path, token, config.warm, body)
+    before = stack.cpu(*SERVICE)
+    result = run_wrk(stack.folder, stack.base + path, token, config.seconds, body)
+    return result, cpu_per(before, stack.cpu(*SERVICE), max(result.requests, 1), "request")
+
+
 def part_create(stack: Stack, config: Config) -> list[Row]:
     account = register(stack.port, "create")
-    url = stack.base + "/api/tasks/"
-    result = run_wrk(stack.folder, url, account.token, config.seconds, SUM)
+    result, cpu = wrk(stack, config, "/api/tasks/", account.token, SUM)
     ended = time.perf_counter()
     counts = wait_settled(stack, account.id, result.requests - result.non2xx, config.deadline)
     details = (
-        f"{describe(counts)} rows; the workers finished them "
-        f"{time.perf_counter() - ended:.1f} s after the load ended"
+        f"{describe(counts)} rows (warm-up included); the workers finished them "
+        f"{time.perf_counter() - ended:.1f} s after the load ended; {cpu}"
     )
     return [wrk_row("POST /api/tasks/ (sum of 5 numbers), workers running", result, details)]
 
@@ -198,10 +213,9 @@ def part_list(stack: Stack, config: Config) -> list[Row]:
     rows = []
     for account, count in ((small, config.list_small), (big, config.list_big)):
         shown = expect(stack.port, "GET", LIST_PATH, 200, account.token)["count"]
-        result = run_wrk(stack.folder, stack.base + LIST_PATH, account.token, config.seconds)
-        rows.append(
-            wrk_row(f"GET {LIST_PATH}, a user with {count:,} tasks", result, f"count {shown:,}")
-        )
+        result, cpu = wrk(stack, config, LIST_PATH, account.token)
+        name = f"GET {LIST_PATH}, a user with {count:,} tasks"
+        rows.append(wrk_row(name, result, f"count {shown:,}; {cpu}"))
     return rows
 
 
@@ -228,13 +242,18 @@ def wait_queued(broker: redis.Redis, queue: str, count: int) -> list[bytes]:
 
 
 def broker_window(
-    broker: redis.Redis, keys: list[bytes], total: int, stack: Stack, deadline: float
-):
+    broker: redis.Redis,
+    keys: list[bytes],
+    total: int,
+    stack: Stack,
+    deadline: float,
+    on_first: Callable[[], object],
+) -> float:
     """Seconds from the first message taken from the queue to the last one acknowledged.
 
     Polls the queue's lists and the transport's ``unacked`` hash every 5 ms: taken when the
-    lists hold fewer than ``total``, all done when both are empty (acks late: a message is
-    acknowledged after its task returned) and stay empty for 0.1 s.
+    lists hold fewer than ``total`` (``on_first`` is called then), all done when both are
+    empty (acks late: a message is acknowledged after its task returned) and stay so 0.1 s.
     """
     first = last = None
     end = time.monotonic() + deadline
@@ -246,7 +265,9 @@ def broker_window(
         *lengths, unacked = pipe.execute()
         now = time.perf_counter()
         waiting = sum(lengths)
-        first = first or (now if waiting < total else None)
+        if first is None and waiting < total:
+            first = now
+            on_first()
         idle = first is not None and waiting == 0 and unacked == 0
         last = (last or now) if idle else None
         if last is not None and now - last > 0.1:
@@ -266,16 +287,34 @@ def submit(stack: Stack, token: str, bodies: list[dict], threads: int = 8) -> li
         return list(pool.map(lambda body: create(stack, token, body), bodies))
 
 
-def drain_ours(stack: Stack, config: Config) -> tuple[float, float, dict[str, int]]:
-    """Returns tasks/s from the rows, tasks/s from the broker, and the status counts."""
+@dataclass
+class Drained:
+    rate: float  # tasks/s from the first message taken to the last acknowledged
+    cpu: str  # what each process spent per task meanwhile
+
+
+def drained(stack: Stack, app: str, queue: str, env: dict[str, str], deadline: float) -> Drained:
+    """Start one worker of ``app`` on ``queue`` and time how it drains what waits there."""
+    broker = redis.Redis.from_url(env["CELERY_BROKER_URL"])
+    keys, total = queued(broker, queue)
+    cpu: dict[str, dict[str, float]] = {}
+    stack.procs.start("worker", worker(queue, queue, app=app), env)
+    try:
+        window = broker_window(
+            broker, keys, total, stack, deadline, lambda: cpu.update(before=stack.cpu("worker"))
+        )
+        after = stack.cpu("worker")
+    finally:
+        stack.procs.stop("worker")
+    return Drained(total / window, cpu_per(cpu["before"], after, total, "task"))
+
+
+def drain_ours(stack: Stack, config: Config) -> tuple[float, Drained, dict[str, int]]:
+    """Returns tasks/s from the rows, the broker's view, and the status counts."""
     account = register(stack.port, "drain")
     submit(stack, account.token, [SUM] * config.drain)
-    keys = wait_queued(stack.broker, "tasks", config.drain)
-    stack.start("drain")
-    try:
-        window = broker_window(stack.broker, keys, config.drain, stack, config.deadline)
-    finally:
-        stack.stop("drain")
+    wait_queued(stack.broker, "tasks", config.drain)
+    ours = drained(stack, "backend", "tasks", stack.env, config.deadline)
     done, first, last = stack.sql(
         "SELECT count(*) FILTER (WHERE status = 'completed'), min(started_at), max(completed_at)"
         " FROM tasks_task WHERE owner_id = %s",
@@ -284,7 +323,7 @@ def drain_ours(stack: Stack, config: Config) -> tuple[float, float, dict[str, in
     if not done:
         raise BenchError(f"no task completed: {describe(status_counts(stack, account.id))}")
     rows_rate = done / (last - first).total_seconds()
-    return rows_rate, config.drain / window, status_counts(stack, account.id)
+    return rows_rate, ours, status_counts(stack, account.id)
 
 
 # Every setting of the product's Celery app that shapes how a worker takes, runs and
@@ -305,7 +344,7 @@ print(json.dumps({n: conf[n] for n in names}, default=list))
 """
 
 
-def drain_bare(stack: Stack, config: Config, settings: str) -> float:
+def drain_bare(stack: Stack, config: Config, settings: str) -> Drained:
     """tasks/s of the bare no-op app draining as many messages on the same Redis."""
     env = {
         **stack.env,
@@ -316,12 +355,8 @@ def drain_bare(stack: Stack, config: Config, settings: str) -> float:
     publish = [str(BIN / "python"), str(HERE / "bare_celery.py"), "publish", str(config.drain)]
     subprocess.run(publish, cwd=ROOT, env=env, check=True, timeout=300)
     broker = redis.Redis(port=stack.servers.redis_port, db=BARE_DB)
-    keys = wait_queued(broker, "bare", config.drain)
-    stack.procs.start("bare", worker("bare", "bare", app="bare_celery"), env)
-    try:
-        return config.drain / broker_window(broker, keys, config.drain, stack, config.deadline)
-    finally:
-        stack.procs.stop("bare")
+    wait_queued(broker, "bare", config.drain)
+    return drained(stack, "bare_celery", "bare", env, config.deadline)
 
 
 def part_drain(stack: Stack, config: Config) -> list[Row]:
@@ -335,17 +370,18 @@ def part_drain(stack: Stack, config: Config) -> list[Row]:
             f"Drain of {config.drain:,} queued `sum` tasks ({flags}, -Q tasks)",
             f"{rows_rate:,.0f} tasks/s",
             details=f"first started_at → last completed_at; {describe(counts)}; "
-            f"first message taken → last acknowledged: {ours:,.0f} tasks/s",
+            f"first message taken → last acknowledged: {ours.rate:,.0f} tasks/s; {ours.cpu}",
         ),
         Row(
             f"Bare Celery no-op app, {config.drain:,} messages, same broker and worker settings",
-            f"{bare:,.0f} tasks/s",
-            details=f"first message taken → last acknowledged; settings {settings}",
+            f"{bare.rate:,.0f} tasks/s",
+            details=f"first message taken → last acknowledged; {bare.cpu}; settings {settings}",
         ),
         Row(
             "Drain ratio, ours / bare",
-            f"{ours / bare:.2f}x",
-            details=f"like for like (broker window both); from our rows: {rows_rate / bare:.2f}x",
+            f"{ours.rate / bare.rate:.2f}x",
+            details="like for like (the broker window of both); "
+            f"from our rows: {rows_rate / bare.rate:.2f}x",
         ),
     ]
 
@@ -550,7 +586,8 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
   (`-Q tasks,maintenance --concurrency={WORKER_CONCURRENCY}`), one for the long queue
   (`-Q long --concurrency={WORKER_CONCURRENCY}`), beat with the database scheduler.
 - `MAX_ACTIVE_TASKS` and `THROTTLE_AUTH_RATE` raised so the load is never refused.
-- wrk with {WRK_CONNECTIONS} connections (2 threads) for {config.seconds:g} s, on the same machine.
+- wrk with {WRK_CONNECTIONS} connections (2 threads) for {config.seconds:g} s after a
+  {config.warm:g} s warm-up run that is not counted, on the same machine.
 
 ## What is measured
 
@@ -575,6 +612,10 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
   slots held (each one's claim waits on a task row the bench keeps locked), {config.low} `low`
   `sum` tasks created, then one `urgent`; once the rows are released, how many of the `low`
   ones started before the `urgent` one.
+- CPU: around each measured wrk run and each drain, the CPU time used by every process group
+  of the stack (from `/proc`, children included), per request or per task. The machine may
+  be shared: rates move with whatever else runs (see the load average), the CPU time a
+  request or a task costs much less.
 
 ## Results
 
@@ -597,6 +638,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         port=args.port,
         only=args.only,
         seconds=3 if quick else 10,
+        warm=1 if quick else 2,
         list_small=1_000 if not quick else 100,
         list_big=100_000 if not quick else 5_000,
         drain=2_000 if not quick else 300,

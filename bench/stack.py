@@ -215,7 +215,6 @@ def service_commands(port: int) -> dict[str, list[str]]:
         "short": worker("tasks,maintenance", "short"),
         "long": worker("long", "long"),
         "beat": [str(BIN / "celery"), "-A", "backend", "beat", "--loglevel=warning"],
-        "drain": worker("tasks", "drain"),
     }
 
 
@@ -368,6 +367,36 @@ def run_wrk(folder: Path, url: str, token: str, seconds: float, body: Any = None
     )
 
 
+# --- CPU time ------------------------------------------------------------------------------
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds of the process and of its children it has reaped)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # After the command name: state, ppid, ..., utime, stime, cutime, cstime (14th-17th).
+        table[int(entry.name)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    return table
+
+
+def tree_cpu(table: dict[int, tuple[int, float]], root: int) -> float:
+    """CPU seconds used so far by ``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += table.get(pid, (0, 0.0))[1]
+        todo += children.get(pid, [])
+    return total
+
+
 # --- the whole stack -----------------------------------------------------------------------
 @dataclass
 class Stack:
@@ -421,6 +450,16 @@ class Stack:
         if done.returncode:
             raise BenchError(f"Django script failed:\n{done.stderr[-2000:]}")
         return done.stdout
+
+    def cpu(self, *names: str) -> dict[str, float]:
+        """CPU seconds used so far by these processes (with their children), PostgreSQL and
+        Redis: differences between two calls say what a measurement cost each of them."""
+        table = process_table()
+        postmaster = int((self.servers.pg_data / "postmaster.pid").read_text().split()[0])
+        used = {name: tree_cpu(table, self.procs.running[name].pid) for name in names}
+        used["postgres"] = tree_cpu(table, postmaster)
+        used["redis"] = tree_cpu(table, self.servers.redis.pid)
+        return used
 
     def healthy(self) -> bool:
         self.procs.check()
