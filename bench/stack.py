@@ -479,7 +479,11 @@ def running_stack(port: int | None) -> Iterator[Stack]:
     """PostgreSQL, Redis and the service, up and healthy; all stopped and removed after."""
     folder = Path(tempfile.mkdtemp(prefix="atm-prod-bench-"))
     folder.chmod(0o755)  # the postgres user reaches its data folder inside
-    servers = Servers(folder, ensure_tools(folder / "setup.log"))
+    try:
+        servers = Servers(folder, ensure_tools(folder / "setup.log"))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     procs = Processes(folder)
     try:
         start_postgres(servers)
