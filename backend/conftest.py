@@ -77,6 +77,7 @@ def broker_hung(monkeypatch, blackhole):
 
     url = f"redis://127.0.0.1:{blackhole.port}/0"
     monkeypatch.setattr(app.conf, "broker_url", url)
+    monkeypatch.setitem(app.conf, "broker_transport", None)  # the URL names it
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     return monkeypatch
 
@@ -125,5 +126,6 @@ def broker_down(monkeypatch):
     # Configuration first: Celery's broker_url reads the variable first, so patching after
     # setenv would record (and later "restore") the unreachable URL.
     monkeypatch.setattr(app.conf, "broker_url", UNREACHABLE_BROKER)
+    monkeypatch.setitem(app.conf, "broker_transport", None)  # the URL names it
     monkeypatch.setenv("CELERY_BROKER_URL", UNREACHABLE_BROKER)
     return monkeypatch

@@ -291,8 +291,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(BROKER_FOLDER / "control"),
         "processed_folder": str(BROKER_FOLDER / "processed"),
         "store_processed": False,
-        "polling_interval": 0.1,
+        "polling_interval": 0.05,
     }
+    # Priorities, as file-name order (backend/common/brokers.py).
+    CELERY_BROKER_TRANSPORT = "backend.common.brokers:Transport"
 elif CELERY_BROKER_URL.split("://", 1)[0] not in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
     _fail(f"CELERY_BROKER_URL has an unsupported scheme: {CELERY_BROKER_URL.split(':', 1)[0]}")
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
@@ -328,7 +330,9 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# One message reserved per worker process, so priorities decide what runs next; the embedded
+# broker, which hands messages out once per poll, reserves a few more to keep up.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 4 if CELERY_BROKER_URL.startswith("filesystem://") else 1
 CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"

@@ -84,17 +84,16 @@ def _discard_pool() -> None:
 # --- sending ------------------------------------------------------------------------------
 
 _REDIS_PRIORITY = {0: 9, 1: 6, 2: 3, 3: 0}  # Redis consumes its priority 0 first
-_AMQP_PRIORITY = {0: 0, 1: 3, 2: 6, 3: 9}  # RabbitMQ consumes its highest number first
+_AMQP_PRIORITY = {0: 0, 1: 3, 2: 6, 3: 9}
 
 
-def message_priority(rank: int) -> int | None:
+def message_priority(rank: int) -> int:
     """The broker's message priority for a task's priority rank (low 0 … urgent 3)."""
     scheme = celery_app.conf.broker_url.split("://", 1)[0]
     if scheme.startswith("redis"):
         return _REDIS_PRIORITY[rank]
-    if scheme in {"amqp", "amqps", "pyamqp"}:
-        return _AMQP_PRIORITY[rank]
-    return None  # the embedded broker is first in, first out
+    # RabbitMQ and the embedded broker (backend/common/brokers.py) take the highest first.
+    return _AMQP_PRIORITY[rank]
 
 
 def accepting() -> bool:

@@ -57,6 +57,7 @@ def own_redis(tmp_path, monkeypatch):
 
     url = f"redis://127.0.0.1:{port}/0"
     monkeypatch.setattr(app.conf, "broker_url", url)
+    monkeypatch.setitem(app.conf, "broker_transport", None)  # the URL names it
     monkeypatch.setenv("CELERY_BROKER_URL", url)
     yield proc
     if proc.poll() is None:

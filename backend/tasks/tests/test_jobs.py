@@ -99,7 +99,8 @@ def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, b
 
 def test_worker_settings():
     conf = celery_app.conf
-    assert conf.task_acks_late and conf.worker_prefetch_multiplier == 1
+    embedded = conf.broker_url.startswith("filesystem")
+    assert conf.task_acks_late and conf.worker_prefetch_multiplier == (4 if embedded else 1)
     assert conf.get("CELERY_DB_REUSE_MAX") == 100
     assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}
 
@@ -158,3 +159,25 @@ def test_the_connection_is_checked_every_so_many_tasks(monkeypatch):
     for _ in range(celery_module._ConnectionCheck.every * 2):
         task_prerun.send(sender=jobs.run_task, task_id="t", task=jobs.run_task, args=(), kwargs={})
     assert len(checks) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_urgent_task_overtakes_the_low_ones_waiting(user):
+    """Priorities on the configured broker: Redis priority steps, or the embedded broker's
+    file order. Five low tasks are waiting; an urgent one sent after them is handed out first,
+    then a normal one, then the low ones in the order they came."""
+    from .processes import purge_filesystem_broker
+
+    purge_filesystem_broker()
+    low = [TaskFactory(owner=user, priority="low") for _ in range(5)]
+    urgent = TaskFactory(owner=user, priority="urgent")
+    normal = TaskFactory(owner=user, priority="normal")
+    sent = queue.publish([queue.job_of(t) for t in (*low, urgent, normal)])
+    assert len(sent) == 7
+    order = []
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for _ in range(7):
+            message = channel.basic_get("tasks", no_ack=True)
+            order.append(message.headers["argsrepr"].strip("[]()',"))
+    assert order == [str(t.pk) for t in (urgent, normal, *low)]
