@@ -403,8 +403,8 @@ def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
         .values_list(*queue.JOB_FIELDS)[:batch_size]
     ]
     sent = queue.publish(due)
-    if sent:  # one UPDATE for the batch
-        Task.objects.filter(pk__in=sent, status=TaskStatus.PENDING).update(enqueued_at=now)
+    if sent:  # one UPDATE for the batch; a worker may have claimed some already
+        Task.objects.filter(pk__in=sent).update(enqueued_at=now)
     return {"released": released, "sent": len(sent), "due": len(due)}
 
 
