@@ -102,10 +102,9 @@ def ensure_tools(log: Path) -> Path:
 
 
 def version(argv: list[str]) -> str:
-    """First line a tool prints about its version (wrk -v exits 1, so no check)."""
+    """Name and version a tool prints (wrk -v exits 1, so no check): its first three words."""
     done = subprocess.run(argv, capture_output=True, text=True, timeout=30)
-    lines = (done.stdout + done.stderr).strip().splitlines()
-    return lines[0] if lines else "unknown"
+    return " ".join((done.stdout + done.stderr).split()[:3]) or "unknown"
 
 
 # --- PostgreSQL and Redis ------------------------------------------------------------------
@@ -190,6 +189,8 @@ def service_env(servers: Servers, folder: Path) -> dict[str, str]:
         "DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Plain HTTP on loopback, no TLS proxy in front.
+        "SECURE_SSL_REDIRECT": "false",
         "DATABASE_URL": f"postgres://postgres@127.0.0.1:{servers.pg_port}/{DATABASE}",
         "CELERY_BROKER_URL": servers.redis_url(0),
         "CACHE_URL": f"rediscache://127.0.0.1:{servers.redis_port}/1",
