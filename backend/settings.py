@@ -5,6 +5,7 @@ A bad value stops start-up with a message naming the variable (see ``_fail``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -455,3 +456,35 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+# --- outbound calls (webhooks, api_integration) --------------------------------
+# CIDRs let through despite being loopback/private/link-local (tests, intranets), e.g.
+# 127.0.0.0/8,10.0.0.0/8. Empty: only public addresses are called.
+OUTBOUND_ALLOWED_NETWORKS = _read("OUTBOUND_ALLOWED_NETWORKS", env.list, [])
+for _cidr in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_cidr, strict=False)
+    except ValueError:
+        _fail(f"OUTBOUND_ALLOWED_NETWORKS: {_cidr!r} is not a network (e.g. 10.0.0.0/8)")
+# Bytes of a response body kept; the rest is dropped and the result says truncated.
+OUTBOUND_MAX_BODY = _positive_int("OUTBOUND_MAX_BODY", 64 * 1024)
+# First delay, in seconds, before a task whose run failed for a passing reason (a 5xx,
+# a timeout) runs again; it doubles at each attempt, with jitter, up to TASK_RETRY_MAX_DELAY.
+TASK_RETRY_BACKOFF = _positive_int("TASK_RETRY_BACKOFF", 10)
+TASK_RETRY_MAX_DELAY = _positive_int("TASK_RETRY_MAX_DELAY", 600)
+
+# --- notifications ------------------------------------------------------------
+# Deliveries tried per notification before it is marked failed.
+NOTIFY_MAX_ATTEMPTS = _positive_int("NOTIFY_MAX_ATTEMPTS", 8)
+# First delay (seconds) before a failed delivery is tried again; doubles each time, with
+# jitter, up to NOTIFY_MAX_DELAY.
+NOTIFY_BACKOFF = _positive_int("NOTIFY_BACKOFF", 30)
+NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
+# How often Beat sends due notifications, and after how long one sent but not yet
+# delivered (a lost message, a crashed worker) is sent again.
+NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
+NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
+# Seconds a webhook receiver has to answer.
+NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
+# Where the links in notification mails point (this service's public address).
+PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+

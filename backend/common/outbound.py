@@ -1,0 +1,293 @@
+"""The one way this service calls other servers (webhooks, ``api_integration``): SPEC §7.
+
+- ``http`` and ``https`` only;
+- the host is resolved once and every address it resolves to is checked: loopback, private,
+  link-local, multicast, reserved, unspecified and other non-global addresses are refused
+  (an IPv4 address hidden in an IPv6 one — mapped, 6to4, Teredo — is checked as IPv4),
+  unless it lies in ``OUTBOUND_ALLOWED_NETWORKS``; unspecified and multicast never pass;
+- the connection goes to the checked address (no second lookup, so no DNS rebinding), with
+  the original ``Host`` header and TLS server name, and no proxy from the environment;
+- redirects are not followed unless asked, and then each hop is checked like the first
+  (at most ``MAX_REDIRECTS``);
+- a timeout bounds connecting, each read and the whole exchange; the body is read up to
+  ``OUTBOUND_MAX_BODY`` bytes and the rest dropped (``truncated``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import httpx
+from django.conf import settings
+
+MAX_REDIRECTS = 5
+MAX_TIMEOUT = 30.0
+REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class OutboundError(Exception):
+    """The call could not be made or did not finish (connection, timeout, name lookup).
+    Worth trying again later."""
+
+
+class OutboundRefused(OutboundError):
+    """The target is not allowed (scheme, address, too many redirects): never retried."""
+
+
+@dataclass(frozen=True)
+class Response:
+    status_code: int
+    headers: dict[str, str]
+    body: bytes
+    truncated: bool
+    url: str
+
+
+# --- address rules ------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _networks(spec: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in spec)
+
+
+def allowed_networks():
+    return _networks(tuple(settings.OUTBOUND_ALLOWED_NETWORKS))
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.sixtofour is not None:
+            return address.sixtofour
+        if address.teredo is not None:
+            return address.teredo[1]
+    return None
+
+
+def refusal(address: IPAddress) -> str | None:
+    """Why ``address`` may not be called, or None when it may."""
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        if address.ipv4_mapped is None:  # 6to4 / Teredo: both halves must pass
+            own = _plain_refusal(address)
+            if own is not None:
+                return own
+        return refusal(embedded)
+    return _plain_refusal(address)
+
+
+def _plain_refusal(address: IPAddress) -> str | None:
+    if address.is_unspecified:
+        return f"{address} is an unspecified address"
+    if address.is_multicast:
+        return f"{address} is a multicast address"
+    if any(address in network for network in allowed_networks()):
+        return None
+    for label, flag in (
+        ("loopback", address.is_loopback),
+        ("link-local", address.is_link_local),
+        ("reserved", address.is_reserved),
+        ("private", address.is_private),
+        ("non-public", not address.is_global),
+    ):
+        if flag:
+            return f"{address} is a {label} address"
+    return None
+
+
+def check_address(address: IPAddress) -> IPAddress:
+    """The address to connect to (an IPv4-mapped one as plain IPv4), or OutboundRefused."""
+    reason = refusal(address)
+    if reason is not None:
+        raise OutboundRefused(f"refused: {reason} (not in OUTBOUND_ALLOWED_NETWORKS)")
+    return address.ipv4_mapped if getattr(address, "ipv4_mapped", None) else address
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """``host`` read as a numeric address in any form the system accepts (``127.1``,
+    ``2130706433``, ``0x7f.1``, ``::ffff:127.0.0.1``), without any lookup; None for a name."""
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return None
+    return ipaddress.ip_address(infos[0][4][0].split("%", 1)[0])
+
+
+# --- resolving ----------------------------------------------------------------------------
+
+
+def getaddrinfo(host: str, port: int) -> list[tuple]:
+    """The system resolver (a seam for tests of the resolver step)."""
+    return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+
+def resolve(host: str, port: int) -> list[IPAddress]:
+    """Resolve ``host`` once; every address must pass, else the whole target is refused
+    (a name with one public and one private address could be steered to the private one)."""
+    host = host.strip("[]")
+    literal = literal_address(host)
+    if literal is not None:
+        return [check_address(literal)]
+    try:
+        infos = getaddrinfo(host, port)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise OutboundError(f"could not resolve {host!r}") from exc
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = check_address(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise OutboundError(f"{host!r} resolved to no address")
+    return addresses
+
+
+# --- URLs ---------------------------------------------------------------------------------
+
+
+def parse_url(url: str) -> httpx.URL:
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError) as exc:
+        raise OutboundRefused(f"not a valid URL: {exc}") from None
+    if parsed.scheme not in ("http", "https"):
+        raise OutboundRefused("only http and https URLs are allowed")
+    if not parsed.host:
+        raise OutboundRefused("the URL names no host")
+    return parsed
+
+
+def validate_url(url: str) -> None:
+    """Checks that need no lookup, for input validation: scheme, host, and a literal
+    address (or ``localhost``) that would be refused. Raises OutboundRefused."""
+    parsed = parse_url(url)
+    host = parsed.host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        literal = ipaddress.ip_address("127.0.0.1")
+    else:
+        literal = literal_address(host)
+    if literal is not None:
+        check_address(literal)
+
+
+# --- calling ------------------------------------------------------------------------------
+
+
+def _connect_url(url: httpx.URL, address: IPAddress) -> httpx.URL:
+    return url.copy_with(host=str(address))
+
+
+def _host_header(url: httpx.URL) -> str:
+    default = {"http": 80, "https": 443}[url.scheme]
+    host = url.raw_host.decode("ascii")
+    if ":" in host:
+        host = f"[{host}]"
+    return host if url.port in (None, default) else f"{host}:{url.port}"
+
+
+def request(
+    method: str,
+    url: str,
+    *,
+    headers: dict[str, str] | None = None,
+    json: Any = None,
+    content: bytes | None = None,
+    timeout: float = 10.0,
+    follow_redirects: bool = False,
+    max_body: int | None = None,
+) -> Response:
+    """Make one call under the rules above. Raises OutboundRefused for a refused target,
+    OutboundError when the call could not be made; any HTTP status is a Response."""
+    timeout = min(float(timeout), MAX_TIMEOUT)
+    max_body = settings.OUTBOUND_MAX_BODY if max_body is None else max_body
+    deadline = time.monotonic() + timeout
+    method = method.upper()
+    target = parse_url(url)
+    body = content
+    if json is not None:
+        body = _json_bytes(json)
+        headers = {**(headers or {}), "content-type": "application/json"}
+    with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
+        for _hop in range(MAX_REDIRECTS + 1):
+            port = target.port or {"http": 80, "https": 443}[target.scheme]
+            address = resolve(target.host, port)[0]
+            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            remaining = max(0.1, deadline - time.monotonic())
+            built = client.build_request(
+                method,
+                _connect_url(target, address),
+                headers={**(headers or {}), "host": _host_header(target)},
+                content=body,
+                extensions=extensions,
+                timeout=httpx.Timeout(remaining),
+            )
+            try:
+                response = client.send(built, stream=True)
+            except httpx.TimeoutException as exc:
+                raise OutboundError(f"no answer from {target.host} within {timeout:g} s") from exc
+            except httpx.HTTPError as exc:
+                raise OutboundError(f"could not reach {target.host}: {type(exc).__name__}") from exc
+            try:
+                location = response.headers.get("location")
+                if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
+                    target = parse_url(str(target.join(location)))
+                    if response.status_code == 303 or (
+                        response.status_code in (301, 302) and method == "POST"
+                    ):
+                        method, body = "GET", None
+                        headers = {
+                            k: v for k, v in (headers or {}).items() if k.lower() != "content-type"
+                        }
+                    continue
+                data, truncated = _read_capped(response, max_body, deadline, target.host)
+                return Response(
+                    status_code=response.status_code,
+                    headers=_headers(response),
+                    body=data,
+                    truncated=truncated,
+                    url=str(target),
+                )
+            finally:
+                response.close()
+    raise OutboundRefused(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _headers(response: httpx.Response) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for key, value in response.headers.multi_items():
+        merged[key] = f"{merged[key]}, {value}" if key in merged else value
+    return merged
+
+
+def _read_capped(response: httpx.Response, limit: int, deadline: float, host: str):
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in response.iter_bytes():
+            if time.monotonic() > deadline:
+                raise OutboundError(f"the answer from {host} took longer than the timeout")
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return b"".join(chunks)[:limit], True
+    except httpx.TimeoutException as exc:
+        raise OutboundError(f"the answer from {host} stopped within the timeout") from exc
+    except httpx.HTTPError as exc:
+        raise OutboundError(f"reading the answer from {host} failed: {type(exc).__name__}") from exc
+    return b"".join(chunks), False
+
+
+def _json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

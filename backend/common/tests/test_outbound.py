@@ -1,0 +1,287 @@
+"""The SSRF-safe outbound client: the address rules, the resolver step, and real calls to
+servers on loopback. Addresses outside loopback appear only in unit tests of the checks,
+where no connection is attempted (and the autouse guard in conftest would fail the test if
+one were)."""
+
+import ipaddress
+import re
+import socket
+
+import pytest
+
+from backend.common import outbound
+
+from .httpserver import Answer, HTTPServer
+
+ALLOW_LOOPBACK = ["127.0.0.0/8"]
+
+
+@pytest.fixture(autouse=True)
+def _no_allow_list(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = []
+    settings.OUTBOUND_MAX_BODY = 64 * 1024
+
+
+@pytest.fixture
+def server():
+    with HTTPServer() as running:
+        yield running
+
+
+def ip(text):
+    return ipaddress.ip_address(text)
+
+
+# --- the address check ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("127.8.9.10", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("fc00::1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("100.64.0.1", "non-public"),
+        ("::ffff:127.0.0.1", "loopback"),
+        ("::ffff:169.254.169.254", "link-local"),
+        ("2002:7f00:1::1", "loopback"),  # 6to4 wrapping 127.0.0.1
+    ],
+)
+def test_non_public_addresses_are_refused(address, kind):
+    assert kind in outbound.refusal(ip(address))
+    with pytest.raises(outbound.OutboundRefused, match="OUTBOUND_ALLOWED_NETWORKS"):
+        outbound.check_address(ip(address))
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "1.1.1.1", "2606:4700:4700::1111"])
+def test_public_addresses_pass(address):
+    assert outbound.refusal(ip(address)) is None
+    assert outbound.check_address(ip(address)) == ip(address)
+
+
+def test_the_allow_list_lets_its_networks_through_but_never_unspecified_or_multicast(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8", "10.0.0.0/8", "0.0.0.0/0"]
+    assert outbound.check_address(ip("127.0.0.1")) == ip("127.0.0.1")
+    assert outbound.check_address(ip("10.9.9.9")) == ip("10.9.9.9")
+    # An IPv4-mapped address is checked, and connected to, as the IPv4 it holds.
+    assert outbound.check_address(ip("::ffff:127.0.0.1")) == ip("127.0.0.1")
+    for never in ("0.0.0.0", "224.0.0.1"):
+        with pytest.raises(outbound.OutboundRefused):
+            outbound.check_address(ip(never))
+    assert "loopback" in outbound.refusal(ip("::1"))  # not in any allowed network
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("[::1]", "::1"),
+        ("example.com", None),
+        ("localhost", None),
+    ],
+)
+def test_literal_addresses_are_read_in_every_form_without_a_lookup(host, expected, monkeypatch):
+    monkeypatch.setattr(outbound, "getaddrinfo", _no_lookup)
+    found = outbound.literal_address(host)
+    assert (str(found) if found else None) == expected
+
+
+def _no_lookup(*args):
+    raise AssertionError("no name lookup expected")
+
+
+# --- the resolver step ----------------------------------------------------------------------
+
+
+def _resolving_to(*addresses):
+    def getaddrinfo(host, port):
+        family = {4: socket.AF_INET, 6: socket.AF_INET6}
+        return [(family[ip(a).version], socket.SOCK_STREAM, 6, "", (a, port)) for a in addresses]
+
+    return getaddrinfo
+
+
+def test_a_name_is_refused_when_any_of_its_addresses_is(monkeypatch):
+    monkeypatch.setattr(outbound, "getaddrinfo", _resolving_to("93.184.215.14", "10.0.0.5"))
+    with pytest.raises(outbound.OutboundRefused, match=re.escape("10.0.0.5 is a private address")):
+        outbound.resolve("rebind.example", 80)
+
+
+@pytest.mark.parametrize("address", ["169.254.169.254", "fe80::1", "224.0.0.1", "240.0.0.1"])
+def test_a_name_resolving_to_a_refused_address_is_refused(monkeypatch, address):
+    monkeypatch.setattr(outbound, "getaddrinfo", _resolving_to(address))
+    with pytest.raises(outbound.OutboundRefused):
+        outbound.resolve("metadata.example", 80)
+
+
+def test_a_public_name_resolves_to_its_checked_addresses(monkeypatch):
+    monkeypatch.setattr(
+        outbound, "getaddrinfo", _resolving_to("93.184.215.14", "93.184.215.14", "2606::1")
+    )
+    assert outbound.resolve("example.com", 443) == [ip("93.184.215.14"), ip("2606::1")]
+
+
+def test_a_name_that_does_not_resolve_is_a_passing_error(monkeypatch):
+    def fail(host, port):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(outbound, "getaddrinfo", fail)
+    with pytest.raises(outbound.OutboundError, match="could not resolve") as caught:
+        outbound.resolve("nowhere.invalid", 80)
+    assert not isinstance(caught.value, outbound.OutboundRefused)
+
+
+# --- validation without lookups (create time) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http://10.0.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+        "http://2130706433/",
+        "http://0x7f.1/",
+        "http://0.0.0.0/",
+        "http://localhost:8000/",
+        "http://api.localhost/",
+        "http:///nohost",
+        "not a url",
+    ],
+)
+def test_validate_url_refuses_schemes_and_literal_addresses(url, monkeypatch):
+    monkeypatch.setattr(outbound, "getaddrinfo", _no_lookup)
+    with pytest.raises(outbound.OutboundRefused):
+        outbound.validate_url(url)
+
+
+def test_validate_url_accepts_a_name_without_looking_it_up(monkeypatch):
+    monkeypatch.setattr(outbound, "getaddrinfo", _no_lookup)
+    outbound.validate_url("https://hooks.example.com/in?x=1")
+
+
+# --- real calls on loopback ---------------------------------------------------------------------
+
+
+def test_without_the_allow_list_no_loopback_form_is_ever_connected(server, monkeypatch):
+    monkeypatch.setattr(outbound, "getaddrinfo", _resolving_to("127.0.0.1"))
+    port = server.port
+    for url in [
+        f"http://127.0.0.1:{port}/",
+        f"http://localhost:{port}/",
+        f"http://[::1]:{port}/",
+        f"http://0.0.0.0:{port}/",
+        f"http://2130706433:{port}/",
+        f"http://0x7f.1:{port}/",
+        f"http://[::ffff:127.0.0.1]:{port}/",
+        f"http://loopback-name.example:{port}/",  # a name resolving to 127.0.0.1
+    ]:
+        with pytest.raises(outbound.OutboundRefused):
+            outbound.request("GET", url, timeout=2)
+    assert server.connections == 0
+
+
+def test_a_name_resolving_to_loopback_through_the_system_resolver_is_refused(server):
+    with pytest.raises(outbound.OutboundRefused):
+        outbound.request("GET", f"http://localhost:{server.port}/", timeout=2)
+    assert server.connections == 0
+
+
+def test_allowed_call_returns_status_headers_and_body(server, settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    server.answers = [Answer(201, b'{"ok": true}', {"X-Thing": "1"})]
+    response = outbound.request(
+        "POST", server.url("/in?a=1"), json={"n": 1}, headers={"X-Api-Key": "k"}, timeout=5
+    )
+    assert response.status_code == 201
+    assert response.headers["x-thing"] == "1"
+    assert response.body == b'{"ok": true}' and not response.truncated
+    [received] = server.requests
+    assert (received.method, received.path, received.body) == ("POST", "/in?a=1", b'{"n":1}')
+    assert received.headers["x-api-key"] == "k"
+    assert received.headers["content-type"] == "application/json"
+
+
+def test_the_connection_goes_to_the_checked_address_with_the_original_host(
+    server, settings, monkeypatch
+):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    looked_up = []
+
+    def getaddrinfo(host, port):
+        looked_up.append(host)
+        return _resolving_to("127.0.0.1")(host, port)
+
+    monkeypatch.setattr(outbound, "getaddrinfo", getaddrinfo)
+    response = outbound.request("GET", f"http://api.example.test:{server.port}/x", timeout=5)
+    assert response.status_code == 200
+    assert looked_up == ["api.example.test"]  # resolved once
+    assert server.requests[0].headers["host"] == f"api.example.test:{server.port}"
+
+
+def test_a_large_body_is_truncated(server, settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    server.answers = [Answer(200, b"x" * 1_000_000)]
+    response = outbound.request("GET", server.url(), timeout=10)
+    assert response.truncated and response.body == b"x" * 64 * 1024
+
+
+def test_redirects_are_not_followed_unless_asked(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as target, HTTPServer([Answer(302, b"", {})]) as hop:
+        hop.answers = [Answer(302, b"", {"Location": target.url("/landed")})]
+        assert outbound.request("GET", hop.url(), timeout=5).status_code == 302
+        assert target.connections == 0
+        response = outbound.request("GET", hop.url(), timeout=5, follow_redirects=True)
+        assert response.status_code == 200 and response.url.endswith("/landed")
+        assert [r.path for r in target.requests] == ["/landed"]
+
+
+def test_a_redirect_to_a_refused_host_is_refused_before_connecting(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    with HTTPServer(host="127.0.0.2") as refused, HTTPServer() as hop:
+        hop.answers = [Answer(302, b"", {"Location": refused.url("/")})]
+        with pytest.raises(outbound.OutboundRefused, match=re.escape("127.0.0.2")):
+            outbound.request("GET", hop.url(), timeout=5, follow_redirects=True)
+        assert refused.connections == 0 and len(hop.requests) == 1
+
+
+def test_at_most_five_redirects(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as loop:
+        loop.answers = [Answer(307, b"", {"Location": loop.url("/again")})]
+        with pytest.raises(outbound.OutboundRefused, match="more than 5 redirects"):
+            outbound.request("GET", loop.url(), timeout=5, follow_redirects=True)
+        assert len(loop.requests) == 6
+
+
+def test_a_hanging_server_times_out(settings, blackhole):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with pytest.raises(outbound.OutboundError, match=re.escape("within 0.5 s")):
+        outbound.request("GET", f"http://127.0.0.1:{blackhole.port}/", timeout=0.5)
+
+
+def test_a_closed_port_is_a_connection_error(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as gone:
+        url = gone.url()
+    with pytest.raises(outbound.OutboundError, match=re.escape("could not reach 127.0.0.1")):
+        outbound.request("GET", url, timeout=2)
