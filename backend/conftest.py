@@ -24,6 +24,16 @@ def _fresh_cache():
 
 
 @pytest.fixture(autouse=True)
+def _broker_figures_fresh():
+    # Queue depth and workers online are kept a few seconds per process; each test reads anew.
+    from backend.ops import broker
+
+    broker.reset_cache()
+    yield
+    broker.reset_cache()
+
+
+@pytest.fixture(autouse=True)
 def _breakers_closed():
     # A test that trips a breaker must not leave the next test without a broker or cache.
     from backend.tasks import queue

@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "backend.tasks",
     "backend.schedules",
     "backend.files",
+    "backend.ops",
 ]
 
 MIDDLEWARE = [
@@ -395,6 +396,33 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=FILE_CLEANUP_INTERVAL),
     },
 }
+
+# --- operations ---------------------------------------------------------------
+# The stats API, /metrics and the admin dashboard read the broker (queue depth, workers
+# online) with this deadline in seconds, at most 1, and keep the answers in each process for
+# the given seconds, so a page view never waits on the broker twice.
+OPS_BROKER_TIMEOUT = _read("OPS_BROKER_TIMEOUT", env.float, 1.0)
+if not 0 < OPS_BROKER_TIMEOUT <= 1:
+    _fail(f"OPS_BROKER_TIMEOUT must be between 0 and 1 second, got {OPS_BROKER_TIMEOUT}")
+OPS_WORKERS_CACHE_SECONDS = _read("OPS_WORKERS_CACHE_SECONDS", env.float, 10.0)
+OPS_QUEUE_DEPTH_CACHE_SECONDS = _read("OPS_QUEUE_DEPTH_CACHE_SECONDS", env.float, 2.0)
+# GET /metrics answers staff sessions and `Authorization: Bearer <METRICS_TOKEN>`; empty
+# means staff only.
+METRICS_TOKEN = _text("METRICS_TOKEN", "")
+
+# Behind a TLS-terminating proxy (NUM_PROXIES > 0) a request is secure when the proxy says so
+# in X-Forwarded-Proto. With DEBUG off: plain HTTP is redirected to HTTPS (except /health/
+# and /metrics, probed from inside the network), cookies are sent over HTTPS only, and
+# browsers are told to use HTTPS (HSTS) for a year; each can be changed from the environment.
+if NUM_PROXIES > 0:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics/?$"]
+SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS = _positive_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = _bool("SECURE_HSTS_PRELOAD", not DEBUG)
 
 # --- email --------------------------------------------------------------------
 # Django's email backend from one URL: consolemail:// prints mails (the `make run` default),

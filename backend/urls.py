@@ -21,6 +21,7 @@ urlpatterns = [
     path("health/", health, name="health"),
     path("admin/", admin.site.urls),
     path("api/", include("backend.users.api.urls")),
+    path("api/", include("backend.ops.api.urls")),
     path("api/", include(router.urls)),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

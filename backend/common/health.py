@@ -20,6 +20,7 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.response import Response
 
 from backend.celery import app as celery_app
+from backend.ops import broker as ops_broker
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +73,21 @@ def _run(check, outcome: dict, name: str) -> None:
         connections.close_all()  # the thread's own database connection
 
 
-def run_checks() -> dict[str, str]:
+def _count_workers(outcome: dict) -> None:
+    outcome["workers"] = ops_broker.workers()
+
+
+def run_checks(workers: dict | None = None) -> dict[str, str]:
     """Every probe at once, each in its own thread; one still running at the deadline is
-    reported as timed out (its thread ends on its own socket timeout)."""
+    reported as timed out (its thread ends on its own socket timeout). With ``workers``
+    given, the workers online are counted alongside (bounded by ``OPS_BROKER_TIMEOUT`` and
+    kept ~10 s) and stored there as a list, or ``None`` when the broker did not say."""
     outcome: dict[str, str] = {}
     threads = []
+    counter = None
+    if workers is not None:
+        counter = threading.Thread(target=_count_workers, args=(workers,), daemon=True)
+        counter.start()
     for name, check in _checks_to_run().items():
         thread = threading.Thread(target=_run, args=(check, outcome, name), daemon=True)
         thread.start()
@@ -88,7 +99,21 @@ def run_checks() -> dict[str, str]:
         results[name] = outcome.get(
             name, f"error: timed out after {settings.HEALTH_CHECK_TIMEOUT:g} s"
         )
+    if counter is not None:
+        counter.join(max(0.0, deadline - time.monotonic()))
     return results
+
+
+def worker_status(online: list[dict] | None) -> tuple[int | None, str | None]:
+    """The number of workers online, and why the service is degraded (``None`` when it is
+    not): no worker consumes the queue new tasks go to, or the workers could not be
+    counted."""
+    if online is None:
+        return None, "the workers online could not be counted (the broker did not answer)"
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    if not any(queue in worker["queues"] for worker in online):
+        return len(online), f"no worker consumes the {queue!r} queue: new tasks wait"
+    return len(online), None
 
 
 HEALTH_BODY = inline_serializer(
@@ -97,6 +122,12 @@ HEALTH_BODY = inline_serializer(
         "status": serializers.CharField(),
         "checks": serializers.DictField(child=serializers.CharField()),
         "failed": serializers.ListField(child=serializers.CharField(), required=False),
+        "workers": serializers.IntegerField(
+            allow_null=True,
+            help_text="Celery workers online; null when they could not be "
+            "counted within about a second.",
+        ),
+        "reason": serializers.CharField(required=False, help_text="Why the status is degraded."),
     },
 )
 
@@ -106,10 +137,17 @@ HEALTH_BODY = inline_serializer(
 @authentication_classes([])
 @permission_classes([])
 def health(request):
-    """``{"status": "ok", "checks": {...}}``; 503 naming each failed or hung check."""
-    checks = run_checks()
+    """``{"status": "ok", "checks": {...}, "workers": n}``; 503 naming each failed or hung
+    check; ``"degraded"`` (still 200, with the reason) when no worker consumes the task
+    queue."""
+    workers: dict = {}
+    checks = run_checks(workers)
     failed = [name for name, value in checks.items() if value != "ok"]
-    body = {"status": "error" if failed else "ok", "checks": checks}
+    count, reason = worker_status(workers.get("workers"))
+    body = {"status": "error" if failed else "ok", "checks": checks, "workers": count}
     if failed:
         body["failed"] = failed
+    elif reason:
+        body["status"] = "degraded"
+        body["reason"] = reason
     return Response(body, status=503 if failed else 200)

@@ -10,5 +10,7 @@ _ROOT = pathlib.Path(__file__).resolve().parents[2]
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret-key-not-for-deployment")
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
+# The test client speaks plain HTTP: no redirect to HTTPS (production's default).
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 _VAR = pathlib.Path(os.environ.get("VAR_DIR") or _ROOT / "var")
 os.environ.setdefault("BROKER_FOLDER", str(_VAR / "test-broker"))

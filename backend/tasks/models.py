@@ -116,6 +116,20 @@ class Task(models.Model):
                 name="task_running_heartbeat",
                 condition=models.Q(status="running"),
             ),
+            # The operational figures (backend/ops/selectors.py): counts by status and type
+            # read from this index alone; throughput and run times read the finished tasks
+            # of the last hour or day; the oldest pending task is the first entry of the last.
+            models.Index(fields=["status", "task_type"], name="task_status_type"),
+            models.Index(
+                fields=["completed_at"],
+                name="task_finished_completed_at",
+                condition=models.Q(status__in=["completed", "failed"]),
+            ),
+            models.Index(
+                fields=["created_at"],
+                name="task_pending_created",
+                condition=models.Q(status="pending"),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -1,0 +1,182 @@
+"""What only the broker knows: how many messages wait in each queue, and which workers are
+online. Each read has its own thread and deadline (``OPS_BROKER_TIMEOUT``, at most about a
+second), so a broker that hangs costs a request that long at most, and the answers are kept
+for a few seconds in this process, so a page view never waits on the broker twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from django.conf import settings
+
+from backend.celery import app as celery_app
+
+logger = logging.getLogger(__name__)
+
+_cache: dict[str, tuple[float, Any]] = {}
+_cache_lock = threading.Lock()
+
+
+def reset_cache() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _cached(key: str, seconds: float, compute: Callable[[], Any]) -> Any:
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and now - hit[0] < seconds:
+        return hit[1]
+    value = compute()
+    with _cache_lock:
+        _cache[key] = (time.monotonic(), value)
+    return value
+
+
+def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``work()`` in a daemon thread; ``None`` when it fails or is still running at the
+    deadline (the thread then ends on its own socket timeout)."""
+    outcome: dict[str, Any] = {}
+
+    def run():
+        try:
+            outcome["value"] = work()
+        except Exception as exc:
+            logger.warning("%s failed: %s: %s", what, exc.__class__.__name__, exc)
+
+    thread = threading.Thread(target=run, daemon=True, name=f"ops-{what}")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        logger.warning("%s timed out after %g s", what, timeout)
+    return outcome.get("value")
+
+
+def _connection():
+    return celery_app.connection_for_write(
+        connect_timeout=settings.OPS_BROKER_TIMEOUT,
+        transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
+    )
+
+
+# --- queue depth ----------------------------------------------------------------------
+
+
+def _filesystem_depths(queues: tuple[str, ...]) -> dict[str, int]:
+    """The embedded broker keeps one file per waiting message, ``<...>.<queue>.msg``."""
+    depths = dict.fromkeys(queues, 0)
+    suffixes = {f".{name}.msg": name for name in queues}
+    with os.scandir(settings.BROKER_FOLDER / "data") as entries:
+        for entry in entries:
+            queue = suffixes.get("." + entry.name.split(".", 1)[-1])
+            if queue is not None:
+                depths[queue] += 1
+    return depths
+
+
+def _redis_depths(channel, queues: tuple[str, ...]) -> dict[str, int]:
+    """One list per queue and priority step (``queue``, then ``queue<sep><step>``), read
+    with one pipelined LLEN each."""
+    steps = list(channel.priority_steps)
+    keys = [
+        (name, name if step == 0 else f"{name}{channel.sep}{step}")
+        for name in queues
+        for step in steps
+    ]
+    with channel.conn_or_acquire() as client, client.pipeline() as pipe:
+        for _, key in keys:
+            pipe.llen(key)
+        sizes = pipe.execute()
+    depths = dict.fromkeys(queues, 0)
+    for (name, _), size in zip(keys, sizes, strict=True):
+        depths[name] += int(size or 0)
+    return depths
+
+
+def _amqp_depths(conn, queues: tuple[str, ...]) -> dict[str, int]:
+    """A passive declare reports the count; a queue not declared yet holds nothing (the
+    failed declare closes its channel, so each queue gets a channel of its own)."""
+    depths = {}
+    for name in queues:
+        channel = conn.channel()
+        try:
+            depths[name] = channel.queue_declare(queue=name, passive=True).message_count
+        except conn.channel_errors:
+            depths[name] = 0
+        finally:
+            channel.close() if channel.is_open else None
+    return depths
+
+
+def read_queue_depths() -> dict[str, int]:
+    queues = tuple(settings.TASK_QUEUES)
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        return _filesystem_depths(queues)
+    with _connection() as conn:
+        conn.ensure_connection(max_retries=0, timeout=settings.OPS_BROKER_TIMEOUT)
+        if conn.transport.driver_type == "redis":
+            return _redis_depths(conn.default_channel, queues)
+        return _amqp_depths(conn, queues)
+
+
+def queue_depths() -> dict[str, int] | None:
+    """Messages waiting per queue (not those a worker has already reserved); ``None`` when
+    the broker did not answer in time."""
+    return _cached(
+        "queue_depths",
+        settings.OPS_QUEUE_DEPTH_CACHE_SECONDS,
+        lambda: _bounded(read_queue_depths, settings.OPS_BROKER_TIMEOUT, "queue depth"),
+    )
+
+
+# --- workers --------------------------------------------------------------------------
+
+
+def _inspect(method: str, timeout: float) -> dict:
+    with _connection() as conn:
+        inspector = celery_app.control.inspect(timeout=timeout, connection=conn)
+        return getattr(inspector, method)() or {}
+
+
+def read_workers(timeout: float) -> list[dict]:
+    """Workers answering ``inspect`` within ``timeout``: their queues and how many tasks each
+    is running. Both broadcasts go out at once, so the read takes ``timeout``, not twice."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        queues_reply = pool.submit(_inspect, "active_queues", timeout)
+        active_reply = pool.submit(_inspect, "active", timeout)
+        queues, active = queues_reply.result(), active_reply.result()
+    return [
+        {
+            "name": name,
+            "queues": sorted(queue["name"] for queue in queues[name]),
+            "active": len(active.get(name) or []),
+        }
+        for name in sorted(queues)
+    ]
+
+
+def workers() -> list[dict] | None:
+    """Workers online (see ``read_workers``); ``None`` when the broker did not answer in
+    time. Kept ``OPS_WORKERS_CACHE_SECONDS`` in this process."""
+    timeout = settings.OPS_BROKER_TIMEOUT
+    return _cached(
+        "workers",
+        settings.OPS_WORKERS_CACHE_SECONDS,
+        # The broadcast waits 70 % of the deadline for replies; the rest is for connecting.
+        lambda: _bounded(lambda: read_workers(timeout * 0.7), timeout, "workers"),
+    )
+
+
+def figures() -> tuple[dict[str, int] | None, list[dict] | None]:
+    """Queue depths and workers read at the same time: one deadline for both."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        depths, online = pool.submit(queue_depths), pool.submit(workers)
+        return depths.result(), online.result()

@@ -1,0 +1,12 @@
+import pytest
+
+from backend.tasks.tests.processes import Cluster, purge_filesystem_broker
+
+
+@pytest.fixture
+def cluster(transactional_db, tmp_path, request):
+    """Start a worker on demand (``cluster.start_worker()``); stopped at teardown."""
+    purge_filesystem_broker()
+    running = Cluster(tmp_path)
+    yield running
+    running.stop()

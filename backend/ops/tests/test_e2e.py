@@ -1,0 +1,58 @@
+"""End to end with a real worker on the configured broker: messages wait in the queue while
+no worker runs (and /health/ says degraded), then the worker drains them, is counted online,
+and /health/ is ok again."""
+
+import pytest
+
+from backend.ops import broker
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.processes import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def _stats(client) -> dict:
+    broker.reset_cache()  # read the broker now, not the few seconds old figures
+    response = client.get("/api/admin/stats/")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_queue_depth_and_workers_follow_a_real_worker(cluster, user, staff, client_for):
+    owner, admin = client_for(user), client_for(staff)
+    for numbers in ([1, 2], [3, 4], [5, 6]):
+        response = owner.post(
+            "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": numbers}}, format="json"
+        )
+        assert response.status_code == 201, response.content
+
+    before = _stats(admin)
+    assert before["queue_depth"]["tasks"] == 3
+    assert before["by_status"]["pending"] == 3
+    assert before["oldest_pending_age"] >= 0
+    assert before["workers_online"] == 0
+    health = admin.get("/health/").json()
+    assert health["status"] == "degraded" and health["workers"] == 0
+
+    cluster.start_worker()
+    wait_for(
+        lambda: Task.objects.filter(status=TaskStatus.COMPLETED).count() == 3,
+        timeout=60,
+        what="the worker to complete the three tasks",
+    )
+
+    after = _stats(admin)
+    assert after["queue_depth"]["tasks"] == 0
+    assert after["by_status"]["completed"] == 3 and after["by_status"]["pending"] == 0
+    assert after["oldest_pending_age"] is None
+    assert after["run_times"]["sum"]["count"] == 3
+    assert sum(minute["completed"] for minute in after["throughput"]) == 3
+    assert after["workers_online"] == 1
+    (worker,) = after["workers"]
+    assert worker["name"].startswith("e2e-")
+    assert worker["queues"] == ["long", "maintenance", "tasks"]
+    assert worker["active"] == 0
+    broker.reset_cache()
+    health = admin.get("/health/").json()
+    assert health["status"] == "ok" and health["workers"] == 1
+    assert "reason" not in health
