@@ -33,12 +33,16 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class OutboundError(Exception):
-    """The call could not be made or did not finish (connection, timeout, name lookup).
-    Worth trying again later."""
+    """The call was refused or could not be made."""
 
 
 class OutboundRefused(OutboundError):
     """The target is not allowed (scheme, address, too many redirects): never retried."""
+
+
+class OutboundUnavailable(OutboundError):
+    """The call could not be made or did not finish (connection, timeout, name lookup):
+    worth trying again later."""
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,14 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = getaddrinfo(host, port)
     except (socket.gaierror, UnicodeError) as exc:
-        raise OutboundError(f"could not resolve {host!r}") from exc
+        raise OutboundUnavailable(f"could not resolve {host!r}") from exc
     addresses: list[IPAddress] = []
     for info in infos:
         address = check_address(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
         if address not in addresses:
             addresses.append(address)
     if not addresses:
-        raise OutboundError(f"{host!r} resolved to no address")
+        raise OutboundUnavailable(f"{host!r} resolved to no address")
     return addresses
 
 
@@ -234,9 +238,13 @@ def request(
             try:
                 response = client.send(built, stream=True)
             except httpx.TimeoutException as exc:
-                raise OutboundError(f"no answer from {target.host} within {timeout:g} s") from exc
+                raise OutboundUnavailable(
+                    f"no answer from {target.host} within {timeout:g} s"
+                ) from exc
             except httpx.HTTPError as exc:
-                raise OutboundError(f"could not reach {target.host}: {type(exc).__name__}") from exc
+                raise OutboundUnavailable(
+                    f"could not reach {target.host}: {type(exc).__name__}"
+                ) from exc
             try:
                 location = response.headers.get("location")
                 if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
@@ -275,15 +283,17 @@ def _read_capped(response: httpx.Response, limit: int, deadline: float, host: st
     try:
         for chunk in response.iter_bytes():
             if time.monotonic() > deadline:
-                raise OutboundError(f"the answer from {host} took longer than the timeout")
+                raise OutboundUnavailable(f"the answer from {host} took longer than the timeout")
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
                 return b"".join(chunks)[:limit], True
     except httpx.TimeoutException as exc:
-        raise OutboundError(f"the answer from {host} stopped within the timeout") from exc
+        raise OutboundUnavailable(f"the answer from {host} stopped within the timeout") from exc
     except httpx.HTTPError as exc:
-        raise OutboundError(f"reading the answer from {host} failed: {type(exc).__name__}") from exc
+        raise OutboundUnavailable(
+            f"reading the answer from {host} failed: {type(exc).__name__}"
+        ) from exc
     return b"".join(chunks), False
 
 

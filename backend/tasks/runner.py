@@ -1,15 +1,30 @@
-"""Runs one task on a worker: claim, call the type's handler, record the outcome."""
+"""Runs one task on a worker: claim, call the type's handler, record the outcome.
+
+A handler's error fails the task, except an error its type declares transient
+(``TaskType.transient_errors``): while attempts remain, the task goes back to ``scheduled``
+with a later ``run_at`` (exponential backoff with jitter) and the dispatcher releases it
+when that time comes."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from . import services, types
 
 logger = logging.getLogger(__name__)
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds before the next run after ``attempt`` runs: doubling from TASK_RETRY_BACKOFF,
+    capped at TASK_RETRY_MAX_DELAY, each drawn between half and all of that ("equal
+    jitter"), so retries of many tasks spread out and each delay is at least the last."""
+    ceiling = min(settings.TASK_RETRY_MAX_DELAY, settings.TASK_RETRY_BACKOFF * 2 ** (attempt - 1))
+    return max(1, round(random.uniform(ceiling / 2, ceiling)))
 
 
 def execute(task_id: str) -> str:
@@ -17,6 +32,7 @@ def execute(task_id: str) -> str:
     task = services.task_claim(task_id=task_id)
     if task is None:
         return "skipped: not pending (already taken, cancelled, expired or deleted)"
+    kind = None
     try:
         kind = types.get(task.task_type)
         if kind.handler is None:
@@ -36,8 +52,18 @@ def execute(task_id: str) -> str:
         services.task_fail(task=task, error="time limit exceeded")
         return "failed: time limit exceeded"
     except Exception as exc:  # a handler's (or its result's) error fails the task, never the worker
-        logger.exception("task %s (%s) failed", task_id, task.task_type)
-        services.task_fail(task=task, error=f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        if kind is not None and isinstance(exc, kind.transient_errors):
+            if task.attempts < task.max_attempts:
+                delay = retry_delay(task.attempts)
+                logger.info("task %s: %s; trying again in %d s", task_id, error, delay)
+                if services.task_retry_later(task=task, error=error, delay=delay):
+                    return f"retrying in {delay} s"
+                return "discarded: the task stopped running before its retry was recorded"
+            error = f"{error} (gave up after {task.attempts} attempts)"
+        else:
+            logger.exception("task %s (%s) failed", task_id, task.task_type)
+        services.task_fail(task=task, error=error)
         return "failed"
     if finished:
         return "completed"

@@ -373,6 +373,24 @@ def task_fail(*, task: Task, error: str) -> bool:
     )
 
 
+def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
+    """running → scheduled, ``delay`` seconds from now, after a run that failed for a
+    passing reason (the error stays visible meanwhile). The dispatcher releases it when
+    ``run_at`` comes; the claim counts the attempt. False when no longer this run's."""
+    now = timezone.now()
+    return bool(
+        _running(task).update(
+            status=TaskStatus.SCHEDULED,
+            run_at=now + timedelta(seconds=delay),
+            error=error[:2000],
+            progress=0,
+            heartbeat_at=None,
+            enqueued_at=None,
+            updated_at=now,
+        )
+    )
+
+
 # --- sweeps (Beat and manage.py) --------------------------------------------------------
 
 

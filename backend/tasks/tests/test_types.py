@@ -23,6 +23,7 @@ def run(task_type: str, data: dict, reports: list | None = None):
 
 def test_registry_lists_every_type():
     assert types.names() == [
+        "api_integration",
         "count_letters",
         "count_words",
         "countdown",

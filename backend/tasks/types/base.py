@@ -17,6 +17,11 @@ class TaskInterrupted(Exception):
     """The task stopped being ``running`` (cancelled, expired, rescued): stop working on it."""
 
 
+class TransientError(Exception):
+    """A failure that may pass (a server answering 5xx): a type that lists it in
+    ``transient_errors`` has the run tried again later, with backoff."""
+
+
 class JobContext:
     """What a handler may do besides computing: report progress (which is also a heartbeat),
     and know which task it runs and for whom (``task_id``, ``owner_id``)."""
@@ -53,6 +58,9 @@ class TaskType:
     max_attempts: int = 3
     # The worker queue: QUEUE_LONG for types that may run for many seconds.
     queue: str = QUEUE_SHORT
+    # Errors that may pass: the runner puts the task back to ``scheduled`` with a later
+    # ``run_at`` (exponential backoff with jitter) until ``max_attempts`` runs are spent.
+    transient_errors: tuple[type[BaseException], ...] = ()
 
     @property
     def runs_on_worker(self) -> bool:
