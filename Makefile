@@ -13,7 +13,7 @@ help:
 	@echo "make test       run the whole test suite (coverage report included)"
 	@echo "make bench      measure the production stack (PostgreSQL + Redis), then the embedded default (bench/RESULTS.md)"
 	@echo "make lint       ruff lint and format check"
-	@echo "make superuser  create an admin user"
+	@echo "make superuser  create an admin user (non-interactive with DJANGO_SUPERUSER_* set)"
 	@echo "make clean      remove the virtualenv and run-time files (var/)"
 
 $(BIN)/python:
@@ -42,8 +42,10 @@ run: migrate
 	@echo ""
 	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -e /dev/null -f Procfile -p $(PORT)
 
+# Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
+# DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).
 superuser: migrate
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser
+	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)

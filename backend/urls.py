@@ -1,11 +1,12 @@
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
 from backend.files.api.views import FileViewSet
+from backend.ops.metrics import MetricsView
 from backend.schedules.api.views import ScheduleViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
 from backend.users.api.views import UserViewSet
@@ -19,6 +20,7 @@ router.register("files", FileViewSet, basename="file")
 
 urlpatterns = [
     path("health/", health, name="health"),
+    re_path(r"^metrics/?$", MetricsView.as_view(), name="metrics"),
     path("admin/", admin.site.urls),
     path("api/", include("backend.users.api.urls")),
     path("api/", include("backend.ops.api.urls")),

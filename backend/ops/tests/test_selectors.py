@@ -25,7 +25,7 @@ def _percentile(values: list[float], p: float) -> float:
 def test_counts_by_status_and_type_in_one_query(django_assert_num_queries):
     TaskFactory.create_batch(3, status=TaskStatus.PENDING, task_type="sum")
     TaskFactory.create_batch(2, status=TaskStatus.COMPLETED, task_type="sum")
-    TaskFactory(status=TaskStatus.FAILED, task_type="reverse_string")
+    TaskFactory(status=TaskStatus.FAILED, task_type="reverse")
 
     with django_assert_num_queries(1):
         figures = selectors.counts()
@@ -39,7 +39,7 @@ def test_counts_by_status_and_type_in_one_query(django_assert_num_queries):
         "cancelled": 0,
     }
     assert figures["by_type"]["sum"] == 5
-    assert figures["by_type"]["reverse_string"] == 1
+    assert figures["by_type"]["reverse"] == 1
     assert figures["by_type"]["countdown"] == 0  # every registered type is listed
 
 

@@ -1,0 +1,171 @@
+"""Demo data for a fresh installation (``manage.py seed_demo_data``): demo users, tasks of
+every registered type in every status they can have, a schedule and a file. Idempotent: what
+exists (found by its name) is left alone and only what is missing is created."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backend.files import services as file_services
+from backend.files.models import File
+from backend.schedules import services as schedule_services
+from backend.schedules.models import Schedule
+from backend.tasks import types
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
+from backend.users.models import User
+
+PREFIX = "demo: "
+FILE_NAME = "demo-temperatures.csv"
+FILE_CONTENT = b"city,temperature\nOslo,4.5\nLisbon,18.25\nCairo,27\nQuito,14.5\n"
+SCHEDULE_NAME = f"{PREFIX}sum every hour"
+COMPLETED_RUNS = 4  # per type, spread over the last hour, so the dashboard has a history
+
+
+def username(i: int) -> str:
+    return f"demo{i}"
+
+
+def password(i: int) -> str:
+    return f"demo-password-{i}"
+
+
+def sample_input(task_type: types.TaskType, file_id) -> dict:
+    """A valid input for each type shipped; ``{}`` for a type this list does not know."""
+    samples = {
+        "sum": {"numbers": [1, 2, 3.5]},
+        "countdown": {"seconds": 3},
+        "manual": {},
+        "email": {"to": "demo1@example.com", "subject": "Hello", "body": "A demo mail."},
+        "reminder": {"message": "Water the plants"},
+        "report_generation": {"report": "task_summary", "format": "json"},
+        "data_processing": {"file_id": str(file_id)},
+        "api_integration": {"url": "https://example.com/", "method": "GET"},
+    }
+    if task_type.name in samples:
+        return samples[task_type.name]
+    if "data" in task_type.input_serializer().fields:  # the text types
+        return {"data": "Async Task Manager demo text"}
+    return {}
+
+
+def statuses_of(task_type: types.TaskType) -> list[str]:
+    """Every status this type can be in (a manual task is never scheduled)."""
+    return [
+        status
+        for status in TaskStatus.values
+        if task_type.runs_on_worker or status != TaskStatus.SCHEDULED
+    ]
+
+
+@dataclass
+class Seeded:
+    users_created: list[tuple[str, str]] = field(default_factory=list)
+    users: int = 0
+    tasks_created: int = 0
+    tasks: int = 0
+    schedule_created: bool = False
+    file_created: bool = False
+
+
+def _task_rows(task_type: types.TaskType, file_id, now) -> list[dict]:
+    """(name, status, timestamps) of the demo tasks of one type."""
+    rows = []
+    for status in statuses_of(task_type):
+        count = COMPLETED_RUNS if status == TaskStatus.COMPLETED else 1
+        for n in range(count):
+            finished = now - timedelta(minutes=5 + 13 * n)
+            row = {
+                "name": f"{PREFIX}{task_type.name} ({status}{f' {n + 1}' if count > 1 else ''})",
+                "task_type": task_type.name,
+                "status": status,
+                "input_data": sample_input(task_type, file_id),
+                "max_attempts": task_type.max_attempts,
+            }
+            if status == TaskStatus.SCHEDULED:
+                row["run_at"] = now + timedelta(days=1)
+            if status == TaskStatus.RUNNING:
+                row.update(started_at=now, heartbeat_at=now, attempts=1)
+            if status in (TaskStatus.COMPLETED, TaskStatus.FAILED):
+                row.update(
+                    started_at=finished - timedelta(seconds=1 + 2 * n), completed_at=finished
+                )
+                row["attempts"] = 1
+            if status == TaskStatus.COMPLETED:
+                row.update(result={"demo": True}, progress=100)
+            if status == TaskStatus.FAILED:
+                row["error"] = "demo: a failed run"
+            if status == TaskStatus.CANCELLED:
+                row["completed_at"] = finished
+            rows.append(row)
+    return rows
+
+
+@transaction.atomic
+def demo_data_seed(*, users: int = 3) -> Seeded:
+    """Create what is missing of the demo data. Active tasks are shared out so each demo user
+    keeps a free place under MAX_ACTIVE_TASKS to try the API with (more users are created
+    when ``users`` cannot hold them all)."""
+    now = timezone.now()
+    seeded = Seeded()
+    registered = types.all_types()
+    active_needed = sum(
+        1 for kind in registered for status in statuses_of(kind) if status in ACTIVE_STATUSES
+    )
+    per_user = max(1, settings.MAX_ACTIVE_TASKS - 1)
+    count = max(users, math.ceil(active_needed / per_user))
+    people = []
+    for i in range(1, count + 1):
+        user = User.objects.filter(username=username(i)).first()
+        if user is None:
+            user = User.objects.create_user(
+                username(i), f"{username(i)}@example.com", password(i), name=f"Demo user {i}"
+            )
+            seeded.users_created.append((username(i), password(i)))
+        people.append(user)
+    seeded.users = len(people)
+    first = people[0]
+
+    demo_file = File.objects.filter(owner=first, name=FILE_NAME).first()
+    if demo_file is None:
+        demo_file = file_services.file_store(
+            owner_id=first.pk, name=FILE_NAME, chunks=[FILE_CONTENT], content_type="text/csv"
+        )
+        seeded.file_created = True
+
+    if not Schedule.objects.filter(owner=first, name=SCHEDULE_NAME).exists():
+        schedule_services.schedule_create(
+            owner=first,
+            task_type="sum",
+            input_data={"numbers": [1, 2, 3]},
+            name=SCHEDULE_NAME,
+            interval_seconds=3600,
+        )
+        seeded.schedule_created = True
+
+    existing = set(
+        Task.objects.filter(owner__in=people, name__startswith=PREFIX).values_list(
+            "name", flat=True
+        )
+    )
+    new, active_given, other_given = [], 0, 0
+    for kind in registered:
+        for row in _task_rows(kind, demo_file.pk, now):
+            if row["status"] in ACTIVE_STATUSES:
+                owner = people[active_given // per_user]
+                active_given += 1
+            else:
+                owner = people[other_given % len(people)]
+                other_given += 1
+            seeded.tasks += 1
+            if row["name"] in existing:
+                continue
+            new.append(Task(owner=owner, assignee=owner, **row))
+    Task.objects.bulk_create(new)
+    seeded.tasks_created = len(new)
+    return seeded

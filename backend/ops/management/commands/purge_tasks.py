@@ -1,0 +1,69 @@
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError
+
+from backend.ops import services
+
+
+def _positive(value: str) -> int:
+    import argparse
+
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _describe(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    detail = ", ".join(f"{status}: {n}" for status, n in counts.items())
+    return f"{total} task(s)" + (f" ({detail})" if detail else "")
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished tasks (completed, failed, cancelled) that finished more than DAYS "
+        "days ago, in batches, each batch its own short transaction. Active tasks are never "
+        "removed. --dry-run only says what would be removed."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--older-than",
+            type=_positive,
+            required=True,
+            metavar="DAYS",
+            help="remove tasks finished more than DAYS days ago (at least 1)",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="change nothing; print what would be removed"
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=_positive,
+            default=1000,
+            metavar="N",
+            help="tasks deleted per transaction (default 1000)",
+        )
+
+    def handle(self, *args, older_than, dry_run, batch_size, **options):
+        age = timedelta(days=older_than)
+        if dry_run:
+            counts = services.purge_counts(services.purgeable_tasks(older_than=age))
+            self.stdout.write(
+                f"Dry run: would remove {_describe(counts)} finished over {older_than} day(s) "
+                "ago. Nothing was changed."
+            )
+            return
+        try:
+            removed = services.tasks_purge(older_than=age, batch_size=batch_size)
+        except Exception as exc:  # a database error half-way: earlier batches stay removed
+            raise CommandError(f"The purge stopped: {exc}") from exc
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Removed {_describe(removed)} finished over {older_than} day(s) ago."
+            )
+        )

@@ -1,0 +1,160 @@
+"""§8 manage.py commands: task_stats, purge_tasks, seed_demo_data (and their errors)."""
+
+import json
+import re
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from backend.files.models import File
+from backend.ops import demo
+from backend.schedules.models import Schedule
+from backend.tasks import types
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.models import User
+
+pytestmark = pytest.mark.django_db
+
+
+def run(*args) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out)
+    return out.getvalue()
+
+
+# --- task_stats -------------------------------------------------------------------------
+
+
+def test_task_stats_table_and_json():
+    TaskFactory.create_batch(2, status="pending", task_type="sum")
+    TaskFactory(status="failed", task_type="reverse", completed_at=timezone.now())
+
+    table = run("task_stats")
+    assert "Tasks by status" in table
+    assert "pending    2" in table and "failed     1" in table
+    assert "Last 60 minutes: 0 completed, 1 failed" in table
+    assert "Workers online: 0" in table
+    assert re.search(r"^Queue depth\nqueue +waiting", table, re.M)
+    assert re.search(r"^maintenance +0 *$", table, re.M)
+
+    figures = json.loads(run("task_stats", "--json"))
+    assert figures["by_status"]["pending"] == 2
+    assert figures["by_type"]["reverse"] == 1
+    assert figures["queue_depth"] == {"tasks": 0, "long": 0, "maintenance": 0}
+    assert figures["workers_online"] == 0
+
+
+# --- purge_tasks ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def aged():
+    now = timezone.now()
+    old = now - timedelta(days=40)
+    tasks = {
+        "old_completed": TaskFactory(status="completed", completed_at=old),
+        "old_failed": TaskFactory(status="failed", completed_at=old),
+        "old_cancelled": TaskFactory(status="cancelled", completed_at=old),
+        "recent_completed": TaskFactory(status="completed", completed_at=now),
+    }
+    for status in ACTIVE_STATUSES:  # old, but active: never purged
+        task = TaskFactory(status=status)
+        Task.objects.filter(pk=task.pk).update(created_at=old, updated_at=old)
+        tasks[f"old_{status}"] = task
+    return tasks
+
+
+def test_purge_dry_run_changes_nothing_and_says_what(aged):
+    before = Task.objects.count()
+    out = run("purge_tasks", "--older-than", "30", "--dry-run")
+    assert "would remove 3 task(s) (cancelled: 1, completed: 1, failed: 1)" in out
+    assert "Nothing was changed" in out
+    assert Task.objects.count() == before
+
+
+def test_purge_removes_exactly_the_old_finished_tasks_in_batches(
+    aged, django_assert_max_num_queries
+):
+    out = run("purge_tasks", "--older-than", "30", "--batch-size", "1")
+    assert "Removed 3 task(s) (cancelled: 1, completed: 1, failed: 1)" in out
+    left = set(Task.objects.values_list("pk", flat=True))
+    assert left == {
+        aged[key].pk for key in ("recent_completed", "old_scheduled", "old_pending", "old_running")
+    }
+    assert "Removed 0 task(s)" in run("purge_tasks", "--older-than", "30")
+
+
+def test_purge_argument_errors():
+    for args in (["--older-than", "0"], ["--older-than", "x"], ["--batch-size", "5"]):
+        with pytest.raises(CommandError):
+            call_command("purge_tasks", *args)
+
+
+# --- seed_demo_data ---------------------------------------------------------------------
+
+
+def _snapshot():
+    return (
+        sorted(User.objects.values_list("username", flat=True)),
+        sorted(Task.objects.values_list("name", "status", "task_type", "owner__username")),
+        sorted(Schedule.objects.values_list("name", flat=True)),
+        sorted(File.objects.values_list("name", "sha256")),
+    )
+
+
+def test_seed_demo_data_twice_is_the_same_as_once(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    first = run("seed_demo_data", "--users", "2")
+    assert "demo1" in first and demo.password(1) in first
+    once = _snapshot()
+
+    second = run("seed_demo_data", "--users", "2")
+    assert demo.password(1) not in second  # printed once, when created
+    assert "0 new" in second and "already there" in second
+    assert _snapshot() == once
+
+    registered = types.all_types()
+    statuses = {(t, s) for _, s, t, _ in once[1]}
+    for kind in registered:
+        for status in demo.statuses_of(kind):
+            assert (kind.name, status) in statuses, (kind.name, status)
+    assert demo.SCHEDULE_NAME in once[2]
+    assert once[3][0][0] == demo.FILE_NAME
+    # No demo user is past the limit of active tasks.
+    for user in User.objects.filter(username__startswith="demo"):
+        active = Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count()
+        assert active < settings.MAX_ACTIVE_TASKS
+    assert Task.objects.filter(status=TaskStatus.COMPLETED).count() >= len(registered)
+
+
+def test_seed_demo_data_bad_users():
+    with pytest.raises(CommandError):
+        call_command("seed_demo_data", "--users", "0")
+
+
+def test_every_command_has_help(capsys):
+    for name in ("task_stats", "purge_tasks", "seed_demo_data"):
+        with pytest.raises(SystemExit) as exit_info:
+            call_command(name, "--help")
+        assert exit_info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+# --- createsuperuser (make superuser) ---------------------------------------------------
+
+
+def test_createsuperuser_without_prompts_from_the_environment(monkeypatch):
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "boss")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "boss@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "boss-pass-123!")
+    out = run("createsuperuser", "--noinput")
+    assert "Superuser created successfully" in out
+    boss = User.objects.get(username="boss")
+    assert boss.is_staff and boss.is_superuser and boss.check_password("boss-pass-123!")
+    with pytest.raises(CommandError, match="already taken"):
+        run("createsuperuser", "--noinput")
