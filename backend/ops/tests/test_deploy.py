@@ -1,0 +1,82 @@
+"""Production settings: Django's deployment checks pass with DEBUG off, HTTPS is assumed
+behind a TLS-terminating proxy, and the probes stay reachable over plain HTTP."""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.test import override_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+
+def manage(tmp_path: Path, *args: str, **overrides: str) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "VAR_DIR": str(tmp_path),
+        "DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "tasks.example.com",
+        **overrides,
+    }
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_reports_nothing_with_debug_off(tmp_path):
+    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", NUM_PROXIES="1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_each_protection_can_be_turned_off_and_check_deploy_says_so(tmp_path):
+    result = manage(
+        tmp_path,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        SECURE_SSL_REDIRECT="false",
+        SECURE_HSTS_SECONDS="0",
+    )
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr and "security.W008" in result.stderr
+
+
+def test_proxy_header_trusted_only_behind_proxies(tmp_path):
+    code = (
+        "import django, json; django.setup(); from django.conf import settings as s; "
+        "print(json.dumps([getattr(s, 'SECURE_PROXY_SSL_HEADER', None), s.SECURE_SSL_REDIRECT, "
+        "s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS]))"
+    )
+    for proxies, header in (("0", None), ("1", ["HTTP_X_FORWARDED_PROTO", "https"])):
+        result = manage(tmp_path, "shell", "-c", code, NUM_PROXIES=proxies)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+            header,
+            True,
+            True,
+            True,
+            31536000,
+        ]
+
+
+@pytest.mark.django_db
+@override_settings(SECURE_SSL_REDIRECT=True)
+def test_https_redirect_spares_the_probes(client, settings):
+    assert client.get("/api/tasks/").status_code == 301
+    assert client.get("/health/").status_code in (200, 503)
+    assert client.get("/metrics").status_code == 401
+    # Behind the proxy, a request it marks as HTTPS is not redirected.
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert client.get("/api/tasks/", HTTP_X_FORWARDED_PROTO="https").status_code == 401
