@@ -520,6 +520,12 @@ def warm_up(stack: Stack, config: Config) -> None:
     wait_settled(stack, account.id, 1, config.deadline)
 
 
+def failure(part: str, exc: Exception) -> Row:
+    """The row of a part that failed: the last line of the message (a traceback's error)."""
+    lines = str(exc).strip().splitlines() or [type(exc).__name__]
+    return Row(f"{part}: FAILED", "—", details=lines[-1][:500])
+
+
 def measure(config: Config) -> tuple[list[Row], dict[str, str], bool]:
     """Run the parts; a part that fails is reported as such and the next one runs."""
     rows, failed = [], False
@@ -532,7 +538,7 @@ def measure(config: Config) -> tuple[list[Row], dict[str, str], bool]:
                 rows += MEASURE[part](stack, config)
             except (BenchError, subprocess.SubprocessError) as exc:
                 failed = True
-                rows.append(Row(f"{part}: FAILED", "—", details=str(exc).replace("\n", " ")[:500]))
+                rows.append(failure(part, exc))
                 print(stack.procs.log_tails(), file=sys.stderr)
             print(f"{part} done in {time.perf_counter() - began:.0f} s", flush=True)
         tools = {
