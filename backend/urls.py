@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
 from backend.files.api.views import FileViewSet
+from backend.ops.dashboard import dashboard
 from backend.ops.metrics import MetricsView
 from backend.schedules.api.views import ScheduleViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
@@ -21,6 +22,7 @@ router.register("files", FileViewSet, basename="file")
 urlpatterns = [
     path("health/", health, name="health"),
     re_path(r"^metrics/?$", MetricsView.as_view(), name="metrics"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard), name="ops-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", include("backend.users.api.urls")),
     path("api/", include("backend.ops.api.urls")),

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
-from django.db.models import Count, Min
-from django.db.models.functions import TruncMinute
+from django.db.models import Count, IntegerField, Min, OuterRef, QuerySet, Subquery
+from django.db.models.functions import Coalesce, TruncMinute
 from django.utils import timezone
 
 from backend.tasks import types
-from backend.tasks.models import Task, TaskStatus
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 
 from . import broker
 
@@ -144,3 +144,26 @@ def stats(now: datetime | None = None) -> dict[str, Any]:
         "workers_online": None if online is None else len(online),
         "workers": online,
     }
+
+
+def _count_of_user(field: str, **filters) -> Coalesce:
+    counted = (
+        Task.objects.filter(**{field: OuterRef("pk")}, **filters)
+        .order_by()
+        .values(field)
+        .annotate(n=Count("*"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
+
+
+def with_task_counts(users: QuerySet) -> QuerySet:
+    """Users with their task statistics as columns of the same query (a counting subquery
+    each, on the owner and assignee indexes): tasks owned, active tasks held (the
+    MAX_ACTIVE_TASKS limit), tasks owned that completed, that failed."""
+    return users.annotate(
+        tasks_owned=_count_of_user("owner"),
+        tasks_active=_count_of_user("assignee", status__in=ACTIVE_STATUSES),
+        tasks_completed=_count_of_user("owner", status=TaskStatus.COMPLETED),
+        tasks_failed=_count_of_user("owner", status=TaskStatus.FAILED),
+    )

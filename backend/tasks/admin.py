@@ -8,17 +8,16 @@ from .models import Task
 
 @admin.register(Task)
 class TaskAdmin(admin.ModelAdmin):
+    # Fits a 1400 px screen beside the admin's menu and filters: progress beside the status
+    # of a running task, short dates; deadline and completion time on each task's page.
     list_display = (
         "name",
         "task_type",
-        "status",
+        "state",
         "priority",
-        "progress",
         "owner",
         "assignee",
-        "deadline",
-        "created_at",
-        "completed_at",
+        "created",
     )
     list_filter = ("status", "task_type", "priority", "created_at", "deadline")
     search_fields = ("id", "name", "description", "owner__username", "assignee__username")
@@ -45,6 +44,15 @@ class TaskAdmin(admin.ModelAdmin):
         "started_at",
         "completed_at",
     )
+
+    @admin.display(description="status", ordering="status")
+    def state(self, obj: Task) -> str:
+        label = obj.get_status_display()
+        return f"{label}\u00a0{obj.progress}%" if obj.status == "running" else label
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: Task) -> str:
+        return f"{obj.created_at:%m-%d %H:%M}"
 
     def get_readonly_fields(self, request, obj=None):
         # Only what PATCH may change stays editable; the rest goes through the actions.

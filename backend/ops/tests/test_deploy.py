@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.test import override_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
@@ -72,8 +71,8 @@ def test_proxy_header_trusted_only_behind_proxies(tmp_path):
 
 
 @pytest.mark.django_db
-@override_settings(SECURE_SSL_REDIRECT=True)
 def test_https_redirect_spares_the_probes(client, settings):
+    settings.SECURE_SSL_REDIRECT = True
     assert client.get("/api/tasks/").status_code == 301
     assert client.get("/health/").status_code in (200, 503)
     assert client.get("/metrics").status_code == 401
