@@ -97,7 +97,6 @@ INSTALLED_APPS = [
     "backend.tasks",
     "backend.schedules",
     "backend.files",
-    "backend.notifications",
     "backend.ops",
 ]
 
@@ -377,9 +376,6 @@ TASK_REDISPATCH_AFTER = _positive_int("TASK_REDISPATCH_AFTER", 300)
 
 CELERY_BEAT_SCHEDULE = {
     "tasks.expire-overdue": {
-    # A mail server or a webhook receiver may hang: deliveries never hold up short tasks.
-    "backend.notifications.jobs.deliver_notification": {"queue": "long"},
-    "backend.notifications.jobs.dispatch_notifications": {"queue": "maintenance"},
         "task": "backend.tasks.jobs.expire_overdue_tasks",
         "schedule": timedelta(seconds=TASK_EXPIRY_INTERVAL),
     },
@@ -394,8 +390,6 @@ CELERY_BEAT_SCHEDULE = {
     "common.purge-idempotency-keys": {
         "task": "backend.common.jobs.purge_idempotency_keys",
         "schedule": timedelta(hours=1),
-# How often Beat sends the notifications that are due (first sends that failed, retries).
-NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
     },
     "files.purge-expired": {
         "task": "backend.files.jobs.purge_expired_files",
@@ -422,10 +416,6 @@ METRICS_TOKEN = _text("METRICS_TOKEN", "")
 # browsers are told to use HTTPS (HSTS) for a year; each can be changed from the environment.
 if NUM_PROXIES > 0:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    "notifications.dispatch": {
-        "task": "backend.notifications.jobs.dispatch_notifications",
-        "schedule": timedelta(seconds=NOTIFY_DISPATCH_INTERVAL),
-    },
 SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", not DEBUG)
 SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics/?$"]
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", not DEBUG)
@@ -517,8 +507,9 @@ NOTIFY_MAX_ATTEMPTS = _positive_int("NOTIFY_MAX_ATTEMPTS", 8)
 # jitter, up to NOTIFY_MAX_DELAY.
 NOTIFY_BACKOFF = _positive_int("NOTIFY_BACKOFF", 30)
 NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
-# After how long a notification sent but not yet delivered (a lost message, a crashed
-# worker) is sent again (NOTIFY_DISPATCH_INTERVAL: how often Beat looks).
+# How often Beat sends due notifications, and after how long one sent but not yet
+# delivered (a lost message, a crashed worker) is sent again.
+NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
 NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
