@@ -135,9 +135,42 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
     except Exception as exc:  # the broker is down, refused or hangs: the dispatcher retries
         breaker.trip()
         _discard_pool()
+        if "PRECONDITION_FAILED" in str(exc):
+            logger.error(
+                "a RabbitMQ queue was declared before it had priorities (x-max-priority): "
+                "delete it once it is empty (rabbitmqctl delete_queue NAME) and restart the "
+                "workers; see README, RabbitMQ"
+            )
         logger.warning(
             "could not send %d task(s) to the broker (%s: %s); the dispatcher will send them",
             len(jobs) - len(sent),
+            type(exc).__name__,
+            exc,
+        )
+    return sent
+
+
+def send_messages(name: str, arguments: list[list], *, queue: str) -> int:
+    """Send one message of the Celery task ``name`` per argument list, through the same
+    pool and breaker as run messages; returns how many went (stops at the first failure,
+    the rest are left for whatever re-sends them)."""
+    if not arguments or breaker.is_open:
+        return 0
+    sent = 0
+    try:
+        with _producers().acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT) as producer:
+            for args in arguments:
+                celery_app.send_task(
+                    name, args=args, producer=producer, queue=queue, retry=False, ignore_result=True
+                )
+                sent += 1
+    except Exception as exc:  # the broker is down, refused or hangs
+        breaker.trip()
+        _discard_pool()
+        logger.warning(
+            "could not send %d %s message(s) to the broker (%s: %s)",
+            len(arguments) - sent,
+            name,
             type(exc).__name__,
             exc,
         )

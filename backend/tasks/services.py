@@ -11,9 +11,12 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.notifications import services as notifications
+from backend.notifications.models import Event
 from backend.users.models import User
 
 from . import queue, types
@@ -80,8 +83,10 @@ def task_create(
     deadline: datetime | None = None,
     run_at: datetime | None = None,
     assignee: User | None = UNSET,
+    callback_url: str = "",
 ) -> Task:
-    """Create a task; ``input_data`` must already be validated by the type's serializer."""
+    """Create a task; ``input_data`` must already be validated by the type's serializer
+    (and ``callback_url`` by the outbound rules)."""
     kind = types.get(task_type)
     now = timezone.now()
     if assignee is UNSET:
@@ -116,6 +121,12 @@ def task_create(
         max_attempts=kind.max_attempts,
         status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
         enqueued_at=marked_at,
+    )
+    notifications.task_callback_set(task_id=task.pk, url=callback_url)
+    notifications.notify(
+        event=Event.CREATED,
+        task_id=task.pk,
+        recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
     )
     if marked_at is not None:
         queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
@@ -230,6 +241,7 @@ def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
         started_at=task.started_at or now,
         completed_at=now,
     )
+    _notify(task, Event.COMPLETED)
     task.refresh_from_db()
     return task
 
@@ -244,6 +256,7 @@ def task_cancel(*, task: Task, actor: User) -> Task:
         status=TaskStatus.CANCELLED,
         completed_at=timezone.now(),
     )
+    _notify(task, Event.CANCELLED)
     task.refresh_from_db()
     return task
 
@@ -298,7 +311,9 @@ def task_claim(*, task_id) -> Task | None:
     worker, a cancel or the deadline got there first (a duplicate message is harmless).
 
     One statement: a guarded ``UPDATE … RETURNING`` (PostgreSQL, and SQLite ≥ 3.35) hands
-    back what the run needs, so the row is not read again."""
+    back what the run needs, so the row is not read again — including who is to be told of
+    its outcome (the owner's preferences, the task's callback), so a run nobody listens to
+    costs no statement more."""
     try:
         task_id = uuid.UUID(str(task_id))
     except ValueError:
@@ -312,7 +327,8 @@ def task_claim(*, task_id) -> Task | None:
                 SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
                     progress = 0, attempts = attempts + 1
                 WHERE id = %s AND status = %s AND (deadline IS NULL OR deadline > %s)
-                RETURNING task_type, input_data, attempts, owner_id, max_attempts""",
+                RETURNING task_type, input_data, attempts, max_attempts,
+                    {notifications.recipient_columns(table)}""",
             [
                 TaskStatus.RUNNING,
                 *[prep.adapt_datetimefield_value(now)] * 3,
@@ -324,9 +340,9 @@ def task_claim(*, task_id) -> Task | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    task_type, input_data, attempts, owner_id, max_attempts = row
+    task_type, input_data, attempts, max_attempts, owner_id, *preferences = row
     input_field = Task._meta.get_field("input_data")
-    return Task(
+    claimed = Task(
         pk=task_id,
         task_type=task_type,
         input_data=input_field.from_db_value(input_data, None, connection),
@@ -337,6 +353,8 @@ def task_claim(*, task_id) -> Task | None:
         started_at=now,
         heartbeat_at=now,
     )
+    claimed.recipient = notifications.Recipient.from_row(owner_id, *preferences)
+    return claimed
 
 
 def _running(task: Task) -> QuerySet[Task]:
@@ -350,26 +368,45 @@ def task_report_progress(*, task: Task, progress: int) -> bool:
     return bool(_running(task).update(progress=progress, heartbeat_at=now, updated_at=now))
 
 
+def _finish_run(task: Task, event: str, **changes) -> bool:
+    """The run's last guarded UPDATE; with the event's notifications, when anyone is to be
+    told, inserted in the same transaction (one statement more)."""
+    recipient = getattr(task, "recipient", None)
+    if recipient is None:
+        recipient = notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id)
+    planned = notifications.plan(event=event, task_id=task.pk, recipient=recipient)
+    if not planned:
+        return bool(_running(task).update(**changes))
+    with transaction.atomic():
+        if not _running(task).update(**changes):
+            return False
+        notifications.notifications_create(planned)
+    return True
+
+
 def task_finish(*, task: Task, result: Any) -> bool:
     now = timezone.now()
-    return bool(
-        _running(task).update(
-            status=TaskStatus.COMPLETED,
-            result=result,
-            error=None,
-            progress=100,
-            completed_at=now,
-            updated_at=now,
-        )
+    return _finish_run(
+        task,
+        Event.COMPLETED,
+        status=TaskStatus.COMPLETED,
+        result=result,
+        error=None,
+        progress=100,
+        completed_at=now,
+        updated_at=now,
     )
 
 
 def task_fail(*, task: Task, error: str) -> bool:
     now = timezone.now()
-    return bool(
-        _running(task).update(
-            status=TaskStatus.FAILED, error=error[:2000], completed_at=now, updated_at=now
-        )
+    return _finish_run(
+        task,
+        Event.FAILED,
+        status=TaskStatus.FAILED,
+        error=error[:2000],
+        completed_at=now,
+        updated_at=now,
     )
 
 
@@ -394,12 +431,47 @@ def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
 # --- sweeps (Beat and manage.py) --------------------------------------------------------
 
 
+def _update_notifying(queryset: QuerySet[Task], event: str, **changes) -> int:
+    """``queryset.update(**changes)`` as one guarded UPDATE that also returns, for each row it
+    changed, who is to be told (``RETURNING``); their notifications go in with one bulk
+    INSERT in the same transaction. No row is read or written one by one."""
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(changes)
+    query.order_by = ()
+    query.annotations = {}
+    compiler = query.get_compiler(queryset.db)
+    compiler.pre_sql_setup()
+    sql, params = compiler.as_sql()
+    table = connection.ops.quote_name(Task._meta.db_table)
+    sql += f" RETURNING {table}.id, {notifications.recipient_columns(table)}"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+        planned = [
+            notification
+            for task_id, *recipient in rows
+            for notification in notifications.plan(
+                event=event,
+                task_id=uuid.UUID(str(task_id)),
+                recipient=notifications.Recipient.from_row(*recipient),
+            )
+        ]
+        notifications.notifications_create(planned)
+    return len(rows)
+
+
 def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
-    """Every active task past its deadline becomes failed: one guarded bulk UPDATE."""
+    """Every active task past its deadline becomes failed: one guarded bulk UPDATE (and one
+    bulk INSERT of the notifications it causes, in the same transaction)."""
     now = timezone.now()
     queryset = Task.objects.all() if queryset is None else queryset
-    return queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=now).update(
-        status=TaskStatus.FAILED, error=DEADLINE_EXCEEDED, completed_at=now, updated_at=now
+    return _update_notifying(
+        queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=now),
+        Event.FAILED,
+        status=TaskStatus.FAILED,
+        error=DEADLINE_EXCEEDED,
+        completed_at=now,
+        updated_at=now,
     )
 
 
@@ -435,7 +507,9 @@ def tasks_rescue() -> dict[str, int]:
         task_type__in=types.worker_type_names(),
         heartbeat_at__lt=now - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT),
     )
-    failed = stale.filter(attempts__gte=F("max_attempts")).update(
+    failed = _update_notifying(
+        stale.filter(attempts__gte=F("max_attempts")),
+        Event.FAILED,
         status=TaskStatus.FAILED,
         error="the worker running this task was lost, and it is out of attempts",
         completed_at=now,
@@ -458,6 +532,14 @@ def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:
     changes.setdefault("updated_at", timezone.now())
     if not queryset.update(**changes):
         raise Conflict(conflict, code="invalid_status")
+
+
+def _notify(task: Task, event: str) -> None:
+    notifications.notify(
+        event=event,
+        task_id=task.pk,
+        recipient=notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id),
+    )
 
 
 def _require_owner_or_staff(task: Task, actor: User) -> None:

@@ -13,6 +13,13 @@ class UserManager(DjangoUserManager):
         return super().normalize_email(email) or None
 
 
+NOTIFY_EVENTS = ("task.created", "task.completed", "task.failed", "task.cancelled")
+
+
+def default_notify_email() -> list[str]:
+    return ["task.failed"]
+
+
 class User(AbstractUser):
     """A person using the service. ``email`` is optional and unique regardless of case."""
 
@@ -20,6 +27,11 @@ class User(AbstractUser):
     # NULL, not "", when absent: the case-insensitive unique index then ignores it.
     email = models.EmailField("email address", blank=True, null=True)  # noqa: DJ001
     name = models.CharField(max_length=150, blank=True)
+    # Notification preferences (SPEC §7): the events mailed to ``email``, a URL receiving
+    # every event as a signed webhook, and the secret those webhooks are signed with.
+    notify_email = models.JSONField(default=default_notify_email, blank=True)
+    webhook_url = models.CharField(max_length=2048, blank=True, default="")
+    webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
     first_name = None
     last_name = None
 

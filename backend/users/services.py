@@ -63,3 +63,19 @@ def user_deactivate(*, user: User, actor: User | None = None) -> User:
     users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user
+
+
+def user_webhook_secret_rotate(*, user: User) -> str:
+    """A new secret for signing the user's webhooks; the old one stops working at once.
+    Returned once, to be shown once."""
+    from backend.notifications.signing import new_secret
+
+    secret = new_secret()
+    User.objects.filter(pk=user.pk).update(webhook_secret=secret)
+    user.webhook_secret = secret
+    return secret
+
+
+def user_webhook_disable(*, user_id, url: str) -> bool:
+    """The receiver said 410 Gone: stop sending there (only if the URL is still that one)."""
+    return bool(User.objects.filter(pk=user_id, webhook_url=url).update(webhook_url=""))

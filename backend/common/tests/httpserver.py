@@ -53,7 +53,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         with owner.lock:
             owner.requests.append(recorded)
-            answer = owner.next_answer(recorded)
+            index = len(owner.requests) - 1
+        answer = owner.next_answer(recorded, index)  # may block (a hanging receiver)
         self.send_response(answer.status)
         for key, value in answer.headers.items():
             self.send_header(key, value)
@@ -61,8 +62,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(answer.body)
-        with owner.lock:
-            owner.arrived.notify_all()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _answer
 
@@ -80,17 +79,15 @@ class HTTPServer:
         self.requests: list[Recorded] = []
         self.connections = 0
         self.lock = threading.Lock()
-        self.arrived = threading.Condition(self.lock)
         self._server = _Server(self, host)
         self.host = host
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def next_answer(self, request: Recorded) -> Answer:
+    def next_answer(self, request: Recorded, index: int) -> Answer:
         if callable(self.answers):
             return self.answers(request)
-        index = min(len(self.requests) - 1, len(self.answers) - 1)
-        return self.answers[index]
+        return self.answers[min(index, len(self.answers) - 1)]
 
     def url(self, path: str = "/") -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host

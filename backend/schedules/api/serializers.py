@@ -26,6 +26,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
     deadline = None
     run_at = None
     assignee = None
+    callback_url = None  # a schedule's tasks report through their owner's preferences
 
     deadline_seconds = StrictIntegerField(
         min_value=1,

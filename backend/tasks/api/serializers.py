@@ -1,6 +1,8 @@
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework import serializers
 
+from backend.common import outbound
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -61,11 +63,28 @@ class TaskCreateSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Defaults to you; null leaves a manual task unassigned.",
     )
+    callback_url = serializers.CharField(
+        max_length=2048,
+        required=False,
+        allow_blank=True,
+        default="",
+        write_only=True,
+        help_text="An http(s) URL receiving this task's events as signed webhooks "
+        "(task.created, task.completed, task.failed, task.cancelled).",
+    )
 
     def get_fields(self):
         fields = super().get_fields()
         fields["task_type"].choices = types.names()
         return fields
+
+    def validate_callback_url(self, value):
+        if value:
+            try:
+                outbound.validate_url(value)
+            except outbound.OutboundRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value
 
     def validate(self, attrs):
         kind = types.get(attrs["task_type"])
@@ -80,7 +99,28 @@ class TaskCreateSerializer(serializers.Serializer):
         if not inputs.is_valid():
             raise serializers.ValidationError({"input_data": inputs.errors})
         attrs["input_data"] = inputs.validated_data
+        _check_broker_can_hold(kind, inputs.validated_data)
         return attrs
+
+
+def _check_broker_can_hold(kind: types.TaskType, input_data: dict) -> None:
+    """On RabbitMQ a task must end before the server's consumer timeout, or the server cuts
+    the worker's channel and hands the task out again: refuse such a task up front."""
+    if not (settings.BROKER_IS_AMQP and kind.runs_on_worker):
+        return
+    limit = kind.time_limit_for(input_data)
+    if limit >= settings.BROKER_CONSUMER_TIMEOUT:
+        raise serializers.ValidationError(
+            {
+                "input_data": [
+                    f"This task may run {limit} s, longer than the broker lets a task stay "
+                    f"unacknowledged (BROKER_CONSUMER_TIMEOUT = "
+                    f"{settings.BROKER_CONSUMER_TIMEOUT} s; raise RabbitMQ's consumer_timeout "
+                    "and that setting together)."
+                ]
+            },
+            code="exceeds_broker_timeout",
+        )
 
 
 class TaskUpdateSerializer(serializers.Serializer):

@@ -311,7 +311,21 @@ def test_fail_records_the_error(user):
 # --- sweeps -----------------------------------------------------------------------------
 
 
-def test_expire_fails_overdue_active_tasks_in_one_update(user, django_assert_num_queries):
+def _statements(captured) -> list[str]:
+    """The statements a sweep ran, without the savepoints of the test's own transaction."""
+    return [
+        q["sql"]
+        for q in captured.captured_queries
+        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT"))
+    ]
+
+
+def test_expire_fails_overdue_active_tasks_in_one_update(user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.notifications.models import Notification
+
     past = timezone.now() - timedelta(seconds=1)
     overdue = [
         TaskFactory(owner=user, status=status, deadline=past)
@@ -320,8 +334,15 @@ def test_expire_fails_overdue_active_tasks_in_one_update(user, django_assert_num
     finished = TaskFactory(owner=user, status=TaskStatus.COMPLETED, deadline=past)
     future = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
     no_deadline = TaskFactory(owner=user)
-    with django_assert_num_queries(1):
+    with CaptureQueriesContext(connection) as captured:
         assert services.tasks_expire() == 3
+    # One guarded UPDATE … RETURNING, then one INSERT of the owner's task.failed mails.
+    update, insert = _statements(captured)
+    assert update.startswith("UPDATE") and "RETURNING" in update
+    assert insert.startswith('INSERT INTO "notifications_notification"')
+    assert sorted(Notification.objects.values_list("task_id", "event", "channel")) == sorted(
+        (task.pk, "task.failed", "email") for task in overdue
+    )
     for task in overdue:
         task.refresh_from_db()
         assert task.status == TaskStatus.FAILED and task.error == "deadline exceeded"
@@ -333,6 +354,14 @@ def test_expire_fails_overdue_active_tasks_in_one_update(user, django_assert_num
     ):
         task.refresh_from_db()
         assert task.status == status
+
+
+def test_expire_nobody_listens_to_costs_one_statement(user, django_assert_num_queries):
+    user.notify_email = []
+    user.save()
+    TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    with django_assert_num_queries(3):  # the UPDATE between the test's savepoint pair
+        assert services.tasks_expire() == 1
 
 
 def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatch):

@@ -9,7 +9,8 @@ from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTo
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from backend.users.models import User
+from backend.common import outbound
+from backend.users.models import NOTIFY_EVENTS, User
 
 STAT_FIELDS = (
     "total_tasks_assigned",
@@ -78,6 +79,24 @@ class UserSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
     password = serializers.CharField(
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )
+    notify_email = serializers.ListField(
+        child=serializers.ChoiceField(choices=NOTIFY_EVENTS),
+        max_length=len(NOTIFY_EVENTS),
+        allow_empty=True,
+        required=False,
+        help_text="The task events mailed to you (task.created, task.completed, task.failed, "
+        'task.cancelled); default ["task.failed"].',
+    )
+    webhook_url = serializers.CharField(
+        max_length=2048,
+        required=False,
+        allow_blank=True,
+        help_text="An http(s) URL receiving every event of your tasks as a signed webhook "
+        "(create the secret with POST /api/users/me/webhook-secret/); empty for none.",
+    )
+    webhook_secret_set = serializers.SerializerMethodField(
+        help_text="Whether a webhook secret exists (it is shown only when created)."
+    )
 
     class Meta:
         model = User
@@ -91,9 +110,26 @@ class UserSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
             "is_active",
             "date_joined",
             "last_login",
+            "notify_email",
+            "webhook_url",
+            "webhook_secret_set",
             *STAT_FIELDS,
         )
         read_only_fields = ("id", "date_joined", "last_login")
+
+    def get_webhook_secret_set(self, user) -> bool:
+        return bool(user.webhook_secret)
+
+    def validate_notify_email(self, value):
+        return list(dict.fromkeys(value))
+
+    def validate_webhook_url(self, value):
+        if value:
+            try:
+                outbound.validate_url(value)
+            except outbound.OutboundRefused as exc:
+                raise serializers.ValidationError(str(exc)) from None
+        return value
 
     def get_fields(self):
         fields = super().get_fields()
@@ -226,6 +262,14 @@ class TokenVerifySerializer(BaseTokenVerifySerializer):
             raise TokenError(
                 str(exc.detail[0]) if isinstance(exc.detail, list) else str(exc.detail)
             ) from exc
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    webhook_secret = serializers.CharField(
+        read_only=True,
+        help_text="whsec_ followed by base64: the key of the Standard Webhooks signatures. "
+        "Shown once; a new one replaces it.",
+    )
 
 
 class LogoutSerializer(serializers.Serializer):

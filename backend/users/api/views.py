@@ -22,6 +22,7 @@ from .serializers import (
     UserCreateSerializer,
     UserPublicSerializer,
     UserSerializer,
+    WebhookSecretSerializer,
 )
 from .throttling import AuthRateThrottle
 
@@ -160,3 +161,16 @@ class UserViewSet(
             )
             user = selectors.user_with_statistics(pk=user.pk)
         return Response(UserSerializer(user, context=context).data)
+
+    @extend_schema(request=None, responses={201: WebhookSecretSerializer})
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="me/webhook-secret",
+        serializer_class=WebhookSecretSerializer,
+    )
+    def webhook_secret(self, request):
+        """Create or rotate the secret your webhooks are signed with; it is shown only in
+        this answer (the previous one stops working)."""
+        secret = services.user_webhook_secret_rotate(user=request.user)
+        return Response({"webhook_secret": secret}, status=status.HTTP_201_CREATED)

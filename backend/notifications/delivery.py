@@ -1,0 +1,125 @@
+"""Sending one notification: a short plain-text mail through Django's email backend, or a
+JSON POST signed per Standard Webhooks through the SSRF-safe outbound client."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from django.conf import settings
+from rest_framework.utils.encoders import JSONEncoder
+
+from backend.common import outbound
+from backend.common.email import EmailDeliveryError, send_email
+from backend.tasks.api.serializers import TaskSerializer
+from backend.tasks.models import Task
+
+from . import signing
+from .models import Channel, Notification
+from .services import Outcome
+
+VERBS = {
+    "task.created": "was created",
+    "task.completed": "completed",
+    "task.failed": "failed",
+    "task.cancelled": "was cancelled",
+}
+MAX_TEXT = 2000
+
+
+def task_data(notification: Notification) -> dict:
+    """The task as the API shows it now, or only its id once it has been deleted."""
+    task = Task.objects.select_related("owner", "assignee").filter(pk=notification.task_id).first()
+    if task is None:
+        return {"id": str(notification.task_id), "deleted": True}
+    return json.loads(json.dumps(TaskSerializer(task).data, cls=JSONEncoder))
+
+
+def send(notification: Notification) -> Outcome:
+    data = task_data(notification)
+    if notification.channel == Channel.EMAIL:
+        return _email(notification, data)
+    return _webhook(notification, data)
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + " …"
+
+
+def email_message(notification: Notification, data: dict) -> tuple[str, str]:
+    name = data.get("name") or str(notification.task_id)
+    subject = f'Task "{name}" {VERBS[notification.event]}'
+    lines = [
+        f"Task:   {name}",
+        f"Type:   {data.get('task_type', '-')}",
+        f"Status: {data.get('status', 'deleted')}",
+    ]
+    if data.get("error"):
+        lines.append(f"Error:  {_clip(str(data['error']))}")
+    elif data.get("result") is not None:
+        lines.append(f"Result: {_clip(json.dumps(data['result'], ensure_ascii=False))}")
+    if not data.get("deleted"):
+        lines.append(f"Link:   {settings.PUBLIC_BASE_URL}/api/tasks/{notification.task_id}/")
+    lines += ["", f"You receive this because {notification.event} is in your notify_email."]
+    return subject[:200], "\n".join(lines) + "\n"
+
+
+def _email(notification: Notification, data: dict) -> Outcome:
+    subject, body = email_message(notification, data)
+    try:
+        send_email(to=[notification.target], subject=subject, body=body)
+    except EmailDeliveryError as exc:
+        return Outcome(delivered=False, error=str(exc))
+    return Outcome(delivered=True)
+
+
+def webhook_body(notification: Notification, data: dict) -> bytes:
+    payload = {
+        "type": notification.event,
+        "timestamp": notification.created_at.isoformat().replace("+00:00", "Z"),
+        "data": data,
+    }
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _webhook(notification: Notification, data: dict) -> Outcome:
+    secret = notification.user.webhook_secret
+    if not secret:
+        return Outcome(
+            delivered=False,
+            final=True,
+            error="no webhook secret: create one with POST /api/users/me/webhook-secret/",
+        )
+    body = webhook_body(notification, data)
+    headers = {
+        "content-type": "application/json",
+        "user-agent": "async-task-manager-webhooks/1",
+        **signing.headers(
+            secret=secret, msg_id=str(notification.pk), timestamp=int(time.time()), body=body
+        ),
+    }
+    try:
+        response = outbound.request(
+            "POST",
+            notification.target,
+            headers=headers,
+            content=body,
+            timeout=settings.NOTIFY_WEBHOOK_TIMEOUT,
+            max_body=1024,
+        )
+    except outbound.OutboundRefused as exc:
+        return Outcome(delivered=False, final=True, error=str(exc))
+    except outbound.OutboundError as exc:
+        return Outcome(delivered=False, error=str(exc))
+    code = response.status_code
+    if 200 <= code < 300:
+        return Outcome(delivered=True, status_code=code)
+    if code == 410:
+        return Outcome(
+            delivered=False,
+            final=True,
+            status_code=code,
+            error="the receiver answered 410 Gone",
+            disable_webhook=notification.channel == Channel.WEBHOOK,
+        )
+    return Outcome(delivered=False, status_code=code, error=f"the receiver answered {code}")

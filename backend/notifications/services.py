@@ -1,0 +1,306 @@
+"""The outbox's every state change: planning and writing notifications in the caller's
+transaction, sending them after commit, claiming one for delivery (guarded), recording each
+attempt, re-sending what is due (the dispatcher), and resending by hand (admin)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+
+from backend.tasks import queue
+from backend.tasks.types import QUEUE_LONG
+from backend.users import services as user_services
+from backend.users.models import User
+
+from .models import Channel, DeliveryAttempt, Event, Notification, NotificationStatus, TaskCallback
+
+logger = logging.getLogger(__name__)
+
+DELIVER = "backend.notifications.jobs.deliver_notification"
+# An SMTP server or a webhook receiver may hang: deliveries go to the queue of long jobs.
+DELIVERY_QUEUE = QUEUE_LONG
+
+
+# --- who hears about a task ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What a task's owner, and the task itself, ask to be told."""
+
+    user_id: uuid.UUID
+    email: str | None = None
+    notify_email: list[str] = field(default_factory=list)
+    webhook_url: str = ""
+    callback_url: str = ""
+
+    @classmethod
+    def from_row(cls, user_id, email, notify_email, webhook_url, callback_url) -> Recipient:
+        if isinstance(notify_email, str | bytes):  # raw SQL hands JSON back as text
+            notify_email = json.loads(notify_email)
+        return cls(
+            user_id=uuid.UUID(str(user_id)),
+            email=email or None,
+            notify_email=list(notify_email or []),
+            webhook_url=webhook_url or "",
+            callback_url=callback_url or "",
+        )
+
+
+def recipient_columns(task_table: str) -> str:
+    """SQL naming, beside a task row's ``owner_id``, what ``Recipient.from_row`` needs after
+    it: scalar subqueries, so an ``UPDATE … RETURNING`` of tasks brings them back at once."""
+    users = User._meta.db_table
+    callbacks = TaskCallback._meta.db_table
+    owner = f"{task_table}.owner_id"
+    return (
+        f"{owner}, "
+        f"(SELECT u.email FROM {users} u WHERE u.id = {owner}), "
+        f"(SELECT u.notify_email FROM {users} u WHERE u.id = {owner}), "
+        f"(SELECT u.webhook_url FROM {users} u WHERE u.id = {owner}), "
+        f"(SELECT c.url FROM {callbacks} c WHERE c.task_id = {task_table}.id)"
+    )
+
+
+def recipient_for(*, owner: User, callback_url: str = "") -> Recipient:
+    return Recipient(
+        user_id=owner.pk,
+        email=owner.email,
+        notify_email=list(owner.notify_email or []),
+        webhook_url=owner.webhook_url,
+        callback_url=callback_url,
+    )
+
+
+def recipient_of(*, task_id, owner_id) -> Recipient:
+    """One query: the owner's preferences and the task's callback."""
+    row = (
+        User.objects.filter(pk=owner_id).values_list("email", "notify_email", "webhook_url").first()
+    )
+    callback = TaskCallback.objects.filter(task_id=task_id).values_list("url", flat=True)
+    email, notify_email, webhook_url = row or (None, [], "")
+    return Recipient(
+        user_id=owner_id,
+        email=email,
+        notify_email=notify_email or [],
+        webhook_url=webhook_url,
+        callback_url=callback.first() or "",
+    )
+
+
+def plan(*, event: str, task_id, recipient: Recipient | None) -> list[Notification]:
+    """The notifications one event of one task causes (unsaved): a mail when the owner chose
+    this event and has an address, a webhook to their webhook_url, and one to the task's
+    callback_url."""
+    if recipient is None:
+        return []
+    planned = []
+    if event in recipient.notify_email and recipient.email:
+        planned.append((Channel.EMAIL, recipient.email))
+    if recipient.webhook_url:
+        planned.append((Channel.WEBHOOK, recipient.webhook_url))
+    if recipient.callback_url and recipient.callback_url != recipient.webhook_url:
+        planned.append((Channel.CALLBACK, recipient.callback_url))
+    return [
+        Notification(
+            event=event, channel=channel, target=target, user_id=recipient.user_id, task_id=task_id
+        )
+        for channel, target in planned
+    ]
+
+
+# --- writing and sending ------------------------------------------------------------------
+
+
+def notifications_create(notifications: list[Notification]) -> None:
+    """Insert the rows (one statement) in the caller's transaction; send them after commit.
+    Marked as sent in the INSERT; the ones the broker does not take get NULL back and wait
+    for the dispatcher."""
+    if not notifications:
+        return
+    now = timezone.now()
+    marked_at = now if queue.accepting() else None
+    for notification in notifications:
+        notification.next_attempt_at = now
+        notification.enqueued_at = marked_at
+    Notification.objects.bulk_create(notifications)
+    if marked_at is not None:
+        ids = [notification.pk for notification in notifications]
+        transaction.on_commit(lambda: _send(ids, marked_at))
+
+
+def _send(ids: list, marked_at: datetime | None) -> int:
+    sent = queue.send_messages(DELIVER, [[str(pk)] for pk in ids], queue=DELIVERY_QUEUE)
+    if sent < len(ids) and marked_at is not None:
+        try:
+            Notification.objects.filter(
+                pk__in=ids[sent:], status=NotificationStatus.PENDING, enqueued_at=marked_at
+            ).update(enqueued_at=None)
+        except Exception:  # resent after NOTIFY_REDISPATCH_AFTER anyway
+            logger.warning("could not unmark %d unsent notification(s)", len(ids) - sent)
+    return sent
+
+
+def notify(*, event: str, task_id, recipient: Recipient | None) -> None:
+    notifications_create(plan(event=event, task_id=task_id, recipient=recipient))
+
+
+def task_callback_set(*, task_id, url: str) -> None:
+    if url:
+        TaskCallback.objects.create(task_id=task_id, url=url)
+
+
+# --- delivery -----------------------------------------------------------------------------
+
+
+def _lease() -> timedelta:
+    """How long a claimed delivery is held: longer than any send can take."""
+    longest = max(settings.NOTIFY_WEBHOOK_TIMEOUT, settings.EMAIL_TIMEOUT * 3)
+    return timedelta(seconds=longest + 5)
+
+
+def _free(now: datetime) -> Q:
+    return Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+
+
+def notification_claim(*, notification_id) -> Notification | None:
+    """Take a due, pending notification for one delivery attempt (guarded: two workers
+    never both send it); None when it is not due, taken, delivered or gone."""
+    try:
+        notification_id = uuid.UUID(str(notification_id))
+    except ValueError:
+        return None
+    now = timezone.now()
+    claimed = Notification.objects.filter(
+        _free(now),
+        pk=notification_id,
+        status=NotificationStatus.PENDING,
+        next_attempt_at__lte=now,
+    ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    if not claimed:
+        return None
+    return Notification.objects.select_related("user").get(pk=notification_id)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    error: str = ""
+    status_code: int | None = None
+    # Never worth trying again (a refused address, no secret, 410 Gone).
+    final: bool = False
+    # The receiver answered 410 Gone to the owner's webhook_url: stop sending there.
+    disable_webhook: bool = False
+
+
+def retry_delay(attempt: int) -> float:
+    """Doubling from NOTIFY_BACKOFF up to NOTIFY_MAX_DELAY, drawn between half and all of it
+    (jitter, so a receiver that comes back is not hit by every retry at once)."""
+    ceiling = min(settings.NOTIFY_MAX_DELAY, settings.NOTIFY_BACKOFF * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+@transaction.atomic
+def notification_record(*, notification: Notification, started_at: datetime, outcome: Outcome):
+    """Store the attempt and move the notification on: delivered, failed (final, or out of
+    attempts), or pending again after a backoff. Guarded by the attempt number."""
+    now = timezone.now()
+    DeliveryAttempt.objects.create(
+        notification=notification,
+        number=notification.attempts,
+        started_at=started_at,
+        duration_ms=max(0, int((now - started_at).total_seconds() * 1000)),
+        delivered=outcome.delivered,
+        status_code=outcome.status_code,
+        error=outcome.error[:2000],
+    )
+    mine = Notification.objects.filter(
+        pk=notification.pk, status=NotificationStatus.PENDING, attempts=notification.attempts
+    )
+    if outcome.delivered:
+        status = NotificationStatus.DELIVERED
+        mine.update(status=status, delivered_at=now, locked_until=None, last_error="")
+    elif outcome.final or notification.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
+        status = NotificationStatus.FAILED
+        mine.update(status=status, locked_until=None, last_error=outcome.error[:2000])
+    else:
+        status = NotificationStatus.PENDING
+        mine.update(
+            next_attempt_at=now + timedelta(seconds=retry_delay(notification.attempts)),
+            enqueued_at=None,
+            locked_until=None,
+            last_error=outcome.error[:2000],
+        )
+    if outcome.disable_webhook:
+        user_services.user_webhook_disable(user_id=notification.user_id, url=notification.target)
+    return status
+
+
+def notification_deliver(*, notification_id) -> str:
+    """One delivery attempt (the worker's job); returns what happened, for its log."""
+    from . import delivery
+
+    notification = notification_claim(notification_id=notification_id)
+    if notification is None:
+        return "skipped: not due, taken, delivered or gone"
+    started_at = timezone.now()
+    try:
+        outcome = delivery.send(notification)
+    except Exception as exc:  # a bug in a sender must not leave the row held
+        logger.exception("delivering notification %s failed", notification.pk)
+        outcome = Outcome(delivered=False, error=f"{type(exc).__name__}: {exc}")
+    return notification_record(notification=notification, started_at=started_at, outcome=outcome)
+
+
+# --- the dispatcher and the admin -----------------------------------------------------------
+
+
+def notifications_dispatch(*, batch_size: int = 500) -> dict[str, int]:
+    """Send the due, undelivered notifications that are not held and were not sent lately
+    (never sent, failed an attempt, or lost with a crashed worker or broker)."""
+    now = timezone.now()
+    resend_before = now - timedelta(seconds=settings.NOTIFY_REDISPATCH_AFTER)
+    due = list(
+        Notification.objects.filter(
+            _free(now), status=NotificationStatus.PENDING, next_attempt_at__lte=now
+        )
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:batch_size]
+    )
+    sent = queue.send_messages(DELIVER, [[str(pk)] for pk in due], queue=DELIVERY_QUEUE)
+    if sent:
+        Notification.objects.filter(pk__in=due[:sent], status=NotificationStatus.PENDING).update(
+            enqueued_at=now
+        )
+    return {"due": len(due), "sent": sent}
+
+
+@transaction.atomic
+def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
+    """Send again now (admin): each becomes pending and due, with one more attempt allowed
+    if it had used them all."""
+    now = timezone.now()
+    ids = list(queryset.values_list("pk", flat=True))
+    marked_at = now if queue.accepting() else None
+    count = Notification.objects.filter(pk__in=ids).update(
+        status=NotificationStatus.PENDING,
+        next_attempt_at=now,
+        enqueued_at=marked_at,
+        locked_until=None,
+    )
+    if marked_at is not None and ids:
+        transaction.on_commit(lambda: _send(ids, marked_at))
+    return count
+
+
+EVENTS = [choice.value for choice in Event]

@@ -1,0 +1,98 @@
+"""Preferences on /api/users/me/, the webhook secret endpoint, and a task's callback_url."""
+
+import pytest
+
+from backend.notifications import signing
+from backend.notifications.models import TaskCallback
+
+pytestmark = pytest.mark.django_db
+
+
+def test_me_shows_the_preferences_with_their_defaults(user, client_for):
+    body = client_for(user).get("/api/users/me/").json()
+    assert body["notify_email"] == ["task.failed"]
+    assert body["webhook_url"] == "" and body["webhook_secret_set"] is False
+    assert "webhook_secret" not in body
+
+
+def test_preferences_are_changed_with_patch(user, client_for):
+    client = client_for(user)
+    response = client.patch(
+        "/api/users/me/",
+        {
+            "notify_email": ["task.completed", "task.failed", "task.completed"],
+            "webhook_url": "https://hooks.example.com/in",
+        },
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    assert response.json()["notify_email"] == ["task.completed", "task.failed"]
+    user.refresh_from_db()
+    assert user.notify_email == ["task.completed", "task.failed"]
+    assert user.webhook_url == "https://hooks.example.com/in"
+    response = client.patch(
+        "/api/users/me/", {"notify_email": [], "webhook_url": ""}, format="json"
+    )
+    assert response.status_code == 200 and response.json()["notify_email"] == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"notify_email": ["task.exploded"]}, "notify_email"),
+        ({"notify_email": "task.failed"}, "notify_email"),
+        ({"notify_email": [1]}, "notify_email"),
+        ({"webhook_url": "ftp://hooks.example.com/"}, "webhook_url"),
+        ({"webhook_url": "javascript:alert(1)"}, "webhook_url"),
+        ({"webhook_url": "http://192.168.0.10/hook"}, "webhook_url"),
+        ({"webhook_url": "http://169.254.169.254/"}, "webhook_url"),
+        ({"webhook_url": "http://[::1]:9000/"}, "webhook_url"),
+        ({"webhook_url": "http://" + "a" * 2100 + ".com/"}, "webhook_url"),
+    ],
+)
+def test_bad_preferences_are_400_and_change_nothing(user, client_for, body, field):
+    response = client_for(user).patch("/api/users/me/", body, format="json")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid" and field in response.json()
+    user.refresh_from_db()
+    assert user.notify_email == ["task.failed"] and user.webhook_url == ""
+
+
+def test_the_webhook_secret_is_shown_once_and_rotates(user, client_for):
+    client = client_for(user)
+    first = client.post("/api/users/me/webhook-secret/")
+    assert first.status_code == 201
+    secret = first.json()["webhook_secret"]
+    assert secret.startswith(signing.PREFIX)
+    user.refresh_from_db()
+    assert user.webhook_secret == secret
+    me = client.get("/api/users/me/").json()
+    assert me["webhook_secret_set"] is True and secret not in str(me)
+    second = client.post("/api/users/me/webhook-secret/")
+    assert second.status_code == 201 and second.json()["webhook_secret"] != secret
+
+
+def test_the_webhook_secret_needs_a_login(api_client):
+    assert api_client.post("/api/users/me/webhook-secret/").status_code == 401
+
+
+def test_a_task_keeps_its_callback_url(user, client_for):
+    response = client_for(user).post(
+        "/api/tasks/",
+        {"task_type": "manual", "callback_url": "https://cb.example.com/done"},
+        format="json",
+    )
+    assert response.status_code == 201
+    assert "callback_url" not in response.json()  # write-only: it may carry a token
+    assert TaskCallback.objects.get(task_id=response.json()["id"]).url == (
+        "https://cb.example.com/done"
+    )
+
+
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "http://10.1.1.1/", "http://0x7f.1/"])
+def test_a_bad_callback_url_is_a_400(user, client_for, url):
+    response = client_for(user).post(
+        "/api/tasks/", {"task_type": "manual", "callback_url": url}, format="json"
+    )
+    assert response.status_code == 400 and "callback_url" in response.json()
+    assert not TaskCallback.objects.exists()

@@ -1,0 +1,304 @@
+"""Delivering notifications to a real SMTP server and real webhook receivers on loopback:
+signatures, retries with backoff, the guarded claim, 410 Gone, the dispatcher."""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from backend.common.tests.conftest import _loopback_only  # noqa: F401
+from backend.common.tests.httpserver import Answer, HTTPServer
+from backend.common.tests.smtpd import SMTPServer, use_smtp
+from backend.notifications import jobs, services, signing
+from backend.notifications.models import DeliveryAttempt, Notification
+from backend.tasks import services as task_services
+from backend.tasks.models import Task
+from backend.users import services as user_services
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _guard(_loopback_only, settings):  # noqa: F811
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    settings.NOTIFY_MAX_ATTEMPTS = 8
+    settings.NOTIFY_BACKOFF = 30
+    settings.NOTIFY_MAX_DELAY = 3600
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Delivery messages handed to the broker, recorded instead of sent."""
+    messages = []
+
+    def send_messages(name, arguments, *, queue):
+        messages.extend(args[0] for args in arguments)
+        return len(arguments)
+
+    monkeypatch.setattr(services.queue, "send_messages", send_messages)
+    return messages
+
+
+def hooked(user, url):
+    user.webhook_url = url
+    user.notify_email = []
+    user.save()
+    secret = user_services.user_webhook_secret_rotate(user=user)
+    return secret
+
+
+def completed_task(user, **kwargs):
+    task = task_services.task_create(owner=user, task_type="manual", input_data={}, **kwargs)
+    Notification.objects.all().delete()  # keep the completion's only
+    return task_services.task_complete(task=task, actor=user, result={"answer": 42})
+
+
+def due_again(notification):
+    Notification.objects.filter(pk=notification.pk).update(
+        next_attempt_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
+    with HTTPServer([Answer(500), Answer(500), Answer(204, b"")]) as receiver:
+        secret = hooked(user, receiver.url("/hooks"))
+        task = completed_task(user)
+        notification = Notification.objects.get()
+        outcomes = []
+        for _ in range(3):
+            outcomes.append(jobs.deliver_notification(str(notification.pk)))
+            due_again(notification)
+        assert outcomes == ["pending", "pending", "delivered"]
+        assert jobs.deliver_notification(str(notification.pk)).startswith("skipped")
+
+    assert len(receiver.requests) == 3
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {str(notification.pk)}
+    for request in receiver.requests:
+        assert signing.verify(
+            secret=secret,
+            msg_id=request.headers["webhook-id"],
+            timestamp=int(request.headers["webhook-timestamp"]),
+            body=request.body,
+            signature=request.headers["webhook-signature"],
+        )
+        assert not signing.verify(
+            secret=signing.new_secret(),
+            msg_id=request.headers["webhook-id"],
+            timestamp=int(request.headers["webhook-timestamp"]),
+            body=request.body,
+            signature=request.headers["webhook-signature"],
+        )
+    body = json.loads(receiver.requests[0].body)
+    assert body["type"] == "task.completed" and body["timestamp"].endswith("Z")
+    assert body["data"]["id"] == str(task.pk) and body["data"]["status"] == "completed"
+    assert body["data"]["result"] == {"answer": 42}
+
+    notification.refresh_from_db()
+    assert notification.status == "delivered" and notification.attempts == 3
+    attempts = list(
+        notification.delivery_attempts.values_list("number", "delivered", "status_code", "error")
+    )
+    assert attempts == [
+        (1, False, 500, "the receiver answered 500"),
+        (2, False, 500, "the receiver answered 500"),
+        (3, True, 204, ""),
+    ]
+    # Delivered: the dispatcher never sends it again.
+    sent.clear()
+    assert services.notifications_dispatch() == {"due": 0, "sent": 0}
+
+
+def test_failed_attempts_back_off_with_jitter_then_give_up(user, sent, settings):
+    settings.NOTIFY_MAX_ATTEMPTS = 3
+    with HTTPServer([Answer(503)]) as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        delays = []
+        for _ in range(3):
+            before = timezone.now()
+            jobs.deliver_notification(str(notification.pk))
+            notification.refresh_from_db()
+            delays.append((notification.next_attempt_at - before).total_seconds())
+            due_again(notification)
+    assert notification.status == "failed" and notification.attempts == 3
+    assert notification.last_error == "the receiver answered 503"
+    assert 15 - 1 <= delays[0] <= 30 + 1 and 30 - 1 <= delays[1] <= 60 + 1
+    assert DeliveryAttempt.objects.count() == 3
+
+
+def test_retry_delays_double_up_to_the_cap(settings):
+    settings.NOTIFY_BACKOFF = 30
+    settings.NOTIFY_MAX_DELAY = 100
+    for attempt, ceiling in [(1, 30), (2, 60), (3, 100), (10, 100)]:
+        for _ in range(20):
+            assert ceiling / 2 <= services.retry_delay(attempt) <= ceiling
+
+
+def test_410_gone_disables_the_users_webhook(user, sent):
+    with HTTPServer([Answer(410)]) as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+    user.refresh_from_db()
+    assert user.webhook_url == ""
+    notification.refresh_from_db()
+    assert notification.status == "failed" and notification.attempts == 1
+
+
+def test_a_410_from_a_callback_leaves_the_users_webhook(user, sent):
+    with HTTPServer([Answer(410)]) as receiver, HTTPServer() as own:
+        hooked(user, own.url())
+        completed_task(user, callback_url=receiver.url("/cb"))
+        callback = Notification.objects.get(channel="callback")
+        assert jobs.deliver_notification(str(callback.pk)) == "failed"
+    user.refresh_from_db()
+    assert user.webhook_url == own.url()
+
+
+def test_two_workers_never_send_the_same_notification(user, sent):
+    with HTTPServer() as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        first = services.notification_claim(notification_id=notification.pk)
+        assert first is not None
+        assert services.notification_claim(notification_id=notification.pk) is None
+        assert jobs.deliver_notification(str(notification.pk)).startswith("skipped")
+        assert receiver.requests == []
+    assert services.notification_claim(notification_id="not-a-uuid") is None
+
+
+def test_a_crashed_delivery_is_taken_again_after_its_lease(user, sent):
+    with HTTPServer() as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert services.notification_claim(notification_id=notification.pk)  # then a crash
+        Notification.objects.filter(pk=notification.pk).update(
+            locked_until=timezone.now() - timedelta(seconds=1),
+            enqueued_at=timezone.now() - timedelta(hours=1),
+        )
+        sent.clear()
+        assert services.notifications_dispatch() == {"due": 1, "sent": 1}
+        assert jobs.deliver_notification(sent[0]) == "delivered"
+        assert len(receiver.requests) == 1
+    notification.refresh_from_db()
+    assert notification.attempts == 2 and notification.status == "delivered"
+
+
+def test_no_secret_fails_without_calling(user, sent):
+    with HTTPServer() as receiver:
+        user.webhook_url = receiver.url()
+        user.save()
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+        assert receiver.connections == 0
+    notification.refresh_from_db()
+    assert "POST /api/users/me/webhook-secret/" in notification.last_error
+
+
+def test_a_refused_target_fails_without_connecting(user, sent, settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = []
+    with HTTPServer() as receiver:
+        hooked(user, f"http://localhost:{receiver.port}/")  # a name: checked when sent
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+        assert receiver.connections == 0
+    notification.refresh_from_db()
+    assert "loopback" in notification.last_error and notification.attempts == 1
+
+
+def test_emails_arrive_for_the_chosen_events_only(user, settings, sent):
+    user.notify_email = ["task.completed"]
+    user.save()
+    with SMTPServer() as smtp:
+        use_smtp(settings, smtp)
+        task = task_services.task_create(owner=user, task_type="manual", input_data={})
+        task_services.task_complete(task=task, actor=user, result={"answer": 42})
+        [notification] = Notification.objects.all()
+        assert notification.event == "task.completed"
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+        [mail] = smtp.messages
+    assert mail.recipients == [user.email]
+    assert mail.message["Subject"] == f'Task "{task.name}" completed'
+    text = mail.message.get_body(("plain",)).get_content()
+    assert "Type:   manual" in text and "Status: completed" in text
+    assert 'Result: {"answer": 42}' in text
+    assert f"http://127.0.0.1:8000/api/tasks/{task.pk}/" in text
+
+
+def test_an_smtp_failure_is_retried(user, settings, sent):
+    use_smtp(settings, SMTPServer())  # never started
+    user.notify_email = ["task.completed"]
+    user.save()
+    completed_task(user)
+    notification = Notification.objects.get()
+    assert jobs.deliver_notification(str(notification.pk)) == "pending"
+    notification.refresh_from_db()
+    assert notification.last_error.startswith("could not connect to the mail server")
+
+
+def test_a_deleted_task_is_still_reported(user, sent):
+    with HTTPServer() as receiver:
+        hooked(user, receiver.url())
+        task = completed_task(user)
+        Task.objects.filter(pk=task.pk).delete()
+        jobs.deliver_notification(str(Notification.objects.get().pk))
+    assert json.loads(receiver.requests[0].body)["data"] == {"id": str(task.pk), "deleted": True}
+
+
+def test_a_broker_outage_delays_but_does_not_lose(user, broker_down, monkeypatch):
+    from backend.tasks import queue
+
+    queue.breaker.trip()  # the broker failed a moment ago: nothing is sent, all is kept
+    with HTTPServer() as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert notification.enqueued_at is None
+        assert services.notifications_dispatch() == {"due": 1, "sent": 0}
+        queue.breaker.reset()
+        messages = []
+        monkeypatch.setattr(
+            services.queue,
+            "send_messages",
+            lambda name, args, queue: messages.extend(a[0] for a in args) or len(args),
+        )
+        assert services.notifications_dispatch() == {"due": 1, "sent": 1}
+        assert jobs.deliver_notification(messages[0]) == "delivered"
+    notification.refresh_from_db()
+    assert notification.enqueued_at is not None and notification.status == "delivered"
+
+
+def test_resend_makes_a_notification_due_again(user, sent):
+    with HTTPServer([Answer(410), Answer(200)]) as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        jobs.deliver_notification(str(notification.pk))
+        assert services.notifications_resend(queryset=Notification.objects.all()) == 1
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+    assert len(receiver.requests) == 2
+
+
+def test_the_signature_matches_the_standard_webhooks_test_vector():
+    # Published with the Standard Webhooks specification and its reference libraries.
+    assert (
+        signing.sign(
+            secret="whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            msg_id="msg_p5jXN8AQM9LWM0D4loKWxJek",
+            timestamp=1614265330,
+            body=b'{"test": 2432232314}',
+        )
+        == "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+    )
+
+
+def test_new_secrets_are_random_and_prefixed():
+    first, second = signing.new_secret(), signing.new_secret()
+    assert first.startswith("whsec_") and first != second and len(first) == 50
