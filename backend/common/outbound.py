@@ -220,7 +220,9 @@ def request(
     body = content
     if json is not None:
         body = _json_bytes(json)
-        headers = {**(headers or {}), "content-type": "application/json"}
+        headers = dict(headers or {})
+        if not any(key.lower() == "content-type" for key in headers):
+            headers["content-type"] = "application/json"
     with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             port = target.port or {"http": 80, "https": 443}[target.scheme]

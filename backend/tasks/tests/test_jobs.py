@@ -131,7 +131,11 @@ def test_broken_database_connections_are_dropped_around_each_task(monkeypatch):
 
 
 def test_a_run_costs_two_statements(user, django_assert_num_queries):
-    """Claim (one UPDATE … RETURNING) and finish (one guarded UPDATE): nothing re-read."""
+    """Claim (one UPDATE … RETURNING) and finish (one guarded UPDATE): nothing re-read.
+    The owner wants no notification of a completion (the default: failures only), which the
+    claim already told; a run that notifies costs one INSERT more
+    (backend/notifications/tests/test_outbox.py)."""
+    assert user.notify_email == ["task.failed"] and not user.webhook_url
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
     with django_assert_num_queries(2):
         assert jobs.run_task(str(task.pk)) == "completed"
