@@ -97,6 +97,7 @@ INSTALLED_APPS = [
     "backend.tasks",
     "backend.schedules",
     "backend.files",
+    "backend.notifications",
     "backend.ops",
 ]
 
@@ -306,6 +307,15 @@ if CELERY_BROKER_URL.startswith(("redis", "rediss")):
         # One list per priority step; the worker takes step 0 (urgent) first.
         "priority_steps": [0, 3, 6, 9],
     }
+BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
+if BROKER_IS_AMQP:
+    # A send counts once RabbitMQ has confirmed it (publisher confirms).
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"confirm_publish": True}
+# RabbitMQ cuts a consumer that holds a message unacknowledged longer than its
+# consumer_timeout (default 30 min), and a worker acknowledges a task when it ends: a task
+# whose time limit is longer than this is refused at create time instead of being cut. Set it
+# to the server's consumer_timeout (in seconds); only used with RabbitMQ.
+BROKER_CONSUMER_TIMEOUT = _positive_int("BROKER_CONSUMER_TIMEOUT", 1800)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 
 # Sends from the web tier and the dispatcher: a broker that refuses or hangs holds a request
@@ -346,7 +356,19 @@ CELERY_TIMEZONE = TIME_ZONE
 # without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "tasks"
 TASK_QUEUES = ("tasks", "long", "maintenance")
-CELERY_TASK_QUEUES = tuple(Queue(name, Exchange(name), routing_key=name) for name in TASK_QUEUES)
+# RabbitMQ honours message priorities only on queues declared with x-max-priority, and a
+# queue's arguments cannot change once it exists (README: "RabbitMQ").
+AMQP_MAX_PRIORITY = 10
+CELERY_TASK_QUEUES = tuple(
+    Queue(
+        name,
+        Exchange(name),
+        routing_key=name,
+        durable=True,
+        queue_arguments={"x-max-priority": AMQP_MAX_PRIORITY} if BROKER_IS_AMQP else None,
+    )
+    for name in TASK_QUEUES
+)
 CELERY_TASK_ROUTES = {
     "backend.tasks.jobs.run_task": {"queue": "tasks"},
     "backend.tasks.jobs.expire_overdue_tasks": {"queue": "maintenance"},
@@ -355,6 +377,9 @@ CELERY_TASK_ROUTES = {
     "backend.common.jobs.purge_idempotency_keys": {"queue": "maintenance"},
     "backend.schedules.jobs.fire_schedule": {"queue": "maintenance"},
     "backend.files.jobs.purge_expired_files": {"queue": "maintenance"},
+    # A mail server or a webhook receiver may hang: deliveries never hold up short tasks.
+    "backend.notifications.jobs.deliver_notification": {"queue": "long"},
+    "backend.notifications.jobs.dispatch_notifications": {"queue": "maintenance"},
 }
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -369,6 +394,8 @@ MAX_ACTIVE_TASKS = _positive_int("MAX_ACTIVE_TASKS", 5)
 TASK_EXPIRY_INTERVAL = _positive_int("TASK_EXPIRY_INTERVAL", 15)
 TASK_DISPATCH_INTERVAL = _positive_int("TASK_DISPATCH_INTERVAL", 5)
 TASK_RESCUE_INTERVAL = _positive_int("TASK_RESCUE_INTERVAL", 30)
+# How often Beat sends the notifications that are due (first sends that failed, retries).
+NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
 # A running worker task whose heartbeat is older than this is presumed lost.
 TASK_HEARTBEAT_TIMEOUT = _positive_int("TASK_HEARTBEAT_TIMEOUT", 60)
 # A pending task sent this long ago and still not started is sent again.
@@ -394,6 +421,10 @@ CELERY_BEAT_SCHEDULE = {
     "files.purge-expired": {
         "task": "backend.files.jobs.purge_expired_files",
         "schedule": timedelta(seconds=FILE_CLEANUP_INTERVAL),
+    },
+    "notifications.dispatch": {
+        "task": "backend.notifications.jobs.dispatch_notifications",
+        "schedule": timedelta(seconds=NOTIFY_DISPATCH_INTERVAL),
     },
 }
 
@@ -466,24 +497,6 @@ EMAIL_TIMEOUT = _positive_int("EMAIL_TIMEOUT", 10)
 # Recipients one `email` task may have.
 EMAIL_TASK_MAX_RECIPIENTS = _positive_int("EMAIL_TASK_MAX_RECIPIENTS", 10)
 
-# --- schedules ----------------------------------------------------------------
-# Shortest interval of a recurring schedule, in seconds.
-SCHEDULE_MIN_INTERVAL = _positive_int("SCHEDULE_MIN_INTERVAL", 60)
-# Schedules one user may own.
-MAX_SCHEDULES_PER_USER = _positive_int("MAX_SCHEDULES_PER_USER", 20)
-
-# --- logging ------------------------------------------------------------------
-LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()
-if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-    _fail(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
 # --- outbound calls (webhooks, api_integration) --------------------------------
 # CIDRs let through despite being loopback/private/link-local (tests, intranets), e.g.
 # 127.0.0.0/8,10.0.0.0/8. Empty: only public addresses are called.
@@ -507,12 +520,29 @@ NOTIFY_MAX_ATTEMPTS = _positive_int("NOTIFY_MAX_ATTEMPTS", 8)
 # jitter, up to NOTIFY_MAX_DELAY.
 NOTIFY_BACKOFF = _positive_int("NOTIFY_BACKOFF", 30)
 NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
-# How often Beat sends due notifications, and after how long one sent but not yet
-# delivered (a lost message, a crashed worker) is sent again.
-NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
+# After how long a notification sent but not yet delivered (a lost message, a crashed
+# worker) is sent again (NOTIFY_DISPATCH_INTERVAL: how often Beat looks).
 NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
 # Where the links in notification mails point (this service's public address).
 PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
+# --- schedules ----------------------------------------------------------------
+# Shortest interval of a recurring schedule, in seconds.
+SCHEDULE_MIN_INTERVAL = _positive_int("SCHEDULE_MIN_INTERVAL", 60)
+# Schedules one user may own.
+MAX_SCHEDULES_PER_USER = _positive_int("MAX_SCHEDULES_PER_USER", 20)
+
+# --- logging ------------------------------------------------------------------
+LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    _fail(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}

@@ -118,3 +118,21 @@ def test_health_reports_the_cache_when_one_is_configured(api_client, cache_down)
     response, elapsed = timed(lambda: api_client.get("/health/"))
     assert response.status_code == 503 and elapsed < BOUND
     assert response.json()["failed"] == ["cache"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_creates_answer_promptly_while_an_amqp_broker_hangs(
+    client_for, user, monkeypatch, blackhole
+):
+    """The same bound on RabbitMQ's transport: the handshake of a broker that accepts the
+    connection and never answers times out after BROKER_PUBLISH_TIMEOUT."""
+    from backend.celery import app
+
+    url = f"amqp://guest:guest@127.0.0.1:{blackhole.port}//"
+    monkeypatch.setattr(app.conf, "broker_url", url)
+    monkeypatch.setitem(app.conf, "broker_transport", None)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    response, elapsed = timed(lambda: create(client_for(user)))
+    assert response.status_code == 201 and elapsed < BOUND
+    assert Task.objects.get(pk=response.json()["id"]).enqueued_at is None
+    assert not queue.accepting()

@@ -615,3 +615,21 @@ def test_the_visible_count_follows_every_change(user, other_user):
     Task.objects.filter(pk__in=[t.pk for t in mine]).delete()
     counts()
     assert VisibleTaskCount.objects.get(user=user).total == 0
+
+
+def test_rabbitmq_consumer_timeout_bounds_a_task_time_limit(client, settings):
+    """On RabbitMQ a task that could outlive the server's consumer timeout is refused at
+    create time, not cut (and handed out again) by the broker later."""
+    settings.BROKER_IS_AMQP = True
+    settings.BROKER_CONSUMER_TIMEOUT = 100
+
+    def create(seconds):
+        body = {"task_type": "countdown", "input_data": {"seconds": seconds}}
+        return client.post(url(), body, format="json")
+
+    refused = create(80)  # a countdown's limit is its length + 30 s
+    assert refused.status_code == 400
+    assert "BROKER_CONSUMER_TIMEOUT" in refused.json()["input_data"][0]
+    assert create(60).status_code == 201
+    settings.BROKER_IS_AMQP = False
+    assert create(80).status_code == 201
