@@ -442,13 +442,17 @@ OPS_QUEUE_DEPTH_CACHE_SECONDS = _read("OPS_QUEUE_DEPTH_CACHE_SECONDS", env.float
 METRICS_TOKEN = _text("METRICS_TOKEN", "")
 
 # Behind a TLS-terminating proxy (NUM_PROXIES > 0) a request is secure when the proxy says so
-# in X-Forwarded-Proto. With DEBUG off: plain HTTP is redirected to HTTPS (except /health/
-# and /metrics, probed from inside the network), cookies are sent over HTTPS only, and
-# browsers are told to use HTTPS (HSTS) for a year; each can be changed from the environment.
+# in X-Forwarded-Proto. With DEBUG off: cookies are sent over HTTPS only and browsers are told
+# to use HTTPS (HSTS) for a year. Plain HTTP is redirected to HTTPS by Django when it knows it
+# sits behind such a proxy (NUM_PROXIES > 0; except /health/ and /metrics, probed from inside
+# the network); without one, Django cannot tell HTTPS from HTTP, and the redirect is left to
+# whatever terminates TLS in front (Django's deploy check W008 says as much, and is silenced
+# for that case only). Each can be changed from the environment.
 if NUM_PROXIES > 0:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_SSL_REDIRECT = _bool("SECURE_SSL_REDIRECT", not DEBUG and NUM_PROXIES > 0)
 SECURE_REDIRECT_EXEMPT = [r"^health/?$", r"^metrics/?$"]
+SILENCED_SYSTEM_CHECKS = ["security.W008"] if NUM_PROXIES == 0 else []
 SESSION_COOKIE_SECURE = _bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = _bool("CSRF_COOKIE_SECURE", not DEBUG)
 SECURE_HSTS_SECONDS = _positive_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31536000, minimum=0)
