@@ -51,10 +51,12 @@ test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
 
 # The production stack first (bench/production.py: --quick from BENCH_ARGS, its own options in
-# PRODUCTION_BENCH_ARGS), then the embedded default (bench/run.py: BENCH_ARGS).
+# PRODUCTION_BENCH_ARGS), then the embedded default (bench/run.py: BENCH_ARGS), then the stats
+# endpoint at 100,000 and 1,000,000 tasks (bench/stats.py: STATS_BENCH_ARGS).
 bench: install
 	$(BIN)/python bench/production.py $(filter --quick,$(BENCH_ARGS)) $(PRODUCTION_BENCH_ARGS)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/stats.py $(STATS_BENCH_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -66,6 +66,10 @@ export CELERY_BROKER_URL="filesystem://"
 export BROKER_FOLDER="$VAR_DIR/broker"
 export CACHE_URL="locmemcache://"
 export ALLOWED_HOSTS="127.0.0.1,localhost"
+# The Operations folder scrapes /metrics with this token, and signs in as the admin below.
+METRICS_TOKEN="$("$python" -c 'import secrets; print(secrets.token_urlsafe(32))')"
+STAFF_PASSWORD="$("$python" -c 'import secrets; print(secrets.token_urlsafe(18))')"
+export METRICS_TOKEN
 
 pids=()
 logs=("$VAR_DIR/web.log" "$VAR_DIR/worker.log" "$VAR_DIR/beat.log" "$VAR_DIR/migrate.log")
@@ -127,6 +131,14 @@ echo "newman.sh: fresh run folder $VAR_DIR; server on $base_url"
     exit 1
 }
 
+# An admin, created the way `make superuser` does without prompts.
+DJANGO_SUPERUSER_USERNAME=newman-admin DJANGO_SUPERUSER_EMAIL=newman-admin@example.com \
+DJANGO_SUPERUSER_PASSWORD="$STAFF_PASSWORD" \
+    "$python" manage.py createsuperuser --noinput >>"$VAR_DIR/migrate.log" 2>&1 || {
+    echo "newman.sh: createsuperuser --noinput failed" >&2
+    exit 1
+}
+
 # The collection's limit checks follow the server's MAX_ACTIVE_TASKS (environment or .env).
 max_active="$("$python" manage.py shell -c 'from django.conf import settings; print(settings.MAX_ACTIVE_TASKS)' 2>/dev/null | tail -n 1)"
 
@@ -177,6 +189,9 @@ set +e
 "${newman[@]}" run PostmanCollection.json \
     --env-var "baseUrl=$base_url" \
     --env-var "maxActive=$max_active" \
+    --env-var "staffUsername=newman-admin" \
+    --env-var "staffPassword=$STAFF_PASSWORD" \
+    --env-var "metricsToken=$METRICS_TOKEN" \
     --reporters cli \
     --timeout-request 30000 \
     "$@"

@@ -73,8 +73,14 @@ def _run(check, outcome: dict, name: str) -> None:
         connections.close_all()  # the thread's own database connection
 
 
+def _consumes_task_queue(online: list[dict] | None) -> bool:
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    return bool(online) and any(queue in worker["queues"] for worker in online)
+
+
 def _count_workers(outcome: dict) -> None:
-    outcome["workers"] = ops_broker.workers()
+    # A kept "no worker" is read again: a worker that just started counts at once.
+    outcome["workers"] = ops_broker.workers(accept=_consumes_task_queue)
 
 
 def run_checks(workers: dict | None = None) -> dict[str, str]:
@@ -110,8 +116,8 @@ def worker_status(online: list[dict] | None) -> tuple[int | None, str | None]:
     counted."""
     if online is None:
         return None, "the workers online could not be counted (the broker did not answer)"
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    if not any(queue in worker["queues"] for worker in online):
+    if not _consumes_task_queue(online):
+        queue = settings.CELERY_TASK_DEFAULT_QUEUE
         return len(online), f"no worker consumes the {queue!r} queue: new tasks wait"
     return len(online), None
 

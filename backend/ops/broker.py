@@ -29,11 +29,14 @@ def reset_cache() -> None:
         _cache.clear()
 
 
-def _cached(key: str, seconds: float, compute: Callable[[], Any]) -> Any:
+def _cached(
+    key: str, seconds: float, compute: Callable[[], Any], accept: Callable[[Any], bool] | None
+) -> Any:
+    """``compute()``'s value, kept ``seconds``; a kept value ``accept`` refuses is read anew."""
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
-    if hit is not None and now - hit[0] < seconds:
+    if hit is not None and now - hit[0] < seconds and (accept is None or accept(hit[1])):
         return hit[1]
     value = compute()
     with _cache_lock:
@@ -134,6 +137,7 @@ def queue_depths() -> dict[str, int] | None:
         "queue_depths",
         settings.OPS_QUEUE_DEPTH_CACHE_SECONDS,
         lambda: _bounded(read_queue_depths, settings.OPS_BROKER_TIMEOUT, "queue depth"),
+        None,
     )
 
 
@@ -163,15 +167,17 @@ def read_workers(timeout: float) -> list[dict]:
     ]
 
 
-def workers() -> list[dict] | None:
+def workers(accept: Callable[[list[dict] | None], bool] | None = None) -> list[dict] | None:
     """Workers online (see ``read_workers``); ``None`` when the broker did not answer in
-    time. Kept ``OPS_WORKERS_CACHE_SECONDS`` in this process."""
+    time. Kept ``OPS_WORKERS_CACHE_SECONDS`` in this process; a kept answer that ``accept``
+    refuses is read again (``/health/`` trusts a kept "no worker" for no time)."""
     timeout = settings.OPS_BROKER_TIMEOUT
     return _cached(
         "workers",
         settings.OPS_WORKERS_CACHE_SECONDS,
         # The broadcast waits 70 % of the deadline for replies; the rest is for connecting.
         lambda: _bounded(lambda: read_workers(timeout * 0.7), timeout, "workers"),
+        accept,
     )
 
 

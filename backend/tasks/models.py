@@ -118,12 +118,14 @@ class Task(models.Model):
             ),
             # The operational figures (backend/ops/selectors.py): counts by status and type
             # read from this index alone; throughput and run times read the finished tasks
-            # of the last hour or day; the oldest pending task is the first entry of the last.
+            # of the last hour or day from the next one alone (PostgreSQL: the columns they
+            # need are included); the oldest pending task is the first entry of the last.
             models.Index(fields=["status", "task_type"], name="task_status_type"),
             models.Index(
                 fields=["completed_at"],
-                name="task_finished_completed_at",
+                name="task_finished_completed",
                 condition=models.Q(status__in=["completed", "failed"]),
+                include=["status", "task_type", "started_at"],
             ),
             models.Index(
                 fields=["created_at"],
