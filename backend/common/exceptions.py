@@ -34,6 +34,21 @@ def _first_message(detail) -> str:
     return f"{'.'.join(path)}: {message}" if path else message
 
 
+def _explain_scheme(exc, context):
+    """A token sent with another scheme (``Token …``, ``JWT …``) is ignored by the JWT
+    authentication: say so, instead of "credentials were not provided"."""
+    request = context.get("request")
+    header = request.META.get("HTTP_AUTHORIZATION", "") if request is not None else ""
+    scheme = header.split(" ", 1)[0]
+    if header and scheme.lower() != "bearer":
+        return exceptions.NotAuthenticated(
+            f"Send the access token as 'Authorization: Bearer <token>'; the "
+            f"'{scheme[:20]}' scheme is not accepted.",
+            code="not_authenticated",
+        )
+    return exc
+
+
 def exception_handler(exc, context):
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
@@ -43,6 +58,8 @@ def exception_handler(exc, context):
         exc = PayloadTooLarge()
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
+    if isinstance(exc, exceptions.NotAuthenticated):
+        exc = _explain_scheme(exc, context)
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):

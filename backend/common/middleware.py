@@ -12,6 +12,7 @@ from http import HTTPStatus
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import JsonResponse
+from django.urls import is_valid_path
 
 logger = logging.getLogger("backend.errors")
 
@@ -60,6 +61,7 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
+        _add_missing_slash(request)
         given = request.headers.get("X-Request-ID", "")
         request.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if is_api(request) and _too_large(request):
@@ -88,6 +90,18 @@ class ApiErrorMiddleware:
             "Internal server error; quote the request id when reporting it.",
             request_id=request.request_id,
         )
+
+
+def _add_missing_slash(request) -> None:
+    """Every API route answers with or without its trailing slash, for every method, with
+    the same result: the slash is added in place (a redirect would drop a POST's body)."""
+    path = request.path_info
+    if path.endswith("/") or not (path.startswith(("/api/", "/health")) or path == "/api"):
+        return
+    urlconf = getattr(request, "urlconf", None)
+    if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):
+        request.path_info = f"{path}/"
+        request.path = f"{request.path}/"
 
 
 def _is_json(response) -> bool:

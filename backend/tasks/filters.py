@@ -103,3 +103,13 @@ class TaskFilter(django_filters.FilterSet):
     class Meta:
         model = Task
         fields = []
+
+    def __init__(self, data=None, *args, **kwargs):
+        # A repeated parameter combines: status=failed&status=completed = status=failed,completed.
+        if data is not None and hasattr(data, "getlist"):
+            data = data.copy()
+            for name, field in self.base_filters.items():
+                values = [value for value in data.getlist(name) if value]
+                if isinstance(field, django_filters.BaseInFilter) and len(values) > 1:
+                    data.setlist(name, [",".join(values)])
+        super().__init__(data, *args, **kwargs)

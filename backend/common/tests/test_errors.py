@@ -157,3 +157,27 @@ def test_page_size_that_is_not_a_positive_integer_is_400(client_for, user, value
 def test_page_size_above_the_maximum_is_reduced(client_for, user):
     response = client_for(user).get("/api/tasks/", {"page_size": 1000})
     assert response.status_code == 200
+
+
+# --- every route with or without its trailing slash ----------------------------------------
+
+
+def test_routes_answer_without_their_trailing_slash(client_for, user, api_client):
+    client = client_for(user)
+    created = client.post("/api/tasks", {"task_type": "manual", "name": "no slash"}, format="json")
+    assert created.status_code == 201, created.content  # not a redirect that drops the body
+    task_id = created.json()["id"]
+    assert client.get(f"/api/tasks/{task_id}").json()["name"] == "no slash"
+    assert client.post(f"/api/tasks/{task_id}/cancel").json()["status"] == "cancelled"
+    assert client.get("/api/tasks").json()["count"] == 1
+    assert client.get("/api/users/me").status_code == 200
+    assert api_client.get("/health").status_code in (200, 503)
+    assert api_client.get("/api").status_code in (200, 401)
+    response = client.get("/api/nothing-here")
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+def test_register_and_token_without_slashes(api_client):
+    body = {"username": "slashless", "password": "a-Long-pass-123"}
+    assert api_client.post("/api/register", body, format="json").status_code == 201
+    assert api_client.post("/api/token", body, format="json").status_code == 200

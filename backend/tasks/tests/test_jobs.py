@@ -86,9 +86,12 @@ def test_sweep_jobs_call_the_services(user, monkeypatch):
 
 
 def test_publish_sends_through_the_pool(user):
+    from .processes import purge_filesystem_broker
+
     task = TaskFactory(owner=user)
     assert queue.publish([queue.job_of(task)]) == [task.pk]
     assert queue.publish([]) == []
+    purge_filesystem_broker()  # no message left behind for later tests
 
 
 def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, broker_down):

@@ -1,3 +1,5 @@
+import re
+
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
@@ -10,6 +12,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.common import outbound
+from backend.common.serializers import RejectUnknownFieldsMixin
 from backend.users.models import NOTIFY_EVENTS, User
 
 STAT_FIELDS = (
@@ -72,7 +75,7 @@ class UserPublicSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class UserSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
+class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.ModelSerializer):
     """A user's own profile, or any profile for staff. ``password`` is write-only."""
 
     email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
@@ -168,7 +171,11 @@ class UserCreateSerializer(UserSerializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    username = serializers.CharField(max_length=150)
+    username = serializers.CharField(
+        max_length=150,
+        required=False,
+        help_text="Optional when an email is given: then made from the email's local part.",
+    )
     password = serializers.CharField(
         write_only=True, style={"input_type": "password"}, trim_whitespace=False
     )
@@ -191,6 +198,12 @@ class RegisterSerializer(serializers.Serializer):
         password2 = attrs.pop("password2", None)
         if password2 is not None and password2 != attrs["password"]:
             raise serializers.ValidationError({"password2": ["Passwords do not match."]})
+        if not attrs.get("username"):
+            if not attrs.get("email"):
+                raise serializers.ValidationError(
+                    {"username": ["A username is required (or an email to make one from)."]}
+                )
+            attrs["username"] = username_from_email(attrs["email"])
         candidate = User(
             username=attrs.get("username", ""), email=attrs.get("email"), name=attrs.get("name", "")
         )
@@ -199,6 +212,17 @@ class RegisterSerializer(serializers.Serializer):
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"password": list(exc.messages)}) from exc
         return attrs
+
+
+def username_from_email(email: str) -> str:
+    """The email's local part, kept to the characters a username allows, made unique with a
+    number when taken (ann@x.io → ann, then ann2, ann3, …)."""
+    base = re.sub(r"[^\w.@+-]", "", email.split("@", 1)[0])[:140] or "user"
+    candidate, n = base, 1
+    while User.objects.filter(username__iexact=candidate).exists():
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
 
 
 class RegisteredUserSerializer(serializers.ModelSerializer):

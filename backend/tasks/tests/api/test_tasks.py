@@ -633,3 +633,11 @@ def test_rabbitmq_consumer_timeout_bounds_a_task_time_limit(client, settings):
     assert create(60).status_code == 201
     settings.BROKER_IS_AMQP = False
     assert create(80).status_code == 201
+
+
+def test_repeated_filter_parameters_combine(client, user):
+    TaskFactory(owner=user, status=TaskStatus.FAILED, name="f")
+    TaskFactory(owner=user, status=TaskStatus.COMPLETED, name="c")
+    TaskFactory(owner=user, status=TaskStatus.PENDING, name="p")
+    response = client.get(url() + "?status=failed&status=completed")
+    assert {t["name"] for t in response.json()["results"]} == {"f", "c"}

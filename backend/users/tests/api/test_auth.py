@@ -453,3 +453,28 @@ def test_email_login_survives_a_username_equal_to_that_email(api_client):
     response = obtain(api_client, username="dave@example.com", password="other-Password-77")
     assert response.status_code == 200
     assert bearer(response.json()["access"]).get(ME).json()["username"] == "dave@example.com"
+
+
+def test_register_without_username_takes_it_from_the_email(api_client):
+    """Seed 004's client registers with {email, name, password, password2}."""
+    body = {
+        "email": "Ann.Lee@example.com",
+        "name": "Ann",
+        "password": "a-Long-pass-123",
+        "password2": "a-Long-pass-123",
+    }
+    first = api_client.post("/api/register/", body, format="json")
+    assert first.status_code == 201, first.content
+    assert first.json()["username"] == "Ann.Lee" and first.json()["access"]
+    second = api_client.post(
+        "/api/register/", {**body, "email": "ann.lee@example.org"}, format="json"
+    )
+    assert second.status_code == 201 and second.json()["username"] == "ann.lee2"
+    response = api_client.post("/api/register/", {"password": "a-Long-pass-123"}, format="json")
+    assert response.status_code == 400 and "username" in response.json()
+
+
+def test_a_token_sent_with_another_scheme_is_told_to_use_bearer(api_client, user):
+    response = api_client.get("/api/tasks/", HTTP_AUTHORIZATION="Token abc")
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["detail"] and "'Token'" in response.json()["detail"]

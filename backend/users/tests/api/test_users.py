@@ -243,10 +243,11 @@ def test_non_staff_cannot_change_their_own_flags(client_for, user):
         detail(user), {"is_staff": True, "is_active": False, "name": "Still Me"}, format="json"
     )
 
-    assert response.status_code == 200
-    assert response.data["is_staff"] is False
+    # Refused with the fields named, not silently ignored; nothing changes.
+    assert response.status_code == 400
+    assert set(response.json()) >= {"is_staff", "is_active", "detail", "code"}
     user.refresh_from_db()
-    assert (user.is_staff, user.is_active, user.name) == (False, True, "Still Me")
+    assert (user.is_staff, user.is_active) == (False, True) and user.name != "Still Me"
 
 
 def test_patch_password_changes_the_login(client_for, user):
@@ -356,13 +357,23 @@ def test_me_returns_own_profile(client_for, user):
 
 
 def test_me_patch_updates_the_profile(client_for, user):
-    response = client_for(user).patch(ME, {"name": "Me Myself", "is_staff": True}, format="json")
+    response = client_for(user).patch(ME, {"name": "Me Myself"}, format="json")
 
     assert response.status_code == 200, response.data
     assert response.data["name"] == "Me Myself"
-    assert response.data["is_staff"] is False
     user.refresh_from_db()
-    assert (user.name, user.is_staff) == ("Me Myself", False)
+    assert user.name == "Me Myself"
+
+
+@pytest.mark.parametrize("body", [{"is_staff": True}, {"name": "x", "nickname": "y"}])
+def test_me_patch_names_the_fields_it_cannot_take(client_for, user, body):
+    response = client_for(user).patch(ME, body, format="json")
+
+    assert response.status_code == 400
+    refused = set(body) - {"name"}
+    assert refused <= set(response.json()) and response.json()["code"] == "invalid"
+    user.refresh_from_db()
+    assert user.is_staff is False and user.name != "x"
 
 
 def test_me_patch_can_clear_the_email(client_for, user):
