@@ -139,3 +139,26 @@ def test_a_worker_killed_during_a_delivery_does_not_lose_it(notify_cluster, user
     assert notification.attempts == 2
     assert len(requests) == 2
     assert {r.headers["webhook-id"] for r in requests} == {str(notification.pk)}
+
+
+def test_an_event_while_the_broker_is_unreachable_is_delivered_later(
+    notify_cluster, smtp, user, client_for, request
+):
+    """The web process cannot reach the broker when the task is completed: the request still
+    succeeds, the notification waits in the outbox, and the dispatcher (beat, on the broker
+    that is back for it) has a worker deliver it once."""
+    with HTTPServer() as receiver:
+        _listen(user, receiver.url(), [])
+        notify_cluster.start_worker()
+        notify_cluster.start_beat()
+        request.getfixturevalue("broker_down")  # from now on, this process's sends fail
+        client = client_for(user)
+        task = client.post("/api/tasks/", {"task_type": "manual"}, format="json").json()
+        done = client.post(f"/api/tasks/{task['id']}/complete/", {}, format="json")
+        assert done.status_code == 200
+        assert Notification.objects.filter(enqueued_at__isnull=True).count() == 2
+
+        statuses = wait_for(lambda: _all_settled(2), timeout=90, what="the delivery")
+        assert set(statuses) == {"delivered"}, notify_cluster.logs()
+        events = sorted(json.loads(r.body)["type"] for r in receiver.requests)
+    assert events == ["task.completed", "task.created"]
