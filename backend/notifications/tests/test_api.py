@@ -72,6 +72,16 @@ def test_the_webhook_secret_is_shown_once_and_rotates(user, client_for):
     assert second.status_code == 201 and second.json()["webhook_secret"] != secret
 
 
+def test_a_retried_rotation_with_an_idempotency_key_gets_the_same_secret(user, client_for):
+    client = client_for(user)
+    first = client.post("/api/users/me/webhook-secret/", HTTP_IDEMPOTENCY_KEY="rotate-1")
+    again = client.post("/api/users/me/webhook-secret/", HTTP_IDEMPOTENCY_KEY="rotate-1")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again["Idempotent-Replayed"] == "true"
+    user.refresh_from_db()
+    assert user.webhook_secret == first.json()["webhook_secret"]
+
+
 def test_the_webhook_secret_needs_a_login(api_client):
     assert api_client.post("/api/users/me/webhook-secret/").status_code == 401
 

@@ -9,6 +9,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
+from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.users import selectors, services
 from backend.users.models import User
@@ -169,8 +170,10 @@ class UserViewSet(
         url_path="me/webhook-secret",
         serializer_class=WebhookSecretSerializer,
     )
+    @idempotent
     def webhook_secret(self, request):
         """Create or rotate the secret your webhooks are signed with; it is shown only in
-        this answer (the previous one stops working)."""
+        this answer (the previous one stops working). With an ``Idempotency-Key`` header, a
+        retry gets the same secret instead of rotating again."""
         secret = services.user_webhook_secret_rotate(user=request.user)
         return Response({"webhook_secret": secret}, status=status.HTTP_201_CREATED)
