@@ -257,6 +257,10 @@ SPECTACULAR_SETTINGS = {
     # Request bodies are documented as JSON (form parsers serve the browsable API); an
     # upload documents its multipart body explicitly.
     "PARSER_WHITELIST": ["backend.common.parsers.StrictJSONParser"],
+    # Swagger UI's Authorize takes the JWT access token (the only scheme shown) and keeps it
+    # across reloads.
+    "AUTHENTICATION_WHITELIST": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "backend.common.schema.document_errors",

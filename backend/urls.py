@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
-from django.views.generic import RedirectView
+from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
+from backend.common.views import ApiRootView
 from backend.files.api.views import FileViewSet
 from backend.ops.dashboard import dashboard
 from backend.ops.metrics import MetricsView
@@ -12,7 +13,12 @@ from backend.schedules.api.views import ScheduleViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
 from backend.users.api.views import UserViewSet
 
+admin.site.site_header = admin.site.site_title = "Async Task Manager"
+admin.site.index_title = "Administration"
+admin.site.site_url = "/"
+
 router = DefaultRouter()
+router.APIRootView = ApiRootView
 router.register("users", UserViewSet, basename="user")
 router.register("tasks", TaskViewSet, basename="task")
 router.register("task-types", TaskTypeViewSet, basename="task-type")
@@ -20,6 +26,7 @@ router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("files", FileViewSet, basename="file")
 
 urlpatterns = [
+    path("", TemplateView.as_view(template_name="common/home.html"), name="home"),
     path("health/", health, name="health"),
     re_path(r"^metrics/?$", MetricsView.as_view(), name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="ops-dashboard"),
@@ -30,7 +37,11 @@ urlpatterns = [
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
-    path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
+    path(
+        "api/redoc/",
+        SpectacularRedocView.as_view(url_name="schema", template_name="common/redoc.html"),
+        name="redoc",
+    ),
     path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
     path("docs/", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),
 ]

@@ -36,12 +36,44 @@ READ = ("400", "401", "403", "404", "405", "406", "429", "500")
 WRITE = (*READ, "409", "413", "415")
 
 
+# Operations grouped by resource in Swagger UI and ReDoc (first path segment after /api/).
+TAGS = {
+    "register": "auth",
+    "token": "auth",
+    "logout": "auth",
+    "users": "users",
+    "tasks": "tasks",
+    "task-types": "task types",
+    "files": "files",
+    "schedules": "schedules",
+    "admin": "admin",
+}
+
+
+def _tag(path: str) -> str | None:
+    if path.startswith("/health"):
+        return "health"
+    parts = path.strip("/").split("/")
+    return TAGS.get(parts[1]) if len(parts) > 1 and parts[0] == "api" else None
+
+
+def _summary(operation: dict) -> str | None:
+    """The first sentence of the operation's description, as a title."""
+    text = (operation.get("description") or "").strip()
+    if not text:
+        return None
+    first = text.split("\n\n", 1)[0].replace("\n", " ")
+    sentence = first.split(". ", 1)[0].rstrip(".")
+    return sentence[:120] or None
+
+
 def document_errors(result, generator, request, public):
-    """Postprocessing hook: every operation documents its error responses."""
+    """Postprocessing hook: every operation documents its error responses, is tagged by its
+    resource and titled by the first sentence of its description."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR_SCHEMA)
     reference = {"$ref": "#/components/schemas/Error"}
-    for operations in result.get("paths", {}).values():
+    for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
@@ -50,6 +82,11 @@ def document_errors(result, generator, request, public):
                 # forms send them); page and page_size must be numbers.
                 if parameter["in"] == "query" and parameter["name"] not in PAGINATION:
                     parameter["allowEmptyValue"] = True
+            tag = _tag(path)
+            if tag:
+                operation["tags"] = [tag]
+            if "summary" not in operation and _summary(operation):
+                operation["summary"] = _summary(operation)
             statuses = list(READ if method == "get" else WRITE)
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:

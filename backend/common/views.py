@@ -2,6 +2,8 @@
 
 from django.http import JsonResponse
 from django.views import defaults
+from rest_framework import permissions, routers
+from rest_framework.reverse import reverse
 
 API_PREFIXES = ("/api/", "/health/")
 
@@ -28,3 +30,17 @@ def server_error(request):
             {"detail": "Internal server error.", "code": "server_error"}, status=500
         )
     return defaults.server_error(request)
+
+
+class ApiRootView(routers.APIRootView):
+    """The API's entry points; open to anyone, so a newcomer sees where to start."""
+
+    permission_classes = [permissions.AllowAny]
+
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        for name in ("register", "token_obtain_pair", "schema", "swagger-ui", "redoc", "health"):
+            response.data[name.replace("_obtain_pair", "").replace("-ui", "")] = reverse(
+                name, request=request, format=kwargs.get("format")
+            )
+        return response

@@ -131,5 +131,35 @@ def test_api_root_lists_resources_as_json(client_for, user):
     assert {"users", "tasks"} <= set(response.json())
 
 
-def test_api_root_needs_authentication(api_client):
-    assert api_client.get("/api/").status_code == 401
+def test_api_root_lists_the_entry_points_to_anyone(api_client):
+    response = api_client.get("/api/")
+    assert response.status_code == 200
+    body = response.json()
+    for name in ("tasks", "users", "register", "token", "schema", "swagger", "redoc", "health"):
+        assert body[name].startswith("http://testserver/"), name
+
+
+def test_front_page_links_everything_and_the_admin_points_there(client):
+    html = html_of(client.get("/"))
+    for link in ('href="/api/"', 'href="/api/docs/"', 'href="/api/redoc/"', 'href="/admin/"'):
+        assert link in html
+    assert not re.search(r"""(src|href)=["']https?://""", html)  # nothing from other hosts
+    from django.contrib import admin
+
+    assert admin.site.site_url == "/" and admin.site.site_header == "Async Task Manager"
+
+
+def test_redoc_and_swagger_fetch_nothing_from_other_hosts(client):
+    for url in ("/api/redoc/", "/api/docs/"):
+        html = html_of(client.get(url))
+        assert not re.search(r"""(src|href)=["']https?://""", html), url
+        assert "fonts.googleapis" not in html
+
+
+def test_schema_shows_only_bearer_auth_with_tags_and_summaries(api_client):
+    schema = api_client.get("/api/schema/?format=json").json()
+    assert list(schema["components"]["securitySchemes"]) == ["jwtAuth"]
+    create = schema["paths"]["/api/tasks/"]["post"]
+    assert create["tags"] == ["tasks"] and create["summary"]
+    assert schema["paths"]["/api/token/"]["post"]["tags"] == ["auth"]
+    assert schema["paths"]["/health/"]["get"]["tags"] == ["health"]
