@@ -9,7 +9,7 @@ export PORT
 .PHONY: install run test bench lint format migrate superuser clean help
 
 help:
-	@echo "make run        start web + worker + beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
+	@echo "make run        start web, the workers and beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
 	@echo "make test       run the whole test suite (coverage report included)"
 	@echo "make bench      measure the production stack (PostgreSQL + Redis), then the embedded default (bench/RESULTS.md)"
 	@echo "make lint       ruff lint and format check"
@@ -38,7 +38,8 @@ run: migrate
 	@echo "    Admin       http://127.0.0.1:$(PORT)/admin/"
 	@echo "    Health      http://127.0.0.1:$(PORT)/health/"
 	@echo "  Create an admin user (in another terminal): make superuser"
-	@echo "  Ctrl-C stops web, worker and beat."
+	@echo "  Processes: web, worker (short tasks), long (long-running tasks), maintenance (sweeps), beat."
+	@echo "  Ctrl-C stops them all."
 	@echo ""
 	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -e /dev/null -f Procfile -p $(PORT)
 
