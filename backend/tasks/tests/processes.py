@@ -109,7 +109,8 @@ class CeleryProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=15)
+                # The test is over: a worker still finishing a long task is not waited for.
+                self.proc.wait(timeout=4)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=15)
