@@ -7,7 +7,7 @@
 #   .ci/fuzz.sh
 # The server uses the DATABASE_URL / CELERY_BROKER_URL / CACHE_URL of the environment (point
 # DATABASE_URL at an empty database), or the embedded default in a fresh folder when unset.
-# Environment: FUZZ_PORT (default: a free port), FUZZ_EXAMPLES (per operation, default 10),
+# Environment: FUZZ_PORT (default: a free port), FUZZ_EXAMPLES (per operation, default 5),
 #   FUZZ_SEED (default 1).
 set -euo pipefail
 
@@ -60,7 +60,7 @@ echo "fuzz.sh: schemathesis against $base_url ($DATABASE_URL)"
 "$schemathesis" --config-file .ci/schemathesis.toml run "$base_url/api/schema/?format=json" \
     --checks all \
     --phases examples,coverage,fuzzing \
-    --max-examples "${FUZZ_EXAMPLES:-10}" \
+    --max-examples "${FUZZ_EXAMPLES:-5}" \
     --seed "${FUZZ_SEED:-1}" \
     --generation-database none \
     --request-timeout 20 \
