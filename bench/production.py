@@ -29,7 +29,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import psycopg
 import redis
@@ -45,6 +44,7 @@ from stack import (
     Stack,
     WrkResult,
     api,
+    cpu_model,
     expect,
     register,
     run_wrk,
@@ -553,16 +553,6 @@ def table(rows: list[Row]) -> str:
     lines = ["| Measurement | result | p50 | p99 | details |", "|---|--:|--:|--:|---|"]
     lines += [f"| {r.name} | {r.result} | {r.p50} | {r.p99} | {r.details} |" for r in rows]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def loads(values: tuple[float, float, float]) -> str:

@@ -36,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from stack import cpu_model
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -794,16 +796,6 @@ def table(rows: list[Row]) -> str:
         f"| {r.name} | {r.n} | {r.median} | {r.p95} | {r.maximum} | {r.throughput} |" for r in rows
     ]
     return "\n".join(lines)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def report(rows: list[Row], config: Config, runtime: float) -> str:

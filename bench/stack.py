@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import platform
 import secrets
 import shutil
 import signal
@@ -512,3 +513,14 @@ def running_stack(port: int | None) -> Iterator[Stack]:
         stop_redis(servers)
         stop_postgres(servers)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for the results files."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
