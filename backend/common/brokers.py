@@ -36,3 +36,10 @@ class Channel(filesystem.Channel):
 class Transport(filesystem.Transport):
     Channel = Channel
     global_state = filesystem.Transport.global_state
+
+    def drain_events(self, connection, timeout=None):
+        # The worker checks for a shutdown request between two waits (2 s by default): a
+        # short wait lets Ctrl-C or SIGTERM stop an idle worker at once.
+        if timeout is not None:
+            timeout = min(timeout, 0.25)
+        return super().drain_events(connection, timeout=timeout)
