@@ -60,6 +60,8 @@ register(
         input_serializer=SumInput,
         handler=run_sum,
         time_limit=30,
+        example={"numbers": [1, 2, 3.5]},
+        example_summary="Add up 1, 2 and 3.5",
     )
 )
 
@@ -72,5 +74,7 @@ register(
         handler=run_countdown,
         time_limit=lambda data: int(data.get("seconds", 0)) + 30,
         queue=QUEUE_LONG,
+        example={"seconds": 5},
+        example_summary="Count down five seconds (follow its progress on the task)",
     )
 )

@@ -61,6 +61,14 @@ class TaskType:
     # Errors that may pass: the runner puts the task back to ``scheduled`` with a later
     # ``run_at`` (exponential backoff with jitter) until ``max_attempts`` runs are spent.
     transient_errors: tuple[type[BaseException], ...] = ()
+    # A valid input, shown as this type's named example of ``POST /api/tasks/`` in the API
+    # documentation: it must create a task as-is for a new user (tests post every example).
+    example: dict | None = None
+    # What the example does, in a few words; for a type whose example refers to an object
+    # that must exist first (a file), what to do before running it.
+    example_summary: str = ""
+    # True when the example names such an object and so cannot succeed as-is.
+    example_needs_setup: bool = False
 
     @property
     def runs_on_worker(self) -> bool:
@@ -184,7 +192,10 @@ class StrictStringField(serializers.CharField):
         return data
 
     def json_schema(self) -> dict:
-        return {"type": "string", "description": f"at most {self.max_bytes} bytes of UTF-8"}
+        schema = {"type": "string", "description": f"at most {self.max_bytes} bytes of UTF-8"}
+        if not self.allow_blank:
+            schema["minLength"] = 1
+        return schema
 
 
 def _field_schema(field: serializers.Field) -> dict:
@@ -202,8 +213,10 @@ def _field_schema(field: serializers.Field) -> dict:
         schema = {"enum": list(field.choices)}
     elif isinstance(field, serializers.BooleanField):
         schema = {"type": "boolean"}
-    elif isinstance(field, serializers.DictField | serializers.JSONField):
+    elif isinstance(field, serializers.DictField):
         schema = {"type": "object"}
+    elif isinstance(field, serializers.JSONField):
+        schema = {}  # any JSON value
     else:
         schema = {"type": "string"}
     if field.help_text:
@@ -214,9 +227,12 @@ def _field_schema(field: serializers.Field) -> dict:
 def serializer_json_schema(serializer: serializers.Serializer) -> dict:
     """A JSON schema of a type's input, for ``GET /api/task-types/``."""
     fields = serializer.fields
-    return {
+    schema = {
         "type": "object",
         "properties": {name: _field_schema(field) for name, field in fields.items()},
-        "required": [name for name, field in fields.items() if field.required],
         "additionalProperties": False,
     }
+    required = [name for name, field in fields.items() if field.required]
+    if required:  # an empty list is not valid in OpenAPI 3.0
+        schema["required"] = required
+    return schema

@@ -121,6 +121,14 @@ register(
         handler=run_data_processing,
         time_limit=data_processing_time_limit,
         queue=QUEUE_LONG,
+        example={
+            "file_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+            "delimiter": ",",
+            "has_header": True,
+        },
+        example_summary="Statistics of a CSV file: first upload one (POST /api/files/) "
+        "and put its id in file_id",
+        example_needs_setup=True,
     )
 )
 
@@ -133,5 +141,7 @@ register(
         handler=run_report_generation,
         time_limit=900,
         queue=QUEUE_LONG,
+        example={"report": "task_summary", "format": "json"},
+        example_summary="A summary of your tasks as a JSON file (see the result's download_url)",
     )
 )

@@ -178,6 +178,8 @@ register(
         time_limit=lambda data: int(data.get("timeout", DEFAULT_TIMEOUT)) + 15,
         max_attempts=4,
         queue=QUEUE_LONG,
+        example={"url": "https://example.com/", "method": "GET", "timeout": 10},
+        example_summary="GET https://example.com/",
         transient_errors=(UpstreamError, outbound.OutboundUnavailable),
     )
 )

@@ -14,5 +14,7 @@ register(
         "optionally with a result. Never run by a worker.",
         input_serializer=ManualInput,
         handler=None,
+        example={},
+        example_summary="A to-do for a person (you): start it, then complete it with its actions",
     )
 )

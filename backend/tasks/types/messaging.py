@@ -155,6 +155,13 @@ register(
         handler=run_email,
         time_limit=_time_limit,
         queue=QUEUE_LONG,
+        example={
+            "to": "you@example.com",
+            "subject": "Hello from Async Task Manager",
+            "body": "This mail was sent by a task.",
+        },
+        example_summary="Send a mail (put your own address in to; `make run` prints mails "
+        "in its output)",
     )
 )
 
@@ -166,5 +173,8 @@ register(
         handler=run_reminder,
         time_limit=_time_limit,
         queue=QUEUE_LONG,
+        example={"message": "Water the plants"},
+        example_summary="Mail yourself a reminder (your account needs an email address: "
+        "PATCH /api/users/me/)",
     )
 )
