@@ -15,6 +15,7 @@ def start_django(tmp_path: Path, **overrides: str | None) -> subprocess.Complete
     env = {
         "PATH": os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "ENV_FILE": "",  # a developer's .env is not read
         "VAR_DIR": str(tmp_path),
         "DJANGO_SECRET_KEY": "a-secret-for-this-test-only",
         "ALLOWED_HOSTS": "localhost",
