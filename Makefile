@@ -5,6 +5,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 export PORT
+# Local settings read by manage.py, the workers and beat (backend/settings.py). make run,
+# make migrate and make superuser write it once, with DEBUG=true and a generated secret, if it
+# does not exist; it is git-ignored and never overwritten. Empty: no file (the test suite).
+ENV_FILE ?= .env
+export ENV_FILE
 
 .PHONY: install run test bench lint format migrate superuser clean help
 
@@ -26,7 +31,16 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
-migrate: install
+ifneq ($(ENV_FILE),)
+$(ENV_FILE): | $(BIN)/python
+	@key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') && umask 077 && \
+	printf '%s\n' "# Local settings, written by make (git-ignored). Every variable: .env.example." \
+	  "# A variable set in the environment wins over this file." \
+	  "DEBUG=true" "DJANGO_SECRET_KEY=$$key" > $@.tmp && mv $@.tmp $@
+	@echo "Wrote $@ (DEBUG=true, a generated DJANGO_SECRET_KEY): manage.py reads it."
+endif
+
+migrate: install $(ENV_FILE)
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
 
 run: migrate
@@ -41,7 +55,7 @@ run: migrate
 	@echo "  Processes: web, worker (short tasks), long (long-running tasks), maintenance (sweeps), beat."
 	@echo "  Ctrl-C stops them all."
 	@echo ""
-	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/honcho start -e /dev/null -f Procfile -p $(PORT)
+	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).

@@ -1,0 +1,114 @@
+"""`make run`: the Procfile under honcho, stopped cleanly by Ctrl-C.
+
+Arguments are honcho's (``start -f Procfile -p 8000``). What differs from a bare
+``honcho start``:
+
+- Honcho runs as a job of its own (own process group), made the terminal's foreground job as
+  a shell does, so Ctrl-C reaches honcho and not ``make``: make then sees a clean exit instead
+  of dying of SIGINT and printing "Error 130". The terminal is handed back at the end. A
+  SIGINT, SIGTERM or SIGHUP sent to this process (e.g. to make's whole process group) is
+  passed on to honcho, so every way of stopping the run stops all of it.
+- Honcho stops a process by sending SIGTERM to its whole process group, which includes the
+  prefork pool children of a Celery worker: they die of it and the worker logs each one as
+  an ERROR. Here SIGTERM goes to the process itself (the Procfile ``exec``s each command),
+  and a worker stops its pool children as it should. SIGKILL still goes to the group.
+- Processes get STOP_GRACE seconds (not honcho's 5) to stop before they are killed; an idle
+  Celery worker takes about 3 s. A run ended by a signal exits with 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+
+STOP_GRACE = 8
+INTERRUPTED = {130, 143}  # honcho's exit codes after SIGINT and SIGTERM
+_HONCHO = "--as-honcho"
+
+
+def run_honcho(argv: list[str]) -> None:
+    """Honcho's command line, with the two changes above."""
+    import honcho.manager
+    from honcho.command import main
+    from honcho.compat import ProcessManager
+
+    class SignalTheProcessOnly(ProcessManager):
+        def terminate(self, pid: int) -> None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+    honcho.manager.KILL_WAIT = STOP_GRACE
+    honcho.manager.ProcessManager = SignalTheProcessOnly
+    main(argv)
+
+
+def _terminal() -> int | None:
+    """The controlling terminal, if this process is in its foreground job."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDWR)
+    except OSError:
+        return None
+    with contextlib.suppress(OSError):
+        if os.tcgetpgrp(tty) == os.getpgrp():
+            return tty
+    os.close(tty)
+    return None
+
+
+def _set_foreground(tty: int, pgrp: int) -> None:
+    # A background group changing the terminal's foreground group gets SIGTTOU.
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        os.tcsetpgrp(tty, pgrp)
+    except OSError:
+        pass
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def main(argv: list[str]) -> int:
+    honcho: subprocess.Popen | None = None
+    asked: list[int] = []
+
+    def pass_on(signum, frame):
+        # SIGHUP would kill honcho and leave its processes running: ask for a stop instead.
+        asked.append(signal.SIGTERM if signum == signal.SIGHUP else signum)
+        if honcho is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(honcho.pid, asked[-1])
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    # Ctrl-Z would stop honcho with no shell to resume it (make holds the job).
+    signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+
+    tty = _terminal()
+    honcho = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), _HONCHO, *argv], process_group=0
+    )
+    if tty is not None:
+        _set_foreground(tty, honcho.pid)
+    if asked:
+        os.kill(honcho.pid, asked[-1])
+    try:
+        code = honcho.wait()
+    finally:
+        if tty is not None:
+            with contextlib.suppress(OSError):
+                # Unless the terminal has moved on (make killed, the shell took it back).
+                if os.tcgetpgrp(tty) == honcho.pid:
+                    _set_foreground(tty, os.getpgrp())
+            os.close(tty)
+    if code in INTERRUPTED:
+        return 0
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == [_HONCHO]:
+        run_honcho(sys.argv[2:])
+    else:
+        sys.exit(main(sys.argv[1:]))
