@@ -228,7 +228,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": [
         "backend.common.parsers.StrictJSONParser",
-        "rest_framework.parsers.FormParser",
+        "backend.common.parsers.JSONTolerantFormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
     # Proxies in front of the service; 0 means the client address is REMOTE_ADDR, so a

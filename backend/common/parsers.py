@@ -1,11 +1,12 @@
 """JSON in, with what the database cannot store refused at the door (400, never a 500)."""
 
 import io
+import json
 import re
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser
 
 from .exceptions import PayloadTooLarge
 
@@ -32,16 +33,41 @@ def _check(value) -> None:
 
 class StrictJSONParser(JSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-        if stream is not None and limit is not None:
-            # A body sent without a length (chunked) is bounded here as well.
-            body = stream.read(limit + 1)
-            if len(body) > limit:
-                raise PayloadTooLarge()
-            stream = io.BytesIO(body)
+        if stream is not None:
+            stream = io.BytesIO(_bounded(stream))
         try:
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("JSON parse error - nested too deeply.") from exc
         _check(data)
         return data
+
+
+def _bounded(stream) -> bytes:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return stream.read()
+    # A body sent without a length (chunked) is bounded here as well.
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise PayloadTooLarge()
+    return body
+
+
+class JSONTolerantFormParser(FormParser):
+    """Forms; and a JSON object sent without its Content-Type (``curl -d '{...}'`` labels it
+    a form) read as the JSON it is. A real form body never starts with ``{``: a browser
+    encodes it as ``%7B``."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        body = _bounded(stream) if stream is not None else b""
+        if body.lstrip()[:1] == b"{":
+            try:
+                data = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                raise ParseError(
+                    f"JSON parse error - {exc} (send JSON with Content-Type: application/json)."
+                ) from exc
+            _check(data)
+            return data
+        return super().parse(io.BytesIO(body), media_type, parser_context)

@@ -60,3 +60,50 @@ def test_message_without_a_field_still_has_detail_and_code(client_for, user):
     response = client_for(user).get("/api/tasks/", {"search": "a\x00"})
     assert response.status_code == 400
     assert set(response.json()) == {"detail", "code"}
+
+
+FORM = "application/x-www-form-urlencoded"  # what `curl -d` sends without -H Content-Type
+
+
+def test_a_json_object_sent_as_a_form_is_read_as_json(client_for, user):
+    body = '{"task_type": "sum", "input_data": {"numbers": [1, 2, 3]}, "priority": "high"}'
+    response = client_for(user).post("/api/tasks", body, content_type=FORM)
+
+    assert response.status_code == 201, response.json()
+    task = Task.objects.get()
+    assert (task.task_type, task.input_data, task.priority) == (
+        "sum",
+        {"numbers": [1, 2, 3]},
+        "high",
+    )
+
+
+def test_broken_json_sent_as_a_form_says_how_to_send_json(client_for, user):
+    response = client_for(user).post("/api/tasks/", '{"task_type": "sum",', content_type=FORM)
+
+    assert response.status_code == 400
+    assert "Content-Type: application/json" in response.json()["detail"]
+    assert not Task.objects.exists()
+
+
+def test_unstorable_json_sent_as_a_form_is_refused(client_for, user):
+    body = '{"task_type": "reverse", "input_data": {"data": "nul\\u0000"}}'
+    response = client_for(user).post("/api/tasks/", body, content_type=FORM)
+
+    assert response.status_code == 400
+    assert "NUL" in response.json()["detail"]
+
+
+def test_a_real_form_is_still_a_form(client_for, user):
+    body = "task_type=sum&input_data=%7B%22numbers%22%3A+%5B4%2C+5%5D%7D"
+    response = client_for(user).post("/api/tasks/", body, content_type=FORM)
+
+    assert response.status_code == 201, response.json()
+    assert Task.objects.get().input_data == {"numbers": [4, 5]}
+
+
+def test_register_and_token_take_json_sent_as_a_form(api_client):
+    account = '{"username": "curlish", "password": "curlish-Secret-42"}'
+    assert api_client.post("/api/register", account, content_type=FORM).status_code == 201
+    response = api_client.post("/api/token", account, content_type=FORM)
+    assert response.status_code == 200 and "access" in response.json()
