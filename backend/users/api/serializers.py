@@ -163,11 +163,26 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
 
 
 class UserCreateSerializer(UserSerializer):
-    """Staff creating a user: a password is required."""
+    """Staff creating a user: a password is required; as on register, the username may be
+    left out when an email is given (made from the email)."""
 
     password = serializers.CharField(
         write_only=True, style={"input_type": "password"}, trim_whitespace=False
     )
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["username"].required = False
+        return fields
+
+    def validate(self, attrs):
+        if not attrs.get("username"):
+            if not attrs.get("email"):
+                raise serializers.ValidationError(
+                    {"username": ["A username is required (or an email to make one from)."]}
+                )
+            attrs["username"] = username_from_email(attrs["email"])
+        return super().validate(attrs)
 
 
 class RegisterSerializer(serializers.Serializer):

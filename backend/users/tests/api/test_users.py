@@ -118,6 +118,19 @@ def test_staff_create_a_user(client_for, staff):
     assert can_log_in("newbie", PASSWORD)
 
 
+def test_staff_create_a_user_from_an_email_alone(client_for, staff):
+    UserFactory(username="user3", email="someone-else@example.com")
+    response = client_for(staff).post(
+        USERS,
+        {"email": "user3@example.com", "name": "User Three", "password": PASSWORD},
+        format="json",
+    )
+
+    assert response.status_code == 201, response.data
+    assert response.data["username"] == "user32"  # the email's local part, made unique
+    assert can_log_in("user3@example.com", PASSWORD)
+
+
 def test_staff_create_a_staff_user_or_an_inactive_one(client_for, staff):
     client = client_for(staff)
     boss = client.post(
