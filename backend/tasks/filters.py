@@ -60,7 +60,17 @@ class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
 
 
 class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
-    """One value or several, comma-separated; each must be a known choice."""
+    """One value or several, comma-separated; each must be a known choice, and a wrong one
+    is answered with the list of the right ones."""
+
+    @property
+    def field(self):
+        field = super().field
+        names = ", ".join(str(value) for value, _ in field.choices if value != "")
+        field.error_messages["invalid_choice"] = (
+            f"%(value)s is not one of the available choices: {names}."
+        )
+        return field
 
 
 class StableOrderingFilter(django_filters.OrderingFilter):
