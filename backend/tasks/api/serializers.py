@@ -1,6 +1,14 @@
+import json
+import re
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.reverse import reverse
+from rest_framework.utils import html
 
 from backend.common import outbound
 from backend.tasks import types
@@ -14,6 +22,7 @@ EDITABLE_FIELDS = ("name", "description", "priority", "deadline")
 class TaskSerializer(serializers.ModelSerializer):
     """The full task, as every task endpoint answers."""
 
+    url = serializers.SerializerMethodField(help_text="This task's address in the API.")
     owner_username = serializers.CharField(source="owner.username", read_only=True)
     assignee_username = serializers.CharField(
         source="assignee.username", read_only=True, default=None, allow_null=True
@@ -23,6 +32,7 @@ class TaskSerializer(serializers.ModelSerializer):
         model = Task
         fields = (
             "id",
+            "url",
             "name",
             "description",
             "task_type",
@@ -46,22 +56,116 @@ class TaskSerializer(serializers.ModelSerializer):
         )
         read_only_fields = fields
 
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_url(self, task) -> str:
+        """Absolute when a request is at hand (API responses), else the path (webhooks)."""
+        path = reverse("task-detail", kwargs={"pk": task.pk})
+        request = self.context.get("request")
+        return request.build_absolute_uri(path) if request is not None else path
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# As the JSON parser refuses (backend.common.parsers): a lone surrogate cannot be encoded as
+# UTF-8, and PostgreSQL stores no NUL in jsonb.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return False
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
+class TaskInputField(serializers.JSONField):
+    """A task's input. In a JSON body, the JSON object itself. In an HTML form (the browsable
+    API), the text of a JSON object, an empty box meaning ``{}``. The OpenAPI schema lists
+    each type's input (``backend.tasks.api.schema``)."""
+
+    default_error_messages = {
+        "invalid": "Value must be valid JSON.",
+        "unstorable": "JSON strings may not contain NUL characters or unpaired surrogates.",
+    }
+
+    def get_value(self, dictionary):
+        value = super().get_value(dictionary)
+        if getattr(value, "is_json_string", False) and not value.strip():
+            return {}
+        return value
+
+    def to_internal_value(self, data):
+        if not getattr(data, "is_json_string", False):
+            return super().to_internal_value(data)
+        try:
+            # Strict, as the JSON parser is: no NaN or Infinity, which no database stores.
+            value = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            self.fail("invalid")
+        if not _storable(value):
+            self.fail("unstorable")
+        return value
+
+
+class UserIdField(serializers.PrimaryKeyRelatedField):
+    """A user, by id. The browsable API renders a text box, never a list of every user
+    (which would show all usernames to anyone)."""
+
+    def __init__(self, *, blank_is_omitted: bool = False, **kwargs):
+        # An HTML form's empty box means "not given" when the field has a default.
+        self.blank_is_omitted = blank_is_omitted
+        kwargs.setdefault(
+            "style", {"base_template": "input.html", "input_type": "text", "placeholder": "uuid"}
+        )
+        super().__init__(queryset=User.objects.all(), **kwargs)
+
+    def get_value(self, dictionary):
+        if html.is_html_input(dictionary) and self.field_name in dictionary:
+            typed = dictionary.get(self.field_name).strip()
+            if typed == "" and self.blank_is_omitted:
+                return empty
+            if typed.lower() == "null" and self.allow_null:
+                return None  # a form cannot send JSON's null: the word stands for it
+        return super().get_value(dictionary)
+
 
 class TaskCreateSerializer(serializers.Serializer):
-    task_type = serializers.ChoiceField(choices=[])
-    input_data = serializers.JSONField(required=False, default=dict)
+    task_type = serializers.ChoiceField(choices=[], initial="sum")
+    input_data = TaskInputField(
+        required=False,
+        default=dict,
+        initial=dict,
+        help_text="A JSON object whose fields depend on task_type (GET /api/task-types/ "
+        "lists each type's input). In the browsable API's form, JSON text such as "
+        '{"seconds": 5} for a countdown; an empty box means {}.',
+        style={"base_template": "textarea.html", "rows": 6},
+    )
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
     description = serializers.CharField(
-        required=False, allow_blank=True, default="", max_length=10_000
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=10_000,
+        style={"base_template": "textarea.html", "rows": 3},
     )
     priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
     deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
-    assignee = serializers.PrimaryKeyRelatedField(
-        queryset=User.objects.all(),
+    assignee = UserIdField(
+        blank_is_omitted=True,
         required=False,
         allow_null=True,
-        help_text="Defaults to you; null leaves a manual task unassigned.",
+        help_text="A user's id; defaults to you. null leaves a manual task unassigned.",
     )
     callback_url = serializers.CharField(
         max_length=2048,
@@ -145,9 +249,11 @@ class TaskUpdateSerializer(serializers.Serializer):
 
 
 class AssignSerializer(serializers.Serializer):
-    assignee = serializers.PrimaryKeyRelatedField(
-        queryset=User.objects.all(), allow_null=True, help_text="null unassigns a manual task"
-    )
+    assignee = UserIdField(allow_null=True, help_text="a user's id; null unassigns a manual task")
+
+
+class NoInputSerializer(serializers.Serializer):
+    """Actions that take no body (the browsable API shows their button alone)."""
 
 
 class CompleteSerializer(serializers.Serializer):

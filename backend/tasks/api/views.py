@@ -11,14 +11,29 @@ from backend.tasks import selectors, services, types
 from backend.tasks.filters import TaskFilter
 from backend.tasks.models import Task
 
+from .schema import TaskSchema
 from .serializers import (
     AssignSerializer,
     CompleteSerializer,
+    NoInputSerializer,
     TaskCreateSerializer,
     TaskSerializer,
     TaskTypeSerializer,
     TaskUpdateSerializer,
 )
+
+# What each action reads, so the browsable API's forms (and OPTIONS) show its input.
+INPUT_SERIALIZERS = {
+    "create": TaskCreateSerializer,
+    "create_alias": TaskCreateSerializer,
+    "partial_update": TaskUpdateSerializer,
+    "assign": AssignSerializer,
+    "complete": CompleteSerializer,
+    "decline": NoInputSerializer,
+    "start": NoInputSerializer,
+    "cancel": NoInputSerializer,
+    "retry": NoInputSerializer,
+}
 
 
 class TaskViewSet(
@@ -30,6 +45,7 @@ class TaskViewSet(
 
     lookup_value_regex = UUID_PATTERN
     serializer_class = TaskSerializer
+    schema = TaskSchema()
     filter_backends = [DjangoFilterBackend, filters.SearchFilter]
     filterset_class = TaskFilter
     search_fields = ["name", "description"]
@@ -40,6 +56,14 @@ class TaskViewSet(
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Task.objects.none()
         return selectors.tasks_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        action = self.action
+        if action == "metadata":
+            # OPTIONS describes the body of each method it lists (the request is a clone
+            # with that method by then).
+            action = self.action_map.get(self.request.method.lower(), action)
+        return INPUT_SERIALIZERS.get(action, TaskSerializer)
 
     def list(self, request, *args, **kwargs):
         """Your tasks, newest first unless ``ordering`` says otherwise."""
@@ -70,7 +94,9 @@ class TaskViewSet(
     @extend_schema(
         request=TaskCreateSerializer, responses={201: TaskSerializer}, parameters=[IDEMPOTENCY]
     )
-    @action(detail=False, methods=["post"], url_path="create")
+    @action(
+        detail=False, methods=["post"], url_path="create", name="Create (the same as POST here)"
+    )
     def create_alias(self, request):
         """The same as ``POST /api/tasks/``."""
         return self.create(request)

@@ -13,7 +13,7 @@ from backend.users.tests.factories import UserFactory
 pytestmark = pytest.mark.django_db
 
 TASK_FIELDS = {
-    "id", "name", "description", "task_type", "input_data", "priority", "status", "progress",
+    "id", "url", "name", "description", "task_type", "input_data", "priority", "status", "progress",
     "result", "error", "owner", "owner_username", "assignee", "assignee_username", "deadline",
     "run_at", "attempts", "created_at", "updated_at", "started_at", "completed_at",
 }  # fmt: skip
