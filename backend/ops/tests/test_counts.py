@@ -2,6 +2,7 @@
 with a count of the tasks after every kind of change, folding never changes them, and
 concurrent changes never wait on each other for them."""
 
+import json
 from datetime import timedelta
 from io import StringIO
 
@@ -215,3 +216,22 @@ def test_sqlite_counts_the_tasks_and_keeps_nothing(user):
     assert jobs.fold_task_counts() == 0
     assert delta_rows() == 0
     assert kept() == counted() == {("failed", "sum"): 2}
+
+
+@postgresql_only
+@pytest.mark.django_db
+def test_task_stats_recount(user):
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        TaskFactory.create_batch(3, owner=user, status="running", task_type="countdown")
+        cursor.execute("SET LOCAL session_replication_role = DEFAULT")
+    out, err = StringIO(), StringIO()
+    call_command("task_stats", "--json", stdout=out)
+    assert json.loads(out.getvalue())["by_status"]["running"] == 0  # not counted by the load
+
+    out = StringIO()
+    call_command("task_stats", "--json", "--recount", stdout=out, stderr=err)
+    figures = json.loads(out.getvalue())
+    assert figures["by_status"]["running"] == 3 and figures["by_type"]["countdown"] == 3
+    assert "recounted" in err.getvalue()
+    assert_agree()

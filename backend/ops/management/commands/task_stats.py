@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand
 from rest_framework.utils.encoders import JSONEncoder
 
-from backend.ops import selectors
+from backend.ops import selectors, services
 
 
 def _table(rows: list[tuple], headers: tuple[str, ...]) -> list[str]:
@@ -23,8 +23,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+        parser.add_argument(
+            "--recount",
+            action="store_true",
+            help="first count the tasks afresh into the counts PostgreSQL keeps by status and "
+            "type (after a bulk load or a restore that went around its triggers)",
+        )
 
     def handle(self, *args, **options):
+        if options["recount"]:
+            services.task_counts_rebuild()
+            self.stderr.write("Counts by status and type recounted from the tasks.")
         stats = selectors.stats()
         if options["json"]:
             self.stdout.write(json.dumps(stats, cls=JSONEncoder, indent=2))
