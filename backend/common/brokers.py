@@ -37,6 +37,12 @@ class Transport(filesystem.Transport):
     Channel = Channel
     global_state = filesystem.Transport.global_state
 
+    @property
+    def default_connection_params(self):
+        # Folders, no host: kombu would otherwise warn on every connection that no hostname
+        # was given and fall back to 'localhost', which means nothing here.
+        return {"port": self.default_port}
+
     def drain_events(self, connection, timeout=None):
         # The worker checks for a shutdown request between two waits (2 s by default): a
         # short wait lets Ctrl-C or SIGTERM stop an idle worker at once.

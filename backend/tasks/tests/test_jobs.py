@@ -188,3 +188,12 @@ def test_an_urgent_task_overtakes_the_low_ones_waiting(user):
             message = channel.basic_get("tasks", no_ack=True)
             order.append(message.headers["argsrepr"].strip("[]()',"))
     assert order == [str(t.pk) for t in (urgent, normal, *low)]
+
+
+def test_a_broker_connection_logs_no_warning(caplog):
+    """The worker's banner and its 'Connected to' line describe the connection."""
+    with caplog.at_level("WARNING"), celery_app.connection_for_write() as connection:
+        connection.ensure_connection(max_retries=1)
+        connection.info()
+        connection.as_uri()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
