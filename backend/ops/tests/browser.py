@@ -19,6 +19,7 @@ from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_K
 from django.contrib.sessions.backends.db import SessionStore
 from django.contrib.staticfiles.handlers import StaticFilesHandler
 from django.core.handlers.wsgi import WSGIHandler
+from django.db import connections
 
 BROWSER = shutil.which("chromium-headless-shell") or shutil.which("chromium")
 
@@ -49,13 +50,22 @@ def serve_as(user):
         environ["HTTP_COOKIE"] = cookie
         return django_app(environ, start_response)
 
+    def serve():
+        try:
+            server.serve_forever()
+        finally:
+            # The requests' database connections belong to this thread: closed here, or the
+            # test database could not be dropped at the end of the run.
+            connections.close_all()
+
     server: WSGIServer = make_server("127.0.0.1", 0, app, handler_class=_Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}", seen
     finally:
         server.shutdown()
+        thread.join(10)
         server.server_close()
 
 
