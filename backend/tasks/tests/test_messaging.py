@@ -69,7 +69,6 @@ def test_create_an_email_task(client):
         (email_input(subject=""), "subject", "may not be blank"),
         (email_input(body="x" * (100 * 1024 + 1)), "body", "At most 102400 bytes"),
         (email_input(html=7), "html", "A string is required."),
-        ({"to": "a@example.com", "subject": "s"}, "body", "required"),
         (email_input(cc="x@example.com"), "cc", "Unknown field."),
     ],
 )
@@ -80,6 +79,48 @@ def test_email_input_errors_name_the_problem(client, input_data, field, message)
     assert response.status_code == 400, response.content
     errors = response.json()["input_data"][field]
     assert any(message in error for error in errors), errors
+    assert not Task.objects.exists()
+
+
+def test_an_email_task_with_no_input_mails_its_owner_its_name_and_description(client, user):
+    """Seed 000's walkthrough creates an email task with a name and a description only."""
+    body = {
+        "name": "Send Welcome Email",
+        "description": "Send email to new user",
+        "task_type": "email",
+        "priority": "high",
+    }
+    response = client.post("/api/tasks/", body, format="json")
+
+    assert response.status_code == 201, response.content
+    assert response.json()["input_data"] == {
+        "to": [user.email],
+        "subject": "Send Welcome Email",
+        "body": "Send email to new user",
+    }
+
+
+def test_given_parts_win_over_the_defaults_and_a_nameless_task_gets_a_subject(client, user):
+    response = client.post(
+        "/api/tasks/",
+        {"task_type": "email", "name": "ignored", "input_data": {"subject": "Mine"}},
+        format="json",
+    )
+    assert response.json()["input_data"] == {"to": [user.email], "subject": "Mine", "body": "Mine"}
+
+    response = client.post("/api/tasks/", {"task_type": "email"}, format="json")
+    data = response.json()["input_data"]
+    assert data["subject"] == data["body"] == "A message from Async Task Manager"
+
+
+def test_an_owner_without_email_must_name_the_recipient(client_for):
+    response = client_for(UserFactory(email="")).post(
+        "/api/tasks/", {"task_type": "email", "name": "Hi"}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["input_data"]["to"] == [
+        "Give an address: your account has no email address to default to."
+    ]
     assert not Task.objects.exists()
 
 
@@ -110,7 +151,7 @@ def test_reminder_input(client, input_data, status):
 
 def test_task_types_lists_both(client):
     kinds = {kind["name"]: kind for kind in client.get("/api/task-types/").json()}
-    assert kinds["email"]["input_schema"]["required"] == ["to", "subject", "body"]
+    assert "required" not in kinds["email"]["input_schema"]  # each part has a default
     assert kinds["reminder"]["input_schema"]["required"] == ["message"]
 
 

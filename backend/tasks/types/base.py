@@ -235,4 +235,5 @@ def serializer_json_schema(serializer: serializers.Serializer) -> dict:
     required = [name for name, field in fields.items() if field.required]
     if required:  # an empty list is not valid in OpenAPI 3.0
         schema["required"] = required
+    schema.update(getattr(serializer, "schema_extra", {}))
     return schema

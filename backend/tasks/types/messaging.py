@@ -99,17 +99,61 @@ class SubjectField(StrictStringField):
         return {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT_CHARS}
 
 
+DEFAULT_SUBJECT = "A message from Async Task Manager"
+
+
 class EmailInput(StrictInputSerializer):
+    """Each part may be left out: the mail then goes to the owner's own address, with the
+    task's name as its subject and its description as its text (so ``{"task_type": "email",
+    "name": "Send Welcome Email"}`` mails you). What is filled in is stored in the task."""
+
+    # In the API documentation's oneOf of inputs, an empty object stays the manual type's
+    # (an email task with no input_data at all takes every default, as described above).
+    schema_extra = {"minProperties": 1}
+
     to = RecipientsField(
-        help_text="an address, or a list of at most EMAIL_TASK_MAX_RECIPIENTS addresses"
+        required=False,
+        help_text="an address, or a list of at most EMAIL_TASK_MAX_RECIPIENTS addresses; "
+        "default: your own address",
     )
-    subject = SubjectField(help_text=f"one line, at most {MAX_SUBJECT_CHARS} characters")
-    body = StrictStringField(max_bytes=MAX_BODY_BYTES, help_text="plain text, at most 100 KB")
+    subject = SubjectField(
+        required=False,
+        help_text=f"one line, at most {MAX_SUBJECT_CHARS} characters; default: the task's name",
+    )
+    body = StrictStringField(
+        max_bytes=MAX_BODY_BYTES,
+        required=False,
+        help_text="plain text, at most 100 KB; default: the task's description",
+    )
     html = StrictStringField(
         max_bytes=MAX_BODY_BYTES,
         required=False,
         help_text="optional HTML alternative of the body, at most 100 KB",
     )
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            data = {**self._defaults(), **data}
+            if "body" not in data:  # the description, or else the subject
+                description = (self.context.get("task") or {}).get("description") or ""
+                subject = data.get("subject")
+                data["body"] = description or (subject if isinstance(subject, str) else "")
+        values = super().to_internal_value(data)
+        if "to" not in values:
+            raise serializers.ValidationError(
+                {"to": ["Give an address: your account has no email address to default to."]}
+            )
+        return values
+
+    def _defaults(self) -> dict:
+        owner = self.context.get("owner")
+        task = self.context.get("task") or {}
+        name = (task.get("name") or "").strip()
+        subject = name.splitlines()[0][:MAX_SUBJECT_CHARS] if name else DEFAULT_SUBJECT
+        defaults = {"subject": subject}
+        if getattr(owner, "email", ""):
+            defaults["to"] = owner.email
+        return defaults
 
 
 def run_email(data: dict, ctx: JobContext) -> dict:
