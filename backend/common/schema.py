@@ -58,12 +58,13 @@ def _tag(path: str) -> str | None:
 
 
 def _summary(operation: dict) -> str | None:
-    """The first sentence of the operation's description, as a title."""
+    """The first sentence of the operation's description, as a title (plain text: the
+    docstrings' ``literal`` marks are dropped)."""
     text = (operation.get("description") or "").strip()
     if not text:
         return None
     first = text.split("\n\n", 1)[0].replace("\n", " ")
-    sentence = first.split(". ", 1)[0].rstrip(".")
+    sentence = first.split(". ", 1)[0].rstrip(".").replace("``", "")
     return sentence[:120] or None
 
 
@@ -72,6 +73,9 @@ def document_errors(result, generator, request, public):
     resource and titled by the first sentence of its description."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR_SCHEMA)
+    for component in schemas.values():
+        if isinstance(component.get("description"), str):
+            component["description"] = component["description"].replace("``", "`")
     reference = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
@@ -87,6 +91,9 @@ def document_errors(result, generator, request, public):
                 operation["tags"] = [tag]
             if "summary" not in operation and _summary(operation):
                 operation["summary"] = _summary(operation)
+            if operation.get("description"):
+                # Docstrings mark code as ``this``; the description is Markdown: `this`.
+                operation["description"] = operation["description"].replace("``", "`")
             statuses = list(READ if method == "get" else WRITE)
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:

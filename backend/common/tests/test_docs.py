@@ -163,3 +163,11 @@ def test_schema_shows_only_bearer_auth_with_tags_and_summaries(api_client):
     assert create["tags"] == ["tasks"] and create["summary"]
     assert schema["paths"]["/api/token/"]["post"]["tags"] == ["auth"]
     assert schema["paths"]["/health/"]["get"]["tags"] == ["health"]
+
+
+def test_schema_text_has_markdown_code_marks_not_docstring_ones(api_client):
+    text = api_client.get("/api/schema/?format=json").content.decode()
+    assert "``" not in text
+    schema = api_client.get("/api/schema/?format=json").json()
+    upload = schema["paths"]["/api/files/"]["post"]
+    assert "`" not in upload["summary"]
