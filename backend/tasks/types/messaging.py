@@ -204,8 +204,8 @@ register(
             "subject": "Hello from Async Task Manager",
             "body": "This mail was sent by a task.",
         },
-        example_summary="Send a mail (put your own address in to; `make run` prints mails "
-        "in its output)",
+        example_summary="Send a mail (put your own address in to, or leave to out if your "
+        "account has one; `make run` prints mails in its output)",
     )
 )
 
