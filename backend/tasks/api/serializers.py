@@ -158,7 +158,9 @@ class TaskCreateSerializer(serializers.Serializer):
         max_length=10_000,
         style={"base_template": "textarea.html", "rows": 3},
     )
-    priority = serializers.ChoiceField(choices=TaskPriority.choices, default=TaskPriority.NORMAL)
+    priority = serializers.ChoiceField(
+        choices=TaskPriority.choices, default=TaskPriority.NORMAL, initial=TaskPriority.NORMAL
+    )
     deadline = serializers.DateTimeField(required=False, allow_null=True, default=None)
     run_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     assignee = UserIdField(

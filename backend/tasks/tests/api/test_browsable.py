@@ -96,7 +96,9 @@ def test_list_page_has_a_create_form_with_every_field(browser):
     input_data = re.search(r'<textarea name="input_data"[^>]*>(.*?)</textarea>', form, re.DOTALL)
     assert input_data and json.loads(html.unescape(input_data.group(1))) == {}
     assert re.search(r'<textarea name="description"', form)
-    assert re.search(r'<select[^>]*name="priority"', form)
+    priority = re.search(r'<select[^>]*name="priority".*?</select>', form, re.DOTALL).group(0)
+    # The form starts at the API's default, not at the first choice.
+    assert re.findall(r'<option value="([^"]+)"\s+selected', priority) == ["normal"]
     for name in ("name", "callback_url"):
         assert re.search(rf'<input name="{name}"[^>]*type="text"', form), name
     for name in ("deadline", "run_at"):
