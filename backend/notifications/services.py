@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
@@ -118,6 +119,86 @@ def plan(*, event: str, task_id, recipient: Recipient | None) -> list[Notificati
     ]
 
 
+# The same rules as ``plan``, for a set of tasks at once, in SQL: the sweeps write the
+# notifications of thousands of tasks without reading a row into Python.
+
+# A version-4 UUID as Django stores it on SQLite (32 hex digits), drawn by SQLite itself.
+_SQLITE_UUID4 = (
+    "lower(hex(randomblob(6)) || '4' || substr(hex(randomblob(2)), 2)"
+    " || substr('89ab', 1 + (random() & 3), 1) || substr(hex(randomblob(2)), 2)"
+    " || hex(randomblob(6)))"
+)
+
+
+def _subscribed_sql() -> str:
+    """True when the user row ``u`` has the event (one parameter) in ``notify_email``, a
+    JSON list (``event in recipient.notify_email``)."""
+    if connection.vendor == "postgresql":
+        return "u.notify_email @> jsonb_build_array(%s::text)"
+    return (
+        "json_type(u.notify_email) = 'array' AND EXISTS (SELECT 1 FROM "
+        "json_each(u.notify_email) AS chosen WHERE chosen.type = 'text' AND chosen.value = %s)"
+    )
+
+
+def outbox_insert_sql(*, tasks: str, event: str) -> tuple[str, list, datetime | None]:
+    """``INSERT … SELECT`` of the notifications that ``event`` causes for every task in
+    ``tasks`` (a table expression in scope with columns ``id`` and ``owner_id``), by the rules
+    of ``plan``: a mail when the owner chose the event and has an address, a webhook to their
+    ``webhook_url``, one to the task's callback unless it is that same URL. Each row as
+    ``notifications_create`` writes it. Returns the SQL, its parameters and the time the rows
+    are marked as sent (None while the broker is skipped): the caller adds ``RETURNING id``
+    and hands the ids to ``send_on_commit``."""
+    ops = connection.ops
+    now = timezone.now()
+    marked_at = now if queue.accepting() else None
+    users = ops.quote_name(User._meta.db_table)
+    callbacks = ops.quote_name(TaskCallback._meta.db_table)
+    table = ops.quote_name(Notification._meta.db_table)
+    when, marked = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(marked_at)
+    values: dict[str, tuple[str, list]] = {
+        "id": ("gen_random_uuid()" if connection.vendor == "postgresql" else _SQLITE_UUID4, []),
+        "event": ("%s", [event]),
+        "channel": ("p.channel", []),
+        "target": ("p.target", []),
+        "user": ("p.owner_id", []),
+        "task_id": ("p.task_id", []),
+        "status": ("%s", [NotificationStatus.PENDING.value]),
+        "attempts": ("0", []),
+        "next_attempt_at": ("%s", [when]),
+        "enqueued_at": ("%s", [marked]),
+        "locked_until": ("NULL", []),
+        "delivered_at": ("NULL", []),
+        "last_error": ("''", []),
+        "created_at": ("%s", [when]),
+    }
+    fields = Notification._meta.concrete_fields
+    if {f.name for f in fields} != set(values):  # a field added to the model and not here
+        raise ImproperlyConfigured("outbox_insert_sql does not write every Notification field")
+    columns = ", ".join(ops.quote_name(f.column) for f in fields)
+    selected = ", ".join(values[f.name][0] for f in fields)
+    params = [param for f in fields for param in values[f.name][1]]
+    # One SELECT per channel, each joining only what it needs: an owner who wants nothing
+    # costs a hash probe per task, not a row per channel.
+    sql = f"""INSERT INTO {table} ({columns})
+        SELECT {selected} FROM (
+            SELECT '{Channel.EMAIL}' AS channel, t.owner_id AS owner_id, t.id AS task_id,
+                u.email AS target
+            FROM {tasks} t JOIN {users} u ON u.id = t.owner_id
+            WHERE u.email <> '' AND {_subscribed_sql()}
+            UNION ALL
+            SELECT '{Channel.WEBHOOK}', t.owner_id, t.id, u.webhook_url
+            FROM {tasks} t JOIN {users} u ON u.id = t.owner_id
+            WHERE u.webhook_url <> ''
+            UNION ALL
+            SELECT '{Channel.CALLBACK}', t.owner_id, t.id, cb.url
+            FROM {tasks} t JOIN {callbacks} cb ON cb.task_id = t.id
+                JOIN {users} u ON u.id = t.owner_id
+            WHERE cb.url <> '' AND cb.url <> COALESCE(u.webhook_url, '')
+        ) p"""
+    return sql, [*params, event], marked_at
+
+
 # --- writing and sending ------------------------------------------------------------------
 
 
@@ -133,8 +214,13 @@ def notifications_create(notifications: list[Notification]) -> None:
         notification.next_attempt_at = now
         notification.enqueued_at = marked_at
     Notification.objects.bulk_create(notifications)
-    if marked_at is not None:
-        ids = [notification.pk for notification in notifications]
+    send_on_commit([notification.pk for notification in notifications], marked_at)
+
+
+def send_on_commit(ids: list, marked_at: datetime | None) -> None:
+    """After the caller's transaction commits, send the rows written with ``enqueued_at =
+    marked_at`` (None: the broker is skipped, the dispatcher sends them)."""
+    if marked_at is not None and ids:
         transaction.on_commit(lambda: _send(ids, marked_at))
 
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.sql import UpdateQuery
@@ -432,32 +433,55 @@ def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
 
 
 def _update_notifying(queryset: QuerySet[Task], event: str, **changes) -> int:
-    """``queryset.update(**changes)`` as one guarded UPDATE that also returns, for each row it
-    changed, who is to be told (``RETURNING``); their notifications go in with one bulk
-    INSERT in the same transaction. No row is read or written one by one."""
+    """``queryset.update(**changes)`` as one guarded UPDATE, with the notifications of the
+    rows it changed written by the database in the same transaction, set by set: no row is
+    read into Python or planned one by one (only the new notifications' ids come back, to be
+    sent after commit).
+
+    PostgreSQL: one statement, ``WITH changed AS (UPDATE … RETURNING id, owner_id)
+    INSERT … SELECT … FROM changed``. SQLite cannot nest an UPDATE in a WITH; its writers are
+    serialised (the transaction holds the write lock), so an ``INSERT … SELECT`` over the rows
+    the UPDATE's own WHERE picks, then that UPDATE, see the same rows."""
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(changes)
     query.order_by = ()
     query.annotations = {}
     compiler = query.get_compiler(queryset.db)
     compiler.pre_sql_setup()
-    sql, params = compiler.as_sql()
+    try:
+        update_sql, update_params = compiler.as_sql()
+    except EmptyResultSet:  # e.g. an empty selection: nothing to change
+        return 0
     table = connection.ops.quote_name(Task._meta.db_table)
-    sql += f" RETURNING {table}.id, {notifications.recipient_columns(table)}"
+    insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
+        tasks="changed", event=event
+    )
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-        planned = [
-            notification
-            for task_id, *recipient in rows
-            for notification in notifications.plan(
-                event=event,
-                task_id=uuid.UUID(str(task_id)),
-                recipient=notifications.Recipient.from_row(*recipient),
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"""WITH changed AS ({update_sql} RETURNING {table}.id, {table}.owner_id),
+                    written AS ({insert_sql} RETURNING id)
+                    SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
+                [*update_params, *insert_params],
             )
-        ]
-        notifications.notifications_create(planned)
-    return len(rows)
+            count, ids = cursor.fetchone()
+        else:
+            try:
+                where, where_params = compiler.compile(query.where)
+                where = f"WHERE {where}"
+            except FullResultSet:
+                where, where_params = "", []
+            cursor.execute(
+                f"""WITH changed AS MATERIALIZED (
+                        SELECT {table}.id, {table}.owner_id FROM {table} {where})
+                    {insert_sql} RETURNING id""",
+                [*where_params, *insert_params],
+            )
+            ids = [uuid.UUID(pk) for (pk,) in cursor.fetchall()]
+            cursor.execute(update_sql, update_params)
+            count = cursor.rowcount
+        notifications.send_on_commit(ids, marked_at)
+    return count
 
 
 def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
