@@ -1,15 +1,33 @@
 """``GET /api/admin/stats/`` latency on the production stack (bench/stack.py: PostgreSQL,
-Redis, gunicorn, the workers) with 100,000 and then 1,000,000 tasks in the table.
+Redis, gunicorn, the workers) with 100,000 and then 1,000,000 tasks in the table, where its
+time goes, and what the kept counts cost a worker.
 
-The tasks are written straight into PostgreSQL with ``generate_series`` (triggers off for
-the load, then ``VACUUM ANALYZE``): 93 % completed over the last 30 days, the rest pending,
-running, scheduled, failed and cancelled, over every task type. Beat is paused while the
-requests run, so no sweep touches the rows; the workers stay up, so ``workers_online`` is
-read from them as in production. Each size: a few warm-up requests, then sequential
-requests from one client; p50, p95 and max are reported, with how many of the requests read
-the broker afresh (its figures are kept ~10 s per web process, so most requests do not).
+The tasks are written straight into PostgreSQL with ``generate_series`` in one statement per
+size (the per-user list count trigger off for the load; the triggers that keep the counts by
+status and type on, as in production), then ``VACUUM ANALYZE``: 93 % completed over the
+last 30 days, the rest pending, running, scheduled, failed and cancelled, over every task
+type. Beat is paused while the requests run, so no sweep touches the rows; the workers stay
+up, so ``workers_online`` is read from them as in production.
+
+Each size: a few warm-up requests, then sequential requests from one client (p50, p95, max,
+and how many of the requests read the broker afresh: its figures are kept a few seconds per
+web process, so most requests do not); the counts the API reports are checked against a
+``GROUP BY`` of the table; then each figure's query is timed on its own inside a Django
+process (median of 20), beside the count the API made before the counts were kept (a scan
+of every task, which SQLite still does).
+
+Last, the worker path: pending tasks claimed and finished through the service functions the
+worker calls (``task_claim``, ``task_finish``: one transaction each, as in the worker),
+in blocks taken in turn with the count trigger on and off (``ALTER TABLE ... DISABLE
+TRIGGER``), and single-row inserts likewise; wall time and the CPU time of the Python
+process and of its PostgreSQL backend per status change. The count rows are folded before
+each block, as the periodic job would (Beat is paused), and the fold's time is reported
+apart. The counts are then rebuilt
+(``task_counts_rebuild``: the changes made with the trigger off were not counted) and
+checked again.
 
     .venv/bin/python bench/stats.py [--sizes 100000,1000000] [--requests 60]
+                                    [--write-tasks 10000]
 
 Writes ``bench/RESULTS-stats.md``.
 """
@@ -17,6 +35,8 @@ Writes ``bench/RESULTS-stats.md``.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import statistics
 import sys
@@ -25,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import BenchError, api, expect, register, running_stack
+from stack import BenchError, api, cpu_model, expect, register, running_stack
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS-stats.md"
@@ -56,17 +76,170 @@ CROSS JOIN LATERAL (SELECT
     (1 + i %% 50) * interval '100 milliseconds' AS took) AS t
 """
 
+# The per-user list count (tasks app) is one row per user, updated by a row trigger: a
+# million inserts for one user would queue a million updates of that row. Off for the load
+# (the bench never reads that count); the counts by status and type stay on.
+VISIBLE_COUNT_TRIGGER = "tasks_visible_count_insert_delete"
+
+# Each figure's query on its own, in a process already connected: median ms of 20 runs.
+FIGURES = r"""
+import json, statistics, sys, time
+from django.db.models import Count
+from django.utils import timezone
+from backend.ops import selectors
+from backend.tasks.models import Task
+
+now = timezone.now()
+figures = {
+    "counts (kept, PostgreSQL)": selectors.counts,
+    "counts by scanning the tasks (before; SQLite)": lambda: list(
+        Task.objects.order_by().values_list("status", "task_type").annotate(n=Count("*"))
+    ),
+    "throughput per minute, 60 min": lambda: selectors.throughput(now),
+    "run-time p50/p95 per type, 24 h": lambda: selectors.run_times(now),
+    "oldest pending age": lambda: selectors.oldest_pending_age(now),
+    "all database figures": lambda: selectors.database_figures(now),
+}
+out = {}
+for name, figure in figures.items():
+    figure()
+    times = []
+    for _ in range(20):
+        began = time.perf_counter()
+        figure()
+        times.append((time.perf_counter() - began) * 1000)
+    out[name] = statistics.median(times)
+print(json.dumps(out))
+"""
+
+# The worker's two status changes per task, through its service functions, in blocks taken
+# in turn with the count trigger on and off; then single-row inserts likewise.
+WRITE_PATH = r"""
+import json, os, statistics, sys, time
+from django.db import connection
+from backend.ops import services as ops_services
+from backend.tasks import services
+from backend.tasks.models import Task
+
+owner, tasks, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+TICK = os.sysconf("SC_CLK_TCK")
+with connection.cursor() as cursor:
+    cursor.execute("SELECT pg_backend_pid()")
+    backend = cursor.fetchone()[0]
+
+
+def backend_cpu():
+    fields = open(f"/proc/{backend}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def trigger(name, on):
+    with connection.cursor() as cursor:
+        state = "ENABLE" if on else "DISABLE"
+        cursor.execute(f"ALTER TABLE tasks_task {state} TRIGGER {name}")
+
+
+def timed(work):
+    wall, cpu, db = time.perf_counter(), time.process_time(), backend_cpu()
+    work()
+    return (time.perf_counter() - wall, time.process_time() - cpu, backend_cpu() - db)
+
+
+def claim_and_finish(ids):
+    def work():
+        for task_id in ids:
+            task = services.task_claim(task_id=task_id)
+            assert task is not None and services.task_finish(task=task, result={"sum": 6})
+    return work
+
+
+def inserts(count):
+    def work():
+        for _ in range(count):
+            Task.objects.create(owner_id=owner, assignee_id=owner, task_type="sum",
+                                input_data={"numbers": [1, 2, 3]})
+    return work
+
+
+folds = {"rows": 0, "seconds": 0.0}
+
+
+# What the periodic job does (Beat is paused here): between blocks, not timed with them; its
+# own time is added up apart.
+def fold():
+    began = time.perf_counter()
+    folds["rows"] += ops_services.task_counts_fold()
+    folds["seconds"] += time.perf_counter() - began
+
+
+def compare(trigger_name, works, changes_per_block):
+    result = {"on": [], "off": []}
+    for i, work in enumerate(works):
+        for on in ((True, False) if i % 2 == 0 else (False, True)):
+            trigger(trigger_name, on)
+            fold()
+            result["on" if on else "off"].append(timed(work[on]))
+    trigger(trigger_name, True)
+    summary = {}
+    for mode, runs in result.items():
+        # Wall: the median block (a block slowed by another process on the machine drops
+        # out). CPU: all blocks summed (it is counted in clock ticks).
+        summary[mode] = {
+            "wall_us": statistics.median(r[0] for r in runs) / changes_per_block * 1e6,
+            "python_cpu_us": sum(r[1] for r in runs) / changes_per_block / len(runs) * 1e6,
+            "db_cpu_us": sum(r[2] for r in runs) / changes_per_block / len(runs) * 1e6,
+            "blocks": len(runs),
+        }
+    summary["changes"] = changes_per_block * len(works)
+    return summary
+
+
+fresh = Task.objects.bulk_create(
+    Task(owner_id=owner, assignee_id=owner, task_type="sum", input_data={"numbers": [1, 2, 3]})
+    for _ in range(2 * tasks)
+)
+ids = [task.pk for task in fresh]
+blocks = [ids[i:i + block] for i in range(0, len(ids), block)]
+# Each pair of blocks: one run with the trigger on, one with it off (order alternating).
+pairs = [{True: claim_and_finish(blocks[2 * i]), False: claim_and_finish(blocks[2 * i + 1])}
+         for i in range(len(blocks) // 2)]
+status = compare("ops_task_count_update", pairs, 2 * block)
+creates = compare("ops_task_count_insert", [{True: inserts(block), False: inserts(block)}
+                                            for _ in range(len(pairs))], block)
+fold()
+ops_services.task_counts_rebuild()
+print(json.dumps({"status": status, "insert": creates, "fold": folds}))
+"""
+
 
 def load(stack, owner: str, types: list[str], first: int, last: int) -> float:
     started = time.monotonic()
     with stack.db.transaction():
-        stack.sql("SET LOCAL session_replication_role = replica")  # the count trigger: off
+        # Foreign keys checked at the INSERT's end, not at commit: the trigger is turned back
+        # on in the same transaction, which no pending check may follow.
+        stack.sql("SET CONSTRAINTS ALL IMMEDIATE")
+        stack.sql(f"ALTER TABLE tasks_task DISABLE TRIGGER {VISIBLE_COUNT_TRIGGER}")
         stack.sql(
             LOAD,
             {"owner": owner, "types": types, "ntypes": len(types), "first": first, "last": last},
         )
+        stack.sql(f"ALTER TABLE tasks_task ENABLE TRIGGER {VISIBLE_COUNT_TRIGGER}")
     stack.sql("VACUUM ANALYZE tasks_task")
     return time.monotonic() - started
+
+
+def check_counts(stack, by_status: dict[str, int], by_type: dict[str, int]) -> None:
+    """The API's counts are the table's, pair for pair."""
+    rows = stack.sql("SELECT status, task_type, count(*) FROM tasks_task GROUP BY 1, 2")
+    statuses: dict[str, int] = {}
+    kinds: dict[str, int] = {}
+    for status, kind, n in rows:
+        statuses[status] = statuses.get(status, 0) + n
+        kinds[kind] = kinds.get(kind, 0) + n
+    got_status = {k: v for k, v in by_status.items() if v}
+    got_type = {k: v for k, v in by_type.items() if v}
+    if got_status != statuses or got_type != kinds:
+        raise BenchError(f"the stats counts {got_status} {got_type}, the table {statuses} {kinds}")
 
 
 def measure(port: int, token: str, requests: int) -> dict:
@@ -92,49 +265,30 @@ def measure(port: int, token: str, requests: int) -> dict:
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="100000,1000000", help="task counts, ascending")
-    parser.add_argument("--requests", type=int, default=60, help="timed requests per size")
-    args = parser.parse_args()
-    sizes = [int(size) for size in args.sizes.split(",")]
+def load_average() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
-    rows = []
-    with running_stack(None) as stack:
-        staff = register(stack.port, "stats")
-        stack.sql("UPDATE users_user SET is_staff = true WHERE id = %s", (staff.id,))
-        types = [t["name"] for t in expect(stack.port, "GET", "/api/task-types/", 200, staff.token)]
-        loaded = 0
-        with stack.paused("beat"):
-            for size in sizes:
-                seconds = load(stack, staff.id, types, loaded + 1, size)
-                loaded = size
-                result = measure(stack.port, staff.token, args.requests)
-                count = sum(result["body"]["by_status"].values())
-                if count != size:
-                    raise BenchError(f"the stats count {count} tasks, {size} were loaded")
-                rows.append((size, seconds, result))
-                print(
-                    f"{size:>9,} tasks (loaded in {seconds:.0f} s): p50 {result['p50']:.1f} ms, "
-                    f"p95 {result['p95']:.1f} ms, max {result['max']:.1f} ms "
-                    f"({result['fresh']} of {result['requests']} read the broker afresh)"
-                )
 
+def report(args, rows, figures, write, loads) -> list[str]:
     lines = [
         "# Stats endpoint latency (bench/stats.py)",
         "",
         f"`GET /api/admin/stats/` as staff, {args.requests} sequential requests per size after "
         "3 warm-ups, on the production stack of `bench/stack.py` (PostgreSQL and Redis on "
         "loopback, gunicorn, the workers running, beat paused). Machine: "
-        f"{platform.machine()}, {platform.system()} {platform.release()}.",
+        f"{len(os.sched_getaffinity(0))} CPUs ({cpu_model()}), {platform.machine()}, "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}. "
+        "The machine is shared: load average (1 / 5 / 15 min) before the run "
+        f"{loads['start']}, after it {loads['end']}.",
         "",
-        "| tasks | p50 ms | p95 ms | max ms | requests that read the broker afresh |",
-        "|---:|---:|---:|---:|---:|",
+        "| tasks | p50 ms | p95 ms | max ms | requests that read the broker afresh "
+        "| load average at the start of the size |",
+        "|---:|---:|---:|---:|---:|---|",
     ]
-    for size, _, result in rows:
+    for size, _, result, load_before in rows:
         lines.append(
             f"| {size:,} | {result['p50']:.1f} | {result['p95']:.1f} | {result['max']:.1f} | "
-            f"{result['fresh']} of {result['requests']} |"
+            f"{result['fresh']} of {result['requests']} | {load_before} |"
         )
     biggest = [r for r in rows if r[0] >= 1_000_000]
     if biggest:
@@ -143,12 +297,140 @@ def main() -> int:
         lines += ["", f"Target p50 <= {TARGET_MS} ms at 1,000,000 tasks: {verdict} ({p50:.1f} ms)."]
     lines += [
         "",
-        "The broker's figures (queue depth, workers online) are kept a few seconds per web "
-        "process; a request that reads them afresh waits up to `OPS_BROKER_TIMEOUT` for the "
-        "workers' `inspect` replies, which the max column shows.",
+        "The counts the API reported matched a `GROUP BY status, task_type` of the table at "
+        "each size. The broker's figures (queue depth, workers online) are kept a few "
+        "seconds per web process; a request that reads them afresh waits up to "
+        "`OPS_BROKER_TIMEOUT` for the workers' `inspect` replies, which the max column shows.",
         "",
+        "## Where the time goes",
+        "",
+        "Each figure's query timed on its own in a Django process already connected (median "
+        "of 20, ms). The counts by status and type come from the rows PostgreSQL triggers "
+        "keep (`backend/ops/models.py`, `TaskCountDelta`); the scan of every task they "
+        "replace, which SQLite still does, is shown beside them.",
+        "",
+        "| figure | " + " | ".join(f"{size:,} tasks" for size in figures) + " |",
+        "|---|" + "---:|" * len(figures),
     ]
-    RESULTS.write_text("\n".join(lines))
+    names = list(next(iter(figures.values()))) if figures else []
+    for name in names:
+        cells = " | ".join(f"{figures[size][name]:.1f}" for size in figures)
+        lines.append(f"| {name} | {cells} |")
+    if write:
+        lines += write_section(write, rows[-1][0])
+    lines.append("")
+    return lines
+
+
+def write_section(write: dict, size: int) -> list[str]:
+    status, insert = write["status"], write["insert"]
+    lines = [
+        "",
+        "## What the kept counts cost the write path",
+        "",
+        f"{status['changes']:,} status changes with the trigger on and as many with it off, "
+        "through the worker's own service functions "
+        "(`task_claim` then `task_finish`, one transaction each, as the worker runs them), "
+        f"in blocks of {status['changes'] // status['on']['blocks'] // 2:,} tasks taken in "
+        "turn with the count trigger on and off (`ALTER TABLE tasks_task DISABLE TRIGGER "
+        f"ops_task_count_update`), on {size:,} tasks; then "
+        f"{insert['changes']:,} single-row inserts (`Task.objects.create`) in each state, with "
+        "`ops_task_count_insert`. Per status change or insert: wall time (the median block), "
+        "CPU time of the Python process and of its PostgreSQL backend (from `/proc`, summed "
+        "over the blocks).",
+        "",
+        "| write | trigger | wall µs | Python CPU µs | PostgreSQL CPU µs |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, result in (("status change", status), ("insert", insert)):
+        for mode in ("off", "on"):
+            r = result[mode]
+            lines.append(
+                f"| {name} | {mode} | {r['wall_us']:.0f} | {r['python_cpu_us']:.0f} | "
+                f"{r['db_cpu_us']:.0f} |"
+            )
+    for name, result in (("status change", status), ("insert", insert)):
+        on, off = result["on"], result["off"]
+        wall = on["wall_us"] - off["wall_us"]
+        cpu = (on["python_cpu_us"] + on["db_cpu_us"]) - (off["python_cpu_us"] + off["db_cpu_us"])
+        total_off = off["python_cpu_us"] + off["db_cpu_us"]
+        lines.append(
+            f"\nPer {name}, the trigger costs {wall:+.0f} µs of wall time "
+            f"({100 * wall / off['wall_us']:+.1f} %) and {cpu:+.0f} µs of CPU "
+            f"({100 * cpu / total_off:+.1f} % of the Python and PostgreSQL CPU it took "
+            "without)."
+        )
+    fold = write["fold"]
+    if fold["rows"]:
+        lines.append(
+            f"\nThe fold (the periodic job, run here before each block, not timed with it) "
+            f"removed {fold['rows']:,} rows in {fold['seconds'] * 1000:.0f} ms in all: "
+            f"{fold['seconds'] / fold['rows'] * 1e6:.1f} µs per row, and a status change "
+            "appends two."
+        )
+    lines += [
+        "",
+        "The Python process does the same work in both states: the difference in its CPU "
+        "time shows how much the machine's other load moves these figures. A task costs the "
+        "worker two status changes (claim, finish). The counts were rebuilt "
+        "afterwards (`task_counts_rebuild`, the changes made with the trigger off were not "
+        "counted) and matched the table again.",
+    ]
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="100000,1000000", help="task counts, ascending")
+    parser.add_argument("--requests", type=int, default=60, help="timed requests per size")
+    parser.add_argument(
+        "--write-tasks",
+        type=int,
+        default=10000,
+        help="tasks claimed and finished per trigger state in the write-path part "
+        "(two status changes each; 0 skips the part)",
+    )
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+
+    rows, figures, write = [], {}, None
+    loads = {"start": load_average()}
+    with running_stack(None) as stack:
+        staff = register(stack.port, "stats")
+        stack.sql("UPDATE users_user SET is_staff = true WHERE id = %s", (staff.id,))
+        types = [t["name"] for t in expect(stack.port, "GET", "/api/task-types/", 200, staff.token)]
+        loaded = 0
+        with stack.paused("beat"):
+            for size in sizes:
+                load_before = load_average()
+                seconds = load(stack, staff.id, types, loaded + 1, size)
+                loaded = size
+                result = measure(stack.port, staff.token, args.requests)
+                count = sum(result["body"]["by_status"].values())
+                if count != size:
+                    raise BenchError(f"the stats count {count} tasks, {size} were loaded")
+                check_counts(stack, result["body"]["by_status"], result["body"]["by_type"])
+                figures[size] = json.loads(stack.django(FIGURES))
+                rows.append((size, seconds, result, load_before))
+                print(
+                    f"{size:>9,} tasks (loaded in {seconds:.0f} s): p50 {result['p50']:.1f} ms, "
+                    f"p95 {result['p95']:.1f} ms, max {result['max']:.1f} ms "
+                    f"({result['fresh']} of {result['requests']} read the broker afresh); "
+                    f"load average {load_before}",
+                    flush=True,
+                )
+                for name, ms in figures[size].items():
+                    print(f"    {name}: {ms:.1f} ms", flush=True)
+            if args.write_tasks:
+                block = max(1, min(250, args.write_tasks // 10))
+                out = stack.django(WRITE_PATH, staff.id, str(args.write_tasks), str(block))
+                write = json.loads(out)
+                body = expect(stack.port, "GET", "/api/admin/stats/", 200, staff.token)
+                check_counts(stack, body["by_status"], body["by_type"])
+                print(f"write path: {json.dumps(write)}", flush=True)
+    loads["end"] = load_average()
+
+    RESULTS.write_text("\n".join(report(args, rows, figures, write, loads)))
     print(f"written {RESULTS.relative_to(HERE.parent)}")
     return 0
 
