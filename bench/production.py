@@ -388,7 +388,8 @@ def part_drain(stack: Stack, config: Config) -> list[Row]:
 
 
 # --- expiry --------------------------------------------------------------------------------
-# The service itself is timed, in a process already started and connected.
+# The service itself is timed, in a process already started and connected: its statements,
+# and the delivery messages of the notifications it wrote, which it sends after commit.
 TIME_EXPIRY = r"""
 import json
 import time
@@ -396,35 +397,91 @@ import time
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from backend.tasks import services
+from backend.tasks import queue, services
 
+sending = {"messages": 0, "seconds": 0.0}
+send_messages = queue.send_messages
+
+
+def timed_send(name, arguments, **options):
+    began = time.perf_counter()
+    sent = send_messages(name, arguments, **options)
+    sending["messages"] += sent
+    sending["seconds"] += time.perf_counter() - began
+    return sent
+
+
+queue.send_messages = timed_send
 connection.ensure_connection()
 with CaptureQueriesContext(connection) as queries:
     began = time.perf_counter()
     rows = services.tasks_expire()
     seconds = time.perf_counter() - began
 statements = [q["sql"].split(None, 1)[0].upper() for q in queries.captured_queries]
-print(json.dumps({"rows": rows, "seconds": seconds, "statements": statements}, default=str))
+in_statements = sum(float(q["time"]) for q in queries.captured_queries)
+print(json.dumps({"rows": rows, "seconds": seconds, "statements": statements,
+                  "in_statements": in_statements, "sending": sending}))
 """
+DELIVERY_QUEUE = "long"  # backend.notifications.services.DELIVERY_QUEUE
+
+
+def expiry_row(stack: Stack, name: str, owners: list[Account], count: int) -> Row:
+    """``count`` overdue tasks shared among ``owners``, then one ``tasks_expire()``."""
+    for account in owners:
+        insert_tasks(stack, account, count // len(owners), "overdue")
+    timed = json.loads(stack.django(TIME_EXPIRY))
+    counts: dict[str, int] = {}
+    for account in owners:
+        for status, n in status_counts(stack, account.id).items():
+            counts[status] = counts.get(status, 0) + n
+    written = stack.sql(
+        "SELECT count(*) FROM notifications_notification WHERE user_id = ANY(%s::uuid[])",
+        ([account.id for account in owners],),
+    )[0][0]
+    statements, sending = timed["statements"], timed["sending"]
+    summary = ", ".join(f"{statements.count(s)} {s}" for s in dict.fromkeys(statements))
+    return Row(
+        name,
+        f"{timed['seconds']:.2f} s",
+        details=f"returned {timed['rows']}; {len(statements)} statement(s): {summary}, "
+        f"{timed['in_statements']:.2f} s; {written:,} notification(s) written, "
+        f"{sending['messages']:,} sent after commit in {sending['seconds']:.2f} s; "
+        f"the rows now: {describe(counts)}",
+    )
 
 
 def part_expiry(stack: Stack, config: Config) -> list[Row]:
     # Beat and the workers stopped: nothing else expires, claims or rescues these rows.
     with stack.paused("beat", "short", "long"):
-        account = register(stack.port, "expiry")
-        insert_tasks(stack, account, config.expiry, "overdue")
-        timed = json.loads(stack.django(TIME_EXPIRY))
-        counts = status_counts(stack, account.id)
-    statements = timed["statements"]
-    summary = ", ".join(f"{statements.count(s)} {s}" for s in dict.fromkeys(statements))
-    return [
-        Row(
-            f"Expiry of {config.expiry:,} overdue active tasks (`tasks_expire()`)",
-            f"{timed['seconds']:.2f} s",
-            details=f"returned {timed['rows']}; {len(statements)} statement(s): {summary}; "
-            f"the rows now: {describe(counts)}",
+        quiet = register(stack.port, "expiry")  # no address: nothing to notify
+        rows = [
+            expiry_row(
+                stack,
+                f"Expiry of {config.expiry:,} overdue active tasks (`tasks_expire()`)",
+                [quiet],
+                config.expiry,
+            )
+        ]
+        # The same, half of the tasks owned by a user with an address, mailed task.failed
+        # (the default): the sweep writes their notifications in its transaction (outbox)
+        # and sends them after commit.
+        mailed, other = register(stack.port, "expiry_mailed"), register(stack.port, "expiry")
+        body = {"email": f"{mailed.username}@example.com"}
+        expect(stack.port, "PATCH", "/api/users/me/", 200, mailed.token, body)
+        rows.append(
+            expiry_row(
+                stack,
+                f"Expiry of {config.expiry:,} overdue active tasks, half of them of an owner "
+                "mailed on task.failed",
+                [mailed, other],
+                config.expiry,
+            )
         )
-    ]
+        # Those deliveries are not part of what is measured next: none left to the workers.
+        stack.sql("DELETE FROM notifications_notification WHERE user_id = %s", (mailed.id,))
+        for key in queue_keys(stack.broker, DELIVERY_QUEUE):
+            stack.broker.delete(key)
+    return rows
 
 
 # --- head-of-line --------------------------------------------------------------------------
@@ -603,7 +660,10 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
   compares the two broker windows.
 - Expiry: {config.expiry:,} overdue active tasks (half pending, half running) inserted with
   beat and the workers stopped, then one call of `tasks_expire()` timed inside a process
-  already connected, with the statements it ran.
+  already connected, with the statements it ran. Then again with half of the tasks owned by
+  a user who has an address and is mailed `task.failed` (the default): the notifications the
+  sweep writes in its transaction, and the delivery messages it sends after commit (timed
+  apart; removed afterwards, not delivered).
 - Head-of-line: two {config.countdown} s countdowns running on the long-queue worker, then a
   `sum` is created: its `created_at` → `completed_at`. And the short-queue worker with both
   slots held (each one's claim waits on a task row the bench keeps locked), {config.low} `low`
