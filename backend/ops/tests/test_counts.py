@@ -96,6 +96,23 @@ def test_the_counts_follow_creates_status_changes_and_deletes(user, staff):
 
 @postgresql_only
 @pytest.mark.django_db
+def test_a_bulk_update_appends_one_row_per_pair_it_changed(user):
+    TaskFactory.create_batch(30, owner=user, status="pending", task_type="sum")
+    TaskFactory.create_batch(5, owner=user, status="running", task_type="reverse")
+    services.task_counts_fold()
+    before = delta_rows()
+
+    Task.objects.filter(status__in=["pending", "running"]).update(status="failed")
+
+    # pending/sum -30, running/reverse -5, failed/sum +30, failed/reverse +5
+    assert delta_rows() == before + 4
+    assert_agree()
+    Task.objects.update(name="renamed")  # no count changes: nothing appended
+    assert delta_rows() == before + 4
+
+
+@postgresql_only
+@pytest.mark.django_db
 def test_purge_tasks_keeps_them_exact_and_folds_after(user):
     old = timezone.now() - timedelta(days=40)
     for status in ("completed", "failed", "cancelled"):
