@@ -16,18 +16,18 @@ web process, so most requests do not); the counts the API reports are checked ag
 process (median of 20), beside the count the API made before the counts were kept (a scan
 of every task, which SQLite still does).
 
-Last, the worker path: pending tasks claimed and finished through the service functions the
+Last, the write path: pending tasks claimed and finished through the service functions the
 worker calls (``task_claim``, ``task_finish``: one transaction each, as in the worker),
-in blocks taken in turn with the count trigger on and off (``ALTER TABLE ... DISABLE
-TRIGGER``), and single-row inserts likewise; wall time and the CPU time of the Python
-process and of its PostgreSQL backend per status change. The count rows are folded before
+progress reports, single-row inserts and expiry sweeps, in blocks taken in turn with the
+count trigger on and off (``ALTER TABLE ... DISABLE TRIGGER``); wall time and the CPU time
+of the Python process and of its PostgreSQL backend per write. The count rows are folded before
 each block, as the periodic job would (Beat is paused), and the fold's time is reported
 apart. The counts are then rebuilt
 (``task_counts_rebuild``: the changes made with the trigger off were not counted) and
 checked again.
 
     .venv/bin/python bench/stats.py [--sizes 100000,1000000] [--requests 60]
-                                    [--write-tasks 10000]
+                                    [--write-tasks 10000] [--sweep-tasks 20000]
 
 Writes ``bench/RESULTS-stats.md``.
 """
@@ -116,12 +116,14 @@ print(json.dumps(out))
 # in turn with the count trigger on and off; then single-row inserts likewise.
 WRITE_PATH = r"""
 import json, os, statistics, sys, time
+from datetime import timedelta
 from django.db import connection
+from django.utils import timezone
 from backend.ops import services as ops_services
 from backend.tasks import services
 from backend.tasks.models import Task
 
-owner, tasks, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+owner, tasks, block, sweep = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 TICK = os.sysconf("SC_CLK_TCK")
 with connection.cursor() as cursor:
     cursor.execute("SELECT pg_backend_pid()")
@@ -139,76 +141,103 @@ def trigger(name, on):
         cursor.execute(f"ALTER TABLE tasks_task {state} TRIGGER {name}")
 
 
-def timed(work):
-    wall, cpu, db = time.perf_counter(), time.process_time(), backend_cpu()
-    work()
-    return (time.perf_counter() - wall, time.process_time() - cpu, backend_cpu() - db)
+def make(count, **fields):
+    return Task.objects.bulk_create(
+        Task(owner_id=owner, assignee_id=owner, task_type="sum",
+             input_data={"numbers": [1, 2, 3]}, **fields)
+        for _ in range(count)
+    )
 
 
-def claim_and_finish(ids):
-    def work():
+# Each part: (set-up, not timed; the timed run over what the set-up returned; changes).
+def status_changes():
+    def run(ids):
         for task_id in ids:
             task = services.task_claim(task_id=task_id)
             assert task is not None and services.task_finish(task=task, result={"sum": 6})
-    return work
+    return lambda: [task.pk for task in make(block)], run, 2 * block
 
 
-def inserts(count):
-    def work():
-        for _ in range(count):
+def progress_reports():
+    def setup():
+        now = timezone.now()
+        return make(block, status="running", attempts=1, started_at=now, heartbeat_at=now)
+
+    def run(running):
+        for task in running:
+            assert services.task_report_progress(task=task, progress=50)
+    return setup, run, block
+
+
+def inserts():
+    def run(_):
+        for _ in range(block):
             Task.objects.create(owner_id=owner, assignee_id=owner, task_type="sum",
                                 input_data={"numbers": [1, 2, 3]})
-    return work
+    return lambda: None, run, block
+
+
+def sweeps():
+    def setup():
+        now = timezone.now()
+        make(sweep, enqueued_at=now, deadline=now - timedelta(minutes=1))
+
+    def run(_):
+        assert services.tasks_expire() == sweep
+    return setup, run, sweep
 
 
 folds = {"rows": 0, "seconds": 0.0}
 
 
-# What the periodic job does (Beat is paused here): between blocks, not timed with them; its
-# own time is added up apart.
+# What the periodic job does (Beat is paused here): before each block, not timed with it;
+# its own time is added up apart.
 def fold():
     began = time.perf_counter()
     folds["rows"] += ops_services.task_counts_fold()
     folds["seconds"] += time.perf_counter() - began
 
 
-def compare(trigger_name, works, changes_per_block):
+def compare(trigger_name, part, rounds):
     result = {"on": [], "off": []}
-    for i, work in enumerate(works):
+    for i in range(rounds):
         for on in ((True, False) if i % 2 == 0 else (False, True)):
+            setup, run, changes = part()
             trigger(trigger_name, on)
+            prepared = setup()
             fold()
-            result["on" if on else "off"].append(timed(work[on]))
+            wall, cpu, db = time.perf_counter(), time.process_time(), backend_cpu()
+            run(prepared)
+            result["on" if on else "off"].append(
+                (time.perf_counter() - wall, time.process_time() - cpu, backend_cpu() - db)
+            )
     trigger(trigger_name, True)
     summary = {}
     for mode, runs in result.items():
         # Wall: the median block (a block slowed by another process on the machine drops
         # out). CPU: all blocks summed (it is counted in clock ticks).
         summary[mode] = {
-            "wall_us": statistics.median(r[0] for r in runs) / changes_per_block * 1e6,
-            "python_cpu_us": sum(r[1] for r in runs) / changes_per_block / len(runs) * 1e6,
-            "db_cpu_us": sum(r[2] for r in runs) / changes_per_block / len(runs) * 1e6,
+            "wall_us": statistics.median(r[0] for r in runs) / changes * 1e6,
+            "python_cpu_us": sum(r[1] for r in runs) / changes / len(runs) * 1e6,
+            "db_cpu_us": sum(r[2] for r in runs) / changes / len(runs) * 1e6,
             "blocks": len(runs),
         }
-    summary["changes"] = changes_per_block * len(works)
+    summary["changes"] = changes * rounds
+    summary["block"] = changes
     return summary
 
 
-fresh = Task.objects.bulk_create(
-    Task(owner_id=owner, assignee_id=owner, task_type="sum", input_data={"numbers": [1, 2, 3]})
-    for _ in range(2 * tasks)
-)
-ids = [task.pk for task in fresh]
-blocks = [ids[i:i + block] for i in range(0, len(ids), block)]
-# Each pair of blocks: one run with the trigger on, one with it off (order alternating).
-pairs = [{True: claim_and_finish(blocks[2 * i]), False: claim_and_finish(blocks[2 * i + 1])}
-         for i in range(len(blocks) // 2)]
-status = compare("ops_task_count_update", pairs, 2 * block)
-creates = compare("ops_task_count_insert", [{True: inserts(block), False: inserts(block)}
-                                            for _ in range(len(pairs))], block)
+rounds = max(1, tasks // block)
+out = {
+    "status": compare("ops_task_count_update", status_changes, rounds),
+    "progress": compare("ops_task_count_update", progress_reports, rounds),
+    "insert": compare("ops_task_count_insert", inserts, rounds),
+    "sweep": compare("ops_task_count_update", sweeps, 3),
+}
 fold()
+out["fold"] = folds
 ops_services.task_counts_rebuild()
-print(json.dumps({"status": status, "insert": creates, "fold": folds}))
+print(json.dumps(out))
 """
 
 
@@ -322,52 +351,62 @@ def report(args, rows, figures, write, loads) -> list[str]:
     return lines
 
 
+WRITE_PARTS = (
+    ("status", "status change", "status change (`task_claim`, then `task_finish`)"),
+    ("progress", "progress report", "progress report (`task_report_progress`)"),
+    ("insert", "insert", "insert (`Task.objects.create`)"),
+    ("sweep", "task expired by a sweep", "sweep (`tasks_expire()`), per task it expired"),
+)
+
+
 def write_section(write: dict, size: int) -> list[str]:
-    status, insert = write["status"], write["insert"]
+    status, sweep = write["status"], write["sweep"]
     lines = [
         "",
         "## What the kept counts cost the write path",
         "",
-        f"{status['changes']:,} status changes with the trigger on and as many with it off, "
-        "through the worker's own service functions "
-        "(`task_claim` then `task_finish`, one transaction each, as the worker runs them), "
-        f"in blocks of {status['changes'] // status['on']['blocks'] // 2:,} tasks taken in "
-        "turn with the count trigger on and off (`ALTER TABLE tasks_task DISABLE TRIGGER "
-        f"ops_task_count_update`), on {size:,} tasks; then "
-        f"{insert['changes']:,} single-row inserts (`Task.objects.create`) in each state, with "
-        "`ops_task_count_insert`. Per status change or insert: wall time (the median block), "
+        f"On the {size:,} tasks, through the service functions the worker and Beat call, with "
+        "their transactions as in production: status changes (a task claimed, then finished: "
+        f"{status['changes']:,} in each state), as many progress reports on running tasks "
+        "(an update that changes no count), single-row inserts, and sweeps that expire "
+        f"{sweep['block']:,} overdue tasks in one statement ({sweep['on']['blocks']} in each "
+        f"state). Blocks of {status['block'] // 2:,} tasks are taken in turn with the count "
+        "trigger on and off (`ALTER TABLE tasks_task DISABLE TRIGGER ops_task_count_update`, "
+        "or `ops_task_count_insert` for the inserts). Per write: wall time (the median block), "
         "CPU time of the Python process and of its PostgreSQL backend (from `/proc`, summed "
         "over the blocks).",
         "",
         "| write | trigger | wall µs | Python CPU µs | PostgreSQL CPU µs |",
         "|---|---|---:|---:|---:|",
     ]
-    for name, result in (("status change", status), ("insert", insert)):
+    for key, name, _ in WRITE_PARTS:
         for mode in ("off", "on"):
-            r = result[mode]
+            r = write[key][mode]
             lines.append(
-                f"| {name} | {mode} | {r['wall_us']:.0f} | {r['python_cpu_us']:.0f} | "
-                f"{r['db_cpu_us']:.0f} |"
+                f"| {name} | {mode} | {r['wall_us']:.1f} | {r['python_cpu_us']:.1f} | "
+                f"{r['db_cpu_us']:.1f} |"
             )
-    for name, result in (("status change", status), ("insert", insert)):
-        on, off = result["on"], result["off"]
+    lines.append("")
+    for key, _, label in WRITE_PARTS:
+        on, off = write[key]["on"], write[key]["off"]
         wall = on["wall_us"] - off["wall_us"]
-        cpu = (on["python_cpu_us"] + on["db_cpu_us"]) - (off["python_cpu_us"] + off["db_cpu_us"])
+        db = on["db_cpu_us"] - off["db_cpu_us"]
         total_off = off["python_cpu_us"] + off["db_cpu_us"]
+        cpu = on["python_cpu_us"] + on["db_cpu_us"] - total_off
         lines.append(
-            f"\nPer {name}, the trigger costs {wall:+.0f} µs of wall time "
-            f"({100 * wall / off['wall_us']:+.1f} %) and {cpu:+.0f} µs of CPU "
-            f"({100 * cpu / total_off:+.1f} % of the Python and PostgreSQL CPU it took "
-            "without)."
+            f"- Per {label}: {wall:+.1f} µs of wall time ({100 * wall / off['wall_us']:+.1f} %); "
+            f"PostgreSQL CPU {db:+.1f} µs; Python and PostgreSQL CPU together {cpu:+.1f} µs "
+            f"({100 * cpu / total_off:+.1f} %)."
         )
     fold = write["fold"]
     if fold["rows"]:
-        lines.append(
-            f"\nThe fold (the periodic job, run here before each block, not timed with it) "
-            f"removed {fold['rows']:,} rows in {fold['seconds'] * 1000:.0f} ms in all: "
-            f"{fold['seconds'] / fold['rows'] * 1e6:.1f} µs per row, and a status change "
-            "appends two."
-        )
+        lines += [
+            "",
+            "The fold (the periodic job; run here before each block, not timed with it) "
+            f"removed {fold['rows']:,} rows in {fold['seconds'] * 1000:.0f} ms in all, "
+            f"{fold['seconds'] / fold['rows'] * 1e6:.1f} µs per row; a status change appends "
+            "two rows, a sweep two per (status, type) pair.",
+        ]
     lines += [
         "",
         "The Python process does the same work in both states: the difference in its CPU "
@@ -389,6 +428,12 @@ def main() -> int:
         default=10000,
         help="tasks claimed and finished per trigger state in the write-path part "
         "(two status changes each; 0 skips the part)",
+    )
+    parser.add_argument(
+        "--sweep-tasks",
+        type=int,
+        default=20000,
+        help="overdue tasks each timed sweep (tasks_expire) expires in the write-path part",
     )
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -423,7 +468,13 @@ def main() -> int:
                     print(f"    {name}: {ms:.1f} ms", flush=True)
             if args.write_tasks:
                 block = max(1, min(250, args.write_tasks // 10))
-                out = stack.django(WRITE_PATH, staff.id, str(args.write_tasks), str(block))
+                out = stack.django(
+                    WRITE_PATH,
+                    staff.id,
+                    str(args.write_tasks),
+                    str(block),
+                    str(args.sweep_tasks),
+                )
                 write = json.loads(out)
                 body = expect(stack.port, "GET", "/api/admin/stats/", 200, staff.token)
                 check_counts(stack, body["by_status"], body["by_type"])
