@@ -29,8 +29,13 @@ export CACHE_URL="${CACHE_URL:-locmemcache://}"
 export THROTTLE_AUTH_RATE="100000/min"
 
 web_pid=""
+fuzz_pid=""
 cleanup() {
     local rc=$?
+    if [ -n "$fuzz_pid" ]; then
+        kill -TERM "$fuzz_pid" 2>/dev/null || true
+        wait "$fuzz_pid" 2>/dev/null || true
+    fi
     if [ -n "$web_pid" ]; then
         kill -TERM "$web_pid" 2>/dev/null || true
         wait "$web_pid" 2>/dev/null || true
@@ -40,6 +45,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # stopped from outside: the server is stopped too
 
 "$python" manage.py migrate --noinput >"$VAR_DIR/migrate.log" 2>&1
 # A staff user, so the staff-only operations are exercised as well.
@@ -66,4 +72,6 @@ echo "fuzz.sh: schemathesis against $base_url ($DATABASE_URL)"
     --request-timeout 20 \
     --workers 1 \
     --no-color \
-    -H "Authorization: Bearer $token"
+    -H "Authorization: Bearer $token" &
+fuzz_pid=$!
+wait "$fuzz_pid"  # in the background and waited for, so a TERM stops it at once
