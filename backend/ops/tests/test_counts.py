@@ -113,6 +113,29 @@ def test_a_bulk_update_appends_one_row_per_pair_it_changed(user):
 
 @postgresql_only
 @pytest.mark.django_db
+def test_the_sweeps_keep_them_exact(user, settings):
+    now = timezone.now()
+    past = now - timedelta(minutes=5)
+    TaskFactory.create_batch(3, owner=user, status="pending", deadline=past, enqueued_at=now)
+    TaskFactory.create_batch(2, owner=user, status="scheduled", run_at=past)
+    stale = now - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 60)
+    TaskFactory.create_batch(
+        2, owner=user, status="running", attempts=1, started_at=stale, heartbeat_at=stale
+    )
+    assert_agree()
+
+    assert task_services.tasks_expire() == 3
+    assert_agree()
+    task_services.tasks_dispatch()
+    assert_agree()
+    task_services.tasks_rescue()
+    assert_agree()
+    assert counted().get(("failed", "sum")) == 3
+    assert counted().get(("scheduled", "sum")) is None
+
+
+@postgresql_only
+@pytest.mark.django_db
 def test_purge_tasks_keeps_them_exact_and_folds_after(user):
     old = timezone.now() - timedelta(days=40)
     for status in ("completed", "failed", "cancelled"):
