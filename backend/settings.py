@@ -393,6 +393,7 @@ CELERY_TASK_ROUTES = {
     # A mail server or a webhook receiver may hang: deliveries never hold up short tasks.
     "backend.notifications.jobs.deliver_notification": {"queue": "long"},
     "backend.notifications.jobs.dispatch_notifications": {"queue": "maintenance"},
+    "backend.ops.jobs.fold_task_counts": {"queue": "maintenance"},
 }
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
@@ -440,6 +441,15 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=NOTIFY_DISPATCH_INTERVAL),
     },
 }
+# On PostgreSQL, triggers keep the task counts by status and type as appended rows
+# (backend/ops); this folds them into one row per pair every so many seconds, so reading
+# them stays cheap. SQLite counts the tasks and needs no fold.
+OPS_COUNT_FOLD_INTERVAL = _positive_int("OPS_COUNT_FOLD_INTERVAL", 10)
+if _db["ENGINE"] == "django.db.backends.postgresql":
+    CELERY_BEAT_SCHEDULE["ops.fold-task-counts"] = {
+        "task": "backend.ops.jobs.fold_task_counts",
+        "schedule": timedelta(seconds=OPS_COUNT_FOLD_INTERVAL),
+    }
 
 # --- operations ---------------------------------------------------------------
 # The stats API, /metrics and the admin dashboard read the broker (queue depth, workers
