@@ -288,7 +288,9 @@ class MakeRun:
         while time.monotonic() < deadline:
             out = self.output
             workers = all(re.search(rf"{name}@\S+ ready\.", out) for name in PROCFILE_WORKERS)
-            if workers and "beat: Starting" in out and "Quit the server" in out:
+            # Beat is up once it has sent its first sweeps (its scheduler set up in the
+            # database), as a person would see it before pressing Ctrl-C.
+            if workers and "Sending due task" in out and "Quit the server" in out:
                 return
             if self.proc.poll() is not None:
                 break
