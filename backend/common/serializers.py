@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from . import outbound
+
 # Sent by the browsable API's HTML forms along with the fields.
 FORM_KEYS = {"csrfmiddlewaretoken", "_content", "_content_type"}
 
@@ -26,3 +28,14 @@ class RejectUnknownFieldsMixin:
                     }
                 )
         return super().to_internal_value(data)
+
+
+def validate_outbound_url(value: str) -> str:
+    """A URL the service will call (a webhook, an integration target): what the SSRF rules
+    refuse without a lookup is a 400 with their reason. Empty passes (no URL)."""
+    if value:
+        try:
+            outbound.validate_url(value)
+        except outbound.OutboundRefused as exc:
+            raise serializers.ValidationError(str(exc)) from None
+    return value

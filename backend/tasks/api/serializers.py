@@ -10,7 +10,7 @@ from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
-from backend.common import outbound
+from backend.common.serializers import validate_outbound_url
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -185,12 +185,7 @@ class TaskCreateSerializer(serializers.Serializer):
         return fields
 
     def validate_callback_url(self, value):
-        if value:
-            try:
-                outbound.validate_url(value)
-            except outbound.OutboundRefused as exc:
-                raise serializers.ValidationError(str(exc)) from None
-        return value
+        return validate_outbound_url(value)
 
     def validate(self, attrs):
         kind = types.get(attrs["task_type"])

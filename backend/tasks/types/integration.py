@@ -13,6 +13,7 @@ import re
 from rest_framework import serializers
 
 from backend.common import outbound
+from backend.common.serializers import validate_outbound_url
 
 from .base import (
     QUEUE_LONG,
@@ -57,12 +58,7 @@ class URLField(StrictStringField):
         super().__init__(max_bytes=2048, allow_blank=False, **kwargs)
 
     def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        try:
-            outbound.validate_url(value)
-        except outbound.OutboundRefused as exc:
-            raise serializers.ValidationError(str(exc)) from None
-        return value
+        return validate_outbound_url(super().to_internal_value(data))
 
     def json_schema(self) -> dict:
         return {"type": "string", "format": "uri", "maxLength": 2048}

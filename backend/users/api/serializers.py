@@ -11,8 +11,7 @@ from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTo
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from backend.common import outbound
-from backend.common.serializers import RejectUnknownFieldsMixin
+from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
 from backend.users.models import NOTIFY_EVENTS, User
 
 STAT_FIELDS = (
@@ -127,12 +126,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         return list(dict.fromkeys(value))
 
     def validate_webhook_url(self, value):
-        if value:
-            try:
-                outbound.validate_url(value)
-            except outbound.OutboundRefused as exc:
-                raise serializers.ValidationError(str(exc)) from None
-        return value
+        return validate_outbound_url(value)
 
     def get_fields(self):
         fields = super().get_fields()
