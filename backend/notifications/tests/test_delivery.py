@@ -27,19 +27,6 @@ def _guard(_loopback_only, settings):  # noqa: F811
     settings.NOTIFY_MAX_DELAY = 3600
 
 
-@pytest.fixture
-def sent(monkeypatch):
-    """Delivery messages handed to the broker, recorded instead of sent."""
-    messages = []
-
-    def send_messages(name, arguments, *, queue):
-        messages.extend(args[0] for args in arguments)
-        return len(arguments)
-
-    monkeypatch.setattr(services.queue, "send_messages", send_messages)
-    return messages
-
-
 def hooked(user, url):
     user.webhook_url = url
     user.notify_email = []

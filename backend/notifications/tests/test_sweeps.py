@@ -31,19 +31,6 @@ ROW_FIELDS = ("task_id", "user_id", "event", "channel", "target")
 
 
 @pytest.fixture
-def sent(monkeypatch):
-    """Delivery messages handed to the broker, recorded instead of sent."""
-    messages = []
-
-    def send_messages(name, arguments, *, queue):
-        messages.extend(args[0] for args in arguments)
-        return len(arguments)
-
-    monkeypatch.setattr(services.queue, "send_messages", send_messages)
-    return messages
-
-
-@pytest.fixture
 def committed(django_capture_on_commit_callbacks):
     """Run a sweep as its own transaction would: what it leaves for after commit runs."""
 
