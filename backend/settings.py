@@ -313,6 +313,9 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT = "backend.common.brokers:Transport"
 elif CELERY_BROKER_URL.split("://", 1)[0] not in {"redis", "rediss", "amqp", "amqps", "pyamqp"}:
     _fail(f"CELERY_BROKER_URL has an unsupported scheme: {CELERY_BROKER_URL.split(':', 1)[0]}")
+if CELERY_BROKER_URL.startswith("redis://"):
+    # One Redis client per channel, not one per command (backend/common/brokers.py).
+    CELERY_BROKER_TRANSPORT = "backend.common.brokers:RedisTransport"
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         # Longer than the longest task, or Redis hands a running task's message out again.

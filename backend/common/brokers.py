@@ -1,9 +1,13 @@
-"""The embedded broker: kombu's filesystem transport, with message priorities.
+"""kombu transports as the service uses them, selected by ``CELERY_BROKER_TRANSPORT``.
 
-kombu hands out the filesystem queue's messages in the order of their file names, which
-begin with the time they were written; here they begin with the message's priority first
-(0-9, higher first, as on RabbitMQ), so an urgent task overtakes the low ones still waiting.
-Selected by ``CELERY_BROKER_TRANSPORT`` when ``CELERY_BROKER_URL`` is ``filesystem://``.
+The embedded broker (``filesystem://``): kombu's filesystem transport, with message
+priorities. kombu hands out the filesystem queue's messages in the order of their file
+names, which begin with the time they were written; here they begin with the message's
+priority first (0-9, higher first, as on RabbitMQ), so an urgent task overtakes the low ones
+still waiting.
+
+Redis (``redis://``): kombu's Redis transport, with one client object per channel instead
+of a new one for every command it sends.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import time
 import uuid
 
-from kombu.transport import filesystem
+from kombu.transport import filesystem, redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
@@ -49,3 +53,23 @@ class Transport(filesystem.Transport):
         if timeout is not None:
             timeout = min(timeout, 0.25)
         return super().drain_events(connection, timeout=timeout)
+
+
+class RedisChannel(redis.Channel):
+    """kombu builds a new ``redis.Redis`` for each publish, acknowledgement and queue
+    length it sends (``conn_or_acquire``); building one fills a table of some 170 reply
+    handlers, which cost more than the command itself. A client only borrows connections
+    from the channel's pool, so one per pool serves them all, from any thread."""
+
+    def _create_client(self, asynchronous=False):
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        pool = self.pool
+        cached = self.__dict__.get("_sync_client")
+        if cached is None or cached[0] is not pool:
+            cached = self.__dict__["_sync_client"] = (pool, super()._create_client())
+        return cached[1]
+
+
+class RedisTransport(redis.Transport):
+    Channel = RedisChannel

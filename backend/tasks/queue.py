@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import logging
 import os
+import weakref
 from collections.abc import Iterable
 from datetime import datetime
 from typing import NamedTuple
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from django.conf import settings
 from django.db import transaction
+from celery.utils.nodenames import anon_nodename
 from kombu.pools import ProducerPool
 
 from backend.celery import app as celery_app
@@ -56,6 +58,7 @@ def job_of(task: Task) -> Job:
 class _Pool:
     key: tuple | None = None
     producers: ProducerPool | None = None
+    origin: str | None = None
 
 
 def _producers() -> ProducerPool:
@@ -101,6 +104,57 @@ def accepting() -> bool:
     return not breaker.is_open
 
 
+def _origin() -> str:
+    """Who sent the message (Celery's ``origin`` header): this process, computed once."""
+    if _Pool.origin is None:
+        _Pool.origin = anon_nodename()
+    return _Pool.origin
+
+
+def _send(producer, name: str, args: list, *, queue: str, priority=None, limit=None) -> None:
+    """One Celery task message, as ``app.send_task`` would build and route it, without its
+    per-call work that changes nothing here: routing the name again, copying the queue and
+    its exchange to declare them (declared once per connection), ``repr`` of the arguments
+    through ``saferepr``, and the publish signals nothing listens to."""
+    headers, properties, body, _ = celery_app.amqp.create_task_message(
+        str(uuid4()),
+        name,
+        args,
+        {},
+        time_limit=None if limit is None else limit + 5,
+        soft_time_limit=limit,
+        ignore_result=True,
+        argsrepr=repr(tuple(args)),
+        kwargsrepr="{}",
+        origin=_origin(),
+    )
+    declared = _declared(producer.channel, queue)
+    producer.publish(
+        body,
+        exchange="",  # the default exchange: routed by queue name, as Celery sends to
+        routing_key=queue,  # a direct exchange's queue
+        serializer="json",
+        headers=headers,
+        delivery_mode=declared.exchange.delivery_mode or 2,
+        priority=priority,
+        declare=[declared],
+        retry=False,
+        **properties,
+    )
+
+
+_bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _declared(channel, queue: str):
+    """The queue bound to this channel, kept with it: kombu declares a bound queue once per
+    connection and then only looks it up (an unbound one is copied on every send)."""
+    queues = _bound.setdefault(channel, {})
+    if queue not in queues:
+        queues[queue] = celery_app.amqp.queues[queue].bind(channel)
+    return queues[queue]
+
+
 def publish(jobs: Iterable[Job]) -> list[UUID]:
     """Send a run message for each job; returns the ids that went, in order.
 
@@ -119,35 +173,36 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
         with _producers().acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT) as producer:
             for job in jobs:
                 kind = types.get(job.task_type)
-                limit = kind.time_limit_for(job.input_data)
-                celery_app.send_task(
+                _send(
+                    producer,
                     RUN_TASK,
-                    args=[str(job.id)],
-                    producer=producer,
+                    [str(job.id)],
                     queue=kind.queue,
                     priority=message_priority(job.priority_rank),
-                    retry=False,
-                    time_limit=limit + 5,
-                    soft_time_limit=limit,
-                    ignore_result=True,
+                    limit=kind.time_limit_for(job.input_data),
                 )
                 sent.append(job.id)
     except Exception as exc:  # the broker is down, refused or hangs: the dispatcher retries
-        breaker.trip()
-        _discard_pool()
-        if "PRECONDITION_FAILED" in str(exc):
-            logger.error(
-                "a RabbitMQ queue was declared before it had priorities (x-max-priority): "
-                "delete it once it is empty (rabbitmqctl delete_queue NAME) and restart the "
-                "workers; see README, RabbitMQ"
-            )
-        logger.warning(
-            "could not send %d task(s) to the broker (%s: %s); the dispatcher will send them",
-            len(jobs) - len(sent),
-            type(exc).__name__,
-            exc,
-        )
+        _failed(exc, len(jobs) - len(sent), RUN_TASK)
     return sent
+
+
+def _failed(exc: Exception, unsent: int, name: str) -> None:
+    breaker.trip()
+    _discard_pool()
+    if "PRECONDITION_FAILED" in str(exc):
+        logger.error(
+            "a RabbitMQ queue was declared before it had priorities (x-max-priority): "
+            "delete it once it is empty (rabbitmqctl delete_queue NAME) and restart the "
+            "workers; see README, RabbitMQ"
+        )
+    logger.warning(
+        "could not send %d %s message(s) to the broker (%s: %s); they are sent again later",
+        unsent,
+        name,
+        type(exc).__name__,
+        exc,
+    )
 
 
 def send_messages(name: str, arguments: list[list], *, queue: str) -> int:
@@ -160,20 +215,10 @@ def send_messages(name: str, arguments: list[list], *, queue: str) -> int:
     try:
         with _producers().acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT) as producer:
             for args in arguments:
-                celery_app.send_task(
-                    name, args=args, producer=producer, queue=queue, retry=False, ignore_result=True
-                )
+                _send(producer, name, args, queue=queue)
                 sent += 1
     except Exception as exc:  # the broker is down, refused or hangs
-        breaker.trip()
-        _discard_pool()
-        logger.warning(
-            "could not send %d %s message(s) to the broker (%s: %s)",
-            len(arguments) - sent,
-            name,
-            type(exc).__name__,
-            exc,
-        )
+        _failed(exc, len(arguments) - sent, name)
     return sent
 
 
