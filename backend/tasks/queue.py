@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID, uuid4
 
+from celery.utils.nodenames import anon_nodename
 from django.conf import settings
 from django.db import transaction
-from celery.utils.nodenames import anon_nodename
 from kombu.pools import ProducerPool
 
 from backend.celery import app as celery_app
