@@ -417,6 +417,10 @@ NOTIFY_DISPATCH_INTERVAL = _positive_int("NOTIFY_DISPATCH_INTERVAL", 10)
 TASK_HEARTBEAT_TIMEOUT = _positive_int("TASK_HEARTBEAT_TIMEOUT", 60)
 # A pending task sent this long ago and still not started is sent again.
 TASK_REDISPATCH_AFTER = _positive_int("TASK_REDISPATCH_AFTER", 300)
+# PostgreSQL: a run's own writes (claim, progress, outcome) commit without waiting for the WAL
+# flush unless this is on; a database crash may then forget the last fraction of a second
+# of them, which the dispatcher and the rescue sweep recover (backend/tasks/services/execution.py).
+RUN_SYNCHRONOUS_COMMIT = _bool("RUN_SYNCHRONOUS_COMMIT", False)
 
 CELERY_BEAT_SCHEDULE = {
     "tasks.expire-overdue": {

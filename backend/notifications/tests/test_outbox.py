@@ -107,6 +107,12 @@ def test_a_run_that_notifies_costs_one_statement_more(user):
     with CaptureQueriesContext(connection) as captured:
         assert jobs.run_task(str(task.pk)) == "completed"
     claim, finish, insert = _statements(captured)
+    if connection.vendor == "postgresql":
+        # A run's own commits are not flushed one by one (services/execution.py); the
+        # notifications share the finish's transaction, and so its commit.
+        relaxed = "SET LOCAL synchronous_commit = off; "
+        assert claim.startswith(relaxed) and finish.startswith(relaxed)
+        claim, finish = claim.removeprefix(relaxed), finish.removeprefix(relaxed)
     assert claim.startswith("UPDATE") and "RETURNING" in claim
     assert finish.startswith("UPDATE") and insert.startswith("INSERT")
     assert rows(task_id=task.pk) == [("task.completed", "email", user.email)]

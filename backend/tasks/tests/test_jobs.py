@@ -146,6 +146,34 @@ def test_a_run_costs_two_statements(user, django_assert_num_queries):
     assert task.result == {"result": 3} and task.attempts == 1
 
 
+@pytest.mark.django_db(transaction=True)  # autocommit, as on a worker
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_a_runs_commits_are_relaxed_on_postgresql_only_for_its_own_statements(
+    user, settings, synchronous
+):
+    """On PostgreSQL the claim and the outcome commit with synchronous_commit off (SET LOCAL,
+    in the same round trip), unless RUN_SYNCHRONOUS_COMMIT; the session keeps its own
+    setting for whatever else the worker writes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.RUN_SYNCHRONOUS_COMMIT = synchronous
+    task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
+    with CaptureQueriesContext(connection) as captured:
+        assert jobs.run_task(str(task.pk)) == "completed"
+    statements = [q["sql"] for q in captured.captured_queries if "tasks_task" in q["sql"]]
+    assert len(statements) == 2
+    relaxed = connection.vendor == "postgresql" and not synchronous
+    prefix = "SET LOCAL synchronous_commit = off; UPDATE"
+    assert [sql.startswith(prefix) for sql in statements] == [relaxed, relaxed]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            assert cursor.fetchone()[0] == "on"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.result == {"result": 3}
+
+
 def test_claim_hands_back_what_the_run_needs(user):
     task = TaskFactory(owner=user, input_data={"numbers": [4]}, attempts=1)
     claimed = services.task_claim(task_id=str(task.pk))

@@ -1,0 +1,58 @@
+"""Every change of a task's state (SPEC §5), by the part of its life it belongs to:
+
+- ``lifecycle``: create, edit, delete and the actions people take (assign, decline, start,
+  complete, cancel, retry);
+- ``limits``: the five-active-task limit and who may hold a task;
+- ``execution``: a worker's run (claim, progress, outcome);
+- ``sweeps``: what Beat runs (expiry, dispatch, rescue).
+
+Callers use ``services.task_create(...)`` and so on, from here.
+"""
+
+from backend.tasks import queue
+
+from .execution import (
+    task_claim,
+    task_fail,
+    task_finish,
+    task_report_progress,
+    task_retry_later,
+)
+from .lifecycle import (
+    UNSET,
+    task_assign,
+    task_cancel,
+    task_complete,
+    task_create,
+    task_decline,
+    task_delete,
+    task_retry,
+    task_start,
+    task_update,
+)
+from .limits import reserve_active_slot
+from .sweeps import DEADLINE_EXCEEDED, tasks_dispatch, tasks_expire, tasks_rescue
+
+__all__ = [
+    "DEADLINE_EXCEEDED",
+    "UNSET",
+    "queue",
+    "reserve_active_slot",
+    "task_assign",
+    "task_cancel",
+    "task_claim",
+    "task_complete",
+    "task_create",
+    "task_decline",
+    "task_delete",
+    "task_fail",
+    "task_finish",
+    "task_report_progress",
+    "task_retry",
+    "task_retry_later",
+    "task_start",
+    "task_update",
+    "tasks_dispatch",
+    "tasks_expire",
+    "tasks_rescue",
+]

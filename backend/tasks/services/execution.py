@@ -1,0 +1,185 @@
+"""A run on a worker, in two statements: the claim (pending → running) and the outcome
+(running → completed, failed, or scheduled again), each a guarded UPDATE written once as
+SQL; progress reports in between double as the heartbeat.
+
+On PostgreSQL these statements commit without waiting for the WAL to reach the disk
+(``SET LOCAL synchronous_commit = off`` in the same round trip, unless
+``RUN_SYNCHRONOUS_COMMIT`` is on). A commit is visible to every other session at once, as
+always; only a crash of the database server itself may forget the last fraction of a second
+of them, and each of those is recovered by what already recovers a lost worker: a claim
+forgotten leaves the task pending and the dispatcher sends it again, an outcome forgotten
+leaves it running and the rescue sweep runs it again. Nothing else a worker writes (tasks a
+schedule fires, files, notifications of the sweeps) is relaxed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from backend.common import sql
+from backend.notifications import services as notifications
+from backend.notifications.models import Event
+from backend.tasks.models import Task, TaskStatus
+
+_TABLE = Task._meta.db_table
+
+
+def _execute(cursor, statement: str, params: list) -> None:
+    """Run one of a run's statements; on PostgreSQL, with the relaxed commit (in one round
+    trip: a multi-statement query is one transaction, to which SET LOCAL applies)."""
+    if connection.vendor == "postgresql" and not settings.RUN_SYNCHRONOUS_COMMIT:
+        cursor.execute(f"SET LOCAL synchronous_commit = off; {statement}", params)
+        cursor.nextset()
+    else:
+        cursor.execute(statement, params)
+
+
+def task_claim(*, task_id) -> Task | None:
+    """pending → running, only if still pending and not overdue; None when another
+    worker, a cancel or the deadline got there first (a duplicate message is harmless).
+
+    One statement: a guarded ``UPDATE … RETURNING`` (PostgreSQL, and SQLite ≥ 3.35) hands
+    back what the run needs, so the row is not read again — including who is to be told of
+    its outcome (the owner's preferences, the task's callback), so a run nobody listens to
+    costs no statement more."""
+    try:
+        task_id = uuid.UUID(str(task_id))
+    except ValueError:
+        return None
+    now = timezone.now()
+    at = connection.ops.adapt_datetimefield_value(now)
+    table = sql.quoted(_TABLE)
+    with connection.cursor() as cursor:
+        _execute(
+            cursor,
+            f"""UPDATE {table}
+                SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
+                    progress = 0, attempts = attempts + 1
+                WHERE id = %s AND status = %s AND (deadline IS NULL OR deadline > %s)
+                RETURNING task_type, input_data, attempts, max_attempts,
+                    {notifications.recipient_columns(table)}""",
+            [
+                TaskStatus.RUNNING,
+                at,
+                at,
+                at,
+                Task._meta.pk.get_db_prep_value(task_id, connection),
+                TaskStatus.PENDING,
+                at,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    task_type, input_data, attempts, max_attempts, owner_id, *preferences = row
+    input_field = Task._meta.get_field("input_data")
+    claimed = Task(
+        pk=task_id,
+        task_type=task_type,
+        input_data=input_field.from_db_value(input_data, None, connection),
+        attempts=attempts,
+        max_attempts=max_attempts,
+        owner_id=uuid.UUID(str(owner_id)),
+        status=TaskStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    claimed.recipient = notifications.Recipient.from_row(owner_id, *preferences)
+    return claimed
+
+
+def _update_run(task: Task, changes: dict[str, Any]) -> bool:
+    """UPDATE the task with ``changes`` only while it is still this run's: running, and
+    with the attempt this run claimed (which fences off a run that was presumed lost and
+    has since been started again). False when it no longer is."""
+    assignments, params = sql.assignments(Task, changes)
+    with connection.cursor() as cursor:
+        _execute(
+            cursor,
+            f"UPDATE {sql.quoted(_TABLE)} SET {assignments} "
+            f"WHERE id = %s AND status = %s AND attempts = %s",
+            [
+                *params,
+                Task._meta.pk.get_db_prep_value(task.pk, connection),
+                TaskStatus.RUNNING,
+                task.attempts,
+            ],
+        )
+        return cursor.rowcount > 0
+
+
+def task_report_progress(*, task: Task, progress: int) -> bool:
+    """Record progress and a heartbeat; False when the task is no longer this run's."""
+    now = timezone.now()
+    return _update_run(task, {"progress": progress, "heartbeat_at": now, "updated_at": now})
+
+
+def _finish_run(task: Task, event: str, changes: dict[str, Any]) -> bool:
+    """The run's last guarded UPDATE; with the event's notifications, when anyone is to be
+    told, inserted in the same transaction (one statement more)."""
+    recipient = getattr(task, "recipient", None)
+    if recipient is None:
+        recipient = notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id)
+    planned = notifications.plan(event=event, task_id=task.pk, recipient=recipient)
+    if not planned:
+        return _update_run(task, changes)
+    with transaction.atomic():
+        if not _update_run(task, changes):
+            return False
+        notifications.notifications_create(planned)
+    return True
+
+
+def task_finish(*, task: Task, result: Any) -> bool:
+    now = timezone.now()
+    return _finish_run(
+        task,
+        Event.COMPLETED,
+        {
+            "status": TaskStatus.COMPLETED,
+            "result": result,
+            "error": None,
+            "progress": 100,
+            "completed_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def task_fail(*, task: Task, error: str) -> bool:
+    now = timezone.now()
+    return _finish_run(
+        task,
+        Event.FAILED,
+        {
+            "status": TaskStatus.FAILED,
+            "error": error[:2000],
+            "completed_at": now,
+            "updated_at": now,
+        },
+    )
+
+
+def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
+    """running → scheduled, ``delay`` seconds from now, after a run that failed for a
+    passing reason (the error stays visible meanwhile). The dispatcher releases it when
+    ``run_at`` comes; the claim counts the attempt. False when no longer this run's."""
+    now = timezone.now()
+    return _update_run(
+        task,
+        {
+            "status": TaskStatus.SCHEDULED,
+            "run_at": now + timedelta(seconds=delay),
+            "error": error[:2000],
+            "progress": 0,
+            "heartbeat_at": None,
+            "enqueued_at": None,
+            "updated_at": now,
+        },
+    )

@@ -1,0 +1,293 @@
+"""A task's life by request: create, edit, delete, and the actions of SPEC §5 (assign,
+decline, start, complete, cancel, retry). Each change is a guarded update: it names the
+state it expects, and when the row is no longer in it, nothing changes and the caller learns
+so (409)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, QuerySet
+from django.utils import timezone
+
+from backend.common import sql
+from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.notifications import services as notifications
+from backend.notifications.models import Event
+from backend.tasks import queue, types
+from backend.tasks.models import ACTIVE_STATUSES, PRIORITY_RANK, Task, TaskPriority, TaskStatus
+from backend.users.models import User
+
+from . import limits
+
+UNSET: Any = object()
+
+
+@transaction.atomic
+def task_create(
+    *,
+    owner: User,
+    task_type: str,
+    input_data: dict | None = None,
+    name: str = "",
+    description: str = "",
+    priority: str = TaskPriority.NORMAL,
+    deadline: datetime | None = None,
+    run_at: datetime | None = None,
+    assignee: User | None = UNSET,
+    callback_url: str = "",
+) -> Task:
+    """Create a task; ``input_data`` must already be validated by the type's serializer
+    (and ``callback_url`` by the outbound rules).
+
+    Three statements in one transaction: the limit's lock and count (one round trip), the
+    INSERT, and the commit; the run message goes after commit."""
+    kind = types.get(task_type)
+    now = timezone.now()
+    if assignee is UNSET:
+        assignee = owner
+    if assignee is None and kind.runs_on_worker:
+        raise DomainError("Only manual tasks may be left unassigned.", code="assignee_required")
+    limits.check_assignee_allowed(kind, owner, owner, assignee)
+    if run_at is not None and not kind.runs_on_worker:
+        raise DomainError("run_at applies to worker tasks only.", code="run_at_not_allowed")
+    if deadline is not None and deadline <= now:
+        raise DomainError("The deadline must be in the future.", code="deadline_in_past")
+    if deadline is not None and run_at is not None and run_at >= deadline:
+        raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
+    limits.check_active_assignee(assignee)
+    limits.reserve_active_slot(assignee)
+
+    scheduled = run_at is not None and run_at > now
+    send_now = kind.runs_on_worker and not scheduled
+    # Marked as sent in the INSERT itself (no second statement); a send that fails after
+    # commit puts NULL back, and while the breaker is open the dispatcher sends it.
+    marked_at = now if send_now and queue.accepting() else None
+    task = Task(
+        id=uuid.uuid4(),
+        owner=owner,
+        assignee=assignee,
+        name=name or task_type,
+        description=description,
+        task_type=task_type,
+        input_data=input_data or {},
+        priority=priority,
+        priority_rank=PRIORITY_RANK[TaskPriority(priority)],
+        deadline=deadline,
+        run_at=run_at,
+        max_attempts=kind.max_attempts,
+        status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
+        enqueued_at=marked_at,
+        created_at=now,
+        updated_at=now,
+    )
+    sql.insert(task)
+    notifications.task_callback_set(task_id=task.pk, url=callback_url)
+    notifications.notify(
+        event=Event.CREATED,
+        task_id=task.pk,
+        recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
+    )
+    if marked_at is not None:
+        queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
+    return task
+
+
+@transaction.atomic
+def task_update(*, task: Task, actor: User, data: dict) -> Task:
+    """Edit ``name``, ``description``, ``priority`` or ``deadline`` (owner or staff)."""
+    _require_owner_or_staff(task, actor)
+    if data.get("deadline") is not None and data["deadline"] <= timezone.now():
+        raise DomainError("The deadline must be in the future.", code="deadline_in_past")
+    changes = {
+        key: data[key] for key in ("name", "description", "priority", "deadline") if key in data
+    }
+    if "priority" in changes:
+        changes["priority_rank"] = PRIORITY_RANK[TaskPriority(changes["priority"])]
+    if changes:
+        changes["updated_at"] = timezone.now()
+        Task.objects.filter(pk=task.pk).update(**changes)
+        task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_delete(*, task: Task, actor: User) -> None:
+    _require_owner_or_staff(task, actor)
+    deleted, _ = Task.objects.filter(pk=task.pk).exclude(status=TaskStatus.RUNNING).delete()
+    if not deleted:
+        raise Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
+
+
+# --- actions ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
+    _require_owner_or_staff(task, actor)
+    kind = types.get(task.task_type)
+    if assignee is None and kind.runs_on_worker:
+        raise DomainError("Only manual tasks may be left unassigned.", code="assignee_required")
+    if task.status not in (TaskStatus.SCHEDULED, TaskStatus.PENDING):
+        raise Conflict(
+            f"Only scheduled or pending tasks can be reassigned; this one is {task.status}.",
+            code="invalid_status",
+        )
+    if assignee is not None and assignee.pk == task.assignee_id:
+        return task
+    limits.check_assignee_allowed(kind, task.owner, actor, assignee)
+    limits.check_active_assignee(assignee)
+    limits.reserve_active_slot(assignee, exclude_task=task)
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.SCHEDULED, TaskStatus.PENDING)),
+        "Only scheduled or pending tasks can be reassigned.",
+        assignee=assignee,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_decline(*, task: Task, actor: User) -> Task:
+    """The assignee of a manual task someone else gave them hands it back: it becomes
+    unassigned (still pending), which frees their slot."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk:
+        raise PermissionDenied("Only the assignee can decline this task.")
+    if task.owner_id == actor.pk:
+        raise Conflict(
+            "This task is your own; cancel or reassign it instead.", code="not_declinable"
+        )
+    _guarded(
+        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING, assignee=actor),
+        f"Only a pending task can be declined; this one is {task.status}.",
+        assignee=None,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_start(*, task: Task, actor: User) -> Task:
+    """The assignee of a manual task starts work on it: pending → running."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk:
+        raise PermissionDenied("Only the assignee can start this task.")
+    now = timezone.now()
+    _guarded(
+        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING),
+        f"Only a pending task can be started; this one is {task.status}.",
+        status=TaskStatus.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+    )
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
+    """The assignee (or staff) completes a pending or running manual task."""
+    _require_manual(task)
+    if task.assignee_id != actor.pk and not actor.is_staff:
+        raise PermissionDenied("Only the assignee or staff can complete this task.")
+    now = timezone.now()
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.PENDING, TaskStatus.RUNNING)),
+        f"Only a pending or running task can be completed; this one is {task.status}.",
+        status=TaskStatus.COMPLETED,
+        result=result,
+        progress=100,
+        started_at=task.started_at or now,
+        completed_at=now,
+    )
+    _notify(task, Event.COMPLETED)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_cancel(*, task: Task, actor: User) -> Task:
+    """Cancel any active task; a worker running it stops at its next progress report."""
+    _require_owner_or_staff(task, actor)
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=ACTIVE_STATUSES),
+        f"Only an active task can be cancelled; this one is {task.status}.",
+        status=TaskStatus.CANCELLED,
+        completed_at=timezone.now(),
+    )
+    _notify(task, Event.CANCELLED)
+    task.refresh_from_db()
+    return task
+
+
+@transaction.atomic
+def task_retry(*, task: Task, actor: User) -> Task:
+    """A failed or cancelled worker task goes back to pending, or to scheduled when its
+    run_at is still ahead (the limit applies)."""
+    _require_owner_or_staff(task, actor)
+    kind = types.get(task.task_type)
+    if not kind.runs_on_worker:
+        raise Conflict("Only worker tasks can be retried.", code="not_retryable")
+    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        raise Conflict(
+            f"Only a failed or cancelled task can be retried; this one is {task.status}.",
+            code="invalid_status",
+        )
+    if task.deadline is not None and task.deadline <= timezone.now():
+        raise Conflict(
+            "The task's deadline has passed; move the deadline before retrying.",
+            code="deadline_passed",
+        )
+    limits.check_active_assignee(task.assignee)
+    limits.reserve_active_slot(task.assignee, exclude_task=task)
+    now = timezone.now()
+    scheduled = task.run_at is not None and task.run_at > now
+    marked_at = now if not scheduled and queue.accepting() else None
+    _guarded(
+        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)),
+        "Only a failed or cancelled task can be retried.",
+        status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
+        result=None,
+        error=None,
+        progress=0,
+        started_at=None,
+        completed_at=None,
+        heartbeat_at=None,
+        enqueued_at=marked_at,
+        max_attempts=F("attempts") + kind.max_attempts,
+    )
+    task.refresh_from_db()
+    if marked_at is not None:
+        queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
+    return task
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:
+    changes.setdefault("updated_at", timezone.now())
+    if not queryset.update(**changes):
+        raise Conflict(conflict, code="invalid_status")
+
+
+def _notify(task: Task, event: str) -> None:
+    notifications.notify(
+        event=event,
+        task_id=task.pk,
+        recipient=notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id),
+    )
+
+
+def _require_owner_or_staff(task: Task, actor: User) -> None:
+    if not (actor.is_staff or task.owner_id == actor.pk):
+        raise PermissionDenied("Only the task's owner or staff can do this.")
+
+
+def _require_manual(task: Task) -> None:
+    if types.get(task.task_type).runs_on_worker:
+        raise Conflict("Only manual tasks are started and completed by hand.", code="not_manual")

@@ -1,0 +1,138 @@
+"""The sweeps Beat runs (and ``manage.py`` commands): expiry, dispatch, rescue. Each is
+set-based: one guarded bulk statement, never a loop over rows in Python."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import EmptyResultSet, FullResultSet
+from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
+from django.db.models.sql import UpdateQuery
+from django.utils import timezone
+
+from backend.notifications import services as notifications
+from backend.notifications.models import Event
+from backend.tasks import queue, types
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
+
+DEADLINE_EXCEEDED = "deadline exceeded"
+
+
+def _update_notifying(queryset: QuerySet[Task], event: str, **changes) -> int:
+    """``queryset.update(**changes)`` as one guarded UPDATE, with the notifications of the
+    rows it changed written by the database in the same transaction, set by set: no row is
+    read into Python or planned one by one (only the new notifications' ids come back, to be
+    sent after commit).
+
+    PostgreSQL: one statement, ``WITH changed AS (UPDATE … RETURNING id, owner_id)
+    INSERT … SELECT … FROM changed``. SQLite cannot nest an UPDATE in a WITH; its writers are
+    serialised (the transaction holds the write lock), so an ``INSERT … SELECT`` over the rows
+    the UPDATE's own WHERE picks, then that UPDATE, see the same rows."""
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(changes)
+    query.order_by = ()
+    query.annotations = {}
+    compiler = query.get_compiler(queryset.db)
+    compiler.pre_sql_setup()
+    try:
+        update_sql, update_params = compiler.as_sql()
+    except EmptyResultSet:  # e.g. an empty selection: nothing to change
+        return 0
+    table = connection.ops.quote_name(Task._meta.db_table)
+    insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
+        tasks="changed", event=event
+    )
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"""WITH changed AS ({update_sql} RETURNING {table}.id, {table}.owner_id),
+                    written AS ({insert_sql} RETURNING id)
+                    SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
+                [*update_params, *insert_params],
+            )
+            count, ids = cursor.fetchone()
+        else:
+            try:
+                where, where_params = compiler.compile(query.where)
+                where = f"WHERE {where}"
+            except FullResultSet:
+                where, where_params = "", []
+            cursor.execute(
+                f"""WITH changed AS MATERIALIZED (
+                        SELECT {table}.id, {table}.owner_id FROM {table} {where})
+                    {insert_sql} RETURNING id""",
+                [*where_params, *insert_params],
+            )
+            ids = [uuid.UUID(pk) for (pk,) in cursor.fetchall()]
+            cursor.execute(update_sql, update_params)
+            count = cursor.rowcount
+        notifications.send_on_commit(ids, marked_at)
+    return count
+
+
+def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
+    """Every active task past its deadline becomes failed: one guarded bulk UPDATE (and one
+    bulk INSERT of the notifications it causes, in the same transaction)."""
+    now = timezone.now()
+    queryset = Task.objects.all() if queryset is None else queryset
+    return _update_notifying(
+        queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=now),
+        Event.FAILED,
+        status=TaskStatus.FAILED,
+        error=DEADLINE_EXCEEDED,
+        completed_at=now,
+        updated_at=now,
+    )
+
+
+def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
+    """Make due scheduled tasks pending, then send pending worker tasks that were never
+    sent (or sent long ago and still not started)."""
+    now = timezone.now()
+    released = Task.objects.filter(status=TaskStatus.SCHEDULED, run_at__lte=now).update(
+        status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
+    )
+    resend_before = now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER)
+    due = [
+        queue.Job(*row)
+        for row in Task.objects.filter(
+            status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
+        )
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
+        .order_by("-priority_rank", "created_at")
+        .values_list(*queue.JOB_FIELDS)[:batch_size]
+    ]
+    sent = queue.publish(due)
+    if sent:  # one UPDATE for the batch; a worker may have claimed some already
+        Task.objects.filter(pk__in=sent).update(enqueued_at=now)
+    return {"released": released, "sent": len(sent), "due": len(due)}
+
+
+def tasks_rescue() -> dict[str, int]:
+    """Running worker tasks whose heartbeat is stale go back to pending, or fail when they
+    are out of attempts. The dispatcher sends the returned ones again."""
+    now = timezone.now()
+    stale = Task.objects.filter(
+        status=TaskStatus.RUNNING,
+        task_type__in=types.worker_type_names(),
+        heartbeat_at__lt=now - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT),
+    )
+    failed = _update_notifying(
+        stale.filter(attempts__gte=F("max_attempts")),
+        Event.FAILED,
+        status=TaskStatus.FAILED,
+        error="the worker running this task was lost, and it is out of attempts",
+        completed_at=now,
+        updated_at=now,
+    )
+    requeued = stale.filter(attempts__lt=F("max_attempts")).update(
+        status=TaskStatus.PENDING,
+        progress=0,
+        heartbeat_at=None,
+        enqueued_at=None,
+        updated_at=now,
+    )
+    return {"requeued": requeued, "failed": failed}
