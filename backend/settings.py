@@ -403,7 +403,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # Celery closes Django's connections around every task; let a worker reuse one for a while.
 # Broken connections are still dropped before each task (backend/celery.py); 0 turns reuse off.
-CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 100, minimum=0) or None
+CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 1000, minimum=0) or None
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- tasks --------------------------------------------------------------------

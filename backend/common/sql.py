@@ -8,6 +8,7 @@ their columns and values from the models' own fields, so what they write is what
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any
 
@@ -42,12 +43,18 @@ def insert(instance: Model) -> None:
 def assignments(model: type[Model], changes: dict[str, Any]) -> tuple[str, list]:
     """``col = %s, …`` and its parameters for an UPDATE of ``changes`` (field name → value),
     each value prepared by its field (JSON, datetimes, None as SQL NULL)."""
-    parts, params = [], []
-    for name, value in changes.items():
-        field = model._meta.get_field(name)
-        parts.append(f"{quoted(field.column)} = %s")
-        params.append(field.get_db_prep_save(value, connection))
-    return ", ".join(parts), params
+    text, fields = _assignments(model, tuple(changes))
+    values = changes.values()
+    return text, [
+        field.get_db_prep_save(value, connection)
+        for field, value in zip(fields, values, strict=True)
+    ]
+
+
+@functools.cache
+def _assignments(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple]:
+    fields = tuple(model._meta.get_field(name) for name in names)
+    return ", ".join(f"{quoted(field.column)} = %s" for field in fields), fields
 
 
 def placeholders(values: Iterable) -> str:

@@ -57,19 +57,35 @@ class Recipient:
         )
 
 
-def recipient_columns(task_table: str) -> str:
-    """SQL naming, beside a task row's ``owner_id``, what ``Recipient.from_row`` needs after
-    it: scalar subqueries, so an ``UPDATE … RETURNING`` of tasks brings them back at once."""
+@dataclass(frozen=True)
+class RecipientJoin:
+    """SQL for an ``UPDATE {task table} [FROM {source}] WHERE … [AND {condition}] RETURNING
+    …, {columns}`` that hands back, beside a task row, what ``Recipient.from_row`` needs (its
+    owner's id first). PostgreSQL joins the owner's row once; SQLite, whose RETURNING may not
+    name the tables of a FROM, reads each column in a subquery (``source`` is None)."""
+
+    source: str | None
+    condition: str
+    columns: str
+
+
+def recipient_join(task_table: str) -> RecipientJoin:
     users = User._meta.db_table
-    callbacks = TaskCallback._meta.db_table
-    owner = f"{task_table}.owner_id"
-    return (
-        f"{owner}, "
-        f"(SELECT u.email FROM {users} u WHERE u.id = {owner}), "
-        f"(SELECT u.notify_email FROM {users} u WHERE u.id = {owner}), "
-        f"(SELECT u.webhook_url FROM {users} u WHERE u.id = {owner}), "
-        f"(SELECT c.url FROM {callbacks} c WHERE c.task_id = {task_table}.id)"
+    callback = (
+        f"(SELECT c.url FROM {TaskCallback._meta.db_table} c WHERE c.task_id = {task_table}.id)"
     )
+    owner = f"{task_table}.owner_id"
+    if connection.vendor == "postgresql":
+        return RecipientJoin(
+            source=f"{users} AS owner",
+            condition=f"owner.id = {owner}",
+            columns=f"{owner}, owner.email, owner.notify_email, owner.webhook_url, {callback}",
+        )
+    each = ", ".join(
+        f"(SELECT u.{column} FROM {users} u WHERE u.id = {owner})"
+        for column in ("email", "notify_email", "webhook_url")
+    )
+    return RecipientJoin(source=None, condition="", columns=f"{owner}, {each}, {callback}")
 
 
 def recipient_for(*, owner: User, callback_url: str = "") -> Recipient:

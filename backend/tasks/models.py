@@ -96,10 +96,14 @@ class Task(models.Model):
             models.Index(
                 fields=["assignee", "-created_at", "id"], name="task_given_created", condition=GIVEN
             ),
+            # Only the active tasks that have a deadline: most have none, and a claim or a
+            # create of one of those then writes nothing here.
             models.Index(
                 fields=["deadline"],
                 name="task_active_deadline",
-                condition=models.Q(status__in=["scheduled", "pending", "running"]),
+                condition=models.Q(
+                    status__in=["scheduled", "pending", "running"], deadline__isnull=False
+                ),
             ),
             models.Index(
                 fields=["run_at"],
@@ -116,11 +120,13 @@ class Task(models.Model):
                 name="task_running_heartbeat",
                 condition=models.Q(status="running"),
             ),
-            # The operational figures (backend/ops/selectors.py): counts by status and type
-            # read from this index alone; throughput and run times read the finished tasks
-            # of the last hour or day from the next one alone (PostgreSQL: the columns they
-            # need are included); the oldest pending task is the first entry of the last.
-            models.Index(fields=["status", "task_type"], name="task_status_type"),
+            # The operational figures (backend/ops/selectors.py): throughput and run times
+            # read the finished tasks of the last hour or day from this index alone
+            # (PostgreSQL: the columns they need are included); the oldest pending task is
+            # the first entry of the next. The counts by status and type come from rows
+            # kept by triggers on PostgreSQL; SQLite counts through an index of its own
+            # (migration 0007), which PostgreSQL would only keep up to date at every
+            # status change.
             models.Index(
                 fields=["completed_at"],
                 name="task_finished_completed",

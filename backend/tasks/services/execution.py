@@ -14,6 +14,7 @@ schedule fires, files, notifications of the sweeps) is relaxed.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from backend.notifications.models import Event
 from backend.tasks.models import Task, TaskStatus
 
 _TABLE = Task._meta.db_table
+_QUOTED = f'"{_TABLE}"'  # as connection.ops.quote_name quotes it on both databases
 
 
 def _execute(cursor, statement: str, params: list) -> None:
@@ -40,30 +42,40 @@ def _execute(cursor, statement: str, params: list) -> None:
         cursor.execute(statement, params)
 
 
+@functools.cache
+def _claim_sql() -> str:
+    table = sql.quoted(_TABLE)
+    owner = notifications.recipient_join(table)
+    source = f"FROM {owner.source}" if owner.source else ""
+    joined = f"AND {owner.condition}" if owner.source else ""
+    return f"""UPDATE {table}
+        SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
+            progress = 0, attempts = {table}.attempts + 1
+        {source}
+        WHERE {table}.id = %s AND {table}.status = %s
+            AND ({table}.deadline IS NULL OR {table}.deadline > %s) {joined}
+        RETURNING {table}.task_type, {table}.input_data, {table}.attempts,
+            {table}.max_attempts, {owner.columns}"""
+
+
 def task_claim(*, task_id) -> Task | None:
     """pending → running, only if still pending and not overdue; None when another
     worker, a cancel or the deadline got there first (a duplicate message is harmless).
 
-    One statement: a guarded ``UPDATE … RETURNING`` (PostgreSQL, and SQLite ≥ 3.35) hands
-    back what the run needs, so the row is not read again — including who is to be told of
-    its outcome (the owner's preferences, the task's callback), so a run nobody listens to
-    costs no statement more."""
+    One statement: a guarded ``UPDATE … FROM`` the owner's row ``… RETURNING`` (PostgreSQL,
+    and SQLite ≥ 3.35) hands back what the run needs, so the row is not read again —
+    including who is to be told of its outcome (the owner's preferences, the task's
+    callback), so a run nobody listens to costs no statement more."""
     try:
         task_id = uuid.UUID(str(task_id))
     except ValueError:
         return None
     now = timezone.now()
     at = connection.ops.adapt_datetimefield_value(now)
-    table = sql.quoted(_TABLE)
     with connection.cursor() as cursor:
         _execute(
             cursor,
-            f"""UPDATE {table}
-                SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
-                    progress = 0, attempts = attempts + 1
-                WHERE id = %s AND status = %s AND (deadline IS NULL OR deadline > %s)
-                RETURNING task_type, input_data, attempts, max_attempts,
-                    {notifications.recipient_columns(table)}""",
+            _claim_sql(),
             [
                 TaskStatus.RUNNING,
                 at,
@@ -102,8 +114,7 @@ def _update_run(task: Task, changes: dict[str, Any]) -> bool:
     with connection.cursor() as cursor:
         _execute(
             cursor,
-            f"UPDATE {sql.quoted(_TABLE)} SET {assignments} "
-            f"WHERE id = %s AND status = %s AND attempts = %s",
+            f"UPDATE {_QUOTED} SET {assignments} WHERE id = %s AND status = %s AND attempts = %s",
             [
                 *params,
                 Task._meta.pk.get_db_prep_value(task.pk, connection),

@@ -104,7 +104,7 @@ def test_worker_settings():
     conf = celery_app.conf
     embedded = conf.broker_url.startswith("filesystem")
     assert conf.task_acks_late and conf.worker_prefetch_multiplier == (4 if embedded else 1)
-    assert conf.get("CELERY_DB_REUSE_MAX") == 100
+    assert conf.get("CELERY_DB_REUSE_MAX") == 1000
     assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}
 
 
