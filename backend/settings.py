@@ -165,6 +165,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
     _db["CONN_HEALTH_CHECKS"] = True
+    if os.environ.get("XSSB"):
+        _db.setdefault("OPTIONS", {})["server_side_binding"] = True
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -222,7 +224,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework_simplejwt.authentication.JWTAuthentication",
+        "backend.users.authentication.JWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -268,7 +270,7 @@ SPECTACULAR_SETTINGS = {
     "PARSER_WHITELIST": ["backend.common.parsers.StrictJSONParser"],
     # Swagger UI's Authorize takes the JWT access token (the only scheme shown) and keeps it
     # across reloads.
-    "AUTHENTICATION_WHITELIST": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "AUTHENTICATION_WHITELIST": ["backend.users.authentication.JWTAuthentication"],
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from backend.users.models import User
 
@@ -33,15 +33,20 @@ class VisibleTasks:
     def __init__(self, filtered: QuerySet[Task], user: User, *, unfiltered: bool = False):
         self.user = user
         self.unfiltered = unfiltered
-        self.ordering = list(filtered.query.order_by) or ["-created_at", "id"]
+        self.ordering = list(filtered.query.order_by) or list(NEWEST_FIRST)
+        # The list as it comes by default (no filter, newest first): its page is one
+        # statement written once, not compiled from querysets on every request.
+        self.plain = unfiltered and self.ordering == list(NEWEST_FIRST)
         base = filtered.order_by(*self.ordering)
         self.owned = base.filter(owner=user)
         self.given = base.filter(GIVEN, assignee=user)
 
     def count(self) -> int:
         if self.unfiltered:
-            counted = VisibleTaskCount.objects.filter(user=self.user).values_list("total")
-            return next(iter(counted), (0,))[0]
+            with connection.cursor() as cursor:
+                cursor.execute(_COUNT_SQL, [self.user.pk])
+                row = cursor.fetchone()
+            return row[0] if row else 0
         return self.filtered_count()
 
     def filtered_count(self) -> int:
@@ -59,13 +64,48 @@ class VisibleTasks:
         start, stop = page.start or 0, page.stop
         if stop <= start:  # an empty page
             return []
+        if self.plain:
+            user = self.user.pk
+            return list(Task.objects.raw(_PAGE_SQL, [user, stop, user, stop, stop - start, start]))
         names = [name.lstrip("-") for name in self.ordering]
         columns = list(dict.fromkeys(["id", *names]))
         halves = [half.values_list(*columns)[:stop] for half in (self.owned, self.given)]
         union = halves[0].union(halves[1], all=True).order_by(*self.ordering)
         ids = [row[0] for row in union[start:stop]]
-        rows = Task.objects.select_related("owner", "assignee").in_bulk(ids)
+        # The users' names alone, not the users: all a task's representation shows of them.
+        rows = Task.objects.annotate(
+            owner_username=F("owner__username"), assignee_username=F("assignee__username")
+        ).in_bulk(ids)
         return [rows[pk] for pk in ids if pk in rows]
+
+
+NEWEST_FIRST = ("-created_at", "id")
+_TASKS = Task._meta.db_table
+_USERS = User._meta.db_table
+# What the unfiltered count reads: the user's row kept by the database (migration 0004).
+_COUNT_SQL = f"SELECT total FROM {VisibleTaskCount._meta.db_table} WHERE user_id = %s"
+# The default page: the two halves, each cut to the page's end along its index
+# (task_owner_created; task_given_created, whose predicate the second half repeats word for
+# word so the planner can use it), merged, cut to the page, then joined to the tasks and to
+# their users' names. The same rows and order as the querysets above (a test compares them).
+_PAGE_SQL = f"""
+    WITH page AS (
+        (SELECT id, created_at FROM {_TASKS} WHERE owner_id = %s
+            ORDER BY created_at DESC, id LIMIT %s)
+        UNION ALL
+        (SELECT id, created_at FROM {_TASKS}
+            WHERE assignee_id = %s AND assignee_id IS NOT NULL
+                AND NOT (assignee_id = owner_id AND assignee_id IS NOT NULL)
+            ORDER BY created_at DESC, id LIMIT %s)
+        ORDER BY created_at DESC, id LIMIT %s OFFSET %s
+    )
+    SELECT task.*, owner.username AS owner_username, assignee.username AS assignee_username
+    FROM page
+    JOIN {_TASKS} AS task ON task.id = page.id
+    JOIN {_USERS} AS owner ON owner.id = task.owner_id
+    LEFT JOIN {_USERS} AS assignee ON assignee.id = task.assignee_id
+    ORDER BY page.created_at DESC, page.id
+"""
 
 
 def task_list_source(
@@ -75,8 +115,7 @@ def task_list_source(
     ``apply_filters``: for a user, the two-index form where the database can run it
     (PostgreSQL); staff, and SQLite (which cannot slice the halves of a UNION), the plain
     query."""
-    newest_first = ("-created_at", "id")
     if user.is_staff or not connection.features.supports_slicing_ordering_in_compound:
-        return apply_filters(tasks_visible_to(user).order_by(*newest_first))
-    filtered = apply_filters(Task.objects.order_by(*newest_first))
+        return apply_filters(tasks_visible_to(user).order_by(*NEWEST_FIRST))
+    filtered = apply_filters(Task.objects.order_by(*NEWEST_FIRST))
     return VisibleTasks(filtered, user, unfiltered=unfiltered)

@@ -67,14 +67,18 @@ class TaskViewSet(
 
     def list(self, request, *args, **kwargs):
         """Your tasks, newest first unless ``ordering`` says otherwise."""
-        narrowing = (*self.filterset_class.base_filters, "search")
-        unfiltered = not any(
-            request.query_params.get(name) for name in narrowing if name != "ordering"
-        )
+        given = {name for name in self.LIST_PARAMETERS if request.query_params.get(name)}
+        # No filter, search or ordering given: the filters would change nothing, and
+        # building their form is a good part of a page's cost.
+        apply_filters = self.filter_queryset if given else _unchanged
         page = self.paginate_queryset(
-            selectors.task_list_source(request.user, self.filter_queryset, unfiltered=unfiltered)
+            selectors.task_list_source(
+                request.user, apply_filters, unfiltered=not (given - {"ordering"})
+            )
         )
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    LIST_PARAMETERS = (*TaskFilter.base_filters, "search")
 
     def _respond(self, task, code=status.HTTP_200_OK):
         return Response(
@@ -163,6 +167,10 @@ class TaskViewSet(
     def retry(self, request, pk=None):
         """Run a failed or cancelled worker task again (owner or staff)."""
         return self._respond(services.task_retry(task=self.get_object(), actor=request.user))
+
+
+def _unchanged(queryset):
+    return queryset
 
 
 class TaskTypeViewSet(viewsets.ViewSet):

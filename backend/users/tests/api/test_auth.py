@@ -478,3 +478,34 @@ def test_a_token_sent_with_another_scheme_is_told_to_use_bearer(api_client, user
     response = api_client.get("/api/tasks/", HTTP_AUTHORIZATION="Token abc")
     assert response.status_code == 401
     assert "Bearer" in response.json()["detail"] and "'Token'" in response.json()["detail"]
+
+
+def test_a_bearer_token_stops_working_when_its_user_is_deactivated_or_gone(api_client):
+    """The user behind an access token is read on every request (one statement): a token
+    issued before a deactivation or a deletion is refused from then on."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    user = UserFactory()
+    token = str(AccessToken.for_user(user))
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert api_client.get("/api/users/me/").status_code == 200
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    response = api_client.get("/api/users/me/")
+    assert response.status_code == 401 and response.json()["code"] == "user_inactive"
+    User.objects.filter(pk=user.pk).delete()
+    response = api_client.get("/api/users/me/")
+    assert response.status_code == 401 and response.json()["code"] == "user_not_found"
+
+
+@pytest.mark.parametrize("user_id", ["not-a-uuid", None])
+def test_a_token_naming_no_user_id_is_401(api_client, user_id):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(UserFactory())
+    if user_id is None:
+        del token["user_id"]
+    else:
+        token["user_id"] = user_id
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    response = api_client.get("/api/users/me/")
+    assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
