@@ -59,3 +59,52 @@ def _assignments(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple
 
 def placeholders(values: Iterable) -> str:
     return ", ".join("%s" for _ in values)
+
+
+class Rows:
+    """Model instances from a statement written once, as ``Model.objects.raw`` would build
+    them, with what ``raw`` works out on every call (which column is which field, and the
+    database's converters for them) worked out once per database vendor.
+
+    The statement selects the model's concrete fields first, in ``columns`` order, then
+    ``extra`` columns, which become attributes of each instance."""
+
+    def __init__(self, model: type[Model], extra: tuple[str, ...] = ()):
+        self.model = model
+        self.fields = model._meta.concrete_fields
+        self.extra = extra
+        self._converters: dict[str, list] = {}
+
+    def columns(self, alias: str) -> str:
+        """The model's columns, for ``SELECT {columns}, … FROM {table} AS {alias}``."""
+        return ", ".join(f"{alias}.{quoted(field.column)}" for field in self.fields)
+
+    def _converters_for(self) -> list:
+        vendor = connection.vendor
+        if vendor not in self._converters:
+            found = []
+            for position, field in enumerate(self.fields):
+                col = field.get_col(self.model._meta.db_table)
+                for convert in connection.ops.get_db_converters(col) + field.get_db_converters(
+                    connection
+                ):
+                    found.append((position, convert, col))
+            self._converters[vendor] = found
+        return self._converters[vendor]
+
+    def fetch(self, statement: str, params: list) -> list[Model]:
+        with connection.cursor() as cursor:
+            cursor.execute(statement, params)
+            rows = cursor.fetchall()
+        converters = self._converters_for()
+        width = len(self.fields)
+        found = []
+        for row in rows:
+            values = list(row[:width])
+            for position, convert, col in converters:
+                values[position] = convert(values[position], col, connection)
+            instance = self.model.from_db(connection.alias, None, values)
+            for name, value in zip(self.extra, row[width:], strict=True):
+                setattr(instance, name, value)
+            found.append(instance)
+        return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 
+from backend.common import sql
 from backend.users.models import User
 
 from .models import GIVEN, Task, VisibleTaskCount
@@ -66,7 +67,7 @@ class VisibleTasks:
             return []
         if self.plain:
             user = self.user.pk
-            return list(Task.objects.raw(_PAGE_SQL, [user, stop, user, stop, stop - start, start]))
+            return _PAGE_ROWS.fetch(_PAGE_SQL, [user, stop, user, stop, stop - start, start])
         names = [name.lstrip("-") for name in self.ordering]
         columns = list(dict.fromkeys(["id", *names]))
         halves = [half.values_list(*columns)[:stop] for half in (self.owned, self.given)]
@@ -81,6 +82,7 @@ class VisibleTasks:
 
 NEWEST_FIRST = ("-created_at", "id")
 _TASKS = Task._meta.db_table
+_PAGE_ROWS = sql.Rows(Task, extra=("owner_username", "assignee_username"))
 _USERS = User._meta.db_table
 # What the unfiltered count reads: the user's row kept by the database (migration 0004).
 _COUNT_SQL = f"SELECT total FROM {VisibleTaskCount._meta.db_table} WHERE user_id = %s"
@@ -99,7 +101,7 @@ _PAGE_SQL = f"""
             ORDER BY created_at DESC, id LIMIT %s)
         ORDER BY created_at DESC, id LIMIT %s OFFSET %s
     )
-    SELECT task.*, owner.username AS owner_username, assignee.username AS assignee_username
+    SELECT {_PAGE_ROWS.columns("task")}, owner.username, assignee.username
     FROM page
     JOIN {_TASKS} AS task ON task.id = page.id
     JOIN {_USERS} AS owner ON owner.id = task.owner_id

@@ -14,9 +14,12 @@ from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidTok
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.utils import get_md5_hash_password
 
+from backend.common import sql
+
 from .models import User
 
-_BY_ID = f"SELECT * FROM {User._meta.db_table} WHERE id = %s"
+_USERS = sql.Rows(User)
+_BY_ID = f"SELECT {_USERS.columns('u')} FROM {User._meta.db_table} AS u WHERE u.id = %s"
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
@@ -26,9 +29,7 @@ class JWTAuthentication(authentication.JWTAuthentication):
             user_id = uuid.UUID(str(validated_token[api_settings.USER_ID_CLAIM]))
         except (KeyError, ValueError) as e:
             raise InvalidToken(_("Token contained no recognizable user identification")) from e
-        found = list(
-            User.objects.raw(_BY_ID, [User._meta.pk.get_db_prep_value(user_id, connection)])
-        )
+        found = _USERS.fetch(_BY_ID, [User._meta.pk.get_db_prep_value(user_id, connection)])
         if not found:
             raise AuthenticationFailed(_("User not found"), code="user_not_found")
         user = found[0]
