@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.db import connection
 from django.db.models import F, Q, QuerySet
 
@@ -38,9 +40,13 @@ class VisibleTasks:
         # The list as it comes by default (no filter, newest first): its page is one
         # statement written once, not compiled from querysets on every request.
         self.plain = unfiltered and self.ordering == list(NEWEST_FIRST)
-        base = filtered.order_by(*self.ordering)
-        self.owned = base.filter(owner=user)
-        self.given = base.filter(GIVEN, assignee=user)
+        self.filtered = filtered
+
+    @functools.cached_property
+    def halves(self) -> tuple[QuerySet[Task], QuerySet[Task]]:
+        """The tasks they own, and the tasks others gave them."""
+        base = self.filtered.order_by(*self.ordering)
+        return base.filter(owner=self.user), base.filter(GIVEN, assignee=self.user)
 
     def count(self) -> int:
         if self.unfiltered:
@@ -53,7 +59,7 @@ class VisibleTasks:
     def filtered_count(self) -> int:
         """Both halves counted in one statement."""
         parts, params = [], []
-        for half in (self.owned, self.given):
+        for half in self.halves:
             sql, half_params = half.order_by().values("pk").query.sql_with_params()
             parts.append(f"(SELECT COUNT(*) FROM ({sql}) AS half)")
             params.extend(half_params)
@@ -70,7 +76,7 @@ class VisibleTasks:
             return _PAGE_ROWS.fetch(_PAGE_SQL, [user, stop, user, stop, stop - start, start])
         names = [name.lstrip("-") for name in self.ordering]
         columns = list(dict.fromkeys(["id", *names]))
-        halves = [half.values_list(*columns)[:stop] for half in (self.owned, self.given)]
+        halves = [half.values_list(*columns)[:stop] for half in self.halves]
         union = halves[0].union(halves[1], all=True).order_by(*self.ordering)
         ids = [row[0] for row in union[start:stop]]
         # The users' names alone, not the users: all a task's representation shows of them.
