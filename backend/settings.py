@@ -165,8 +165,13 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    if os.environ.get("XSSB"):
-        _db.setdefault("OPTIONS", {})["server_side_binding"] = True
+    # Parameters bound by the server (psycopg's extended protocol): a statement a connection
+    # runs again and again (the Bearer user, the create's INSERT, a run's claim and outcome)
+    # is prepared once and planned no more. Off for a pooler that cannot keep prepared
+    # statements (PgBouncer in transaction mode before 1.21).
+    _db.setdefault("OPTIONS", {})["server_side_binding"] = _bool(
+        "DATABASE_SERVER_SIDE_BINDING", True
+    )
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

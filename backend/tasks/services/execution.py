@@ -2,14 +2,15 @@
 (running → completed, failed, or scheduled again), each a guarded UPDATE written once as
 SQL; progress reports in between double as the heartbeat.
 
-On PostgreSQL these statements commit without waiting for the WAL to reach the disk
-(``SET LOCAL synchronous_commit = off`` in the same round trip, unless
-``RUN_SYNCHRONOUS_COMMIT`` is on). A commit is visible to every other session at once, as
-always; only a crash of the database server itself may forget the last fraction of a second
-of them, and each of those is recovered by what already recovers a lost worker: a claim
-forgotten leaves the task pending and the dispatcher sends it again, an outcome forgotten
-leaves it running and the rescue sweep runs it again. Nothing else a worker writes (tasks a
-schedule fires, files, notifications of the sweeps) is relaxed.
+On PostgreSQL these statements commit without waiting for the WAL to reach the disk, unless
+``RUN_SYNCHRONOUS_COMMIT`` is on: each sets ``synchronous_commit`` off for its own
+transaction (``set_config(…, true)`` in a WITH clause it joins, so it stays one statement).
+A commit is visible to every other session at once, as always; only a crash of the database
+server itself may forget the last fraction of a second of them, and each of those is
+recovered by what already recovers a lost worker: a claim forgotten leaves the task pending
+and the dispatcher sends it again, an outcome forgotten leaves it running and the rescue
+sweep runs it again. Nothing else a worker writes (tasks a schedule fires, files, the
+sweeps) is relaxed.
 """
 
 from __future__ import annotations
@@ -28,34 +29,41 @@ from backend.notifications import services as notifications
 from backend.notifications.models import Event
 from backend.tasks.models import Task, TaskStatus
 
-_TABLE = Task._meta.db_table
-_QUOTED = f'"{_TABLE}"'  # as connection.ops.quote_name quotes it on both databases
+TABLE = sql.quoted(Task._meta.db_table)  # quoted alike on PostgreSQL and SQLite
+RELAXED = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
 
 
-def _execute(cursor, statement: str, params: list) -> None:
-    """Run one of a run's statements; on PostgreSQL, with the relaxed commit (in one round
-    trip: a multi-statement query is one transaction, to which SET LOCAL applies)."""
-    if connection.vendor == "postgresql" and not settings.RUN_SYNCHRONOUS_COMMIT:
-        cursor.execute(f"SET LOCAL synchronous_commit = off; {statement}", params)
-        cursor.nextset()
-    else:
-        cursor.execute(statement, params)
+def _relaxed() -> bool:
+    return connection.vendor == "postgresql" and not settings.RUN_SYNCHRONOUS_COMMIT
 
 
 @functools.cache
-def _claim_sql() -> str:
-    table = sql.quoted(_TABLE)
-    owner = notifications.recipient_join(table)
-    source = f"FROM {owner.source}" if owner.source else ""
-    joined = f"AND {owner.condition}" if owner.source else ""
-    return f"""UPDATE {table}
-        SET status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s,
-            progress = 0, attempts = {table}.attempts + 1
-        {source}
-        WHERE {table}.id = %s AND {table}.status = %s
-            AND ({table}.deadline IS NULL OR {table}.deadline > %s) {joined}
-        RETURNING {table}.task_type, {table}.input_data, {table}.attempts,
-            {table}.max_attempts, {owner.columns}"""
+def _run_update(relaxed: bool, assignments: str, sources: str = "", where: str = "") -> str:
+    """``UPDATE`` of the tasks table, joined to the relaxed commit's WITH clause when
+    ``relaxed``; ``sources`` and ``where`` join other tables."""
+    joined = ", ".join(part for part in ("relaxed" if relaxed else "", sources) if part)
+    return (
+        f"{RELAXED if relaxed else ''} UPDATE {TABLE} SET {assignments} "
+        f"{'FROM ' + joined if joined else ''} "
+        f"WHERE {TABLE}.id = %s AND {TABLE}.status = %s {where}"
+    )
+
+
+@functools.cache
+def _claim_sql(relaxed: bool) -> str:
+    owner = notifications.recipient_join(TABLE)
+    statement = _run_update(
+        relaxed,
+        "status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, progress = 0, "
+        f"attempts = {TABLE}.attempts + 1",
+        owner.source or "",
+        f"AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s) "
+        + (f"AND {owner.condition}" if owner.source else ""),
+    )
+    return (
+        f"{statement} RETURNING {TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, "
+        f"{TABLE}.max_attempts, {owner.columns}"
+    )
 
 
 def task_claim(*, task_id) -> Task | None:
@@ -73,9 +81,8 @@ def task_claim(*, task_id) -> Task | None:
     now = timezone.now()
     at = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
-        _execute(
-            cursor,
-            _claim_sql(),
+        cursor.execute(
+            _claim_sql(_relaxed()),
             [
                 TaskStatus.RUNNING,
                 at,
@@ -112,9 +119,8 @@ def _update_run(task: Task, changes: dict[str, Any]) -> bool:
     has since been started again). False when it no longer is."""
     assignments, params = sql.assignments(Task, changes)
     with connection.cursor() as cursor:
-        _execute(
-            cursor,
-            f"UPDATE {_QUOTED} SET {assignments} WHERE id = %s AND status = %s AND attempts = %s",
+        cursor.execute(
+            _run_update(_relaxed(), assignments, where=f"AND {TABLE}.attempts = %s"),
             [
                 *params,
                 Task._meta.pk.get_db_prep_value(task.pk, connection),

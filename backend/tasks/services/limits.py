@@ -36,10 +36,8 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
     with connection.cursor() as cursor:
         if connection.features.has_select_for_update:
             lock = f"SELECT 1 FROM {quoted(User._meta.db_table)} WHERE id = %s FOR UPDATE"
-            cursor.execute(f"{lock}; {count}", [user_id, *params])
-            cursor.nextset()
-        else:
-            cursor.execute(count, params)
+            cursor.execute(lock, [user_id])
+        cursor.execute(count, params)
         active = cursor.fetchone()[0]
     if active >= settings.MAX_ACTIVE_TASKS:
         raise Conflict(

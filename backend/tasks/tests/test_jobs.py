@@ -151,11 +151,14 @@ def test_a_run_costs_two_statements(user, django_assert_num_queries):
 def test_a_runs_commits_are_relaxed_on_postgresql_only_for_its_own_statements(
     user, settings, synchronous
 ):
-    """On PostgreSQL the claim and the outcome commit with synchronous_commit off (SET LOCAL,
-    in the same round trip), unless RUN_SYNCHRONOUS_COMMIT; the session keeps its own
-    setting for whatever else the worker writes."""
+    """On PostgreSQL the claim and the outcome commit with synchronous_commit off, for their
+    own transaction only (set_config in a WITH clause they join), unless
+    RUN_SYNCHRONOUS_COMMIT; the session keeps its own setting for whatever else the worker
+    writes."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
+
+    from backend.tasks.services import execution
 
     settings.RUN_SYNCHRONOUS_COMMIT = synchronous
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
@@ -164,10 +167,15 @@ def test_a_runs_commits_are_relaxed_on_postgresql_only_for_its_own_statements(
     statements = [q["sql"] for q in captured.captured_queries if "tasks_task" in q["sql"]]
     assert len(statements) == 2
     relaxed = connection.vendor == "postgresql" and not synchronous
-    prefix = "SET LOCAL synchronous_commit = off; UPDATE"
-    assert [sql.startswith(prefix) for sql in statements] == [relaxed, relaxed]
+    assert [execution.RELAXED in sql for sql in statements] == [relaxed, relaxed]
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            # What the clause does: the setting is off within the statement's transaction...
+            cursor.execute(
+                f"{execution.RELAXED} SELECT current_setting('synchronous_commit') FROM relaxed"
+            )
+            assert cursor.fetchone()[0] == "off"
+            # ...and the session's own setting is back once it has committed.
             cursor.execute("SHOW synchronous_commit")
             assert cursor.fetchone()[0] == "on"
     task.refresh_from_db()
