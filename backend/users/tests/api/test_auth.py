@@ -509,3 +509,35 @@ def test_a_token_naming_no_user_id_is_401(api_client, user_id):
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     response = api_client.get("/api/users/me/")
     assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+
+
+def test_a_verified_token_is_still_refused_once_it_expires(api_client, monkeypatch):
+    """Tokens already verified are kept, but their expiry is checked on every request."""
+    from datetime import timedelta
+
+    from rest_framework_simplejwt.tokens import AccessToken
+    from rest_framework_simplejwt.utils import aware_utcnow
+
+    from backend.users import authentication
+
+    token = str(AccessToken.for_user(UserFactory()))
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert api_client.get("/api/users/me/").status_code == 200  # verified, and kept
+    assert api_client.get("/api/users/me/").status_code == 200
+    later = aware_utcnow() + timedelta(days=1)
+    monkeypatch.setattr(authentication, "aware_utcnow", lambda: later)
+    monkeypatch.setattr("rest_framework_simplejwt.tokens.aware_utcnow", lambda: later)
+    response = api_client.get("/api/users/me/")
+    assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+
+
+def test_a_tampered_token_is_refused_though_its_original_was_verified(api_client):
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = str(AccessToken.for_user(UserFactory()))
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert api_client.get("/api/users/me/").status_code == 200
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    assert api_client.get("/api/users/me/").status_code == 401
