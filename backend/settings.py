@@ -367,7 +367,9 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message reserved per worker process, so priorities decide what runs next; the embedded
 # broker, which hands messages out once per poll, reserves a few more to keep up.
-CELERY_WORKER_PREFETCH_MULTIPLIER = 4 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+CELERY_WORKER_PREFETCH_MULTIPLIER = _positive_int(
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+)
 CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
