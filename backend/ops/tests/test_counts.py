@@ -96,19 +96,35 @@ def test_the_counts_follow_creates_status_changes_and_deletes(user, staff):
 
 @postgresql_only
 @pytest.mark.django_db
-def test_a_bulk_update_appends_one_row_per_pair_it_changed(user):
+def test_an_update_is_counted_by_row_unless_its_caller_counts_it(user):
+    """A status change appends two rows from the row trigger (-1, +1); a statement run
+    under counted_by_caller is left to its caller (the sweeps, which add one row per pair
+    they moved), and the rows after it are counted by the trigger again."""
+    from django.db import connection, transaction
+
+    from backend.ops import counts
+
     TaskFactory.create_batch(30, owner=user, status="pending", task_type="sum")
     TaskFactory.create_batch(5, owner=user, status="running", task_type="reverse")
     services.task_counts_fold()
     before = delta_rows()
 
     Task.objects.filter(status__in=["pending", "running"]).update(status="failed")
-
-    # pending/sum -30, running/reverse -5, failed/sum +30, failed/reverse +5
-    assert delta_rows() == before + 4
+    assert delta_rows() == before + 2 * 35
     assert_agree()
     Task.objects.update(name="renamed")  # no count changes: nothing appended
-    assert delta_rows() == before + 4
+    assert delta_rows() == before + 2 * 35
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        with counts.counted_by_caller(cursor):
+            cursor.execute("UPDATE tasks_task SET status = 'cancelled' WHERE task_type = 'sum'")
+        assert delta_rows() == before + 2 * 35  # left to the caller
+        cursor.execute("UPDATE tasks_task SET status = 'completed' WHERE task_type = 'reverse'")
+    assert delta_rows() == before + 2 * 35 + 2 * 5  # counted again after the block
+    # The caller's rows, as a sweep writes them: failed/sum -30, cancelled/sum +30.
+    TaskCountDelta.objects.create(status="failed", task_type="sum", delta=-30)
+    TaskCountDelta.objects.create(status="cancelled", task_type="sum", delta=30)
+    assert_agree()
 
 
 @postgresql_only

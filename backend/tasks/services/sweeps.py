@@ -15,22 +15,17 @@ from django.utils import timezone
 
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
+from backend.ops import counts
 from backend.tasks import queue, types
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 
 DEADLINE_EXCEEDED = "deadline exceeded"
 
 
-def _update_notifying(queryset: QuerySet[Task], event: str, **changes) -> int:
-    """``queryset.update(**changes)`` as one guarded UPDATE, with the notifications of the
-    rows it changed written by the database in the same transaction, set by set: no row is
-    read into Python or planned one by one (only the new notifications' ids come back, to be
-    sent after commit).
-
-    PostgreSQL: one statement, ``WITH changed AS (UPDATE … RETURNING id, owner_id)
-    INSERT … SELECT … FROM changed``. SQLite cannot nest an UPDATE in a WITH; its writers are
-    serialised (the transaction holds the write lock), so an ``INSERT … SELECT`` over the rows
-    the UPDATE's own WHERE picks, then that UPDATE, see the same rows."""
+def _compiled_update(queryset: QuerySet[Task], changes: dict):
+    """``queryset.update(**changes)`` as (SQL, parameters, the WHERE alone as SQL and
+    parameters); None when it selects nothing. The WHERE is the UPDATE's own: joins to
+    other tables are already turned into a subquery of ids."""
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(changes)
     query.order_by = ()
@@ -38,28 +33,70 @@ def _update_notifying(queryset: QuerySet[Task], event: str, **changes) -> int:
     compiler = query.get_compiler(queryset.db)
     compiler.pre_sql_setup()
     try:
-        update_sql, update_params = compiler.as_sql()
+        sql, params = compiler.as_sql()
     except EmptyResultSet:  # e.g. an empty selection: nothing to change
-        return 0
+        return None
+    try:
+        where, where_params = compiler.compile(query.where)
+        where = f"WHERE {where}"
+    except FullResultSet:
+        where, where_params = "", []
+    return sql, params, where, where_params
+
+
+def _update_notifying(
+    queryset: QuerySet[Task], event: str, *, from_statuses: tuple[str, ...], **changes
+) -> int:
+    """``queryset.update(**changes)`` for its tasks in ``from_statuses``, as guarded bulk
+    UPDATEs, with the notifications of the rows they changed written by the database in the
+    same transaction, set by set: no row is read into Python or planned one by one (only
+    the new notifications' ids come back, to be sent after commit).
+
+    PostgreSQL: one statement, ``WITH was_pending AS (UPDATE … WHERE status = 'pending'
+    RETURNING …), … INSERT … SELECT …``: one UPDATE per status the tasks are leaving, so
+    each changed row is known with the status it had, and the statement writes the kept
+    counts' rows for them itself (backend/ops/counts.py) as well as the notifications. A row
+    another transaction changes meanwhile is skipped by its UPDATE (its WHERE is checked
+    again), and left to the next sweep.
+
+    SQLite cannot nest an UPDATE in a WITH; its writers are serialised (the transaction holds
+    the write lock), so an ``INSERT … SELECT`` over the rows the UPDATE's own WHERE picks,
+    then that UPDATE, see the same rows."""
     table = connection.ops.quote_name(Task._meta.db_table)
     insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
         tasks="changed", event=event
     )
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
-                f"""WITH changed AS ({update_sql} RETURNING {table}.id, {table}.owner_id),
-                    written AS ({insert_sql} RETURNING id)
-                    SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
-                [*update_params, *insert_params],
-            )
-            count, ids = cursor.fetchone()
+            parts, leaving, params = [], [], []
+            for status in from_statuses:
+                compiled = _compiled_update(queryset.filter(status=status), changes)
+                if compiled is None:
+                    continue
+                name = f"was_{TaskStatus(status).value}"
+                parts.append(
+                    f"{name} AS ({compiled[0]} "
+                    f"RETURNING {table}.id, {table}.owner_id, {table}.task_type)"
+                )
+                leaving.append(f"SELECT id, owner_id, task_type, '{status}' AS was FROM {name}")
+                params.extend(compiled[1])
+            if not parts:
+                return 0
+            with counts.counted_by_caller(cursor):
+                cursor.execute(
+                    f"""WITH {", ".join(parts)},
+                        changed AS ({" UNION ALL ".join(leaving)}),
+                        counted AS ({counts.deltas_sql(changed="changed", to_status=changes["status"])}),
+                        written AS ({insert_sql} RETURNING id)
+                        SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
+                    [*params, *insert_params],
+                )
+                count, ids = cursor.fetchone()
         else:
-            try:
-                where, where_params = compiler.compile(query.where)
-                where = f"WHERE {where}"
-            except FullResultSet:
-                where, where_params = "", []
+            compiled = _compiled_update(queryset.filter(status__in=from_statuses), changes)
+            if compiled is None:
+                return 0
+            update_sql, update_params, where, where_params = compiled
             cursor.execute(
                 f"""WITH changed AS MATERIALIZED (
                         SELECT {table}.id, {table}.owner_id FROM {table} {where})
@@ -79,8 +116,9 @@ def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
     now = timezone.now()
     queryset = Task.objects.all() if queryset is None else queryset
     return _update_notifying(
-        queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=now),
+        queryset.filter(deadline__lt=now),
         Event.FAILED,
+        from_statuses=ACTIVE_STATUSES,
         status=TaskStatus.FAILED,
         error=DEADLINE_EXCEEDED,
         completed_at=now,
@@ -123,6 +161,7 @@ def tasks_rescue() -> dict[str, int]:
     failed = _update_notifying(
         stale.filter(attempts__gte=F("max_attempts")),
         Event.FAILED,
+        from_statuses=(TaskStatus.RUNNING,),
         status=TaskStatus.FAILED,
         error="the worker running this task was lost, and it is out of attempts",
         completed_at=now,

@@ -335,13 +335,18 @@ def test_expire_fails_overdue_active_tasks_in_one_update(user):
     no_deadline = TaskFactory(owner=user)
     with CaptureQueriesContext(connection) as captured:
         assert services.tasks_expire() == 3
-    # One guarded UPDATE and the INSERT … SELECT of the owner's task.failed mails: one
-    # statement on PostgreSQL; on SQLite the INSERT over the rows the UPDATE's WHERE picks.
+    # Guarded UPDATEs and the INSERT … SELECT of the owner's task.failed mails: one
+    # statement on PostgreSQL (one UPDATE per status left, and the kept counts' rows, between
+    # the two statements that set and reset ops.counted_by_caller); on SQLite the INSERT over
+    # the rows the UPDATE's WHERE picks.
     statements = _statements(captured)
     if connection.vendor == "postgresql":
-        (statement,) = statements
-        assert statement.startswith('WITH changed AS (UPDATE "tasks_task"')
-        assert "RETURNING" in statement
+        counting, statement, done = statements
+        assert all("ops.counted_by_caller" in sql for sql in (counting, done))
+        for status in ("scheduled", "pending", "running"):
+            assert f'was_{status} AS (UPDATE "tasks_task"' in statement
+        assert "RETURNING" in statement and 'INSERT INTO "ops_taskcountdelta"' in statement
+        statements = [statement]
     else:
         insert, update = statements
         assert insert.startswith("WITH changed AS MATERIALIZED (")
@@ -369,8 +374,9 @@ def test_expire_nobody_listens_to_is_one_statement_on_postgresql(user, django_as
     user.notify_email = []
     user.save()
     TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
-    # The sweep between the test's savepoint pair: one statement (PostgreSQL), two (SQLite).
-    with django_assert_num_queries(3 if connection.vendor == "postgresql" else 4):
+    # The sweep between the test's savepoint pair: one statement (PostgreSQL, between the two
+    # that set and reset what has it count its own rows), two (SQLite).
+    with django_assert_num_queries(5 if connection.vendor == "postgresql" else 4):
         assert services.tasks_expire() == 1
 
 
