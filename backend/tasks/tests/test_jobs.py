@@ -233,3 +233,20 @@ def test_a_broker_connection_logs_no_warning(caplog):
         connection.info()
         connection.as_uri()
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
+def test_many_messages_go_in_batches_and_all_arrive(user, monkeypatch):
+    """Sends of many messages (the dispatcher, a sweep's notifications) go a batch at a time
+    (one pipeline each on Redis); every message arrives, in order within its priority."""
+    from .processes import purge_filesystem_broker
+
+    purge_filesystem_broker()
+    monkeypatch.setattr(queue, "BATCH", 3)
+    tasks = [TaskFactory(owner=user) for _ in range(7)]
+    assert queue.publish([queue.job_of(t) for t in tasks]) == [t.pk for t in tasks]
+    received = []
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        while (message := channel.basic_get("tasks", no_ack=True)) is not None:
+            received.append(message.headers["argsrepr"].strip("[]()',"))
+    assert received == [str(t.pk) for t in tasks]
