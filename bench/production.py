@@ -46,6 +46,7 @@ from stack import (
     api,
     cpu_model,
     expect,
+    free_port,
     register,
     run_wrk,
     running_stack,
@@ -55,12 +56,15 @@ from stack import (
 )
 
 RESULTS = HERE / "RESULTS-production.md"
-PARTS = ("create", "list", "drain", "expiry", "hol")
+PARTS = ("create", "list", "reference", "drain", "expiry", "hol")
 SUM = {"task_type": "sum", "input_data": {"numbers": [1, 2, 3, 4, 5]}}
 LIST_PATH = "/api/tasks/?page_size=10"
 ACTIVE = ("scheduled", "pending", "running")
 BARE_DB = 2  # the bare app's Redis database: same server, its own keys
+REFERENCE_REDIS_DB = 3  # the reference service's
 SERVICE = ("web", "short", "long", "beat")
+# Rates of this run's create and list, for the reference part's ratios.
+RATES: dict[str, float] = {}
 
 
 @dataclass
@@ -202,6 +206,7 @@ def part_create(stack: Stack, config: Config) -> list[Row]:
         f"{describe(counts)} rows (warm-up included); the workers finished them "
         f"{time.perf_counter() - ended:.1f} s after the load ended; {cpu}"
     )
+    RATES["create"] = result.rate
     return [wrk_row("POST /api/tasks/ (sum of 5 numbers), workers running", result, details)]
 
 
@@ -215,8 +220,108 @@ def part_list(stack: Stack, config: Config) -> list[Row]:
     for account, count in ((small, config.list_small), (big, config.list_big)):
         shown = expect(stack.port, "GET", LIST_PATH, 200, account.token)["count"]
         result, cpu = wrk(stack, config, LIST_PATH, account.token)
+        RATES[f"list {count}"] = result.rate
         name = f"GET {LIST_PATH}, a user with {count:,} tasks"
         rows.append(wrk_row(name, result, f"count {shown:,}; {cpu}"))
+    return rows
+
+
+# --- the reference service ----------------------------------------------------------------
+# A plain DRF + Celery service (bench/reference/) on the same PostgreSQL server (a database of
+# its own) and Redis (its own database number), with the same gunicorn and worker flags:
+# what the usual way of writing such a service costs on this machine, in this run.
+REFERENCE_SETUP = r"""
+import json
+import sys
+
+import django
+
+django.setup()
+from django.contrib.auth.models import User
+from django.db import connection
+from rest_framework_simplejwt.tokens import AccessToken
+
+tokens = {}
+for name, count in (("create", 0), *((f"list{n}", int(n)) for n in sys.argv[1:]), ("other", int(sys.argv[-1]))):
+    user = User.objects.create_user(name)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO reference_task (owner_id, name, description, task_type, input_data, "
+            "priority, status, result, error, created_at, updated_at, started_at, completed_at) "
+            "SELECT %s, 'sum', '', 'sum', jsonb_build_object('numbers', jsonb_build_array(g, g + 1)), "
+            "'normal', "
+            "'completed', jsonb_build_object('result', 3 * g + 3), '', "
+            "now() - g * interval '30 seconds', now(), now(), now() "
+            "FROM generate_series(1, %s) AS g",
+            [user.pk, count],
+        )
+    tokens[name] = str(AccessToken.for_user(user))
+print(json.dumps(tokens))
+"""
+
+
+def part_reference(stack: Stack, config: Config) -> list[Row]:
+    port = free_port()
+    env = {
+        **stack.env,
+        "REFERENCE_DATABASE_URL": stack.env["DATABASE_URL"].rsplit("/", 1)[0] + "/reference",
+        "REFERENCE_BROKER_URL": stack.servers.redis_url(REFERENCE_REDIS_DB),
+        "DJANGO_SETTINGS_MODULE": "reference.settings",
+        "PYTHONPATH": str(HERE),
+    }
+    stack.sql("DROP DATABASE IF EXISTS reference")
+    stack.sql("CREATE DATABASE reference")
+    python = [str(BIN / "python")]
+    migrate = [*python, "-m", "django", "migrate", "--noinput"]
+    subprocess.run(migrate, cwd=HERE, env=env, check=True, capture_output=True, timeout=300)
+    sizes = [str(config.list_small), str(config.list_big)]
+    setup = [*python, "-c", REFERENCE_SETUP, *sizes]
+    done = subprocess.run(setup, cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
+    if done.returncode:
+        raise BenchError(f"reference set-up failed:\n{done.stderr[-2000:]}")
+    tokens = json.loads(done.stdout.strip().splitlines()[-1])
+    stack.sql("VACUUM ANALYZE")
+    web = [str(BIN / "gunicorn"), "reference.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    names = ("ref-web", "ref-worker")
+    rows = []
+    with stack.paused(*SERVICE):
+        stack.procs.start("ref-web", [*web, "--workers", str(WEB_WORKERS)], env)
+        stack.procs.start("ref-worker", worker("celery", "reference", app="reference"), env)
+        try:
+
+            def answers() -> bool:
+                stack.procs.check()
+                try:
+                    return api(port, "GET", "/api/tasks/", tokens["create"])[0] == 200
+                except OSError:
+                    return False
+
+            wait_for(answers, 60, "the reference service", 0.25)
+            base = f"http://127.0.0.1:{port}"
+            measured = [
+                ("create", "/api/tasks/", tokens["create"], SUM),
+                (f"list {config.list_small}", LIST_PATH, tokens[f"list{config.list_small}"], None),
+                (f"list {config.list_big}", LIST_PATH, tokens[f"list{config.list_big}"], None),
+            ]
+            for key, path, token, body in measured:
+                run_wrk(stack.folder, base + path, token, config.warm, body)
+                before = stack.cpu(*names)
+                result = run_wrk(stack.folder, base + path, token, config.seconds, body)
+                cpu = cpu_per(before, stack.cpu(*names), max(result.requests, 1), "request")
+                what = "POST /api/tasks/ (workers running)" if body else f"GET {LIST_PATH}"
+                if not body:
+                    what += f", a user with {int(key.split()[1]):,} tasks"
+                rows.append(wrk_row(f"Reference service: {what}", result, cpu))
+                if key in RATES:
+                    rows.append(
+                        Row(
+                            f"Ratio, ours / reference: {key}",
+                            f"{RATES[key] / result.rate:.2f}x",
+                            details="req/s of the same run",
+                        )
+                    )
+        finally:
+            stack.procs.stop(*names)
     return rows
 
 
@@ -564,6 +669,7 @@ def part_hol(stack: Stack, config: Config) -> list[Row]:
 MEASURE: dict[str, Callable[[Stack, Config], list[Row]]] = {
     "create": part_create,
     "list": part_list,
+    "reference": part_reference,
     "drain": part_drain,
     "expiry": part_expiry,
     "hol": part_hol,
@@ -650,6 +756,12 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
 - List: wrk `GET {LIST_PATH}` for a user with {config.list_small:,} tasks and one with
   {config.list_big:,}, while a third user holds {config.list_big:,} (completed `sum` rows
   inserted in batches, then `VACUUM ANALYZE` as autovacuum would).
+- Reference: a plain DRF + Celery task service (`bench/reference/`: a `ModelViewSet` with a
+  `ModelSerializer`, simplejwt, DRF pagination and django-filter, the active-task count
+  checked before the INSERT, `delay()` on commit, a worker that reads the task and saves it
+  twice) on the same PostgreSQL server and Redis, with the same gunicorn and worker flags,
+  the product's processes stopped meanwhile: the same create and list runs, and the ratios
+  of the product's req/s to its own in this run.
 - Drain: {config.drain:,} `sum` tasks created through the API while the workers are stopped,
   then one worker (`-Q tasks`, prefork, `--concurrency={WORKER_CONCURRENCY}`) drains them:
   tasks/s from the first `started_at` to the last `completed_at`, and from the first message
