@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,8 +63,9 @@ ACTIVE = ("scheduled", "pending", "running")
 BARE_DB = 2  # the bare app's Redis database: same server, its own keys
 REFERENCE_REDIS_DB = 3  # the reference service's
 SERVICE = ("web", "short", "long", "beat")
-# Rates of this run's create and list, for the reference part's ratios.
-RATES: dict[str, float] = {}
+REFERENCE = ("ref-web", "ref-worker")
+# The list part's users, for the reference part's runs of the same lists.
+LIST_TOKENS: dict[str, str] = {}
 
 
 @dataclass
@@ -81,6 +82,7 @@ class Config:
     countdown: int
     low: int
     deadline: float  # longest wait for the workers
+    rounds: int  # turns of the product and the reference service
 
 
 @dataclass
@@ -206,7 +208,6 @@ def part_create(stack: Stack, config: Config) -> list[Row]:
         f"{describe(counts)} rows (warm-up included); the workers finished them "
         f"{time.perf_counter() - ended:.1f} s after the load ended; {cpu}"
     )
-    RATES["create"] = result.rate
     return [wrk_row("POST /api/tasks/ (sum of 5 numbers), workers running", result, details)]
 
 
@@ -220,7 +221,7 @@ def part_list(stack: Stack, config: Config) -> list[Row]:
     for account, count in ((small, config.list_small), (big, config.list_big)):
         shown = expect(stack.port, "GET", LIST_PATH, 200, account.token)["count"]
         result, cpu = wrk(stack, config, LIST_PATH, account.token)
-        RATES[f"list {count}"] = result.rate
+        LIST_TOKENS[f"list {count}"] = account.token
         name = f"GET {LIST_PATH}, a user with {count:,} tasks"
         rows.append(wrk_row(name, result, f"count {shown:,}; {cpu}"))
     return rows
@@ -267,8 +268,9 @@ def reference_active(stack: Stack) -> int:
         return conn.execute(query).fetchone()[0]
 
 
-def part_reference(stack: Stack, config: Config) -> list[Row]:
-    port = free_port()
+def reference_setup(stack: Stack, config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """The reference service's database (its users, and the list users' completed tasks) and
+    environment; returns the environment and a token per user."""
     env = {
         **stack.env,
         "REFERENCE_DATABASE_URL": stack.env["DATABASE_URL"].rsplit("/", 1)[0] + "/reference",
@@ -286,11 +288,16 @@ def part_reference(stack: Stack, config: Config) -> list[Row]:
     done = subprocess.run(setup, cwd=HERE, env=env, capture_output=True, text=True, timeout=900)
     if done.returncode:
         raise BenchError(f"reference set-up failed:\n{done.stderr[-2000:]}")
-    tokens = json.loads(done.stdout.strip().splitlines()[-1])
     stack.sql("VACUUM ANALYZE")
+    return env, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def reference_running(stack: Stack, env: dict[str, str], token: str) -> Iterator[str]:
+    """The reference service's web and worker, with the product's processes stopped; yields
+    its base URL."""
+    port = free_port()
     web = [str(BIN / "gunicorn"), "reference.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-    names = ("ref-web", "ref-worker")
-    rows = []
     with stack.paused(*SERVICE):
         stack.procs.start("ref-web", [*web, "--workers", str(WEB_WORKERS)], env)
         stack.procs.start("ref-worker", worker("celery", "reference", app="reference"), env)
@@ -299,40 +306,64 @@ def part_reference(stack: Stack, config: Config) -> list[Row]:
             def answers() -> bool:
                 stack.procs.check()
                 try:
-                    return api(port, "GET", "/api/tasks/", tokens["create"])[0] == 200
+                    return api(port, "GET", "/api/tasks/", token)[0] == 200
                 except OSError:
                     return False
 
             wait_for(answers, 60, "the reference service", 0.25)
-            base = f"http://127.0.0.1:{port}"
-            measured = [
-                ("create", "/api/tasks/", tokens["create"], SUM),
-                (f"list {config.list_small}", LIST_PATH, tokens[f"list{config.list_small}"], None),
-                (f"list {config.list_big}", LIST_PATH, tokens[f"list{config.list_big}"], None),
-            ]
-            for key, path, token, body in measured:
-                run_wrk(stack.folder, base + path, token, config.warm, body)
-                before = stack.cpu(*names)
-                result = run_wrk(stack.folder, base + path, token, config.seconds, body)
-                cpu = cpu_per(before, stack.cpu(*names), max(result.requests, 1), "request")
-                what = "POST /api/tasks/ (workers running)" if body else f"GET {LIST_PATH}"
-                if not body:
-                    what += f", a user with {int(key.split()[1]):,} tasks"
-                if body:  # its worker finishes the tasks before the lists are measured
-                    wait_for(
-                        lambda: not reference_active(stack), config.deadline, "reference tasks"
-                    )
-                rows.append(wrk_row(f"Reference service: {what}", result, cpu))
-                if key in RATES:
-                    rows.append(
-                        Row(
-                            f"Ratio, ours / reference: {key}",
-                            f"{RATES[key] / result.rate:.2f}x",
-                            details="req/s of the same run",
-                        )
-                    )
+            yield f"http://127.0.0.1:{port}"
         finally:
-            stack.procs.stop(*names)
+            stack.procs.stop(*REFERENCE)
+
+
+def part_reference(stack: Stack, config: Config) -> list[Row]:
+    """The same runs on the product and on the reference service, in turn, ``rounds`` times
+    (the machine's speed moves between minutes; interleaving shares that out): medians, and
+    the ratio of the medians."""
+    env, tokens = reference_setup(stack, config)
+    ours_create = register(stack.port, "ref-create")
+    runs = [("create", "/api/tasks/", SUM, ours_create.token, tokens["create"])]
+    for count in (config.list_small, config.list_big):
+        if f"list {count}" in LIST_TOKENS:  # the list part ran: its users are there
+            token = LIST_TOKENS[f"list {count}"]
+            runs.append((f"list {count}", LIST_PATH, None, token, tokens[f"list{count}"]))
+    results: dict[str, dict[str, list]] = {key: {"ours": [], "ref": []} for key, *_ in runs}
+    for _ in range(config.rounds):
+        for key, path, body, token, _ in runs:
+            results[key]["ours"].append(wrk(stack, config, path, token, body))
+        wait_settled(stack, ours_create.id, 1, config.deadline)
+        with reference_running(stack, env, tokens["create"]) as base:
+            for key, path, body, _, token in runs:
+                run_wrk(stack.folder, base + path, token, config.warm, body)
+                before = stack.cpu(*REFERENCE)
+                result = run_wrk(stack.folder, base + path, token, config.seconds, body)
+                cpu = cpu_per(before, stack.cpu(*REFERENCE), max(result.requests, 1), "request")
+                results[key]["ref"].append((result, cpu))
+                if body:  # its worker finishes the tasks before the lists are measured
+                    wait_for(lambda: not reference_active(stack), config.deadline, "its tasks")
+    rows = []
+    for key, path, body, *_ in runs:
+        what = f"POST {path} (workers running)" if body else f"GET {path}"
+        if not body:
+            what += f", a user with {int(key.split()[1]):,} tasks"
+        medians = {}
+        for side, label in (("ours", "This service"), ("ref", "Reference service")):
+            done = sorted(results[key][side], key=lambda run: run[0].rate)
+            result, cpu = done[len(done) // 2]
+            medians[side] = result.rate
+            rates = ", ".join(f"{run[0].rate:,.0f}" for run in results[key][side])
+            rows.append(wrk_row(f"{label}: {what}", result, f"median of {rates} req/s; {cpu}"))
+        each = ", ".join(
+            f"{a[0].rate / b[0].rate:.2f}"
+            for a, b in zip(results[key]["ours"], results[key]["ref"], strict=True)
+        )
+        rows.append(
+            Row(
+                f"Ratio, this service / reference: {key}",
+                f"{medians['ours'] / medians['ref']:.2f}x",
+                details=f"of the medians; round by round: {each}",
+            )
+        )
     return rows
 
 
@@ -771,8 +802,9 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
   `ModelSerializer`, simplejwt, DRF pagination and django-filter, the active-task count
   checked before the INSERT, `delay()` on commit, a worker that reads the task and saves it
   twice) on the same PostgreSQL server and Redis, with the same gunicorn and worker flags,
-  the product's processes stopped meanwhile: the same create and list runs, and the ratios
-  of the product's req/s to its own in this run.
+  the product's processes stopped meanwhile. The same create and list runs on this service
+  and on the reference in turn, {config.rounds} time(s) each (the machine's speed moves
+  from minute to minute; taking turns shares that out): the medians and their ratio.
 - Drain: {config.drain:,} `sum` tasks created through the API while the workers are stopped,
   then one worker (`-Q tasks`, prefork, `--concurrency={WORKER_CONCURRENCY}`) drains them:
   tasks/s from the first `started_at` to the last `completed_at`, and from the first message
@@ -826,6 +858,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         countdown=60 if not quick else 10,
         low=50,
         deadline=args.deadline,
+        rounds=1 if quick else 3,
     )
 
 
