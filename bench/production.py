@@ -314,6 +314,7 @@ def reference_running(stack: Stack, env: dict[str, str], token: str) -> Iterator
             yield f"http://127.0.0.1:{port}"
         finally:
             stack.procs.stop(*REFERENCE)
+    wait_for(stack.healthy, 60, "GET /health/ 200 again", 0.25)
 
 
 def part_reference(stack: Stack, config: Config) -> list[Row]:
