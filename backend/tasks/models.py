@@ -14,6 +14,10 @@ class TaskStatus(models.TextChoices):
 
 
 ACTIVE_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING)
+# The same as SQL, written into statements rather than bound: a partial index over the
+# active tasks serves a query only when its planner sees the values (a prepared statement's
+# generic plan on PostgreSQL, any statement on SQLite).
+ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in ACTIVE_STATUSES))
 TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
@@ -84,12 +88,18 @@ class Task(models.Model):
     class Meta:
         ordering = ["-created_at"]
         # Each index serves a query (checked with EXPLAIN): the lists (by owner, by assignee,
-        # everything for staff, newest first with id breaking ties), the limit and the statistics (assignee and
-        # status), and the sweeps through partial indexes over the few rows they look at, so
-        # a status change rewrites few index entries.
+        # everything for staff, newest first with id breaking ties), the limit (the active
+        # tasks of an assignee), and the sweeps through partial indexes over the few rows
+        # they look at, so a status change rewrites few index entries.
         indexes = [
             models.Index(fields=["owner", "-created_at", "id"], name="task_owner_created"),
-            models.Index(fields=["assignee", "status"], name="task_assignee_status"),
+            # The active tasks an assignee holds (the limit, their statistics): a finished
+            # task leaves it, so a run's outcome or an expiry writes no entry here.
+            models.Index(
+                fields=["assignee"],
+                name="task_assignee_active",
+                condition=models.Q(status__in=["scheduled", "pending", "running"]),
+            ),
             models.Index(fields=["-created_at", "id"], name="task_created"),
             # Tasks given to someone other than their owner (manual ones): the second half
             # of a user's list, beside the owner's own.

@@ -8,7 +8,7 @@ from django.db import connection
 from backend.common.errors import Conflict, DomainError
 from backend.common.sql import quoted
 from backend.tasks import types
-from backend.tasks.models import ACTIVE_STATUSES, Task
+from backend.tasks.models import ACTIVE_SQL, Task
 from backend.users.models import User
 
 
@@ -27,9 +27,9 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
     user_id = prep(assignee.pk, connection)
     count = (
         f"SELECT COUNT(*) FROM {quoted(Task._meta.db_table)} "
-        f"WHERE assignee_id = %s AND status IN (%s, %s, %s)"
+        f"WHERE assignee_id = %s AND {ACTIVE_SQL}"
     )
-    params = [user_id, *ACTIVE_STATUSES]
+    params = [user_id]
     if exclude_task is not None:
         count += " AND id <> %s"
         params.append(prep(exclude_task.pk, connection))
