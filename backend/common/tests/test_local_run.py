@@ -267,6 +267,10 @@ class MakeRun:
         import termios
 
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+        # A shell starts a command with SIGINT and SIGQUIT at their defaults, even when the
+        # tests themselves run as a background job of a script (which ignores both).
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
     def _read(self) -> None:
         while True:
