@@ -61,7 +61,8 @@ SUM = {"task_type": "sum", "input_data": {"numbers": [1, 2, 3, 4, 5]}}
 LIST_PATH = "/api/tasks/?page_size=10"
 ACTIVE = ("scheduled", "pending", "running")
 BARE_DB = 2  # the bare app's Redis database: same server, its own keys
-REFERENCE_REDIS_DB = 3  # the reference service's
+REFERENCE_DATABASE = "reference"  # the reference service's, on the same PostgreSQL server
+REFERENCE_REDIS_DB = 3  # and on the same Redis server
 SERVICE = ("web", "short", "long", "beat")
 REFERENCE = ("ref-web", "ref-worker")
 # The list part's users, for the reference part's runs of the same lists.
@@ -262,8 +263,7 @@ print(json.dumps(tokens))
 
 
 def reference_active(stack: Stack) -> int:
-    dsn = stack.servers.dsn.replace("dbname=tasks", "dbname=reference")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(stack.servers.dsn_of(REFERENCE_DATABASE)) as conn:
         query = "SELECT count(*) FROM reference_task WHERE status IN ('pending', 'running')"
         return conn.execute(query).fetchone()[0]
 
@@ -273,13 +273,13 @@ def reference_setup(stack: Stack, config: Config) -> tuple[dict[str, str], dict[
     environment; returns the environment and a token per user."""
     env = {
         **stack.env,
-        "REFERENCE_DATABASE_URL": stack.env["DATABASE_URL"].rsplit("/", 1)[0] + "/reference",
+        "REFERENCE_DATABASE_URL": stack.servers.database_url(REFERENCE_DATABASE),
         "REFERENCE_BROKER_URL": stack.servers.redis_url(REFERENCE_REDIS_DB),
         "DJANGO_SETTINGS_MODULE": "reference.settings",
         "PYTHONPATH": str(HERE),
     }
-    stack.sql("DROP DATABASE IF EXISTS reference")
-    stack.sql("CREATE DATABASE reference")
+    stack.sql(f"DROP DATABASE IF EXISTS {REFERENCE_DATABASE}")
+    stack.sql(f"CREATE DATABASE {REFERENCE_DATABASE}")
     python = [str(BIN / "python")]
     migrate = [*python, "-m", "django", "migrate", "--noinput"]
     subprocess.run(migrate, cwd=HERE, env=env, check=True, capture_output=True, timeout=300)

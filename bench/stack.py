@@ -124,7 +124,13 @@ class Servers:
 
     @property
     def dsn(self) -> str:
-        return f"host=127.0.0.1 port={self.pg_port} user=postgres dbname={DATABASE}"
+        return self.dsn_of(DATABASE)
+
+    def dsn_of(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.pg_port} user=postgres dbname={database}"
+
+    def database_url(self, database: str) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.pg_port}/{database}"
 
     def redis_url(self, db: int) -> str:
         return f"redis://127.0.0.1:{self.redis_port}/{db}"
@@ -192,7 +198,7 @@ def service_env(servers: Servers, folder: Path) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         # Plain HTTP on loopback, no TLS proxy in front.
         "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://postgres@127.0.0.1:{servers.pg_port}/{DATABASE}",
+        "DATABASE_URL": servers.database_url(DATABASE),
         "CELERY_BROKER_URL": servers.redis_url(0),
         "CACHE_URL": f"rediscache://127.0.0.1:{servers.redis_port}/1",
         "VAR_DIR": str(folder / "var"),
