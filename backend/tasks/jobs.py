@@ -6,8 +6,8 @@ from . import runner, services
 
 
 @shared_task(name="backend.tasks.jobs.run_task", ignore_result=True)
-def run_task(task_id: str) -> str:
-    return runner.execute(task_id)
+def run_task(task_id: str, task_type: str = "") -> str:
+    return runner.execute(task_id, task_type)
 
 
 @shared_task(name="backend.tasks.jobs.expire_overdue_tasks", ignore_result=True)

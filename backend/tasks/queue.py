@@ -203,7 +203,7 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
         _send(
             producer,
             RUN_TASK,
-            [str(job.id)],
+            [str(job.id), job.task_type],
             queue=kind.queue,
             priority=message_priority(job.priority_rank),
             limit=kind.time_limit_for(job.input_data),

@@ -27,21 +27,43 @@ def retry_delay(attempt: int) -> int:
     return max(1, round(random.uniform(ceiling / 2, ceiling)))
 
 
-def execute(task_id: str) -> str:
-    """Returns what happened, for the worker's log: claimed-and-done or why not."""
+SKIPPED = "skipped: not pending (already taken, cancelled, expired or deleted)"
+
+
+def execute(task_id: str, task_type: str = "") -> str:
+    """Returns what happened, for the worker's log: claimed-and-done or why not.
+
+    ``task_type`` is what the run message says of the task (older messages say nothing):
+    a task of an instant type, or of a type not said, is read first; an instant one runs
+    from that read and is left pending until its outcome (``TaskType.instant``), any other
+    is claimed."""
+    named = types.find(task_type)
+    if named is None or named.instant:
+        task = services.task_read(task_id=task_id)
+        if task is None:
+            return SKIPPED
+        kind = types.find(task.task_type)
+        if kind is not None and kind.instant:
+            return _run(task, kind, lambda percent: True)  # nothing to report, no heartbeat
     task = services.task_claim(task_id=task_id)
     if task is None:
-        return "skipped: not pending (already taken, cancelled, expired or deleted)"
-    kind = None
+        return SKIPPED
+    return _run(
+        task,
+        types.find(task.task_type),
+        lambda percent: services.task_report_progress(task=task, progress=percent),
+    )
+
+
+def _run(task, kind: types.TaskType | None, report) -> str:
+    """Runs the claimed (or, for an instant type, read) task; records its outcome."""
+    task_id = task.pk
     try:
-        kind = types.get(task.task_type)
+        if kind is None:
+            raise RuntimeError(f"task type {task.task_type!r} is not known to this worker")
         if kind.handler is None:
             raise RuntimeError(f"task type {task.task_type!r} is not run by workers")
-        context = types.JobContext(
-            lambda percent: services.task_report_progress(task=task, progress=percent),
-            task_id=task.pk,
-            owner_id=task.owner_id,
-        )
+        context = types.JobContext(report, task_id=task.pk, owner_id=task.owner_id)
         result = kind.handler(task.input_data, context)
         # Whatever the handler returned must be storable JSON; check before writing.
         json.dumps(result, allow_nan=False)

@@ -1,5 +1,6 @@
 """The outbox: which state changes write which notifications, in the same transaction."""
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -8,10 +9,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backend.notifications.models import Notification, TaskCallback
-from backend.tasks import jobs, services
+from backend.tasks import jobs, services, types
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.services import execution
 from backend.tasks.tests.factories import TaskFactory
+from backend.tasks.types import base as types_base
 
 pytestmark = pytest.mark.django_db
 
@@ -100,21 +102,29 @@ def _statements(captured) -> list[str]:
     ]
 
 
-def test_a_run_that_notifies_costs_one_statement_more(user):
-    """Claim (UPDATE … RETURNING, preferences included), finish (guarded UPDATE) and the
-    notifications (one INSERT), in the finish's transaction."""
+@pytest.mark.parametrize("instant", [True, False])
+def test_a_run_that_notifies_costs_one_statement_more(user, monkeypatch, instant):
+    """Read (an instant type: SELECT) or claim (UPDATE … RETURNING), preferences included
+    either way, then the outcome (guarded UPDATE) and the notifications (one INSERT), in the
+    outcome's transaction."""
+    kind = dataclasses.replace(types.get("sum"), instant=instant)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
     listening(user, events=["task.completed"], webhook="")
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
     with CaptureQueriesContext(connection) as captured:
-        assert jobs.run_task(str(task.pk)) == "completed"
-    claim, finish, insert = _statements(captured)
+        assert jobs.run_task(str(task.pk), "sum") == "completed"
+    first, finish, insert = _statements(captured)
     if connection.vendor == "postgresql":
         # A run's own commits are not flushed one by one (services/execution.py); the
-        # notifications share the finish's transaction, and so its commit.
+        # notifications share the outcome's transaction, and so its commit. A read writes
+        # nothing, so has no commit to relax.
         relaxed = execution.RELAXED + " "
-        assert claim.startswith(relaxed) and finish.startswith(relaxed)
-        claim, finish = claim.removeprefix(relaxed), finish.removeprefix(relaxed)
-    assert claim.lstrip().startswith("UPDATE") and "RETURNING" in claim
+        assert first.startswith(relaxed) != instant and finish.startswith(relaxed)
+        first, finish = first.removeprefix(relaxed), finish.removeprefix(relaxed)
+    if instant:
+        assert first.startswith("SELECT")
+    else:
+        assert first.lstrip().startswith("UPDATE") and "RETURNING" in first
     assert finish.lstrip().startswith("UPDATE") and insert.startswith("INSERT")
     assert rows(task_id=task.pk) == [("task.completed", "email", user.email)]
 

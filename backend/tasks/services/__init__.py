@@ -3,7 +3,7 @@
 - ``lifecycle``: create, edit, delete and the actions people take (assign, decline, start,
   complete, cancel, retry);
 - ``limits``: the five-active-task limit and who may hold a task;
-- ``execution``: a worker's run (claim, progress, outcome);
+- ``execution``: a worker's run (claim or read, progress, outcome);
 - ``sweeps``: what Beat runs (expiry, dispatch, rescue).
 
 Callers use ``services.task_create(...)`` and so on, from here.
@@ -15,6 +15,7 @@ from .execution import (
     task_claim,
     task_fail,
     task_finish,
+    task_read,
     task_report_progress,
     task_retry_later,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "task_delete",
     "task_fail",
     "task_finish",
+    "task_read",
     "task_report_progress",
     "task_retry",
     "task_retry_later",

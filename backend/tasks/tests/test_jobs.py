@@ -1,5 +1,6 @@
 """The worker's side, called in-process: claim, run, record; errors never escape."""
 
+import ast
 import dataclasses
 
 import pytest
@@ -133,41 +134,129 @@ def test_broken_database_connections_are_dropped_around_each_task(monkeypatch):
     assert connection.is_usable()
 
 
-def test_a_run_costs_two_statements(user, django_assert_num_queries):
-    """Claim (one UPDATE … RETURNING) and finish (one guarded UPDATE): nothing re-read.
-    The owner wants no notification of a completion (the default: failures only), which the
-    claim already told; a run that notifies costs one INSERT more
-    (backend/notifications/tests/test_outbox.py)."""
+def _as_instant(monkeypatch, instant: bool) -> None:
+    """``sum`` as an instant type (as it is) or as one whose runs claim the task first."""
+    kind = dataclasses.replace(types.get("sum"), instant=instant)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+
+
+@pytest.mark.parametrize("instant", [True, False])
+def test_a_run_costs_two_statements(user, monkeypatch, django_assert_num_queries, instant):
+    """An instant type: a read (one SELECT) and the outcome (one guarded UPDATE from
+    pending); any other: the claim (one UPDATE … RETURNING) and the outcome (one guarded
+    UPDATE from running). Nothing is re-read. The owner wants no notification of a
+    completion (the default: failures only), which the read or claim already told; a run
+    that notifies costs one INSERT more (backend/notifications/tests/test_outbox.py)."""
+    _as_instant(monkeypatch, instant)
     assert user.notify_email == ["task.failed"] and not user.webhook_url
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
     with django_assert_num_queries(2):
-        assert jobs.run_task(str(task.pk)) == "completed"
+        assert jobs.run_task(str(task.pk), "sum") == "completed"
     task.refresh_from_db()
     assert task.result == {"result": 3} and task.attempts == 1
+    assert task.started_at <= task.completed_at and task.heartbeat_at == task.started_at
+
+
+def test_a_message_naming_no_type_is_read_first(user, monkeypatch, django_assert_num_queries):
+    """Run messages name the task's type; one that does not (sent by an older release)
+    costs a read more for a type that is not instant, and runs it all the same."""
+    _as_instant(monkeypatch, False)
+    task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
+    with django_assert_num_queries(3):
+        assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1
+
+
+def test_an_instant_run_leaves_the_task_pending_until_its_outcome(user, monkeypatch):
+    """Read, not claimed: while the handler runs the task is still pending (a worker dying
+    there leaves it to be sent again, nothing to rescue); the outcome starts and ends it."""
+    seen = []
+
+    def handler(data, ctx):
+        seen.append(Task.objects.values_list("status", "attempts").get(pk=task.pk))
+        return {"result": 1}
+
+    kind = dataclasses.replace(types.get("sum"), handler=handler)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user, attempts=1)
+    assert jobs.run_task(str(task.pk), "sum") == "completed"
+    assert seen == [(TaskStatus.PENDING, 1)]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 2
+
+
+def test_an_instant_task_cancelled_during_its_run_stays_cancelled(user, monkeypatch):
+    def handler(data, ctx):
+        services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+        return {"result": 1}
+
+    kind = dataclasses.replace(types.get("sum"), handler=handler)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user)
+    assert jobs.run_task(str(task.pk), "sum").startswith("discarded")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.result is None and task.attempts == 0
+
+
+def test_two_reads_of_an_instant_task_record_one_outcome(user):
+    """Two workers given the same task (a duplicate message) both read it pending; the
+    first outcome wins, the second finds it no longer pending."""
+    task = TaskFactory(owner=user, input_data={"numbers": [2]})
+    first, second = services.task_read(task_id=task.pk), services.task_read(task_id=task.pk)
+    assert services.task_finish(task=first, result={"result": 2})
+    assert not services.task_fail(task=second, error="late")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1 and task.error is None
+    assert services.task_read(task_id=task.pk) is None
+    assert services.task_read(task_id="not-a-uuid") is None
+
+
+def test_an_overdue_task_is_not_read(user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    task = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    assert services.task_read(task_id=task.pk) is None
+    assert jobs.run_task(str(task.pk), "sum").startswith("skipped")
+
+
+def test_an_instant_type_is_a_short_one_never_tried_again():
+    for unfit in (
+        {"handler": None},
+        {"queue": types.QUEUE_LONG},
+        {"transient_errors": (types.TransientError,)},
+    ):
+        with pytest.raises(ValueError, match="instant"):
+            dataclasses.replace(types.get("sum"), **unfit)
 
 
 @pytest.mark.django_db(transaction=True)  # autocommit, as on a worker
+@pytest.mark.parametrize("instant", [True, False])
 @pytest.mark.parametrize("synchronous", [False, True])
 def test_a_runs_commits_are_relaxed_on_postgresql_only_for_its_own_statements(
-    user, settings, synchronous
+    user, settings, monkeypatch, synchronous, instant
 ):
     """On PostgreSQL the claim and the outcome commit with synchronous_commit off, for their
     own transaction only (set_config in a WITH clause they join), unless
     RUN_SYNCHRONOUS_COMMIT; the session keeps its own setting for whatever else the worker
-    writes."""
+    writes. An instant type's read writes nothing, so has nothing to relax."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     from backend.tasks.services import execution
 
+    _as_instant(monkeypatch, instant)
     settings.RUN_SYNCHRONOUS_COMMIT = synchronous
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
     with CaptureQueriesContext(connection) as captured:
-        assert jobs.run_task(str(task.pk)) == "completed"
+        assert jobs.run_task(str(task.pk), "sum") == "completed"
     statements = [q["sql"] for q in captured.captured_queries if "tasks_task" in q["sql"]]
     assert len(statements) == 2
     relaxed = connection.vendor == "postgresql" and not synchronous
-    assert [execution.RELAXED in sql for sql in statements] == [relaxed, relaxed]
+    assert [execution.RELAXED in sql for sql in statements] == [relaxed and not instant, relaxed]
+    assert statements[0].startswith("SELECT") == instant
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             # What the clause does: the setting is off within the statement's transaction...
@@ -222,7 +311,7 @@ def test_an_urgent_task_overtakes_the_low_ones_waiting(user):
         channel = conn.default_channel
         for _ in range(7):
             message = channel.basic_get("tasks", no_ack=True)
-            order.append(message.headers["argsrepr"].strip("[]()',"))
+            order.append(ast.literal_eval(message.headers["argsrepr"])[0])
     assert order == [str(t.pk) for t in (urgent, normal, *low)]
 
 
@@ -248,5 +337,5 @@ def test_many_messages_go_in_batches_and_all_arrive(user, monkeypatch):
     with celery_app.connection_for_write() as conn:
         channel = conn.default_channel
         while (message := channel.basic_get("tasks", no_ack=True)) is not None:
-            received.append(message.headers["argsrepr"].strip("[]()',"))
+            received.append(ast.literal_eval(message.headers["argsrepr"])[0])
     assert received == [str(t.pk) for t in tasks]

@@ -60,6 +60,7 @@ register(
         input_serializer=SumInput,
         handler=run_sum,
         time_limit=30,
+        instant=True,
         example={"numbers": [1, 2, 3.5]},
         example_summary="Add up 1, 2 and 3.5",
     )

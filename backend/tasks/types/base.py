@@ -69,6 +69,21 @@ class TaskType:
     example_summary: str = ""
     # True when the example names such an object and so cannot succeed as-is.
     example_needs_setup: bool = False
+    # A pure computation over the input that takes milliseconds, reports no progress and
+    # fails for good: the worker reads the pending task, runs the handler and records the
+    # outcome in one guarded UPDATE (pending → completed or failed, ``started_at`` set),
+    # instead of a claim (→ running) and then an outcome: one row version written per run
+    # instead of two. Nothing holds such a task ``running``, so there is nothing to rescue.
+    instant: bool = False
+
+    def __post_init__(self):
+        if self.instant and (
+            self.handler is None or self.transient_errors or self.queue != QUEUE_SHORT
+        ):
+            raise ValueError(
+                f"task type {self.name!r}: an instant type has a handler, runs on the short "
+                "queue and has no transient errors (it is never tried again)"
+            )
 
     @property
     def runs_on_worker(self) -> bool:
@@ -94,6 +109,10 @@ def register(task_type: TaskType) -> TaskType:
 
 def get(name: str) -> TaskType:
     return _REGISTRY[name]
+
+
+def find(name: str) -> TaskType | None:
+    return _REGISTRY.get(name)
 
 
 def all_types() -> list[TaskType]:

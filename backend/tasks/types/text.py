@@ -23,6 +23,7 @@ def _text_type(name: str, description: str, operation, summary: str) -> TaskType
             input_serializer=TextInput,
             handler=handler,
             time_limit=30,
+            instant=True,
             example={"data": EXAMPLE_TEXT},
             example_summary=summary,
         )
