@@ -12,8 +12,8 @@ A commit is visible to every other session at once, as always; only a crash of t
 server itself may forget the last fraction of a second of them, and each of those is
 recovered by what already recovers a lost worker: a claim forgotten leaves the task pending
 and the dispatcher sends it again, an outcome forgotten leaves it running and the rescue
-sweep runs it again (or, for an instant type, pending, and the dispatcher sends it again). Nothing else a worker writes (tasks a schedule fires, files, the
-sweeps) is relaxed.
+sweep runs it again (for an instant type: pending, and the dispatcher sends it again).
+Nothing else a worker writes (tasks a schedule fires, files, the sweeps) is relaxed.
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ def _run_update(relaxed: bool, assignments: str, sources: str = "", where: str =
     )
 
 
+def _run_columns(owner: notifications.RecipientJoin) -> str:
+    """What a claim returns and a read selects: the row ``_task_of`` builds a run's task of."""
+    return (
+        f"{TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, {TABLE}.max_attempts, "
+        f"{owner.columns}"
+    )
+
+
 @functools.cache
 def _claim_sql(relaxed: bool) -> str:
     owner = notifications.recipient_join(TABLE)
@@ -63,10 +71,7 @@ def _claim_sql(relaxed: bool) -> str:
         f"AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s) "
         + (f"AND {owner.condition}" if owner.source else ""),
     )
-    return (
-        f"{statement} RETURNING {TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, "
-        f"{TABLE}.max_attempts, {owner.columns}"
-    )
+    return f"{statement} RETURNING {_run_columns(owner)}"
 
 
 def _task_of(task_id: uuid.UUID, row, *, status: str, now) -> Task:
@@ -124,8 +129,7 @@ def _read_sql() -> str:
     owner = notifications.recipient_join(TABLE)
     joined = f"JOIN {owner.source} ON {owner.condition}" if owner.source else ""
     return (
-        f"SELECT {TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, "
-        f"{TABLE}.max_attempts, {owner.columns} FROM {TABLE} {joined} "
+        f"SELECT {_run_columns(owner)} FROM {TABLE} {joined} "
         f"WHERE {TABLE}.id = %s AND {TABLE}.status = %s "
         f"AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)"
     )
