@@ -165,12 +165,17 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
     _db["CONN_HEALTH_CHECKS"] = True
-    # Parameters bound by the server (psycopg's extended protocol): a statement a connection
-    # runs again and again (the Bearer user, the create's INSERT, a run's claim and outcome)
-    # is prepared once and planned no more. Off for a pooler that cannot keep prepared
-    # statements (PgBouncer in transaction mode before 1.21).
-    _db.setdefault("OPTIONS", {})["server_side_binding"] = _bool(
-        "DATABASE_SERVER_SIDE_BINDING", True
+    # Parameters bound by the server (psycopg's extended protocol), and a statement a
+    # connection has run DATABASE_PREPARE_THRESHOLD times (the Bearer user, the create's
+    # INSERT, a run's read and outcome) prepared: parsed and planned no more (Django leaves
+    # psycopg's preparing off unless told). Both off for a pooler that cannot keep prepared
+    # statements (PgBouncer in transaction mode before 1.21): DATABASE_SERVER_SIDE_BINDING=false.
+    _server_binding = _bool("DATABASE_SERVER_SIDE_BINDING", True)
+    _db.setdefault("OPTIONS", {}).update(
+        server_side_binding=_server_binding,
+        prepare_threshold=(
+            _positive_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) if _server_binding else None
+        ),
     )
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
