@@ -43,8 +43,8 @@ def task_create(
     """Create a task; ``input_data`` must already be validated by the type's serializer
     (and ``callback_url`` by the outbound rules).
 
-    Three statements in one transaction: the limit's lock and count (one round trip), the
-    INSERT, and the commit; the run message goes after commit."""
+    One transaction: the limit's lock and count (two statements), the INSERT, and the
+    commit; the run message goes after commit."""
     kind = types.get(task_type)
     now = timezone.now()
     if assignee is UNSET:
