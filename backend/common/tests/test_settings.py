@@ -6,12 +6,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 
 
-def start_django(tmp_path: Path, **overrides: str | None) -> subprocess.CompletedProcess:
-    """Run ``django.setup()`` in a fresh interpreter with a minimal, valid environment."""
+def start_django(
+    tmp_path: Path, *, code: str = "", **overrides: str | None
+) -> subprocess.CompletedProcess:
+    """Run ``django.setup()`` (then ``code``) in a fresh interpreter with a minimal, valid
+    environment."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "DJANGO_SETTINGS_MODULE": "backend.settings",
@@ -23,7 +27,7 @@ def start_django(tmp_path: Path, **overrides: str | None) -> subprocess.Complete
     env.update(overrides)
     env = {name: value for name, value in env.items() if value is not None}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", f"import django; django.setup()\n{code}"],
         env=env,
         cwd=PROJECT_ROOT,
         capture_output=True,
@@ -54,6 +58,9 @@ def test_debug_may_run_without_a_secret_key(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+# Never connected to: start-up only reads the URL.
+POSTGRES = "postgres://tasks@127.0.0.1:9/tasks"
+
 BAD_VALUES = [
     ({"DJANGO_SECRET_KEY": None}, "DJANGO_SECRET_KEY"),
     ({"DJANGO_SECRET_KEY": None, "DEBUG": "false"}, "DJANGO_SECRET_KEY"),
@@ -65,6 +72,7 @@ BAD_VALUES = [
     ({"DATABASE_URL": "nonsense://x"}, "DATABASE_URL"),
     ({"DATABASE_URL": "garbage"}, "DATABASE_URL"),
     ({"CELERY_BROKER_URL": "nonsense://x"}, "CELERY_BROKER_URL"),
+    ({"DATABASE_URL": POSTGRES, "DATABASE_PREPARE_THRESHOLD": "-1"}, "DATABASE_PREPARE_THRESHOLD"),
     ({"PORT": "0"}, "PORT"),
     ({"PORT": "eighty"}, "PORT"),
 ]
@@ -80,3 +88,43 @@ def test_bad_value_stops_start_up_naming_the_variable(tmp_path, overrides, named
 
     assert result.returncode != 0
     assert named in start_up_error(result), result.stderr
+
+
+DATABASE_OPTIONS = (
+    "from django.conf import settings; "
+    "options = settings.DATABASES['default']['OPTIONS']; "
+    "print(options['server_side_binding'], options['prepare_threshold'])"
+)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "printed"),
+    [
+        ({}, "True 5"),
+        ({"DATABASE_PREPARE_THRESHOLD": "0"}, "True 0"),
+        # Behind a pooler that cannot keep prepared statements, none are prepared.
+        (
+            {"DATABASE_SERVER_SIDE_BINDING": "false", "DATABASE_PREPARE_THRESHOLD": "3"},
+            "False None",
+        ),
+    ],
+)
+def test_postgresql_prepares_what_it_repeats_unless_binding_is_off(tmp_path, overrides, printed):
+    result = start_django(tmp_path, code=DATABASE_OPTIONS, DATABASE_URL=POSTGRES, **overrides)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == printed.split()
+
+
+@pytest.mark.django_db
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_a_statement_run_again_and_again_is_prepared():
+    statement = "SELECT %s::int + 1 AS prepared_here"
+    with connection.cursor() as cursor:
+        for n in range(8):
+            cursor.execute(statement, [n])
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%prepared_here%"],
+        )
+        assert cursor.fetchone()[0] == 1
