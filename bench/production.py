@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import redis
@@ -317,6 +318,11 @@ def reference_running(stack: Stack, env: dict[str, str], token: str) -> Iterator
     wait_for(stack.healthy, 60, "GET /health/ 200 again", 0.25)
 
 
+def median_run(runs: list, rate: Callable) -> Any:
+    """The run of median ``rate`` (the upper middle one of an even count), with its details."""
+    return sorted(runs, key=rate)[len(runs) // 2]
+
+
 def part_reference(stack: Stack, config: Config) -> list[Row]:
     """The same runs on the product and on the reference service, in turn, ``rounds`` times
     (the machine's speed moves between minutes; interleaving shares that out): medians, and
@@ -349,8 +355,7 @@ def part_reference(stack: Stack, config: Config) -> list[Row]:
             what += f", a user with {int(key.split()[1]):,} tasks"
         medians = {}
         for side, label in (("ours", "This service"), ("ref", "Reference service")):
-            done = sorted(results[key][side], key=lambda run: run[0].rate)
-            result, cpu = done[len(done) // 2]
+            result, cpu = median_run(results[key][side], lambda run: run[0].rate)
             medians[side] = result.rate
             rates = ", ".join(f"{run[0].rate:,.0f}" for run in results[key][side])
             rows.append(wrk_row(f"{label}: {what}", result, f"median of {rates} req/s; {cpu}"))
@@ -517,9 +522,8 @@ def part_drain(stack: Stack, config: Config) -> list[Row]:
         for turn in range(config.rounds):
             rows_rate, ours, counts = drain_ours(stack, config, turn)
             rounds.append((rows_rate, ours, counts, drain_bare(stack, config, settings)))
-    by_ours = sorted(rounds, key=lambda run: run[1].rate)
-    rows_rate, ours, counts, _ = by_ours[len(by_ours) // 2]
-    bare = sorted((run[3] for run in rounds), key=lambda run: run.rate)[len(rounds) // 2]
+    rows_rate, ours, counts, _ = median_run(rounds, lambda run: run[1].rate)
+    bare = median_run([run[3] for run in rounds], lambda run: run.rate)
     ours_rates = ", ".join(f"{run[1].rate:,.0f}" for run in rounds)
     bare_rates = ", ".join(f"{run[3].rate:,.0f}" for run in rounds)
     each = ", ".join(f"{run[1].rate / run[3].rate:.2f}" for run in rounds)

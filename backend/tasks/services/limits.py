@@ -18,7 +18,8 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
     Must run inside the transaction that then gives them the task. On PostgreSQL the
     assignee's row is locked first, which serialises concurrent requests for the same user;
     the count is a statement of its own, so it reads what was committed up to the moment the
-    lock was granted (each statement takes a fresh snapshot). On SQLite the IMMEDIATE transaction already holds the database's write lock.
+    lock was granted (each statement takes a fresh snapshot). On SQLite the IMMEDIATE
+    transaction already holds the database's write lock.
     """
     if assignee is None:
         return
