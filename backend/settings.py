@@ -408,6 +408,7 @@ CELERY_TASK_ROUTES = {
     "backend.schedules.jobs.fire_schedule": {"queue": "maintenance"},
     "backend.files.jobs.purge_expired_files": {"queue": "maintenance"},
     # A mail server or a webhook receiver may hang: deliveries never hold up short tasks.
+    "backend.notifications.jobs.deliver_notifications": {"queue": "long"},
     "backend.notifications.jobs.deliver_notification": {"queue": "long"},
     "backend.notifications.jobs.dispatch_notifications": {"queue": "maintenance"},
     "backend.ops.jobs.fold_task_counts": {"queue": "maintenance"},

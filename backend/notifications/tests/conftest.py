@@ -5,11 +5,13 @@ from backend.notifications import services
 
 @pytest.fixture
 def sent(monkeypatch):
-    """Delivery messages handed to the broker, recorded instead of sent."""
+    """The ids of the notifications whose delivery messages were handed to the broker,
+    recorded instead of sent."""
     messages = []
 
     def send_messages(name, arguments, *, queue):
-        messages.extend(args[0] for args in arguments)
+        assert name == services.DELIVER and queue == services.DELIVERY_QUEUE
+        messages.extend(pk for (batch,) in arguments for pk in batch)
         return len(arguments)
 
     monkeypatch.setattr(services.queue, "send_messages", send_messages)

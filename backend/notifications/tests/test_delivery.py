@@ -254,7 +254,7 @@ def test_a_broker_outage_delays_but_does_not_lose(user, broker_down, monkeypatch
         monkeypatch.setattr(
             services.queue,
             "send_messages",
-            lambda name, args, queue: messages.extend(a[0] for a in args) or len(args),
+            lambda name, args, queue: messages.extend(pk for (b,) in args for pk in b) or len(args),
         )
         assert services.notifications_dispatch() == {"due": 1, "sent": 1}
         assert jobs.deliver_notification(messages[0]) == "delivered"

@@ -273,3 +273,76 @@ def test_an_expiry_webhook_is_delivered_signed_with_its_row_id(
     assert body["data"]["id"] == str(task.pk) and body["data"]["status"] == "failed"
     assert body["data"]["error"] == "deadline exceeded"
     assert Notification.objects.get().status == "delivered"
+
+
+def expired_webhooks(user, count, url):
+    """``count`` tasks of ``user`` (a webhook at ``url``) past their deadline."""
+    user.notify_email = []
+    user.webhook_url = url
+    user.save()
+    user_services.user_webhook_secret_rotate(user=user)
+    TaskFactory.create_batch(count, owner=user, status="pending", deadline=timezone.now() - PAST)
+
+
+def test_a_large_sweep_sends_a_message_per_batch_and_each_batch_is_delivered(
+    user,
+    committed,
+    monkeypatch,
+    settings,
+    _loopback_only,  # noqa: F811
+):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    count = 2 * services.DELIVERY_BATCH + 1
+    messages = []
+
+    def send_messages(name, arguments, *, queue):
+        messages.extend((name, queue, args) for args in arguments)
+        return len(arguments)
+
+    monkeypatch.setattr(services.queue, "send_messages", send_messages)
+    with HTTPServer([Answer(204, b"")] * count) as receiver:
+        expired_webhooks(user, count, receiver.url("/hooks"))
+        assert committed(task_services.tasks_expire) == count
+        assert {(name, queue) for name, queue, _ in messages} == {
+            ("backend.notifications.jobs.deliver_notifications", "long")
+        }
+        batches = [args[0] for _, _, args in messages]
+        assert [len(batch) for batch in batches] == [services.DELIVERY_BATCH] * 2 + [1]
+        ids = [pk for batch in batches for pk in batch]
+        assert sorted(ids) == sorted(
+            str(pk) for pk in Notification.objects.values_list("pk", flat=True)
+        )
+        ended = [jobs.deliver_notifications(batch) for batch in batches]
+        # A message delivered again (a worker lost before its ack) sends nothing twice.
+        again = jobs.deliver_notifications(batches[-1])
+    assert ended == [{"delivered": services.DELIVERY_BATCH}] * 2 + [{"delivered": 1}]
+    assert again == {"skipped": 1}
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(ids)
+    assert set(Notification.objects.values_list("status", flat=True)) == {"delivered"}
+
+
+def test_the_batches_the_broker_did_not_take_are_left_to_the_dispatcher(
+    user, committed, monkeypatch
+):
+    expired_webhooks(user, services.DELIVERY_BATCH + 5, "http://127.0.0.1:9/hooks")
+    taken = []
+
+    def send_messages(name, arguments, *, queue):  # the broker fails after the first
+        taken.extend(arguments[0][0])
+        return 1
+
+    monkeypatch.setattr(services.queue, "send_messages", send_messages)
+    assert committed(task_services.tasks_expire) == services.DELIVERY_BATCH + 5
+    assert len(taken) == services.DELIVERY_BATCH
+    marked = set(
+        str(pk)
+        for pk in Notification.objects.filter(enqueued_at__isnull=False).values_list(
+            "pk", flat=True
+        )
+    )
+    assert marked == set(taken)
+    assert Notification.objects.filter(enqueued_at__isnull=True).count() == 5
+    # The dispatcher sends those five (the first batch is not due again yet).
+    taken.clear()
+    assert services.notifications_dispatch() == {"due": 5, "sent": 5}
+    assert len(taken) == 5 and not set(taken) & marked
