@@ -6,8 +6,8 @@ from . import runner, services
 
 
 @shared_task(name="backend.tasks.jobs.run_task", ignore_result=True)
-def run_task(task_id: str, task_type: str = "") -> str:
-    return runner.execute(task_id, task_type)
+def run_task(task_id: str, task_type: str = "", input_data: dict | None = None) -> str:
+    return runner.execute(task_id, task_type, input_data)
 
 
 @shared_task(name="backend.tasks.jobs.expire_overdue_tasks", ignore_result=True)

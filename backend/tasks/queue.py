@@ -10,6 +10,7 @@ dispatcher.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import weakref
@@ -46,6 +47,19 @@ class Job(NamedTuple):
 
 
 JOB_FIELDS = ("pk", "task_type", "input_data", "priority_rank")
+
+# The run message of an instant type carries the task's input when it is this small (as
+# JSON): the worker then runs it without reading the task (``runner.execute``).
+INLINE_INPUT_BYTES = 4096
+
+
+def run_arguments(job: Job, kind: types.TaskType) -> list:
+    """The run message's arguments: the task's id and type, and its input for an instant
+    type when small."""
+    arguments = [str(job.id), job.task_type]
+    if kind.instant and len(json.dumps(job.input_data)) <= INLINE_INPUT_BYTES:
+        arguments.append(job.input_data)
+    return arguments
 
 
 def job_of(task: Task) -> Job:
@@ -203,7 +217,7 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
         _send(
             producer,
             RUN_TASK,
-            [str(job.id), job.task_type],
+            run_arguments(job, kind),
             queue=kind.queue,
             priority=message_priority(job.priority_rank),
             limit=kind.time_limit_for(job.input_data),

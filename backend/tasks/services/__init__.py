@@ -14,10 +14,13 @@ from backend.tasks import queue
 from .execution import (
     task_claim,
     task_fail,
+    task_fail_unread,
     task_finish,
+    task_finish_unread,
     task_read,
     task_report_progress,
     task_retry_later,
+    unread_runs,
 )
 from .lifecycle import (
     UNSET,
@@ -47,7 +50,9 @@ __all__ = [
     "task_decline",
     "task_delete",
     "task_fail",
+    "task_fail_unread",
     "task_finish",
+    "task_finish_unread",
     "task_read",
     "task_report_progress",
     "task_retry",
@@ -57,4 +62,5 @@ __all__ = [
     "tasks_dispatch",
     "tasks_expire",
     "tasks_rescue",
+    "unread_runs",
 ]

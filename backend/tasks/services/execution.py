@@ -3,7 +3,9 @@
 SQL; progress reports in between double as the heartbeat. A run of an instant type (a pure
 computation of milliseconds, ``TaskType.instant``) reads the pending task instead of
 claiming it, and its outcome is one guarded UPDATE from pending: one row version written
-per run instead of two, and nothing left ``running`` if the worker dies in between.
+per run instead of two, and nothing left ``running`` if the worker dies in between. When
+its message carries the input (PostgreSQL), it is not even read: the outcome's statement
+is the whole run, notifications included (``task_finish_unread``).
 
 On PostgreSQL these statements commit without waiting for the WAL to reach the disk, unless
 ``RUN_SYNCHRONOUS_COMMIT`` is on: each sets ``synchronous_commit`` off for its own
@@ -202,34 +204,95 @@ def _finish_run(task: Task, event: str, changes: dict[str, Any]) -> bool:
     return True
 
 
-def task_finish(*, task: Task, result: Any) -> bool:
+def _completed(result: Any) -> tuple[str, dict[str, Any]]:
     now = timezone.now()
-    return _finish_run(
-        task,
-        Event.COMPLETED,
-        {
-            "status": TaskStatus.COMPLETED,
-            "result": result,
-            "error": None,
-            "progress": 100,
-            "completed_at": now,
-            "updated_at": now,
-        },
-    )
+    return Event.COMPLETED, {
+        "status": TaskStatus.COMPLETED,
+        "result": result,
+        "error": None,
+        "progress": 100,
+        "completed_at": now,
+        "updated_at": now,
+    }
+
+
+def _failed(error: str) -> tuple[str, dict[str, Any]]:
+    now = timezone.now()
+    return Event.FAILED, {
+        "status": TaskStatus.FAILED,
+        "error": error[:2000],
+        "completed_at": now,
+        "updated_at": now,
+    }
+
+
+def task_finish(*, task: Task, result: Any) -> bool:
+    return _finish_run(task, *_completed(result))
 
 
 def task_fail(*, task: Task, error: str) -> bool:
-    now = timezone.now()
-    return _finish_run(
-        task,
-        Event.FAILED,
-        {
-            "status": TaskStatus.FAILED,
-            "error": error[:2000],
-            "completed_at": now,
-            "updated_at": now,
-        },
+    return _finish_run(task, *_failed(error))
+
+
+# --- a run of an instant type whose message carries the task's input (PostgreSQL) ----------
+
+
+def unread_runs() -> bool:
+    """Whether a run of an instant type whose message carries its input ends in one
+    statement (``task_finish_unread``): PostgreSQL. SQLite cannot nest an UPDATE in a
+    WITH; there such a run reads the task first, as any run of an instant type."""
+    return connection.vendor == "postgresql"
+
+
+def _outcome_unread(
+    task_id: uuid.UUID, task_type: str, started_at, event: str, changes: dict[str, Any]
+) -> bool:
+    """The whole run in one statement: a guarded UPDATE from pending (not overdue, of the
+    type the message named), which starts the task (``started_at``, one attempt more) and
+    ends it, and the INSERT of the notifications its outcome causes, by the rules the
+    sweeps write them with (``outbox_insert_sql``); those are sent after it commits."""
+    assignments, params = sql.assignments(
+        Task, {"started_at": started_at, "heartbeat_at": started_at, **changes}
     )
+    insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
+        tasks="changed", event=event
+    )
+    relaxed = _relaxed()
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""{RELAXED + "," if relaxed else "WITH"}
+            changed AS (
+                UPDATE {TABLE} SET {assignments}, attempts = {TABLE}.attempts + 1
+                {"FROM relaxed" if relaxed else ""}
+                WHERE {TABLE}.id = %s AND {TABLE}.status = %s AND {TABLE}.task_type = %s
+                    AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)
+                RETURNING {TABLE}.id, {TABLE}.owner_id),
+            written AS ({insert_sql} RETURNING id)
+            SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
+            [
+                *params,
+                Task._meta.pk.get_db_prep_value(task_id, connection),
+                TaskStatus.PENDING,
+                task_type,
+                now,
+                *insert_params,
+            ],
+        )
+        changed, ids = cursor.fetchone()
+    notifications.send_on_commit(ids, marked_at)  # autocommit: sent now, it is committed
+    return changed > 0
+
+
+def task_finish_unread(*, task_id: uuid.UUID, task_type: str, started_at, result: Any) -> bool:
+    """pending → completed in one statement, for a run that did not read the task (its
+    message carried the input); False when it was no longer pending, or overdue."""
+    return _outcome_unread(task_id, task_type, started_at, *_completed(result))
+
+
+def task_fail_unread(*, task_id: uuid.UUID, task_type: str, started_at, error: str) -> bool:
+    """As ``task_finish_unread``, for a handler that failed."""
+    return _outcome_unread(task_id, task_type, started_at, *_failed(error))
 
 
 def task_retry_later(*, task: Task, error: str, delay: int) -> bool:

@@ -339,3 +339,139 @@ def test_many_messages_go_in_batches_and_all_arrive(user, monkeypatch):
         while (message := channel.basic_get("tasks", no_ack=True)) is not None:
             received.append(ast.literal_eval(message.headers["argsrepr"])[0])
     assert received == [str(t.pk) for t in tasks]
+
+
+# --- a run of an instant type from the input its message carries ---------------------------
+
+
+@pytest.fixture
+def sent_deliveries(monkeypatch):
+    """The ids of the notifications whose delivery messages were handed to the broker."""
+    from backend.notifications import services as notifications
+
+    ids = []
+
+    def send_messages(name, arguments, *, queue):
+        ids.extend(pk for (batch,) in arguments for pk in batch)
+        return len(arguments)
+
+    monkeypatch.setattr(notifications.queue, "send_messages", send_messages)
+    return ids
+
+
+def test_an_instant_types_message_carries_its_input_when_small():
+    def arguments(task_type, input_data):
+        job = queue.Job("id", task_type, input_data, 1)
+        return queue.run_arguments(job, types.get(task_type))
+
+    assert arguments("sum", {"numbers": [1, 2]}) == ["id", "sum", {"numbers": [1, 2]}]
+    small = {"data": "x" * (queue.INLINE_INPUT_BYTES - 20)}
+    assert arguments("reverse", small) == ["id", "reverse", small]
+    large = {"data": "x" * queue.INLINE_INPUT_BYTES}
+    assert arguments("reverse", large) == ["id", "reverse"]  # the worker reads it instead
+    assert arguments("countdown", {"seconds": 1}) == ["id", "countdown"]  # not instant
+
+
+def test_a_run_from_its_messages_input_is_one_statement_on_postgresql(
+    user, django_assert_num_queries
+):
+    """The handler runs on the message's input; one guarded statement from pending then
+    starts and ends the task (and would write its notifications). SQLite reads it first."""
+    from django.db import connection
+
+    task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
+    with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+        assert jobs.run_task(str(task.pk), "sum", {"numbers": [1, 2]}) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.result == {"result": 3}
+    assert task.attempts == 1 and task.progress == 100 and task.error is None
+    assert task.started_at <= task.completed_at and task.heartbeat_at == task.started_at
+    # A duplicate message: the task is no longer pending, nothing changes.
+    assert jobs.run_task(str(task.pk), "sum", {"numbers": [1, 2]}).startswith("skipped")
+    task.refresh_from_db()
+    assert task.attempts == 1 and task.result == {"result": 3}
+
+
+def test_a_run_from_its_messages_input_leaves_alone_what_is_no_longer_to_run(user):
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    cancelled = TaskFactory(owner=user, status=TaskStatus.CANCELLED)
+    overdue = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
+    tasks = [cancelled, overdue]
+    if connection.vendor == "postgresql":  # SQLite reads the task: its own type runs
+        tasks.append(TaskFactory(owner=user, task_type="reverse", input_data={"data": "ab"}))
+    for task in tasks:
+        assert jobs.run_task(str(task.pk), "sum", {"numbers": [1]}).startswith("skipped")
+        before = task.status
+        task.refresh_from_db()
+        assert task.status == before and task.result is None and task.attempts == 0
+    for missing in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        assert jobs.run_task(missing, "sum", {"numbers": [1]}).startswith("skipped")
+
+
+def test_a_task_cancelled_while_its_message_runs_stays_cancelled(user, monkeypatch):
+    def handler(data, ctx):
+        services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+        return {"result": 1}
+
+    kind = dataclasses.replace(types.get("sum"), handler=handler)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user)
+    outcome = jobs.run_task(str(task.pk), "sum", {"numbers": [1]})
+    assert outcome.startswith(("skipped", "discarded"))  # from the message, or read (SQLite)
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.result is None and task.attempts == 0
+
+
+@pytest.mark.django_db(transaction=True)  # autocommit, as on a worker
+def test_a_failed_run_from_its_messages_input_writes_and_sends_its_notification(
+    user, monkeypatch, sent_deliveries
+):
+    """The owner is mailed task.failed (the default): the run's one statement also writes
+    the notification (as the sweeps do), sent once committed."""
+    from backend.notifications.models import Notification
+
+    def handler(data, ctx):
+        raise ValueError("no good")
+
+    kind = dataclasses.replace(types.get("sum"), handler=handler)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    assert user.email and user.notify_email == ["task.failed"]
+    task = TaskFactory(owner=user)
+    assert jobs.run_task(str(task.pk), "sum", {"numbers": [1]}) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error == "ValueError: no good"
+    assert task.attempts == 1 and task.completed_at and task.started_at
+    (notification,) = Notification.objects.all()
+    assert (notification.task_id, notification.event, notification.channel) == (
+        task.pk,
+        "task.failed",
+        "email",
+    )
+    assert notification.target == user.email and sent_deliveries == [str(notification.pk)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("synchronous", [False, True])
+def test_a_run_from_its_messages_input_commits_relaxed_on_postgresql(user, settings, synchronous):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.tasks.services import execution
+
+    settings.RUN_SYNCHRONOUS_COMMIT = synchronous
+    task = TaskFactory(owner=user, input_data={"numbers": [4]})
+    with CaptureQueriesContext(connection) as captured:
+        assert jobs.run_task(str(task.pk), "sum", {"numbers": [4]}) == "completed"
+    statements = [q["sql"] for q in captured.captured_queries if "tasks_task" in q["sql"]]
+    if connection.vendor != "postgresql":
+        assert [sql.startswith("SELECT") for sql in statements] == [True, False]
+        return
+    (statement,) = statements
+    assert (execution.RELAXED in statement) == (not synchronous)
+    with connection.cursor() as cursor:  # the session's own setting is untouched
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"

@@ -70,10 +70,11 @@ class TaskType:
     # True when the example names such an object and so cannot succeed as-is.
     example_needs_setup: bool = False
     # A pure computation over the input that takes milliseconds, reports no progress and
-    # fails for good: the worker reads the pending task, runs the handler and records the
-    # outcome in one guarded UPDATE (pending → completed or failed, ``started_at`` set),
-    # instead of a claim (→ running) and then an outcome: one row version written per run
-    # instead of two. Nothing holds such a task ``running``, so there is nothing to rescue.
+    # fails for good: the worker runs the handler on the input its message carries (or on
+    # the pending task it reads) and records the outcome in one guarded UPDATE (pending →
+    # completed or failed, ``started_at`` set), instead of a claim (→ running) and then an
+    # outcome: one row version written per run instead of two. Nothing holds such a task
+    # ``running``, so there is nothing to rescue. Its handler is not told the owner.
     instant: bool = False
 
     def __post_init__(self):
