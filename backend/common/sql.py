@@ -20,22 +20,25 @@ def quoted(name: str) -> str:
     return connection.ops.quote_name(name)
 
 
+@functools.cache
+def _insert_sql(model: type[Model], vendor: str) -> str:
+    """The INSERT of every concrete field of ``model``, written once per database vendor."""
+    fields = model._meta.concrete_fields
+    columns = ", ".join(quoted(field.column) for field in fields)
+    return f"INSERT INTO {quoted(model._meta.db_table)} ({columns}) VALUES ({placeholders(fields)})"
+
+
 def insert(instance: Model) -> None:
     """INSERT one new row with every concrete field of ``instance`` (its primary key set in
     Python, e.g. a UUID), as ``Model.objects.create`` would, in one statement. The model has
     no ``pre_save``/``post_save`` receivers on this path; ``auto_now`` fields must be set
     by the caller."""
     fields = instance._meta.concrete_fields
-    columns = ", ".join(quoted(field.column) for field in fields)
     values = [
         field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields
     ]
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {quoted(instance._meta.db_table)} ({columns}) "
-            f"VALUES ({', '.join(['%s'] * len(values))})",
-            values,
-        )
+        cursor.execute(_insert_sql(type(instance), connection.vendor), values)
     instance._state.adding = False
     instance._state.db = connection.alias
 
