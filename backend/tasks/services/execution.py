@@ -36,6 +36,8 @@ from backend.tasks.models import Task, TaskStatus
 
 TABLE = sql.quoted(Task._meta.db_table)  # quoted alike on PostgreSQL and SQLite
 RELAXED = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
+# A run starts only a task whose deadline (if any) is still ahead of the given time.
+NOT_OVERDUE = f"({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)"
 
 
 def _relaxed() -> bool:
@@ -70,8 +72,7 @@ def _claim_sql(relaxed: bool) -> str:
         "status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, progress = 0, "
         f"attempts = {TABLE}.attempts + 1",
         owner.source or "",
-        f"AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s) "
-        + (f"AND {owner.condition}" if owner.source else ""),
+        f"AND {NOT_OVERDUE} " + (f"AND {owner.condition}" if owner.source else ""),
     )
     return f"{statement} RETURNING {_run_columns(owner)}"
 
@@ -133,7 +134,7 @@ def _read_sql() -> str:
     return (
         f"SELECT {_run_columns(owner)} FROM {TABLE} {joined} "
         f"WHERE {TABLE}.id = %s AND {TABLE}.status = %s "
-        f"AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)"
+        f"AND {NOT_OVERDUE}"
     )
 
 
@@ -258,16 +259,17 @@ def _outcome_unread(
         tasks="changed", event=event
     )
     relaxed = _relaxed()
+    update = _run_update(
+        False,  # the relaxed clause leads the whole statement, joined here as a source
+        f"{assignments}, attempts = {TABLE}.attempts + 1",
+        "relaxed" if relaxed else "",
+        f"AND {TABLE}.task_type = %s AND {NOT_OVERDUE}",
+    )
     now = connection.ops.adapt_datetimefield_value(timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(
             f"""{RELAXED + "," if relaxed else "WITH"}
-            changed AS (
-                UPDATE {TABLE} SET {assignments}, attempts = {TABLE}.attempts + 1
-                {"FROM relaxed" if relaxed else ""}
-                WHERE {TABLE}.id = %s AND {TABLE}.status = %s AND {TABLE}.task_type = %s
-                    AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)
-                RETURNING {TABLE}.id, {TABLE}.owner_id),
+            changed AS ({update} RETURNING {TABLE}.id, {TABLE}.owner_id),
             written AS ({insert_sql} RETURNING id)
             SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
             [

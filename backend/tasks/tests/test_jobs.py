@@ -7,6 +7,7 @@ import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
 from backend.celery import app as celery_app
+from backend.notifications.tests.conftest import sent  # noqa: F401
 from backend.tasks import jobs, queue, services, types
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.types import base as types_base
@@ -186,7 +187,16 @@ def test_an_instant_run_leaves_the_task_pending_until_its_outcome(user, monkeypa
     assert task.status == TaskStatus.COMPLETED and task.attempts == 2
 
 
-def test_an_instant_task_cancelled_during_its_run_stays_cancelled(user, monkeypatch):
+@pytest.mark.parametrize(
+    ("carried", "outcomes"),
+    [
+        ((), ("discarded",)),  # read first
+        (({"numbers": [1]},), ("skipped", "discarded")),  # from the message, or read (SQLite)
+    ],
+)
+def test_an_instant_task_cancelled_during_its_run_stays_cancelled(
+    user, monkeypatch, carried, outcomes
+):
     def handler(data, ctx):
         services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
         return {"result": 1}
@@ -194,7 +204,7 @@ def test_an_instant_task_cancelled_during_its_run_stays_cancelled(user, monkeypa
     kind = dataclasses.replace(types.get("sum"), handler=handler)
     monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
     task = TaskFactory(owner=user)
-    assert jobs.run_task(str(task.pk), "sum").startswith("discarded")
+    assert jobs.run_task(str(task.pk), "sum", *carried).startswith(outcomes)
     task.refresh_from_db()
     assert task.status == TaskStatus.CANCELLED and task.result is None and task.attempts == 0
 
@@ -304,8 +314,8 @@ def test_an_urgent_task_overtakes_the_low_ones_waiting(user):
     low = [TaskFactory(owner=user, priority="low") for _ in range(5)]
     urgent = TaskFactory(owner=user, priority="urgent")
     normal = TaskFactory(owner=user, priority="normal")
-    sent = queue.publish([queue.job_of(t) for t in (*low, urgent, normal)])
-    assert len(sent) == 7
+    published = queue.publish([queue.job_of(t) for t in (*low, urgent, normal)])
+    assert len(published) == 7
     order = []
     with celery_app.connection_for_write() as conn:
         channel = conn.default_channel
@@ -342,21 +352,6 @@ def test_many_messages_go_in_batches_and_all_arrive(user, monkeypatch):
 
 
 # --- a run of an instant type from the input its message carries ---------------------------
-
-
-@pytest.fixture
-def sent_deliveries(monkeypatch):
-    """The ids of the notifications whose delivery messages were handed to the broker."""
-    from backend.notifications import services as notifications
-
-    ids = []
-
-    def send_messages(name, arguments, *, queue):
-        ids.extend(pk for (batch,) in arguments for pk in batch)
-        return len(arguments)
-
-    monkeypatch.setattr(notifications.queue, "send_messages", send_messages)
-    return ids
 
 
 def test_an_instant_types_message_carries_its_input_when_small():
@@ -412,23 +407,11 @@ def test_a_run_from_its_messages_input_leaves_alone_what_is_no_longer_to_run(use
         assert jobs.run_task(missing, "sum", {"numbers": [1]}).startswith("skipped")
 
 
-def test_a_task_cancelled_while_its_message_runs_stays_cancelled(user, monkeypatch):
-    def handler(data, ctx):
-        services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
-        return {"result": 1}
-
-    kind = dataclasses.replace(types.get("sum"), handler=handler)
-    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
-    task = TaskFactory(owner=user)
-    outcome = jobs.run_task(str(task.pk), "sum", {"numbers": [1]})
-    assert outcome.startswith(("skipped", "discarded"))  # from the message, or read (SQLite)
-    task.refresh_from_db()
-    assert task.status == TaskStatus.CANCELLED and task.result is None and task.attempts == 0
-
-
 @pytest.mark.django_db(transaction=True)  # autocommit, as on a worker
 def test_a_failed_run_from_its_messages_input_writes_and_sends_its_notification(
-    user, monkeypatch, sent_deliveries
+    user,
+    monkeypatch,
+    sent,  # noqa: F811
 ):
     """The owner is mailed task.failed (the default): the run's one statement also writes
     the notification (as the sweeps do), sent once committed."""
@@ -451,7 +434,7 @@ def test_a_failed_run_from_its_messages_input_writes_and_sends_its_notification(
         "task.failed",
         "email",
     )
-    assert notification.target == user.email and sent_deliveries == [str(notification.pk)]
+    assert notification.target == user.email and sent == [str(notification.pk)]
 
 
 @pytest.mark.django_db(transaction=True)
