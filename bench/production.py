@@ -623,7 +623,10 @@ def expiry_row(stack: Stack, name: str, owners: list[Account], count: int) -> Ro
     return Row(
         name,
         f"{timed['seconds']:.2f} s",
-        details=f"returned {timed['rows']}; {len(statements)} statement(s): {summary}, "
+        # The statements of the calling connection: a split expiry's other part runs on a
+        # connection of its own, and is in the time but not in this list.
+        details=f"returned {timed['rows']}; {len(statements)} statement(s) on the calling "
+        f"connection: {summary}, "
         f"{timed['in_statements']:.2f} s; {written:,} notification(s) written, "
         f"{sending['messages']:,} delivery message(s) sent after commit in "
         f"{sending['seconds']:.2f} s; "

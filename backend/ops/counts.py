@@ -39,10 +39,14 @@ def deltas_sql(*, changed: str, to_status: str) -> str:
     ``to_status``: one row per (status, type) pair whose count moved."""
     to_status = TaskStatus(to_status).value  # a known status, written as a literal
     table = connection.ops.quote_name(TaskCountDelta._meta.db_table)
-    return f"""INSERT INTO {table} (status, task_type, delta)
+    # ``changed`` is read once (a sweep's may hold 100,000 rows), grouped; then each group
+    # leaves its status and joins the new one.
+    return f"""WITH groups AS (
+            SELECT was, task_type, COUNT(*) AS n FROM {changed} GROUP BY was, task_type)
+        INSERT INTO {table} (status, task_type, delta)
         SELECT status, task_type, SUM(delta) FROM (
-            SELECT was AS status, task_type, -1 AS delta FROM {changed}
+            SELECT was AS status, task_type, -n AS delta FROM groups
             UNION ALL
-            SELECT '{to_status}', task_type, 1 FROM {changed}
+            SELECT '{to_status}', task_type, n FROM groups
         ) AS moves
         GROUP BY status, task_type HAVING SUM(delta) <> 0"""

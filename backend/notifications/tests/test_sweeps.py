@@ -4,6 +4,7 @@ database for the whole set of tasks a sweep changes: the same rows, by the same 
 
 import itertools
 import json
+import threading
 import uuid
 from datetime import timedelta
 
@@ -16,9 +17,11 @@ from backend.common.tests.conftest import _loopback_only  # noqa: F401
 from backend.common.tests.httpserver import Answer, HTTPServer
 from backend.notifications import jobs, services
 from backend.notifications.models import Notification, TaskCallback
+from backend.ops.tests.test_counts import assert_agree
 from backend.tasks import queue
 from backend.tasks import services as task_services
 from backend.tasks.models import Task, TaskStatus
+from backend.tasks.services import sweeps
 from backend.tasks.tests.factories import TaskFactory
 from backend.users import services as user_services
 from backend.users.models import User
@@ -200,6 +203,59 @@ def test_ids_are_unique_across_a_large_sweep(user, sent, committed):
     ids = list(Notification.objects.values_list("pk", flat=True))
     assert len(ids) == 1000 and len(set(ids)) == 1000
     assert sorted(sent) == sorted(str(pk) for pk in ids)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite: one writer at a time")
+@pytest.mark.django_db(transaction=True)
+def test_a_large_expiry_runs_in_parts_at_once(user, other_user, sent, monkeypatch):
+    """From PARALLEL_EXPIRY_FROM overdue tasks on, one statement per range of ids, each on a
+    connection of its own and committed on its own: together they change, write, count and
+    send what the single statement does."""
+    monkeypatch.setattr(sweeps, "PARALLEL_EXPIRY_FROM", 6)
+    other_user.notify_email = []
+    other_user.webhook_url = "https://hooks.example.com/other"
+    other_user.save()
+    past = timezone.now() - PAST
+    statuses = itertools.cycle((TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING))
+    owners = itertools.cycle((user, other_user))
+    # Ids spread over the whole range, so that every part has some.
+    overdue = [
+        TaskFactory(
+            id=uuid.UUID(int=n << 124), owner=next(owners), status=next(statuses), deadline=past
+        )
+        for n in range(1, 16, 2)
+    ]
+    later = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
+    done = TaskFactory(owner=user, status=TaskStatus.COMPLETED, deadline=past)
+    expected = planned(overdue)
+    parts = []
+    update_notifying = sweeps._update_notifying
+
+    def recorded(tasks, *args, **kwargs):
+        changed = update_notifying(tasks, *args, **kwargs)
+        parts.append((threading.get_ident(), changed))
+        return changed
+
+    monkeypatch.setattr(sweeps, "_update_notifying", recorded)
+
+    assert task_services.tasks_expire() == len(overdue)
+    assert len(parts) == sweeps.EXPIRY_PARTS == len({thread for thread, _ in parts})
+    assert all(changed > 0 for _, changed in parts)
+    assert {t.status for t in Task.objects.filter(pk__in=[t.pk for t in overdue])} == {"failed"}
+    assert set(Task.objects.filter(pk__in=[t.pk for t in overdue]).values_list("error")) == {
+        (sweeps.DEADLINE_EXCEEDED,)
+    }
+    later.refresh_from_db()
+    done.refresh_from_db()
+    assert (later.status, done.status) == (TaskStatus.PENDING, TaskStatus.COMPLETED)
+    assert written() == expected and len(expected) == len(overdue)
+    assert sorted(sent) == sorted(
+        str(pk) for pk in Notification.objects.values_list("pk", flat=True)
+    )
+    assert_agree()
+
+    parts.clear()  # a second sweep finds too few to split, and changes nothing
+    assert task_services.tasks_expire() == 0 and len(parts) == 1
 
 
 def test_an_empty_selection_changes_nothing(user, sent):

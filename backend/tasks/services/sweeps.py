@@ -4,11 +4,13 @@ set-based: one guarded bulk statement, never a loop over rows in Python."""
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from itertools import pairwise
 
 from django.conf import settings
 from django.core.exceptions import EmptyResultSet, FullResultSet
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F, Q, QuerySet
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
@@ -110,20 +112,78 @@ def _update_notifying(
     return count
 
 
+# From this many overdue tasks on, the expiry is EXPIRY_PARTS statements that run at the same
+# time, each on its own connection over its own range of ids (disjoint rows: they never wait
+# for each other). A bulk UPDATE is one backend on one core, and most of its cost is per row
+# (the new row version and its index entries); below this, a second connection is not worth
+# opening.
+PARALLEL_EXPIRY_FROM = 10_000
+EXPIRY_PARTS = 2
+
+
 def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
     """Every active task past its deadline becomes failed: one guarded bulk UPDATE (and one
-    bulk INSERT of the notifications it causes, in the same transaction)."""
+    bulk INSERT of the notifications it causes, in the same transaction); for a large number
+    of them on PostgreSQL, one such statement per range of ids, at the same time."""
     now = timezone.now()
     queryset = Task.objects.all() if queryset is None else queryset
-    return _update_notifying(
-        queryset.filter(deadline__lt=now),
-        Event.FAILED,
-        from_statuses=ACTIVE_STATUSES,
-        status=TaskStatus.FAILED,
-        error=DEADLINE_EXCEEDED,
-        completed_at=now,
-        updated_at=now,
-    )
+    overdue = queryset.filter(deadline__lt=now)
+
+    def expire(tasks: QuerySet[Task]) -> int:
+        return _update_notifying(
+            tasks,
+            Event.FAILED,
+            from_statuses=ACTIVE_STATUSES,
+            status=TaskStatus.FAILED,
+            error=DEADLINE_EXCEEDED,
+            completed_at=now,
+            updated_at=now,
+        )
+
+    if not _worth_splitting(overdue.filter(status__in=ACTIVE_STATUSES)):
+        return expire(overdue)
+    return sum(_at_once(expire, [overdue.filter(part) for part in id_ranges(EXPIRY_PARTS)]))
+
+
+def _worth_splitting(active: QuerySet[Task]) -> bool:
+    """PostgreSQL, outside a transaction (the parts commit one by one, and another
+    connection would not see the caller's uncommitted rows), and at least
+    PARALLEL_EXPIRY_FROM rows to change (read from the active-deadline index, no further)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        return False
+    return active[PARALLEL_EXPIRY_FROM - 1 : PARALLEL_EXPIRY_FROM].exists()
+
+
+def id_ranges(parts: int) -> list[Q]:
+    """``parts`` conditions that split the UUIDs into ranges of equal width (random ids: of
+    about equal size)."""
+    bounds = [None, *(uuid.UUID(int=(i << 128) // parts) for i in range(1, parts)), None]
+    ranges = []
+    for low, high in pairwise(bounds):
+        condition = Q()
+        if low is not None:
+            condition &= Q(id__gte=low)
+        if high is not None:
+            condition &= Q(id__lt=high)
+        ranges.append(condition)
+    return ranges
+
+
+def _at_once(work, parts: list) -> list:
+    """``work(part)`` for every part at the same time: the first in this thread, the others
+    each in a thread of its own, on its own database connection (closed when it is done).
+    Each part is its own transaction; an error in one is raised once all have ended."""
+    with ThreadPoolExecutor(max(len(parts) - 1, 1)) as pool:
+        others = [pool.submit(_on_own_connection, work, part) for part in parts[1:]]
+        done = [work(parts[0])]
+        return done + [other.result() for other in others]
+
+
+def _on_own_connection(work, part):
+    try:
+        return work(part)
+    finally:
+        connections.close_all()  # this thread's
 
 
 def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
