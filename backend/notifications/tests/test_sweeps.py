@@ -9,7 +9,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -205,6 +205,18 @@ def test_ids_are_unique_across_a_large_sweep(user, sent, committed):
     assert sorted(sent) == sorted(str(pk) for pk in ids)
 
 
+def spread_overdue(owners, statuses) -> list[Task]:
+    """Eight overdue tasks whose ids are spread over the whole range (every part of a split
+    expiry has some), the first four below its middle."""
+    past = timezone.now() - PAST
+    return [
+        TaskFactory(
+            id=uuid.UUID(int=n << 124), owner=next(owners), status=next(statuses), deadline=past
+        )
+        for n in range(1, 16, 2)
+    ]
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite: one writer at a time")
 @pytest.mark.django_db(transaction=True)
 def test_a_large_expiry_runs_in_parts_at_once(user, other_user, sent, monkeypatch):
@@ -218,13 +230,7 @@ def test_a_large_expiry_runs_in_parts_at_once(user, other_user, sent, monkeypatc
     past = timezone.now() - PAST
     statuses = itertools.cycle((TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING))
     owners = itertools.cycle((user, other_user))
-    # Ids spread over the whole range, so that every part has some.
-    overdue = [
-        TaskFactory(
-            id=uuid.UUID(int=n << 124), owner=next(owners), status=next(statuses), deadline=past
-        )
-        for n in range(1, 16, 2)
-    ]
+    overdue = spread_overdue(owners, statuses)
     later = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
     done = TaskFactory(owner=user, status=TaskStatus.COMPLETED, deadline=past)
     expected = planned(overdue)
@@ -256,6 +262,35 @@ def test_a_large_expiry_runs_in_parts_at_once(user, other_user, sent, monkeypatc
 
     parts.clear()  # a second sweep finds too few to split, and changes nothing
     assert task_services.tasks_expire() == 0 and len(parts) == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite: one writer at a time")
+@pytest.mark.django_db(transaction=True)
+def test_a_part_that_fails_leaves_the_other_committed(user, sent, monkeypatch):
+    monkeypatch.setattr(sweeps, "PARALLEL_EXPIRY_FROM", 6)
+    overdue = spread_overdue(itertools.repeat(user), itertools.repeat(TaskStatus.PENDING))
+    caller, update_notifying = threading.get_ident(), sweeps._update_notifying
+
+    def lost_elsewhere(tasks, *args, **kwargs):
+        if threading.get_ident() != caller:
+            raise OperationalError("the connection was lost")
+        return update_notifying(tasks, *args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "_update_notifying", lost_elsewhere)
+    with pytest.raises(OperationalError):
+        task_services.tasks_expire()
+    statuses = dict(Task.objects.values_list("pk", "status"))
+    assert [statuses[t.pk] for t in overdue] == ["failed"] * 4 + ["pending"] * 4
+    assert sorted(sent) == sorted(
+        str(pk) for pk in Notification.objects.values_list("pk", flat=True)
+    )
+    assert len(sent) == 4
+    assert_agree()
+
+    monkeypatch.setattr(sweeps, "_update_notifying", update_notifying)  # the next sweep
+    assert task_services.tasks_expire() == 4
+    assert set(Task.objects.values_list("status", flat=True)) == {"failed"}
+    assert len(sent) == 8
 
 
 def test_an_empty_selection_changes_nothing(user, sent):
