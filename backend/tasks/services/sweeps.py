@@ -142,19 +142,19 @@ def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
 
     if not _worth_splitting(overdue.filter(status__in=ACTIVE_STATUSES)):
         return expire(overdue)
-    return sum(_at_once(expire, [overdue.filter(part) for part in id_ranges(EXPIRY_PARTS)]))
+    return sum(_at_once(expire, [overdue.filter(part) for part in _id_ranges(EXPIRY_PARTS)]))
 
 
 def _worth_splitting(active: QuerySet[Task]) -> bool:
     """PostgreSQL, outside a transaction (the parts commit one by one, and another
     connection would not see the caller's uncommitted rows), and at least
     PARALLEL_EXPIRY_FROM rows to change (read from the active-deadline index, no further)."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
+    if EXPIRY_PARTS < 2 or connection.vendor != "postgresql" or connection.in_atomic_block:
         return False
     return active[PARALLEL_EXPIRY_FROM - 1 : PARALLEL_EXPIRY_FROM].exists()
 
 
-def id_ranges(parts: int) -> list[Q]:
+def _id_ranges(parts: int) -> list[Q]:
     """``parts`` conditions that split the UUIDs into ranges of equal width (random ids: of
     about equal size)."""
     bounds = [None, *(uuid.UUID(int=(i << 128) // parts) for i in range(1, parts)), None]
@@ -173,7 +173,7 @@ def _at_once(work, parts: list) -> list:
     """``work(part)`` for every part at the same time: the first in this thread, the others
     each in a thread of its own, on its own database connection (closed when it is done).
     Each part is its own transaction; an error in one is raised once all have ended."""
-    with ThreadPoolExecutor(max(len(parts) - 1, 1)) as pool:
+    with ThreadPoolExecutor(len(parts) - 1) as pool:
         others = [pool.submit(_on_own_connection, work, part) for part in parts[1:]]
         done = [work(parts[0])]
         return done + [other.result() for other in others]
