@@ -1,5 +1,7 @@
 from django.db import migrations, models
 
+from backend.common.migration_ops import run_sql_on
+
 # PostgreSQL keeps ops_taskcountdelta in step with tasks_task, in the transaction of each
 # change:
 # - an INSERT or DELETE statement adds one row per (status, type) pair it touched (statement
@@ -74,16 +76,6 @@ DROP FUNCTION IF EXISTS ops_task_count_changed();
 """
 
 
-def create_triggers(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER_SQL, params=None)
-
-
-def drop_triggers(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_SQL, params=None)
-
-
 class Migration(migrations.Migration):
     initial = True
 
@@ -101,5 +93,5 @@ class Migration(migrations.Migration):
                 ("delta", models.BigIntegerField()),
             ],
         ),
-        migrations.RunPython(create_triggers, drop_triggers),
+        run_sql_on("postgresql", TRIGGER_SQL, DROP_SQL),
     ]

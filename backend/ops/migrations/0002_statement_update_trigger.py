@@ -1,5 +1,7 @@
 from django.db import migrations
 
+from backend.common.migration_ops import run_sql_on
+
 # Updates counted per statement, as inserts and deletes already are: one trigger call per
 # UPDATE statement reads its transition tables and appends one row per (status, type) pair
 # whose count the statement changed. The row trigger of 0001 ran an INSERT for every task
@@ -49,21 +51,11 @@ CREATE TRIGGER ops_task_count_update AFTER UPDATE OF status, task_type ON tasks_
 """
 
 
-def per_statement(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(STATEMENT_SQL, params=None)
-
-
-def per_row(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(ROW_SQL, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("ops", "0001_task_count_deltas"),
     ]
 
     operations = [
-        migrations.RunPython(per_statement, per_row),
+        run_sql_on("postgresql", STATEMENT_SQL, ROW_SQL),
     ]

@@ -2,6 +2,8 @@ from importlib import import_module
 
 from django.db import migrations
 
+from backend.common.migration_ops import run_sql_on
+
 # Updates counted row by row again, except in the statements whose caller counts them.
 #
 # The statement trigger of 0002 reads transition tables, which PostgreSQL fills with every
@@ -30,15 +32,7 @@ CREATE TRIGGER ops_task_count_update AFTER UPDATE OF status, task_type ON tasks_
 """
 
 
-def by_row(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(ROW_SQL, params=None)
-
-
-def by_statement(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        previous = import_module("backend.ops.migrations.0002_statement_update_trigger")
-        schema_editor.execute(previous.STATEMENT_SQL, params=None)
+previous = import_module("backend.ops.migrations.0002_statement_update_trigger")
 
 
 class Migration(migrations.Migration):
@@ -47,5 +41,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        migrations.RunPython(by_row, by_statement),
+        run_sql_on("postgresql", ROW_SQL, previous.STATEMENT_SQL),
     ]

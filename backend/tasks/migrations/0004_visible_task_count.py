@@ -4,6 +4,8 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
+from backend.common.migration_ops import run_sql_on
+
 # PostgreSQL keeps VisibleTaskCount in step with tasks_task: every inserted or deleted task, and
 # every change of its owner or assignee, adds or takes one from the users concerned (the owner,
 # and the assignee when it is someone else), in user-id order so that two transactions never
@@ -59,17 +61,6 @@ DROP FUNCTION IF EXISTS tasks_visible_count();
 """
 
 
-def create_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(TRIGGER_SQL, params=None)
-
-
-def drop_trigger(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_SQL, params=None)
-
-
-
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -85,5 +76,5 @@ class Migration(migrations.Migration):
                 ('total', models.BigIntegerField(default=0)),
             ],
         ),
-        migrations.RunPython(create_trigger, drop_trigger),
+        run_sql_on("postgresql", TRIGGER_SQL, DROP_SQL),
     ]
