@@ -10,6 +10,7 @@ from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from backend.tasks.models import TERMINAL_STATUSES, Task
+from backend.tasks.services.counts import visible_counts_rebuild
 
 from .models import TaskCountDelta
 
@@ -92,8 +93,8 @@ def task_counts_fold() -> int:
 
 
 def task_counts_rebuild() -> None:
-    """Count the tasks afresh into the kept counts: for after a bulk load or restore that
-    went around the triggers (``session_replication_role = replica``, ``pg_restore
+    """Count the tasks afresh into the kept counts (by status and type, and each user's
+    visible tasks): for after a bulk load or restore that went around the triggers (``session_replication_role = replica``, ``pg_restore
     --disable-triggers``). Task writes wait for the count (a SHARE lock on the tasks), and so
     does a fold (an EXCLUSIVE lock on the count rows: the DELETE then sees the rows a fold
     that just finished put back), so nothing is missed or counted twice. Readers are not
@@ -108,3 +109,4 @@ def task_counts_rebuild() -> None:
             f"INSERT INTO {_DELTAS} (status, task_type, delta) "
             f"SELECT status, task_type, COUNT(*) FROM {_TASKS} GROUP BY status, task_type"
         )
+        visible_counts_rebuild()

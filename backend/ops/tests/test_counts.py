@@ -17,7 +17,7 @@ from django.utils import timezone
 from backend.ops import jobs, selectors, services
 from backend.ops.models import TaskCountDelta
 from backend.tasks import services as task_services
-from backend.tasks.models import Task, TaskStatus
+from backend.tasks.models import Task, TaskStatus, VisibleTaskCount
 from backend.tasks.tests.factories import TaskFactory
 
 postgresql_only = pytest.mark.skipif(
@@ -276,10 +276,12 @@ def test_sqlite_counts_the_tasks_and_keeps_nothing(user):
 
 @postgresql_only
 @pytest.mark.django_db
-def test_task_stats_recount(user):
+def test_task_stats_recount(user, other_user):
+    gone = TaskFactory(owner=other_user, assignee=user, task_type="manual", input_data={})
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL session_replication_role = replica")
         TaskFactory.create_batch(3, owner=user, status="running", task_type="countdown")
+        Task.objects.filter(pk=gone.pk).delete()
         cursor.execute("SET LOCAL session_replication_role = DEFAULT")
     out, err = StringIO(), StringIO()
     call_command("task_stats", "--json", stdout=out)
@@ -291,3 +293,6 @@ def test_task_stats_recount(user):
     assert figures["by_status"]["running"] == 3 and figures["by_type"]["countdown"] == 3
     assert "recounted" in err.getvalue()
     assert_agree()
+    # Each user's list count too: the load's three tasks in, the deleted one out.
+    lists = dict(VisibleTaskCount.objects.values_list("user_id", "total"))
+    assert lists == {user.pk: 3}

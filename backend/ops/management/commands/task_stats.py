@@ -26,14 +26,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--recount",
             action="store_true",
-            help="first count the tasks afresh into the counts PostgreSQL keeps by status and "
-            "type (after a bulk load or a restore that went around its triggers)",
+            help="first count the tasks afresh into the counts PostgreSQL keeps (by status "
+            "and type, and each user's list count), after a bulk load or a restore that went "
+            "around its triggers",
         )
 
     def handle(self, *args, **options):
         if options["recount"]:
             services.task_counts_rebuild()
-            self.stderr.write("Counts by status and type recounted from the tasks.")
+            self.stderr.write(
+                "Counts by status and type, and each user's list count, recounted from the tasks."
+            )
         stats = selectors.stats()
         if options["json"]:
             self.stdout.write(json.dumps(stats, cls=JSONEncoder, indent=2))

@@ -617,6 +617,21 @@ def test_the_visible_count_follows_every_change(user, other_user):
     assert VisibleTaskCount.objects.get(user=user).total == 0
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="a PostgreSQL trigger keeps it")
+@pytest.mark.django_db(transaction=True)
+def test_a_truncate_empties_the_visible_counts(client_for, user, other_user):
+    """A TRUNCATE fires no row trigger: the kept counts are emptied with the table, so the
+    list counts what is there, not the tasks that were."""
+    TaskFactory.create_batch(3, owner=user)
+    TaskFactory(owner=other_user, assignee=user, task_type="manual", input_data={})
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {Task._meta.db_table} CASCADE")
+    mine = TaskFactory(owner=user)
+    body = client_for(user).get("/api/tasks/").json()
+    assert (body["count"], [row["id"] for row in body["results"]]) == (1, [str(mine.pk)])
+    assert client_for(other_user).get("/api/tasks/").json()["count"] == 0
+
+
 def test_rabbitmq_consumer_timeout_bounds_a_task_time_limit(client, settings):
     """On RabbitMQ a task that could outlive the server's consumer timeout is refused at
     create time, not cut (and handed out again) by the broker later."""
