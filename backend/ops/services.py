@@ -94,11 +94,12 @@ def task_counts_fold() -> int:
 
 def task_counts_rebuild() -> None:
     """Count the tasks afresh into the kept counts (by status and type, and each user's
-    visible tasks): for after a bulk load or restore that went around the triggers (``session_replication_role = replica``, ``pg_restore
-    --disable-triggers``). Task writes wait for the count (a SHARE lock on the tasks), and so
-    does a fold (an EXCLUSIVE lock on the count rows: the DELETE then sees the rows a fold
-    that just finished put back), so nothing is missed or counted twice. Readers are not
-    held up: they see the old rows until the new ones commit."""
+    visible tasks): for after a bulk load or restore that went around the triggers
+    (``session_replication_role = replica``, ``pg_restore --disable-triggers``). Task writes
+    wait for the count (a SHARE lock on the tasks), and so does a fold (an EXCLUSIVE lock on
+    the count rows: the DELETE then sees the rows a fold that just finished put back), so
+    nothing is missed or counted twice. Readers are not held up: they see the old rows until
+    the new ones commit."""
     if connection.vendor != "postgresql":
         return
     with transaction.atomic(), connection.cursor() as cursor:
