@@ -1,6 +1,10 @@
 """Demo data for a fresh installation (``manage.py seed_demo_data``): demo users, tasks of
 every registered type in every status they can have, a schedule and a file. Idempotent: what
-exists (found by its name) is left alone and only what is missing is created."""
+exists (found by its name) is left alone and only what is missing is created.
+
+Each task's input goes through its type's input serializer with the task's owner, as a
+request's would, so a demo task that runs (the active ones do) runs like one created
+through the API: a ``data_processing`` task reads a file of its own owner's."""
 
 from __future__ import annotations
 
@@ -36,12 +40,13 @@ def password(i: int) -> str:
 
 
 def sample_input(task_type: types.TaskType, file_id) -> dict:
-    """A valid input for each type shipped; ``{}`` for a type this list does not know."""
+    """An input for each type shipped, as a client would send it; ``{}`` for a type this
+    list does not know."""
     samples = {
         "sum": {"numbers": [1, 2, 3.5]},
         "countdown": {"seconds": 3},
         "manual": {},
-        "email": {"to": "demo1@example.com", "subject": "Hello", "body": "A demo mail."},
+        "email": {"to": ["demo1@example.com"], "subject": "Hello", "body": "A demo mail."},
         "reminder": {"message": "Water the plants"},
         "report_generation": {"report": "task_summary", "format": "json"},
         "data_processing": {"file_id": str(file_id)},
@@ -73,7 +78,17 @@ class Seeded:
     file_created: bool = False
 
 
-def _task_rows(task_type: types.TaskType, file_id, now) -> list[dict]:
+def validated_input(task_type: types.TaskType, owner: User, name: str, data: dict) -> dict:
+    """``data`` as the type's input serializer stores it for a task of ``owner``'s (raises
+    ValidationError when it is not valid for them)."""
+    inputs = task_type.input_serializer(
+        data=data, context={"owner": owner, "task": {"name": name, "description": ""}}
+    )
+    inputs.is_valid(raise_exception=True)
+    return inputs.validated_data
+
+
+def _task_rows(task_type: types.TaskType, now) -> list[dict]:
     """(name, status, timestamps) of the demo tasks of one type."""
     rows = []
     for status in statuses_of(task_type):
@@ -84,7 +99,6 @@ def _task_rows(task_type: types.TaskType, file_id, now) -> list[dict]:
                 "name": f"{PREFIX}{task_type.name} ({status}{f' {n + 1}' if count > 1 else ''})",
                 "task_type": task_type.name,
                 "status": status,
-                "input_data": sample_input(task_type, file_id),
                 "max_attempts": task_type.max_attempts,
             }
             if status == TaskStatus.SCHEDULED:
@@ -130,13 +144,24 @@ def demo_data_seed(*, users: int = 3) -> Seeded:
         people.append(user)
     seeded.users = len(people)
     first = people[0]
+    files: dict = {}
 
-    demo_file = File.objects.filter(owner=first, name=FILE_NAME).first()
-    if demo_file is None:
-        demo_file = file_services.file_store(
-            owner_id=first.pk, name=FILE_NAME, chunks=[FILE_CONTENT], content_type="text/csv"
-        )
-        seeded.file_created = True
+    def file_of(owner: User) -> File:
+        """``owner``'s demo file, stored when missing."""
+        if owner.pk not in files:
+            found = File.objects.filter(owner=owner, name=FILE_NAME).first()
+            if found is None:
+                found = file_services.file_store(
+                    owner_id=owner.pk,
+                    name=FILE_NAME,
+                    chunks=[FILE_CONTENT],
+                    content_type="text/csv",
+                )
+                seeded.file_created = True
+            files[owner.pk] = found
+        return files[owner.pk]
+
+    file_of(first)
 
     if not Schedule.objects.filter(owner=first, name=SCHEDULE_NAME).exists():
         schedule_services.schedule_create(
@@ -155,7 +180,7 @@ def demo_data_seed(*, users: int = 3) -> Seeded:
     )
     new, active_given, other_given = [], 0, 0
     for kind in registered:
-        for row in _task_rows(kind, demo_file.pk, now):
+        for row in _task_rows(kind, now):
             if row["status"] in ACTIVE_STATUSES:
                 owner = people[active_given // per_user]
                 active_given += 1
@@ -165,6 +190,9 @@ def demo_data_seed(*, users: int = 3) -> Seeded:
             seeded.tasks += 1
             if row["name"] in existing:
                 continue
+            file_id = file_of(owner).pk if kind.name == "data_processing" else None
+            data = sample_input(kind, file_id)
+            row["input_data"] = validated_input(kind, owner, row["name"], data)
             new.append(Task(owner=owner, assignee=owner, **row))
     Task.objects.bulk_create(new)
     seeded.tasks_created = len(new)

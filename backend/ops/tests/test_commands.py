@@ -130,6 +130,12 @@ def test_seed_demo_data_twice_is_the_same_as_once(settings, tmp_path):
         active = Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count()
         assert active < settings.MAX_ACTIVE_TASKS
     assert Task.objects.filter(status=TaskStatus.COMPLETED).count() >= len(registered)
+    # Every input is what the API would have stored for that owner: a demo task that runs
+    # (the active ones do) runs as a client's would, e.g. on a file of its own owner's.
+    for task in Task.objects.filter(name__startswith=demo.PREFIX).select_related("owner"):
+        kind = types.get(task.task_type)
+        stored = demo.validated_input(kind, task.owner, task.name, task.input_data)
+        assert stored == task.input_data, task.name
 
 
 def test_seed_demo_data_bad_users():
