@@ -17,7 +17,9 @@ help:
 	@echo "make run        start web, the workers and beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
 	@echo "make test       run the whole test suite (coverage report included)"
 	@echo "make bench      measure the production stack (PostgreSQL + Redis), then the embedded default (bench/RESULTS.md)"
+	@echo "make migrate    write .env when missing and apply the migrations"
 	@echo "make lint       ruff lint and format check"
+	@echo "make format     ruff fix and format"
 	@echo "make superuser  create an admin user (non-interactive with DJANGO_SUPERUSER_* set)"
 	@echo "make clean      remove the virtualenv and run-time files (var/)"
 
