@@ -179,7 +179,11 @@ class TaskInputField(serializers.JSONField):
 
 class UserIdField(serializers.PrimaryKeyRelatedField):
     """A user, by id. The browsable API renders a text box, never a list of every user
-    (which would show all usernames to anyone)."""
+    (which would show all usernames to anyone).
+
+    Only staff reach a deactivated account through it (and learn that it is one, 400
+    ``assignee_inactive``); to anyone else it does not exist, as in ``/api/users/``, so the
+    answer tells them nothing a random id would not."""
 
     def __init__(self, *, blank_is_omitted: bool = False, **kwargs):
         # An HTML form's empty box means "not given" when the field has a default.
@@ -197,6 +201,12 @@ class UserIdField(serializers.PrimaryKeyRelatedField):
             if typed.lower() == "null" and self.allow_null:
                 return None  # a form cannot send JSON's null: the word stands for it
         return super().get_value(dictionary)
+
+    def get_queryset(self):
+        request = self.context.get("request")
+        if request is not None and request.user.is_staff:
+            return User.objects.all()
+        return User.objects.filter(is_active=True)
 
 
 class TaskCreateSerializer(serializers.Serializer):

@@ -124,7 +124,7 @@ class TaskViewSet(
     def assign(self, request, pk=None):
         """Give a scheduled or pending task to another user (owner or staff)."""
         task = self.get_object()
-        serializer = AssignSerializer(data=request.data)
+        serializer = AssignSerializer(data=request.data, context=self.get_serializer_context())
         serializer.is_valid(raise_exception=True)
         task = services.task_assign(
             task=task, actor=request.user, assignee=serializer.validated_data["assignee"]

@@ -1,5 +1,7 @@
 """The task endpoints over HTTP: shapes, filters, visibility, actions, errors."""
 
+import json
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -374,6 +376,39 @@ def test_assign(client_for, user, other_user):
     assert response.status_code == 403
     response = client_for(user).post(url(task, "assign"), {}, format="json")
     assert response.status_code == 400 and "assignee" in response.json()
+
+
+@pytest.mark.parametrize("action", ["create", "assign"])
+def test_a_deactivated_assignee_is_unknown_to_all_but_staff(
+    client_for, user, other_user, staff, action
+):
+    """To a user, a deactivated account answers as a random id does (it is gone from
+    /api/users/ too); staff learn it is deactivated."""
+    other_user.is_active = False
+    other_user.save(update_fields=["is_active"])
+
+    def give(who, assignee) -> tuple[int, dict]:
+        body = {"task_type": "manual", "name": "for them", "assignee": str(assignee)}
+        if action == "create":
+            response = client_for(who).post("/api/tasks/", body, format="json")
+        else:
+            task = TaskFactory(owner=who, assignee=None, task_type="manual", input_data={})
+            url = f"/api/tasks/{task.pk}/assign/"
+            response = client_for(who).post(url, {"assignee": str(assignee)}, format="json")
+        return response.status_code, response.json()
+
+    unknown = uuid.uuid4()
+    status, deactivated = give(user, other_user.pk)
+    _, random_id = give(user, unknown)
+    assert status == 400
+    assert deactivated == json.loads(
+        json.dumps(random_id).replace(str(unknown), str(other_user.pk))
+    )
+    assert give(staff, other_user.pk) == (
+        400,
+        {"detail": "The assignee's account is deactivated.", "code": "assignee_inactive"},
+    )
+    assert not Task.objects.filter(assignee=other_user).exists()
 
 
 def test_assign_over_the_limit_is_409(client_for, user, other_user):
