@@ -81,9 +81,7 @@ class Seeded:
 def validated_input(task_type: types.TaskType, owner: User, name: str, data: dict) -> dict:
     """``data`` as the type's input serializer stores it for a task of ``owner``'s (raises
     ValidationError when it is not valid for them)."""
-    inputs = task_type.input_serializer(
-        data=data, context={"owner": owner, "task": {"name": name, "description": ""}}
-    )
+    inputs = task_type.input_for(data, owner=owner, task={"name": name, "description": ""})
     inputs.is_valid(raise_exception=True)
     return inputs.validated_data
 

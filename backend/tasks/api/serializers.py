@@ -262,15 +262,11 @@ class TaskCreateSerializer(serializers.Serializer):
         data = attrs.get("input_data")
         if not isinstance(data, dict):
             raise serializers.ValidationError({"input_data": ["Expected a JSON object."]})
-        # The task's owner (the requesting user) reaches the type's input serializer, so
-        # inputs that name the owner's objects (a file) can check they are theirs, and the
-        # task's name and description, which some inputs default to (an email's subject).
+        # The task's owner is the requesting user unless the context names one.
         request = self.context.get("request")
         owner = self.context.get("owner") or getattr(request, "user", None)
         task = {"name": attrs.get("name", ""), "description": attrs.get("description", "")}
-        inputs = kind.input_serializer(
-            data=data, context={**self.context, "owner": owner, "task": task}
-        )
+        inputs = kind.input_for(data, owner=owner, task=task, context=self.context)
         if not inputs.is_valid():
             raise serializers.ValidationError({"input_data": inputs.errors})
         attrs["input_data"] = inputs.validated_data

@@ -94,6 +94,16 @@ class TaskType:
         limit = self.time_limit(input_data) if callable(self.time_limit) else self.time_limit
         return int(limit)
 
+    def input_for(
+        self, data, *, owner, task: dict, context: dict | None = None
+    ) -> serializers.Serializer:
+        """This type's input serializer over ``data`` for a task of ``owner``'s: inputs that
+        name the owner's objects (a file) check they are theirs, and ``task`` (its ``name``
+        and ``description``) is what some inputs default to (an email's subject)."""
+        return self.input_serializer(
+            data=data, context={**(context or {}), "owner": owner, "task": task}
+        )
+
     def input_schema(self) -> dict:
         return serializer_json_schema(self.input_serializer())
 
