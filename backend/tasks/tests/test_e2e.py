@@ -113,7 +113,13 @@ def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_fo
         created["id"], TaskStatus.COMPLETED, timeout=30, what="dispatch then completion"
     )
     assert done.result == {"result": 5}
-    assert done.enqueued_at is not None
+    # Sent first, marked after: a worker may finish the task before the dispatcher's mark
+    # commits (seen on RabbitMQ), so the mark is waited for, not read at once.
+    wait_for(
+        lambda: _task(created["id"]).enqueued_at is not None,
+        timeout=10,
+        what="the dispatcher to mark the task sent",
+    )
 
 
 def test_scheduled_task_runs_when_its_time_comes(cluster, user, client_for):
