@@ -1,5 +1,7 @@
 """Serializer behaviour shared by every app."""
 
+import copy
+
 from rest_framework import serializers
 
 from . import outbound
@@ -28,6 +30,36 @@ class RejectUnknownFieldsMixin:
                     }
                 )
         return super().to_internal_value(data)
+
+
+class CopiedFieldsMixin:
+    """Each instance's fields copied from the class's declared ones without building them
+    again: DRF deep-copies every declared field for every serializer instance, which calls
+    each field's ``__init__`` anew, a good part of a create request's cost.
+
+    A declared field is never bound (DRF binds the copies), so a shallow copy of it is a
+    fresh, unbound field with the same settings; its containers a caller could change in
+    place (validators, error messages, style) are copied with it. A field that holds other
+    fields (a list's ``child``, a nested serializer) is deep-copied as DRF does."""
+
+    def get_fields(self):
+        return {name: copied_field(field) for name, field in self._declared_fields.items()}
+
+
+_FIELD_CONTAINERS = ("_validators", "error_messages", "style")
+
+
+def copied_field(field: serializers.Field) -> serializers.Field:
+    """An unbound copy of an unbound field, as ``copy.deepcopy`` makes one."""
+    if isinstance(field, serializers.BaseSerializer) or any(
+        name in field.__dict__ for name in ("child", "child_relation")
+    ):
+        return copy.deepcopy(field)
+    fresh = copy.copy(field)
+    for name in _FIELD_CONTAINERS:
+        if name in field.__dict__:
+            fresh.__dict__[name] = copy.copy(field.__dict__[name])
+    return fresh
 
 
 def validate_outbound_url(value: str) -> str:

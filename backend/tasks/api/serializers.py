@@ -12,7 +12,7 @@ from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
-from backend.common.serializers import validate_outbound_url
+from backend.common.serializers import CopiedFieldsMixin, validate_outbound_url
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -209,7 +209,7 @@ class UserIdField(serializers.PrimaryKeyRelatedField):
         return User.objects.filter(is_active=True)
 
 
-class TaskCreateSerializer(serializers.Serializer):
+class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
     task_type = serializers.ChoiceField(choices=[], initial="sum")
     input_data = TaskInputField(
         required=False,

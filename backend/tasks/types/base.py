@@ -12,6 +12,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from backend.common.serializers import CopiedFieldsMixin
+
 
 class TaskInterrupted(Exception):
     """The task stopped being ``running`` (cancelled, expired, rescued): stop working on it."""
@@ -141,7 +143,7 @@ def worker_type_names() -> list[str]:
 # --- strict input fields: JSON types are not coerced ------------------------------------
 
 
-class StrictInputSerializer(serializers.Serializer):
+class StrictInputSerializer(CopiedFieldsMixin, serializers.Serializer):
     """Rejects keys it does not know, so a typo is a 400 and not a silently ignored value."""
 
     def to_internal_value(self, data):
