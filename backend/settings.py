@@ -163,6 +163,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not in-memory) test database, so end-to-end tests can share it with a worker.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
 else:
+    # Django's backend, with a health check that needs no round trip (backend/common/postgresql).
+    _db["ENGINE"] = "backend.common.postgresql"
     _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
     _db["CONN_HEALTH_CHECKS"] = True
     # Parameters bound by the server (psycopg's extended protocol), and a statement a
@@ -467,7 +469,7 @@ CELERY_BEAT_SCHEDULE = {
 # (backend/ops); this folds them into one row per pair every so many seconds, so reading
 # them stays cheap. SQLite counts the tasks and needs no fold.
 OPS_COUNT_FOLD_INTERVAL = _positive_int("OPS_COUNT_FOLD_INTERVAL", 10)
-if _db["ENGINE"] == "django.db.backends.postgresql":
+if _db["ENGINE"] != "django.db.backends.sqlite3":
     CELERY_BEAT_SCHEDULE["ops.fold-task-counts"] = {
         "task": "backend.ops.jobs.fold_task_counts",
         "schedule": timedelta(seconds=OPS_COUNT_FOLD_INTERVAL),

@@ -1,0 +1,55 @@
+"""The PostgreSQL backend's health check (backend/common/postgresql): a kept connection is
+checked before each request's first query without a statement, and one the server has
+ended is still found out and replaced."""
+
+import time
+
+import pytest
+from django.db import connection, connections
+from django.db.backends.postgresql import base as django_backend
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),  # autocommit: an idle connection, as between requests
+    pytest.mark.skipif(connection.vendor != "postgresql", reason="the PostgreSQL backend"),
+]
+
+
+def check_before_next_request():
+    """What Django does before a request's first query when CONN_HEALTH_CHECKS is on."""
+    connection.health_check_done = False
+    connection.close_if_health_check_failed()
+
+
+def test_an_idle_connection_is_kept_without_asking_the_server(monkeypatch):
+    connection.ensure_connection()
+    kept = connection.connection
+
+    def select_one(self):
+        raise AssertionError("the server was asked")
+
+    monkeypatch.setattr(django_backend.DatabaseWrapper, "is_usable", select_one)
+    assert connection.settings_dict["CONN_HEALTH_CHECKS"]
+    check_before_next_request()
+    assert connection.connection is kept
+
+
+def test_a_connection_the_server_ended_is_replaced():
+    connection.ensure_connection()
+    ended = connection.connection.info.backend_pid
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
+            assert cursor.fetchone() == (True,)
+    finally:
+        other.close()
+    deadline = time.monotonic() + 10
+    while connection.is_usable() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server's message takes a moment to arrive
+    assert not connection.is_usable()
+
+    check_before_next_request()
+    assert connection.connection is None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != ended
