@@ -21,26 +21,41 @@ def quoted(name: str) -> str:
 
 
 @functools.cache
-def _insert_sql(model: type[Model], vendor: str) -> str:
-    """The INSERT of every concrete field of ``model``, written once per database vendor."""
+def _insert_sql(model: type[Model], vendor: str, guarded: bool) -> str:
+    """The INSERT of every concrete field of ``model``, written once per database vendor;
+    ``guarded``: of a row that is written only if a condition holds (a ``WHERE`` follows)."""
     fields = model._meta.concrete_fields
     columns = ", ".join(quoted(field.column) for field in fields)
-    return f"INSERT INTO {quoted(model._meta.db_table)} ({columns}) VALUES ({placeholders(fields)})"
+    into = f"INSERT INTO {quoted(model._meta.db_table)} ({columns})"
+    if guarded:
+        return f"{into} SELECT {placeholders(fields)} WHERE"
+    return f"{into} VALUES ({placeholders(fields)})"
 
 
-def insert(instance: Model) -> None:
+def insert(instance: Model, *, only_if: tuple[str, list] | None = None) -> bool:
     """INSERT one new row with every concrete field of ``instance`` (its primary key set in
     Python, e.g. a UUID), as ``Model.objects.create`` would, in one statement. The model has
     no ``pre_save``/``post_save`` receivers on this path; ``auto_now`` fields must be set
-    by the caller."""
+    by the caller.
+
+    ``only_if``: an SQL condition and its parameters, checked by the same statement; when it
+    is false nothing is written and the answer is False."""
     fields = instance._meta.concrete_fields
     values = [
         field.get_db_prep_save(getattr(instance, field.attname), connection) for field in fields
     ]
+    statement = _insert_sql(type(instance), connection.vendor, only_if is not None)
+    if only_if is not None:
+        condition, condition_params = only_if
+        statement = f"{statement} {condition}"
+        values.extend(condition_params)
     with connection.cursor() as cursor:
-        cursor.execute(_insert_sql(type(instance), connection.vendor), values)
+        cursor.execute(statement, values)
+        if cursor.rowcount == 0:
+            return False
     instance._state.adding = False
     instance._state.db = connection.alias
+    return True
 
 
 def assignments(model: type[Model], changes: dict[str, Any]) -> tuple[str, list]:

@@ -43,8 +43,9 @@ def task_create(
     """Create a task; ``input_data`` must already be validated by the type's serializer
     (and ``callback_url`` by the outbound rules).
 
-    One transaction: the limit's lock and count (two statements), the INSERT, and the
-    commit; the run message goes after commit."""
+    One transaction: the limit's lock, the INSERT, which counts the assignee's active tasks
+    itself and writes nothing when they hold the most allowed, and the commit; the run
+    message goes after commit."""
     kind = types.get(task_type)
     now = timezone.now()
     if assignee is UNSET:
@@ -59,7 +60,8 @@ def task_create(
     if deadline is not None and run_at is not None and run_at >= deadline:
         raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
     limits.check_active_assignee(assignee)
-    limits.reserve_active_slot(assignee)
+    if assignee is not None:
+        limits.lock_slots(assignee)
 
     scheduled = run_at is not None and run_at > now
     send_now = kind.runs_on_worker and not scheduled
@@ -84,7 +86,10 @@ def task_create(
         created_at=now,
         updated_at=now,
     )
-    sql.insert(task)
+    # The count is the INSERT's own: a statement that starts after the lock was granted.
+    guard = limits.below_limit(assignee) if assignee is not None else None
+    if not sql.insert(task, only_if=guard):
+        raise limits.limit_reached(assignee)
     notifications.task_callback_set(task_id=task.pk, url=callback_url)
     notifications.notify(
         event=Event.CREATED,

@@ -16,35 +16,57 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
     """Refuse when ``assignee`` already holds MAX_ACTIVE_TASKS active tasks.
 
     Must run inside the transaction that then gives them the task. On PostgreSQL the
-    assignee's row is locked first, which serialises concurrent requests for the same user;
-    the count is a statement of its own, so it reads what was committed up to the moment the
-    lock was granted (each statement takes a fresh snapshot). On SQLite the IMMEDIATE
-    transaction already holds the database's write lock.
-    """
+    assignee's row is locked first (``lock_slots``), which serialises concurrent requests for
+    the same user; the count is a statement of its own, so it reads what was committed up to
+    the moment the lock was granted (each statement takes a fresh snapshot). On SQLite the
+    IMMEDIATE transaction already holds the database's write lock.
+
+    A create does the same with the count folded into its INSERT (``below_limit``)."""
     if assignee is None:
         return
-    prep = User._meta.pk.get_db_prep_value
-    user_id = prep(assignee.pk, connection)
-    count = (
-        f"SELECT COUNT(*) FROM {quoted(Task._meta.db_table)} "
-        f"WHERE assignee_id = %s AND {ACTIVE_SQL}"
-    )
-    params = [user_id]
+    lock_slots(assignee)
+    condition, params = below_limit(assignee, exclude_task=exclude_task)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {condition}", params)
+        free = cursor.fetchone()[0]
+    if not free:
+        raise limit_reached(assignee)
+
+
+def lock_slots(assignee: User) -> None:
+    """Lock ``assignee``'s row (PostgreSQL) until the transaction ends: a count of their
+    active tasks by a statement that starts after this sees every task given to them."""
+    if connection.features.has_select_for_update:
+        with connection.cursor() as cursor:
+            cursor.execute(_LOCK, [_user_id(assignee)])
+
+
+def below_limit(assignee: User, *, exclude_task: Task | None = None) -> tuple[str, list]:
+    """An SQL condition, with its parameters: ``assignee`` holds fewer than MAX_ACTIVE_TASKS
+    active tasks (``exclude_task`` not counted)."""
+    count, params = _COUNT, [_user_id(assignee)]
     if exclude_task is not None:
         count += " AND id <> %s"
-        params.append(prep(exclude_task.pk, connection))
-    with connection.cursor() as cursor:
-        if connection.features.has_select_for_update:
-            lock = f"SELECT 1 FROM {quoted(User._meta.db_table)} WHERE id = %s FOR UPDATE"
-            cursor.execute(lock, [user_id])
-        cursor.execute(count, params)
-        active = cursor.fetchone()[0]
-    if active >= settings.MAX_ACTIVE_TASKS:
-        raise Conflict(
-            f"{assignee.username} already has {settings.MAX_ACTIVE_TASKS} active tasks "
-            f"(the most allowed); wait for one to finish or cancel one.",
-            code="active_task_limit",
-        )
+        params.append(Task._meta.pk.get_db_prep_value(exclude_task.pk, connection))
+    return f"({count}) < %s", [*params, settings.MAX_ACTIVE_TASKS]
+
+
+def limit_reached(assignee: User) -> Conflict:
+    return Conflict(
+        f"{assignee.username} already has {settings.MAX_ACTIVE_TASKS} active tasks "
+        f"(the most allowed); wait for one to finish or cancel one.",
+        code="active_task_limit",
+    )
+
+
+def _user_id(user: User):
+    return User._meta.pk.get_db_prep_value(user.pk, connection)
+
+
+_LOCK = f"SELECT 1 FROM {quoted(User._meta.db_table)} WHERE id = %s FOR UPDATE"
+_COUNT = (
+    f"SELECT COUNT(*) FROM {quoted(Task._meta.db_table)} WHERE assignee_id = %s AND {ACTIVE_SQL}"
+)
 
 
 def check_active_assignee(assignee: User | None) -> None:

@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
@@ -93,6 +95,27 @@ def test_sixth_active_task_is_refused(user, settings):
         create(user)
     assert error.value.code == "active_task_limit"
     assert Task.objects.filter(assignee=user).count() == 5
+
+
+def test_a_create_counts_in_its_insert_and_a_refused_one_writes_nothing(user, settings):
+    settings.MAX_ACTIVE_TASKS = 1
+    with CaptureQueriesContext(connection) as made:
+        create(user)
+    with CaptureQueriesContext(connection) as refused, pytest.raises(Conflict) as error:
+        create(user)
+    assert error.value.code == "active_task_limit"
+    assert Task.objects.filter(assignee=user).count() == 1
+    for queries in (made, refused):
+        *before, insert = [
+            q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]
+        ]
+        # One INSERT that counts: no statement of its own for the count. Before it, the lock
+        # on PostgreSQL; SQLite's transaction already holds the write lock.
+        assert insert.startswith("INSERT") and "COUNT(*)" in insert
+        if connection.vendor == "postgresql":
+            assert len(before) == 1 and "FOR UPDATE" in before[0]
+        else:
+            assert before == []
 
 
 def test_limit_counts_scheduled_pending_and_running_only(user):
