@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -26,7 +26,6 @@ from . import limits
 UNSET: Any = object()
 
 
-@transaction.atomic
 def task_create(
     *,
     owner: User,
@@ -43,9 +42,13 @@ def task_create(
     """Create a task; ``input_data`` must already be validated by the type's serializer
     (and ``callback_url`` by the outbound rules).
 
-    One transaction: the limit's lock, the INSERT, which counts the assignee's active tasks
-    itself and writes nothing when they hold the most allowed, and the commit; the run
-    message goes after commit."""
+    The INSERT checks the limit itself (``limits.slot_free``) and writes nothing when the
+    assignee holds the most active tasks allowed. When it is all the create writes (no
+    notification, no callback) on PostgreSQL, it runs alone, in autocommit or in the caller's
+    transaction: the statement takes the assignee's lock, counts, writes the row and commits,
+    in one round trip. Otherwise, and on SQLite (whose IMMEDIATE transaction is the limit's
+    lock), one transaction holds it and the notification rows. The run message goes after
+    commit."""
     kind = types.get(task_type)
     now = timezone.now()
     if assignee is UNSET:
@@ -60,8 +63,6 @@ def task_create(
     if deadline is not None and run_at is not None and run_at >= deadline:
         raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
     limits.check_active_assignee(assignee)
-    if assignee is not None:
-        limits.lock_slots(assignee)
 
     scheduled = run_at is not None and run_at > now
     send_now = kind.runs_on_worker and not scheduled
@@ -86,19 +87,27 @@ def task_create(
         created_at=now,
         updated_at=now,
     )
-    # The count is the INSERT's own: a statement that starts after the lock was granted.
-    guard = limits.below_limit(assignee) if assignee is not None else None
-    if not sql.insert(task, only_if=guard):
-        raise limits.limit_reached(assignee)
-    notifications.task_callback_set(task_id=task.pk, url=callback_url)
-    notifications.notify(
+    planned = notifications.plan(
         event=Event.CREATED,
         task_id=task.pk,
         recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
     )
+    if planned or callback_url or connection.vendor != "postgresql":
+        with transaction.atomic():
+            _insert_within_limit(task)
+            notifications.task_callback_set(task_id=task.pk, url=callback_url)
+            notifications.notifications_create(planned)
+    else:
+        _insert_within_limit(task)
     if marked_at is not None:
         queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
     return task
+
+
+def _insert_within_limit(task: Task) -> None:
+    guard = limits.slot_free(task.assignee) if task.assignee is not None else None
+    if not sql.insert(task, only_if=guard):
+        raise limits.limit_reached(task.assignee)
 
 
 @transaction.atomic

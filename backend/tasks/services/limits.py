@@ -15,17 +15,12 @@ from backend.users.models import User
 def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = None) -> None:
     """Refuse when ``assignee`` already holds MAX_ACTIVE_TASKS active tasks.
 
-    Must run inside the transaction that then gives them the task. On PostgreSQL the
-    assignee's row is locked first (``lock_slots``), which serialises concurrent requests for
-    the same user; the count is a statement of its own, so it reads what was committed up to
-    the moment the lock was granted (each statement takes a fresh snapshot). On SQLite the
-    IMMEDIATE transaction already holds the database's write lock.
-
-    A create does the same with the count folded into its INSERT (``below_limit``)."""
+    Must run inside the transaction that then gives them the task (``slot_free`` says how
+    concurrent requests for the same user are serialised). A create checks the same
+    condition in its INSERT instead."""
     if assignee is None:
         return
-    lock_slots(assignee)
-    condition, params = below_limit(assignee, exclude_task=exclude_task)
+    condition, params = slot_free(assignee, exclude_task=exclude_task)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {condition}", params)
         free = cursor.fetchone()[0]
@@ -33,21 +28,24 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
         raise limit_reached(assignee)
 
 
-def lock_slots(assignee: User) -> None:
-    """Lock ``assignee``'s row (PostgreSQL) until the transaction ends: a count of their
-    active tasks by a statement that starts after this sees every task given to them."""
-    if connection.features.has_select_for_update:
-        with connection.cursor() as cursor:
-            cursor.execute(_LOCK, [_user_id(assignee)])
-
-
-def below_limit(assignee: User, *, exclude_task: Task | None = None) -> tuple[str, list]:
+def slot_free(assignee: User, *, exclude_task: Task | None = None) -> tuple[str, list]:
     """An SQL condition, with its parameters: ``assignee`` holds fewer than MAX_ACTIVE_TASKS
-    active tasks (``exclude_task`` not counted)."""
-    count, params = _COUNT, [_user_id(assignee)]
-    if exclude_task is not None:
+    active tasks (``exclude_task`` not counted).
+
+    PostgreSQL: ``tasks_take_slot()`` (migration 0010) first locks the assignee's row until
+    the transaction ends, which serialises concurrent requests for the same user, then counts
+    in a statement of its own, which sees every task committed up to the moment the lock was
+    granted. A statement that counted by itself would not: its snapshot predates its wait
+    for the lock. SQLite: the count alone; the IMMEDIATE transaction holds the database's
+    write lock."""
+    user_id = _user_id(assignee)
+    skip = None if exclude_task is None else _task_id(exclude_task)
+    if connection.vendor == "postgresql":
+        return "tasks_take_slot(%s, %s, %s)", [user_id, settings.MAX_ACTIVE_TASKS, skip]
+    count, params = _COUNT, [user_id]
+    if skip is not None:
         count += " AND id <> %s"
-        params.append(Task._meta.pk.get_db_prep_value(exclude_task.pk, connection))
+        params.append(skip)
     return f"({count}) < %s", [*params, settings.MAX_ACTIVE_TASKS]
 
 
@@ -63,7 +61,10 @@ def _user_id(user: User):
     return User._meta.pk.get_db_prep_value(user.pk, connection)
 
 
-_LOCK = f"SELECT 1 FROM {quoted(User._meta.db_table)} WHERE id = %s FOR UPDATE"
+def _task_id(task: Task):
+    return Task._meta.pk.get_db_prep_value(task.pk, connection)
+
+
 _COUNT = (
     f"SELECT COUNT(*) FROM {quoted(Task._meta.db_table)} WHERE assignee_id = %s AND {ACTIVE_SQL}"
 )

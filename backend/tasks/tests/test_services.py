@@ -8,8 +8,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.notifications.models import Notification
 from backend.tasks import services
 from backend.tasks.models import Task, TaskStatus
+from backend.tasks.services import lifecycle
 from backend.users.tests.factories import UserFactory
 
 from .factories import TaskFactory
@@ -106,16 +108,57 @@ def test_a_create_counts_in_its_insert_and_a_refused_one_writes_nothing(user, se
     assert error.value.code == "active_task_limit"
     assert Task.objects.filter(assignee=user).count() == 1
     for queries in (made, refused):
-        *before, insert = [
-            q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]
-        ]
-        # One INSERT that counts: no statement of its own for the count. Before it, the lock
-        # on PostgreSQL; SQLite's transaction already holds the write lock.
-        assert insert.startswith("INSERT") and "COUNT(*)" in insert
+        statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+        # One INSERT that checks the limit: no statement of its own for the lock or the
+        # count. PostgreSQL: the function that locks the assignee's row, then counts;
+        # SQLite: the count (its transaction already holds the write lock).
+        assert len(statements) == 1 and statements[0].startswith("INSERT")
         if connection.vendor == "postgresql":
-            assert len(before) == 1 and "FOR UPDATE" in before[0]
+            assert "tasks_take_slot(" in statements[0]
         else:
-            assert before == []
+            assert "COUNT(*)" in statements[0]
+
+
+def _record_statements(log):
+    def record(execute, sql, params, many, context):
+        log.append((sql.split()[0], connection.get_autocommit()))
+        return execute(sql, params, many, context)
+
+    return connection.execute_wrapper(record)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite needs its transaction")
+@pytest.mark.django_db(transaction=True)
+def test_a_create_that_writes_only_its_row_is_one_statement_in_autocommit(settings):
+    owner = UserFactory()
+    settings.MAX_ACTIVE_TASKS = 1
+    statements = []
+    with _record_statements(statements):
+        create(owner)
+        with pytest.raises(Conflict):
+            create(owner)
+    # No BEGIN or COMMIT round trips: the INSERT commits itself.
+    assert statements == [("INSERT", True), ("INSERT", True)]
+    assert Task.objects.filter(assignee=owner).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_create_with_notifications_is_one_transaction_and_all_or_nothing(monkeypatch):
+    owner = UserFactory(webhook_url="https://hooks.example.com/in")
+    statements = []
+    with _record_statements(statements):
+        task = create(owner, callback_url="https://callbacks.example.com/done")
+    inserts = [autocommit for verb, autocommit in statements if verb == "INSERT"]
+    assert len(inserts) == 3 and not any(inserts)  # the task, its callback, the notifications
+    assert Notification.objects.filter(task_id=task.pk).count() == 2
+
+    def refuse(notifications):
+        raise RuntimeError("the notifications could not be written")
+
+    monkeypatch.setattr(lifecycle.notifications, "notifications_create", refuse)
+    with pytest.raises(RuntimeError):
+        create(owner, callback_url="https://callbacks.example.com/done")
+    assert Task.objects.filter(owner=owner).count() == 1  # the second row was rolled back
 
 
 def test_limit_counts_scheduled_pending_and_running_only(user):
