@@ -372,10 +372,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# One message reserved per worker process, so priorities decide what runs next; the embedded
+# Two messages reserved per worker process: while a process waits on the database, the next
+# message is already at hand (a short task's run is mostly that wait). Priorities still decide
+# what is taken from the queue; at most two per process were taken before. The long queue's
+# workers reserve one (``--prefetch-multiplier=1`` in the Procfile and compose), so a long
+# task never waits behind another on a busy worker while one elsewhere is free. The embedded
 # broker, which hands messages out once per poll, reserves a few more to keep up.
 CELERY_WORKER_PREFETCH_MULTIPLIER = _positive_int(
-    "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 1
+    "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 2
 )
 CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

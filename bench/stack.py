@@ -221,7 +221,7 @@ def service_commands(port: int) -> dict[str, list[str]]:
     return {
         "web": [*web, "--workers", str(WEB_WORKERS)],
         "short": worker("tasks,maintenance", "short"),
-        "long": worker("long", "long"),
+        "long": [*worker("long", "long"), "--prefetch-multiplier=1"],
         "beat": [str(BIN / "celery"), "-A", "backend", "beat", "--loglevel=warning"],
     }
 

@@ -105,7 +105,7 @@ def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, b
 def test_worker_settings():
     conf = celery_app.conf
     embedded = conf.broker_url.startswith("filesystem")
-    assert conf.task_acks_late and conf.worker_prefetch_multiplier == (4 if embedded else 1)
+    assert conf.task_acks_late and conf.worker_prefetch_multiplier == (4 if embedded else 2)
     assert conf.get("CELERY_DB_REUSE_MAX") == 1000
     assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}
 
