@@ -1,9 +1,11 @@
 import datetime
+import functools
 import json
 import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.urls import get_script_prefix, get_urlconf
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -68,7 +70,7 @@ class TaskSerializer(serializers.ModelSerializer):
         tasks shares its scheme, host and path)."""
         pattern = self.__dict__.get("_url")
         if pattern is None:
-            path = reverse("task-detail", kwargs={"pk": _ANY_ID})
+            path = _task_path(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
             request = self.context.get("request")
             pattern = request.build_absolute_uri(path) if request is not None else path
             self.__dict__["_url"] = pattern
@@ -112,6 +114,15 @@ class TaskSerializer(serializers.ModelSerializer):
 
 
 _ANY_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@functools.lru_cache(maxsize=16)
+def _task_path(urlconf: str, script_prefix: str) -> str:
+    """A task's path with the stand-in id, the same for every response under one URL
+    configuration and script prefix (``reverse`` reads the prefix itself)."""
+    return reverse("task-detail", kwargs={"pk": _ANY_ID}, urlconf=urlconf)
+
+
 _UNSET = object()
 
 
