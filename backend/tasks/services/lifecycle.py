@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
@@ -92,7 +92,7 @@ def task_create(
         task_id=task.pk,
         recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
     )
-    if planned or callback_url or connection.vendor != "postgresql":
+    if planned or callback_url or not limits.slot_free_locks_itself():
         with transaction.atomic():
             _insert_within_limit(task)
             notifications.task_callback_set(task_id=task.pk, url=callback_url)

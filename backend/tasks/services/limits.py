@@ -38,15 +38,21 @@ def slot_free(assignee: User, *, exclude_task: Task | None = None) -> tuple[str,
     granted. A statement that counted by itself would not: its snapshot predates its wait
     for the lock. SQLite: the count alone; the IMMEDIATE transaction holds the database's
     write lock."""
-    user_id = _user_id(assignee)
-    skip = None if exclude_task is None else _task_id(exclude_task)
-    if connection.vendor == "postgresql":
+    user_id = _pk_value(assignee)
+    skip = None if exclude_task is None else _pk_value(exclude_task)
+    if slot_free_locks_itself():
         return "tasks_take_slot(%s, %s, %s)", [user_id, settings.MAX_ACTIVE_TASKS, skip]
     count, params = _COUNT, [user_id]
     if skip is not None:
         count += " AND id <> %s"
         params.append(skip)
     return f"({count}) < %s", [*params, settings.MAX_ACTIVE_TASKS]
+
+
+def slot_free_locks_itself() -> bool:
+    """Whether ``slot_free`` takes the assignee's lock itself (PostgreSQL), so a statement
+    that checks it may run alone in autocommit; on SQLite it needs the caller's transaction."""
+    return connection.vendor == "postgresql"
 
 
 def limit_reached(assignee: User) -> Conflict:
@@ -57,12 +63,8 @@ def limit_reached(assignee: User) -> Conflict:
     )
 
 
-def _user_id(user: User):
-    return User._meta.pk.get_db_prep_value(user.pk, connection)
-
-
-def _task_id(task: Task):
-    return Task._meta.pk.get_db_prep_value(task.pk, connection)
+def _pk_value(instance: User | Task):
+    return instance._meta.pk.get_db_prep_value(instance.pk, connection)
 
 
 _COUNT = (
