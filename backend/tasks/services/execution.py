@@ -109,8 +109,9 @@ def task_claim(*, task_id) -> Task | None:
     except ValueError:
         return None
     now = timezone.now()
-    at = connection.ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
+    here = sql.db()
+    at = here.ops.adapt_datetimefield_value(now)
+    with here.cursor() as cursor:
         cursor.execute(
             _claim_sql(_relaxed()),
             [
@@ -118,7 +119,7 @@ def task_claim(*, task_id) -> Task | None:
                 at,
                 at,
                 at,
-                Task._meta.pk.get_db_prep_value(task_id, connection),
+                Task._meta.pk.get_db_prep_value(task_id, here),
                 TaskStatus.PENDING,
                 at,
             ],
@@ -148,13 +149,14 @@ def task_read(*, task_id) -> Task | None:
     except ValueError:
         return None
     now = timezone.now()
-    with connection.cursor() as cursor:
+    here = sql.db()
+    with here.cursor() as cursor:
         cursor.execute(
             _read_sql(),
             [
-                Task._meta.pk.get_db_prep_value(task_id, connection),
+                Task._meta.pk.get_db_prep_value(task_id, here),
                 TaskStatus.PENDING,
-                connection.ops.adapt_datetimefield_value(now),
+                here.ops.adapt_datetimefield_value(now),
             ],
         )
         row = cursor.fetchone()
@@ -170,12 +172,13 @@ def _update_run(task: Task, changes: dict[str, Any]) -> bool:
         started = {"started_at": task.started_at, "heartbeat_at": task.started_at}
         changes = {**started, "attempts": task.attempts + 1, **changes}
     assignments, params = sql.assignments(Task, changes)
-    with connection.cursor() as cursor:
+    here = sql.db()
+    with here.cursor() as cursor:
         cursor.execute(
             _run_update(_relaxed(), assignments, where=f"AND {TABLE}.attempts = %s"),
             [
                 *params,
-                Task._meta.pk.get_db_prep_value(task.pk, connection),
+                Task._meta.pk.get_db_prep_value(task.pk, here),
                 task.status,
                 task.attempts,
             ],
@@ -258,6 +261,7 @@ def _outcome_unread(
     insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
         tasks="changed", event=event
     )
+    here = sql.db()
     relaxed = _relaxed()
     update = _run_update(
         False,  # the relaxed clause leads the whole statement, joined here as a source
@@ -265,8 +269,8 @@ def _outcome_unread(
         "relaxed" if relaxed else "",
         f"AND {TABLE}.task_type = %s AND {NOT_OVERDUE}",
     )
-    now = connection.ops.adapt_datetimefield_value(timezone.now())
-    with connection.cursor() as cursor:
+    now = here.ops.adapt_datetimefield_value(timezone.now())
+    with here.cursor() as cursor:
         cursor.execute(
             f"""{RELAXED + "," if relaxed else "WITH"}
             changed AS ({update} RETURNING {TABLE}.id, {TABLE}.owner_id),
@@ -274,7 +278,7 @@ def _outcome_unread(
             SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
             [
                 *params,
-                Task._meta.pk.get_db_prep_value(task_id, connection),
+                Task._meta.pk.get_db_prep_value(task_id, here),
                 TaskStatus.PENDING,
                 task_type,
                 now,
