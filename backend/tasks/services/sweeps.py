@@ -130,14 +130,18 @@ def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
     overdue = queryset.filter(deadline__lt=now)
 
     def expire(tasks: QuerySet[Task]) -> int:
+        # Each part stamps its rows with the time it runs. With one time for all, every part
+        # would add its entries to the finished tasks' index (keyed by completed_at) on the
+        # same leaf page, and the parts would wait on each other's lock of that page.
+        at = timezone.now()
         return _update_notifying(
             tasks,
             Event.FAILED,
             from_statuses=ACTIVE_STATUSES,
             status=TaskStatus.FAILED,
             error=DEADLINE_EXCEEDED,
-            completed_at=now,
-            updated_at=now,
+            completed_at=at,
+            updated_at=at,
         )
 
     if not _worth_splitting(overdue.filter(status__in=ACTIVE_STATUSES)):
