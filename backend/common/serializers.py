@@ -39,8 +39,9 @@ class CopiedFieldsMixin:
 
     A declared field is never bound (DRF binds the copies), so a shallow copy of it is a
     fresh, unbound field with the same settings; its containers a caller could change in
-    place (validators, error messages, style) are copied with it. A field that holds other
-    fields (a list's ``child``, a nested serializer) is deep-copied as DRF does."""
+    place (validators, error messages, style) are copied with it. A list's or a dict's
+    ``child`` is copied the same way, with it; a field that holds a serializer or a relation
+    (a nested serializer, a many-related field) is deep-copied as DRF does."""
 
     def get_fields(self):
         return {name: copied_field(field) for name, field in self._declared_fields.items()}
@@ -51,8 +52,11 @@ _FIELD_CONTAINERS = ("_validators", "error_messages", "style")
 
 def copied_field(field: serializers.Field) -> serializers.Field:
     """An unbound copy of an unbound field, as ``copy.deepcopy`` makes one."""
-    if isinstance(field, serializers.BaseSerializer) or any(
-        name in field.__dict__ for name in ("child", "child_relation")
+    child = field.__dict__.get("child")
+    if (
+        isinstance(field, serializers.BaseSerializer)
+        or isinstance(child, serializers.BaseSerializer)
+        or "child_relation" in field.__dict__
     ):
         return copy.deepcopy(field)
     # What copy.copy makes of a plain object (a new instance holding a copy of the
@@ -63,6 +67,12 @@ def copied_field(field: serializers.Field) -> serializers.Field:
     for name in _FIELD_CONTAINERS:
         if name in attributes:
             attributes[name] = copy.copy(attributes[name])
+    if child is not None:
+        # A list's or a dict's child is bound to the declared field (named "", as DRF
+        # binds it): a copy of it belongs to the copy. Binding it again would fail (its
+        # source is set), and would change nothing but its parent.
+        attributes["child"] = copied_child = copied_field(child)
+        copied_child.parent = fresh
     return fresh
 
 

@@ -127,3 +127,14 @@ def test_a_copy_changed_in_place_leaves_the_class_and_other_instances_alone():
         assert "now" not in fields["priority"].choices
     assert first["name"].parent is not second["name"].parent
     assert declared["name"].parent is None  # the class's fields are never bound
+
+
+def test_a_copied_list_field_has_its_own_child_bound_to_it():
+    declared = types.get("sum").input_serializer._declared_fields["numbers"]
+    first = types.get("sum").input_serializer().fields["numbers"]
+    second = types.get("sum").input_serializer().fields["numbers"]
+    assert first.child is not declared.child and first.child is not second.child
+    assert first.child.parent is first and declared.child.parent is declared
+    assert first.child.root is first.root  # so the child sees the serializer's context
+    first.child.validators.append(lambda value: None)
+    assert len(second.child.validators) == len(declared.child.validators)
