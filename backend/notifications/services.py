@@ -4,6 +4,7 @@ attempt, re-sending what is due (the dispatcher), and resending by hand (admin).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -17,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from backend.common import sql
 from backend.tasks import queue
 from backend.tasks.types import QUEUE_LONG
 from backend.users import services as user_services
@@ -150,10 +152,10 @@ _SQLITE_UUID4 = (
 )
 
 
-def _subscribed_sql() -> str:
+def _subscribed_sql(vendor: str) -> str:
     """True when the user row ``u`` has the event (one parameter) in ``notify_email``, a
     JSON list (``event in recipient.notify_email``)."""
-    if connection.vendor == "postgresql":
+    if vendor == "postgresql":
         return "u.notify_email @> jsonb_build_array(%s::text)"
     return (
         "json_type(u.notify_email) = 'array' AND EXISTS (SELECT 1 FROM "
@@ -169,43 +171,58 @@ def outbox_insert_sql(*, tasks: str, event: str) -> tuple[str, list, datetime | 
     ``notifications_create`` writes it. Returns the SQL, its parameters and the time the rows
     are marked as sent (None while the broker is skipped): the caller adds ``RETURNING id``
     and hands the ids to ``send_on_commit``."""
-    ops = connection.ops
+    here = sql.db()
     now = timezone.now()
     marked_at = now if queue.accepting() else None
+    adapt = here.ops.adapt_datetimefield_value
+    statement, slots = _outbox_insert(here.vendor, tasks)
+    given = {
+        "event": event,
+        "pending": NotificationStatus.PENDING.value,
+        "now": adapt(now),
+        "marked": adapt(marked_at),
+    }
+    return statement, [given[slot] for slot in slots], marked_at
+
+
+@functools.cache
+def _outbox_insert(vendor: str, tasks: str) -> tuple[str, tuple[str, ...]]:
+    """``outbox_insert_sql``'s statement, written once per database vendor and table
+    expression, and the names of its parameters in order (filled in per call)."""
+    ops = connection.ops
     users = ops.quote_name(User._meta.db_table)
     callbacks = ops.quote_name(TaskCallback._meta.db_table)
     table = ops.quote_name(Notification._meta.db_table)
-    when, marked = ops.adapt_datetimefield_value(now), ops.adapt_datetimefield_value(marked_at)
-    values: dict[str, tuple[str, list]] = {
-        "id": ("gen_random_uuid()" if connection.vendor == "postgresql" else _SQLITE_UUID4, []),
-        "event": ("%s", [event]),
-        "channel": ("p.channel", []),
-        "target": ("p.target", []),
-        "user": ("p.owner_id", []),
-        "task_id": ("p.task_id", []),
-        "status": ("%s", [NotificationStatus.PENDING.value]),
-        "attempts": ("0", []),
-        "next_attempt_at": ("%s", [when]),
-        "enqueued_at": ("%s", [marked]),
-        "locked_until": ("NULL", []),
-        "delivered_at": ("NULL", []),
-        "last_error": ("''", []),
-        "created_at": ("%s", [when]),
+    values: dict[str, tuple[str, tuple[str, ...]]] = {
+        "id": ("gen_random_uuid()" if vendor == "postgresql" else _SQLITE_UUID4, ()),
+        "event": ("%s", ("event",)),
+        "channel": ("p.channel", ()),
+        "target": ("p.target", ()),
+        "user": ("p.owner_id", ()),
+        "task_id": ("p.task_id", ()),
+        "status": ("%s", ("pending",)),
+        "attempts": ("0", ()),
+        "next_attempt_at": ("%s", ("now",)),
+        "enqueued_at": ("%s", ("marked",)),
+        "locked_until": ("NULL", ()),
+        "delivered_at": ("NULL", ()),
+        "last_error": ("''", ()),
+        "created_at": ("%s", ("now",)),
     }
     fields = Notification._meta.concrete_fields
     if {f.name for f in fields} != set(values):  # a field added to the model and not here
         raise ImproperlyConfigured("outbox_insert_sql does not write every Notification field")
     columns = ", ".join(ops.quote_name(f.column) for f in fields)
     selected = ", ".join(values[f.name][0] for f in fields)
-    params = [param for f in fields for param in values[f.name][1]]
+    slots = tuple(slot for f in fields for slot in values[f.name][1])
     # One SELECT per channel, each joining only what it needs: an owner who wants nothing
     # costs a hash probe per task, not a row per channel.
-    sql = f"""INSERT INTO {table} ({columns})
+    statement = f"""INSERT INTO {table} ({columns})
         SELECT {selected} FROM (
             SELECT '{Channel.EMAIL}' AS channel, t.owner_id AS owner_id, t.id AS task_id,
                 u.email AS target
             FROM {tasks} t JOIN {users} u ON u.id = t.owner_id
-            WHERE u.email <> '' AND {_subscribed_sql()}
+            WHERE u.email <> '' AND {_subscribed_sql(vendor)}
             UNION ALL
             SELECT '{Channel.WEBHOOK}', t.owner_id, t.id, u.webhook_url
             FROM {tasks} t JOIN {users} u ON u.id = t.owner_id
@@ -216,7 +233,7 @@ def outbox_insert_sql(*, tasks: str, event: str) -> tuple[str, list, datetime | 
                 JOIN {users} u ON u.id = t.owner_id
             WHERE cb.url <> '' AND cb.url <> COALESCE(u.webhook_url, '')
         ) p"""
-    return sql, [*params, event], marked_at
+    return statement, (*slots, "event")  # the last: the event the mail subscription names
 
 
 # --- writing and sending ------------------------------------------------------------------
