@@ -27,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from backend.common import sql
@@ -40,8 +41,8 @@ RELAXED = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)
 NOT_OVERDUE = f"({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)"
 
 
-def _relaxed() -> bool:
-    return connection.vendor == "postgresql" and not settings.RUN_SYNCHRONOUS_COMMIT
+def _relaxed(here: BaseDatabaseWrapper) -> bool:
+    return here.vendor == "postgresql" and not settings.RUN_SYNCHRONOUS_COMMIT
 
 
 @functools.cache
@@ -77,14 +78,14 @@ def _claim_sql(relaxed: bool) -> str:
     return f"{statement} RETURNING {_run_columns(owner)}"
 
 
-def _task_of(task_id: uuid.UUID, row, *, status: str, now) -> Task:
+def _task_of(here: BaseDatabaseWrapper, task_id: uuid.UUID, row, *, status: str, now) -> Task:
     """The task a run works on, from a claim's or a read's row (nothing else is loaded)."""
     task_type, input_data, attempts, max_attempts, owner_id, *preferences = row
     input_field = Task._meta.get_field("input_data")
     task = Task(
         pk=task_id,
         task_type=task_type,
-        input_data=input_field.from_db_value(input_data, None, connection),
+        input_data=input_field.from_db_value(input_data, None, here),
         attempts=attempts,
         max_attempts=max_attempts,
         owner_id=uuid.UUID(str(owner_id)),
@@ -113,7 +114,7 @@ def task_claim(*, task_id) -> Task | None:
     at = here.ops.adapt_datetimefield_value(now)
     with here.cursor() as cursor:
         cursor.execute(
-            _claim_sql(_relaxed()),
+            _claim_sql(_relaxed(here)),
             [
                 TaskStatus.RUNNING,
                 at,
@@ -125,7 +126,7 @@ def task_claim(*, task_id) -> Task | None:
             ],
         )
         row = cursor.fetchone()
-    return None if row is None else _task_of(task_id, row, status=TaskStatus.RUNNING, now=now)
+    return None if row is None else _task_of(here, task_id, row, status=TaskStatus.RUNNING, now=now)
 
 
 @functools.cache
@@ -160,7 +161,7 @@ def task_read(*, task_id) -> Task | None:
             ],
         )
         row = cursor.fetchone()
-    return None if row is None else _task_of(task_id, row, status=TaskStatus.PENDING, now=now)
+    return None if row is None else _task_of(here, task_id, row, status=TaskStatus.PENDING, now=now)
 
 
 def _update_run(task: Task, changes: dict[str, Any]) -> bool:
@@ -175,7 +176,7 @@ def _update_run(task: Task, changes: dict[str, Any]) -> bool:
     here = sql.db()
     with here.cursor() as cursor:
         cursor.execute(
-            _run_update(_relaxed(), assignments, where=f"AND {TABLE}.attempts = %s"),
+            _run_update(_relaxed(here), assignments, where=f"AND {TABLE}.attempts = %s"),
             [
                 *params,
                 Task._meta.pk.get_db_prep_value(task.pk, here),
@@ -262,7 +263,7 @@ def _outcome_unread(
         tasks="changed", event=event
     )
     here = sql.db()
-    relaxed = _relaxed()
+    relaxed = _relaxed(here)
     update = _run_update(
         False,  # the relaxed clause leads the whole statement, joined here as a source
         f"{assignments}, attempts = {TABLE}.attempts + 1",
