@@ -111,11 +111,14 @@ MIDDLEWARE = [
     "backend.common.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # Django's own sessions, session user and messages, which step aside for an API request
+    # that carries a Bearer token and asks for JSON: it reads and sets no cookie
+    # (backend/common/browser.py).
+    "backend.common.browser.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "backend.common.browser.AuthenticationMiddleware",
+    "backend.common.browser.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
