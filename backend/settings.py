@@ -309,7 +309,7 @@ if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
 # Each /health/ probe (database, broker, cache) gets this long before it is reported hung.
 HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", env.float, 1.5)
 
-# Longest countdown task; the broker's redelivery timeout below follows it.
+# Longest countdown task.
 COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 
 # --- Celery -------------------------------------------------------------------
@@ -335,10 +335,17 @@ if CELERY_BROKER_URL.startswith("redis://"):
     CELERY_BROKER_TRANSPORT = "backend.common.brokers:RedisTransport"
 if CELERY_BROKER_URL.startswith(("redis", "rediss")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        # Longer than the longest task, or Redis hands a running task's message out again.
-        "visibility_timeout": COUNTDOWN_MAX_SECONDS + 600,
         # One list per priority step; the worker takes step 0 (urgent) first.
         "priority_steps": [0, 3, 6, 9],
+        # A worker keeps the messages it holds in its own memory, not in Redis: kombu's
+        # emulated acknowledgements (a hash and a sorted set written when a message is taken,
+        # again when it is acknowledged) cost the worker's main process two round trips per
+        # task, and would hand a held message out again only after a visibility timeout past
+        # the longest task. A worker still gives back what it holds when it stops, or when a
+        # pool process dies mid-task; a message lost with a killed worker is recovered from
+        # the database, as before: the dispatcher sends a pending task again after
+        # TASK_REDISPATCH_AFTER, the rescue sweep a running one whose heartbeat stopped.
+        "ack_emulation": False,
     }
 BROKER_IS_AMQP = CELERY_BROKER_URL.split("://", 1)[0] in {"amqp", "amqps", "pyamqp"}
 if BROKER_IS_AMQP:

@@ -141,14 +141,20 @@ class Cluster:
         }
         self.processes: list[CeleryProcess] = []
 
-    def start_worker(self) -> CeleryProcess:
+    def start_worker(
+        self, queues: tuple[str, ...] = settings.TASK_QUEUES, *options: str
+    ) -> CeleryProcess:
+        """A worker on ``queues`` (all by default); ``options`` replace the default
+        ``--concurrency=2`` when they give one."""
         name = f"e2e-{uuid.uuid4().hex[:8]}"
+        if not any(option.startswith("--concurrency") for option in options):
+            options = ("--concurrency=2", *options)
         worker = CeleryProcess(
             [
                 "worker",
                 "--loglevel=info",
-                "--queues=" + ",".join(settings.TASK_QUEUES),
-                "--concurrency=2",
+                "--queues=" + ",".join(queues),
+                *options,
                 f"--hostname={name}@%h",
                 "--without-mingle",
                 "--without-gossip",

@@ -4,6 +4,7 @@ broker. Waits poll the database with a deadline; nothing sleeps for a fixed time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
@@ -159,6 +160,44 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
     )
     assert done.attempts == 2
     assert done.result == {"message": "Countdown finished", "seconds": 4}
+
+
+def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, client_for):
+    """A worker takes messages ahead of the one it runs (prefetch); stopped, it finishes the
+    task it runs and hands the others back to the broker, so the next worker runs them at
+    once. No beat runs here: no dispatcher could send them again."""
+    first = cluster.start_worker(("long",), "--concurrency=1", "--prefetch-multiplier=4")
+    client = client_for(user)
+    running = _create(client, task_type="countdown", input_data={"seconds": 3})
+    _wait_for_status(running["id"], TaskStatus.RUNNING, timeout=30, what="countdown to start")
+    waiting = [_create(client, task_type="countdown", input_data={"seconds": 1}) for _ in range(2)]
+    # Redis and RabbitMQ hand the worker both at once. The embedded broker hands it one more
+    # while its only process is busy (its consumer then waits for a free process), and a
+    # stopping worker there goes on taking and running messages until its pool is idle.
+    embedded = settings.CELERY_BROKER_URL.startswith("filesystem://")
+    wait_for(
+        lambda: first.log().count(" received") >= (2 if embedded else 3),
+        timeout=30,
+        what="the worker to take the waiting countdowns",
+    )
+    assert _task(running["id"]).status == TaskStatus.RUNNING
+
+    first.terminate()
+    first.proc.wait(timeout=30)  # a warm shutdown: the running countdown ends first
+    assert _task(running["id"]).status == TaskStatus.COMPLETED
+    left = [task for task in waiting if _task(task["id"]).status != TaskStatus.COMPLETED]
+    if not embedded:
+        assert len(left) == 2, "a stopping worker ran the messages it had only reserved"
+    for task in left:
+        assert _task(task["id"]).status == TaskStatus.PENDING
+        assert _task(task["id"]).attempts == 0
+
+    cluster.start_worker(("long",))
+    for task in left:
+        done = _wait_for_status(
+            task["id"], TaskStatus.COMPLETED, timeout=30, what="a reserved countdown to run"
+        )
+        assert done.attempts == 1
 
 
 def test_cancel_stops_a_running_countdown(cluster, user, client_for):
