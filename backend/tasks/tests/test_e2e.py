@@ -168,7 +168,7 @@ def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, cl
     once. No beat runs here: no dispatcher could send them again."""
     first = cluster.start_worker(("long",), "--concurrency=1", "--prefetch-multiplier=4")
     client = client_for(user)
-    running = _create(client, task_type="countdown", input_data={"seconds": 3})
+    running = _create(client, task_type="countdown", input_data={"seconds": 5})
     _wait_for_status(running["id"], TaskStatus.RUNNING, timeout=30, what="countdown to start")
     waiting = [_create(client, task_type="countdown", input_data={"seconds": 1}) for _ in range(2)]
     # Redis and RabbitMQ hand the worker both at once. The embedded broker hands it one more
