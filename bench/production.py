@@ -547,12 +547,20 @@ def part_drain(stack: Stack, config: Config) -> list[Row]:
     default acknowledgements), in turn, ``rounds`` times (as the reference runs are): the
     medians, and the ratios of the medians."""
     settings = stack.django(WORKER_SETTINGS).strip()
-    variants = {"same": settings, "emulated": emulated_acks(settings)}
+    variants = {  # name: (title, settings)
+        "same": ("same broker, worker flags and settings", settings),
+        "emulated": (
+            "the same with kombu's default (emulated) acknowledgements on Redis",
+            emulated_acks(settings),
+        ),
+    }
     rounds = []
     with stack.paused("short", "long"):
         for turn in range(config.rounds):
             rows_rate, ours, counts = drain_ours(stack, config, turn)
-            bares = {name: drain_bare(stack, config, shaped) for name, shaped in variants.items()}
+            bares = {
+                name: drain_bare(stack, config, shaped) for name, (_, shaped) in variants.items()
+            }
             rounds.append((rows_rate, ours, counts, bares))
     rows_rate, ours, counts, _ = median_run(rounds, lambda run: run[1].rate)
     ours_rates = ", ".join(f"{run[1].rate:,.0f}" for run in rounds)
@@ -566,23 +574,19 @@ def part_drain(stack: Stack, config: Config) -> list[Row]:
             f"(median of {ours_rates}); {ours.cpu}",
         ),
     ]
-    titles = {
-        "same": "same broker, worker flags and settings",
-        "emulated": "the same with kombu's default (emulated) acknowledgements on Redis",
-    }
-    for name, shaped in variants.items():
+    for name, (title, shaped) in variants.items():
         bare = median_run([run[3][name] for run in rounds], lambda run: run.rate)
         bare_rates = ", ".join(f"{run[3][name].rate:,.0f}" for run in rounds)
         each = ", ".join(f"{run[1].rate / run[3][name].rate:.2f}" for run in rounds)
         rows += [
             Row(
-                f"Bare Celery no-op app, {config.drain:,} messages, {titles[name]}",
+                f"Bare Celery no-op app, {config.drain:,} messages, {title}",
                 f"{bare.rate:,.0f} tasks/s",
                 details=f"first message taken → last done (median of {bare_rates}); "
                 f"{bare.cpu}; settings {shaped}",
             ),
             Row(
-                f"Drain ratio, ours / bare ({titles[name]})",
+                f"Drain ratio, ours / bare ({title})",
                 f"{ours.rate / bare.rate:.2f}x",
                 details="the broker window of both, of the medians; "
                 f"round by round: {each}; from our rows: {rows_rate / bare.rate:.2f}x",
