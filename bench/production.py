@@ -17,12 +17,14 @@ Usage (from the repository root, as root or a user who can run PostgreSQL's init
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import platform
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -58,7 +60,7 @@ from stack import (
 )
 
 RESULTS = HERE / "RESULTS-production.md"
-PARTS = ("create", "list", "reference", "drain", "expiry", "hol")
+PARTS = ("create", "list", "reference", "drain", "expiry", "hol", "before")
 SUM = {"task_type": "sum", "input_data": {"numbers": [1, 2, 3, 4, 5]}}
 LIST_PATH = "/api/tasks/?page_size=10"
 ACTIVE = ("scheduled", "pending", "running")
@@ -772,6 +774,243 @@ def part_hol(stack: Stack, config: Config) -> list[Row]:
     return [hol_countdowns(stack, config), hol_priority(stack, config)]
 
 
+# --- the product before the speed work ----------------------------------------------------
+# The product as it was when its speed targets were set (BEFORE_COMMIT), taken from the git
+# history into the temporary folder and run on the same servers (a database and a Redis
+# number of its own), with the same gunicorn and worker flags and this run's interpreter and
+# libraries. The machine's pace moves by a quarter between hours, so a figure taken then
+# compares with one taken now only through a version measured at both times. When the
+# targets were set, this version created BEFORE_THEN["create"] tasks/s against the best
+# comparable service's BEFORE_THEN["best create"], and expired 100,000 overdue tasks in
+# BEFORE_THEN["expiry"] s: the ratios measured here carry those figures over to this run.
+BEFORE_COMMIT = "21add1bd414f180b3f7156c9c8daa88d5e42b391"
+BEFORE_DATABASE = "before"
+BEFORE_REDIS_DB = 4
+BEFORE = ("before-web", "before-worker")
+BEFORE_THEN = {"create": 210.0, "best create": 289.0, "expiry": 2.11}
+BEFORE_USER = r"""
+import sys
+
+from django.contrib.auth import get_user_model
+from rest_framework_simplejwt.tokens import AccessToken
+
+user = get_user_model().objects.create_user(
+    username=sys.argv[1], email=f"{sys.argv[1]}@example.com", password="bench-Password-1"
+)
+print(user.pk, AccessToken.for_user(user))
+"""
+# The same timing for both versions (the older one's queue module has no send_messages).
+TIME_EXPIRY_ALONE = r"""
+import json
+import time
+
+from django.db import connection
+
+from backend.tasks import services
+
+connection.ensure_connection()
+began = time.perf_counter()
+rows = services.tasks_expire()
+print(json.dumps({"rows": rows, "seconds": time.perf_counter() - began}))
+"""
+
+
+@dataclass
+class Before:
+    folder: Path  # its code
+    env: dict[str, str]
+
+    def django(self, stack: Stack, script: str, *args: str) -> str:
+        return stack.django(script, *args, env=self.env, cwd=self.folder)
+
+    def sql(self, stack: Stack, query: str) -> list[tuple]:
+        with psycopg.connect(stack.servers.dsn_of(BEFORE_DATABASE), autocommit=True) as conn:
+            cursor = conn.execute(query)
+            return cursor.fetchall() if cursor.description else []
+
+
+def before_setup(stack: Stack) -> Before:
+    """The older version's code (from git), its migrated database and environment."""
+    folder = stack.folder / "before"
+    folder.mkdir()
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", BEFORE_COMMIT],
+        capture_output=True,
+        timeout=120,
+    )
+    if archive.returncode:
+        raise BenchError(
+            f"commit {BEFORE_COMMIT[:7]} is not in this clone's history (a shallow clone?): "
+            f"{archive.stderr.decode(errors='replace').strip()}"
+        )
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(folder, filter="data")
+    env = stack.env | {
+        "DATABASE_URL": stack.servers.database_url(BEFORE_DATABASE),
+        "CELERY_BROKER_URL": stack.servers.redis_url(BEFORE_REDIS_DB),
+        "CACHE_URL": f"rediscache://127.0.0.1:{stack.servers.redis_port}/{BEFORE_REDIS_DB + 1}",
+        "PYTHONPATH": str(folder),
+    }
+    stack.sql(f"DROP DATABASE IF EXISTS {BEFORE_DATABASE}")
+    stack.sql(f"CREATE DATABASE {BEFORE_DATABASE}")
+    migrate = [str(BIN / "python"), "manage.py", "migrate", "--noinput"]
+    done = subprocess.run(migrate, cwd=folder, env=env, capture_output=True, timeout=300)
+    if done.returncode:
+        raise BenchError(f"migrating {BEFORE_COMMIT[:7]} failed:\n{done.stderr[-2000:]}")
+    return Before(folder, env)
+
+
+def before_active(stack: Stack, before: Before) -> int:
+    query = "SELECT count(*) FROM tasks_task WHERE status IN ('pending', 'running')"
+    return before.sql(stack, query)[0][0]
+
+
+@contextmanager
+def before_running(stack: Stack, before: Before, token: str, workers: bool) -> Iterator[str]:
+    """The older version's web (and its short-queue worker when ``workers``), with the
+    product's processes stopped; yields its base URL, and leaves none of its tasks active."""
+    port = free_port()
+    web = [str(BIN / "gunicorn"), "backend.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    web += ["--workers", str(WEB_WORKERS)]
+    with stack.paused(*SERVICE):
+        stack.procs.start("before-web", web, before.env, cwd=before.folder)
+        if workers:
+            argv = worker("tasks,maintenance", "before")
+            stack.procs.start("before-worker", argv, before.env, cwd=before.folder)
+        try:
+
+            def answers() -> bool:
+                stack.procs.check()
+                try:
+                    return api(port, "GET", "/api/tasks/", token)[0] == 200
+                except OSError:
+                    return False
+
+            wait_for(answers, 60, f"the product at {BEFORE_COMMIT[:7]}", 0.25)
+            yield f"http://127.0.0.1:{port}"
+            if workers:
+                wait_for(lambda: not before_active(stack, before), 300, "its tasks", 0.25)
+        finally:
+            stack.procs.stop(*BEFORE)
+    wait_for(stack.healthy, 60, "GET /health/ 200 again", 0.25)
+
+
+def before_creates(stack: Stack, config: Config, before: Before, token: str, workers: bool):
+    with before_running(stack, before, token, workers) as base:
+        url = base + "/api/tasks/"
+        run_wrk(stack.folder, url, token, config.warm, SUM)
+        names = BEFORE if workers else BEFORE[:1]
+        began = stack.cpu(*names)
+        result = run_wrk(stack.folder, url, token, config.seconds, SUM)
+        return result, cpu_per(began, stack.cpu(*names), max(result.requests, 1), "request")
+
+
+def before_drain(stack: Stack, before: Before, token: str) -> None:
+    """The older version's worker runs what its web queued with the workers stopped."""
+    argv = worker("tasks,maintenance", "before")
+    stack.procs.start("before-worker", argv, before.env, cwd=before.folder)
+    try:
+        wait_for(lambda: not before_active(stack, before), 300, "its queued tasks", 0.25)
+    finally:
+        stack.procs.stop("before-worker")
+
+
+def expiry_seconds(stack: Stack, count: int, before: Before | None, owner: str) -> float:
+    """``count`` overdue tasks of ``owner`` inserted, then one timed ``tasks_expire()``, on
+    the product (``before`` None, its workers and beat stopped) or on the older version."""
+    if before is None:
+        with stack.paused("beat", "short", "long"):
+            stack.django(INSERT_TASKS, owner, str(count), "overdue")
+            stack.sql("VACUUM ANALYZE tasks_task")
+            timed = json.loads(stack.django(TIME_EXPIRY_ALONE))
+    else:
+        before.django(stack, INSERT_TASKS, owner, str(count), "overdue")
+        before.sql(stack, "VACUUM ANALYZE tasks_task")
+        timed = json.loads(before.django(stack, TIME_EXPIRY_ALONE))
+    if timed["rows"] != count:
+        raise BenchError(f"the expiry changed {timed['rows']} tasks, expected {count}")
+    return timed["seconds"]
+
+
+def part_before(stack: Stack, config: Config) -> list[Row]:
+    """Creates (workers running, then stopped) and the expiry on the product and on the
+    version of BEFORE_COMMIT, in turn, ``rounds`` times: medians, ratios, and what they make
+    of the figures measured when the targets were set."""
+    before = before_setup(stack)
+    user, token = before.django(stack, BEFORE_USER, "before").split()
+    ours, ours_alone = register(stack.port, "before-ours"), register(stack.port, "before-alone")
+    expiring = register(stack.port, "before-expiry")
+    keys = ("running", "stopped")
+    runs: dict[str, dict[str, list]] = {key: {"ours": [], "before": []} for key in keys}
+    expiry: dict[str, list[float]] = {"ours": [], "before": []}
+    total = 0
+    for _ in range(config.rounds):
+        result, cpu = wrk(stack, config, "/api/tasks/", ours.token, SUM)
+        runs["running"]["ours"].append((result, cpu))
+        total += result.requests - result.non2xx
+        wait_settled(stack, ours.id, total, config.deadline)
+        with stack.paused("beat", "short", "long"):
+            result, cpu = wrk(stack, config, "/api/tasks/", ours_alone.token, SUM, ("web",))
+        runs["stopped"]["ours"].append((result, cpu))
+        wait_settled(stack, ours_alone.id, 1, config.deadline)
+        runs["running"]["before"].append(before_creates(stack, config, before, token, True))
+        runs["stopped"]["before"].append(before_creates(stack, config, before, token, False))
+        before_drain(stack, before, token)
+        expiry["ours"].append(expiry_seconds(stack, config.expiry, None, expiring.id))
+        expiry["before"].append(expiry_seconds(stack, config.expiry, before, user))
+    rows = []
+    then = BEFORE_THEN["create"] / BEFORE_THEN["best create"]
+    for key in keys:
+        medians = {}
+        for side, label in (("before", f"At {BEFORE_COMMIT[:7]}"), ("ours", "This service")):
+            result, cpu = median_run(runs[key][side], lambda run: run[0].rate)
+            medians[side] = result.rate
+            rates = ", ".join(f"{run[0].rate:,.0f}" for run in runs[key][side])
+            name = f"{label}: POST /api/tasks/ (workers {key})"
+            rows.append(wrk_row(name, result, f"median of {rates} req/s; {cpu}"))
+        ratio = medians["ours"] / medians["before"]
+        each = ", ".join(
+            f"{a[0].rate / b[0].rate:.2f}"
+            for a, b in zip(runs[key]["ours"], runs[key]["before"], strict=True)
+        )
+        rows.append(
+            Row(
+                f"Ratio, this service / {BEFORE_COMMIT[:7]}: create, workers {key}",
+                f"{ratio:.2f}x",
+                details=f"of the medians; round by round: {each}. Against the best comparable "
+                f"service, measured at {BEFORE_THEN['best create']:.0f} req/s when "
+                f"{BEFORE_COMMIT[:7]} made {BEFORE_THEN['create']:.0f}: "
+                f"{ratio:.2f} x {then:.3f} = **{ratio * then:.2f}x**",
+            )
+        )
+    medians = {side: sorted(times)[len(times) // 2] for side, times in expiry.items()}
+    for side, label in (("before", f"At {BEFORE_COMMIT[:7]}"), ("ours", "This service")):
+        each = ", ".join(f"{t:.2f}" for t in expiry[side])
+        rows.append(
+            Row(
+                f"{label}: expiry of {config.expiry:,} overdue active tasks",
+                f"{medians[side]:.2f} s",
+                details=f"median of {each} s",
+            )
+        )
+    ratio = medians["before"] / medians["ours"]
+    each = ", ".join(f"{b / o:.2f}" for o, b in zip(expiry["ours"], expiry["before"], strict=True))
+    then = f"at the pace of the machine when {BEFORE_COMMIT[:7]} took {BEFORE_THEN['expiry']} s"
+    then = (
+        f"{then}: **{BEFORE_THEN['expiry'] / ratio:.2f} s**"
+        if config.expiry == 100_000
+        else f"{then} for 100,000: only at that count"
+    )
+    rows.append(
+        Row(
+            f"Ratio, {BEFORE_COMMIT[:7]} / this service: expiry time",
+            f"{ratio:.2f}x",
+            details=f"of the medians; round by round: {each}; {then}",
+        )
+    )
+    return rows
+
+
 # --- the run -------------------------------------------------------------------------------
 MEASURE: dict[str, Callable[[Stack, Config], list[Row]]] = {
     "create": part_create,
@@ -780,6 +1019,7 @@ MEASURE: dict[str, Callable[[Stack, Config], list[Row]]] = {
     "drain": part_drain,
     "expiry": part_expiry,
     "hol": part_hol,
+    "before": part_before,
 }
 
 
@@ -895,6 +1135,16 @@ Generated by `.venv/bin/python bench/production.py{quick}` ({run["seconds"]:.0f}
   slots held (each one's claim waits on a task row the bench keeps locked), {config.low} `low`
   `sum` tasks created, then one `urgent`; once the rows are released, how many of the `low`
   ones started before the `urgent` one.
+- Before: the product as it was when its speed targets were set (commit
+  `{BEFORE_COMMIT[:7]}`, from the git history), on the same servers (a database and Redis
+  number of its own) with the same gunicorn and worker flags, the product's processes stopped
+  meanwhile. Creates with its short-queue worker running and stopped, and the expiry of
+  {config.expiry:,} overdue tasks, on this service and on that version in turn,
+  {config.rounds} time(s) each: medians and ratios. The machine's pace moves from hour to
+  hour, so the figures measured when the targets were set (that version: {BEFORE_THEN["create"]:.0f}
+  creates/s against the best comparable service's {BEFORE_THEN["best create"]:.0f}, and
+  {BEFORE_THEN["expiry"]} s for 100,000 expiries) are carried over to this run through the
+  ratios: an estimate that holds as far as both services slow down or speed up alike.
 - CPU: around each measured wrk run and each drain, the CPU time used by every process group
   of the stack (from `/proc`, children included), per request or per task. The machine may
   be shared: rates move with whatever else runs (see the load average), the CPU time a

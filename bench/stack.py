@@ -233,11 +233,11 @@ class Processes:
     folder: Path
     running: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> None:
         with (self.folder / f"{name}.log").open("ab") as log:
             self.running[name] = subprocess.Popen(
                 argv,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -443,13 +443,21 @@ class Stack:
             cursor.execute(query, params)
             return cursor.fetchall() if cursor.description else []
 
-    def django(self, script: str, *args: str, timeout: float = 900) -> str:
-        """Run ``script`` with Django set up on the stack's settings; returns its stdout."""
+    def django(
+        self,
+        script: str,
+        *args: str,
+        timeout: float = 900,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+    ) -> str:
+        """Run ``script`` with Django set up on the stack's settings (or ``env``'s) from the
+        code in ``cwd``; returns its stdout."""
         code = "import django\ndjango.setup()\n" + script
-        env = {**self.env, "DJANGO_SETTINGS_MODULE": "backend.settings"}
+        env = {**(env or self.env), "DJANGO_SETTINGS_MODULE": "backend.settings"}
         done = subprocess.run(
             [str(BIN / "python"), "-c", code, *args],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             capture_output=True,
             text=True,
