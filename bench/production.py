@@ -815,6 +815,10 @@ print(json.dumps({"rows": rows, "seconds": time.perf_counter() - began}))
 """
 
 
+class Skipped(Exception):
+    """A part that cannot run here (not a failure of the service): reported, not failed."""
+
+
 @dataclass
 class Before:
     folder: Path  # its code
@@ -833,13 +837,16 @@ def before_setup(stack: Stack) -> Before:
     """The older version's code (from git), its migrated database and environment."""
     folder = stack.folder / "before"
     folder.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "--format=tar", BEFORE_COMMIT],
-        capture_output=True,
-        timeout=120,
-    )
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", BEFORE_COMMIT],
+            capture_output=True,
+            timeout=120,
+        )
+    except FileNotFoundError as exc:
+        raise Skipped(f"git is not installed: {exc}") from exc
     if archive.returncode:
-        raise BenchError(
+        raise Skipped(
             f"commit {BEFORE_COMMIT[:7]} is not in this clone's history (a shallow clone?): "
             f"{archive.stderr.decode(errors='replace').strip()}"
         )
@@ -1046,6 +1053,8 @@ def measure(config: Config) -> tuple[list[Row], dict[str, str], bool]:
             began = time.perf_counter()
             try:
                 rows += MEASURE[part](stack, config)
+            except Skipped as exc:
+                rows.append(Row(f"{part}: skipped", "—", details=str(exc)[:500]))
             except (BenchError, subprocess.SubprocessError) as exc:
                 failed = True
                 rows.append(failure(part, exc))
