@@ -861,7 +861,7 @@ def before_setup(stack: Stack) -> Before:
     stack.sql(f"DROP DATABASE IF EXISTS {BEFORE_DATABASE}")
     stack.sql(f"CREATE DATABASE {BEFORE_DATABASE}")
     migrate = [str(BIN / "python"), "manage.py", "migrate", "--noinput"]
-    done = subprocess.run(migrate, cwd=folder, env=env, capture_output=True, timeout=300)
+    done = subprocess.run(migrate, cwd=folder, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode:
         raise BenchError(f"migrating {BEFORE_COMMIT[:7]} failed:\n{done.stderr[-2000:]}")
     return Before(folder, env)
@@ -912,7 +912,7 @@ def before_creates(stack: Stack, config: Config, before: Before, token: str, wor
         return result, cpu_per(began, stack.cpu(*names), max(result.requests, 1), "request")
 
 
-def before_drain(stack: Stack, before: Before, token: str) -> None:
+def before_drain(stack: Stack, before: Before) -> None:
     """The older version's worker runs what its web queued with the workers stopped."""
     argv = worker("tasks,maintenance", "before")
     stack.procs.start("before-worker", argv, before.env, cwd=before.folder)
@@ -962,7 +962,7 @@ def part_before(stack: Stack, config: Config) -> list[Row]:
         wait_settled(stack, ours_alone.id, 1, config.deadline)
         runs["running"]["before"].append(before_creates(stack, config, before, token, True))
         runs["stopped"]["before"].append(before_creates(stack, config, before, token, False))
-        before_drain(stack, before, token)
+        before_drain(stack, before)
         expiry["ours"].append(expiry_seconds(stack, config.expiry, None, expiring.id))
         expiry["before"].append(expiry_seconds(stack, config.expiry, before, user))
     rows = []
