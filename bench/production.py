@@ -28,7 +28,7 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -313,14 +313,26 @@ def reference_setup(stack: Stack, config: Config) -> tuple[dict[str, str], dict[
 
 
 @contextmanager
-def reference_running(stack: Stack, env: dict[str, str], token: str) -> Iterator[str]:
-    """The reference service's web and worker, with the product's processes stopped; yields
-    its base URL."""
+def other_service(
+    stack: Stack,
+    label: str,
+    web: tuple[str, str],
+    workers: dict[str, list[str]],
+    env: dict[str, str],
+    token: str,
+    cwd: Path = ROOT,
+) -> Iterator[str]:
+    """Another service on the same servers, with the product's processes stopped: its
+    gunicorn web (``web``: the process's name and its WSGI application, the product's flags)
+    and ``workers`` (name -> command), run from ``cwd``; yields its base URL once its task
+    list answers ``token``."""
+    name, application = web
     port = free_port()
-    web = [str(BIN / "gunicorn"), "reference.wsgi:application", "--bind", f"127.0.0.1:{port}"]
+    argv = [str(BIN / "gunicorn"), application, "--bind", f"127.0.0.1:{port}"]
     with stack.paused(*SERVICE):
-        stack.procs.start("ref-web", [*web, "--workers", str(WEB_WORKERS)], env)
-        stack.procs.start("ref-worker", worker("celery", "reference", app="reference"), env)
+        stack.procs.start(name, [*argv, "--workers", str(WEB_WORKERS)], env, cwd=cwd)
+        for worker_name, command in workers.items():
+            stack.procs.start(worker_name, command, env, cwd=cwd)
         try:
 
             def answers() -> bool:
@@ -330,11 +342,18 @@ def reference_running(stack: Stack, env: dict[str, str], token: str) -> Iterator
                 except OSError:
                     return False
 
-            wait_for(answers, 60, "the reference service", 0.25)
+            wait_for(answers, 60, label, 0.25)
             yield f"http://127.0.0.1:{port}"
         finally:
-            stack.procs.stop(*REFERENCE)
+            stack.procs.stop(name, *workers)
     wait_for(stack.healthy, 60, "GET /health/ 200 again", 0.25)
+
+
+def reference_running(stack: Stack, env: dict[str, str], token: str) -> AbstractContextManager[str]:
+    """The reference service's web and worker; yields its base URL (``other_service``)."""
+    workers = {"ref-worker": worker("celery", "reference", app="reference")}
+    web = ("ref-web", "reference.wsgi:application")
+    return other_service(stack, "the reference service", web, workers, env, token)
 
 
 def median_run(runs: list, rate: Callable) -> Any:
@@ -872,44 +891,22 @@ def before_active(stack: Stack, before: Before) -> int:
     return before.sql(stack, query)[0][0]
 
 
-@contextmanager
-def before_running(stack: Stack, before: Before, token: str, workers: bool) -> Iterator[str]:
-    """The older version's web (and its short-queue worker when ``workers``), with the
-    product's processes stopped; yields its base URL, and leaves none of its tasks active."""
-    port = free_port()
-    web = [str(BIN / "gunicorn"), "backend.wsgi:application", "--bind", f"127.0.0.1:{port}"]
-    web += ["--workers", str(WEB_WORKERS)]
-    with stack.paused(*SERVICE):
-        stack.procs.start("before-web", web, before.env, cwd=before.folder)
-        if workers:
-            argv = worker("tasks,maintenance", "before")
-            stack.procs.start("before-worker", argv, before.env, cwd=before.folder)
-        try:
-
-            def answers() -> bool:
-                stack.procs.check()
-                try:
-                    return api(port, "GET", "/api/tasks/", token)[0] == 200
-                except OSError:
-                    return False
-
-            wait_for(answers, 60, f"the product at {BEFORE_COMMIT[:7]}", 0.25)
-            yield f"http://127.0.0.1:{port}"
-            if workers:
-                wait_for(lambda: not before_active(stack, before), 300, "its tasks", 0.25)
-        finally:
-            stack.procs.stop(*BEFORE)
-    wait_for(stack.healthy, 60, "GET /health/ 200 again", 0.25)
-
-
 def before_creates(stack: Stack, config: Config, before: Before, token: str, workers: bool):
-    with before_running(stack, before, token, workers) as base:
+    """wrk's creates on the older version, with its short-queue worker when ``workers``
+    (which then runs every task before the version stops)."""
+    commands = {"before-worker": worker("tasks,maintenance", "before")} if workers else {}
+    label = f"the product at {BEFORE_COMMIT[:7]}"
+    web = ("before-web", "backend.wsgi:application")
+    with other_service(stack, label, web, commands, before.env, token, before.folder) as base:
         url = base + "/api/tasks/"
         run_wrk(stack.folder, url, token, config.warm, SUM)
         names = BEFORE if workers else BEFORE[:1]
         began = stack.cpu(*names)
         result = run_wrk(stack.folder, url, token, config.seconds, SUM)
-        return result, cpu_per(began, stack.cpu(*names), max(result.requests, 1), "request")
+        cpu = cpu_per(began, stack.cpu(*names), max(result.requests, 1), "request")
+        if workers:
+            wait_for(lambda: not before_active(stack, before), 300, "its tasks", 0.25)
+    return result, cpu
 
 
 def before_drain(stack: Stack, before: Before) -> None:
