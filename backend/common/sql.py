@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Model
+from django.db.models import BooleanField, Func, Model, Q
 
 
 def db() -> BaseDatabaseWrapper:
@@ -23,6 +23,26 @@ def db() -> BaseDatabaseWrapper:
     a connection a dozen times per statement (each field's value is prepared with it), so they
     look it up once with this and use what it returns."""
     return connections[DEFAULT_DB_ALIAS]
+
+
+class _IsTrue(Func):
+    template = "(%(expressions)s) IS TRUE"
+    output_field = BooleanField()
+
+
+def key_guard(condition: Q) -> Func:
+    """``condition`` as the guard of a statement that picks rows by their key (a state
+    change of one row, or of a list of ids): ``(…) IS TRUE``. It keeps the same rows (a WHERE
+    keeps a row only when its condition is true), but no partial index whose condition
+    follows from the guard (pending rows, active tasks) qualifies for the statement any more,
+    only the key does.
+
+    The planner sizes a partial index by what it held at the last ANALYZE: one taken while
+    nothing was pending makes it look empty, and a statement planned with its values
+    (psycopg's first executions on a connection, every one with
+    DATABASE_SERVER_SIDE_BINDING=false) would scan all the rows it holds now instead of
+    looking up one key (measured: 15 ms instead of 0.1 ms with 100,000 tasks pending)."""
+    return _IsTrue(condition)
 
 
 def quoted(name: str) -> str:

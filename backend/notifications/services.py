@@ -272,12 +272,18 @@ def send_delivery_messages(ids: list) -> int:
     return sum(len(batch) for batch in batches[:sent])
 
 
+def _pending():
+    """Still pending: the guard of a statement over notifications picked by their ids
+    (``sql.key_guard``: the key serves it, not the index of due ones)."""
+    return sql.key_guard(Q(status=NotificationStatus.PENDING))
+
+
 def _send(ids: list, marked_at: datetime | None) -> int:
     sent = send_delivery_messages(ids)
     if sent < len(ids) and marked_at is not None:
         try:
             Notification.objects.filter(
-                pk__in=ids[sent:], status=NotificationStatus.PENDING, enqueued_at=marked_at
+                _pending(), pk__in=ids[sent:], enqueued_at=marked_at
             ).update(enqueued_at=None)
         except Exception:  # resent after NOTIFY_REDISPATCH_AFTER anyway
             logger.warning("could not unmark %d unsent notification(s)", len(ids) - sent)
@@ -315,10 +321,8 @@ def notification_claim(*, notification_id) -> Notification | None:
         return None
     now = timezone.now()
     claimed = Notification.objects.filter(
-        _free(now),
+        sql.key_guard(_free(now) & Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)),
         pk=notification_id,
-        status=NotificationStatus.PENDING,
-        next_attempt_at__lte=now,
     ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
     if not claimed:
         return None
@@ -358,7 +362,8 @@ def notification_record(*, notification: Notification, started_at: datetime, out
         error=outcome.error[:2000],
     )
     mine = Notification.objects.filter(
-        pk=notification.pk, status=NotificationStatus.PENDING, attempts=notification.attempts
+        sql.key_guard(Q(status=NotificationStatus.PENDING, attempts=notification.attempts)),
+        pk=notification.pk,
     )
     if outcome.delivered:
         status = NotificationStatus.DELIVERED
@@ -424,9 +429,7 @@ def notifications_dispatch(*, batch_size: int = 500) -> dict[str, int]:
     )
     sent = send_delivery_messages(due)
     if sent:
-        Notification.objects.filter(pk__in=due[:sent], status=NotificationStatus.PENDING).update(
-            enqueued_at=now
-        )
+        Notification.objects.filter(_pending(), pk__in=due[:sent]).update(enqueued_at=now)
     return {"due": len(due), "sent": sent}
 
 

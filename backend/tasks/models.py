@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from backend.common import sql
+
 
 class TaskStatus(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
@@ -19,6 +21,16 @@ ACTIVE_STATUSES = (TaskStatus.SCHEDULED, TaskStatus.PENDING, TaskStatus.RUNNING)
 # generic plan on PostgreSQL, any statement on SQLite).
 ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{status.value}'" for status in ACTIVE_STATUSES))
 TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def in_status(*statuses: str) -> models.Func:
+    """The guard "its status is one of ``statuses``" of a statement that picks a task by its
+    key (a state change), written so that no partial index qualifies (``sql.key_guard``)."""
+    return sql.key_guard(models.Q(status__in=statuses))
+
+
+# The same guard in statements written as SQL, after ``{table}.id = %s``.
+STATUS_GUARD_SQL = "({table}.status = %s) IS TRUE"
 
 
 class TaskPriority(models.TextChoices):

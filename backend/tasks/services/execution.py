@@ -33,12 +33,17 @@ from django.utils import timezone
 from backend.common import sql
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
-from backend.tasks.models import Task, TaskStatus
+from backend.tasks.models import STATUS_GUARD_SQL, Task, TaskStatus
 
 TABLE = sql.quoted(Task._meta.db_table)  # quoted alike on PostgreSQL and SQLite
 RELAXED = "WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))"
 # A run starts only a task whose deadline (if any) is still ahead of the given time.
 NOT_OVERDUE = f"({TABLE}.deadline IS NULL OR {TABLE}.deadline > %s)"
+
+
+# The task a statement of a run changes or reads: by its key, while in the given status
+# (``models.in_status``: no partial index qualifies).
+THIS_TASK = f"{TABLE}.id = %s AND {STATUS_GUARD_SQL.format(table=TABLE)}"
 
 
 def _relaxed(here: BaseDatabaseWrapper) -> bool:
@@ -53,7 +58,7 @@ def _run_update(relaxed: bool, assignments: str, sources: str = "", where: str =
     return (
         f"{RELAXED if relaxed else ''} UPDATE {TABLE} SET {assignments} "
         f"{'FROM ' + joined if joined else ''} "
-        f"WHERE {TABLE}.id = %s AND {TABLE}.status = %s {where}"
+        f"WHERE {THIS_TASK} {where}"
     )
 
 
@@ -133,11 +138,7 @@ def task_claim(*, task_id) -> Task | None:
 def _read_sql() -> str:
     owner = notifications.recipient_join(TABLE)
     joined = f"JOIN {owner.source} ON {owner.condition}" if owner.source else ""
-    return (
-        f"SELECT {_run_columns(owner)} FROM {TABLE} {joined} "
-        f"WHERE {TABLE}.id = %s AND {TABLE}.status = %s "
-        f"AND {NOT_OVERDUE}"
-    )
+    return f"SELECT {_run_columns(owner)} FROM {TABLE} {joined} WHERE {THIS_TASK} AND {NOT_OVERDUE}"
 
 
 def task_read(*, task_id) -> Task | None:

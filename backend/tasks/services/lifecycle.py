@@ -18,7 +18,14 @@ from backend.common.errors import Conflict, DomainError, PermissionDenied
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
 from backend.tasks import queue, types
-from backend.tasks.models import ACTIVE_STATUSES, PRIORITY_RANK, Task, TaskPriority, TaskStatus
+from backend.tasks.models import (
+    ACTIVE_STATUSES,
+    PRIORITY_RANK,
+    Task,
+    TaskPriority,
+    TaskStatus,
+    in_status,
+)
 from backend.users.models import User
 
 from . import limits
@@ -156,7 +163,7 @@ def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
     limits.check_active_assignee(assignee)
     limits.reserve_active_slot(assignee, exclude_task=task)
     _guarded(
-        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.SCHEDULED, TaskStatus.PENDING)),
+        Task.objects.filter(in_status(TaskStatus.SCHEDULED, TaskStatus.PENDING), pk=task.pk),
         "Only scheduled or pending tasks can be reassigned.",
         assignee=assignee,
     )
@@ -176,7 +183,7 @@ def task_decline(*, task: Task, actor: User) -> Task:
             "This task is your own; cancel or reassign it instead.", code="not_declinable"
         )
     _guarded(
-        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING, assignee=actor),
+        Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk, assignee=actor),
         f"Only a pending task can be declined; this one is {task.status}.",
         assignee=None,
     )
@@ -192,7 +199,7 @@ def task_start(*, task: Task, actor: User) -> Task:
         raise PermissionDenied("Only the assignee can start this task.")
     now = timezone.now()
     _guarded(
-        Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING),
+        Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk),
         f"Only a pending task can be started; this one is {task.status}.",
         status=TaskStatus.RUNNING,
         started_at=now,
@@ -210,7 +217,7 @@ def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
         raise PermissionDenied("Only the assignee or staff can complete this task.")
     now = timezone.now()
     _guarded(
-        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.PENDING, TaskStatus.RUNNING)),
+        Task.objects.filter(in_status(TaskStatus.PENDING, TaskStatus.RUNNING), pk=task.pk),
         f"Only a pending or running task can be completed; this one is {task.status}.",
         status=TaskStatus.COMPLETED,
         result=result,
@@ -228,7 +235,7 @@ def task_cancel(*, task: Task, actor: User) -> Task:
     """Cancel any active task; a worker running it stops at its next progress report."""
     _require_owner_or_staff(task, actor)
     _guarded(
-        Task.objects.filter(pk=task.pk, status__in=ACTIVE_STATUSES),
+        Task.objects.filter(in_status(*ACTIVE_STATUSES), pk=task.pk),
         f"Only an active task can be cancelled; this one is {task.status}.",
         status=TaskStatus.CANCELLED,
         completed_at=timezone.now(),
@@ -262,7 +269,7 @@ def task_retry(*, task: Task, actor: User) -> Task:
     scheduled = task.run_at is not None and task.run_at > now
     marked_at = now if not scheduled and queue.accepting() else None
     _guarded(
-        Task.objects.filter(pk=task.pk, status__in=(TaskStatus.FAILED, TaskStatus.CANCELLED)),
+        Task.objects.filter(in_status(TaskStatus.FAILED, TaskStatus.CANCELLED), pk=task.pk),
         "Only a failed or cancelled task can be retried.",
         status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
         result=None,
