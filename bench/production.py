@@ -361,6 +361,23 @@ def median_run(runs: list, rate: Callable) -> Any:
     return sorted(runs, key=rate)[len(runs) // 2]
 
 
+def wrk_in_turn(runs: dict[str, list], labels: dict[str, str], what: str):
+    """wrk runs of ``ours`` and one other side, taken in turn: a row per side (``labels``, in
+    the order printed) with its median run, the ratio ours / other of the medians, and the
+    ratio of each round as text."""
+    rows, medians = [], {}
+    for side, label in labels.items():
+        result, cpu = median_run(runs[side], lambda run: run[0].rate)
+        medians[side] = result.rate
+        rates = ", ".join(f"{run[0].rate:,.0f}" for run in runs[side])
+        rows.append(wrk_row(f"{label}: {what}", result, f"median of {rates} req/s; {cpu}"))
+    other = next(side for side in labels if side != "ours")
+    each = ", ".join(
+        f"{a[0].rate / b[0].rate:.2f}" for a, b in zip(runs["ours"], runs[other], strict=True)
+    )
+    return rows, medians["ours"] / medians[other], each
+
+
 def part_reference(stack: Stack, config: Config) -> list[Row]:
     """The same runs on the product and on the reference service, in turn, ``rounds`` times
     (the machine's speed moves between minutes; interleaving shares that out): medians, and
@@ -391,20 +408,13 @@ def part_reference(stack: Stack, config: Config) -> list[Row]:
         what = f"POST {path} (workers running)" if body else f"GET {path}"
         if not body:
             what += f", a user with {int(key.split()[1]):,} tasks"
-        medians = {}
-        for side, label in (("ours", "This service"), ("ref", "Reference service")):
-            result, cpu = median_run(results[key][side], lambda run: run[0].rate)
-            medians[side] = result.rate
-            rates = ", ".join(f"{run[0].rate:,.0f}" for run in results[key][side])
-            rows.append(wrk_row(f"{label}: {what}", result, f"median of {rates} req/s; {cpu}"))
-        each = ", ".join(
-            f"{a[0].rate / b[0].rate:.2f}"
-            for a, b in zip(results[key]["ours"], results[key]["ref"], strict=True)
-        )
+        labels = {"ours": "This service", "ref": "Reference service"}
+        side_rows, ratio, each = wrk_in_turn(results[key], labels, what)
+        rows += side_rows
         rows.append(
             Row(
                 f"Ratio, this service / reference: {key}",
-                f"{medians['ours'] / medians['ref']:.2f}x",
+                f"{ratio:.2f}x",
                 details=f"of the medians; round by round: {each}",
             )
         )
@@ -965,18 +975,9 @@ def part_before(stack: Stack, config: Config) -> list[Row]:
     rows = []
     then = BEFORE_THEN["create"] / BEFORE_THEN["best create"]
     for key in keys:
-        medians = {}
-        for side, label in (("before", f"At {BEFORE_COMMIT[:7]}"), ("ours", "This service")):
-            result, cpu = median_run(runs[key][side], lambda run: run[0].rate)
-            medians[side] = result.rate
-            rates = ", ".join(f"{run[0].rate:,.0f}" for run in runs[key][side])
-            name = f"{label}: POST /api/tasks/ (workers {key})"
-            rows.append(wrk_row(name, result, f"median of {rates} req/s; {cpu}"))
-        ratio = medians["ours"] / medians["before"]
-        each = ", ".join(
-            f"{a[0].rate / b[0].rate:.2f}"
-            for a, b in zip(runs[key]["ours"], runs[key]["before"], strict=True)
-        )
+        labels = {"before": f"At {BEFORE_COMMIT[:7]}", "ours": "This service"}
+        side_rows, ratio, each = wrk_in_turn(runs[key], labels, f"POST /api/tasks/ (workers {key})")
+        rows += side_rows
         rows.append(
             Row(
                 f"Ratio, this service / {BEFORE_COMMIT[:7]}: create, workers {key}",
