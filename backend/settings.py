@@ -385,9 +385,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # Two messages reserved per worker process: while a process waits on the database, the next
 # message is already at hand (a short task's run is mostly that wait). Priorities still decide
 # what is taken from the queue; an urgent message waits behind at most the few a worker has
-# already taken. The long queue's workers reserve one (``--prefetch-multiplier=1`` in the
-# Procfile and compose), so a long task never waits behind another on a busy worker while one
-# elsewhere is free. The embedded broker, which hands messages out once per poll, reserves a
+# already taken. The long queue's workers reserve one per process they may run
+# (``--prefetch-multiplier=1 --autoscale=8,2`` in the Procfile and compose: a reserved task
+# gets a process of its own within a second), so a long task never waits behind another on a
+# busy worker while one elsewhere is free. The embedded broker, which hands messages out once per poll, reserves a
 # few more to keep up.
 CELERY_WORKER_PREFETCH_MULTIPLIER = _positive_int(
     "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 2

@@ -220,6 +220,25 @@ def test_manage_py_says_nothing_about_indexes_on_the_embedded_default(tmp_path):
     assert "identified no issues" in result.stdout
 
 
+# --- the long queue's worker ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["Procfile", "docker-compose.yml"])
+def test_the_long_worker_runs_more_tasks_at_once_than_one_user_may_hold(name):
+    """One user's long tasks (at most MAX_ACTIVE_TASKS active) never take every process of
+    the long queue's worker: another user's email or report starts at once beside them."""
+    (line,) = [
+        line
+        for line in (PROJECT_ROOT / name).read_text().splitlines()
+        if re.search(r"(-Q |--queues=)long\b", line)
+    ]
+    autoscale = re.search(r"--autoscale=(\d+),(\d+)", line)
+    most = int(autoscale[1]) if autoscale else int(re.search(r"--concurrency=(\d+)", line)[1])
+
+    assert most > settings.MAX_ACTIVE_TASKS
+    assert "--prefetch-multiplier=1" in line
+
+
 # --- Ctrl-C on make run ---------------------------------------------------------------
 
 
