@@ -388,8 +388,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # already taken. The long queue's workers reserve one per process they may run
 # (``--prefetch-multiplier=1 --autoscale=8,2`` in the Procfile and compose: a reserved task
 # gets a process of its own within a second), so a long task never waits behind another on a
-# busy worker while one elsewhere is free. The embedded broker, which hands messages out once per poll, reserves a
-# few more to keep up.
+# busy worker while one elsewhere is free. The embedded broker, which hands messages out once
+# per poll, reserves a few more to keep up.
 CELERY_WORKER_PREFETCH_MULTIPLIER = _positive_int(
     "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 2
 )
