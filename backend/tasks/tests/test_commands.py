@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -21,7 +22,7 @@ def run(name: str) -> str:
 
 def test_expire_tasks(user):
     task = TaskFactory(owner=user, deadline=timezone.now() - timedelta(seconds=1))
-    assert run("expire_tasks").strip() == "expired 1 task(s)"
+    assert re.fullmatch(r"expired 1 task\(s\) in \d+\.\d\d s", run("expire_tasks").strip())
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED and task.error == "deadline exceeded"
 
