@@ -48,7 +48,9 @@ def _clip(text: str) -> str:
 
 def email_message(notification: Notification, data: dict) -> tuple[str, str]:
     name = data.get("name") or str(notification.task_id)
-    subject = f'Task "{name}" {VERBS[notification.event]}'
+    # A subject is one header line: a name's line breaks (and other runs of whitespace)
+    # become single spaces, or the mail could never be sent (Django refuses the header).
+    subject = f'Task "{" ".join(name.split())}" {VERBS[notification.event]}'
     lines = [
         f"Task:   {name}",
         f"Type:   {data.get('task_type', '-')}",

@@ -219,6 +219,23 @@ def test_emails_arrive_for_the_chosen_events_only(user, settings, sent):
     assert f"http://127.0.0.1:8000/api/tasks/{task.pk}/" in text
 
 
+def test_a_name_with_line_breaks_still_makes_a_one_line_subject(user, settings, sent):
+    user.notify_email = ["task.completed"]
+    user.save()
+    with SMTPServer() as smtp:
+        use_smtp(settings, smtp)
+        task = task_services.task_create(
+            owner=user, task_type="manual", input_data={}, name="line1\r\nBcc: x@example.com\n"
+        )
+        task_services.task_complete(task=task, actor=user, result={"answer": 42})
+        [notification] = Notification.objects.all()
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+        [mail] = smtp.messages
+    assert mail.recipients == [user.email]
+    assert mail.message["Subject"] == 'Task "line1 Bcc: x@example.com" completed'
+    assert mail.message["Bcc"] is None
+
+
 def test_an_smtp_failure_is_retried(user, settings, sent):
     use_smtp(settings, SMTPServer())  # never started
     user.notify_email = ["task.completed"]
