@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -181,3 +182,57 @@ def test_register_and_token_without_slashes(api_client):
     body = {"username": "slashless", "password": "a-Long-pass-123"}
     assert api_client.post("/api/register", body, format="json").status_code == 201
     assert api_client.post("/api/token", body, format="json").status_code == 200
+
+
+# --- the routes DRF's router adds with a format suffix (``/api/tasks/<id>/cancel.json``) -----
+
+UUID_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
+
+
+def _suffixed_routes() -> list[tuple[str, str]]:
+    """(method, path) for every route the router serves with a ``.json`` suffix, the
+    object's id left as ``{pk}``."""
+    from backend.urls import router
+
+    routes = []
+    for pattern in router.urls:
+        regex, actions = str(pattern.pattern), getattr(pattern.callback, "actions", None)
+        if "(?P<format>" in regex and actions:
+            path = UUID_GROUP.sub("{pk}", regex.lstrip("^").split("\\.(?P<format>")[0])
+            # (DRF adds "head" beside "get" once a view has been called: left out.)
+            routes += [(method, f"/api/{path}.json") for method in actions if method != "head"]
+    return routes
+
+
+def test_the_suffixed_routes_are_all_found():
+    routes = _suffixed_routes()
+    assert ("post", "/api/tasks/{pk}/cancel.json") in routes
+    assert ("get", "/api/files/{pk}/download.json") in routes
+    assert ("patch", "/api/users/me.json") in routes
+    assert len(routes) == 34
+
+
+@pytest.mark.parametrize(("method", "path"), _suffixed_routes())
+def test_a_format_suffix_answers_as_the_route_without_it(
+    client_for, user, settings, tmp_path, method, path
+):
+    """Never a 500 (the test client raises what a handler raised), and a GET answers as
+    it does without the suffix."""
+    from backend.files.tests.factories import make_file
+    from backend.schedules.tests.factories import make_schedule
+    from backend.tasks.tests.factories import TaskFactory
+
+    settings.MEDIA_ROOT = str(tmp_path)
+    kind = path.split("/")[2].split(".")[0]
+    make = {
+        "tasks": lambda: TaskFactory(owner=user, assignee=user, task_type="manual"),
+        "files": lambda: make_file(user),
+        "schedules": lambda: make_schedule(owner=user),
+        "users": lambda: user,
+    }
+    url = path.format(pk=make[kind]().pk) if "{pk}" in path else path
+    response = getattr(client_for(user), method)(url, {}, format="json")
+    assert response.status_code < 500, response.content
+    if method == "get":
+        plain = client_for(user).get(url.removesuffix(".json") + "/")
+        assert response.status_code == plain.status_code

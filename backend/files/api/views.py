@@ -103,7 +103,7 @@ class FileViewSet(
         }
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRenderer)
-    def download(self, request, pk=None):
+    def download(self, request, pk=None, format=None):
         """The bytes, streamed, as an attachment; ``ETag`` is the SHA-256, so a GET with
         ``If-None-Match`` answers 304 when unchanged."""
         file = self.get_object()

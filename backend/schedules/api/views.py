@@ -102,7 +102,7 @@ class ScheduleViewSet(
 
     @extend_schema(responses=ScheduleRunSerializer(many=True))
     @action(detail=True, methods=["get"])
-    def runs(self, request, pk=None):
+    def runs(self, request, pk=None, format=None):
         """The schedule's firings, newest first: the task created, or the refusal."""
         runs = selectors.schedule_runs(self.get_object())
         page = self.paginate_queryset(runs)

@@ -101,7 +101,7 @@ class TaskViewSet(
     @action(
         detail=False, methods=["post"], url_path="create", name="Create (the same as POST here)"
     )
-    def create_alias(self, request):
+    def create_alias(self, request, format=None):
         """The same as ``POST /api/tasks/``."""
         return self.create(request)
 
@@ -121,7 +121,7 @@ class TaskViewSet(
 
     @extend_schema(request=AssignSerializer, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def assign(self, request, pk=None):
+    def assign(self, request, pk=None, format=None):
         """Give a scheduled or pending task to another user (owner or staff)."""
         task = self.get_object()
         serializer = AssignSerializer(data=request.data, context=self.get_serializer_context())
@@ -133,20 +133,20 @@ class TaskViewSet(
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def decline(self, request, pk=None):
+    def decline(self, request, pk=None, format=None):
         """The assignee hands back a pending manual task someone else gave them: it becomes
         unassigned, which frees their slot."""
         return self._respond(services.task_decline(task=self.get_object(), actor=request.user))
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def start(self, request, pk=None):
+    def start(self, request, pk=None, format=None):
         """The assignee starts a pending manual task."""
         return self._respond(services.task_start(task=self.get_object(), actor=request.user))
 
     @extend_schema(request=CompleteSerializer, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def complete(self, request, pk=None):
+    def complete(self, request, pk=None, format=None):
         """The assignee (or staff) completes a manual task, optionally with a result."""
         task = self.get_object()
         serializer = CompleteSerializer(data=request.data)
@@ -158,13 +158,13 @@ class TaskViewSet(
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
+    def cancel(self, request, pk=None, format=None):
         """Cancel an active task (owner or staff); a running job stops within a second."""
         return self._respond(services.task_cancel(task=self.get_object(), actor=request.user))
 
     @extend_schema(request=None, responses=TaskSerializer)
     @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
+    def retry(self, request, pk=None, format=None):
         """Run a failed or cancelled worker task again (owner or staff)."""
         return self._respond(services.task_retry(task=self.get_object(), actor=request.user))
 
@@ -180,7 +180,7 @@ class TaskTypeViewSet(viewsets.ViewSet):
     serializer_class = TaskTypeSerializer
 
     @extend_schema(responses=TaskTypeSerializer(many=True))
-    def list(self, request):
+    def list(self, request, format=None):
         data = [
             {
                 "name": kind.name,

@@ -150,7 +150,7 @@ class UserViewSet(
 
     @extend_schema(responses=UserSerializer)
     @action(detail=False, methods=["get", "patch"], serializer_class=UserSerializer)
-    def me(self, request):
+    def me(self, request, format=None):
         """The signed-in user's own profile and task statistics."""
         user = selectors.user_with_statistics(pk=request.user.pk)
         context = self.get_serializer_context()
@@ -171,7 +171,7 @@ class UserViewSet(
         serializer_class=WebhookSecretSerializer,
     )
     @idempotent
-    def webhook_secret(self, request):
+    def webhook_secret(self, request, format=None):
         """Create or rotate the secret your webhooks are signed with; it is shown only in
         this answer (the previous one stops working). With an ``Idempotency-Key`` header, a
         retry gets the same secret instead of rotating again."""
