@@ -7,6 +7,11 @@ from django.db.models.functions import Lower
 
 
 class UserManager(DjangoUserManager):
+    def get_by_natural_key(self, username):
+        # Unique in any case (the constraint below): createsuperuser then says the name is
+        # taken instead of failing on the constraint.
+        return self.get(username__iexact=username)
+
     @classmethod
     def normalize_email(cls, email):
         # No address is stored as NULL, so the case-insensitive unique index ignores it.
@@ -21,7 +26,8 @@ def default_notify_email() -> list[str]:
 
 
 class User(AbstractUser):
-    """A person using the service. ``email`` is optional and unique regardless of case."""
+    """A person using the service. ``username`` is unique regardless of case (and logs in
+    as written); ``email`` is optional and unique regardless of case."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # NULL, not "", when absent: the case-insensitive unique index then ignores it.
@@ -41,6 +47,11 @@ class User(AbstractUser):
         ordering = ["username"]
         constraints = [
             models.UniqueConstraint(
+                Lower("username"),
+                name="users_user_username_ci_unique",
+                violation_error_message="A user with that username already exists.",
+            ),
+            models.UniqueConstraint(
                 Lower("email"),
                 name="users_user_email_ci_unique",
                 violation_error_message="A user with this email already exists.",
@@ -49,7 +60,14 @@ class User(AbstractUser):
 
     def save(self, *args, **kwargs):
         self.email = type(self).objects.normalize_email(self.email)
+        # A new password (set_password, from the API, the admin or changepassword) ends
+        # the account's sessions: its open refresh tokens are blacklisted.
+        new_password = self._password is not None and not self._state.adding
         super().save(*args, **kwargs)
+        if new_password:
+            from .tokens import refresh_tokens_revoke
+
+            refresh_tokens_revoke(self)
 
     def get_full_name(self) -> str:
         return self.name or self.username

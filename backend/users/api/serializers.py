@@ -7,12 +7,16 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
+from rest_framework_simplejwt.serializers import (
+    TokenRefreshSerializer as BaseTokenRefreshSerializer,
+)
 from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTokenVerifySerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
 from backend.users.models import NOTIFY_EVENTS, User
+from backend.users.tokens import SingleUseRefreshToken
 
 STAT_FIELDS = (
     "total_tasks_assigned",
@@ -57,8 +61,9 @@ def validate_unique_email(value: str | None, *, instance: User | None = None) ->
 
 
 def validate_unique_username(value: str, *, instance: User | None = None) -> str:
-    """Unique, and not another user's email address (either one logs in)."""
-    if _others(instance).filter(username=value).exists():
+    """Unique in any case (``Alice`` beside ``alice`` would pass for her in a list of
+    assignees), and not another user's email address (either one logs in)."""
+    if _others(instance).filter(username__iexact=value).exists():
         raise serializers.ValidationError("A user with that username already exists.")
     if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("This username is another user's email address.")
@@ -285,16 +290,31 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 
+class TokenRefreshSerializer(BaseTokenRefreshSerializer):
+    """simplejwt's rotation, with each refresh token exchanged once even when requests
+    carrying it arrive together (``backend.users.tokens``)."""
+
+    token_class = SingleUseRefreshToken
+
+
 class TokenVerifySerializer(BaseTokenVerifySerializer):
-    """A blacklisted token is invalid like any other: 401, not 400."""
+    """A blacklisted token is invalid like any other: 401, not 400. A token of a user who
+    is gone or deactivated is refused as every other endpoint refuses it."""
 
     def validate(self, attrs):
         try:
-            return super().validate(attrs)
+            data = super().validate(attrs)
         except serializers.ValidationError as exc:
             raise TokenError(
                 str(exc.detail[0]) if isinstance(exc.detail, list) else str(exc.detail)
             ) from exc
+        user_id = UntypedToken(attrs["token"]).get(jwt_settings.USER_ID_CLAIM)
+        user = User.objects.filter(pk=user_id).only("is_active").first() if user_id else None
+        if user is None:
+            raise exceptions.AuthenticationFailed("User not found", code="user_not_found")
+        if not user.is_active:
+            raise exceptions.AuthenticationFailed("User is inactive", code="user_inactive")
+        return data
 
 
 class WebhookSecretSerializer(serializers.Serializer):

@@ -19,6 +19,7 @@ from .serializers import (
     RegisteredUserSerializer,
     RegisterSerializer,
     TokenObtainSerializer,
+    TokenRefreshSerializer,
     TokenVerifySerializer,
     UserCreateSerializer,
     UserPublicSerializer,
@@ -60,6 +61,7 @@ class TokenView(TokenObtainPairView):
 class TokenRefresh(TokenRefreshView):
     """A new access token and a new refresh token; the old refresh token stops working."""
 
+    serializer_class = TokenRefreshSerializer
     throttle_classes = [AuthRateThrottle]
 
 
@@ -128,6 +130,11 @@ class UserViewSet(
         if self.action == "create":
             return [permissions.IsAdminUser()]
         return super().get_permissions()
+
+    @idempotent
+    def create(self, request, *args, **kwargs):
+        """Create a user (staff)."""
+        return super().create(request, *args, **kwargs)
 
     @transaction.atomic
     def perform_create(self, serializer):

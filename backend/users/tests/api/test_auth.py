@@ -541,3 +541,113 @@ def test_a_tampered_token_is_refused_though_its_original_was_verified(api_client
     forged = f"{header}.{payload}.{signature[:-2]}{'AA' if signature[-2:] != 'AA' else 'BB'}"
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
     assert api_client.get("/api/users/me/").status_code == 401
+
+
+# --- a refresh token is exchanged once; a new password ends the sessions; verify ------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(settings):
+    """Twenty requests with the same refresh token, released together, each on its own
+    database connection: one new pair, nineteen 401s, and the one new refresh token works."""
+    import threading
+
+    from django.db import connections
+
+    settings.THROTTLE_AUTH_RATE = "1000/min"
+    token = tokens_for(UserFactory())["refresh"]
+    barrier, answers, lock = threading.Barrier(20), [], threading.Lock()
+
+    def send():
+        try:
+            barrier.wait()
+            response = refresh(token)
+            with lock:
+                answers.append((response.status_code, response.data))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    granted = [data for code, data in answers if code == 200]
+    assert len(answers) == 20 and len(granted) == 1, sorted(code for code, _ in answers)
+    assert {code for code, _ in answers} == {200, 401}
+    assert refresh(granted[0]["refresh"]).status_code == 200
+
+
+def test_a_refresh_token_used_twice_is_401_the_second_time(alice):
+    token = tokens_for(alice)["refresh"]
+    assert refresh(token).status_code == 200
+    response = refresh(token)
+    assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+
+
+@pytest.mark.parametrize("how", ["api", "model"])
+def test_a_new_password_ends_every_refresh_token_of_the_account(alice, other_user, how):
+    """From PATCH /api/users/me/, or set_password and save as the admin and changepassword
+    do. The access token in use keeps working until it runs out; other accounts keep theirs."""
+    first, second, others = tokens_for(alice), tokens_for(alice), tokens_for(other_user)
+    if how == "api":
+        new = {"password": "another-Secret-42"}
+        assert bearer(first["access"]).patch(ME, new, format="json").status_code == 200
+    else:
+        alice.set_password("another-Secret-42")
+        alice.save()
+    for pair in (first, second):
+        response = refresh(pair["refresh"])
+        assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+    assert bearer(first["access"]).get(ME).status_code == 200
+    assert refresh(others["refresh"]).status_code == 200
+    assert (
+        obtain(APIClient(), username=alice.username, password="another-Secret-42").status_code
+        == 200
+    )
+
+
+def test_other_changes_to_an_account_leave_its_sessions(alice):
+    pair = tokens_for(alice)
+    assert bearer(pair["access"]).patch(ME, {"name": "Alice A."}, format="json").status_code == 200
+    assert refresh(pair["refresh"]).status_code == 200
+
+
+def test_verify_refuses_a_token_of_a_deactivated_or_deleted_user(api_client):
+    user = UserFactory()
+    access = tokens_for(user)["access"]
+    assert api_client.post(VERIFY, {"token": access}, format="json").status_code == 200
+    User.objects.filter(pk=user.pk).update(is_active=False)
+    response = api_client.post(VERIFY, {"token": access}, format="json")
+    assert response.status_code == 401 and response.json()["code"] == "user_inactive"
+    User.objects.filter(pk=user.pk).delete()
+    response = api_client.post(VERIFY, {"token": access}, format="json")
+    assert response.status_code == 401 and response.json()["code"] == "user_not_found"
+
+
+# --- usernames are unique in any case ---------------------------------------------
+
+
+def test_register_refuses_a_username_taken_in_another_case(api_client):
+    assert register(api_client, username="alice").status_code == 201
+    response = register(api_client, username="ALICE")
+    assert response.status_code == 400
+    assert response.json()["username"] == ["A user with that username already exists."]
+    assert User.objects.filter(username__iexact="alice").count() == 1
+
+
+def test_a_username_cannot_be_changed_to_anothers_in_another_case(api_client):
+    UserFactory(username="alice")
+    bob = UserFactory(username="bob")
+    client = bearer(tokens_for(bob)["access"])
+    response = client.patch(ME, {"username": "Alice"}, format="json")
+    assert response.status_code == 400 and "username" in response.json()
+    assert client.patch(ME, {"username": "Bob"}, format="json").status_code == 200
+
+
+def test_the_database_refuses_usernames_differing_only_in_case():
+    from django.db import IntegrityError, transaction
+
+    UserFactory(username="carol")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        User.objects.create_user(username="Carol", password=PASSWORD)

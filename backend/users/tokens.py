@@ -1,0 +1,43 @@
+"""Refresh tokens: each one exchanged once, and all of a user's ended by a new password.
+
+simplejwt's rotation checks the blacklist when it reads the token, then adds the token to
+it with ``get_or_create``: requests that arrive together with one refresh token all pass the
+check, and each gets a new pair, so a stolen token replayed beside the real one becomes a
+second session. Here the insert into the blacklist decides: its row per token is unique, so
+of the requests racing with one token exactly one inserts it and is answered.
+"""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+from rest_framework_simplejwt.tokens import RefreshToken
+
+
+class SingleUseRefreshToken(RefreshToken):
+    def blacklist(self) -> tuple[BlacklistedToken, bool]:
+        """Blacklist this token; ``TokenError`` when it already is, even by a request that
+        committed a moment ago."""
+        outstanding = self.outstand()
+        if isinstance(outstanding, tuple):  # simplejwt answers get_or_create's pair
+            outstanding = outstanding[0]
+        try:
+            with transaction.atomic():
+                return BlacklistedToken.objects.create(token=outstanding), True
+        except IntegrityError:
+            raise TokenError(_("Token is blacklisted")) from None
+
+
+def refresh_tokens_revoke(user) -> int:
+    """Blacklist every refresh token of ``user`` that is still open (a new password ends
+    every session; an access token runs out within ``JWT_ACCESS_MINUTES``)."""
+    open_tokens = OutstandingToken.objects.filter(
+        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+    )
+    created = BlacklistedToken.objects.bulk_create(
+        [BlacklistedToken(token=token) for token in open_tokens], ignore_conflicts=True
+    )
+    return len(created)
