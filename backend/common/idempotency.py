@@ -65,11 +65,15 @@ def _canonical(value):
     return value
 
 
-def _fingerprint(request) -> str:
+def _fingerprint(request, view: str, kwargs: dict) -> str:
+    """What the request asks for: the view method it reaches (not its path, which a
+    retry may spell with or without the trailing slash, a format suffix or an alias such as
+    ``/api/tasks/create/``), the URL's arguments and the body."""
     files = getattr(request, "FILES", None) or {}
     payload = {
         "method": request.method,
-        "path": request.path,
+        "view": view,
+        "kwargs": {key: str(value) for key, value in kwargs.items() if key != "format"},
         "data": _canonical(request.data),
         "files": _canonical(files),
     }
@@ -96,12 +100,14 @@ def _replay(record: IdempotencyKey) -> Response:
 
 
 def idempotent(view_method):
+    view = f"{view_method.__module__}.{view_method.__qualname__}"
+
     @functools.wraps(view_method)
     def wrapper(self, request, *args, **kwargs):
         key = _key_of(request)
         if key is None or not request.user.is_authenticated:
             return view_method(self, request, *args, **kwargs)
-        fingerprint = _fingerprint(request)
+        fingerprint = _fingerprint(request, view, kwargs)
         now = timezone.now()
         IdempotencyKey.objects.filter(
             user=request.user,

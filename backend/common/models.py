@@ -12,7 +12,7 @@ class IdempotencyKey(models.Model):
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
     key = models.CharField(max_length=255)
-    # SHA-256 of method, path and body: the same key with another request is refused.
+    # SHA-256 of method, view and body: the same key with another request is refused.
     fingerprint = models.CharField(max_length=64)
     # 0 while the first request is still running (never seen outside its transaction).
     status_code = models.PositiveSmallIntegerField(default=0)

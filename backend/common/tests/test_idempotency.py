@@ -38,9 +38,31 @@ def test_the_same_key_with_another_body_is_422(client_for, user):
     response = post(client, {"task_type": "sum", "input_data": {"numbers": [3]}})
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_key_reused"
-    # The alias route is another request too.
-    assert post(client, path="/api/tasks/create/").status_code == 422
     assert Task.objects.count() == 1
+
+
+@pytest.mark.parametrize("path", ["/api/tasks", "/api/tasks.json", "/api/tasks/create/"])
+def test_a_retry_spelling_the_route_another_way_is_the_same_request(client_for, user, path):
+    """Without the trailing slash, with a format suffix, or through the alias of the same
+    create: the first response again, nothing created twice."""
+    client = client_for(user)
+    first = post(client)
+    again = post(client, path=path)
+    assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert Task.objects.count() == 1
+
+
+def test_staff_creating_a_user_with_a_key_creates_one(client_for, staff):
+    from backend.users.models import User
+
+    body = {"username": "dora", "password": "a-long-Secret-42"}
+    client = client_for(staff)
+    first = post(client, body, key="new-user", path="/api/users/")
+    again = post(client, body, key="new-user", path="/api/users/")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert User.objects.filter(username="dora").count() == 1
 
 
 def test_keys_are_per_user(client_for, user, other_user):
