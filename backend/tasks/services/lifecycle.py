@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
@@ -121,7 +121,8 @@ def _insert_within_limit(task: Task) -> None:
 def task_update(*, task: Task, actor: User, data: dict) -> Task:
     """Edit ``name``, ``description``, ``priority`` or ``deadline`` (owner or staff)."""
     _require_owner_or_staff(task, actor)
-    if data.get("deadline") is not None and data["deadline"] <= timezone.now():
+    deadline = data.get("deadline")
+    if deadline is not None and deadline <= timezone.now():
         raise DomainError("The deadline must be in the future.", code="deadline_in_past")
     changes = {
         key: data[key] for key in ("name", "description", "priority", "deadline") if key in data
@@ -130,7 +131,13 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
         changes["priority_rank"] = PRIORITY_RANK[TaskPriority(changes["priority"])]
     if changes:
         changes["updated_at"] = timezone.now()
-        Task.objects.filter(pk=task.pk).update(**changes)
+        rows = Task.objects.filter(pk=task.pk)
+        if deadline is not None:
+            # As at create: a task waiting for its run_at cannot be given a deadline that
+            # comes first (it would fail unrun). Guarded, as a retry may move run_at later.
+            rows = rows.filter(Q(run_at__isnull=True) | Q(run_at__lt=deadline))
+        if not rows.update(**changes) and Task.objects.filter(pk=task.pk).exists():
+            raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
         task.refresh_from_db()
     return task
 

@@ -310,6 +310,22 @@ def test_patch_editable_fields(client, user):
     assert task.priority_rank == 3 and task.deadline == deadline
 
 
+def test_patch_refuses_a_deadline_before_the_tasks_run_at(client, user):
+    """As at create: a scheduled task given a deadline before its run_at would fail unrun.
+    Nothing of the request is written."""
+    run_at = (timezone.now() + timedelta(hours=2)).replace(microsecond=0)
+    task = TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=run_at)
+    early = (run_at - timedelta(hours=1)).isoformat()
+    response = client.patch(url(task), {"deadline": early, "name": "x"}, format="json")
+    assert response.status_code == 400 and response.json()["code"] == "run_at_after_deadline"
+    task.refresh_from_db()
+    assert task.deadline is None and task.name != "x"
+    later = (run_at + timedelta(hours=1)).isoformat()
+    assert client.patch(url(task), {"deadline": later}, format="json").status_code == 200
+    task.refresh_from_db()
+    assert task.deadline == run_at + timedelta(hours=1)
+
+
 @pytest.mark.parametrize("field", ["status", "result", "progress", "task_type", "owner"])
 def test_patch_refuses_other_fields(client, user, field):
     task = TaskFactory(owner=user)
