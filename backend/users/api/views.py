@@ -96,6 +96,8 @@ class IsSelfOrStaff(permissions.BasePermission):
 
     def has_object_permission(self, request, view, obj):
         if request.method == "DELETE":
+            if not request.user.is_staff:
+                self.message = "Only staff can deactivate an account."
             return request.user.is_staff
         return request.user.is_staff or obj.pk == request.user.pk
 

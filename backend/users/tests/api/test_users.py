@@ -352,6 +352,7 @@ def test_non_staff_cannot_delete(client_for, user, other_user, target):
     response = client_for(user).delete(detail(victim))
 
     assert response.status_code == 403
+    assert response.json()["detail"] == "Only staff can deactivate an account."
     victim.refresh_from_db()
     assert victim.is_active is True
 
