@@ -7,11 +7,17 @@ from rest_framework.response import Response
 
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
+from backend.common.serializers import FORM_KEYS
 from backend.schedules import selectors, services
 from backend.schedules.models import Schedule
 from backend.schedules.validation import template_context
 
-from .serializers import ScheduleRunSerializer, ScheduleSerializer, ScheduleWriteSerializer
+from .serializers import (
+    NOT_IN_TEMPLATE,
+    ScheduleRunSerializer,
+    ScheduleSerializer,
+    ScheduleWriteSerializer,
+)
 
 
 def _as_dict(data) -> dict:
@@ -20,6 +26,24 @@ def _as_dict(data) -> dict:
     if not isinstance(data, dict):
         raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
     return data
+
+
+def _refuse_what_a_patch_cannot_change(changes: dict) -> None:
+    """A key a PATCH cannot change (read-only, such as ``owner`` or ``total_runs``, or
+    unknown) is a 400 naming it, as a task's PATCH answers, rather than a 200 that changed
+    nothing. The task-only fields keep the template's own messages."""
+    writable = {
+        name for name, field in ScheduleWriteSerializer().fields.items() if not field.read_only
+    }
+    refused = sorted(set(changes) - writable - set(NOT_IN_TEMPLATE) - FORM_KEYS)
+    if refused:
+        shown = set(ScheduleSerializer.Meta.fields)
+        raise ValidationError(
+            {
+                key: ["This field cannot be changed." if key in shown else "Unknown field."]
+                for key in refused
+            }
+        )
 
 
 class ScheduleViewSet(
@@ -78,6 +102,7 @@ class ScheduleViewSet(
         clears interval_seconds and the other way round."""
         schedule = self.get_object()
         changes = _as_dict(request.data)
+        _refuse_what_a_patch_cannot_change(changes)
         current = {
             **services.schedule_template(schedule),
             "deadline_seconds": schedule.deadline_seconds,

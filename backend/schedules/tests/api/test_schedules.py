@@ -358,6 +358,32 @@ def test_a_bad_patch_changes_nothing(client, user):
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).interval.every == 300
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"owner": "someone", "name": "x"}, "This field cannot be changed."),
+        ({"total_runs": 99, "name": "x"}, "This field cannot be changed."),
+        ({"enabeld": False, "name": "x"}, "Unknown field."),
+    ],
+)
+def test_a_patch_naming_what_it_cannot_change_is_400(client, user, body, message):
+    schedule = make_schedule(user, name="kept")
+    response = client.patch(detail(schedule), body, format="json")
+    assert response.status_code == 400
+    [key] = set(body) - {"name"}
+    assert response.json()[key] == [message]
+    schedule.refresh_from_db()
+    assert schedule.name == "kept" and schedule.enabled
+
+
+def test_a_patch_naming_a_task_only_field_keeps_its_message(client, user):
+    response = client.patch(detail(make_schedule(user)), {"run_at": None}, format="json")
+    assert (
+        response.status_code == 400
+        and "interval_seconds or crontab" in response.json()["run_at"][0]
+    )
+
+
 @pytest.mark.parametrize("body", ["[1, 2]", "null", '"text"'])
 def test_a_patch_that_is_not_an_object_is_400(client, user, body):
     schedule = make_schedule(user)
