@@ -1,6 +1,7 @@
 import datetime
 import functools
 import json
+import math
 import re
 
 from django.conf import settings
@@ -159,6 +160,19 @@ def _storable(value) -> bool:
     return True
 
 
+def _finite(value) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return True
+
+
 class TaskInputField(serializers.JSONField):
     """A task's input. In a JSON body, the JSON object itself. In an HTML form (the browsable
     API), the text of a JSON object, an empty box meaning ``{}``. The OpenAPI schema lists
@@ -167,6 +181,8 @@ class TaskInputField(serializers.JSONField):
     default_error_messages = {
         "invalid": "Value must be valid JSON.",
         "unstorable": "JSON strings may not contain NUL characters or unpaired surrogates.",
+        "not_finite": "Numbers must be finite, at most about ±1.8e308 (a number such as 1e400 "
+        "is beyond what is stored).",
     }
 
     def get_value(self, dictionary):
@@ -177,7 +193,14 @@ class TaskInputField(serializers.JSONField):
 
     def to_internal_value(self, data):
         if not getattr(data, "is_json_string", False):
-            return super().to_internal_value(data)
+            try:
+                return super().to_internal_value(data)
+            except serializers.ValidationError:
+                # The JSON parser reads 1e400 as infinity, which strict JSON refuses: say so
+                # rather than "not valid JSON" of a body that is.
+                if not _finite(data):
+                    self.fail("not_finite")
+                raise
         try:
             # Strict, as the JSON parser is: no NaN or Infinity, which no database stores.
             value = json.loads(data, parse_constant=_refuse_constant)

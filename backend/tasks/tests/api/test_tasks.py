@@ -97,6 +97,15 @@ def test_input_errors_name_the_inner_field(client):
     assert "numbers" in response.json()["input_data"]
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_a_number_beyond_a_double_is_400_saying_so(client, number):
+    body = '{"task_type": "sum", "input_data": {"numbers": [1, NUMBER]}}'.replace("NUMBER", number)
+    response = client.post(url(), body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["input_data"][0].startswith("Numbers must be finite")
+    assert not Task.objects.exists()
+
+
 def test_rule_errors_are_400_with_a_code(client):
     past = (timezone.now() - timedelta(minutes=1)).isoformat()
     body = {"task_type": "sum", "input_data": {"numbers": [1]}, "deadline": past}
