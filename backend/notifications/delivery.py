@@ -28,7 +28,8 @@ MAX_TEXT = 2000
 
 
 def task_data(notification: Notification) -> dict:
-    """The task as the API shows it now, or only its id once it has been deleted."""
+    """The task as the API shows it now, or only its id once it has been deleted (what a
+    notification's first attempt sends, and every later one again)."""
     task = Task.objects.select_related("owner", "assignee").filter(pk=notification.task_id).first()
     if task is None:
         return {"id": str(notification.task_id), "deleted": True}
@@ -36,7 +37,11 @@ def task_data(notification: Notification) -> dict:
 
 
 def send(notification: Notification) -> Outcome:
-    data = task_data(notification)
+    if notification.payload is None:
+        # The first attempt: the task as it is now, kept for every retry of this message.
+        notification.payload = json.dumps(task_data(notification), ensure_ascii=False)
+        Notification.objects.filter(pk=notification.pk).update(payload=notification.payload)
+    data = json.loads(notification.payload)
     if notification.channel == Channel.EMAIL:
         return _email(notification, data)
     return _webhook(notification, data)

@@ -51,6 +51,10 @@ class Notification(models.Model):
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
+    # The task as the first attempt sent it, as JSON text (jsonb would reorder its keys);
+    # every later attempt sends the same, since the webhook-id (this row's id) names one
+    # message. NULL until then.
+    payload = models.TextField(null=True, blank=True, editable=False)  # noqa: DJ001
 
     class Meta:
         ordering = ["-created_at"]

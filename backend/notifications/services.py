@@ -207,6 +207,7 @@ def _outbox_insert(vendor: str, tasks: str) -> tuple[str, tuple[str, ...]]:
         "locked_until": ("NULL", ()),
         "delivered_at": ("NULL", ()),
         "last_error": ("''", ()),
+        "payload": ("NULL", ()),
         "created_at": ("%s", ("now",)),
     }
     fields = Notification._meta.concrete_fields

@@ -96,6 +96,24 @@ def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
     assert services.notifications_dispatch() == {"due": 0, "sent": 0}
 
 
+def test_a_retry_sends_the_same_message_though_the_task_changed_meanwhile(user, sent):
+    """One webhook-id, one body: the task as the first attempt found it, even when it has
+    been renamed (or has finished) before the retry. Mails are built from it too."""
+    with HTTPServer([Answer(500), Answer(204, b"")]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        task = task_services.task_create(owner=user, task_type="manual", name="first name")
+        notification = Notification.objects.get(event="task.created")
+        assert jobs.deliver_notification(str(notification.pk)) == "pending"
+        Task.objects.filter(pk=task.pk).update(name="renamed", status="completed")
+        due_again(notification)
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+    first, retry = receiver.requests
+    assert first.headers["webhook-id"] == retry.headers["webhook-id"] == str(notification.pk)
+    assert first.body == retry.body
+    data = json.loads(retry.body)["data"]
+    assert data["name"] == "first name" and data["status"] == "pending"
+
+
 def test_failed_attempts_back_off_with_jitter_then_give_up(user, sent, settings):
     settings.NOTIFY_MAX_ATTEMPTS = 3
     with HTTPServer([Answer(503)]) as receiver:
