@@ -5,6 +5,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from backend.common.admin import ServiceDeleteMixin
 from backend.common.errors import DomainError
 
 from . import services
@@ -13,7 +14,7 @@ from .responses import file_response
 
 
 @admin.register(File)
-class FileAdmin(admin.ModelAdmin):
+class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner",
@@ -80,11 +81,8 @@ class FileAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)
         return actions
 
-    def delete_model(self, request, obj):
-        try:
-            services.file_delete(file=obj, actor=request.user)
-        except DomainError as exc:
-            self.message_user(request, f"{obj}: {exc.detail}", level=messages.ERROR)
+    def delete_with_service(self, request, obj):
+        services.file_delete(file=obj, actor=request.user)
 
     @admin.action(description="Delete selected files (and their bytes)", permissions=["delete"])
     def delete_files(self, request, queryset):

@@ -1,5 +1,8 @@
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected as confirm_delete_selected
+from django.db import transaction
 
+from backend.common.admin import ServiceDeleteMixin
 from backend.common.errors import DomainError
 
 from . import services
@@ -7,7 +10,7 @@ from .models import Task
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     # Fits a 1400 px screen beside the admin's menu and filters: progress beside the status
     # of a running task, short dates; deadline and completion time on each task's page.
     list_display = (
@@ -25,7 +28,7 @@ class TaskAdmin(admin.ModelAdmin):
     raw_id_fields = ("owner", "assignee")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
-    actions = ["cancel_tasks", "retry_tasks", "expire_tasks"]
+    actions = ["delete_selected", "cancel_tasks", "retry_tasks", "expire_tasks"]
     # Status and results change only through the services (the actions below).
     readonly_fields = (
         "id",
@@ -70,6 +73,31 @@ class TaskAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         # Tasks are submitted through the API, which validates their input.
         return False
+
+    # Deleting follows the API's rule (services.task_delete): a running task is refused
+    # until it is cancelled.
+    def delete_with_service(self, request, obj):
+        services.task_delete(task=obj, actor=request.user)
+
+    @admin.action(description="Delete selected tasks", permissions=["delete"])
+    def delete_selected(self, request, queryset):
+        # Django's own action asks for confirmation (or refuses protected rows); once
+        # confirmed, each task goes through the service, like the files admin's delete.
+        if request.POST.get("post"):
+            _, _, perms_needed, protected = self.get_deleted_objects(queryset, request)
+            if not (perms_needed or protected):
+                self._each(request, queryset, self._logged_delete(request), "deleted")
+                return None
+        return confirm_delete_selected(self, request, queryset)
+
+    def _logged_delete(self, request):
+        def delete(*, task, actor):
+            # A refused delete rolls its log entry back with it.
+            with transaction.atomic():
+                self.log_deletions(request, [task])
+                services.task_delete(task=task, actor=actor)
+
+        return delete
 
     def _each(self, request, queryset, service, verb):
         done, refused = 0, []

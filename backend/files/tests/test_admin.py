@@ -2,6 +2,9 @@
 and deletes that go through the service."""
 
 import pytest
+from django.contrib import messages
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.messages import get_messages
 from django.core.files.storage import default_storage
 
 from backend.files.models import File
@@ -20,6 +23,10 @@ CHANGELIST = "/admin/files/file/"
 def admin_client(client):
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     return client
+
+
+def sent_messages(response) -> list[tuple[int, str]]:
+    return [(m.level, m.message) for m in get_messages(response.wsgi_request)]
 
 
 def test_changelist_search_filter_and_sizes(admin_client, user, other_user):
@@ -84,3 +91,33 @@ def test_delete_view_uses_the_service(admin_client, user, django_capture_on_comm
     response = admin_client.post(f"{CHANGELIST}{used.pk}/delete/", {"post": "yes"}, follow=True)
     assert b"An active task uses this file" in response.content
     assert File.objects.filter(pk=used.pk).exists()
+
+
+def test_delete_view_refuses_a_file_in_use_with_only_the_reason(admin_client, user):
+    used = make_file(user, name="used.csv")
+    TaskFactory(owner=user, input_data={"file_id": str(used.pk)}, status=TaskStatus.RUNNING)
+    response = admin_client.post(f"{CHANGELIST}{used.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}{used.pk}/change/"
+    assert sent_messages(response) == [
+        (
+            messages.ERROR,
+            "used.csv: An active task uses this file; cancel it or wait for it to finish.",
+        )
+    ]
+    assert File.objects.filter(pk=used.pk).exists() and default_storage.exists(used.storage_name)
+    assert not LogEntry.objects.filter(action_flag=DELETION).exists()
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200 and b"An active task uses this file" in page.content
+
+
+def test_delete_view_deletes_an_unused_file(admin_client, user, django_capture_on_commit_callbacks):
+    file = make_file(user, name="free.csv")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(f"{CHANGELIST}{file.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert sent_messages(response) == [
+        (messages.SUCCESS, "The file “free.csv” was deleted successfully.")
+    ]
+    assert not File.objects.exists() and not default_storage.exists(file.storage_name)
+    assert LogEntry.objects.filter(action_flag=DELETION, object_id=str(file.pk)).exists()

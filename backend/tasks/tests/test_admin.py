@@ -3,6 +3,9 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib import messages
+from django.contrib.admin.models import DELETION, LogEntry
+from django.contrib.messages import get_messages
 from django.utils import timezone
 
 from backend.tasks.models import Task, TaskStatus
@@ -28,6 +31,14 @@ def act(admin_client, action, tasks):
         {"action": action, "_selected_action": [str(t.pk) for t in tasks]},
         follow=True,
     )
+
+
+def sent_messages(response) -> list[tuple[int, str]]:
+    return [(m.level, m.message) for m in get_messages(response.wsgi_request)]
+
+
+def logged_deletions() -> list[str]:
+    return list(LogEntry.objects.filter(action_flag=DELETION).values_list("object_id", flat=True))
 
 
 def test_changelist_filters_and_search(admin_client, user):
@@ -86,3 +97,57 @@ def test_editing_in_the_admin_changes_only_the_edited_fields(admin_client, user)
     task.refresh_from_db()
     assert (task.name, task.priority, task.priority_rank) == ("after", "high", 2)
     assert (task.status, task.progress) == (TaskStatus.RUNNING, 40)
+
+
+def test_delete_selected_asks_first(admin_client, user):
+    task = TaskFactory(owner=user)
+    response = admin_client.post(
+        CHANGELIST, {"action": "delete_selected", "_selected_action": [str(task.pk)]}
+    )
+    assert response.status_code == 200 and b"Are you sure" in response.content
+    assert Task.objects.filter(pk=task.pk).exists()
+
+
+def test_delete_selected_refuses_running_tasks_and_deletes_the_rest(admin_client, user):
+    running = TaskFactory(owner=user, name="busy", status=TaskStatus.RUNNING)
+    pending = TaskFactory(owner=user, name="idle")
+    response = admin_client.post(
+        CHANGELIST,
+        {
+            "action": "delete_selected",
+            "_selected_action": [str(running.pk), str(pending.pk)],
+            "post": "yes",
+        },
+    )
+    assert response.status_code == 302
+    assert list(Task.objects.values_list("pk", flat=True)) == [running.pk]
+    assert sent_messages(response) == [
+        (messages.INFO, "1 task(s) deleted."),
+        (messages.WARNING, "busy (running): A running task cannot be deleted; cancel it first."),
+    ]
+    assert logged_deletions() == [str(pending.pk)]
+
+
+def test_delete_page_refuses_a_running_task(admin_client, user):
+    running = TaskFactory(owner=user, name="busy", status=TaskStatus.RUNNING)
+    response = admin_client.post(f"{CHANGELIST}{running.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert response["Location"] == f"{CHANGELIST}{running.pk}/change/"
+    assert sent_messages(response) == [
+        (messages.ERROR, "busy (running): A running task cannot be deleted; cancel it first.")
+    ]
+    assert Task.objects.get(pk=running.pk).status == TaskStatus.RUNNING
+    assert logged_deletions() == []
+    page = admin_client.get(response["Location"])
+    assert page.status_code == 200 and b"cancel it first" in page.content
+
+
+def test_delete_page_deletes_a_task_that_is_not_running(admin_client, user):
+    task = TaskFactory(owner=user, name="done", status=TaskStatus.COMPLETED)
+    response = admin_client.post(f"{CHANGELIST}{task.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302 and response["Location"] == CHANGELIST
+    assert not Task.objects.filter(pk=task.pk).exists()
+    assert sent_messages(response) == [
+        (messages.SUCCESS, "The task “done (completed)” was deleted successfully.")
+    ]
+    assert logged_deletions() == [str(task.pk)]

@@ -1,0 +1,42 @@
+"""Admin behaviour shared by the apps."""
+
+from django.contrib import messages
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.shortcuts import redirect
+from django.urls import reverse
+
+from .errors import DomainError
+
+
+class DeleteRefused(Exception):
+    """The service refused to delete the object (the message says why)."""
+
+
+class ServiceDeleteMixin:
+    """An admin whose single-object delete goes through the app's service (the API's rules):
+    ``delete_model`` calls ``delete_with_service``, and when the service refuses, the delete
+    page answers with that reason alone and goes back to the object, which is still there.
+
+    The refusal is raised out of ``delete_model``, so ``delete_view``'s transaction drops
+    the log entry Django wrote for it and no success message follows."""
+
+    def delete_with_service(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        try:
+            self.delete_with_service(request, obj)
+        except DomainError as exc:
+            raise DeleteRefused(f"{obj}: {exc.detail}") from exc
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except DeleteRefused as exc:
+            self.message_user(request, str(exc), level=messages.ERROR)
+            if not self.has_view_or_change_permission(request):
+                return redirect("admin:index")
+            opts = self.opts
+            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
+            filters = {"preserved_filters": self.get_preserved_filters(request), "opts": opts}
+            return redirect(add_preserved_filters(filters, url))
