@@ -49,6 +49,7 @@ _FIELD_LIMIT = csv.field_size_limit()
 # Integers beyond what a float can hold are text, like "1e999".
 _LARGEST = int(sys.float_info.max)
 _LINE_BREAK = re.compile(r"\r\n?|\n")
+_LONE_CR = re.compile(rb"\r(?!\n)")
 
 
 class MalformedCSV(ValueError):
@@ -219,13 +220,58 @@ def csv_statistics(
             gc.enable()
 
 
+def _byte_line_breaks(data: bytes) -> int:
+    """Line breaks in ``data`` as the ``csv`` module reads them: ``\\n``, ``\\r\\n`` or a
+    lone ``\\r``, in C-level passes (two or three over a file with CRLF line ends)."""
+    breaks = data.count(b"\n")
+    if b"\r" in data and _LONE_CR.search(data):
+        breaks += data.count(b"\r") - data.count(b"\r\n")
+    return breaks
+
+
+class _LineCountingReader(io.BufferedReader):
+    """The bytes under the text decoder, counting the line breaks in each chunk handed to
+    it, so that a decoding error can be placed on its line (``TextIOWrapper`` reads
+    through ``read1`` and decodes each chunk as soon as it has it)."""
+
+    def __init__(self, raw, buffer_size: int):
+        super().__init__(raw, buffer_size)
+        self._breaks = 0
+        # Line breaks before the last chunk handed over, and whether the chunk before that
+        # one ended in "\r".
+        self._breaks_before = 0
+        self._after_cr = False
+        self._ends_cr = False
+
+    def read1(self, size: int = -1) -> bytes:
+        chunk = super().read1(size)
+        self._breaks_before = self._breaks
+        self._after_cr = self._ends_cr
+        # A "\r\n" cut between two chunks is one line break, counted twice otherwise.
+        split = self._after_cr and chunk.startswith(b"\n")
+        self._breaks += _byte_line_breaks(chunk) - split
+        self._ends_cr = chunk.endswith(b"\r")
+        return chunk
+
+    def line_of(self, error: UnicodeDecodeError) -> int:
+        """The line (1-based) of the bytes ``error`` names in the last chunk.
+
+        ``error.object`` is that chunk, after the first bytes of a character cut at the end
+        of the chunks before (or, at the start, without the BOM): no line break is added or
+        lost, so the line breaks before it and those in its head make the line."""
+        head = error.object[: error.start]
+        split = self._after_cr and head.startswith(b"\n")
+        return self._breaks_before + _byte_line_breaks(head) - split + 1
+
+
 class _Rows:
     """The rows of a CSV text in batches, and the number of lines read so far.
 
     Plain text (no quote character, no lone carriage return, no field longer than the csv
     module's limit) is split into rows with ``str.split`` a block at a time, which is what
     the ``csv`` module would make of it, only faster. From the first block that is not
-    plain on, the ``csv`` module reads the rest of the file line by line.
+    plain on, the ``csv`` module reads the rest of the file line by line. ``text`` reads from
+    a ``_LineCountingReader``, which places a decoding error on its line.
     """
 
     def __init__(self, text, delimiter: str):
@@ -270,8 +316,11 @@ class _Rows:
             return rows
         except csv.Error as exc:
             raise MalformedCSV(f"line {self._base + self._reader.line_num}: {exc}") from None
-        except UnicodeDecodeError:
-            raise MalformedCSV(f"not valid UTF-8 after line {self.line}") from None
+        except UnicodeDecodeError as exc:
+            # The text read ahead of the rows returned is lost with the error: the line is
+            # counted in the bytes under it.
+            line = self._text.buffer.line_of(exc)
+            raise MalformedCSV(f"line {line}: not valid UTF-8") from None
 
     def _use_csv(self, data: str) -> None:
         # ``data`` starts a line; complete its last line so the csv reader never sees
@@ -290,7 +339,7 @@ class _Rows:
 def _statistics(source, size, delimiter, has_header, progress) -> dict:
     counter = CountingReader(source)
     text = io.TextIOWrapper(
-        io.BufferedReader(counter, READ_BUFFER), encoding="utf-8-sig", newline=""
+        _LineCountingReader(counter, READ_BUFFER), encoding="utf-8-sig", newline=""
     )
     reader = _Rows(text, delimiter)
 

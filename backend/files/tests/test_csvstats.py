@@ -192,6 +192,73 @@ def test_not_utf8_fails_readably():
         csv_statistics(io.BytesIO(data), size=len(data))
 
 
+class Trickle(io.BytesIO):
+    """A source that hands over at most ``step`` bytes a read: the decoder then gets chunks
+    that end anywhere, inside a character or between a "\\r" and its "\\n"."""
+
+    def __init__(self, data: bytes, step: int):
+        super().__init__(data)
+        self.step = step
+
+    def read(self, size=-1):
+        return super().read(self.step if size is None or size < 0 else min(size, self.step))
+
+
+def trickled(data: bytes, step: int | None, **options) -> dict:
+    source = io.BytesIO(data) if step is None else Trickle(data, step)
+    return csv_statistics(source, size=len(data), **options)
+
+
+@pytest.mark.parametrize("step", [None, 1, 2, 3, 7])
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        pytest.param(b"a,b\n1,\xff\xfe\n", 2, id="line-2"),
+        pytest.param(b"a,b\n1,2\n3,4\n5,6\n7,\xff\n9,10\n", 5, id="line-5-of-6"),
+        pytest.param(b"a,\xffb\n1,2\n", 1, id="header"),
+        pytest.param(b"\xef\xbb\xbfa,\xff\n1,2\n", 1, id="header-after-bom"),
+        pytest.param(b"\xff", 1, id="only-byte"),
+        pytest.param(b"\n\na,b\n\xff,1\n", 4, id="after-blank-lines"),
+        pytest.param(b"a,b\r\n1,2\r\n3,\xff\r\n", 3, id="crlf"),
+        pytest.param(b"a,b\r1,2\r3,\xff\r", 3, id="lone-cr"),
+        pytest.param(b'a,b\n"x\ny",1\n2,\xff\n', 4, id="after-a-quoted-line-break"),
+        pytest.param(
+            "a,b\n\u00e9,\u20ac\n".encode() + b"1,\xe2\x82\n", 3, id="character-cut-short"
+        ),
+        pytest.param(b"a,b\n1,2\n3,\xc3", 3, id="cut-short-at-the-end"),
+    ],
+)
+def test_not_utf8_fails_with_the_line_in_error(data, line, step):
+    """The line of the first byte that is not UTF-8, counted as for the other errors: from
+    1, the header included, however the reads cut the bytes."""
+    with pytest.raises(MalformedCSV, match=rf"^line {line}: not valid UTF-8$"):
+        trickled(data, step)
+
+
+@pytest.mark.parametrize("step", [None, 61])
+@pytest.mark.parametrize("csv_module", [False, True])
+def test_not_utf8_deep_in_a_large_file_is_found_by_line(monkeypatch, step, csv_module):
+    """Many blocks of text and chunks of bytes before the bad one (8 KiB chunks as the
+    decoder reads them, or 61 bytes from a trickling source)."""
+    monkeypatch.setattr(csvstats, "BLOCK_CHARS", 1000)
+    if csv_module:
+        monkeypatch.setattr(csvstats, "_FIELD_LIMIT", -1)  # the csv module from the start
+    lines = [b"a,b"] + [b"%d,r\xc3\xa9%d" % (i, i) for i in range(20_000)]
+    lines[15_000] = b"14999,\xff"
+    data = b"\r\n".join(lines) + b"\r\n"
+    with pytest.raises(MalformedCSV, match=r"^line 15001: not valid UTF-8$"):
+        trickled(data, step)
+
+
+@pytest.mark.parametrize("step", range(1, 8))
+def test_a_character_cut_between_reads_is_decoded_whole(step):
+    data = "\ufeffname,note\nJos\u00e9,\u20ac5\r\n\U0001d11e,\u00fc\nx,\u00e9\n".encode()
+    result = trickled(data, step)
+    assert result == stats(data)
+    assert result["rows"] == 3
+    assert column(result, "name")["count"] == 3
+
+
 def test_too_many_columns_or_too_long_a_line(monkeypatch):
     monkeypatch.setattr(csvstats, "MAX_COLUMNS", 3)
     with pytest.raises(MalformedCSV, match="4 columns, at most 3"):
