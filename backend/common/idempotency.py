@@ -6,7 +6,8 @@ Decorate the view method that creates::
     def create(self, request, *args, **kwargs): ...
 
 A request with the header runs in one transaction with the insert of its key, unique per
-user: the first one creates and its 2xx response is stored; a retry with the same key and
+user (anonymous ones, i.e. registering, share one space; their bodies hold the password, so
+only the client that sent one can replay it): the first one creates and its 2xx response is stored; a retry with the same key and
 the same request gets that response back (header ``Idempotent-Replayed: true``) without
 creating again; the same key with another request → 422 ``idempotency_key_reused``. Two
 requests racing with one key: the unique constraint makes the second wait for the first to
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import json
 from datetime import timedelta
 
@@ -78,7 +80,9 @@ def _fingerprint(request, view: str, kwargs: dict) -> str:
         "files": _canonical(files),
     }
     text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    # Keyed by the secret key: a body may hold a password (registering, staff creating a
+    # user), and a plain hash of it kept in the database could be guessed at offline.
+    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()
 
 
 def _key_of(request) -> str | None:
@@ -105,12 +109,13 @@ def idempotent(view_method):
     @functools.wraps(view_method)
     def wrapper(self, request, *args, **kwargs):
         key = _key_of(request)
-        if key is None or not request.user.is_authenticated:
+        if key is None:
             return view_method(self, request, *args, **kwargs)
+        user = request.user if request.user.is_authenticated else None
         fingerprint = _fingerprint(request, view, kwargs)
         now = timezone.now()
         IdempotencyKey.objects.filter(
-            user=request.user,
+            user=user,
             key=key,
             created_at__lt=now - timedelta(seconds=settings.IDEMPOTENCY_TTL),
         ).delete()
@@ -118,11 +123,11 @@ def idempotent(view_method):
             try:
                 with transaction.atomic():
                     record = IdempotencyKey.objects.create(
-                        user=request.user, key=key, fingerprint=fingerprint, created_at=now
+                        user=user, key=key, fingerprint=fingerprint, created_at=now
                     )
             except IntegrityError:
                 # Used before (or by a request that has just committed): answer as it did.
-                record = IdempotencyKey.objects.get(user=request.user, key=key)
+                record = IdempotencyKey.objects.get(user=user, key=key)
                 if record.fingerprint != fingerprint:
                     raise IdempotencyKeyReused(
                         f"This {HEADER} was used for a different request; use a new key."

@@ -10,9 +10,12 @@ class IdempotencyKey(models.Model):
     cannot both insert it, so exactly one of them creates something.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    # NULL for an anonymous create (registering): its body, password included, must match
+    # for a replay, so only the client that sent it gets its answer back.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True)
     key = models.CharField(max_length=255)
-    # SHA-256 of method, view and body: the same key with another request is refused.
+    # HMAC-SHA256 (keyed by SECRET_KEY) of method, view and body: the same key with another
+    # request is refused.
     fingerprint = models.CharField(max_length=64)
     # 0 while the first request is still running (never seen outside its transaction).
     status_code = models.PositiveSmallIntegerField(default=0)
@@ -22,6 +25,11 @@ class IdempotencyKey(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user"),
+            models.UniqueConstraint(
+                fields=["key"],
+                condition=models.Q(user__isnull=True),
+                name="idempotency_key_anonymous",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -144,3 +144,28 @@ def test_concurrent_requests_with_one_key_create_exactly_one(client_for, user):
     assert [code for code, _ in results] == [201] * count
     assert len({body["id"] for _, body in results}) == 1
     assert Task.objects.count() == 1
+
+
+def test_registering_with_a_key_replays_the_first_answer(api_client):
+    """Anonymous: the retry after a lost answer gets the account and its tokens back; the
+    same key with another body (another password) is refused, nothing is replayed to it."""
+    from backend.users.models import User
+
+    body = {"username": "erin", "password": "a-long-Secret-42"}
+    first = post(api_client, body, key="signup-1", path="/api/register/")
+    again = post(api_client, body, key="signup-1", path="/api/register/")
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert User.objects.filter(username="erin").count() == 1
+    other = {"username": "erin", "password": "another-Secret-42"}
+    response = post(api_client, other, key="signup-1", path="/api/register/")
+    assert response.status_code == 422 and "access" not in response.json()
+
+
+def test_the_fingerprint_of_a_body_is_keyed_by_the_secret(client_for, user, settings):
+    """A body may hold a password: it is not kept as a plain hash, but keyed by the secret
+    key, so the same request under another secret key has another fingerprint."""
+    assert post(client_for(user)).status_code == 201
+    settings.SECRET_KEY = "another-" + settings.SECRET_KEY
+    response = post(client_for(user))
+    assert response.status_code == 422 and response.json()["code"] == "idempotency_key_reused"

@@ -38,7 +38,8 @@ class RegisterView(generics.GenericAPIView):
     serializer_class = RegisterSerializer
 
     @extend_schema(responses={201: RegisteredUserSerializer})
-    def post(self, request):
+    @idempotent
+    def post(self, request, format=None):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         user = services.user_create(**serializer.validated_data)
