@@ -65,7 +65,7 @@ superuser: migrate
 	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
 
 test: install
-	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered --cov-fail-under=90 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)
 
 # The production stack first (bench/production.py: --quick from BENCH_ARGS, its own options in
 # PRODUCTION_BENCH_ARGS), then the embedded default (bench/run.py: BENCH_ARGS), then the stats
