@@ -135,6 +135,12 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
 
     def get_fields(self):
         fields = super().get_fields()
+        view = self.context.get("view")
+        if getattr(view, "swagger_fake_view", False):
+            # The schema documents what staff may send, and says so.
+            for name in ("is_staff", "is_active"):
+                fields[name].help_text = "Staff only (on another user's profile); else 400."
+            return fields
         request = self.context.get("request")
         if request is None or not request.user.is_staff:
             fields["is_staff"].read_only = True

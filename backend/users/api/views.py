@@ -117,6 +117,14 @@ class UserViewSet(
     permission_classes = [permissions.IsAuthenticated, IsSelfOrStaff]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
+    @extend_schema(
+        summary="Users: others' public fields; staff: every field of every user",
+        description="Active users' id, username, name and task statistics, as documented "
+        "here; staff get every user (active or not) with every field of a profile (User).",
+    )
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return User.objects.none()
