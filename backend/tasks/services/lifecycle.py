@@ -205,8 +205,9 @@ def task_start(*, task: Task, actor: User) -> Task:
     if task.assignee_id != actor.pk:
         raise PermissionDenied("Only the assignee can start this task.")
     now = timezone.now()
-    _guarded(
-        Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk),
+    _guarded_on_assignee(
+        task,
+        Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk, assignee=actor),
         f"Only a pending task can be started; this one is {task.status}.",
         status=TaskStatus.RUNNING,
         started_at=now,
@@ -223,8 +224,15 @@ def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
     if task.assignee_id != actor.pk and not actor.is_staff:
         raise PermissionDenied("Only the assignee or staff can complete this task.")
     now = timezone.now()
-    _guarded(
-        Task.objects.filter(in_status(TaskStatus.PENDING, TaskStatus.RUNNING), pk=task.pk),
+    # Guarded on the assignee checked above too: a decline or a reassignment that commits
+    # first makes this one lose, as a status change does.
+    _guarded_on_assignee(
+        task,
+        Task.objects.filter(
+            in_status(TaskStatus.PENDING, TaskStatus.RUNNING),
+            pk=task.pk,
+            assignee_id=task.assignee_id,
+        ),
         f"Only a pending or running task can be completed; this one is {task.status}.",
         status=TaskStatus.COMPLETED,
         result=result,
@@ -301,6 +309,21 @@ def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:
     changes.setdefault("updated_at", timezone.now())
     if not queryset.update(**changes):
         raise Conflict(conflict, code="invalid_status")
+
+
+def _guarded_on_assignee(task: Task, queryset: QuerySet[Task], conflict: str, **changes):
+    """``_guarded`` for an action its assignee takes: when the row no longer has the
+    assignee read (given to someone else, or declined, meanwhile) the 409 says so."""
+    try:
+        _guarded(queryset, conflict, **changes)
+    except Conflict:
+        now = list(Task.objects.filter(pk=task.pk).values_list("assignee_id", flat=True))
+        if now and now[0] != task.assignee_id:
+            raise Conflict(
+                "This task was given to someone else or handed back meanwhile.",
+                code="assignee_changed",
+            ) from None
+        raise
 
 
 def _notify(task: Task, event: str) -> None:

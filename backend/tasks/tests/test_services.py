@@ -285,6 +285,36 @@ def test_manual_start_and_complete(user, other_user, staff):
         services.task_complete(task=task, actor=staff)
 
 
+def test_a_start_read_before_a_reassignment_loses_to_it(user, other_user):
+    """Bob read the task as his; Ann gave it to Cat before Bob's start committed (what
+    happens when the two requests race): Bob's start is a 409, and the task stays Cat's,
+    pending."""
+    cat = UserFactory()
+    seen_by_bob = create(user, task_type="manual", assignee=other_user)
+    services.task_assign(task=Task.objects.get(pk=seen_by_bob.pk), actor=user, assignee=cat)
+    with pytest.raises(Conflict) as error:
+        services.task_start(task=seen_by_bob, actor=other_user)
+    assert error.value.code == "assignee_changed"
+    task = Task.objects.get(pk=seen_by_bob.pk)
+    assert task.status == TaskStatus.PENDING and task.assignee_id == cat.pk
+    assert task.started_at is None
+
+
+@pytest.mark.parametrize("completer", ["assignee", "staff"])
+def test_a_complete_read_before_a_decline_loses_to_it(user, other_user, staff, completer):
+    """The assignee handed the task back before a complete that read it as theirs
+    committed: the complete is a 409, and the task stays pending and unassigned."""
+    seen = create(user, task_type="manual", assignee=other_user)
+    services.task_decline(task=Task.objects.get(pk=seen.pk), actor=other_user)
+    actor = other_user if completer == "assignee" else staff
+    with pytest.raises(Conflict) as error:
+        services.task_complete(task=seen, actor=actor, result={"done": True})
+    assert error.value.code == "assignee_changed"
+    task = Task.objects.get(pk=seen.pk)
+    assert task.status == TaskStatus.PENDING and task.assignee_id is None
+    assert task.result is None
+
+
 def test_staff_can_complete_a_pending_manual_task(user, staff):
     task = create(user, task_type="manual")
     task = services.task_complete(task=task, actor=staff)
