@@ -112,6 +112,10 @@ def schedule_delete(*, schedule: Schedule, actor: User) -> None:
     """Delete the schedule, its runs and its periodic task (the tasks it created stay)."""
     _require_owner_or_staff(schedule, actor)
     periodic_task_id = schedule.periodic_task_id
+    # The row lock a firing takes (_fire): a firing under way finishes (its run included)
+    # before the delete collects the runs, and a later one finds no schedule.
+    if not list(Schedule.objects.select_for_update().filter(pk=schedule.pk).values("pk")):
+        return
     Schedule.objects.filter(pk=schedule.pk).delete()
     # Deleted one by one (not in bulk) so beat's change marker is bumped.
     for periodic_task in PeriodicTask.objects.filter(pk=periodic_task_id):

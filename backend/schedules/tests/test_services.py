@@ -309,3 +309,53 @@ def test_visibility(user, other_user, staff):
     assert list(selectors.schedules_visible_to(user)) == [mine]
     assert set(selectors.schedules_visible_to(staff)) == {mine, theirs}
     assert not selectors.schedules_visible_to(UserFactory()).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_waits_for_a_firing_under_way_and_takes_its_run_too():
+    """A firing holds the schedule's row (as _fire does) and records its run; a delete
+    sent meanwhile waits for it, then deletes the schedule with that run, instead of
+    failing on the run it could not see (PostgreSQL: a 500 and a schedule left firing)."""
+    import threading
+    import time
+
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: one writer at a time, so a firing and a delete never overlap")
+    owner = UserFactory()
+    schedule = make_schedule(owner)
+    locked, release, outcome = threading.Event(), threading.Event(), {}
+
+    def firing():
+        try:
+            with transaction.atomic():
+                Schedule.objects.select_for_update().get(pk=schedule.pk)
+                ScheduleRun.objects.create(schedule_id=schedule.pk, fired_at=timezone.now())
+                locked.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    def deleting():
+        try:
+            services.schedule_delete(schedule=schedule, actor=owner)
+            outcome["deleted"] = True
+        except Exception as exc:
+            outcome["error"] = repr(exc)
+        finally:
+            connections.close_all()
+
+    fire = threading.Thread(target=firing)
+    fire.start()
+    assert locked.wait(10)
+    delete = threading.Thread(target=deleting)
+    delete.start()
+    time.sleep(0.5)  # the delete is now waiting on the firing's lock
+    release.set()
+    fire.join(10)
+    delete.join(10)
+    assert outcome == {"deleted": True}
+    assert not Schedule.objects.filter(pk=schedule.pk).exists()
+    assert not ScheduleRun.objects.filter(schedule_id=schedule.pk).exists()
+    assert not PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
