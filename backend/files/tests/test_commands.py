@@ -33,6 +33,7 @@ def test_purge_files(user, settings, django_capture_on_commit_callbacks):
     assert File.objects.count() == 0
 
 
-def test_purge_files_refuses_a_negative_age():
+@pytest.mark.parametrize("days", ["-1", "800000", "99999999999999999999"])
+def test_purge_files_refuses_an_age_out_of_range(days):
     with pytest.raises(CommandError):
-        run("--older-than", "-1")
+        run("--older-than", days)

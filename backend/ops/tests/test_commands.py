@@ -90,7 +90,13 @@ def test_purge_removes_exactly_the_old_finished_tasks_in_batches(
 
 
 def test_purge_argument_errors():
-    for args in (["--older-than", "0"], ["--older-than", "x"], ["--batch-size", "5"]):
+    for args in (
+        ["--older-than", "0"],
+        ["--older-than", "x"],
+        ["--batch-size", "5"],
+        ["--older-than", "800000"],  # before the year 1: no cutoff date to compare with
+        ["--older-than", "99999999999999999999"],
+    ):
         with pytest.raises(CommandError):
             call_command("purge_tasks", *args)
 

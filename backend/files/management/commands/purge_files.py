@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
 from backend.files import services
+from backend.ops.management.commands.purge_tasks import MAX_DAYS
 
 
 class Command(BaseCommand):
@@ -26,8 +27,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, older_than=None, dry_run=False, **options):
-        if older_than is not None and older_than < 0:
-            raise CommandError("--older-than must be 0 or more days")
+        if older_than is not None and not 0 <= older_than <= MAX_DAYS:
+            raise CommandError(f"--older-than must be 0 to {MAX_DAYS} days (a century)")
         age = timedelta(days=older_than) if older_than is not None else None
         outcome = services.files_purge(older_than=age, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"

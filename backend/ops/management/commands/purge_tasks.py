@@ -4,6 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from backend.ops import services
 
+# An age beyond this (a century) would put the cutoff before the first dates Python holds.
+MAX_DAYS = 36_500
+
 
 def _positive(value: str) -> int:
     import argparse
@@ -14,6 +17,15 @@ def _positive(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _days(value: str) -> int:
+    import argparse
+
+    number = _positive(value)
+    if number > MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} (a century), got {number}")
     return number
 
 
@@ -33,7 +45,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--older-than",
-            type=_positive,
+            type=_days,
             required=True,
             metavar="DAYS",
             help="remove tasks finished more than DAYS days ago (at least 1)",
