@@ -8,12 +8,14 @@ through the API: a ``data_processing`` task reads a file of its own owner's."""
 
 from __future__ import annotations
 
+import fcntl
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from backend.files import services as file_services
@@ -119,10 +121,36 @@ def _task_rows(task_type: types.TaskType, now) -> list[dict]:
 
 
 @transaction.atomic
+@contextmanager
+def _one_seed_at_a_time():
+    """Two runs at once would each find the same things missing and create them twice
+    (beyond MAX_ACTIVE_TASKS): the second waits for the first. PostgreSQL: a session
+    advisory lock (any machine); SQLite: a lock on a file beside the database."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", [_SEED_LOCK])
+            try:
+                yield
+            finally:
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEED_LOCK])
+        return
+    with open(settings.VAR_DIR / "seed_demo_data.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+_SEED_LOCK = 0x5EED_DE30  # any number of this service's own
+
+
 def demo_data_seed(*, users: int = 3) -> Seeded:
     """Create what is missing of the demo data. Active tasks are shared out so each demo user
     keeps a free place under MAX_ACTIVE_TASKS to try the API with (more users are created
-    when ``users`` cannot hold them all)."""
+    when ``users`` cannot hold them all). One run at a time."""
+    with _one_seed_at_a_time():
+        return _seed(users)
+
+
+def _seed(users: int) -> Seeded:
     now = timezone.now()
     seeded = Seeded()
     registered = types.all_types()

@@ -144,6 +144,41 @@ def test_seed_demo_data_twice_is_the_same_as_once(settings, tmp_path):
         assert stored == task.input_data, task.name
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_seeds_at_once_make_what_one_makes(settings, tmp_path):
+    """Each waits for the other: the second finds everything there."""
+    import threading
+
+    from django.db import connections
+
+    settings.MEDIA_ROOT = tmp_path
+    barrier, errors = threading.Barrier(2), []
+
+    def seed():
+        try:
+            barrier.wait()
+            demo.demo_data_seed(users=2)
+        except Exception as exc:
+            errors.append(repr(exc))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=seed) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    together = _snapshot()
+    demo.demo_data_seed(users=2)  # nothing missing: creates nothing
+    assert _snapshot() == together
+    names = [name for name, *_ in together[1]]
+    assert len(names) == len(set(names))
+    for user in User.objects.filter(username__startswith="demo"):
+        active = Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count()
+        assert active < settings.MAX_ACTIVE_TASKS
+
+
 def test_seed_demo_data_bad_users():
     with pytest.raises(CommandError):
         call_command("seed_demo_data", "--users", "0")
