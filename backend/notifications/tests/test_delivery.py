@@ -79,6 +79,8 @@ def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
     body = json.loads(receiver.requests[0].body)
     assert body["type"] == "task.completed" and body["timestamp"].endswith("Z")
     assert body["data"]["id"] == str(task.pk) and body["data"]["status"] == "completed"
+    # The task's address, absolute as in the API, from PUBLIC_BASE_URL (no request here).
+    assert body["data"]["url"] == f"http://127.0.0.1:8000/api/tasks/{task.pk}/"
     assert body["data"]["result"] == {"answer": 42}
 
     notification.refresh_from_db()

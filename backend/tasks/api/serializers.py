@@ -63,7 +63,8 @@ class TaskSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, task) -> str:
-        """Absolute when a request is at hand (API responses), else the path (webhooks)."""
+        """Absolute: from the request at hand (API responses), else from PUBLIC_BASE_URL
+        (webhooks, mails, exports), as the notification mails' links are."""
         return self._url_pattern().replace(_ANY_ID, str(task.pk))
 
     def _url_pattern(self) -> str:
@@ -73,7 +74,10 @@ class TaskSerializer(serializers.ModelSerializer):
         if pattern is None:
             path = _task_path(get_urlconf() or settings.ROOT_URLCONF, get_script_prefix())
             request = self.context.get("request")
-            pattern = request.build_absolute_uri(path) if request is not None else path
+            if request is not None:
+                pattern = request.build_absolute_uri(path)
+            else:
+                pattern = settings.PUBLIC_BASE_URL + path
             self.__dict__["_url"] = pattern
         return pattern
 
