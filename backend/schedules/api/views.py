@@ -57,6 +57,12 @@ class ScheduleViewSet(
     serializer_class = ScheduleSerializer
     permission_classes = [permissions.IsAuthenticated]
 
+    def get_serializer_class(self):
+        # The browsable API's PUT and PATCH forms show what a write takes.
+        if self.action in ("update", "partial_update"):
+            return ScheduleWriteSerializer
+        return ScheduleSerializer
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Schedule.objects.none()

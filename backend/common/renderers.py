@@ -1,0 +1,32 @@
+"""The browsable API's renderer, with the raw-data form of a PUT or PATCH prefilled with
+what may be sent back."""
+
+import json
+
+from rest_framework import renderers
+from rest_framework.request import override_method
+
+
+class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
+    """DRF prefills a PUT or PATCH form with the object as the serializer shows it, read-only
+    fields (id, dates, statistics) included; sending that back unchanged is refused, since a
+    write naming a field it cannot change answers 400. Here only the writable ones are
+    prefilled, as the serializer for that method takes them."""
+
+    def get_raw_data_form(self, data, view, method, request):
+        form = super().get_raw_data_form(data, view, method, request)
+        if form is None or method not in ("PUT", "PATCH") or not hasattr(view, "get_serializer"):
+            return form
+        field = form.fields["_content"]
+        try:
+            content = json.loads(field.initial or "")
+        except ValueError:
+            return form
+        if not isinstance(content, dict):
+            return form
+        with override_method(view, request, method):
+            serializer = view.get_serializer()
+        writable = {name for name, f in serializer.fields.items() if not f.read_only}
+        kept = {key: value for key, value in content.items() if key in writable}
+        field.initial = json.dumps(kept, indent=4, ensure_ascii=False)
+        return form
