@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -120,12 +121,11 @@ def _task_rows(task_type: types.TaskType, now) -> list[dict]:
     return rows
 
 
-@transaction.atomic
 @contextmanager
 def _one_seed_at_a_time():
     """Two runs at once would each find the same things missing and create them twice
     (beyond MAX_ACTIVE_TASKS): the second waits for the first. PostgreSQL: a session
-    advisory lock (any machine); SQLite: a lock on a file beside the database."""
+    advisory lock (any machine); SQLite: a lock on a file beside the database file."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_lock(%s)", [_SEED_LOCK])
@@ -134,7 +134,9 @@ def _one_seed_at_a_time():
             finally:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEED_LOCK])
         return
-    with open(settings.VAR_DIR / "seed_demo_data.lock", "w") as lock:
+    name = str(connection.settings_dict["NAME"])
+    path = f"{name}.seed.lock" if os.path.isabs(name) else settings.VAR_DIR / "seed.lock"
+    with open(path, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -150,6 +152,7 @@ def demo_data_seed(*, users: int = 3) -> Seeded:
         return _seed(users)
 
 
+@transaction.atomic
 def _seed(users: int) -> Seeded:
     now = timezone.now()
     seeded = Seeded()

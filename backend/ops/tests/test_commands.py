@@ -205,3 +205,18 @@ def test_createsuperuser_without_prompts_from_the_environment(monkeypatch):
     assert boss.is_staff and boss.is_superuser and boss.check_password("boss-pass-123!")
     with pytest.raises(CommandError, match="already taken"):
         run("createsuperuser", "--noinput")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_seed_that_fails_leaves_nothing_behind(settings, tmp_path, monkeypatch):
+    """All or nothing: demo users whose passwords were never printed are not kept."""
+    settings.MEDIA_ROOT = tmp_path
+
+    def refuse(**kwargs):
+        raise RuntimeError("the schedule could not be made")
+
+    monkeypatch.setattr(demo.schedule_services, "schedule_create", refuse)
+    with pytest.raises(RuntimeError):
+        demo.demo_data_seed(users=2)
+    assert not User.objects.filter(username__startswith="demo").exists()
+    assert not Task.objects.exists()
