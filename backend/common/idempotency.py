@@ -67,7 +67,7 @@ def _canonical(value):
     return value
 
 
-def _fingerprint(request, view: str, kwargs: dict) -> str:
+def _fingerprint(request, view: str, kwargs: dict, secret: str | None = None) -> str:
     """What the request asks for: the view method it reaches (not its path, which a
     retry may spell with or without the trailing slash, a format suffix or an alias such as
     ``/api/tasks/create/``), the URL's arguments and the body."""
@@ -82,7 +82,26 @@ def _fingerprint(request, view: str, kwargs: dict) -> str:
     text = json.dumps(payload, sort_keys=True, default=str)
     # Keyed by the secret key: a body may hold a password (registering, staff creating a
     # user), and a plain hash of it kept in the database could be guessed at offline.
-    return hmac.new(settings.SECRET_KEY.encode(), text.encode(), hashlib.sha256).hexdigest()
+    key = (secret or settings.SECRET_KEY).encode()
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _same_request(record: IdempotencyKey, request, view: str, kwargs: dict) -> bool:
+    """Whether a key stored before now was for this request, by the fingerprints it may have
+    been stored with: under a secret key since replaced (``SECRET_KEY_FALLBACKS``), or in
+    the earlier form (SHA-256 of method, path and body), which keys stored before that form
+    changed hold until they expire (``IDEMPOTENCY_TTL``)."""
+    secrets = getattr(settings, "SECRET_KEY_FALLBACKS", [])
+    candidates = [_fingerprint(request, view, kwargs, secret) for secret in secrets]
+    earlier = {
+        "method": request.method,
+        "path": request.path,
+        "data": _canonical(request.data),
+        "files": _canonical(getattr(request, "FILES", None) or {}),
+    }
+    text = json.dumps(earlier, sort_keys=True, default=str)
+    candidates.append(hashlib.sha256(text.encode()).hexdigest())
+    return any(hmac.compare_digest(record.fingerprint, value) for value in candidates)
 
 
 def _key_of(request) -> str | None:
@@ -128,7 +147,9 @@ def idempotent(view_method):
             except IntegrityError:
                 # Used before (or by a request that has just committed): answer as it did.
                 record = IdempotencyKey.objects.get(user=user, key=key)
-                if record.fingerprint != fingerprint:
+                if record.fingerprint != fingerprint and not _same_request(
+                    record, request, view, kwargs
+                ):
                     raise IdempotencyKeyReused(
                         f"This {HEADER} was used for a different request; use a new key."
                     ) from None

@@ -169,3 +169,35 @@ def test_the_fingerprint_of_a_body_is_keyed_by_the_secret(client_for, user, sett
     settings.SECRET_KEY = "another-" + settings.SECRET_KEY
     response = post(client_for(user))
     assert response.status_code == 422 and response.json()["code"] == "idempotency_key_reused"
+
+
+def test_a_key_stored_under_a_replaced_secret_key_still_replays(client_for, user, settings):
+    """Rotating the secret key (the old one in SECRET_KEY_FALLBACKS, as Django rotates it)
+    keeps the keys stored before it."""
+    first = post(client_for(user))
+    old_secret = settings.SECRET_KEY
+    settings.SECRET_KEY, settings.SECRET_KEY_FALLBACKS = "another-" + old_secret, [old_secret]
+    again = post(client_for(user))
+    assert again.status_code == 201 and again["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json() and Task.objects.count() == 1
+
+
+def test_a_key_stored_in_the_earlier_form_still_replays(client_for, user):
+    """Keys stored before fingerprints named the view (a SHA-256 of method, path and body)
+    are honoured until they expire."""
+    import hashlib
+    import json
+
+    earlier = {"method": "POST", "path": "/api/tasks/", "data": BODY, "files": {}}
+    fingerprint = hashlib.sha256(json.dumps(earlier, sort_keys=True).encode()).hexdigest()
+    IdempotencyKey.objects.create(
+        user=user,
+        key="key-1",
+        fingerprint=fingerprint,
+        status_code=201,
+        response_body={"id": "the first"},
+        created_at=timezone.now(),
+    )
+    again = post(client_for(user))
+    assert again.status_code == 201 and again.json() == {"id": "the first"}
+    assert not Task.objects.exists()
