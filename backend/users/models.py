@@ -60,14 +60,23 @@ class User(AbstractUser):
 
     def save(self, *args, **kwargs):
         self.email = type(self).objects.normalize_email(self.email)
-        # A new password (set_password, from the API, the admin or changepassword) ends
-        # the account's sessions: its open refresh tokens are blacklisted.
-        new_password = self._password is not None and not self._state.adding
+        # A new password (set_password, from the API, the admin or changepassword), or none
+        # (set_unusable_password), ends the account's sessions: its open refresh tokens are
+        # blacklisted.
+        new_password = not self._state.adding and (
+            self._password is not None or getattr(self, "_password_unset", False)
+        )
         super().save(*args, **kwargs)
+        self._password_unset = False
         if new_password:
             from .tokens import refresh_tokens_revoke
 
             refresh_tokens_revoke(self)
+
+    def set_unusable_password(self):
+        # No password any more (the admin's "usable password: no"): the sessions end too.
+        super().set_unusable_password()
+        self._password_unset = True
 
     def get_full_name(self) -> str:
         return self.name or self.username

@@ -585,7 +585,7 @@ def test_a_refresh_token_used_twice_is_401_the_second_time(alice):
     assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
 
 
-@pytest.mark.parametrize("how", ["api", "model"])
+@pytest.mark.parametrize("how", ["api", "model", "unusable"])
 def test_a_new_password_ends_every_refresh_token_of_the_account(alice, other_user, how):
     """From PATCH /api/users/me/, or set_password and save as the admin and changepassword
     do. The access token in use keeps working until it runs out; other accounts keep theirs."""
@@ -593,7 +593,14 @@ def test_a_new_password_ends_every_refresh_token_of_the_account(alice, other_use
     if how == "api":
         new = {"password": "another-Secret-42"}
         assert bearer(first["access"]).patch(ME, new, format="json").status_code == 200
-    else:
+    elif how == "model":
+        alice.set_password("another-Secret-42")
+        alice.save()
+    else:  # the admin's "usable password: no", then a new one set later
+        alice.set_unusable_password()
+        alice.save()
+        for pair in (first, second):
+            assert refresh(pair["refresh"]).status_code == 401
         alice.set_password("another-Secret-42")
         alice.save()
     for pair in (first, second):
