@@ -76,6 +76,9 @@ if not SECRET_KEY:
             "DEBUG=true, e.g. in .env, which `make run` writes)."
         )
     SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
+# Earlier secret keys, still accepted for what was signed with them (sessions, idempotency
+# fingerprints) while a new DJANGO_SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = _read("DJANGO_SECRET_KEY_FALLBACKS", env.list, [])
 
 ALLOWED_HOSTS = _read(
     "ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
