@@ -10,6 +10,15 @@ from . import outbound
 FORM_KEYS = {"csrfmiddlewaretoken", "_content", "_content_type"}
 
 
+def unwritable_keys(
+    keys, *, writable, known, cannot: str = "This field cannot be changed here."
+) -> dict[str, list[str]]:
+    """The error of each key a write does not take: one the resource shows but the write
+    cannot change (``known``), or an unknown one. The browsable API's form keys aside."""
+    refused = sorted(set(keys) - set(writable) - FORM_KEYS)
+    return {key: [cannot if key in known else "Unknown field."] for key in refused}
+
+
 class RejectUnknownFieldsMixin:
     """A key the serializer does not take (unknown, or read-only for this caller) is a 400
     naming it, instead of being silently ignored."""
@@ -17,18 +26,9 @@ class RejectUnknownFieldsMixin:
     def to_internal_value(self, data):
         if hasattr(data, "keys"):
             writable = {name for name, field in self.fields.items() if not field.read_only}
-            refused = sorted(set(data.keys()) - writable - FORM_KEYS)
-            if refused:
-                raise serializers.ValidationError(
-                    {
-                        key: [
-                            "This field cannot be changed here."
-                            if key in self.fields
-                            else "Unknown field."
-                        ]
-                        for key in refused
-                    }
-                )
+            errors = unwritable_keys(data.keys(), writable=writable, known=self.fields)
+            if errors:
+                raise serializers.ValidationError(errors)
         return super().to_internal_value(data)
 
 

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
-from backend.common.serializers import FORM_KEYS
+from backend.common.serializers import unwritable_keys
 from backend.schedules import selectors, services
 from backend.schedules.models import Schedule
 from backend.schedules.validation import template_context
@@ -35,15 +35,14 @@ def _refuse_what_a_patch_cannot_change(changes: dict) -> None:
     writable = {
         name for name, field in ScheduleWriteSerializer().fields.items() if not field.read_only
     }
-    refused = sorted(set(changes) - writable - set(NOT_IN_TEMPLATE) - FORM_KEYS)
-    if refused:
-        shown = set(ScheduleSerializer.Meta.fields)
-        raise ValidationError(
-            {
-                key: ["This field cannot be changed." if key in shown else "Unknown field."]
-                for key in refused
-            }
-        )
+    errors = unwritable_keys(
+        changes,
+        writable=writable | set(NOT_IN_TEMPLATE),
+        known=ScheduleSerializer.Meta.fields,
+        cannot="This field cannot be changed.",
+    )
+    if errors:
+        raise ValidationError(errors)
 
 
 class ScheduleViewSet(
