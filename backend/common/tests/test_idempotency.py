@@ -1,14 +1,13 @@
 """Idempotency-Key on creating POSTs: a retry returns the first response, never a second row."""
 
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from backend.common.idempotency import idempotency_keys_purge
 from backend.common.models import IdempotencyKey
+from backend.common.tests.concurrency import at_once
 from backend.tasks.models import Task
 
 pytestmark = pytest.mark.django_db
@@ -123,24 +122,14 @@ def test_concurrent_requests_with_one_key_create_exactly_one(client_for, user):
     from rest_framework.test import APIClient
 
     count = 8
-    barrier = threading.Barrier(count)
-    results: list[tuple[int, dict]] = []
 
-    def one():
+    def one(i):
         client = APIClient()
         client.force_authenticate(user)
-        try:
-            barrier.wait()
-            response = post(client, key="race")
-            results.append((response.status_code, response.json()))
-        finally:
-            connection.close()
+        response = post(client, key="race")
+        return (response.status_code, response.json())
 
-    threads = [threading.Thread(target=one) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = at_once(one, count)
     assert [code for code, _ in results] == [201] * count
     assert len({body["id"] for _, body in results}) == 1
     assert Task.objects.count() == 1

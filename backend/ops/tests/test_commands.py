@@ -147,27 +147,11 @@ def test_seed_demo_data_twice_is_the_same_as_once(settings, tmp_path):
 @pytest.mark.django_db(transaction=True)
 def test_two_seeds_at_once_make_what_one_makes(settings, tmp_path):
     """Each waits for the other: the second finds everything there."""
-    import threading
-
-    from django.db import connections
+    from backend.common.tests.concurrency import at_once
 
     settings.MEDIA_ROOT = tmp_path
-    barrier, errors = threading.Barrier(2), []
-
-    def seed():
-        try:
-            barrier.wait()
-            demo.demo_data_seed(users=2)
-        except Exception as exc:
-            errors.append(repr(exc))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=seed) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    outcomes = at_once(lambda i: demo.demo_data_seed(users=2), 2)
+    errors = [repr(outcome) for outcome in outcomes if isinstance(outcome, Exception)]
     assert not errors, errors
     together = _snapshot()
     demo.demo_data_seed(users=2)  # nothing missing: creates nothing

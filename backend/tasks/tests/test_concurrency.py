@@ -1,11 +1,9 @@
 """The limit under real concurrency: many threads, each with its own database connection."""
 
-import threading
-
 import pytest
-from django.db import connections
 
 from backend.common.errors import Conflict
+from backend.common.tests.concurrency import at_once
 from backend.tasks import services
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 from backend.users.tests.factories import UserFactory
@@ -19,31 +17,17 @@ CONCURRENT = 50
 
 def race(action, count=CONCURRENT) -> dict[str, int]:
     """Run ``action(i)`` in ``count`` threads released at once; count outcomes."""
-    barrier = threading.Barrier(count)
     outcomes = {"ok": 0, "limit": 0, "other": 0}
     errors = []
-    lock = threading.Lock()
-
-    def worker(i):
-        try:
-            barrier.wait()
-            action(i)
-            key = "ok"
-        except Conflict as exc:
-            key = "limit" if exc.code == "active_task_limit" else "other"
-        except Exception as exc:
+    for outcome in at_once(action, count):
+        if isinstance(outcome, Conflict):
+            key = "limit" if outcome.code == "active_task_limit" else "other"
+        elif isinstance(outcome, Exception):
             key = "other"
-            errors.append(repr(exc))
-        finally:
-            connections.close_all()
-        with lock:
-            outcomes[key] += 1
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+            errors.append(repr(outcome))
+        else:
+            key = "ok"
+        outcomes[key] += 1
     assert not errors, errors[:3]
     return outcomes
 

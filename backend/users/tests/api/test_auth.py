@@ -550,28 +550,16 @@ def test_a_tampered_token_is_refused_though_its_original_was_verified(api_client
 def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(settings):
     """Twenty requests with the same refresh token, released together, each on its own
     database connection: one new pair, nineteen 401s, and the one new refresh token works."""
-    import threading
-
-    from django.db import connections
+    from backend.common.tests.concurrency import at_once
 
     settings.THROTTLE_AUTH_RATE = "1000/min"
     token = tokens_for(UserFactory())["refresh"]
-    barrier, answers, lock = threading.Barrier(20), [], threading.Lock()
 
-    def send():
-        try:
-            barrier.wait()
-            response = refresh(token)
-            with lock:
-                answers.append((response.status_code, response.data))
-        finally:
-            connections.close_all()
+    def send(i):
+        response = refresh(token)
+        return (response.status_code, response.data)
 
-    threads = [threading.Thread(target=send) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    answers = [answer for answer in at_once(send, 20) if isinstance(answer, tuple)]
     granted = [data for code, data in answers if code == 200]
     assert len(answers) == 20 and len(granted) == 1, sorted(code for code, _ in answers)
     assert {code for code, _ in answers} == {200, 401}
