@@ -15,6 +15,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
 
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
+from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User
 from backend.users.tokens import SingleUseRefreshToken
 
@@ -314,12 +315,9 @@ class TokenVerifySerializer(BaseTokenVerifySerializer):
             raise TokenError(
                 str(exc.detail[0]) if isinstance(exc.detail, list) else str(exc.detail)
             ) from exc
-        user_id = UntypedToken(attrs["token"]).get(jwt_settings.USER_ID_CLAIM)
-        user = User.objects.filter(pk=user_id).only("is_active").first() if user_id else None
-        if user is None:
-            raise exceptions.AuthenticationFailed("User not found", code="user_not_found")
-        if not user.is_active:
-            raise exceptions.AuthenticationFailed("User is inactive", code="user_inactive")
+        # The API's own check of a token's user (gone: user_not_found, deactivated:
+        # user_inactive), by the statement every request runs.
+        JWTAuthentication().get_user(UntypedToken(attrs["token"]))
         return data
 
 
