@@ -2,33 +2,18 @@
 
 import io
 import json
-import re
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser
 
 from .exceptions import PayloadTooLarge
-
-# A lone UTF-16 surrogate cannot be encoded as UTF-8 (the response would fail), and
-# PostgreSQL refuses NUL in text and jsonb.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+from .storable import storable
 
 
 def _check(value) -> None:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                raise ParseError(
-                    "JSON strings may not contain NUL characters or unpaired surrogates."
-                )
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    if not storable(value):
+        raise ParseError("JSON strings may not contain NUL characters or unpaired surrogates.")
 
 
 class StrictJSONParser(JSONParser):

@@ -19,6 +19,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
+from backend.common.storable import storable_text
 from backend.tasks import queue
 from backend.tasks.types import QUEUE_LONG
 from backend.users import services as user_services
@@ -353,6 +354,7 @@ def notification_record(*, notification: Notification, started_at: datetime, out
     """Store the attempt and move the notification on: delivered, failed (final, or out of
     attempts), or pending again after a backoff. Guarded by the attempt number."""
     now = timezone.now()
+    error = storable_text(outcome.error)[:2000]  # a server's words may hold NUL
     DeliveryAttempt.objects.create(
         notification=notification,
         number=notification.attempts,
@@ -360,7 +362,7 @@ def notification_record(*, notification: Notification, started_at: datetime, out
         duration_ms=max(0, int((now - started_at).total_seconds() * 1000)),
         delivered=outcome.delivered,
         status_code=outcome.status_code,
-        error=outcome.error[:2000],
+        error=error,
     )
     mine = Notification.objects.filter(
         sql.key_guard(Q(status=NotificationStatus.PENDING, attempts=notification.attempts)),
@@ -371,14 +373,14 @@ def notification_record(*, notification: Notification, started_at: datetime, out
         mine.update(status=status, delivered_at=now, locked_until=None, last_error="")
     elif outcome.final or notification.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
         status = NotificationStatus.FAILED
-        mine.update(status=status, locked_until=None, last_error=outcome.error[:2000])
+        mine.update(status=status, locked_until=None, last_error=error)
     else:
         status = NotificationStatus.PENDING
         mine.update(
             next_attempt_at=now + timedelta(seconds=retry_delay(notification.attempts)),
             enqueued_at=None,
             locked_until=None,
-            last_error=outcome.error[:2000],
+            last_error=error,
         )
     if outcome.disable_webhook:
         user_services.user_webhook_disable(user_id=notification.user_id, url=notification.target)

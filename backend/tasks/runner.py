@@ -16,6 +16,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
 
+from backend.common.storable import made_storable
+
 from . import services, types
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
         return SKIPPED
     ran = {"task_id": task_id, "task_type": kind.name, "started_at": timezone.now()}
     try:
-        result = kind.handler(input_data, types.JobContext(lambda percent: True, task_id=task_id))
+        result = made_storable(
+            kind.handler(input_data, types.JobContext(lambda percent: True, task_id=task_id))
+        )
         json.dumps(result, allow_nan=False)
     except SoftTimeLimitExceeded:
         if services.task_fail_unread(**ran, error="time limit exceeded"):
@@ -99,8 +103,10 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         if kind.handler is None:
             raise RuntimeError(f"task type {task.task_type!r} is not run by workers")
         context = types.JobContext(report, task_id=task.pk, owner_id=task.owner_id)
-        result = kind.handler(task.input_data, context)
-        # Whatever the handler returned must be storable JSON; check before writing.
+        # Whatever the handler returned must be storable JSON: a NUL or a lone surrogate
+        # from the outside world (a server's answer, a file's header) becomes U+FFFD; NaN or
+        # a value JSON cannot hold fails the task here, before writing.
+        result = made_storable(kind.handler(task.input_data, context))
         json.dumps(result, allow_nan=False)
         finished = services.task_finish(task=task, result=result)
     except types.TaskInterrupted:

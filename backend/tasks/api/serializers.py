@@ -2,7 +2,6 @@ import datetime
 import functools
 import json
 import math
-import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -16,6 +15,7 @@ from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
 from backend.common.serializers import CopiedFieldsMixin, validate_outbound_url
+from backend.common.storable import storable
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -144,26 +144,6 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
-# As the JSON parser refuses (backend.common.parsers): a lone surrogate cannot be encoded as
-# UTF-8, and PostgreSQL stores no NUL in jsonb.
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(value) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if _UNSTORABLE.search(item):
-                return False
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return True
-
-
 def _finite(value) -> bool:
     stack = [value]
     while stack:
@@ -210,7 +190,7 @@ class TaskInputField(serializers.JSONField):
             value = json.loads(data, parse_constant=_refuse_constant)
         except (ValueError, RecursionError):
             self.fail("invalid")
-        if not _storable(value):
+        if not storable(value):  # as the JSON parser refuses (backend.common.parsers)
             self.fail("unstorable")
         return value
 

@@ -31,6 +31,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 
 from backend.common import sql
+from backend.common.storable import storable_text
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
 from backend.tasks.models import STATUS_GUARD_SQL, Task, TaskStatus
@@ -226,7 +227,7 @@ def _failed(error: str) -> tuple[str, dict[str, Any]]:
     now = timezone.now()
     return Event.FAILED, {
         "status": TaskStatus.FAILED,
-        "error": error[:2000],
+        "error": storable_text(error)[:2000],
         "completed_at": now,
         "updated_at": now,
     }
@@ -313,7 +314,7 @@ def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
         {
             "status": TaskStatus.SCHEDULED,
             "run_at": now + timedelta(seconds=delay),
-            "error": error[:2000],
+            "error": storable_text(error)[:2000],
             "progress": 0,
             "heartbeat_at": None,
             "enqueued_at": None,

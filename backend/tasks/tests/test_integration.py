@@ -2,6 +2,7 @@
 loopback (allow-listed through OUTBOUND_ALLOWED_NETWORKS), including the runner's retry
 with backoff for a server answering 503."""
 
+import base64
 from datetime import timedelta
 
 import pytest
@@ -142,6 +143,28 @@ def test_a_large_body_is_truncated_and_binary_comes_back_as_base64(user, allow_l
         jobs.run_task(str(task.pk))
     task.refresh_from_db()
     assert task.result["body_base64"] is True and task.result["body"] == "//4AYmluYXJ5"
+
+
+@pytest.mark.parametrize(
+    ("charset", "body"),
+    [("utf-7", b"+2AA-"), ("unicode_escape", b"\\udc00"), ("utf-8", b"a\x00b")],
+)
+def test_a_body_that_decodes_to_what_no_database_stores_comes_back_as_base64(
+    user, allow_loopback, client_for, charset, body
+):
+    """The server names the codec: utf-7 and unicode_escape decode these bytes to a lone
+    surrogate, which no database stores and no response can encode (the task, and every
+    list holding it, answered 500 on SQLite, and the run failed with a DataError on
+    PostgreSQL); like a NUL, such a body comes back as base64."""
+    answer = Answer(200, body, {"Content-Type": f"text/plain; charset={charset}"})
+    with HTTPServer([answer]) as server:
+        task = integration_task(user, url=server.url())
+        assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.result["body_base64"] is True
+    assert task.result["body"] == base64.b64encode(body).decode()
+    assert client_for(user).get(f"/api/tasks/{task.pk}/").status_code == 200
+    assert client_for(user).get("/api/tasks/").status_code == 200
 
 
 def test_a_4xx_is_a_result_not_a_failure(user, allow_loopback):

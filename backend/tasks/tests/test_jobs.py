@@ -120,6 +120,39 @@ def test_a_result_that_cannot_be_stored_fails_the_task(user, monkeypatch):
     assert task.status == TaskStatus.FAILED and task.error.startswith("ValueError: ")
 
 
+@pytest.mark.parametrize("instant", [True, False])
+def test_a_result_holding_nul_or_a_lone_surrogate_is_stored_with_replacement_characters(
+    user, monkeypatch, client_for, instant
+):
+    """What a job reads from the outside world (a CSV's header, a server's answer) may
+    hold a NUL, which PostgreSQL stores in no text or jsonb, or a lone surrogate, which
+    nothing encodes: each becomes U+FFFD, keys included, on every database, and the task
+    completes. Before, PostgreSQL failed the run with a DataError, and SQLite stored it and
+    then answered 500 for every list holding the task."""
+    result = {"a\x00b": ["x\ud800y", {"k": "\udc00"}], "pair": "\ud83d\ude00", "n": 1}
+    kind = dataclasses.replace(types.get("sum"), handler=lambda data, ctx: result, instant=instant)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user)
+    assert jobs.run_task(str(task.pk), "sum", task.input_data) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    assert task.result == {"a\ufffdb": ["x\ufffdy", {"k": "\ufffd"}], "pair": "😀", "n": 1}
+    assert client_for(user).get("/api/tasks/").status_code == 200
+
+
+def test_an_error_holding_nul_fails_the_task_with_it_replaced(user, monkeypatch):
+    def handler(data, ctx):
+        raise ValueError("bad \x00 byte in \udc80 header")
+
+    kind = dataclasses.replace(types.get("sum"), handler=handler)
+    monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
+    task = TaskFactory(owner=user)
+    assert jobs.run_task(str(task.pk), "sum", task.input_data) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "ValueError: bad \ufffd byte in \ufffd header"
+
+
 @pytest.mark.django_db(transaction=True)
 def test_broken_database_connections_are_dropped_around_each_task(monkeypatch):
     from celery.signals import task_prerun

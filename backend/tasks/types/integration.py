@@ -14,6 +14,7 @@ from rest_framework import serializers
 
 from backend.common import outbound
 from backend.common.serializers import validate_outbound_url
+from backend.common.storable import storable_text
 
 from .base import (
     QUEUE_LONG,
@@ -131,7 +132,7 @@ def _body(data: bytes, content_type: str, truncated: bool) -> tuple[str, bool]:
             text = data[: len(data) - cut].decode(charset)
         except (UnicodeDecodeError, LookupError):
             continue
-        if "\x00" not in text:  # JSON columns cannot hold NUL
+        if storable_text(text) is text:  # no NUL, no lone surrogate (utf-7 can make one)
             return text, False
         break
     return base64.b64encode(data).decode("ascii"), True
