@@ -8,9 +8,13 @@
 - the connection goes to the checked address (no second lookup, so no DNS rebinding), with
   the original ``Host`` header and TLS server name, and no proxy from the environment;
 - redirects are not followed unless asked, and then each hop is checked like the first
-  (at most ``MAX_REDIRECTS``);
-- a timeout bounds connecting, each read and the whole exchange; the body is read up to
-  ``OUTBOUND_MAX_BODY`` bytes and the rest dropped (``truncated``).
+  (at most ``MAX_REDIRECTS``); credentials (``Authorization``, ``Cookie``) go to the first
+  origin only, as browsers, curl and requests do: a hop to another scheme, host or port
+  drops them;
+- a timeout bounds the whole exchange: connecting, sending, the answer's head and body,
+  every hop (each read waits at most for what is left of it, so a server that drips its
+  answer a byte at a time cannot stretch it); the body is read up to ``OUTBOUND_MAX_BODY``
+  bytes and the rest dropped (``truncated``).
 """
 
 from __future__ import annotations
@@ -21,13 +25,17 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
+import httpcore
 import httpx
 from django.conf import settings
 
 MAX_REDIRECTS = 5
 MAX_TIMEOUT = 30.0
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
+# Sent to the first origin only (see the module's rules).
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -118,8 +126,10 @@ def check_address(address: IPAddress) -> IPAddress:
 
 def literal_address(host: str) -> IPAddress | None:
     """``host`` read as a numeric address in any form the system accepts (``127.1``,
-    ``2130706433``, ``0x7f.1``, ``::ffff:127.0.0.1``), without any lookup; None for a name."""
-    host = host.strip("[]")
+    ``2130706433``, ``0x7f.1``, ``::ffff:127.0.0.1``), without any lookup; None for a name.
+    Percent-encoding is decoded first (``%31%32%37.0.0.1``), and an IPv6 zone
+    (``[fe80::1%25eth0]``) is dropped: the address alone decides."""
+    host = unquote(host.strip("[]")).split("%", 1)[0]
     try:
         infos = socket.getaddrinfo(host, None, flags=socket.AI_NUMERICHOST)
     except (socket.gaierror, UnicodeError, ValueError):
@@ -187,6 +197,68 @@ def validate_url(url: str) -> None:
 # --- calling ------------------------------------------------------------------------------
 
 
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until the call's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float):
+        self._stream = stream
+        self._deadline = deadline
+
+    def _left(self, timeout: float | None, error: type[Exception]) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise error("the call's timeout is spent")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> _DeadlineStream:
+        timeout = self._left(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, timeout), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.SyncBackend):
+    def __init__(self, deadline: float):
+        self._deadline = deadline
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ConnectTimeout("the call's timeout is spent")
+        timeout = left if timeout is None else min(timeout, left)
+        stream = super().connect_tcp(host, port, timeout, local_address, socket_options)
+        return _DeadlineStream(stream, self._deadline)
+
+
+class _DeadlineTransport(httpx.HTTPTransport):
+    """httpx's transport over a connection pool whose connections keep the deadline
+    (httpcore's pool takes a network backend; httpx's transport does not pass one on)."""
+
+    def __init__(self, deadline: float):
+        super().__init__(verify=True, trust_env=False, retries=0)
+        self._pool.close()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=True, trust_env=False),
+            network_backend=_DeadlineBackend(deadline),
+        )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}[url.scheme]
+
+
 def _connect_url(url: httpx.URL, address: IPAddress) -> httpx.URL:
     return url.copy_with(host=str(address))
 
@@ -223,7 +295,8 @@ def request(
         headers = dict(headers or {})
         if not any(key.lower() == "content-type" for key in headers):
             headers["content-type"] = "application/json"
-    with httpx.Client(trust_env=False, follow_redirects=False, verify=True) as client:
+    transport = _DeadlineTransport(deadline)
+    with httpx.Client(trust_env=False, follow_redirects=False, transport=transport) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             port = target.port or {"http": 80, "https": 443}[target.scheme]
             address = resolve(target.host, port)[0]
@@ -250,7 +323,13 @@ def request(
             try:
                 location = response.headers.get("location")
                 if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
-                    target = parse_url(str(target.join(location)))
+                    previous, target = target, parse_url(str(target.join(location)))
+                    if _origin(target) != _origin(previous):
+                        headers = {
+                            k: v
+                            for k, v in (headers or {}).items()
+                            if k.lower() not in CREDENTIAL_HEADERS
+                        }
                     if response.status_code == 303 or (
                         response.status_code in (301, 302) and method == "POST"
                     ):

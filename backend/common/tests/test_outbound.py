@@ -6,6 +6,8 @@ one were)."""
 import ipaddress
 import re
 import socket
+import threading
+import time
 
 import pytest
 
@@ -92,6 +94,9 @@ def test_the_allow_list_lets_its_networks_through_but_never_unspecified_or_multi
         ("0177.0.0.1", "127.0.0.1"),
         ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
         ("[::1]", "::1"),
+        ("%31%32%37.0.0.1", "127.0.0.1"),
+        ("[fe80::1%25eth0]", "fe80::1"),
+        ("[::ffff:169.254.169.254%25lo]", "::ffff:a9fe:a9fe"),
         ("example.com", None),
         ("localhost", None),
     ],
@@ -160,6 +165,9 @@ def test_a_name_that_does_not_resolve_is_a_passing_error(monkeypatch):
         "http://[::1]/",
         "http://2130706433/",
         "http://0x7f.1/",
+        "http://%31%32%37.0.0.1/",
+        "http://[fe80::1%25eth0]/",
+        "http://[::ffff:169.254.169.254%25lo]/",
         "http://0.0.0.0/",
         "http://localhost:8000/",
         "http://api.localhost/",
@@ -285,3 +293,74 @@ def test_a_closed_port_is_a_connection_error(settings):
         url = gone.url()
     with pytest.raises(outbound.OutboundError, match=re.escape("could not reach 127.0.0.1")):
         outbound.request("GET", url, timeout=2)
+
+
+class _Dripping:
+    """A server that answers one header line every ``every`` seconds, ``lines`` of them,
+    then the end of the head; it records how many lines it sent before the client left."""
+
+    def __init__(self, lines: int = 50, every: float = 0.2):
+        self.lines, self.every, self.sent = lines, every, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                for _ in range(self.lines):
+                    time.sleep(self.every)
+                    conn.sendall(b"X-Drip: 1\r\n")
+                    self.sent += 1
+                conn.sendall(b"Content-Length: 2\r\n\r\nok")
+            except OSError:
+                pass  # the client hung up: what the test expects
+
+    def close(self):
+        self.listener.close()
+        self.thread.join(timeout=15)
+
+
+def test_a_server_dripping_its_answer_cannot_stretch_the_timeout(settings):
+    """Each read waited up to the whole timeout, so a head sent a line every 0.2 s kept a
+    call with a 1 s timeout going for the 10 s the server took (16 s in a review, until the
+    task's time limit failed it, never retried). Now every read waits only for what is
+    left, and the call ends as a passing error soon after its second."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    drip = _Dripping()
+    try:
+        with pytest.raises(outbound.OutboundUnavailable, match=re.escape("within 1 s")):
+            outbound.request("GET", f"http://127.0.0.1:{drip.port}/", timeout=1)
+    finally:
+        drip.close()
+    assert drip.sent < drip.lines  # it was left before the end of its head
+
+
+@pytest.mark.parametrize("code", [302, 307])
+def test_credentials_go_to_the_first_origin_only(settings, code):
+    """A redirect to another origin (here another port) drops Authorization, Cookie and
+    Proxy-Authorization, as curl, requests and browsers do; other headers follow, and a
+    redirect within the origin keeps them all."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    secrets = {"Authorization": "Bearer SECRET", "Cookie": "sid=SECRET"}
+    with HTTPServer() as elsewhere, HTTPServer() as hop:
+        hop.answers = lambda request: (
+            Answer(code, b"", {"Location": hop.url("/same")})
+            if request.path == "/"
+            else Answer(code, b"", {"Location": elsewhere.url("/other")})
+        )
+        headers = {**secrets, "Proxy-Authorization": "Basic c2VjcmV0", "X-Trace": "t1"}
+        response = outbound.request(
+            "GET", hop.url("/"), headers=headers, timeout=5, follow_redirects=True
+        )
+        assert response.status_code == 200
+        first, same = hop.requests
+        [other] = elsewhere.requests
+    assert first.headers["authorization"] == same.headers["authorization"] == "Bearer SECRET"
+    assert same.headers["cookie"] == "sid=SECRET" and same.path == "/same"
+    assert other.path == "/other" and other.headers["x-trace"] == "t1"
+    assert not {"authorization", "cookie", "proxy-authorization"} & set(other.headers)
