@@ -56,7 +56,7 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
-    @admin.action(description="Send the selected notifications again")
+    @admin.action(description="Send the selected notifications again", permissions=["change"])
     def resend(self, request, queryset):
         count = services.notifications_resend(queryset=queryset)
         self.message_user(request, f"{count} notification(s) will be sent again.", messages.SUCCESS)

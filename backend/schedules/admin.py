@@ -204,10 +204,10 @@ class ScheduleAdmin(admin.ModelAdmin):
         verb = "enabled" if enabled else "disabled"
         self.message_user(request, f"{queryset.count()} schedule(s) {verb}.")
 
-    @admin.action(description="Enable selected schedules")
+    @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request, queryset):
         self._set_enabled(request, queryset, True)
 
-    @admin.action(description="Disable selected schedules")
+    @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_schedules(self, request, queryset):
         self._set_enabled(request, queryset, False)

@@ -112,15 +112,17 @@ class TaskAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         for reason in refused:
             self.message_user(request, reason, level=messages.WARNING)
 
-    @admin.action(description="Cancel selected tasks")
+    @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request, queryset):
         self._each(request, queryset, services.task_cancel, "cancelled")
 
-    @admin.action(description="Retry selected tasks")
+    @admin.action(description="Retry selected tasks", permissions=["change"])
     def retry_tasks(self, request, queryset):
         self._each(request, queryset, services.task_retry, "queued again")
 
-    @admin.action(description="Expire selected tasks that are past their deadline")
+    @admin.action(
+        description="Expire selected tasks that are past their deadline", permissions=["change"]
+    )
     def expire_tasks(self, request, queryset):
         count = services.tasks_expire(queryset=queryset)
         self.message_user(request, f"{count} overdue task(s) failed with 'deadline exceeded'.")

@@ -1,4 +1,4 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
@@ -78,9 +78,13 @@ class UserAdmin(DjangoUserAdmin):
     def tasks_failed(self, obj) -> int:
         return obj.tasks_failed
 
-    @admin.action(description="Deactivate selected users (nothing is deleted)")
+    @admin.action(
+        description="Deactivate selected users (nothing is deleted)", permissions=["change"]
+    )
     def deactivate(self, request, queryset):
-        count = services.users_deactivate(queryset=queryset)
+        if queryset.filter(pk=request.user.pk).exists():
+            self.message_user(request, services.CANNOT_DEACTIVATE_SELF, messages.ERROR)
+        count = services.users_deactivate(queryset=queryset, actor=request.user)
         self.message_user(request, f"{count} user(s) deactivated.")
 
     def has_delete_permission(self, request, obj=None):

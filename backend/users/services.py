@@ -49,17 +49,20 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     return user
 
 
-def users_deactivate(*, queryset: QuerySet[User]) -> int:
-    """Deactivate instead of delete: the users' tasks and history stay."""
+CANNOT_DEACTIVATE_SELF = "You cannot deactivate your own account; ask another staff member."
+
+
+def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> int:
+    """Deactivate instead of delete: the users' tasks and history stay. The ``actor``'s own
+    account is left out: nobody locks themselves out (nor the last administrator)."""
+    if actor is not None:
+        queryset = queryset.exclude(pk=actor.pk)
     return queryset.update(is_active=False)
 
 
 def user_deactivate(*, user: User, actor: User | None = None) -> User:
     if actor is not None and actor.pk == user.pk:
-        raise Conflict(
-            "You cannot deactivate your own account; ask another staff member.",
-            code="cannot_deactivate_self",
-        )
+        raise Conflict(CANNOT_DEACTIVATE_SELF, code="cannot_deactivate_self")
     users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user

@@ -1,0 +1,116 @@
+"""The admin's actions that change rows need the model's change permission, as Django's own
+delete action needs delete: a staff member who may only view sees none of them, and posting
+one changes nothing. And nobody deactivates their own account from the admin (the API
+refuses it too)."""
+
+import pytest
+from django.contrib.auth.models import Permission
+
+from backend.notifications.models import Notification, NotificationStatus
+from backend.schedules.tests.factories import make_schedule
+from backend.tasks import services as task_services
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests.factories import TaskFactory
+from backend.users.models import User
+from backend.users.tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def viewer(client):
+    """Staff with every ``view_*`` permission and no other."""
+    viewer = UserFactory(is_staff=True)
+    viewer.user_permissions.set(Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    return viewer
+
+
+def _notification(owner) -> Notification:
+    owner.notify_email = ["task.created"]
+    owner.save()
+    task = task_services.task_create(owner=owner, task_type="manual", input_data={})
+    notification = Notification.objects.get(task_id=task.pk)
+    Notification.objects.filter(pk=notification.pk).update(
+        status=NotificationStatus.FAILED, attempts=8
+    )
+    return notification
+
+
+def _cases(owner):
+    """(changelist, action, the object, what the object looks like when untouched)."""
+    task = TaskFactory(owner=owner)
+    schedule = make_schedule(owner=owner)
+    notification = _notification(owner)
+    target = UserFactory()
+
+    def status():
+        return Task.objects.get(pk=task.pk).status
+
+    return [
+        ("/admin/tasks/task/", "cancel_tasks", task, status, TaskStatus.PENDING),
+        ("/admin/tasks/task/", "retry_tasks", task, status, TaskStatus.PENDING),
+        (
+            "/admin/schedules/schedule/",
+            "disable_schedules",
+            schedule,
+            lambda: type(schedule).objects.get(pk=schedule.pk).enabled,
+            True,
+        ),
+        (
+            "/admin/notifications/notification/",
+            "resend",
+            notification,
+            lambda: Notification.objects.get(pk=notification.pk).status,
+            NotificationStatus.FAILED,
+        ),
+        (
+            "/admin/users/user/",
+            "deactivate",
+            target,
+            lambda: User.objects.get(pk=target.pk).is_active,
+            True,
+        ),
+    ]
+
+
+def test_a_staff_member_who_may_only_view_is_offered_no_action_and_can_run_none(
+    client, viewer, user
+):
+    """Before, a view-only staff member could cancel, retry and expire tasks, pause
+    schedules, resend notifications and deactivate any user, a superuser included."""
+    for changelist, action, obj, state, untouched in _cases(user):
+        page = client.get(changelist)
+        assert page.status_code == 200
+        assert f'value="{action}"'.encode() not in page.content, action
+        client.post(changelist, {"action": action, "_selected_action": [str(obj.pk)]})
+        assert state() == untouched, action
+    assert b'value="expire_tasks"' not in client.get("/admin/tasks/task/").content
+    assert b'value="enable_schedules"' not in client.get("/admin/schedules/schedule/").content
+
+
+def test_a_staff_member_who_may_change_runs_them(client, user):
+    editor = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(editor)
+    for changelist, action, obj, state, untouched in _cases(user):
+        if action == "retry_tasks":
+            continue  # a pending task has nothing to retry: refused by the service
+        assert f'value="{action}"'.encode() in client.get(changelist).content, action
+        client.post(changelist, {"action": action, "_selected_action": [str(obj.pk)]})
+        assert state() != untouched, action
+
+
+def test_the_admin_does_not_deactivate_its_own_user(client):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    other = UserFactory()
+    client.force_login(admin)
+    response = client.post(
+        "/admin/users/user/",
+        {"action": "deactivate", "_selected_action": [str(admin.pk), str(other.pk)]},
+        follow=True,
+    )
+    assert b"You cannot deactivate your own account" in response.content
+    assert b"1 user(s) deactivated." in response.content
+    admin.refresh_from_db()
+    other.refresh_from_db()
+    assert admin.is_active and not other.is_active
