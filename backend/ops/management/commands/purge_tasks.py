@@ -6,6 +6,8 @@ from backend.ops import services
 
 # An age beyond this (a century) would put the cutoff before the first dates Python holds.
 MAX_DAYS = 36_500
+# A batch is one transaction holding its rows' locks: beyond this it is no longer short.
+MAX_BATCH = 100_000
 
 
 def _positive(value: str) -> int:
@@ -26,6 +28,15 @@ def _days(value: str) -> int:
     number = _positive(value)
     if number > MAX_DAYS:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_DAYS} (a century), got {number}")
+    return number
+
+
+def _batch(value: str) -> int:
+    import argparse
+
+    number = _positive(value)
+    if number > MAX_BATCH:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_BATCH}, got {number}")
     return number
 
 
@@ -55,10 +66,10 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--batch-size",
-            type=_positive,
+            type=_batch,
             default=1000,
             metavar="N",
-            help="tasks deleted per transaction (default 1000)",
+            help=f"tasks deleted per transaction (default 1000, at most {MAX_BATCH})",
         )
 
     def handle(self, *args, older_than, dry_run, batch_size, **options):
