@@ -89,6 +89,9 @@ CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
 PORT = _positive_int("PORT", 8000)
 
 INSTALLED_APPS = [
+    # Before django.contrib.auth: the first app naming a management command provides it,
+    # and this one's createsuperuser validates what the stock one lets through.
+    "backend.users",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -102,7 +105,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "backend.common",
-    "backend.users",
     "backend.tasks",
     "backend.schedules",
     "backend.files",
@@ -191,6 +193,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- auth ---------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
 AUTHENTICATION_BACKENDS = ["backend.users.backends.UsernameOrEmailBackend"]
+# Where /api-auth/login/ goes when it names no next page (or a foreign one): the API root,
+# not Django's /accounts/profile/, which this service does not have.
+LOGIN_REDIRECT_URL = "/api/"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -17,6 +17,7 @@ from backend.tasks import types
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 from backend.tasks.tests.factories import TaskFactory
 from backend.users.models import User
+from backend.users.tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -99,6 +100,15 @@ def test_purge_argument_errors():
     ):
         with pytest.raises(CommandError):
             call_command("purge_tasks", *args)
+
+
+def test_purge_refuses_a_batch_beyond_a_short_transaction():
+    """It was passed to the database, which refused it half-way with "bigint out of
+    range" (PostgreSQL) or "datatype mismatch" (SQLite); now the argument itself is."""
+    for size in ("100001", "99999999999999999999"):
+        with pytest.raises(CommandError, match="must be at most 100000"):
+            call_command("purge_tasks", "--older-than", "1", "--batch-size", size)
+    assert "Removed 0 task(s)" in run("purge_tasks", "--older-than", "1", "--batch-size", "100000")
 
 
 # --- seed_demo_data ---------------------------------------------------------------------
@@ -189,6 +199,29 @@ def test_createsuperuser_without_prompts_from_the_environment(monkeypatch):
     assert boss.is_staff and boss.is_superuser and boss.check_password("boss-pass-123!")
     with pytest.raises(CommandError, match="already taken"):
         run("createsuperuser", "--noinput")
+
+
+def test_createsuperuser_names_an_email_address_in_use_in_one_line(monkeypatch):
+    """It ended in the unique constraint's IntegrityError traceback."""
+    UserFactory(email="boss@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "other")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "BOSS@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "boss-pass-123!")
+    with pytest.raises(CommandError, match=r"^Error: That email address is already in use\.$"):
+        run("createsuperuser", "--noinput")
+    assert not User.objects.filter(username="other").exists()
+
+
+@pytest.mark.parametrize("password", ["123", "password", "boss-the-boss"])
+def test_createsuperuser_checks_the_password_from_the_environment(monkeypatch, password):
+    """Without prompts, Django creates the account with any password; the validators the
+    API and the prompt apply (SPEC §4) now apply here too."""
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "boss-the-boss")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "boss@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", password)
+    with pytest.raises(CommandError, match=r"^Error: DJANGO_SUPERUSER_PASSWORD: "):
+        run("createsuperuser", "--noinput")
+    assert not User.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

@@ -397,6 +397,16 @@ def test_session_login_signs_in_the_browsable_api(alice):
     assert client.get(ME).data["username"] == "alice"
 
 
+@pytest.mark.parametrize("next_page", ["", "https://elsewhere.example/"])
+def test_session_login_without_a_next_page_lands_on_the_api_root(alice, next_page):
+    """The form, sent as the README's link shows it (no ``next``), went to Django's
+    /accounts/profile/, a 404 here; so did a foreign ``next``."""
+    response = APIClient().post(
+        "/api-auth/login/", {"username": "alice", "password": PASSWORD, "next": next_page}
+    )
+    assert response.status_code == 302 and response["Location"] == "/api/"
+
+
 def test_session_login_accepts_the_email(alice):
     client = APIClient()
 

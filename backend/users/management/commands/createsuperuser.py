@@ -1,0 +1,41 @@
+"""Django's ``createsuperuser``, with what this service's users add: the password from
+``DJANGO_SUPERUSER_PASSWORD`` (``--noinput``, ``make superuser``) is checked by the password
+validators as the prompt checks it, and an email address already in use (in any case) is a
+one-line error, as a taken username is, instead of the constraint's traceback."""
+
+import os
+
+from django.contrib.auth.management.commands import createsuperuser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import CommandError
+from django.db import IntegrityError, transaction
+
+
+class Command(createsuperuser.Command):
+    def handle(self, *args, **options):
+        if not options["interactive"]:
+            self._validate_password_from_environment(options)
+        try:
+            with transaction.atomic(using=options["database"]):
+                return super().handle(*args, **options)
+        except IntegrityError as exc:
+            if "email" in str(exc).lower():
+                raise CommandError("Error: That email address is already in use.") from None
+            raise CommandError("Error: That username is already taken.") from None
+
+    def _validate_password_from_environment(self, options) -> None:
+        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
+        if not password:
+            return
+        fields = {}
+        for name in (self.UserModel.USERNAME_FIELD, *self.UserModel.REQUIRED_FIELDS):
+            value = options.get(name) or os.environ.get(f"DJANGO_SUPERUSER_{name.upper()}")
+            if value:
+                fields[name] = value
+        try:
+            validate_password(password, self.UserModel(**fields))
+        except ValidationError as exc:
+            raise CommandError(
+                "Error: DJANGO_SUPERUSER_PASSWORD: " + " ".join(exc.messages)
+            ) from None
