@@ -185,9 +185,16 @@ def files_purge(
             break
         after = (batch[-1][1], batch[-1][0])
         with transaction.atomic():
-            # Checked inside the transaction that deletes, so a task created meanwhile
-            # keeps its file.
+            # The rows are locked first, as a task's create locks the files it reads until
+            # its task is committed; then checked inside the transaction that deletes, so a
+            # task created meanwhile keeps its file.
+            locked = set(
+                File.objects.select_for_update()
+                .filter(pk__in=[row[0] for row in batch])
+                .values_list("pk", flat=True)
+            )
             in_use = file_ids_in_use()
+            batch = [row for row in batch if row[0] in locked]
             due = [row for row in batch if str(row[0]) not in in_use]
             kept += len(batch) - len(due)
             File.objects.filter(pk__in=[row[0] for row in due]).delete()

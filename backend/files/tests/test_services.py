@@ -1,16 +1,21 @@
 """File rules: names, storing streams, deleting, the in-use check and the cleanup."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
+from django.db import connection, connections
 from django.utils import timezone
 
-from backend.common.errors import Conflict, PermissionDenied
+from backend.common.errors import Conflict, DomainError, PermissionDenied
 from backend.files import services
 from backend.files.models import File
 from backend.files.names import clean_content_type, sanitize_name
-from backend.tasks.models import TaskStatus
+from backend.tasks import services as task_services
+from backend.tasks.models import Task, TaskStatus
+from backend.tasks.services import lifecycle
 from backend.tasks.tests.factories import TaskFactory
 
 from .conftest import sha256, stored_files
@@ -170,3 +175,66 @@ def test_purge_in_batches_visits_every_file(user, django_capture_on_commit_callb
         outcome = services.files_purge(batch_size=2)
     assert outcome["files"] == 4 and outcome["kept_in_use"] == 1
     assert list(File.objects.values_list("pk", flat=True)) == [files[2].pk]
+
+
+# --- a delete racing the create of a task that reads the file ----------------------------
+
+
+def test_a_task_is_not_created_on_a_file_deleted_after_its_input_was_checked(user):
+    """The input's check (the file is the owner's) and the task's INSERT are two steps; a
+    delete between them left an active task whose file was gone, which then failed."""
+    file = make_file(user)
+    File.objects.filter(pk=file.pk).delete()  # after the serializer saw it
+    with pytest.raises(DomainError) as refused:
+        task_services.task_create(
+            owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)}
+        )
+    assert refused.value.code == "file_not_found"
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("remover", ["delete", "purge"])
+def test_a_delete_waits_for_the_create_of_a_task_that_reads_the_file(user, monkeypatch, remover):
+    """The create writes its task in a transaction that holds the file's row until the
+    task is committed: a delete sent meanwhile waits, then finds the task and answers 409.
+    (Without the lock, the delete would not see the uncommitted task and remove the file.)"""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: the create's transaction holds the write lock; no row locks")
+    file = make_file(user)
+    File.objects.filter(pk=file.pk).update(created_at=timezone.now() - timedelta(days=30))
+    inserted, outcome = threading.Event(), {}
+    insert = lifecycle._insert_within_limit
+
+    def insert_then_linger(task):
+        insert(task)
+        inserted.set()
+        time.sleep(0.5)  # the delete is sent now, while this transaction is open
+
+    monkeypatch.setattr(lifecycle, "_insert_within_limit", insert_then_linger)
+
+    def delete():
+        inserted.wait(10)
+        try:
+            if remover == "purge":
+                purged = services.files_purge(older_than=timedelta(days=1))
+                outcome["delete"] = "file_in_use" if purged["kept_in_use"] else "deleted"
+            else:
+                services.file_delete(file=File.objects.get(pk=file.pk), actor=user)
+                outcome["delete"] = "deleted"
+        except Conflict as exc:
+            outcome["delete"] = exc.code
+        finally:
+            connections.close_all()
+
+    deleter = threading.Thread(target=delete)
+    deleter.start()
+    task = task_services.task_create(
+        owner=user,
+        task_type="data_processing",
+        input_data={"file_id": str(file.pk)},
+        run_at=timezone.now() + timedelta(hours=1),
+    )
+    deleter.join(20)
+    assert outcome == {"delete": "file_in_use"}
+    assert File.objects.filter(pk=file.pk).exists() and Task.objects.filter(pk=task.pk).exists()

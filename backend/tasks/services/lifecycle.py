@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from backend.common import sql
 from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.files.models import File
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
 from backend.tasks import queue, types
@@ -99,8 +100,10 @@ def task_create(
         task_id=task.pk,
         recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
     )
-    if planned or callback_url or not limits.slot_free_locks_itself():
+    files = [task.input_data[key] for key in kind.file_inputs if task.input_data.get(key)]
+    if planned or callback_url or files or not limits.slot_free_locks_itself():
         with transaction.atomic():
+            _lock_files(files)
             _insert_within_limit(task)
             notifications.task_callback_set(task_id=task.pk, url=callback_url)
             notifications.notifications_create(planned)
@@ -109,6 +112,18 @@ def task_create(
     if marked_at is not None:
         queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
     return task
+
+
+def _lock_files(file_ids: list[str]) -> None:
+    """Lock the rows of the files the task will read until the task's row is committed,
+    and check they are still there: a delete takes the same lock, then finds the task
+    (409 ``file_in_use``), or went first, and the create is refused here. (SQLite: the
+    transaction's write lock already keeps a delete out.)"""
+    if not file_ids:
+        return
+    found = File.objects.select_for_update().filter(pk__in=file_ids).values_list("pk", flat=True)
+    if len(set(found)) < len(set(file_ids)):
+        raise DomainError("The file was deleted meanwhile; upload it again.", code="file_not_found")
 
 
 def _insert_within_limit(task: Task) -> None:

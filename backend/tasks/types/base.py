@@ -78,6 +78,10 @@ class TaskType:
     # outcome: one row version written per run instead of two. Nothing holds such a task
     # ``running``, so there is nothing to rescue. Its handler is not told the owner.
     instant: bool = False
+    # The input keys that hold the id of one of the owner's files: the create locks those
+    # rows while it writes the task, so a delete of the file cannot slip in between the
+    # input's check and the task's row (the delete then sees the task and answers 409).
+    file_inputs: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.instant and (

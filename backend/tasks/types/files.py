@@ -121,6 +121,7 @@ register(
         handler=run_data_processing,
         time_limit=data_processing_time_limit,
         queue=QUEUE_LONG,
+        file_inputs=("file_id",),
         example={
             "file_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
             "delimiter": ",",
