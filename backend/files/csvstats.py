@@ -15,7 +15,6 @@ too large for a float are text; an empty cell is counted as ``empty``.
 from __future__ import annotations
 
 import csv
-import functools
 import gc
 import io
 import itertools
@@ -27,8 +26,9 @@ from collections.abc import Callable
 
 from .streams import CountingReader
 
-# Longest physical line read at once: bounds memory on a file without line breaks.
-MAX_LINE_CHARS = 1 << 20
+# Longest physical line: bounds memory on a file without line breaks. A longer one is
+# refused (MalformedCSV) rather than cut, which would end a row in the middle.
+MAX_LINE_CHARS = 16 << 20
 MAX_COLUMNS = 10_000
 # Cells per batch: rows per batch = this / columns, at most MAX_BATCH_ROWS.
 BATCH_CELLS = 64 * 1024
@@ -323,17 +323,26 @@ class _Rows:
             raise MalformedCSV(f"line {line}: not valid UTF-8") from None
 
     def _use_csv(self, data: str) -> None:
-        # ``data`` starts a line; complete its last line so the csv reader never sees
-        # half of one.
-        data += self._text.readline(MAX_LINE_CHARS)
-        head = io.StringIO(data, newline="")
-        lines = itertools.chain(
-            iter(functools.partial(head.readline, MAX_LINE_CHARS), ""),
-            iter(functools.partial(self._text.readline, MAX_LINE_CHARS), ""),
-        )
-        self._reader = csv.reader(lines, delimiter=self._delimiter, strict=True)
+        # ``data`` starts a line; complete its last line (a CR at its end may be the first
+        # half of a CRLF).
+        data += self._text.readline(MAX_LINE_CHARS + 1)
+        self._reader = csv.reader(self._lines(data), delimiter=self._delimiter, strict=True)
         self._base = self.line
         self._pending = ""
+
+    def _lines(self, data: str):
+        """Whole physical lines, ``data``'s then the rest of the text's: the csv reader ends
+        a row at the end of what it is given outside quotes, so it is never given part of a
+        line. One longer than MAX_LINE_CHARS is refused. (``data``'s last line is complete:
+        a line read without its break is the file's last, or longer than the limit.)"""
+        limit = MAX_LINE_CHARS + 1
+        for source in (io.StringIO(data, newline=""), self._text):
+            readline = source.readline
+            while line := readline(limit):
+                if len(line) > MAX_LINE_CHARS:
+                    number = self._base + self._reader.line_num + 1
+                    raise MalformedCSV(f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
+                yield line
 
 
 def _statistics(source, size, delimiter, has_header, progress) -> dict:

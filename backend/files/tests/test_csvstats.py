@@ -263,12 +263,28 @@ def test_too_many_columns_or_too_long_a_line(monkeypatch):
     monkeypatch.setattr(csvstats, "MAX_COLUMNS", 3)
     with pytest.raises(MalformedCSV, match="4 columns, at most 3"):
         stats("a,b,c,d\n")
-    # A line longer than MAX_LINE_CHARS is never read whole: it is cut, and the cut makes
-    # rows of the wrong width.
+    # A line longer than MAX_LINE_CHARS is never read whole: it is refused, by its number.
     monkeypatch.setattr(csvstats, "MAX_LINE_CHARS", 20)
     monkeypatch.setattr(csvstats, "BLOCK_CHARS", 16)
-    with pytest.raises(MalformedCSV, match="field"):
-        stats("a,b,c\n" + ",".join(["x" * 30] * 3) + "\n")
+    for quote in ("", '"'):
+        line = ",".join([f"{quote}{'x' * 30}{quote}"] * 3)
+        with pytest.raises(MalformedCSV, match="^line 2: longer than 20 characters$"):
+            stats("a,b,c\n" + line + "\n")
+
+
+@pytest.mark.parametrize("quote", ["", '"'])
+@pytest.mark.parametrize("ending", ["\n", "\r\n"])
+@pytest.mark.parametrize("last", ["", "ending"])
+def test_a_row_longer_than_a_megabyte_is_one_row(quote, ending, last):
+    """The csv reader was given such a line in pieces of 1 MiB and ended a row at each cut
+    outside quotes: 13 fields of 96 KB (each within the csv module's field limit) were
+    refused as "12 field(s), expected 13"."""
+    fields = [quote + chr(ord("a") + i) * 96_000 + quote for i in range(13)]
+    header = ",".join(f"c{i}" for i in range(13))
+    lines = [header, ",".join(fields), "1" + ",2" * 12]
+    result = stats(ending.join(lines) + (ending if last else ""))
+    assert result["rows"] == 2
+    assert [c["count"] for c in result["columns"]] == [2] * 13
 
 
 def _big_csv(rows: int) -> bytes:
