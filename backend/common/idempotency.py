@@ -31,6 +31,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
+from rest_framework.utils import encoders
 
 from .errors import DomainError
 from .models import IdempotencyKey
@@ -117,7 +118,8 @@ def _key_of(request) -> str | None:
 
 
 def _replay(record: IdempotencyKey) -> Response:
-    response = Response(record.response_body, status=record.status_code)
+    body = None if record.response_body is None else json.loads(record.response_body)
+    response = Response(body, status=record.status_code)
     response["Idempotent-Replayed"] = "true"
     return response
 
@@ -157,7 +159,7 @@ def idempotent(view_method):
             response = view_method(self, request, *args, **kwargs)
             if status.is_success(response.status_code):
                 record.status_code = response.status_code
-                record.response_body = response.data
+                record.response_body = json.dumps(response.data, cls=encoders.JSONEncoder)
                 record.save(update_fields=["status_code", "response_body"])
             else:
                 transaction.set_rollback(True)

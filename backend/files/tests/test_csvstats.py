@@ -268,7 +268,7 @@ def test_too_many_columns_or_too_long_a_line(monkeypatch):
     monkeypatch.setattr(csvstats, "BLOCK_CHARS", 16)
     for quote in ("", '"'):
         line = ",".join([f"{quote}{'x' * 30}{quote}"] * 3)
-        with pytest.raises(MalformedCSV, match="^line 2: longer than 20 characters$"):
+        with pytest.raises(MalformedCSV, match=r"^line 2: longer than 20 characters$"):
             stats("a,b,c\n" + line + "\n")
 
 
