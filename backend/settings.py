@@ -125,6 +125,7 @@ MIDDLEWARE = [
     "backend.common.browser.AuthenticationMiddleware",
     "backend.common.browser.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "backend.common.middleware.AdminBadInputMiddleware",
 ]
 
 ROOT_URLCONF = "backend.urls"

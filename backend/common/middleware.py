@@ -10,8 +10,11 @@ import uuid
 from http import HTTPStatus
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.contrib import messages
+from django.contrib.admin.views.main import ERROR_FLAG
+from django.core.exceptions import RequestDataTooBig, ValidationError
+from django.db import DataError
+from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import is_valid_path
 
 logger = logging.getLogger("backend.errors")
@@ -108,3 +111,30 @@ def _is_json(response) -> bool:
     return response.get("Content-Type", "").startswith("application/json") or hasattr(
         response, "data"
     )
+
+
+class AdminBadInputMiddleware:
+    """A value the database or Python cannot hold, in an admin URL edited by hand (a year
+    99999, a NUL, an id that is not a UUID), is answered as Django's admin answers a filter
+    it does not know: back to the list with ``?e=1``, or, for an action posted with such an
+    id, back to the list with a message; not a 500. Logged as a warning."""
+
+    ERRORS = (ValueError, OverflowError, ValidationError, DataError)
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not request.path.startswith("/admin/") or not isinstance(exception, self.ERRORS):
+            return None
+        if request.method == "POST" and "action" in request.POST:
+            logger.warning("admin action with a selection it cannot read: %s", exception)
+            messages.error(request, "The selection holds an id that is not valid.")
+            return HttpResponseRedirect(request.path)
+        if request.method == "GET" and request.GET and ERROR_FLAG not in request.GET:
+            logger.warning("admin list with a lookup it cannot run: %s", exception)
+            return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        return None
