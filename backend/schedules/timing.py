@@ -75,9 +75,15 @@ def normalize_crontab(expression: str) -> str:
     return " ".join(parse_crontab(expression).values())
 
 
+# Files of the system's zone folder that are not IANA zones: ``localtime`` is the host's
+# own zone (a schedule would fire at other times on another host), ``Factory`` a
+# placeholder, ``posixrules`` a default for POSIX strings.
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
 @functools.cache
 def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) - NOT_ZONES
 
 
 def validate_timezone(name: str) -> str:

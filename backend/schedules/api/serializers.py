@@ -15,6 +15,8 @@ NOT_IN_TEMPLATE = {
     "deadline": "A schedule has no fixed deadline; use deadline_seconds (after each firing).",
     "run_at": "A schedule's tasks run when it fires; use interval_seconds or crontab.",
     "assignee": "A schedule's tasks are assigned to its owner.",
+    "callback_url": "A schedule's tasks report through their owner's notification "
+    "preferences (webhook_url on /api/users/me/).",
 }
 
 

@@ -64,7 +64,12 @@ def test_known_time_zones(name):
     assert timing.validate_timezone(name) == name
 
 
-@pytest.mark.parametrize("name", ["Mars/Olympus", "europe/paris", "CEST+1", "", None])
+# ``localtime`` (the host's own zone: another host would fire at other times), ``Factory``
+# and ``posixrules`` are files of the system's zone folder, not IANA zones.
+@pytest.mark.parametrize(
+    "name",
+    ["Mars/Olympus", "europe/paris", "CEST+1", "", None, "localtime", "Factory", "posixrules"],
+)
 def test_unknown_time_zones(name):
     with pytest.raises(timing.TimingError, match="IANA"):
         timing.validate_timezone(name)

@@ -124,6 +124,7 @@ def test_next_run_at_on_a_fixed_clock_across_the_dst_change(client, monkeypatch)
         ({**EVERY_5_MIN_SUM, "deadline_seconds": 0}, "deadline_seconds"),
         ({**EVERY_5_MIN_SUM, "deadline": "2030-01-01T00:00:00Z"}, "deadline"),
         ({**EVERY_5_MIN_SUM, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
+        ({**EVERY_5_MIN_SUM, "callback_url": "https://hooks.example.com/x"}, "callback_url"),
         ({**EVERY_5_MIN_SUM, "enabled": "maybe"}, "enabled"),
         (
             {
