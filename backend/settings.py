@@ -445,7 +445,7 @@ CELERY_TASK_ROUTES = {
     "backend.ops.jobs.fold_task_counts": {"queue": "maintenance"},
 }
 CELERY_RESULT_EXPIRES = None
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "backend.schedules.beat:Scheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # Celery closes Django's connections around every task; let a worker reuse one for a while.
 # Broken connections are still dropped before each task (backend/celery.py); 0 turns reuse off.

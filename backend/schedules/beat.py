@@ -1,0 +1,55 @@
+"""Beat's scheduler: django-celery-beat's ``DatabaseScheduler`` (the schedules live in the
+database and show in the admin), with a schedule's firing made broker-proof.
+
+Beat moves an entry's ``last_run_at`` forward before it sends the firing's message, and
+drops the firing when the send fails: a schedule due while the broker was down (even for a
+second, at 09:00 on a weekday) lost that firing, with no run recorded (SPEC §7: a refused
+firing is recorded, not lost; §9: a broker outage delays work, never loses it). Here, a
+firing whose message cannot be sent is made by beat itself, in the database: the run is
+recorded and the task created ``pending``, which the dispatcher sends once the broker is
+back, as for any task created while it was down.
+
+The message carries an id chosen here, and the firing made here records that id: when a
+send reported as failed did reach the broker, the worker's firing and this one are the same
+run (``ScheduleRun.message_id`` is unique), never two. The sweeps' messages are left to
+beat's own handling: each is sent again at its next interval."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django_celery_beat.schedulers import DatabaseScheduler
+
+from . import services
+
+logger = logging.getLogger(__name__)
+
+
+class Scheduler(DatabaseScheduler):
+    def apply_entry(self, entry, producer=None):
+        if entry.task != services.FIRE_TASK:
+            return super().apply_entry(entry, producer=producer)
+        message_id = str(uuid.uuid4())
+        options = entry.options
+        entry.options = {**options, "task_id": message_id}
+        try:
+            self.apply_async(entry, producer=producer, advance=False)
+        except Exception as exc:
+            logger.warning(
+                "schedule firing %s could not be sent (%s); beat records it itself",
+                entry.name,
+                exc,
+            )
+            self._fire_here(entry, message_id)
+        finally:
+            entry.options = options
+        return None
+
+    @staticmethod
+    def _fire_here(entry, message_id: str) -> None:
+        try:
+            schedule_id = entry.kwargs["schedule_id"]  # as services._sync_periodic_task sets
+            services.schedule_fire(schedule_id=schedule_id, message_id=message_id)
+        except Exception:  # beat must go on ticking; the next firing comes as usual
+            logger.exception("schedule firing %s could not be recorded", entry.name)

@@ -1,0 +1,68 @@
+"""Beat's scheduler: a schedule's firing whose message cannot reach the broker is recorded
+by beat itself, never lost (SPEC §7, §9)."""
+
+import pytest
+
+from backend.celery import app as celery_app
+from backend.schedules import services
+from backend.schedules.beat import Scheduler
+from backend.schedules.models import ScheduleRun
+from backend.tasks.models import TaskStatus
+
+from .factories import make_schedule
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_broker_connections():
+    """Sends without a producer of their own go through the app's pool, which keeps the
+    broker address it was made with: a test pointed at a broker that is down must not
+    leave its pool to the next."""
+    yield
+    celery_app.pool.force_close_all()
+    celery_app._pool = None
+    celery_app.amqp._producer_pool = None
+
+
+def entry_of(schedule):
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    return scheduler, scheduler.all_as_schedule()[services._periodic_task_name(schedule)]
+
+
+def test_a_firing_due_while_the_broker_is_down_is_recorded_by_beat(user, broker_down):
+    """Beat moved the entry on and only logged "Message Error": no task, no run."""
+    schedule = make_schedule(user)
+    scheduler, entry = entry_of(schedule)
+    scheduler.apply_entry(entry)
+    [run] = ScheduleRun.objects.filter(schedule=schedule)
+    assert run.task is not None and run.message_id
+    # Created while the broker is down: pending, for the dispatcher to send once it is back.
+    assert run.task.status == TaskStatus.PENDING and run.task.enqueued_at is None
+    assert "task_id" not in entry.options  # the entry is left as it was
+
+
+def test_a_firing_sent_is_left_to_the_worker(user):
+    schedule = make_schedule(user)
+    scheduler, entry = entry_of(schedule)
+    scheduler.apply_entry(entry)
+    assert not ScheduleRun.objects.filter(schedule=schedule).exists()
+
+
+def test_a_send_reported_failed_that_did_reach_the_broker_fires_once(user, monkeypatch):
+    """The message carries the id beat records the run under: the worker's firing of that
+    message finds the run, and makes no second one."""
+    schedule = make_schedule(user)
+    scheduler, entry = entry_of(schedule)
+    sent = []
+
+    def send_then_fail(entry, producer=None, advance=True, **kwargs):
+        sent.append(entry.options["task_id"])
+        raise ConnectionError("the answer was lost")
+
+    monkeypatch.setattr(scheduler, "apply_async", send_then_fail)
+    scheduler.apply_entry(entry)
+    [run] = ScheduleRun.objects.filter(schedule=schedule)
+    assert run.message_id == sent[0]
+    assert services.schedule_fire(schedule_id=schedule.pk, message_id=sent[0]) == run
+    assert ScheduleRun.objects.filter(schedule=schedule).count() == 1
