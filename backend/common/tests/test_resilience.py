@@ -3,7 +3,11 @@ a broker that refuses or never answers, a cache that is down or hangs, a databas
 that hangs. The bounds asserted here are liveness bounds (seconds, not milliseconds): without
 the timeouts these requests would wait for as long as the dependency hangs."""
 
+import select
+import socket
+import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -136,3 +140,80 @@ def test_creates_answer_promptly_while_an_amqp_broker_hangs(
     assert response.status_code == 201 and elapsed < BOUND
     assert Task.objects.get(pk=response.json()["id"]).enqueued_at is None
     assert not queue.accepting()
+
+
+class _FreezingProxy:
+    """A TCP relay to the broker that, once frozen, keeps every connection open and relays
+    nothing more: a broker that hangs after the pool's connection was made (SIGSTOP, a
+    RabbitMQ that blocks publishers on a disk alarm)."""
+
+    def __init__(self, host: str, port: int):
+        self.upstream = (host, port)
+        self.frozen = threading.Event()
+        self.closed = threading.Event()
+        self.sockets: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            self.sockets += [client, server]
+            for source, target in ((client, server), (server, client)):
+                threading.Thread(target=self._relay, args=(source, target), daemon=True).start()
+
+    def _relay(self, source, target):
+        while not self.closed.is_set():
+            if self.frozen.is_set():
+                time.sleep(0.05)
+                continue
+            ready, _, _ = select.select([source], [], [], 0.05)
+            if not ready or self.frozen.is_set():
+                continue
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                target.sendall(data)
+            except OSError:
+                return
+
+    def close(self):
+        self.closed.set()
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_that_hangs_on_a_pooled_connection_holds_a_send_one_timeout(
+    user, monkeypatch, settings
+):
+    """On AMQP a failed send also closed its channel and connection gracefully, each close
+    waiting for the hung broker's answer: 3 s with the default 1 s timeout, not 1."""
+    from backend.celery import app
+    from backend.tasks.tests.factories import TaskFactory
+
+    url = urlsplit(app.conf.broker_url)
+    if url.scheme not in ("redis", "amqp", "pyamqp"):
+        pytest.skip("the embedded broker has no connection to hang")
+    proxy = _FreezingProxy(url.hostname, url.port)
+    proxied = url._replace(netloc=url.netloc.replace(f":{url.port}", f":{proxy.port}")).geturl()
+    monkeypatch.setattr(app.conf, "broker_url", proxied)
+    monkeypatch.setenv("CELERY_BROKER_URL", proxied)
+    try:
+        [task] = TaskFactory.create_batch(1, owner=user)
+        assert queue.publish([queue.job_of(task)]) == [task.pk]  # the pool's connection
+        proxy.frozen.set()
+        sent, elapsed = timed(lambda: queue.publish([queue.job_of(task)]))
+        assert sent == []
+        assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 2
+    finally:
+        queue.breaker.reset()
+        queue._discard_pool()
+        proxy.close()
