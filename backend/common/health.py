@@ -31,6 +31,10 @@ def check_database() -> None:
         cursor.fetchone()
 
 
+# No queue has this name: the health check's publish is confirmed and dropped.
+HEALTH_ROUTING_KEY = "async-task-manager.health-check"
+
+
 def check_broker() -> None:
     conn = celery_app.connection_for_write(
         connect_timeout=settings.HEALTH_CHECK_TIMEOUT,
@@ -40,7 +44,13 @@ def check_broker() -> None:
         conn.ensure_connection(max_retries=0, timeout=settings.HEALTH_CHECK_TIMEOUT)
         # For the filesystem transport connecting proves little; open a channel as well
         # (for Redis this also sends a PING).
-        conn.default_channel  # noqa: B018 - opening the channel is the check
+        channel = conn.default_channel
+        if settings.BROKER_IS_AMQP:
+            # RabbitMQ under a memory or disk alarm takes connections and blocks every
+            # publish: the check is a publish it must confirm, to no queue (dropped).
+            conn.Producer(channel).publish(
+                b"", exchange="", routing_key=HEALTH_ROUTING_KEY, delivery_mode=1, retry=False
+            )
 
 
 def check_cache() -> None:

@@ -82,3 +82,27 @@ def test_health_503_when_a_check_raises(api_client, monkeypatch):
 
     assert response.status_code == 503
     assert response.json()["checks"]["database"] != "ok"
+
+
+def test_on_rabbitmq_the_broker_check_is_a_publish_it_confirms(settings):
+    """RabbitMQ under a memory or disk alarm takes connections and blocks every publish:
+    /health/ said the broker was ok while no task could be sent. The check now publishes
+    (to a queue nobody has; here one is declared to catch it) and waits for the confirm;
+    under an alarm it times out and /health/ answers 503 naming the broker (checked by
+    hand with ``rabbitmqctl set_disk_free_limit``)."""
+    if not settings.BROKER_IS_AMQP:
+        pytest.skip("Redis and the embedded broker do not block publishers")
+    from kombu import Queue
+
+    from backend.celery import app
+
+    with app.connection_for_write() as conn:
+        probe = Queue(health.HEALTH_ROUTING_KEY, auto_delete=False, durable=False)
+        bound = probe(conn.default_channel)
+        bound.declare()
+        try:
+            bound.purge()
+            health.check_broker()
+            assert bound.get(no_ack=True) is not None
+        finally:
+            bound.delete()
