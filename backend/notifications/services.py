@@ -322,13 +322,50 @@ def notification_claim(*, notification_id) -> Notification | None:
     except ValueError:
         return None
     now = timezone.now()
+    due = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
     claimed = Notification.objects.filter(
-        sql.key_guard(_free(now) & Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)),
-        pk=notification_id,
+        sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
     ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
-    if not claimed:
+    if not claimed and not _take_over_lost_attempt(notification_id, due, now):
         return None
     return Notification.objects.select_related("user").get(pk=notification_id)
+
+
+LOST_ATTEMPT = "no outcome: the worker making this attempt was lost (the receiver may have got it)"
+
+
+def _take_over_lost_attempt(notification_id, due: Q, now: datetime) -> bool:
+    """Claim a notification held by an attempt whose lease ran out (its worker died or was
+    killed mid-send), and record that attempt, which nobody else will: each attempt's
+    outcome is stored (SPEC §7), a lost one as lost."""
+    held = (
+        Notification.objects.filter(due, pk=notification_id, locked_until__lt=now)
+        .values_list("locked_until", "attempts")
+        .first()
+    )
+    if held is None:
+        return False
+    lease_end, lost = held
+    taken = Notification.objects.filter(
+        sql.key_guard(due & Q(locked_until=lease_end, attempts=lost)), pk=notification_id
+    ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    if (
+        taken
+        and lost
+        and not DeliveryAttempt.objects.filter(
+            notification_id=notification_id, number=lost
+        ).exists()
+    ):
+        started_at = lease_end - _lease()
+        DeliveryAttempt.objects.create(
+            notification_id=notification_id,
+            number=lost,
+            started_at=started_at,
+            duration_ms=max(0, int((now - started_at).total_seconds() * 1000)),
+            delivered=False,
+            error=LOST_ATTEMPT,
+        )
+    return bool(taken)
 
 
 @dataclass(frozen=True)

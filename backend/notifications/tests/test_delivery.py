@@ -194,6 +194,10 @@ def test_a_crashed_delivery_is_taken_again_after_its_lease(user, sent):
         assert len(receiver.requests) == 1
     notification.refresh_from_db()
     assert notification.attempts == 2 and notification.status == "delivered"
+    # The lost attempt is stored too, as lost: only the second one was.
+    lost, delivered = notification.delivery_attempts.order_by("number")
+    assert (lost.number, lost.delivered, lost.error) == (1, False, services.LOST_ATTEMPT)
+    assert (delivered.number, delivered.delivered) == (2, True)
 
 
 def test_no_secret_fails_without_calling(user, sent):
