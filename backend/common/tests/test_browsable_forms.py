@@ -53,3 +53,51 @@ def test_the_profiles_form_holds_its_writable_fields_and_patches_back(user):
     assert response.status_code == 200, response.content
     user.refresh_from_db()
     assert user.name == "Changed"
+
+
+def test_the_schedules_html_forms_create_and_change_one(user):
+    """The create form had no field (it was built from the read-only serializer), and the
+    change form's numbers were refused: an HTML form sends text, and "3600" was "not an
+    integer"."""
+    client = signed_in(user)
+    page = client.get("/api/schedules/", **HTML).content.decode()
+    for field in ("task_type", "interval_seconds", "crontab", "deadline_seconds"):
+        assert f'name="{field}"' in page, field
+    created = client.post(
+        "/api/schedules/",
+        {
+            "task_type": "sum",
+            "input_data": '{"numbers": [1, 2]}',
+            "interval_seconds": "3600",
+            "crontab": "",
+            "deadline_seconds": "",
+            "timezone": "UTC",
+            "enabled": "true",
+        },
+        HTTP_ACCEPT="application/json",
+    )
+    assert created.status_code == 201, created.content
+    schedule = created.json()
+    assert schedule["interval_seconds"] == 3600 and schedule["deadline_seconds"] is None
+    changed = client.put(
+        f"/api/schedules/{schedule['id']}/",
+        "task_type=sum&input_data=%7B%22numbers%22%3A+%5B3%5D%7D&interval_seconds=&"
+        "crontab=0+9+*+*+*&deadline_seconds=60&timezone=UTC&enabled=true",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert changed.status_code == 200, changed.content
+    body = changed.json()
+    assert body["crontab"] == "0 9 * * *" and body["interval_seconds"] is None
+    assert body["deadline_seconds"] == 60
+
+
+def test_a_number_in_json_must_still_be_a_json_integer(user):
+    client = signed_in(user)
+    response = client.post(
+        "/api/schedules/",
+        {"task_type": "sum", "input_data": {"numbers": [1]}, "interval_seconds": "3600"},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert "interval_seconds" in response.json()

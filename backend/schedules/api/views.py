@@ -57,8 +57,8 @@ class ScheduleViewSet(
     permission_classes = [permissions.IsAuthenticated]
 
     def get_serializer_class(self):
-        # The browsable API's PUT and PATCH forms show what a write takes.
-        if self.action in ("update", "partial_update"):
+        # The browsable API's forms (POST, PUT, PATCH) show what a write takes.
+        if self.action in ("create", "update", "partial_update"):
             return ScheduleWriteSerializer
         return ScheduleSerializer
 

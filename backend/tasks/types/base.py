@@ -6,11 +6,14 @@ imports every module in it, so adding a type is adding one module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.utils import html
 
 from backend.common.serializers import CopiedFieldsMixin
 
@@ -187,6 +190,19 @@ class StrictIntegerField(serializers.IntegerField):
 
     def current_max(self) -> int | None:
         return self.dynamic_max() if self.dynamic_max else self.max_value
+
+    def get_value(self, dictionary):
+        """A JSON body gives an integer or nothing else; an HTML form (the browsable API)
+        gives text: there, whole decimal digits are the integer, and an empty box is no
+        value (null when allowed)."""
+        value = super().get_value(dictionary)
+        if html.is_html_input(dictionary) and isinstance(value, str):
+            text = value.strip()
+            if not text:
+                return None if self.allow_null else empty
+            if re.fullmatch(r"[+-]?[0-9]+", text):
+                return int(text)
+        return value
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int):
