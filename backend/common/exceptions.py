@@ -5,6 +5,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -49,7 +50,18 @@ def _explain_scheme(exc, context):
     return exc
 
 
+def _answer_in_json(request) -> None:
+    """An error is JSON ``{"detail", "code"}`` (or the browsable API's page), whatever the
+    view renders otherwise: the schema's YAML renderer wrote each message as a mapping of
+    its text and code."""
+    renderer = getattr(request, "accepted_renderer", None)
+    if request is not None and (renderer is None or renderer.format not in ("json", "api")):
+        request.accepted_renderer = JSONRenderer()
+        request.accepted_media_type = JSONRenderer.media_type
+
+
 def exception_handler(exc, context):
+    _answer_in_json(context.get("request"))
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):

@@ -2,6 +2,7 @@ import json
 import re
 
 import pytest
+from django.test import Client
 
 pytestmark = pytest.mark.django_db
 
@@ -236,3 +237,19 @@ def test_a_format_suffix_answers_as_the_route_without_it(
     if method == "get":
         plain = client_for(user).get(url.removesuffix(".json") + "/")
         assert response.status_code == plain.status_code
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "status"),
+    [
+        ("/api/schema/?format=xml", {}, 404),
+        ("/api/schema/", {"HTTP_ACCEPT": "text/html"}, 406),
+    ],
+)
+def test_an_error_of_the_schema_view_is_json_of_the_usual_shape(path, headers, status):
+    """The schema's YAML renderer wrote it as ``detail: {string: Not found., code: ...}``."""
+    response = Client().get(path, **headers)
+    assert response.status_code == status
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert isinstance(body["detail"], str) and isinstance(body["code"], str)
