@@ -1,6 +1,8 @@
 """Beat's scheduler: a schedule's firing whose message cannot reach the broker is recorded
 by beat itself, never lost (SPEC §7, §9)."""
 
+from contextlib import contextmanager
+
 import pytest
 
 from backend.celery import app as celery_app
@@ -14,27 +16,25 @@ from .factories import make_schedule
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_broker_connections():
-    """Sends without a producer of their own go through the app's pool, which keeps the
-    broker address it was made with: a test pointed at a broker that is down must not
-    leave its pool to the next."""
-    yield
-    celery_app.pool.force_close_all()
-    celery_app._pool = None
-    celery_app.amqp._producer_pool = None
-
-
 def entry_of(schedule):
     scheduler = Scheduler(app=celery_app, lazy=True)
     return scheduler, scheduler.all_as_schedule()[services._periodic_task_name(schedule)]
+
+
+@contextmanager
+def beats_producer():
+    """A producer on a connection of its own, as beat sends with (``Scheduler.producer``),
+    to the broker the app names now."""
+    with celery_app.connection_for_write() as connection:
+        yield connection.Producer(auto_declare=False)
 
 
 def test_a_firing_due_while_the_broker_is_down_is_recorded_by_beat(user, broker_down):
     """Beat moved the entry on and only logged "Message Error": no task, no run."""
     schedule = make_schedule(user)
     scheduler, entry = entry_of(schedule)
-    scheduler.apply_entry(entry)
+    with beats_producer() as producer:
+        scheduler.apply_entry(entry, producer=producer)
     [run] = ScheduleRun.objects.filter(schedule=schedule)
     assert run.task is not None and run.message_id
     # Created while the broker is down: pending, for the dispatcher to send once it is back.
@@ -45,7 +45,8 @@ def test_a_firing_due_while_the_broker_is_down_is_recorded_by_beat(user, broker_
 def test_a_firing_sent_is_left_to_the_worker(user):
     schedule = make_schedule(user)
     scheduler, entry = entry_of(schedule)
-    scheduler.apply_entry(entry)
+    with beats_producer() as producer:
+        scheduler.apply_entry(entry, producer=producer)
     assert not ScheduleRun.objects.filter(schedule=schedule).exists()
 
 
