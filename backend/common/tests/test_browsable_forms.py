@@ -92,6 +92,17 @@ def test_the_schedules_html_forms_create_and_change_one(user):
     assert body["deadline_seconds"] == 60
 
 
+def test_a_form_number_too_long_for_an_integer_is_a_400(user):
+    """Python refuses to read an integer of more than 4,300 digits: that was a 500."""
+    response = signed_in(user).post(
+        "/api/schedules/",
+        {"task_type": "sum", "input_data": '{"numbers": [1]}', "interval_seconds": "1" * 5000},
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400
+    assert "interval_seconds" in response.json()
+
+
 def test_a_number_in_json_must_still_be_a_json_integer(user):
     client = signed_in(user)
     response = client.post(

@@ -237,3 +237,29 @@ def test_a_seed_that_fails_leaves_nothing_behind(settings, tmp_path, monkeypatch
         demo.demo_data_seed(users=2)
     assert not User.objects.filter(username__startswith="demo").exists()
     assert not Task.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_createsuperuser_holds_no_transaction_while_it_prompts(monkeypatch):
+    """On SQLite a transaction holds the write lock: one open around the prompts made
+    every other process wait on a person typing (and then fail, database is locked)."""
+    from django.contrib.auth.management.commands import createsuperuser as stock
+    from django.db import connection
+
+    seen = []
+
+    def answer(field, message, default=None):
+        seen.append(connection.in_atomic_block)
+        return {"username": "typed", "email": "typed@example.com"}[field.name]
+
+    def password(prompt="Password: "):
+        seen.append(connection.in_atomic_block)
+        return "typed-pass-4242!"
+
+    monkeypatch.setattr(stock.getpass, "getpass", password)
+    monkeypatch.setattr(stock.Command, "get_input_data", lambda self, *a, **k: answer(*a, **k))
+    stdin = StringIO()
+    stdin.isatty = lambda: True
+    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=StringIO())
+    assert User.objects.get(username="typed").is_superuser
+    assert seen and not any(seen)

@@ -200,7 +200,7 @@ class StrictIntegerField(serializers.IntegerField):
             text = value.strip()
             if not text:
                 return None if self.allow_null else empty
-            if re.fullmatch(r"[+-]?[0-9]+", text):
+            if re.fullmatch(r"[+-]?[0-9]{1,30}", text):  # longer: refused as not an integer
                 return int(text)
         return value
 

@@ -4,6 +4,7 @@ validators as the prompt checks it, and an email address already in use (in any 
 one-line error, as a taken username is, instead of the constraint's traceback."""
 
 import os
+from contextlib import nullcontext
 
 from django.contrib.auth.management.commands import createsuperuser
 from django.contrib.auth.password_validation import validate_password
@@ -14,10 +15,15 @@ from django.db import IntegrityError, transaction
 
 class Command(createsuperuser.Command):
     def handle(self, *args, **options):
-        if not options["interactive"]:
+        interactive = options["interactive"]
+        if not interactive:
             self._validate_password_from_environment(options)
+        # Without prompts, in a transaction, so a refused save leaves the caller's (a test's)
+        # usable. Never around the prompts: on SQLite a transaction holds the write lock,
+        # and every other process would wait on it while a person types.
+        atomic = nullcontext() if interactive else transaction.atomic(using=options["database"])
         try:
-            with transaction.atomic(using=options["database"]):
+            with atomic:
                 return super().handle(*args, **options)
         except IntegrityError as exc:
             if "email" in str(exc).lower():
