@@ -84,6 +84,13 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["notification", "number"]
+        constraints = [
+            # One outcome per attempt: a late worker's own outcome replaces the "lost" row
+            # its successor wrote for it.
+            models.UniqueConstraint(
+                fields=["notification", "number"], name="delivery_attempt_once_per_number"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {'delivered' if self.delivered else self.error}"

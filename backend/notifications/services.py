@@ -349,21 +349,19 @@ def _take_over_lost_attempt(notification_id, due: Q, now: datetime) -> bool:
     taken = Notification.objects.filter(
         sql.key_guard(due & Q(locked_until=lease_end, attempts=lost)), pk=notification_id
     ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
-    if (
-        taken
-        and lost
-        and not DeliveryAttempt.objects.filter(
-            notification_id=notification_id, number=lost
-        ).exists()
-    ):
+    if taken and lost:
+        # Unless that attempt's worker, only slow, recorded its outcome meanwhile (or does
+        # later: its outcome replaces this row).
         started_at = lease_end - _lease()
-        DeliveryAttempt.objects.create(
+        DeliveryAttempt.objects.get_or_create(
             notification_id=notification_id,
             number=lost,
-            started_at=started_at,
-            duration_ms=max(0, int((now - started_at).total_seconds() * 1000)),
-            delivered=False,
-            error=LOST_ATTEMPT,
+            defaults={
+                "started_at": started_at,
+                "duration_ms": max(0, int((now - started_at).total_seconds() * 1000)),
+                "delivered": False,
+                "error": LOST_ATTEMPT,
+            },
         )
     return bool(taken)
 
@@ -392,14 +390,17 @@ def notification_record(*, notification: Notification, started_at: datetime, out
     attempts), or pending again after a backoff. Guarded by the attempt number."""
     now = timezone.now()
     error = storable_text(outcome.error)[:2000]  # a server's words may hold NUL
-    DeliveryAttempt.objects.create(
+    # Replaces the "lost" row of an attempt that outlived its lease and was taken over.
+    DeliveryAttempt.objects.update_or_create(
         notification=notification,
         number=notification.attempts,
-        started_at=started_at,
-        duration_ms=max(0, int((now - started_at).total_seconds() * 1000)),
-        delivered=outcome.delivered,
-        status_code=outcome.status_code,
-        error=error,
+        defaults={
+            "started_at": started_at,
+            "duration_ms": max(0, int((now - started_at).total_seconds() * 1000)),
+            "delivered": outcome.delivered,
+            "status_code": outcome.status_code,
+            "error": error,
+        },
     )
     mine = Notification.objects.filter(
         sql.key_guard(Q(status=NotificationStatus.PENDING, attempts=notification.attempts)),

@@ -330,3 +330,25 @@ def test_the_signature_matches_the_standard_webhooks_test_vector():
 def test_new_secrets_are_random_and_prefixed():
     first, second = signing.new_secret(), signing.new_secret()
     assert first.startswith("whsec_") and first != second and len(first) == 50
+
+
+def test_a_slow_attempt_taken_over_keeps_one_row_with_its_own_outcome(user, sent):
+    """An attempt that outlived its lease (a slow server, not a dead worker) is taken over
+    and written as lost; its own outcome, recorded late, replaces that row: one row per
+    attempt number, never a "lost" and a "delivered" one side by side."""
+    with HTTPServer() as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        slow = services.notification_claim(notification_id=notification.pk)
+        Notification.objects.filter(pk=notification.pk).update(
+            locked_until=timezone.now() - timedelta(seconds=1)
+        )
+        assert services.notification_claim(notification_id=notification.pk)  # the takeover
+        services.notification_record(
+            notification=slow,
+            started_at=timezone.now(),
+            outcome=services.Outcome(delivered=True, status_code=200),
+        )
+    rows = list(notification.delivery_attempts.values_list("number", "delivered", "error"))
+    assert rows == [(1, True, "")]
