@@ -186,6 +186,10 @@ def validate_url(url: str) -> None:
     address (or ``localhost``) that would be refused. Raises OutboundRefused."""
     parsed = parse_url(url)
     host = parsed.host.lower().rstrip(".")
+    if "%" in host and literal_address(host) is None:
+        # A name written percent-encoded (``%6c%6f%63alhost``) is no name a resolver reads;
+        # a numeric one is decoded and checked below.
+        raise OutboundRefused("a host name may not be percent-encoded")
     if host == "localhost" or host.endswith(".localhost"):
         literal = ipaddress.ip_address("127.0.0.1")
     else:

@@ -168,6 +168,8 @@ def test_a_name_that_does_not_resolve_is_a_passing_error(monkeypatch):
         "http://%31%32%37.0.0.1/",
         "http://[fe80::1%25eth0]/",
         "http://[::ffff:169.254.169.254%25lo]/",
+        "http://%6c%6f%63alhost/",
+        "http://%65xample.com/",
         "http://0.0.0.0/",
         "http://localhost:8000/",
         "http://api.localhost/",
