@@ -1,10 +1,12 @@
 """Serializer behaviour shared by every app."""
 
 import copy
+import json
 
 from rest_framework import serializers
 
 from . import outbound
+from .storable import finite, storable
 
 # Sent by the browsable API's HTML forms along with the fields.
 FORM_KEYS = {"csrfmiddlewaretoken", "_content", "_content_type"}
@@ -85,3 +87,42 @@ def validate_outbound_url(value: str) -> str:
         except outbound.OutboundRefused as exc:
             raise serializers.ValidationError(str(exc)) from None
     return value
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class StrictJSONField(serializers.JSONField):
+    """Any JSON value the database stores: in a JSON body the value itself, in a form (the
+    browsable API, form-encoded or multipart) its text. Either way no NaN, no infinity (nor
+    a number beyond a double, ``1e400``), no NUL and no lone surrogate: each is a 400 naming
+    the field, as the JSON parser refuses them in a body (``backend.common.parsers``)."""
+
+    default_error_messages = {
+        "invalid": "Value must be valid JSON.",
+        "unstorable": "JSON strings may not contain NUL characters or unpaired surrogates.",
+        "not_finite": "Numbers must be finite, at most about ±1.8e308 (a number such as 1e400 "
+        "is beyond what is stored).",
+    }
+
+    def to_internal_value(self, data):
+        if getattr(data, "is_json_string", False):
+            try:
+                value = json.loads(data, parse_constant=_refuse_constant)
+            except (ValueError, RecursionError):
+                self.fail("invalid")
+        else:
+            try:
+                value = super().to_internal_value(data)
+            except serializers.ValidationError:
+                # The JSON parser reads 1e400 as infinity: say so, rather than "not valid
+                # JSON" of a body that is.
+                if not finite(data):
+                    self.fail("not_finite")
+                raise
+        if not finite(value):
+            self.fail("not_finite")
+        if not storable(value):
+            self.fail("unstorable")
+        return value

@@ -6,6 +6,7 @@ answer, a file's header) is made storable instead (``made_storable``)."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -29,6 +30,21 @@ def _strings(value: Any):
 def storable(value: Any) -> bool:
     """Whether no string in ``value`` (keys included) holds NUL or a lone surrogate."""
     return not any(UNSTORABLE.search(text) for text in _strings(value))
+
+
+def finite(value: Any) -> bool:
+    """Whether every number in ``value`` is finite: JSON has no NaN nor infinity, and a
+    number beyond a double (``1e400``, which Python reads as infinity) is stored nowhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return False
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return True
 
 
 def storable_text(text: str) -> str:

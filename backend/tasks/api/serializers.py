@@ -1,7 +1,5 @@
 import datetime
 import functools
-import json
-import math
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,8 +12,7 @@ from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
-from backend.common.serializers import CopiedFieldsMixin, validate_outbound_url
-from backend.common.storable import storable
+from backend.common.serializers import CopiedFieldsMixin, StrictJSONField, validate_outbound_url
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -140,58 +137,15 @@ def _iso(value: datetime.datetime | None) -> str | None:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite(value) -> bool:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, float) and not math.isfinite(item):
-            return False
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return True
-
-
-class TaskInputField(serializers.JSONField):
+class TaskInputField(StrictJSONField):
     """A task's input. In a JSON body, the JSON object itself. In an HTML form (the browsable
     API), the text of a JSON object, an empty box meaning ``{}``. The OpenAPI schema lists
     each type's input (``backend.tasks.api.schema``)."""
-
-    default_error_messages = {
-        "invalid": "Value must be valid JSON.",
-        "unstorable": "JSON strings may not contain NUL characters or unpaired surrogates.",
-        "not_finite": "Numbers must be finite, at most about ±1.8e308 (a number such as 1e400 "
-        "is beyond what is stored).",
-    }
 
     def get_value(self, dictionary):
         value = super().get_value(dictionary)
         if getattr(value, "is_json_string", False) and not value.strip():
             return {}
-        return value
-
-    def to_internal_value(self, data):
-        if not getattr(data, "is_json_string", False):
-            try:
-                return super().to_internal_value(data)
-            except serializers.ValidationError:
-                # The JSON parser reads 1e400 as infinity, which strict JSON refuses: say so
-                # rather than "not valid JSON" of a body that is.
-                if not _finite(data):
-                    self.fail("not_finite")
-                raise
-        try:
-            # Strict, as the JSON parser is: no NaN or Infinity, which no database stores.
-            value = json.loads(data, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError):
-            self.fail("invalid")
-        if not storable(value):  # as the JSON parser refuses (backend.common.parsers)
-            self.fail("unstorable")
         return value
 
 
@@ -342,7 +296,7 @@ class NoInputSerializer(serializers.Serializer):
 
 
 class CompleteSerializer(serializers.Serializer):
-    result = serializers.JSONField(required=False, allow_null=True, default=None)
+    result = StrictJSONField(required=False, allow_null=True, default=None)
 
 
 class TaskTypeSerializer(serializers.Serializer):

@@ -13,7 +13,7 @@ import re
 from rest_framework import serializers
 
 from backend.common import outbound
-from backend.common.serializers import validate_outbound_url
+from backend.common.serializers import StrictJSONField, validate_outbound_url
 from backend.common.storable import storable_text
 
 from .base import (
@@ -117,7 +117,7 @@ class ApiIntegrationInput(StrictInputSerializer):
     url = URLField(help_text="http or https URL; private and loopback targets are refused.")
     method = serializers.ChoiceField(choices=METHODS, default="GET")
     headers = HeadersField(required=False)
-    json = serializers.JSONField(required=False, help_text="A JSON body to send.")
+    json = StrictJSONField(required=False, help_text="A JSON body to send.")
     timeout = StrictIntegerField(min_value=1, max_value=MAX_TIMEOUT, default=DEFAULT_TIMEOUT)
     follow_redirects = StrictBooleanField(default=False)
 

@@ -3,6 +3,7 @@
 import json
 import uuid
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
@@ -104,6 +105,43 @@ def test_a_number_beyond_a_double_is_400_saying_so(client, number):
     assert response.status_code == 400
     assert response.json()["input_data"][0].startswith("Numbers must be finite")
     assert not Task.objects.exists()
+
+
+@pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"numbers": [1e999]}', "Numbers must be finite"),
+        ('{"numbers": [1], "x": "a\\u0000b"}', "JSON strings may not contain NUL"),
+    ],
+)
+def test_a_form_input_the_database_cannot_store_is_a_400(client, encoding, text, message):
+    """A form's JSON text was read without the checks a JSON body gets: 1e999 reached
+    PostgreSQL as infinity, a 500 (DataError), with the schedule's create too."""
+    data = {"task_type": "sum", "input_data": text}
+    if encoding == "urlencoded":
+        response = client.post(
+            url(), urlencode(data), content_type="application/x-www-form-urlencoded"
+        )
+    else:
+        response = client.post(url(), data, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["input_data"][0].startswith(message)
+    assert not Task.objects.exists()
+
+
+def test_a_completion_result_the_database_cannot_store_is_a_400(client, user):
+    task = Task.objects.create(
+        owner=user, assignee=user, name="m", task_type="manual", status="running"
+    )
+    for body in ('result={"x": 1e999}', 'result={"x": NaN}'):
+        response = client.post(
+            f"{url()}{task.pk}/complete/", body, content_type="application/x-www-form-urlencoded"
+        )
+        assert response.status_code == 400, body
+        assert "result" in response.json()
+    task.refresh_from_db()
+    assert task.status == "running"
 
 
 def test_rule_errors_are_400_with_a_code(client):
