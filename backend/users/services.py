@@ -1,7 +1,8 @@
 """Every change to a user goes through here."""
 
 from django.contrib.auth.password_validation import validate_password
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
 from backend.common.errors import Conflict, DomainError
@@ -22,8 +23,23 @@ def user_create(
     validate_password(password, user=user)
     user.set_password(password)
     user.full_clean(exclude=["password"])
-    user.save()
+    _save(user)
     return user
+
+
+def _save(user: User) -> None:
+    """Save what ``full_clean`` passed. Two requests taking one username or email (in any
+    case) at once both pass it; the constraint refuses the second, named as the check
+    would have named it (400, not a 500)."""
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError as exc:
+        field = "email" if "email" in str(exc).lower() else "username"
+        constraint = next(
+            c for c in User._meta.constraints if c.name == f"users_user_{field}_ci_unique"
+        )
+        raise ValidationError({field: [constraint.violation_error_message]}) from None
 
 
 @transaction.atomic
@@ -45,7 +61,7 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
         validate_password(password, user=user)
         user.set_password(password)
     user.full_clean(exclude=["password"])
-    user.save()
+    _save(user)
     return user
 
 

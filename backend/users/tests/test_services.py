@@ -121,3 +121,26 @@ def test_user_list_hides_inactive_users_from_non_staff():
 def test_full_name_falls_back_to_username():
     assert UserFactory(username="anon", name="").get_full_name() == "anon"
     assert UserFactory(name="Named Person").get_short_name() == "Named Person"
+
+
+@pytest.mark.parametrize(
+    ("field", "taken"),
+    [("email", {"email": "SAME@example.com"}), ("username", {"username": "SAME"})],
+)
+def test_a_name_taken_between_the_check_and_the_save_is_a_validation_error(
+    monkeypatch, field, taken
+):
+    """Two requests taking one email (in another case) at once both pass ``full_clean``;
+    the constraint refused the second with an IntegrityError, a 500. Here the check is
+    skipped, as for the request that lost the race."""
+    UserFactory(username="same", email="same@example.com")
+    monkeypatch.setattr(User, "full_clean", lambda self, **kwargs: None)
+    data = {"username": "other", "email": "other@example.com", **taken}
+    with pytest.raises(ValidationError) as refused:
+        services.user_create(password=PASSWORD, **data)
+    assert list(refused.value.message_dict) == [field]
+    user = UserFactory(username="third", email="third@example.com")
+    with pytest.raises(ValidationError) as refused:
+        services.user_update(user=user, data=dict(taken))
+    assert list(refused.value.message_dict) == [field]
+    assert User.objects.filter(username__iexact="same").count() == 1
