@@ -158,11 +158,22 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
 
 
 @transaction.atomic
+@transaction.atomic
 def task_delete(*, task: Task, actor: User) -> None:
+    """Delete a task that is not running. The row is locked before it is checked: Django's
+    delete reads the rows its filter picks, then deletes them by key (the task's callback is
+    deleted with it), so a start committed in between had the running task deleted and both
+    answers report success. A start or claim now waits, then finds the task gone."""
     _require_owner_or_staff(task, actor)
-    deleted, _ = Task.objects.filter(pk=task.pk).exclude(status=TaskStatus.RUNNING).delete()
-    if not deleted:
+    deletable = list(
+        Task.objects.select_for_update()
+        .filter(pk=task.pk)
+        .exclude(status=TaskStatus.RUNNING)
+        .values_list("pk", flat=True)
+    )
+    if not deletable:
         raise Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
+    Task.objects.filter(pk__in=deletable).delete()
 
 
 # --- actions ----------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The limit under real concurrency: many threads, each with its own database connection."""
 
+import threading
+import time
+
 import pytest
 
 from backend.common.errors import Conflict
@@ -54,3 +57,43 @@ def test_concurrent_retries_stop_at_five():
     outcomes = race(lambda i: services.task_retry(task=failed[i], actor=user), count=20)
     assert outcomes["ok"] == 5 and outcomes["limit"] == 15
     assert Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count() == 5
+
+
+def test_a_start_during_a_delete_waits_and_finds_the_task_gone(monkeypatch):
+    """Django's delete reads the rows, then deletes by key: a start committed in between
+    (15 of 30 tries in a review) left both answers successful and a running task deleted.
+    Here the start is sent at that very moment and given a second: it must not succeed."""
+    from django.db import connection, connections
+    from django.db.models.deletion import Collector
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite: the delete's transaction holds the write lock from its start")
+    owner, assignee = UserFactory(), UserFactory()
+    task = services.task_create(owner=owner, task_type="manual", name="m", assignee=assignee)
+    started = {}
+
+    def start():
+        try:
+            started["task"] = services.task_start(task=Task.objects.get(pk=task.pk), actor=assignee)
+        except Exception as exc:
+            started["error"] = exc
+        finally:
+            connections.close_all()
+
+    delete = Collector.delete
+
+    def delete_after_a_start(self):
+        starter = threading.Thread(target=start)
+        starter.start()
+        starter.join(1)  # done at once without the lock; with it, waits for the commit
+        return delete(self)
+
+    monkeypatch.setattr(Collector, "delete", delete_after_a_start)
+    services.task_delete(task=task, actor=owner)
+    monkeypatch.undo()
+    for _ in range(100):
+        if started:
+            break
+        time.sleep(0.05)
+    assert "task" not in started, "the start succeeded on a task that was then deleted"
+    assert not Task.objects.filter(pk=task.pk).exists()
