@@ -24,8 +24,6 @@ env = environ.Env()
 # set but empty, none is read (the test suite: a developer's .env must not change its results).
 _env_file = os.environ.get("ENV_FILE", ".env")
 ENV_FILE = BASE_DIR / _env_file if _env_file else None  # relative to the top level
-if ENV_FILE is not None and ENV_FILE.is_file():
-    environ.Env.read_env(ENV_FILE)
 
 
 def _text(name: str, default: str) -> str:
@@ -35,6 +33,12 @@ def _text(name: str, default: str) -> str:
 
 def _fail(message: str):
     raise ImproperlyConfigured(message)
+
+
+if ENV_FILE is not None and ENV_FILE.is_file():
+    environ.Env.read_env(ENV_FILE)
+elif ENV_FILE is not None and _env_file != ".env":  # another file named, and not there
+    _fail(f"ENV_FILE names no file: {ENV_FILE} (empty ENV_FILE reads none)")
 
 
 def _read(name: str, cast, default):
@@ -611,7 +615,8 @@ NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
 # Where the links in notification mails point (this service's public address).
-PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+# By default the address `make run` serves (PORT reaches every process it starts).
+PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
 
 # --- schedules ----------------------------------------------------------------
 # Shortest interval of a recurring schedule, in seconds.
