@@ -73,6 +73,20 @@ def test_schema_documents_auth_responses(schema, path, status, fields):
     assert response_properties(schema, path, status) >= fields
 
 
+INTERNAL = re.compile(r"Serializer|\bDRF\b|simplejwt|backend\.|deep-cop")
+
+
+def test_the_schema_describes_things_for_its_readers_not_its_code(schema):
+    """A serializer's docstring is its schema's description, inherited ones too: the task
+    create's said how a mixin copies DRF fields, the token refresh's named a module."""
+    leaks = {
+        name: component["description"]
+        for name, component in schema["components"]["schemas"].items()
+        if INTERNAL.search(component.get("description") or "")
+    }
+    assert not leaks
+
+
 def test_schema_is_yaml_by_default(api_client):
     response = api_client.get("/api/schema/")
 

@@ -21,9 +21,12 @@ NOT_IN_TEMPLATE = {
 
 
 class ScheduleWriteSerializer(TaskCreateSerializer):
-    """The task template (``task_type``, ``input_data``, ``name``, ``description``,
-    ``priority``) is validated by ``TaskCreateSerializer`` itself, as ``POST /api/tasks/``
-    validates a task; then when it fires."""
+    """A schedule: the task it creates (``task_type``, ``input_data``, ``name``,
+    ``description``, ``priority``, checked as ``POST /api/tasks/`` checks a task, and again
+    at each firing), an optional ``deadline_seconds``, and when it fires: every
+    ``interval_seconds`` or on a ``crontab`` in a ``timezone``."""
+
+    # The template is validated by TaskCreateSerializer itself (the parent class).
 
     deadline = None
     run_at = None

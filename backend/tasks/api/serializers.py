@@ -182,6 +182,10 @@ class UserIdField(serializers.PrimaryKeyRelatedField):
 
 
 class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
+    """A task to create: its type and that type's input (``GET /api/task-types/`` lists
+    both), and optionally a name, a description, a priority, a deadline, a later start
+    (``run_at``), an assignee and a ``callback_url`` told of its outcome."""
+
     task_type = serializers.ChoiceField(choices=[], initial="sum")
     input_data = TaskInputField(
         required=False,

@@ -298,15 +298,20 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
 
 
 class TokenRefreshSerializer(BaseTokenRefreshSerializer):
-    """simplejwt's rotation, with each refresh token exchanged once even when requests
-    carrying it arrive together (``backend.users.tokens``)."""
+    """A refresh token, exchanged for a new access token and a new refresh token; each
+    refresh token is taken once."""
+
+    # simplejwt's rotation, with each refresh token exchanged once even when requests
+    # carrying it arrive together (backend.users.tokens).
 
     token_class = SingleUseRefreshToken
 
 
 class TokenVerifySerializer(BaseTokenVerifySerializer):
-    """A blacklisted token is invalid like any other: 401, not 400. A token of a user who
-    is gone or deactivated is refused as every other endpoint refuses it."""
+    """A token to check: valid, unexpired, not blacklisted, and its user still active."""
+
+    # A blacklisted token is invalid like any other: 401, not 400. A token of a user who is
+    # gone or deactivated is refused as every other endpoint refuses it.
 
     def validate(self, attrs):
         try:
