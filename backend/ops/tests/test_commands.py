@@ -263,3 +263,32 @@ def test_createsuperuser_holds_no_transaction_while_it_prompts(monkeypatch):
     call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=StringIO())
     assert User.objects.get(username="typed").is_superuser
     assert seen and not any(seen)
+
+
+@pytest.mark.parametrize("command", ["task_stats", "expire_tasks", "purge_files"])
+def test_a_command_on_a_database_never_migrated_says_what_to_do(tmp_path, command):
+    """It ended in a traceback ("no such table"), as when a VAR_DIR given to `make run`
+    was not given to the command."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "ENV_FILE": "",
+        "DEBUG": "true",
+        "VAR_DIR": str(tmp_path),
+    }
+    args = ["--older-than", "1"] if command == "purge_files" else []
+    result = subprocess.run(
+        [sys.executable, "manage.py", command, *args],
+        cwd=Path(__file__).resolve().parents[3],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "is not migrated: run `make migrate`" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,14 +1,27 @@
+import argparse
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
+from backend.common.commands import ServiceCommand
 from backend.files import services
 from backend.ops.management.commands.purge_tasks import MAX_DAYS
 
 
-class Command(BaseCommand):
+def _age(value: str) -> int:
+    """Days, 0 (every file no active task uses) to MAX_DAYS: an argument error otherwise,
+    as purge_tasks gives (exit code 2, with the usage)."""
+    try:
+        days = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= days <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_DAYS} days (a century), got {days}")
+    return days
+
+
+class Command(ServiceCommand):
     help = (
         "Delete files (rows and bytes) older than FILE_RETENTION_DAYS that no active task "
         "uses; what Beat runs every FILE_CLEANUP_INTERVAL seconds."
@@ -17,7 +30,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument(
             "--older-than",
-            type=int,
+            type=_age,
             metavar="DAYS",
             default=None,
             help=f"age in days (default FILE_RETENTION_DAYS, now {settings.FILE_RETENTION_DAYS})",
@@ -27,8 +40,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, older_than=None, dry_run=False, **options):
-        if older_than is not None and not 0 <= older_than <= MAX_DAYS:
-            raise CommandError(f"--older-than must be 0 to {MAX_DAYS} days (a century)")
         age = timedelta(days=older_than) if older_than is not None else None
         outcome = services.files_purge(older_than=age, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"

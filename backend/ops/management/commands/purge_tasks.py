@@ -1,7 +1,8 @@
 from datetime import timedelta
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from backend.common.commands import ServiceCommand
 from backend.ops import services
 
 # An age beyond this (a century) would put the cutoff before the first dates Python holds.
@@ -46,7 +47,7 @@ def _describe(counts: dict[str, int]) -> str:
     return f"{total} task(s)" + (f" ({detail})" if detail else "")
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Delete finished tasks (completed, failed, cancelled) that finished more than DAYS "
         "days ago, in batches, each batch its own short transaction. Active tasks are never "

@@ -1,7 +1,6 @@
 import argparse
 
-from django.core.management.base import BaseCommand
-
+from backend.common.commands import ServiceCommand
 from backend.ops import demo
 
 
@@ -15,7 +14,7 @@ def _users(value: str) -> int:
     return number
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Create demo data: demo users (demo1, demo2, ... with known passwords, printed when "
         "created), tasks of every registered type in every status, a schedule and a CSV file. "

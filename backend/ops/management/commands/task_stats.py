@@ -1,8 +1,8 @@
 import json
 
-from django.core.management.base import BaseCommand
 from rest_framework.utils.encoders import JSONEncoder
 
+from backend.common.commands import ServiceCommand
 from backend.ops import selectors, services
 
 
@@ -14,7 +14,7 @@ def _table(rows: list[tuple], headers: tuple[str, ...]) -> list[str]:
     ]
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Print the operational figures of GET /api/admin/stats/: tasks by status and by "
         "type, completed/failed in the last hour, run-time p50/p95 per type (24 h), the oldest "

@@ -1,9 +1,8 @@
-from django.core.management.base import BaseCommand
-
+from backend.common.commands import ServiceCommand
 from backend.tasks import services
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = "Release due scheduled tasks and send unsent pending tasks to the broker."
 
     def handle(self, *args, **options):

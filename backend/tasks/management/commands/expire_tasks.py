@@ -1,11 +1,10 @@
 import time
 
-from django.core.management.base import BaseCommand
-
+from backend.common.commands import ServiceCommand
 from backend.tasks import services
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = "Fail every active task past its deadline (what Beat runs every TASK_EXPIRY_INTERVAL)."
 
     def handle(self, *args, **options):

@@ -1,9 +1,8 @@
-from django.core.management.base import BaseCommand
-
+from backend.common.commands import ServiceCommand
 from backend.tasks import services
 
 
-class Command(BaseCommand):
+class Command(ServiceCommand):
     help = (
         "Return running worker tasks with a stale heartbeat to pending (or fail them when "
         "out of attempts), then dispatch."

@@ -1,0 +1,23 @@
+"""The base of this service's ``manage.py`` commands."""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+
+
+class ServiceCommand(BaseCommand):
+    """A command that reads or writes the service's tables: on a database that was never
+    migrated (or not fully) it stops with one line saying what to do, instead of a
+    traceback ending in "no such table" (and, on SQLite, an empty database file left where
+    it looked)."""
+
+    def execute(self, *args, **options):
+        connection = connections[DEFAULT_DB_ALIAS]
+        executor = MigrationExecutor(connection)
+        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            raise CommandError(
+                f"The database ({connection.settings_dict['NAME']}) is not migrated: run "
+                "`make migrate` (or `manage.py migrate`). If `make run` uses another one, "
+                "give this command the same VAR_DIR or DATABASE_URL (or put it in .env)."
+            )
+        return super().execute(*args, **options)
