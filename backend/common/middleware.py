@@ -116,8 +116,10 @@ def _is_json(response) -> bool:
 class AdminBadInputMiddleware:
     """A value the database or Python cannot hold, in an admin URL edited by hand (a year
     99999, a NUL, an id that is not a UUID), is answered as Django's admin answers a filter
-    it does not know: back to the list with ``?e=1``, or, for an action posted with such an
-    id, back to the list with a message; not a 500. Logged as a warning."""
+    it does not know: back to the list with ``?e=1`` (and from there, to the bare list), or,
+    for an action posted with an id that is not one, back to the list with a message; not a
+    500. Anything else (an action's own error) is left alone: a 500, with its traceback
+    logged. Logged as a warning, with the traceback."""
 
     ERRORS = (ValueError, OverflowError, ValidationError, DataError)
 
@@ -131,10 +133,24 @@ class AdminBadInputMiddleware:
         if not request.path.startswith("/admin/") or not isinstance(exception, self.ERRORS):
             return None
         if request.method == "POST" and "action" in request.POST:
-            logger.warning("admin action with a selection it cannot read: %s", exception)
+            selected = request.POST.getlist("_selected_action")
+            if all(_is_key(value) for value in selected):
+                return None  # the selection is fine: the error is the action's own
+            logger.warning("admin action with a selection it cannot read", exc_info=exception)
             messages.error(request, "The selection holds an id that is not valid.")
             return HttpResponseRedirect(request.path)
-        if request.method == "GET" and request.GET and ERROR_FLAG not in request.GET:
-            logger.warning("admin list with a lookup it cannot run: %s", exception)
+        if request.method == "GET" and request.GET:
+            logger.warning("admin list with a lookup it cannot run", exc_info=exception)
+            if ERROR_FLAG in request.GET:
+                return HttpResponseRedirect(request.path)
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         return None
+
+
+def _is_key(value: str) -> bool:
+    """A primary key as the admin's models have them: a UUID, or a whole number."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return value.isdigit()
+    return True

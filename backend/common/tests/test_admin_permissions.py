@@ -139,6 +139,9 @@ def test_a_hand_edited_admin_list_url_goes_back_to_the_list(client, url):
     assert response.status_code == 302
     assert response["Location"].endswith("?e=1")
     assert client.get(response["Location"]).status_code == 200
+    # Kept with ?e=1 (as the list sends it back), it goes to the bare list.
+    again = client.get(f"{url}&e=1")
+    assert again.status_code == 302 and "?" not in again["Location"]
 
 
 def test_an_admin_action_on_an_id_that_is_not_one_goes_back_to_the_list(client, user):
@@ -150,3 +153,21 @@ def test_an_admin_action_on_an_id_that_is_not_one_goes_back_to_the_list(client, 
     )
     assert response.status_code == 200
     assert b"The selection holds an id that is not valid." in response.content
+
+
+def test_an_actions_own_error_is_not_passed_off_as_a_bad_selection(client, user, monkeypatch):
+    """Only an id that is not one is answered with the list and a message: an action that
+    fails on good ids is an error of its own (500, logged with its traceback)."""
+    from backend.tasks import admin as task_admin
+
+    def broken(self, request, queryset):
+        raise ValueError("a bug in the action")
+
+    monkeypatch.setattr(task_admin.TaskAdmin, "cancel_tasks", broken)
+    client.raise_request_exception = False
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    task = TaskFactory(owner=user)
+    response = client.post(
+        "/admin/tasks/task/", {"action": "cancel_tasks", "_selected_action": [str(task.pk)]}
+    )
+    assert response.status_code == 500
