@@ -29,6 +29,8 @@ from .streams import CountingReader
 # Longest physical line: bounds memory on a file without line breaks. A longer one is
 # refused (MalformedCSV) rather than cut, which would end a row in the middle.
 MAX_LINE_CHARS = 16 << 20
+# A line longer than this has its delimiters counted before it is split (see _Rows).
+LONG_LINE_CHARS = 1 << 20
 MAX_COLUMNS = 10_000
 # Cells per batch: rows per batch = this / columns, at most MAX_BATCH_ROWS.
 BATCH_CELLS = 64 * 1024
@@ -336,13 +338,24 @@ class _Rows:
         line. One longer than MAX_LINE_CHARS is refused. (``data``'s last line is complete:
         a line read without its break is the file's last, or longer than the limit.)"""
         limit = MAX_LINE_CHARS + 1
+        checked_from = min(LONG_LINE_CHARS, MAX_LINE_CHARS)
         for source in (io.StringIO(data, newline=""), self._text):
             readline = source.readline
             while line := readline(limit):
-                if len(line) > MAX_LINE_CHARS:
-                    number = self._base + self._reader.line_num + 1
-                    raise MalformedCSV(f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
+                if len(line) > checked_from:
+                    self._check_long_line(line)
                 yield line
+
+    def _check_long_line(self, line: str) -> None:
+        """A line too long to read whole, or one whose fields would be too many to hold: a
+        row's fields are each an object (about 50 bytes), so a 16 MiB line of one-character
+        fields would take half a gigabyte. Counted naively (a delimiter in quotes counts
+        too), which only a line beyond LONG_LINE_CHARS pays for."""
+        number = self._base + self._reader.line_num + 1
+        if len(line) > MAX_LINE_CHARS:
+            raise MalformedCSV(f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
+        if line.count(self._delimiter) >= MAX_COLUMNS:
+            raise MalformedCSV(f"line {number}: more than {MAX_COLUMNS:,} columns")
 
 
 def _statistics(source, size, delimiter, has_header, progress) -> dict:

@@ -272,6 +272,19 @@ def test_too_many_columns_or_too_long_a_line(monkeypatch):
             stats("a,b,c\n" + line + "\n")
 
 
+def test_a_long_line_of_too_many_fields_is_refused_before_it_is_split(monkeypatch):
+    """A 15 MiB line of one-character fields took 578 MB to split: beyond LONG_LINE_CHARS
+    a line's delimiters are counted first."""
+    monkeypatch.setattr(csvstats, "LONG_LINE_CHARS", 100)
+    monkeypatch.setattr(csvstats, "BLOCK_CHARS", 16)
+    monkeypatch.setattr(csvstats, "MAX_COLUMNS", 50)
+    line = ",".join(["1"] * 60)
+    with pytest.raises(MalformedCSV, match=r"^line 2: more than 50 columns$"):
+        stats('"a",b\n' + line + "\n")
+    # At most MAX_COLUMNS fields, a long line is read as usual.
+    assert stats('"a",b\n' + "x" * 150 + ",1\n")["rows"] == 1
+
+
 @pytest.mark.parametrize("quote", ["", '"'])
 @pytest.mark.parametrize("ending", ["\n", "\r\n"])
 @pytest.mark.parametrize("last", ["", "ending"])
