@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+from celery import beat
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from . import services
@@ -30,6 +31,7 @@ class Scheduler(DatabaseScheduler):
     def apply_entry(self, entry, producer=None):
         if entry.task != services.FIRE_TASK:
             return super().apply_entry(entry, producer=producer)
+        beat.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)  # as beat does
         message_id = str(uuid.uuid4())
         options = entry.options
         entry.options = {**options, "task_id": message_id}
@@ -51,5 +53,5 @@ class Scheduler(DatabaseScheduler):
         try:
             schedule_id = entry.kwargs["schedule_id"]  # as services._sync_periodic_task sets
             services.schedule_fire(schedule_id=schedule_id, message_id=message_id)
-        except Exception:  # beat must go on ticking; the next firing comes as usual
-            logger.exception("schedule firing %s could not be recorded", entry.name)
+        except Exception:  # the database is down too: beat must go on ticking
+            logger.exception("schedule firing %s could not be recorded: it is lost", entry.name)
