@@ -279,6 +279,8 @@ REST_FRAMEWORK = {
 }
 
 SIMPLE_JWT = {
+    # simplejwt's access token, refusing an exp beyond the dates Python holds (a 500 else).
+    "AUTH_TOKEN_CLASSES": ("backend.users.tokens.AccessToken",),
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_positive_int("JWT_ACCESS_MINUTES", 30)),
     "REFRESH_TOKEN_LIFETIME": timedelta(days=_positive_int("JWT_REFRESH_DAYS", 7)),
     "ROTATE_REFRESH_TOKENS": True,

@@ -12,12 +12,36 @@ from __future__ import annotations
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from rest_framework_simplejwt import tokens
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
 
-class SingleUseRefreshToken(RefreshToken):
+class SaneExpiryMixin:
+    """An ``exp`` beyond the dates Python holds (10**20, in a token signed with the key) is
+    an invalid token, not an ``OverflowError`` (a 500) on every request that carries it."""
+
+    def check_exp(self, claim="exp", current_time=None) -> None:
+        try:
+            super().check_exp(claim, current_time)
+        except (OverflowError, OSError, ValueError):
+            raise TokenError(_("Token '{}' claim is not a valid time").format(claim)) from None
+
+
+class AccessToken(SaneExpiryMixin, tokens.AccessToken):
+    pass
+
+
+class UntypedToken(SaneExpiryMixin, tokens.UntypedToken):
+    pass
+
+
+class CheckedRefreshToken(SaneExpiryMixin, RefreshToken):
+    """simplejwt's refresh token (logout blacklists it as simplejwt does)."""
+
+
+class SingleUseRefreshToken(SaneExpiryMixin, RefreshToken):
     def blacklist(self) -> tuple[BlacklistedToken, bool]:
         """Blacklist this token; ``TokenError`` when it already is, even by a request that
         committed a moment ago."""

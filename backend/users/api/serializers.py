@@ -12,12 +12,12 @@ from rest_framework_simplejwt.serializers import (
 )
 from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTokenVerifySerializer
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken, UntypedToken
+from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User
-from backend.users.tokens import SingleUseRefreshToken
+from backend.users.tokens import SingleUseRefreshToken, UntypedToken
 
 STAT_FIELDS = (
     "total_tasks_assigned",
@@ -314,6 +314,7 @@ class TokenVerifySerializer(BaseTokenVerifySerializer):
     # gone or deactivated is refused as every other endpoint refuses it.
 
     def validate(self, attrs):
+        UntypedToken(attrs["token"])  # ours: a TokenError for an exp beyond Python's dates
         try:
             data = super().validate(attrs)
         except serializers.ValidationError as exc:

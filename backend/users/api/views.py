@@ -6,13 +6,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
-from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.users import selectors, services
 from backend.users.models import User
+from backend.users.tokens import CheckedRefreshToken as RefreshToken
 
 from .serializers import (
     LogoutSerializer,

@@ -656,3 +656,23 @@ def test_the_database_refuses_usernames_differing_only_in_case():
     UserFactory(username="carol")
     with pytest.raises(IntegrityError), transaction.atomic():
         User.objects.create_user(username="Carol", password=PASSWORD)
+
+
+def test_a_signed_token_expiring_beyond_pythons_dates_is_401_everywhere(alice, settings):
+    """An exp of 10**20 in a token signed with the key (a tool's, say) was an
+    OverflowError: a 500 on every endpoint it was sent to, token verify included."""
+    import jwt
+    from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
+
+    def forged(token_class) -> str:
+        claims = dict(token_class.for_user(alice).payload, exp=10**20)
+        return jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256")
+
+    access, refresh_token = forged(AccessToken), forged(RefreshToken)
+    assert bearer(access).get(ME).status_code == 401
+    verify = APIClient().post("/api/token/verify/", {"token": access}, format="json")
+    assert verify.status_code == 401
+    assert refresh(refresh_token).status_code == 401
+    signed_in = bearer(tokens_for(alice)["access"])
+    logout = signed_in.post("/api/logout/", {"refresh": refresh_token}, format="json")
+    assert logout.status_code == 400
