@@ -6,6 +6,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, filters
 
 from . import types
 from .models import Task, TaskPriority, TaskStatus
@@ -116,10 +117,31 @@ class TaskFilter(django_filters.FilterSet):
 
     def __init__(self, data=None, *args, **kwargs):
         # A repeated parameter combines: status=failed&status=completed = status=failed,completed.
+        # Blank items are dropped (status=pending,,running), and a list of blanks alone
+        # (status=,) is no filter, as status= is.
         if data is not None and hasattr(data, "getlist"):
             data = data.copy()
             for name, field in self.base_filters.items():
-                values = [value for value in data.getlist(name) if value]
-                if isinstance(field, django_filters.BaseInFilter) and len(values) > 1:
-                    data.setlist(name, [",".join(values)])
+                if not isinstance(field, django_filters.BaseInFilter) or name not in data:
+                    continue
+                items = [
+                    item.strip()
+                    for value in data.getlist(name)
+                    for item in value.split(",")
+                    if item.strip()
+                ]
+                if items:
+                    data.setlist(name, [",".join(items)])
+                else:
+                    data.pop(name)
         super().__init__(data, *args, **kwargs)
+
+
+class SearchFilter(filters.SearchFilter):
+    """DRF's search, whose refusal (a NUL) names the parameter as every other does."""
+
+    def get_search_terms(self, request):
+        try:
+            return super().get_search_terms(request)
+        except exceptions.ValidationError as exc:
+            raise exceptions.ValidationError({self.search_param: exc.detail}) from None

@@ -1,6 +1,6 @@
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.utils import extend_schema
-from rest_framework import filters, mixins, permissions, status, viewsets
+from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -8,7 +8,7 @@ from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.tasks import selectors, services, types
-from backend.tasks.filters import TaskFilter
+from backend.tasks.filters import SearchFilter, TaskFilter
 from backend.tasks.models import Task
 
 from .schema import TaskSchema
@@ -46,7 +46,7 @@ class TaskViewSet(
     lookup_value_regex = UUID_PATTERN
     serializer_class = TaskSerializer
     schema = TaskSchema()
-    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+    filter_backends = [DjangoFilterBackend, SearchFilter]
     filterset_class = TaskFilter
     search_fields = ["name", "description"]
     permission_classes = [permissions.IsAuthenticated]

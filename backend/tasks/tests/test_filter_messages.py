@@ -24,3 +24,29 @@ def test_a_wrong_type_lists_the_registered_types(client_for, user):
     message = response.json()["task_type"][0]
     assert message.startswith("cleanup is not one of the available choices: ")
     assert "countdown" in message and "sum" in message
+
+
+def test_a_nul_in_search_is_a_400_naming_search(client_for, user):
+    response = client_for(user).get("/api/tasks/?search=%00")
+    assert response.status_code == 400
+    assert response.json()["search"] == ["Null characters are not allowed."]
+
+
+@pytest.mark.parametrize("query", ["status=,", "status=%20,", "status=&status=,"])
+def test_a_list_of_blanks_is_no_filter(client_for, user, query):
+    """status=, answered an empty list: every task was filtered out by an empty set."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    TaskFactory.create_batch(2, owner=user)
+    response = client_for(user).get(f"/api/tasks/?{query}")
+    assert response.status_code == 200
+    assert response.json()["count"] == 2
+
+
+def test_blank_items_are_dropped(client_for, user):
+    from backend.tasks.tests.factories import TaskFactory
+
+    TaskFactory(owner=user, status="pending")
+    TaskFactory(owner=user, status="failed")
+    response = client_for(user).get("/api/tasks/?status=pending,,failed,")
+    assert response.json()["count"] == 2
