@@ -79,7 +79,7 @@ class LogoutView(generics.GenericAPIView):
     serializer_class = LogoutSerializer
 
     @extend_schema(responses={205: None})
-    def post(self, request):
+    def post(self, request, format=None):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:

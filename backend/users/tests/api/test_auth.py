@@ -676,3 +676,24 @@ def test_a_signed_token_expiring_beyond_pythons_dates_is_401_everywhere(alice, s
     signed_in = bearer(tokens_for(alice)["access"])
     logout = signed_in.post("/api/logout/", {"refresh": refresh_token}, format="json")
     assert logout.status_code == 400
+
+
+def test_the_auth_routes_take_the_json_suffix_every_other_route_takes(api_client):
+    """/api/register.json, /api/token.json, … answered 404, though the README treats
+    ``.json`` as another spelling of a create's route (register honours Idempotency-Key)."""
+    body = {"username": "suffix", "password": PASSWORD, "email": "suffix@example.com"}
+    registered = api_client.post("/api/register.json", body, format="json")
+    assert registered.status_code == 201, registered.content
+    pair = api_client.post(
+        "/api/token.json", {"username": "suffix", "password": PASSWORD}, format="json"
+    ).json()
+    verify = api_client.post("/api/token/verify.json", {"token": pair["access"]}, format="json")
+    assert verify.status_code == 200
+    rotated = api_client.post(
+        "/api/token/refresh.json", {"refresh": pair["refresh"]}, format="json"
+    )
+    assert rotated.status_code == 200
+    out = bearer(rotated.json()["access"]).post(
+        "/api/logout.json", {"refresh": rotated.json()["refresh"]}, format="json"
+    )
+    assert out.status_code == 205
