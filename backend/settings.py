@@ -617,8 +617,9 @@ NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
 # Where the links in notification mails point (this service's public address).
-# By default the address `make run` serves (PORT reaches every process it starts).
-PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", f"http://127.0.0.1:{PORT}").rstrip("/")
+# `make run` sets it from its PORT when neither the environment nor .env gives it (PORT cannot
+# be read here: honcho gives each process of the Procfile its own).
+PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # --- schedules ----------------------------------------------------------------
 # Shortest interval of a recurring schedule, in seconds.

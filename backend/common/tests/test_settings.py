@@ -53,16 +53,6 @@ def test_an_env_file_that_is_not_there_is_named(tmp_path):
     assert start_up_error(result).startswith("ENV_FILE names no file:")
 
 
-def test_public_base_url_follows_the_port(tmp_path):
-    result = start_django(
-        tmp_path,
-        PORT="55475",
-        code="from django.conf import settings; print(settings.PUBLIC_BASE_URL)",
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "http://127.0.0.1:55475"
-
-
 def test_valid_environment_starts(tmp_path):
     result = start_django(tmp_path)
 
