@@ -116,25 +116,35 @@ class TaskFilter(django_filters.FilterSet):
         fields = []
 
     def __init__(self, data=None, *args, **kwargs):
-        # A repeated parameter combines: status=failed&status=completed = status=failed,completed.
-        # Blank items are dropped (status=pending,,running), and a list of blanks alone
-        # (status=,) is no filter, as status= is.
         if data is not None and hasattr(data, "getlist"):
-            data = data.copy()
-            for name, field in self.base_filters.items():
-                if not isinstance(field, django_filters.BaseInFilter) or name not in data:
-                    continue
+            data = self.read_query(data)
+        super().__init__(data, *args, **kwargs)
+
+    @classmethod
+    def read_query(cls, data):
+        """The filters' values as they are read: blanks dropped; a list filter's repeated
+        values combined (status=failed&status=completed = status=failed,completed, and
+        status=pending,,running = status=pending,running); another filter's last value
+        kept. A filter left with nothing (status=, or status=&status=) is not given."""
+        data = data.copy()
+        for name, field in cls.base_filters.items():
+            if name not in data:
+                continue
+            if isinstance(field, django_filters.BaseInFilter):
                 items = [
                     item.strip()
                     for value in data.getlist(name)
                     for item in value.split(",")
                     if item.strip()
                 ]
-                if items:
-                    data.setlist(name, [",".join(items)])
-                else:
-                    data.pop(name)
-        super().__init__(data, *args, **kwargs)
+                values = [",".join(items)] if items else []
+            else:
+                values = [value for value in data.getlist(name) if value.strip()][-1:]
+            if values:
+                data.setlist(name, values)
+            else:
+                data.pop(name)
+        return data
 
 
 class SearchFilter(filters.SearchFilter):

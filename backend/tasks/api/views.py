@@ -67,7 +67,10 @@ class TaskViewSet(
 
     def list(self, request, *args, **kwargs):
         """Your tasks, newest first unless ``ordering`` says otherwise."""
-        given = {name for name in self.LIST_PARAMETERS if request.query_params.get(name)}
+        # Given as the filters read them (TaskFilter.read_query): blanks are not.
+        given = set(TaskFilter.read_query(request.query_params)) & set(TaskFilter.base_filters)
+        if request.query_params.get("search"):  # DRF's search reads the last value
+            given.add("search")
         # No filter, search or ordering given: the filters would change nothing, and
         # building their form is a good part of a page's cost.
         apply_filters = self.filter_queryset if given else _unchanged
@@ -77,8 +80,6 @@ class TaskViewSet(
             )
         )
         return self.get_paginated_response(self.get_serializer(page, many=True).data)
-
-    LIST_PARAMETERS = (*TaskFilter.base_filters, "search")
 
     def _respond(self, task, code=status.HTTP_200_OK):
         return Response(

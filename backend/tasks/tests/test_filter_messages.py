@@ -50,3 +50,26 @@ def test_blank_items_are_dropped(client_for, user):
     TaskFactory(owner=user, status="failed")
     response = client_for(user).get("/api/tasks/?status=pending,,failed,")
     assert response.json()["count"] == 2
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "status=completed&status=",
+        "status=completed&status=&ordering=status",
+        "status=&status=completed",
+        "priority=high&priority=",
+    ],
+)
+def test_a_repeated_filter_with_a_blank_value_keeps_the_others(client_for, user, query):
+    """The list decided whether a filter was given from the parameter's last value only: a
+    blank last one skipped the filters (every task listed), or with ordering counted the
+    tasks unfiltered while the page was filtered (count 1, results [])."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    TaskFactory(owner=user, status="pending", priority="low")
+    TaskFactory(owner=user, status="completed", priority="high")
+    body = client_for(user).get(f"/api/tasks/?{query}").json()
+    assert body["count"] == len(body["results"]) == 1
+    [task] = body["results"]
+    assert task["status"] == "completed" and task["priority"] == "high"
