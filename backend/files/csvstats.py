@@ -51,6 +51,7 @@ _FIELD_LIMIT = csv.field_size_limit()
 # Integers beyond what a float can hold are text, like "1e999".
 _LARGEST = int(sys.float_info.max)
 _LINE_BREAK = re.compile(r"\r\n?|\n")
+_QUOTED = re.compile(r'"[^"]*"')  # a quoted field ("" inside it: two of these, side by side)
 _LONE_CR = re.compile(rb"\r(?!\n)")
 
 
@@ -349,12 +350,15 @@ class _Rows:
     def _check_long_line(self, line: str) -> None:
         """A line too long to read whole, or one whose fields would be too many to hold: a
         row's fields are each an object (about 50 bytes), so a 16 MiB line of one-character
-        fields would take half a gigabyte. Counted naively (a delimiter in quotes counts
-        too), which only a line beyond LONG_LINE_CHARS pays for."""
+        fields would take half a gigabyte. The delimiters are counted outside quoted fields
+        (a line whose quotes do not pair up, part of a field spanning lines, is not counted),
+        which only a line beyond LONG_LINE_CHARS pays for."""
         number = self._base + self._reader.line_num + 1
         if len(line) > MAX_LINE_CHARS:
             raise MalformedCSV(f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
-        if line.count(self._delimiter) >= MAX_COLUMNS:
+        if line.count(self._delimiter) < MAX_COLUMNS or line.count('"') % 2:
+            return
+        if _QUOTED.sub("", line).count(self._delimiter) >= MAX_COLUMNS:
             raise MalformedCSV(f"line {number}: more than {MAX_COLUMNS:,} columns")
 
 

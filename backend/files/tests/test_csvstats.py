@@ -281,8 +281,11 @@ def test_a_long_line_of_too_many_fields_is_refused_before_it_is_split(monkeypatc
     line = ",".join(["1"] * 60)
     with pytest.raises(MalformedCSV, match=r"^line 2: more than 50 columns$"):
         stats('"a",b\n' + line + "\n")
-    # At most MAX_COLUMNS fields, a long line is read as usual.
+    # At most MAX_COLUMNS fields, a long line is read as usual, delimiters in quotes aside.
     assert stats('"a",b\n' + "x" * 150 + ",1\n")["rows"] == 1
+    quoted = '"' + ", x" * 60 + '","y ""quoted"", z"'
+    result = stats('"a",b\n' + quoted + "\n")
+    assert result["rows"] == 1 and [c["count"] for c in result["columns"]] == [1, 1]
 
 
 @pytest.mark.parametrize("quote", ["", '"'])
