@@ -120,9 +120,9 @@ class MetricsTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         token = settings.METRICS_TOKEN
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        scheme, _, value = header.partition(" ")
-        if token and scheme == "Bearer" and hmac.compare_digest(value.strip(), token):
+        scheme, _, value = authentication.get_authorization_header(request).partition(b" ")
+        # Compared as bytes: compare_digest refuses str holding non-ASCII (a 500 before).
+        if token and scheme == b"Bearer" and hmac.compare_digest(value.strip(), token.encode()):
             return (MetricsToken(), "metrics-token")
         return None
 

@@ -22,5 +22,5 @@ class StatsView(APIView):
         "the workers online. The broker's figures are read with a deadline of about a "
         "second and kept a few seconds; they are null when the broker did not answer.",
     )
-    def get(self, request):
+    def get(self, request, format=None):
         return Response(StatsSerializer(selectors.stats()).data)

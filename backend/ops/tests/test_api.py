@@ -89,3 +89,8 @@ def test_a_hung_broker_costs_about_a_second_and_is_reported_unknown(
     client_for(staff).get(STATS)
     assert time.monotonic() - started < 0.5
     assert broker.queue_depths() is None
+
+
+def test_the_stats_take_the_json_suffix_every_other_route_takes(staff, client_for):
+    response = client_for(staff).get("/api/admin/stats.json")
+    assert response.status_code == 200 and "by_status" in response.json()

@@ -37,6 +37,18 @@ def test_wrong_token_401_and_non_staff_403(api_client, user, client_for):
     assert client_for(user).get("/metrics").status_code == 403
 
 
+@pytest.mark.parametrize("value", ["\xff\xfe", "\xc3\xa9t", "é" + TOKEN[1:]])
+def test_a_bearer_value_that_is_not_ascii_is_401(api_client, value):
+    """compare_digest refuses str holding non-ASCII: any such header was a 500."""
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {value}")
+    assert api_client.get("/metrics").status_code == 401
+
+
+def test_the_token_still_opens_it(api_client):
+    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert api_client.get("/metrics").status_code == 200
+
+
 def test_token_unset_lets_no_bearer_in(api_client, settings):
     settings.METRICS_TOKEN = ""
     api_client.credentials(HTTP_AUTHORIZATION="Bearer ")
