@@ -59,7 +59,7 @@ def schedule_create(
 ) -> Schedule:
     """Create a schedule and its periodic task; the template must already be validated."""
     # Lock the owner's row: two concurrent creates cannot both take the last place.
-    User.objects.select_for_update().filter(pk=owner.pk).first()
+    User.objects.select_for_update(no_key=True).filter(pk=owner.pk).first()
     limit = settings.MAX_SCHEDULES_PER_USER
     if Schedule.objects.filter(owner=owner).count() >= limit:
         raise Conflict(

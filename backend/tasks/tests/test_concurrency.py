@@ -97,3 +97,39 @@ def test_a_start_during_a_delete_waits_and_finds_the_task_gone(monkeypatch):
         time.sleep(0.05)
     assert "task" not in started, "the start succeeded on a task that was then deleted"
     assert not Task.objects.filter(pk=task.pk).exists()
+
+
+def test_a_create_during_a_purge_of_the_same_users_tasks_does_not_deadlock():
+    """A transaction deleting several of a user's tasks changes their kept count twice, so
+    at commit it checks that row's foreign key to the user (a KEY SHARE lock). A create for
+    that user held the user's row FOR UPDATE (the limit's lock) and waited for the count:
+    each waited on the other, and PostgreSQL cancelled one (the purge stopped, the create
+    answered 500). The limit's lock is FOR NO KEY UPDATE now, which a key check passes."""
+    from django.db import connection, connections, transaction
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the kept counts and the limit's row lock are PostgreSQL's")
+    user = UserFactory()
+    old = TaskFactory.create_batch(2, owner=user, status=TaskStatus.COMPLETED)
+    deleted, outcome = threading.Event(), {}
+
+    def create():
+        deleted.wait(10)
+        try:
+            outcome["created"] = services.task_create(owner=user, task_type="manual", name="n")
+        except Exception as exc:
+            outcome["error"] = exc
+        finally:
+            connections.close_all()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    try:
+        with transaction.atomic():
+            Task.objects.filter(pk__in=[task.pk for task in old]).delete()
+            deleted.set()
+            time.sleep(1)  # the create takes the user's row, then waits for the count
+    finally:
+        creator.join(20)
+    assert "error" not in outcome, outcome.get("error")
+    assert Task.objects.filter(owner=user).count() == 1
