@@ -8,8 +8,8 @@ from django.db.migrations.executor import MigrationExecutor
 class ServiceCommand(BaseCommand):
     """A command that reads or writes the service's tables: on a database that was never
     migrated (or not fully) it stops with one line saying what to do, instead of a
-    traceback ending in "no such table" (and, on SQLite, an empty database file left where
-    it looked)."""
+    traceback ending in "no such table". (On SQLite, opening the database still leaves an
+    empty file where it looked.)"""
 
     def execute(self, *args, **options):
         connection = connections[DEFAULT_DB_ALIAS]

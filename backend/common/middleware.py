@@ -118,8 +118,9 @@ class AdminBadInputMiddleware:
     99999, a NUL, an id that is not a UUID), is answered as Django's admin answers a filter
     it does not know: back to the list with ``?e=1`` (and from there, to the bare list), or,
     for an action posted with an id that is not one, back to the list with a message; not a
-    500. Anything else (an action's own error) is left alone: a 500, with its traceback
-    logged. Logged as a warning, with the traceback."""
+    500. An error of an action posted to the plain list is left alone (a 500, its traceback
+    logged): only then can it be told from the list's own query's. Logged as a warning, with
+    the traceback."""
 
     ERRORS = (ValueError, OverflowError, ValidationError, DataError)
 
@@ -134,11 +135,16 @@ class AdminBadInputMiddleware:
             return None
         if request.method == "POST" and "action" in request.POST:
             selected = request.POST.getlist("_selected_action")
-            if all(_is_key(value) for value in selected):
-                return None  # the selection is fine: the error is the action's own
-            logger.warning("admin action with a selection it cannot read", exc_info=exception)
-            messages.error(request, "The selection holds an id that is not valid.")
-            return HttpResponseRedirect(request.path)
+            if not all(_is_key(value) for value in selected):
+                logger.warning("admin action with a selection it cannot read", exc_info=exception)
+                messages.error(request, "The selection holds an id that is not valid.")
+                return HttpResponseRedirect(request.path)
+            if not request.GET:
+                return None  # the selection and the list are plain: the action's own error
+            # Posted to a list URL with lookups: the list's query runs first, and is answered
+            # as the list's GET would be.
+            logger.warning("admin action on a list it cannot query", exc_info=exception)
+            return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         if request.method == "GET" and request.GET:
             logger.warning("admin list with a lookup it cannot run", exc_info=exception)
             if ERROR_FLAG in request.GET:

@@ -6,7 +6,6 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
-from rest_framework import exceptions, filters
 
 from . import types
 from .models import Task, TaskPriority, TaskStatus
@@ -145,13 +144,3 @@ class TaskFilter(django_filters.FilterSet):
             else:
                 data.pop(name)
         return data
-
-
-class SearchFilter(filters.SearchFilter):
-    """DRF's search, whose refusal (a NUL) names the parameter as every other does."""
-
-    def get_search_terms(self, request):
-        try:
-            return super().get_search_terms(request)
-        except exceptions.ValidationError as exc:
-            raise exceptions.ValidationError({self.search_param: exc.detail}) from None

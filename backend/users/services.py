@@ -35,7 +35,9 @@ def _save(user: User) -> None:
         with transaction.atomic():
             user.save()
     except IntegrityError as exc:
-        field = "email" if "email" in str(exc).lower() else "username"
+        # By the constraint the database names (its first line), not the whole message,
+        # whose detail quotes the value: a username holding "email" would mislead.
+        field = "email" if "email" in str(exc).splitlines()[0].lower() else "username"
         constraint = next(
             c for c in User._meta.constraints if c.name == f"users_user_{field}_ci_unique"
         )

@@ -171,3 +171,15 @@ def test_an_actions_own_error_is_not_passed_off_as_a_bad_selection(client, user,
         "/admin/tasks/task/", {"action": "cancel_tasks", "_selected_action": [str(task.pk)]}
     )
     assert response.status_code == 500
+
+
+def test_an_action_posted_to_a_list_url_it_cannot_query_goes_back_to_the_list(client, user):
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    task = TaskFactory(owner=user)
+    response = client.post(
+        "/admin/users/user/?date_joined__year=99999",
+        {"action": "deactivate", "_selected_action": [str(task.owner_id)], "index": 0},
+    )
+    assert response.status_code == 302 and response["Location"].endswith("?e=1")
+    user.refresh_from_db()
+    assert user.is_active

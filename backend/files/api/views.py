@@ -2,12 +2,13 @@ from django.utils.cache import get_conditional_response
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import filters, mixins, permissions, status, viewsets
+from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
+from backend.common.filters import SearchFilter
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.files import selectors, services
@@ -38,7 +39,7 @@ class FileViewSet(
 
     lookup_value_regex = UUID_PATTERN
     serializer_class = FileSerializer
-    filter_backends = [DjangoFilterBackend, filters.SearchFilter]
+    filter_backends = [DjangoFilterBackend, SearchFilter]
     filterset_class = FileFilter
     search_fields = ["name"]
     parser_classes = [MultiPartParser]

@@ -4,11 +4,12 @@ from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from backend.common.filters import SearchFilter
 from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.tasks import selectors, services, types
-from backend.tasks.filters import SearchFilter, TaskFilter
+from backend.tasks.filters import TaskFilter
 from backend.tasks.models import Task
 
 from .schema import TaskSchema

@@ -158,7 +158,6 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
 
 
 @transaction.atomic
-@transaction.atomic
 def task_delete(*, task: Task, actor: User) -> None:
     """Delete a task that is not running. The row is locked before it is checked: Django's
     delete reads the rows its filter picks, then deletes them by key (the task's callback is

@@ -73,3 +73,9 @@ def test_a_repeated_filter_with_a_blank_value_keeps_the_others(client_for, user,
     assert body["count"] == len(body["results"]) == 1
     [task] = body["results"]
     assert task["status"] == "completed" and task["priority"] == "high"
+
+
+def test_a_nul_in_the_files_search_names_search_too(client_for, user):
+    response = client_for(user).get("/api/files/?search=%00")
+    assert response.status_code == 400
+    assert response.json()["search"] == ["Null characters are not allowed."]
