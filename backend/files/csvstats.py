@@ -51,7 +51,7 @@ _FIELD_LIMIT = csv.field_size_limit()
 # Integers beyond what a float can hold are text, like "1e999".
 _LARGEST = int(sys.float_info.max)
 _LINE_BREAK = re.compile(r"\r\n?|\n")
-_QUOTED = re.compile(r'"[^"]*"')  # a quoted field ("" inside it: two of these, side by side)
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')  # a quoted field, "" inside it a quote
 _LONE_CR = re.compile(rb"\r(?!\n)")
 
 
@@ -356,10 +356,27 @@ class _Rows:
         number = self._base + self._reader.line_num + 1
         if len(line) > MAX_LINE_CHARS:
             raise MalformedCSV(f"line {number}: longer than {MAX_LINE_CHARS:,} characters")
-        if line.count(self._delimiter) < MAX_COLUMNS or line.count('"') % 2:
-            return
-        if _QUOTED.sub("", line).count(self._delimiter) >= MAX_COLUMNS:
+        if line.count(self._delimiter) >= MAX_COLUMNS and self._fields_reach(line, MAX_COLUMNS + 1):
             raise MalformedCSV(f"line {number}: more than {MAX_COLUMNS:,} columns")
+
+    def _fields_reach(self, line: str, most: int) -> bool:
+        """Whether ``line`` holds at least ``most`` fields, read as the csv reader reads
+        them: a quote opens a quoted field only at the start of a field (elsewhere it is
+        text), and a delimiter inside a quoted field is text. Stops at ``most``: at most
+        MAX_COLUMNS steps, each a search in C. A quoted field still open at the end of the
+        line (it goes on over the next) ends the count there."""
+        delimiter, position, end = self._delimiter, 0, len(line)
+        for _ in range(1, most):
+            if position < end and line[position] == '"':
+                quoted = _QUOTED.match(line, position)
+                if quoted is None:
+                    return False
+                position = quoted.end()
+            following = line.find(delimiter, position)
+            if following < 0:
+                return False
+            position = following + 1
+        return True
 
 
 def _statistics(source, size, delimiter, has_header, progress) -> dict:

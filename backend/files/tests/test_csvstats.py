@@ -286,6 +286,10 @@ def test_a_long_line_of_too_many_fields_is_refused_before_it_is_split(monkeypatc
     quoted = '"' + ", x" * 60 + '","y ""quoted"", z"'
     result = stats('"a",b\n' + quoted + "\n")
     assert result["rows"] == 1 and [c["count"] for c in result["columns"]] == [1, 1]
+    # A quote inside an unquoted field is text: it opens nothing, and hides no delimiter.
+    for stray in ('a"b,' + line, 'a"b,' + line + ',c"d'):
+        with pytest.raises(MalformedCSV, match=r"^line 2: more than 50 columns$"):
+            stats('"a",b\n' + stray + "\n")
 
 
 @pytest.mark.parametrize("quote", ["", '"'])
