@@ -15,7 +15,7 @@ from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.db import DataError
 from django.http import HttpResponseRedirect, JsonResponse
-from django.urls import is_valid_path
+from django.urls import Resolver404, is_valid_path, resolve
 
 logger = logging.getLogger("backend.errors")
 
@@ -118,9 +118,9 @@ class AdminBadInputMiddleware:
     99999, a NUL, an id that is not a UUID), is answered as Django's admin answers a filter
     it does not know: back to the list with ``?e=1`` (and from there, to the bare list), or,
     for an action posted with an id that is not one, back to the list with a message; not a
-    500. An error of an action posted to the plain list is left alone (a 500, its traceback
-    logged): only then can it be told from the list's own query's. Logged as a warning, with
-    the traceback."""
+    500. An action's own error is left alone (a 500, its traceback logged): posted to a list
+    URL whose query runs, the error is the action's. Logged as a warning, with the
+    traceback."""
 
     ERRORS = (ValueError, OverflowError, ValidationError, DataError)
 
@@ -139,10 +139,9 @@ class AdminBadInputMiddleware:
                 logger.warning("admin action with a selection it cannot read", exc_info=exception)
                 messages.error(request, "The selection holds an id that is not valid.")
                 return HttpResponseRedirect(request.path)
-            if not request.GET:
-                return None  # the selection and the list are plain: the action's own error
-            # Posted to a list URL with lookups: the list's query runs first, and is answered
-            # as the list's GET would be.
+            if not request.GET or _list_query_runs(request):
+                return None  # the selection and the list are fine: the action's own error
+            # Posted to a list URL whose lookups fail: answered as the list's GET would be.
             logger.warning("admin action on a list it cannot query", exc_info=exception)
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         if request.method == "GET" and request.GET:
@@ -151,6 +150,21 @@ class AdminBadInputMiddleware:
                 return HttpResponseRedirect(request.path)
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
         return None
+
+
+def _list_query_runs(request) -> bool:
+    """Whether the admin list this request was posted to can run its query (its filters,
+    search and ordering from the URL); True when that cannot be told."""
+    try:
+        model_admin = resolve(request.path).func.model_admin
+    except (Resolver404, AttributeError):
+        return True
+    try:
+        changelist = model_admin.get_changelist_instance(request)
+        list(changelist.get_queryset(request)[:1])
+    except Exception:  # the lookups: a year out of range, a NUL, an unknown filter
+        return False
+    return True
 
 
 def _is_key(value: str) -> bool:
