@@ -59,7 +59,9 @@ run: migrate
 	@echo ""
 	@# Links in mails and webhooks point at this port, unless PUBLIC_BASE_URL is given (here or in
 	@# .env); PORT itself cannot say so: honcho gives each process its own (web's + 100 * n).
-	if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -qs '^PUBLIC_BASE_URL=.' "$(ENV_FILE)"; then \
+	if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -Eqs \
+		'^[[:space:]]*(export[[:space:]]+)?PUBLIC_BASE_URL=["'"'"']?[^"'"'"'[:space:]#]' \
+		"$(ENV_FILE)"; then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
 	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
