@@ -107,20 +107,20 @@ class StrictJSONField(serializers.JSONField):
     }
 
     def to_internal_value(self, data):
-        if getattr(data, "is_json_string", False):
+        if not getattr(data, "is_json_string", False):
+            # A JSON body's value: the parser refused NUL and lone surrogates already, and
+            # DRF's strict dump refuses infinity (1e400, as the parser reads it): say so,
+            # rather than "not valid JSON" of a body that is.
             try:
-                value = json.loads(data, parse_constant=_refuse_constant)
-            except (ValueError, RecursionError):
-                self.fail("invalid")
-        else:
-            try:
-                value = super().to_internal_value(data)
+                return super().to_internal_value(data)
             except serializers.ValidationError:
-                # The JSON parser reads 1e400 as infinity: say so, rather than "not valid
-                # JSON" of a body that is.
                 if not finite(data):
                     self.fail("not_finite")
                 raise
+        try:
+            value = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, RecursionError):
+            self.fail("invalid")
         if not finite(value):
             self.fail("not_finite")
         if not storable(value):

@@ -331,6 +331,10 @@ def notification_claim(*, notification_id) -> Notification | None:
     return Notification.objects.select_related("user").get(pk=notification_id)
 
 
+def _milliseconds(start: datetime, end: datetime) -> int:
+    return max(0, int((end - start).total_seconds() * 1000))
+
+
 LOST_ATTEMPT = "no outcome: the worker making this attempt was lost (the receiver may have got it)"
 
 
@@ -358,7 +362,7 @@ def _take_over_lost_attempt(notification_id, due: Q, now: datetime) -> bool:
             number=lost,
             defaults={
                 "started_at": started_at,
-                "duration_ms": max(0, int((now - started_at).total_seconds() * 1000)),
+                "duration_ms": _milliseconds(started_at, now),
                 "delivered": False,
                 "error": LOST_ATTEMPT,
             },
@@ -396,7 +400,7 @@ def notification_record(*, notification: Notification, started_at: datetime, out
         number=notification.attempts,
         defaults={
             "started_at": started_at,
-            "duration_ms": max(0, int((now - started_at).total_seconds() * 1000)),
+            "duration_ms": _milliseconds(started_at, now),
             "delivered": outcome.delivered,
             "status_code": outcome.status_code,
             "error": error,
