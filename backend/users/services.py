@@ -18,8 +18,14 @@ def user_create(
     email: str | None = None,
     name: str = "",
     is_staff: bool = False,
+    notify_email: list[str] | None = None,
+    webhook_url: str = "",
 ) -> User:
-    user = User(username=username, email=email, name=name, is_staff=is_staff)
+    user = User(
+        username=username, email=email, name=name, is_staff=is_staff, webhook_url=webhook_url
+    )
+    if notify_email is not None:
+        user.notify_email = notify_email
     validate_password(password, user=user)
     user.set_password(password)
     user.full_clean(exclude=["password"])

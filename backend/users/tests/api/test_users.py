@@ -146,6 +146,32 @@ def test_staff_create_a_staff_user_or_an_inactive_one(client_for, staff):
     assert not User.objects.get(username="dormant").is_active
 
 
+def test_staff_create_stores_notification_settings(client_for, staff):
+    """Every writable field the create offers is stored (``webhook_url`` and
+    ``notify_email`` were a 500), and the browsable API's form (which sends an empty
+    ``webhook_url`` box) creates the user too."""
+    made = client_for(staff).post(
+        USERS,
+        {
+            "username": "hooked",
+            "password": PASSWORD,
+            "webhook_url": "https://hooks.example.com/x",
+            "notify_email": ["task.completed", "task.failed"],
+        },
+        format="json",
+    )
+    plain = client_for(staff).post(
+        USERS, {"username": "formed", "password": PASSWORD, "webhook_url": ""}
+    )
+
+    assert (made.status_code, plain.status_code) == (201, 201), (made.data, plain.data)
+    hooked = User.objects.get(username="hooked")
+    assert hooked.webhook_url == "https://hooks.example.com/x"
+    assert hooked.notify_email == ["task.completed", "task.failed"]
+    assert made.data["notify_email"] == ["task.completed", "task.failed"]
+    assert User.objects.get(username="formed").notify_email == ["task.failed"]
+
+
 @pytest.mark.parametrize(
     ("body", "error_field"),
     [
