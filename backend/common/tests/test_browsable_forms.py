@@ -7,6 +7,7 @@ import re
 
 import pytest
 from django.test import Client
+from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 
 from backend.schedules.tests.factories import make_schedule
 
@@ -112,3 +113,93 @@ def test_a_number_in_json_must_still_be_a_json_integer(user):
     )
     assert response.status_code == 400
     assert "interval_seconds" in response.json()
+
+
+def test_an_unchecked_enabled_box_means_disabled(user):
+    """A browser leaves an unchecked box out of the form: the schedule is created, or put
+    back, disabled (it was enabled, so editing a paused schedule in the form re-enabled
+    it). Left out of JSON, ``enabled`` stays true."""
+    client = signed_in(user)
+    form = {"task_type": "sum", "input_data": '{"numbers": [1]}', "interval_seconds": "3600"}
+    created = client.post("/api/schedules/", form, HTTP_ACCEPT="application/json")
+    assert created.status_code == 201, created.content
+    assert created.json()["enabled"] is False and created.json()["next_run_at"] is None
+    paused = make_schedule(user, enabled=False)
+    changed = client.put(
+        f"/api/schedules/{paused.pk}/",
+        "task_type=sum&input_data=%7B%22numbers%22%3A+%5B3%5D%7D&interval_seconds=600",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert changed.status_code == 200, changed.content
+    paused.refresh_from_db()
+    assert paused.enabled is False and paused.interval_seconds == 600
+    as_json = client.post(
+        "/api/schedules/",
+        {"task_type": "sum", "input_data": {"numbers": [1]}, "interval_seconds": 3600},
+        content_type="application/json",
+    )
+    assert as_json.status_code == 201 and as_json.json()["enabled"] is True
+
+
+@pytest.mark.parametrize(
+    ("form", "expected"),
+    [
+        ("deadline_seconds=30", {"deadline_seconds": 30}),
+        ("deadline_seconds=", {"deadline_seconds": None}),
+        ("interval_seconds=600", {"interval_seconds": 600}),
+        ("input_data=%7B%22numbers%22%3A%5B2%5D%7D", {"input_data": {"numbers": [2]}}),
+        ("enabled=false", {"enabled": False, "next_run_at": None}),
+        ("crontab=0+9+*+*+*", {"crontab": "0 9 * * *", "interval_seconds": None}),
+    ],
+)
+def test_a_patch_sent_as_form_fields_reads_them_as_post_and_put_do(user, form, expected):
+    """A PATCH's form fields were taken as JSON values: "30" was "not an integer", and
+    JSON text in ``input_data`` was "not a JSON object"."""
+    schedule = make_schedule(user, deadline_seconds=120)
+    response = signed_in(user).patch(
+        f"/api/schedules/{schedule.pk}/",
+        form,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert {key: body[key] for key in expected} == expected
+    assert body["name"] == schedule.name
+
+
+def test_a_multipart_patch_is_read_as_a_form(user):
+    schedule = make_schedule(user)
+    response = signed_in(user).patch(
+        f"/api/schedules/{schedule.pk}/",
+        encode_multipart(BOUNDARY, {"interval_seconds": "900"}),
+        content_type=MULTIPART_CONTENT,
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200, response.content
+    assert response.json()["interval_seconds"] == 900
+
+
+@pytest.mark.parametrize(
+    ("form", "field"),
+    [
+        ("deadline_seconds=soon", "deadline_seconds"),
+        ("interval_seconds=5", "interval_seconds"),
+        ("input_data=%7Bnot+json", "input_data"),
+        ("enabeld=false", "enabeld"),
+        ("owner=someone", "owner"),
+    ],
+)
+def test_a_bad_form_patch_is_400_naming_the_field_and_changes_nothing(user, form, field):
+    schedule = make_schedule(user, interval_seconds=300)
+    response = signed_in(user).patch(
+        f"/api/schedules/{schedule.pk}/",
+        form,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    schedule.refresh_from_db()
+    assert schedule.interval_seconds == 300 and schedule.enabled

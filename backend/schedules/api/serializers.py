@@ -20,6 +20,15 @@ NOT_IN_TEMPLATE = {
 }
 
 
+class CheckboxField(serializers.BooleanField):
+    """A boolean whose absence from a form means false, as a browser leaves an unchecked
+    box out (DRF would take the field's default); absent from JSON, the default."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.default_empty_html = False
+
+
 class ScheduleWriteSerializer(TaskCreateSerializer):
     """A schedule: the task it creates (``task_type``, ``input_data``, ``name``,
     ``description``, ``priority``, checked as ``POST /api/tasks/`` checks a task, and again
@@ -64,7 +73,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         default="UTC",
         help_text="IANA time zone name of the crontab, e.g. 'Europe/Paris'",
     )
-    enabled = serializers.BooleanField(required=False, default=True)
+    enabled = CheckboxField(required=False, default=True)
 
     def validate_interval_seconds(self, value):
         minimum = settings.SCHEDULE_MIN_INTERVAL

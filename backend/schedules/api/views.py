@@ -3,6 +3,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.fields import SkipField
 from rest_framework.response import Response
 
 from backend.common.idempotency import idempotent
@@ -21,11 +22,31 @@ from .serializers import (
 
 
 def _as_dict(data) -> dict:
-    if hasattr(data, "dict"):  # a form's QueryDict
-        return data.dict()
     if not isinstance(data, dict):
         raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
     return data
+
+
+def _form_changes(form, fields) -> dict:
+    """A PATCH sent as form fields, each read as a POST or PUT form reads it (digits as a
+    number, an empty box as none, JSON text as JSON), so that the schedule they make is
+    then validated as JSON is. Keys of no writable field are kept as sent (refused by
+    name after)."""
+    changes, errors = {}, {}
+    for key in form:
+        field = fields.get(key)
+        if field is None or field.read_only:
+            changes[key] = form.get(key)
+            continue
+        try:
+            changes[key] = field.run_validation(field.get_value(form))
+        except SkipField:
+            continue
+        except ValidationError as exc:
+            errors[key] = exc.detail
+    if errors:
+        raise ValidationError(errors)
+    return changes
 
 
 def _refuse_what_a_patch_cannot_change(changes: dict) -> None:
@@ -106,8 +127,13 @@ class ScheduleViewSet(
         """Change some fields; the schedule they make is validated whole. Giving crontab
         clears interval_seconds and the other way round."""
         schedule = self.get_object()
-        changes = _as_dict(request.data)
-        _refuse_what_a_patch_cannot_change(changes)
+        if hasattr(request.data, "getlist"):  # a form's QueryDict
+            _refuse_what_a_patch_cannot_change(request.data.dict())
+            context = template_context(schedule.owner, self.request)
+            changes = _form_changes(request.data, ScheduleWriteSerializer(context=context).fields)
+        else:
+            changes = _as_dict(request.data)
+            _refuse_what_a_patch_cannot_change(changes)
         current = {
             **services.schedule_template(schedule),
             "deadline_seconds": schedule.deadline_seconds,
