@@ -38,15 +38,7 @@ class FileUploadSerializer(serializers.Serializer):
     sha256 = serializers.RegexField(
         r"^[0-9a-fA-F]{64}$",
         required=False,
-        help_text="optional SHA-256 of the file (64 hex digits): a mismatch is refused",
+        help_text="optional SHA-256 of the file (64 hex digits): a mismatch is refused; "
+        "an empty form box is not given",
         error_messages={"invalid": "Give the SHA-256 as 64 hexadecimal digits."},
     )
-
-    def validate(self, attrs):
-        # A form sends an empty field for "not given"; here an empty sha256 is refused
-        # like any other value that is not 64 hex digits (leave the field out instead).
-        if "sha256" in self.initial_data and not self.initial_data.get("sha256"):
-            raise serializers.ValidationError(
-                {"sha256": ["Give the SHA-256 as 64 hexadecimal digits, or leave it out."]}
-            )
-        return attrs

@@ -62,6 +62,10 @@ class FileViewSet(
             self.upload_handler.discard()
         return super().finalize_response(request, response, *args, **kwargs)
 
+    def get_serializer_class(self):
+        # The browsable API builds its upload form from this: a file box and a sha256 box.
+        return FileUploadSerializer if self.action == "create" else FileSerializer
+
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return File.objects.none()

@@ -4,6 +4,7 @@
 import pytest
 from django.core.files.storage import default_storage
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from backend.files.models import File
@@ -70,7 +71,24 @@ def test_upload_with_a_wrong_sha256_stores_nothing(client, post_upload, media, u
     assert list(upload_dir.iterdir()) == []
 
 
-@pytest.mark.parametrize("value", ["abc", "g" * 64, "a" * 65, " " + "a" * 63, ""])
+def test_an_empty_sha256_box_is_not_given(client, post_upload):
+    """A browser's form sends its empty sha256 box as "": the upload is kept unchecked,
+    as when the field is left out (it was refused, so the browsable API's form needed a
+    digest for every upload)."""
+    response = post_upload(client, CSV, sha256="")
+    assert response.status_code == 201, response.content
+    assert response.json()["sha256"] == sha256(CSV)
+
+
+def test_the_browsable_api_offers_an_upload_form(user):
+    browser = Client()
+    browser.force_login(user)
+    page = browser.get("/api/files/", HTTP_ACCEPT="text/html").content.decode()
+    assert 'enctype="multipart/form-data"' in page
+    assert 'type="file"' in page and 'name="file"' in page and 'name="sha256"' in page
+
+
+@pytest.mark.parametrize("value", ["abc", "g" * 64, "a" * 65, " " + "a" * 63])
 def test_upload_with_a_malformed_sha256_is_a_field_error(client, post_upload, value):
     response = post_upload(client, CSV, sha256=value)
     assert response.status_code == 400
