@@ -203,3 +203,12 @@ def test_a_bad_form_patch_is_400_naming_the_field_and_changes_nothing(user, form
     assert field in response.json()
     schedule.refresh_from_db()
     assert schedule.interval_seconds == 300 and schedule.enabled
+
+
+def test_the_webhook_secret_form_asks_for_nothing(user):
+    """It showed the profile's fields, which the endpoint ignores."""
+    page = signed_in(user).get("/api/users/me/webhook-secret/", **HTML).content.decode()
+    form = page[page.index('id="post-generic-content-form"') :]
+    assert 'name="_content"' in form
+    for field in ("username", "email", "password", "webhook_url"):
+        assert f'name="{field}"' not in page, field
