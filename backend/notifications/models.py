@@ -50,6 +50,9 @@ class Notification(models.Model):
     locked_until = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Its last attempt got no answer from the receiver (timed out, refused, unreachable):
+    # until its retry is due, the other webhooks to that receiver wait too.
+    unreachable = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     # The task as the first attempt sent it, as JSON text (jsonb would reorder its keys);
     # every later attempt sends the same, since the webhook-id (this row's id) names one
@@ -65,6 +68,11 @@ class Notification(models.Model):
                 condition=models.Q(status="pending"),
             ),
             models.Index(fields=["user", "-created_at"], name="notification_user_created"),
+            models.Index(
+                fields=["user"],
+                name="notification_unreachable",
+                condition=models.Q(status="pending", unreachable=True),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
@@ -208,6 +208,7 @@ def _outbox_insert(vendor: str, tasks: str) -> tuple[str, tuple[str, ...]]:
         "locked_until": ("NULL", ()),
         "delivered_at": ("NULL", ()),
         "last_error": ("''", ()),
+        "unreachable": ("FALSE", ()),
         "payload": ("NULL", ()),
         "created_at": ("%s", ("now",)),
     }
@@ -323,12 +324,33 @@ def notification_claim(*, notification_id) -> Notification | None:
         return None
     now = timezone.now()
     due = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
-    claimed = Notification.objects.filter(
-        sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
-    ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    claimed = (
+        Notification.objects.filter(
+            sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
+        )
+        .filter(Q(channel=Channel.EMAIL) | ~Exists(_resting(now)))
+        .update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    )
     if not claimed and not _take_over_lost_attempt(notification_id, due, now):
         return None
     return Notification.objects.select_related("user").get(pk=notification_id)
+
+
+def _resting(now: datetime) -> QuerySet[Notification]:
+    """Another webhook to the same receiver whose last attempt got no answer and whose retry
+    is not due yet. While one exists, the receiver rests: its other webhooks are not tried
+    (each would hold a worker process of the long queue for NOTIFY_WEBHOOK_TIMEOUT, and a
+    user's hanging receiver would delay everyone's long tasks). They stay pending, and the
+    dispatcher sends them again after NOTIFY_REDISPATCH_AFTER; the one whose retry comes
+    due probes the receiver."""
+    return Notification.objects.filter(
+        user=OuterRef("user"),
+        channel=OuterRef("channel"),
+        target=OuterRef("target"),
+        status=NotificationStatus.PENDING,
+        unreachable=True,
+        next_attempt_at__gt=now,
+    ).exclude(pk=OuterRef("pk"))
 
 
 def _milliseconds(start: datetime, end: datetime) -> int:
@@ -412,10 +434,12 @@ def notification_record(*, notification: Notification, started_at: datetime, out
     )
     if outcome.delivered:
         status = NotificationStatus.DELIVERED
-        mine.update(status=status, delivered_at=now, locked_until=None, last_error="")
+        mine.update(
+            status=status, delivered_at=now, locked_until=None, last_error="", unreachable=False
+        )
     elif outcome.final or notification.attempts >= settings.NOTIFY_MAX_ATTEMPTS:
         status = NotificationStatus.FAILED
-        mine.update(status=status, locked_until=None, last_error=error)
+        mine.update(status=status, locked_until=None, last_error=error, unreachable=False)
     else:
         status = NotificationStatus.PENDING
         mine.update(
@@ -423,6 +447,7 @@ def notification_record(*, notification: Notification, started_at: datetime, out
             enqueued_at=None,
             locked_until=None,
             last_error=error,
+            unreachable=outcome.status_code is None and notification.channel != Channel.EMAIL,
         )
     if outcome.disable_webhook:
         user_services.user_webhook_disable(user_id=notification.user_id, url=notification.target)

@@ -2,6 +2,7 @@
 signatures, retries with backoff, the guarded claim, 410 Gone, the dispatcher."""
 
 import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -352,3 +353,63 @@ def test_a_slow_attempt_taken_over_keeps_one_row_with_its_own_outcome(user, sent
         )
     rows = list(notification.delivery_attempts.values_list("number", "delivered", "error"))
     assert rows == [(1, True, "")]
+
+
+def created_webhooks(user, count: int) -> list[Notification]:
+    for number in range(count):
+        task_services.task_create(owner=user, task_type="manual", name=f"t{number}")
+    return list(Notification.objects.order_by("created_at"))
+
+
+def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, sent, settings):
+    """Each attempt at a hanging receiver held a worker process of the long queue for
+    NOTIFY_WEBHOOK_TIMEOUT, so a burst of one user's events delayed everyone's long tasks.
+    Once an attempt gets no answer, the receiver's other webhooks are not tried (no attempt
+    used, nothing lost) until that one's retry is due; it then probes the receiver."""
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 1
+
+    def answer(request):
+        if len(receiver.requests) == 1:
+            time.sleep(2)  # the first request outlasts the timeout
+        return Answer(204, b"")
+
+    with HTTPServer(answer) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        first, second, third = created_webhooks(user, 3)
+        assert jobs.deliver_notification(str(first.pk)) == "pending"
+        first.refresh_from_db()
+        assert first.unreachable and first.attempts == 1
+        for waiting in (second, third):
+            assert jobs.deliver_notification(str(waiting.pk)).startswith("skipped")
+            waiting.refresh_from_db()
+            assert waiting.status == "pending" and waiting.attempts == 0
+        assert len(receiver.requests) == 1
+        # An email, or a webhook to another receiver, is not held up.
+        with HTTPServer([Answer(204, b"")]) as other:
+            task = task_services.task_create(
+                owner=user, task_type="manual", callback_url=other.url("/cb")
+            )
+            callback = Notification.objects.get(task_id=task.pk, channel="callback")
+            assert jobs.deliver_notification(str(callback.pk)) == "delivered"
+        due_again(first)
+        assert jobs.deliver_notification(str(first.pk)) == "delivered"
+        assert jobs.deliver_notification(str(second.pk)) == "delivered"
+        assert len(receiver.requests) == 3
+    first.refresh_from_db()
+    assert not first.unreachable
+    assert list(first.delivery_attempts.values_list("status_code", "delivered")) == [
+        (None, False),
+        (204, True),
+    ]
+
+
+def test_a_receiver_that_answers_an_error_does_not_rest(user, sent):
+    """An answer, even a 500, shows the receiver is there: each webhook keeps its own
+    retries."""
+    with HTTPServer([Answer(500)]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        first, second = created_webhooks(user, 2)
+        assert jobs.deliver_notification(str(first.pk)) == "pending"
+        assert jobs.deliver_notification(str(second.pk)) == "pending"
+    assert len(receiver.requests) == 2
+    assert not Notification.objects.filter(unreachable=True).exists()
