@@ -8,10 +8,12 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser
 
 from .exceptions import PayloadTooLarge
-from .storable import storable
+from .storable import MAX_JSON_DEPTH, shallow, storable
 
 
 def _check(value) -> None:
+    if not shallow(value):
+        raise ParseError(f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep.")
     if not storable(value):
         raise ParseError("JSON strings may not contain NUL characters or unpaired surrogates.")
 

@@ -6,7 +6,7 @@ import json
 from rest_framework import serializers
 
 from . import outbound
-from .storable import finite, storable
+from .storable import MAX_JSON_DEPTH, finite, shallow, storable
 
 # Sent by the browsable API's HTML forms along with the fields.
 FORM_KEYS = {"csrfmiddlewaretoken", "_content", "_content_type"}
@@ -102,6 +102,7 @@ class StrictJSONField(serializers.JSONField):
     default_error_messages = {
         "invalid": "Value must be valid JSON.",
         "unstorable": "JSON strings may not contain NUL characters or unpaired surrogates.",
+        "too_deep": f"JSON may nest at most {MAX_JSON_DEPTH} levels deep.",
         "not_finite": "Numbers must be finite, at most about ±1.8e308 (a number such as 1e400 "
         "is beyond what is stored).",
     }
@@ -119,8 +120,12 @@ class StrictJSONField(serializers.JSONField):
                 raise
         try:
             value = json.loads(data, parse_constant=_refuse_constant)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            self.fail("too_deep")
+        except ValueError:
             self.fail("invalid")
+        if not shallow(value):
+            self.fail("too_deep")
         if not finite(value):
             self.fail("not_finite")
         if not storable(value):

@@ -47,6 +47,29 @@ def finite(value: Any) -> bool:
     return True
 
 
+# Deeper JSON than this is refused at the door. The parser reads up to Python's recursion
+# limit, but storing or rendering a value a little less deep than that fails further on
+# (psycopg's and DRF's encoders recurse too, from a deeper stack): a 500, not a 400.
+MAX_JSON_DEPTH = 100
+
+
+def shallow(value: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether ``value`` nests lists and objects at most ``limit`` deep."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children)
+    return True
+
+
 def storable_text(text: str) -> str:
     """``text`` with each NUL and each unpaired surrogate replaced by U+FFFD (a well-formed
     surrogate pair becomes the character it encodes)."""

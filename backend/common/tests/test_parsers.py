@@ -45,6 +45,42 @@ def test_deeply_nested_json_is_400(api_client):
     assert "nested" in response.json()["detail"]
 
 
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [101, 935, 2000])
+def test_json_nested_beyond_the_limit_is_400_wherever_it_goes(client_for, user, depth):
+    """Nested a little less deep than the parser's own limit (about 930 levels), a value
+    was parsed, then failed to be stored (psycopg's encoder recursed too deep): a 500."""
+    client = client_for(user)
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    completed = post_raw(
+        client, f"/api/tasks/{task.pk}/complete/", f'{{"result": {nested(depth)}}}'
+    )
+    created = post_raw(
+        client, "/api/tasks/", f'{{"task_type": "manual", "input_data": {{"x": {nested(depth)}}}}}'
+    )
+    as_form = client.post(
+        "/api/tasks/", {"task_type": "manual", "input_data": f'{{"x": {nested(depth)}}}'}
+    )
+    assert (completed.status_code, created.status_code, as_form.status_code) == (400,) * 3
+    assert "nested" in completed.json()["detail"] and "nested" in created.json()["detail"]
+    assert "levels deep" in as_form.json()["input_data"][0]
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and Task.objects.count() == 1
+
+
+def test_json_nested_to_the_limit_is_stored(client_for, user):
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    response = post_raw(
+        client_for(user), f"/api/tasks/{task.pk}/complete/", f'{{"result": {nested(99)}}}'
+    )
+    assert response.status_code == 200, response.content
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+
+
 def test_paired_surrogates_are_fine(client_for, user):
     # An emoji sent escaped as a surrogate pair is one ordinary character.
     response = post_raw(
