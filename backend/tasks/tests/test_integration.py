@@ -79,6 +79,11 @@ def test_defaults_are_filled_in():
         ({"url": "https://example.com", "headers": {"Connection": "close"}}, "headers"),
         ({"url": "https://example.com", "headers": {"Transfer-Encoding": "x"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": "a\r\nX-B: b"}}, "headers"),
+        # Accepted, then failed at run time (a control character as a retried network error).
+        ({"url": "https://example.com", "headers": {"X-A": "a\x0bb"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "x\x01y"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "caf\u00e9"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "v\u2028w"}}, "headers"),
         ({"url": "https://example.com", "headers": {"bad name": "v"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": 1}}, "headers"),
         ({"url": "https://example.com", "headers": ["X-A"]}, "headers"),
@@ -92,6 +97,16 @@ def test_defaults_are_filled_in():
 def test_bad_input_is_refused_with_the_field_named(data, field):
     ok, errors, _ = validate(data)
     assert not ok and field in errors
+
+
+def test_header_values_may_hold_what_http_carries():
+    ok, errors, _ = validate(
+        {
+            "url": "https://example.com",
+            "headers": {"X-A": "Bearer a.b~c/=", "X-B": "a\tb c", "X-C": ""},
+        }
+    )
+    assert ok, errors
 
 
 def test_a_literal_loopback_target_is_a_400_at_create(user, client_for):

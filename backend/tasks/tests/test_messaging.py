@@ -65,6 +65,11 @@ def test_create_an_email_task(client):
         (email_input(to=5), "to", "An email address or a list of email addresses is required."),
         (email_input(to=[f"u{i}@example.com" for i in range(11)]), "to", "At most 10 recipients"),
         (email_input(subject="two\nlines"), "subject", "no line breaks"),
+        # Accepted, then refused by the mail library in the worker.
+        (email_input(subject="s\x0bBcc: x@example.com"), "subject", "no line breaks"),
+        (email_input(subject="s\x0cx"), "subject", "no line breaks"),
+        (email_input(subject="s\x1cx"), "subject", "no line breaks"),
+        (email_input(subject="s\u2028x"), "subject", "no line breaks"),
         (email_input(subject="x" * 201), "subject", "At most 200 characters"),
         (email_input(subject=""), "subject", "may not be blank"),
         (email_input(body="x" * (100 * 1024 + 1)), "body", "At most 102400 bytes"),
