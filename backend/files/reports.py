@@ -137,12 +137,22 @@ def tasks_export_rows(owner_id, progress: Progress | None = None) -> tuple[int, 
 # --- encoders: rows in, chunks of bytes out -------------------------------------------------
 
 
+# A spreadsheet reads a cell starting with one of these as a formula (a task named
+# =HYPERLINK(...) would become a link): such a text starts with ' in a CSV report, which
+# the spreadsheet shows as text (OWASP's advice on CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _as_text(value):
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
 def csv_chunks(fields: Iterable[str], rows: Iterable[dict]) -> Iterator[bytes]:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(fields), lineterminator="\r\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({field: _as_text(value) for field, value in row.items()})
         if buffer.tell() >= CHUNK_CHARS:
             yield buffer.getvalue().encode()
             buffer.seek(0)

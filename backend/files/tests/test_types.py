@@ -243,6 +243,24 @@ def test_tasks_export_rows_match_the_tasks(user, client, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_text_a_spreadsheet_would_run_as_a_formula_is_text_in_a_csv(user, fmt):
+    """A task named =HYPERLINK(...) was written as is: a spreadsheet opening the CSV
+    runs it. In a CSV such a text starts with ', as OWASP advises; JSON keeps it as is."""
+    names = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(1)", "\tx", "ok"]
+    made = [TaskFactory(owner=user, task_type="manual", name=name) for name in names]
+    made[0].description = "=1+2"
+    made[0].save()
+    _, _, content = _report(user, "tasks_export", fmt)
+    by_id = {row["id"]: row for row in _parse(fmt, content)}
+    shown = [by_id[str(task.pk)]["name"] for task in made]
+    if fmt == "csv":
+        assert shown == [f"'{name}" for name in names[:-1]] + ["ok"]
+        assert by_id[str(made[0].pk)]["description"] == "'=1+2"
+    else:
+        assert shown == names
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
 def test_task_summary_counts_by_status_and_type_with_run_times(user, fmt):
     _tasks_of(user)
     task, _, content = _report(user, "task_summary", fmt)
