@@ -178,6 +178,8 @@ def parse_url(url: str) -> httpx.URL:
         raise OutboundRefused("only http and https URLs are allowed")
     if not parsed.host:
         raise OutboundRefused("the URL names no host")
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        raise OutboundRefused("the port must be between 1 and 65535")
     return parsed
 
 

@@ -72,6 +72,9 @@ def test_defaults_are_filled_in():
         ({"url": "http://169.254.169.254/latest/"}, "url"),
         ({"url": "http://[::1]:8000/"}, "url"),
         ({"url": "http://localhost/"}, "url"),
+        # Accepted, then retried as a connection error.
+        ({"url": "http://example.com:99999/"}, "url"),
+        ({"url": "http://example.com:0/"}, "url"),
         ({"url": ""}, "url"),
         ({"url": 5}, "url"),
         ({"url": "https://example.com", "method": "TRACE"}, "method"),
