@@ -62,13 +62,16 @@ class User(AbstractUser):
         self.email = type(self).objects.normalize_email(self.email)
         # A new password (set_password, from the API, the admin or changepassword), or none
         # (set_unusable_password), ends the account's sessions: its open refresh tokens are
-        # blacklisted.
-        new_password = not self._state.adding and (
-            self._password is not None or getattr(self, "_password_unset", False)
+        # blacklisted. So does saving it inactive: they must not work again once it is
+        # reactivated.
+        end_sessions = not self._state.adding and (
+            self._password is not None
+            or getattr(self, "_password_unset", False)
+            or not self.is_active
         )
         super().save(*args, **kwargs)
         self._password_unset = False
-        if new_password:
+        if end_sessions:
             from .tokens import refresh_tokens_revoke
 
             refresh_tokens_revoke(self)

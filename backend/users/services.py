@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from backend.common.errors import Conflict, DomainError
 
 from .models import User
+from .tokens import refresh_tokens_revoke_all
 
 
 @transaction.atomic
@@ -81,7 +82,12 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
     account is left out: nobody locks themselves out (nor the last administrator)."""
     if actor is not None:
         queryset = queryset.exclude(pk=actor.pk)
-    return queryset.update(is_active=False)
+    with transaction.atomic():
+        users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
+        count = users.update(is_active=False)
+        # A refresh token issued before must not work again once the account is reactivated.
+        refresh_tokens_revoke_all(users)
+    return count
 
 
 def user_deactivate(*, user: User, actor: User | None = None) -> User:

@@ -10,6 +10,7 @@ of the requests racing with one token exactly one inserts it and is answered.
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt import tokens
@@ -58,8 +59,18 @@ class SingleUseRefreshToken(SaneExpiryMixin, RefreshToken):
 def refresh_tokens_revoke(user) -> int:
     """Blacklist every refresh token of ``user`` that is still open (a new password ends
     every session; an access token runs out within ``JWT_ACCESS_MINUTES``)."""
+    return _revoke(Q(user=user))
+
+
+def refresh_tokens_revoke_all(users: QuerySet) -> int:
+    """``refresh_tokens_revoke`` for each of ``users`` (a deactivation: a refresh token
+    issued before it must not work again once the account is reactivated)."""
+    return _revoke(Q(user__in=users.values("pk")))
+
+
+def _revoke(whose: Q) -> int:
     open_tokens = OutstandingToken.objects.filter(
-        user=user, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
+        whose, expires_at__gt=timezone.now(), blacklistedtoken__isnull=True
     )
     created = BlacklistedToken.objects.bulk_create(
         [BlacklistedToken(token=token) for token in open_tokens], ignore_conflicts=True

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from backend.tasks.models import TaskStatus
 from backend.tasks.tests.factories import TaskFactory
+from backend.users import services
 from backend.users.models import User
 from backend.users.tests.factories import PASSWORD, UserFactory
 
@@ -369,6 +370,37 @@ def test_deactivated_users_tokens_stop_working(client_for, staff, user):
     assert signed_in.get(ME).status_code == 401
     refreshed = APIClient().post("/api/token/refresh/", {"refresh": pair["refresh"]}, format="json")
     assert refreshed.status_code == 401
+
+
+def token_pair(user) -> dict:
+    return (
+        APIClient()
+        .post("/api/token/", {"username": user.username, "password": PASSWORD}, format="json")
+        .data
+    )
+
+
+@pytest.mark.parametrize("how", ["delete", "patch", "admin action"])
+def test_a_refresh_token_from_before_a_deactivation_stays_dead_after_reactivation(
+    client_for, staff, user, how
+):
+    """It worked again once the account was active again."""
+    pair = token_pair(user)
+    if how == "delete":
+        client_for(staff).delete(detail(user))
+    elif how == "patch":
+        response = client_for(staff).patch(detail(user), {"is_active": False}, format="json")
+        assert response.status_code == 200
+    else:
+        services.users_deactivate(queryset=User.objects.filter(is_active=True), actor=staff)
+    assert User.objects.get(pk=user.pk).is_active is False
+    reactivated = client_for(staff).patch(detail(user), {"is_active": True}, format="json")
+    assert reactivated.status_code == 200
+
+    refreshed = APIClient().post("/api/token/refresh/", {"refresh": pair["refresh"]}, format="json")
+    assert refreshed.status_code == 401
+    assert token_pair(user)["refresh"]  # signing in again works
+    assert User.objects.get(pk=staff.pk).is_active
 
 
 @pytest.mark.parametrize("target", ["self", "other"])
