@@ -62,6 +62,8 @@ def test_create_an_email_task(client):
     [
         (email_input(to=["ok@example.com", "bad@"]), "to", "'bad@' is not a valid email address."),
         (email_input(to=[]), "to", "At least one recipient is required."),
+        (email_input(to="a@[127.0.0.1]"), "to", "not an address in brackets"),
+        (email_input(to=["ok@example.com", "b@[10.1.2.3]"]), "to", "not an address in brackets"),
         (email_input(to=5), "to", "An email address or a list of email addresses is required."),
         (email_input(to=[f"u{i}@example.com" for i in range(11)]), "to", "At most 10 recipients"),
         (email_input(subject="two\nlines"), "subject", "no line breaks"),

@@ -38,6 +38,7 @@ class RecipientsField(serializers.Field):
         "empty": "At least one recipient is required.",
         "too_many": "At most {maximum} recipients are allowed.",
         "bad_address": "{address!r} is not a valid email address.",
+        "literal": "{address!r}: give a domain name, not an address in brackets.",
     }
 
     def to_internal_value(self, data):
@@ -56,6 +57,10 @@ class RecipientsField(serializers.Field):
                 validate_email(address)
             except ValidationError:
                 self.fail("bad_address", address=address[:254])
+            if address.endswith("]"):
+                # A domain literal (user@[10.0.0.1]) has the mail server deliver to that
+                # address, an internal one as readily as any: the outbound rules' concern.
+                self.fail("literal", address=address[:254])
             if address.lower() not in {seen.lower() for seen in cleaned}:
                 cleaned.append(address)
         return cleaned
