@@ -27,6 +27,7 @@ def retry_delay(attempt: int) -> int:
     """Seconds before the next run after ``attempt`` runs: doubling from TASK_RETRY_BACKOFF,
     capped at TASK_RETRY_MAX_DELAY, each drawn between half and all of that ("equal
     jitter"), so retries of many tasks spread out and each delay is at least the last."""
+    attempt = max(1, attempt)
     ceiling = min(settings.TASK_RETRY_MAX_DELAY, settings.TASK_RETRY_BACKOFF * 2 ** (attempt - 1))
     return max(1, round(random.uniform(ceiling / 2, ceiling)))
 
@@ -118,7 +119,9 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         error = f"{type(exc).__name__}: {exc}"
         if kind is not None and isinstance(exc, kind.transient_errors):
             if task.attempts < task.max_attempts:
-                delay = retry_delay(task.attempts)
+                # Counted from the last manual retry, which grants a fresh set of attempts
+                # (max_attempts moves on): its backoff starts again from TASK_RETRY_BACKOFF.
+                delay = retry_delay(task.attempts - task.max_attempts + kind.max_attempts)
                 logger.info("task %s: %s; trying again in %d s", task_id, error, delay)
                 if services.task_retry_later(task=task, error=error, delay=delay):
                     return f"retrying in {delay} s"

@@ -233,6 +233,25 @@ def test_a_503_is_retried_with_growing_delays_then_fails(user, allow_loopback, m
     assert delays == sorted(delays)
 
 
+def test_after_a_manual_retry_the_backoff_starts_again(user, allow_loopback, monkeypatch):
+    """A retry grants a fresh set of attempts; their first wait was computed from every
+    attempt so far (80-160 s instead of 5-10 s after one round of four)."""
+    monkeypatch.setattr(services.queue, "publish", lambda jobs: [])
+    with HTTPServer([Answer(503, b"busy")]) as server:
+        task = integration_task(user, url=server.url())
+        for _ in range(3):
+            assert jobs.run_task(str(task.pk)).startswith("retrying in ")
+            _release(task)
+        assert jobs.run_task(str(task.pk)) == "failed"
+        task.refresh_from_db()
+        services.task_retry(task=task, actor=user)
+        before = timezone.now()
+        assert jobs.run_task(str(task.pk)).startswith("retrying in ")
+    task.refresh_from_db()
+    assert task.attempts == 5 and task.status == TaskStatus.SCHEDULED
+    assert 5 - 1 <= (task.run_at - before).total_seconds() <= 10 + 1
+
+
 def test_a_connection_error_is_retried(user, allow_loopback):
     with HTTPServer() as gone:
         url = gone.url()
