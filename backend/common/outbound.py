@@ -176,6 +176,10 @@ def parse_url(url: str) -> httpx.URL:
         raise OutboundRefused(f"not a valid URL: {exc}") from None
     if parsed.scheme not in ("http", "https"):
         raise OutboundRefused("only http and https URLs are allowed")
+    try:
+        parsed.host  # noqa: B018 - decoding an "xn--" name may fail (UnicodeError)
+    except ValueError as exc:
+        raise OutboundRefused(f"not a valid host name: {exc}") from None
     if not parsed.host:
         raise OutboundRefused("the URL names no host")
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
@@ -191,7 +195,10 @@ def validate_url(url: str) -> None:
     if "%" in host and literal_address(host) is None:
         # A name written percent-encoded (``%6c%6f%63alhost``) is no name a resolver reads;
         # a numeric one is decoded and checked below.
-        raise OutboundRefused("a host name may not be percent-encoded")
+        raise OutboundRefused(
+            "a host name may hold letters, digits, hyphens and dots only (no space, nothing "
+            "percent-encoded)"
+        )
     if host == "localhost" or host.endswith(".localhost"):
         literal = ipaddress.ip_address("127.0.0.1")
     else:

@@ -75,6 +75,10 @@ def test_defaults_are_filled_in():
         # Accepted, then retried as a connection error.
         ({"url": "http://example.com:99999/"}, "url"),
         ({"url": "http://example.com:0/"}, "url"),
+        # A name in "xn--" form that is no valid punycode: a 500.
+        ({"url": "http://xn--ls8h.la/"}, "url"),
+        ({"url": "http://xn--/"}, "url"),
+        ({"url": "https://xn--zz.com/"}, "url"),
         ({"url": ""}, "url"),
         ({"url": 5}, "url"),
         ({"url": "https://example.com", "method": "TRACE"}, "method"),

@@ -569,3 +569,10 @@ def test_staff_cannot_lock_themselves_out(client_for, staff):
         assert response.status_code == 400
     staff.refresh_from_db()
     assert staff.is_active and staff.is_staff
+
+
+@pytest.mark.parametrize("url", ["https://xn--zz.com/", "http://exa mple.com/", "http://h:99999/"])
+def test_a_webhook_url_that_cannot_be_called_is_400(client_for, user, url):
+    response = client_for(user).patch(ME, {"webhook_url": url}, format="json")
+    assert response.status_code == 400
+    assert "webhook_url" in response.json()
