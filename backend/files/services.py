@@ -116,9 +116,23 @@ def _store(*, owner: User, content, name: str, content_type: str, size, sha256) 
 # --- reads the workers need ----------------------------------------------------------------
 
 
+class FileMissing(DomainError):
+    """The file's row is there, its bytes are not (removed from the storage by hand, or a
+    storage restored without them): 410, without the storage's path."""
+
+    status_code = 410
+    code = "file_missing"
+
+
 def file_open(file: File):
     """The file's bytes, opened for reading through the storage (a file-like object)."""
-    return default_storage.open(file.storage_name, "rb")
+    try:
+        return default_storage.open(file.storage_name, "rb")
+    except FileNotFoundError:
+        logger.error("file %s: no bytes in the storage at %s", file.pk, file.storage_name)
+        raise FileMissing(
+            "the file's bytes are missing from the storage; upload it again"
+        ) from None
 
 
 # --- delete -----------------------------------------------------------------------------

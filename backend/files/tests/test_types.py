@@ -148,6 +148,18 @@ def test_a_file_deleted_before_the_run_fails_the_task_readably(user):
     assert task.status == TaskStatus.FAILED and "no longer exists" in task.error
 
 
+def test_a_file_whose_bytes_are_gone_fails_the_task_without_the_storage_path(user):
+    file = make_file(user)
+    default_storage.delete(file.storage_name)
+    task = run(
+        TaskFactory(owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)})
+    )
+    assert task.status == TaskStatus.FAILED
+    assert task.error == (
+        "FileMissing: the file's bytes are missing from the storage; upload it again"
+    )
+
+
 def test_a_file_of_someone_else_is_not_read_at_run_time(user, other_user):
     theirs = make_file(other_user)
     task = TaskFactory(

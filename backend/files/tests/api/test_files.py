@@ -257,6 +257,18 @@ def test_download_gives_back_identical_bytes_with_the_etag(client, user):
     assert response["Content-Type"] == "application/octet-stream"
 
 
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_download_of_a_file_whose_bytes_are_gone_is_410(client, user, method):
+    """It was a 500 (FileNotFoundError from the storage)."""
+    file = make_file(user)
+    default_storage.delete(file.storage_name)
+    response = getattr(client, method)(f"/api/files/{file.pk}/download/")
+    assert response.status_code == 410
+    if method == "get":
+        body = response.json()
+        assert body["code"] == "file_missing" and file.storage_name not in body["detail"]
+
+
 def test_download_of_a_non_ascii_name(client, user):
     file = make_file(user, name="données.csv")
     response = client.get(f"/api/files/{file.pk}/download/")
