@@ -23,13 +23,20 @@ class _ConnectionCheck:
 @task_prerun.connect
 def _drop_broken_db_connections(**kwargs) -> None:
     """Reused connections (CELERY_DB_REUSE_MAX) are checked as Django checks them around a
-    request (a connection that failed or outlived CONN_MAX_AGE is closed and the next query
-    opens a fresh one) — at once after an error, otherwise once every ``every`` tasks, so a
-    task costs no health-check query of its own."""
+    request. Before every task, the health check of CONN_HEALTH_CHECKS is due again: on
+    PostgreSQL it reads the socket without a statement (``backend.common.postgresql``), so
+    a connection the server ended while the worker was idle (a restart,
+    ``pg_terminate_backend``, ``idle_session_timeout``) is replaced before the task's first
+    query instead of failing it. The rest of Django's check (a connection that failed or
+    outlived CONN_MAX_AGE is closed) runs at once after an error, otherwise once every
+    ``every`` tasks."""
     from django.db import close_old_connections, connections
 
+    opened = connections.all(initialized_only=True)
+    for conn in opened:
+        conn.health_check_done = False
     _ConnectionCheck.runs += 1
-    errors = any(conn.errors_occurred for conn in connections.all(initialized_only=True))
+    errors = any(conn.errors_occurred for conn in opened)
     if errors or _ConnectionCheck.runs >= _ConnectionCheck.every:
         _ConnectionCheck.runs = 0
         close_old_connections()

@@ -53,3 +53,29 @@ def test_a_connection_the_server_ended_is_replaced():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != ended
+
+
+def test_a_worker_replaces_a_connection_the_server_ended_while_it_was_idle():
+    """After a PostgreSQL restart, each idle worker process failed the first task it got
+    (OperationalError: terminating connection) and the task waited for the dispatcher."""
+    from celery.signals import task_prerun
+
+    from backend.tasks import jobs
+
+    connection.ensure_connection()
+    ended = connection.connection.info.backend_pid
+    other = connections.create_connection("default")
+    try:
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
+    finally:
+        other.close()
+    deadline = time.monotonic() + 10
+    while connection.is_usable() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    connection.health_check_done = True  # as after the last task's queries
+
+    task_prerun.send(sender=jobs.run_task, task_id="t", task=jobs.run_task, args=(), kwargs={})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != ended
