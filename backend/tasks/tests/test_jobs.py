@@ -323,6 +323,47 @@ def test_claim_hands_back_what_the_run_needs(user):
     assert services.task_claim(task_id="not-a-uuid") is None
 
 
+def test_a_run_the_database_failed_is_asked_again_not_dropped(user, monkeypatch):
+    """The run's message was acknowledged with the error and the task waited for the
+    dispatcher (TASK_REDISPATCH_AFTER, 5 minutes)."""
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+
+    task = TaskFactory(owner=user, task_type="sum", input_data={"numbers": [1, 2]})
+    execute = runner.execute
+    calls = []
+
+    def fails_once(*args):
+        calls.append(args)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return execute(*args)
+
+    monkeypatch.setattr(runner, "execute", fails_once)
+    outcome = jobs.run_task.apply(args=[str(task.pk)]).get()
+    assert len(calls) == 2 and outcome == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.result == {"result": 3}
+
+
+def test_a_run_the_database_keeps_failing_gives_up_after_a_few_tries(user, monkeypatch):
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+
+    calls = []
+
+    def always(*args):
+        calls.append(args)
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(runner, "execute", always)
+    with pytest.raises(OperationalError):
+        jobs.run_task.apply(args=["any"]).get()
+    assert len(calls) == jobs.DATABASE_RETRIES + 1
+
+
 def test_the_connection_is_checked_every_so_many_tasks(monkeypatch):
     from celery.signals import task_prerun
 
