@@ -1,7 +1,7 @@
 """The base of this service's ``manage.py`` commands."""
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.migrations.executor import MigrationExecutor
 
 
@@ -13,11 +13,18 @@ class ServiceCommand(BaseCommand):
 
     def execute(self, *args, **options):
         connection = connections[DEFAULT_DB_ALIAS]
-        executor = MigrationExecutor(connection)
-        if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        try:
+            executor = MigrationExecutor(connection)
+            if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+                raise CommandError(
+                    f"The database ({connection.settings_dict['NAME']}) is not migrated: run "
+                    "`make migrate` (or `manage.py migrate`). If `make run` uses another one, "
+                    "give this command the same VAR_DIR or DATABASE_URL (or put it in .env)."
+                )
+            return super().execute(*args, **options)
+        except (OperationalError, InterfaceError) as exc:
+            # The database is down or went away meanwhile: one line, not a traceback.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CommandError(
-                f"The database ({connection.settings_dict['NAME']}) is not migrated: run "
-                "`make migrate` (or `manage.py migrate`). If `make run` uses another one, "
-                "give this command the same VAR_DIR or DATABASE_URL (or put it in .env)."
-            )
-        return super().execute(*args, **options)
+                f"The database ({connection.settings_dict['NAME']}) is unavailable: {reason}"
+            ) from exc

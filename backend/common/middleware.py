@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import RequestDataTooBig, ValidationError
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
 
@@ -77,6 +77,26 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request, exception):
+        if isinstance(exception, (OperationalError, InterfaceError)) and (
+            is_api(request) or request.path == "/metrics"
+        ):
+            # The database is down, restarting or refusing connections: the client may try
+            # again (503), and the log gets one line, not a traceback per request.
+            logger.warning(
+                "database unavailable on %s %s (request id %s): %s",
+                request.method,
+                request.path,
+                request.request_id,
+                str(exception).strip().splitlines()[0] if str(exception).strip() else "",
+            )
+            response = error_response(
+                503,
+                "The database is unavailable; try again shortly.",
+                code="database_unavailable",
+                request_id=request.request_id,
+            )
+            response["Retry-After"] = "5"
+            return response
         if not is_api(request):
             return None
         if isinstance(exception, RequestDataTooBig):

@@ -253,3 +253,50 @@ def test_an_error_of_the_schema_view_is_json_of_the_usual_shape(path, headers, s
     assert response["Content-Type"] == "application/json"
     body = response.json()
     assert isinstance(body["detail"], str) and isinstance(body["code"], str)
+
+
+@pytest.fixture
+def database_down(monkeypatch):
+    """Every statement fails as it does while PostgreSQL is stopped or restarting."""
+    from django.db import OperationalError
+    from django.db.backends import utils
+
+    def refused(*args, **kwargs):
+        raise OperationalError("connection refused: is the server running?")
+
+    monkeypatch.setattr(utils.CursorWrapper, "execute", refused)
+    monkeypatch.setattr(utils.CursorWrapper, "executemany", refused)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("get", "/api/tasks/", None),
+        ("post", "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": [1]}}),
+        ("post", "/api/token/", {"username": "ann", "password": "a-long-Secret-42"}),
+        ("get", "/api/admin/stats/", None),
+    ],
+)
+def test_the_database_down_is_a_503_to_try_again(client_for, staff, method, path, body, request):
+    """It was a 500 with a traceback in the log for every request."""
+    client = client_for(staff)
+    request.getfixturevalue("database_down")
+    response = getattr(client, method)(path, body, format="json")
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "database_unavailable"
+    assert response["Retry-After"] == "5"
+
+
+def test_metrics_with_the_database_down_is_a_503(client, settings, request):
+    settings.METRICS_TOKEN = "m" * 32
+    request.getfixturevalue("database_down")
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {'m' * 32}")
+    assert response.status_code == 503
+
+
+def test_a_command_with_the_database_down_says_so_in_one_line(request):
+    from django.core.management import CommandError, call_command
+
+    request.getfixturevalue("database_down")
+    with pytest.raises(CommandError, match=r"^The database \(.*\) is unavailable: connection"):
+        call_command("task_stats")
