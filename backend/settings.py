@@ -6,6 +6,7 @@ A bad value stops start-up with a message naming the variable (see ``_fail``).
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import warnings
@@ -47,6 +48,23 @@ def _read(name: str, cast, default):
         return cast(name, default=default)
     except (ValueError, TypeError) as exc:
         _fail(f"Environment variable {name} has an invalid value: {exc}")
+
+
+def _float(name: str, default: float, *, positive: bool = False) -> float:
+    """A number of seconds, written as Python writes a float (django-environ's reading dropped
+    every character but digits, ``,``, ``.`` and ``-``: ``1e1`` was 11, ``2 s`` was 2); at
+    least 0, above 0 when ``positive``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        _fail(f"Environment variable {name} has an invalid value: {raw!r} is not a number")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        bound = "above 0" if positive else "0 or more"
+        _fail(f"Environment variable {name} must be a number of seconds {bound}, got {raw!r}")
+    return value
 
 
 def _bool(name: str, default: bool) -> bool:
@@ -320,13 +338,13 @@ try:
     CACHES = {"default": environ.Env.cache_url_config(_text("CACHE_URL", "locmemcache://"))}
 except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
-CACHE_TIMEOUT = _read("CACHE_TIMEOUT", env.float, 0.25)
+CACHE_TIMEOUT = _float("CACHE_TIMEOUT", 0.25, positive=True)
 if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
     CACHES["default"].setdefault("OPTIONS", {}).update(
         socket_connect_timeout=CACHE_TIMEOUT, socket_timeout=CACHE_TIMEOUT
     )
 # Each /health/ probe (database, broker, cache) gets this long before it is reported hung.
-HEALTH_CHECK_TIMEOUT = _read("HEALTH_CHECK_TIMEOUT", env.float, 1.5)
+HEALTH_CHECK_TIMEOUT = _float("HEALTH_CHECK_TIMEOUT", 1.5, positive=True)
 
 # Longest countdown task.
 COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
@@ -380,10 +398,10 @@ CELERY_BROKER_CONNECTION_TIMEOUT = 3
 # Sends from the web tier and the dispatcher: a broker that refuses or hangs holds a request
 # for about BROKER_PUBLISH_TIMEOUT seconds at most, and after a failed send the senders of
 # that process leave new tasks to the dispatcher for BROKER_BREAKER_SECONDS.
-BROKER_PUBLISH_TIMEOUT = _read("BROKER_PUBLISH_TIMEOUT", env.float, 1.0)
+BROKER_PUBLISH_TIMEOUT = _float("BROKER_PUBLISH_TIMEOUT", 1.0)
 if not 0 < BROKER_PUBLISH_TIMEOUT <= 30:
     _fail(f"BROKER_PUBLISH_TIMEOUT must be between 0 and 30 seconds, got {BROKER_PUBLISH_TIMEOUT}")
-BROKER_BREAKER_SECONDS = _read("BROKER_BREAKER_SECONDS", env.float, 5.0)
+BROKER_BREAKER_SECONDS = _float("BROKER_BREAKER_SECONDS", 5.0)
 if BROKER_BREAKER_SECONDS < 0:
     _fail(f"BROKER_BREAKER_SECONDS must be >= 0, got {BROKER_BREAKER_SECONDS}")
 BROKER_PUBLISH_TRANSPORT_OPTIONS = {
@@ -514,11 +532,11 @@ if _db["ENGINE"] != "django.db.backends.sqlite3":
 # The stats API, /metrics and the admin dashboard read the broker (queue depth, workers
 # online) with this deadline in seconds, at most 1, and keep the answers in each process for
 # the given seconds, so a page view never waits on the broker twice.
-OPS_BROKER_TIMEOUT = _read("OPS_BROKER_TIMEOUT", env.float, 1.0)
+OPS_BROKER_TIMEOUT = _float("OPS_BROKER_TIMEOUT", 1.0)
 if not 0 < OPS_BROKER_TIMEOUT <= 1:
     _fail(f"OPS_BROKER_TIMEOUT must be between 0 and 1 second, got {OPS_BROKER_TIMEOUT}")
-OPS_WORKERS_CACHE_SECONDS = _read("OPS_WORKERS_CACHE_SECONDS", env.float, 10.0)
-OPS_QUEUE_DEPTH_CACHE_SECONDS = _read("OPS_QUEUE_DEPTH_CACHE_SECONDS", env.float, 2.0)
+OPS_WORKERS_CACHE_SECONDS = _float("OPS_WORKERS_CACHE_SECONDS", 10.0)
+OPS_QUEUE_DEPTH_CACHE_SECONDS = _float("OPS_QUEUE_DEPTH_CACHE_SECONDS", 2.0)
 # GET /metrics answers staff sessions and `Authorization: Bearer <METRICS_TOKEN>`; empty
 # means staff only.
 METRICS_TOKEN = _text("METRICS_TOKEN", "")

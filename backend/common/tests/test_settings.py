@@ -82,6 +82,14 @@ BAD_VALUES = [
     ({"DATABASE_URL": POSTGRES, "DATABASE_PREPARE_THRESHOLD": "-1"}, "DATABASE_PREPARE_THRESHOLD"),
     ({"PORT": "0"}, "PORT"),
     ({"PORT": "eighty"}, "PORT"),
+    # Numbers of seconds were read after dropping what is not a digit, ",", "." or "-".
+    ({"BROKER_PUBLISH_TIMEOUT": "1e1x"}, "BROKER_PUBLISH_TIMEOUT"),
+    ({"BROKER_PUBLISH_TIMEOUT": "2 s"}, "BROKER_PUBLISH_TIMEOUT"),
+    ({"BROKER_BREAKER_SECONDS": "1,000"}, "BROKER_BREAKER_SECONDS"),
+    ({"CACHE_TIMEOUT": "abc"}, "CACHE_TIMEOUT"),
+    ({"CACHE_TIMEOUT": "0"}, "CACHE_TIMEOUT"),
+    ({"HEALTH_CHECK_TIMEOUT": "nan"}, "HEALTH_CHECK_TIMEOUT"),
+    ({"OPS_WORKERS_CACHE_SECONDS": "-1"}, "OPS_WORKERS_CACHE_SECONDS"),
 ]
 
 
@@ -135,3 +143,15 @@ def test_a_statement_run_again_and_again_is_prepared():
             ["%prepared_here%"],
         )
         assert cursor.fetchone()[0] == 1
+
+
+def test_a_number_of_seconds_reads_as_python_writes_it(tmp_path):
+    result = start_django(
+        tmp_path,
+        BROKER_PUBLISH_TIMEOUT="5e-1",
+        OPS_QUEUE_DEPTH_CACHE_SECONDS="0",
+        code="from django.conf import settings; "
+        "print(settings.BROKER_PUBLISH_TIMEOUT, settings.OPS_QUEUE_DEPTH_CACHE_SECONDS)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0.5", "0.0"]
