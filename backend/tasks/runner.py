@@ -111,6 +111,8 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         json.dumps(result, allow_nan=False)
         finished = services.task_finish(task=task, result=result)
     except types.TaskInterrupted:
+        if services.task_expire_if_overdue(task_id=task_id):
+            return "failed: deadline exceeded"
         return "stopped: the task is no longer running (cancelled, expired or rescued)"
     except SoftTimeLimitExceeded:
         services.task_fail(task=task, error="time limit exceeded")
@@ -133,4 +135,6 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         return "failed"
     if finished:
         return "completed"
+    if services.task_expire_if_overdue(task_id=task_id):
+        return "failed: deadline exceeded (the result came after it)"
     return "discarded: the task stopped running before its result was recorded"

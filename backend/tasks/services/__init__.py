@@ -35,7 +35,13 @@ from .lifecycle import (
     task_update,
 )
 from .limits import reserve_active_slot
-from .sweeps import DEADLINE_EXCEEDED, tasks_dispatch, tasks_expire, tasks_rescue
+from .sweeps import (
+    DEADLINE_EXCEEDED,
+    task_expire_if_overdue,
+    tasks_dispatch,
+    tasks_expire,
+    tasks_rescue,
+)
 
 __all__ = [
     "DEADLINE_EXCEEDED",
@@ -49,6 +55,7 @@ __all__ = [
     "task_create",
     "task_decline",
     "task_delete",
+    "task_expire_if_overdue",
     "task_fail",
     "task_fail_unread",
     "task_finish",

@@ -166,36 +166,39 @@ def task_read(*, task_id) -> Task | None:
     return None if row is None else _task_of(here, task_id, row, status=TaskStatus.PENDING, now=now)
 
 
-def _update_run(task: Task, changes: dict[str, Any]) -> bool:
+def _update_run(task: Task, changes: dict[str, Any], *, in_time: bool = False) -> bool:
     """UPDATE the task with ``changes`` only while it is still this run's: in the status
     the run found it in (running once claimed; pending when only read, see ``task_read``)
     and with the attempt it saw (which fences off a run that was presumed lost and has
-    since been started again). False when it no longer is."""
+    since been started again), and, ``in_time``, before its deadline. False when it no
+    longer is."""
     if task.status == TaskStatus.PENDING:  # read, not claimed: this UPDATE also starts it
         started = {"started_at": task.started_at, "heartbeat_at": task.started_at}
         changes = {**started, "attempts": task.attempts + 1, **changes}
     assignments, params = sql.assignments(Task, changes)
     here = sql.db()
+    where, guards = f"AND {TABLE}.attempts = %s", [task.attempts]
+    if in_time:
+        where += f" AND {NOT_OVERDUE}"
+        guards.append(here.ops.adapt_datetimefield_value(timezone.now()))
     with here.cursor() as cursor:
         cursor.execute(
-            _run_update(_relaxed(here), assignments, where=f"AND {TABLE}.attempts = %s"),
-            [
-                *params,
-                Task._meta.pk.get_db_prep_value(task.pk, here),
-                task.status,
-                task.attempts,
-            ],
+            _run_update(_relaxed(here), assignments, where=where),
+            [*params, Task._meta.pk.get_db_prep_value(task.pk, here), task.status, *guards],
         )
         return cursor.rowcount > 0
 
 
 def task_report_progress(*, task: Task, progress: int) -> bool:
-    """Record progress and a heartbeat; False when the task is no longer this run's."""
+    """Record progress and a heartbeat; False when the task is no longer this run's, or its
+    deadline has passed (the run stops; ``task_expire_if_overdue`` fails it)."""
     now = timezone.now()
-    return _update_run(task, {"progress": progress, "heartbeat_at": now, "updated_at": now})
+    return _update_run(
+        task, {"progress": progress, "heartbeat_at": now, "updated_at": now}, in_time=True
+    )
 
 
-def _finish_run(task: Task, event: str, changes: dict[str, Any]) -> bool:
+def _finish_run(task: Task, event: str, changes: dict[str, Any], *, in_time: bool = False) -> bool:
     """The run's last guarded UPDATE; with the event's notifications, when anyone is to be
     told, inserted in the same transaction (one statement more)."""
     recipient = getattr(task, "recipient", None)
@@ -203,9 +206,9 @@ def _finish_run(task: Task, event: str, changes: dict[str, Any]) -> bool:
         recipient = notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id)
     planned = notifications.plan(event=event, task_id=task.pk, recipient=recipient)
     if not planned:
-        return _update_run(task, changes)
+        return _update_run(task, changes, in_time=in_time)
     with transaction.atomic():
-        if not _update_run(task, changes):
+        if not _update_run(task, changes, in_time=in_time):
             return False
         notifications.notifications_create(planned)
     return True
@@ -234,7 +237,9 @@ def _failed(error: str) -> tuple[str, dict[str, Any]]:
 
 
 def task_finish(*, task: Task, result: Any) -> bool:
-    return _finish_run(task, *_completed(result))
+    """Completed, only before the deadline: a run that ends after it did not make it (False;
+    ``task_expire_if_overdue`` fails it as the expiry sweep would)."""
+    return _finish_run(task, *_completed(result), in_time=True)
 
 
 def task_fail(*, task: Task, error: str) -> bool:

@@ -149,6 +149,13 @@ def tasks_expire(*, queryset: QuerySet[Task] | None = None) -> int:
     return sum(_at_once(expire, [overdue.filter(part) for part in _id_ranges(EXPIRY_PARTS)]))
 
 
+def task_expire_if_overdue(*, task_id) -> bool:
+    """The expiry of one task, as the sweep would do it (guarded, with its notifications):
+    for a run that found its deadline passed (its heartbeat or its result refused), so the
+    task fails now rather than at the next sweep. False when it is not active and overdue."""
+    return bool(tasks_expire(queryset=Task.objects.filter(pk=task_id)))
+
+
 def _worth_splitting(active: QuerySet[Task]) -> bool:
     """PostgreSQL, outside a transaction (the parts commit one by one, and another
     connection would not see the caller's uncommitted rows), and at least

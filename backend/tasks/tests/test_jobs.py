@@ -532,3 +532,46 @@ def test_a_run_from_its_messages_input_commits_relaxed_on_postgresql(user, setti
     with connection.cursor() as cursor:  # the session's own setting is untouched
         cursor.execute("SHOW synchronous_commit")
         assert cursor.fetchone()[0] == "on"
+
+
+def test_a_run_past_its_deadline_fails_at_its_next_heartbeat(user):
+    """A running countdown past its deadline finished "completed" when no expiry sweep had
+    run in between (beat stopped, or between two sweeps): its heartbeat is now refused, and
+    the task fails as the sweep fails it."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    task = TaskFactory(
+        owner=user,
+        task_type="countdown",
+        input_data={"seconds": 2},
+        deadline=timezone.now() + timedelta(seconds=0.6),
+    )
+    assert jobs.run_task(str(task.pk)) == "failed: deadline exceeded"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error == services.DEADLINE_EXCEEDED
+    assert task.result is None
+
+
+def test_a_result_that_comes_after_the_deadline_is_not_recorded(user, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    task = TaskFactory(
+        owner=user,
+        task_type="reverse",
+        input_data={"data": "abc"},
+        deadline=timezone.now() + timedelta(minutes=5),
+    )
+
+    def slow_reverse(data, ctx):
+        Task.objects.filter(pk=task.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+        return {"result": "cba"}
+
+    kind = dataclasses.replace(types.get("reverse"), handler=slow_reverse)
+    monkeypatch.setitem(types_base._REGISTRY, "reverse", kind)
+    assert jobs.run_task(str(task.pk), "", None).startswith("failed: deadline exceeded")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.error == services.DEADLINE_EXCEEDED
