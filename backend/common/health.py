@@ -144,6 +144,16 @@ HEALTH_BODY = inline_serializer(
             "counted within about a second.",
         ),
         "reason": serializers.CharField(required=False, help_text="Why the status is degraded."),
+        "queues": serializers.DictField(
+            child=serializers.IntegerField(),
+            required=False,
+            help_text="Workers online consuming each queue (when they could be counted).",
+        ),
+        "warnings": serializers.ListField(
+            child=serializers.CharField(),
+            required=False,
+            help_text="What waits because no worker consumes the long or maintenance queue.",
+        ),
     },
 )
 
@@ -159,11 +169,38 @@ def health(request):
     workers: dict = {}
     checks = run_checks(workers)
     failed = [name for name, value in checks.items() if value != "ok"]
-    count, reason = worker_status(workers.get("workers"))
+    online = workers.get("workers")
+    count, reason = worker_status(online)
     body = {"status": "error" if failed else "ok", "checks": checks, "workers": count}
+    if online is not None:
+        body["queues"] = consumers_by_queue(online)
+        warnings = [
+            QUEUE_WARNINGS[name]
+            for name, n in body["queues"].items()
+            if not n and name in QUEUE_WARNINGS
+        ]
+        if warnings and not reason:
+            body["warnings"] = warnings
     if failed:
         body["failed"] = failed
     elif reason:
         body["status"] = "degraded"
         body["reason"] = reason
     return Response(body, status=503 if failed else 200)
+
+
+# What stops when no worker consumes one of the other queues: said beside an "ok" status
+# (tasks of the short types still run).
+QUEUE_WARNINGS = {
+    "long": "no worker consumes the 'long' queue: countdown, email, reminder, file and "
+    "outbound tasks and notifications wait",
+    "maintenance": "no worker consumes the 'maintenance' queue: the expiry, dispatch and "
+    "rescue sweeps do not run",
+}
+
+
+def consumers_by_queue(online: list[dict]) -> dict[str, int]:
+    """How many of the workers online consume each of the service's queues."""
+    return {
+        name: sum(name in worker["queues"] for worker in online) for name in settings.TASK_QUEUES
+    }

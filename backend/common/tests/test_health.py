@@ -36,6 +36,26 @@ def test_health_ok(api_client):
     assert "no worker consumes the 'tasks' queue" in body["reason"]
 
 
+def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch):
+    """With the maintenance worker gone, it said "ok" while no expiry, dispatch or rescue
+    ran; the status stays "ok" (tasks run), with a warning per queue left alone."""
+    from backend.ops import broker
+
+    online = [{"name": "worker@h", "queues": ["tasks"], "active": 0}]
+    monkeypatch.setattr(broker, "workers", lambda accept=None: online)
+    body = api_client.get(HEALTH).json()
+    assert body["status"] == "ok" and body["workers"] == 1
+    assert body["queues"] == {"tasks": 1, "long": 0, "maintenance": 0}
+    assert [warning.split(":")[0] for warning in body["warnings"]] == [
+        "no worker consumes the 'long' queue",
+        "no worker consumes the 'maintenance' queue",
+    ]
+    online.append({"name": "long@h", "queues": ["long", "maintenance"], "active": 0})
+    body = api_client.get(HEALTH).json()
+    assert body["queues"] == {"tasks": 1, "long": 1, "maintenance": 1}
+    assert "warnings" not in body
+
+
 def test_health_needs_no_authentication(api_client):
     api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
 
