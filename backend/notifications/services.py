@@ -305,9 +305,16 @@ def task_callback_set(*, task_id, url: str) -> None:
 # --- delivery -----------------------------------------------------------------------------
 
 
+# The waits of one mail's send, each bounded by EMAIL_TIMEOUT: connecting, the greeting,
+# EHLO, STARTTLS and EHLO again, two for a login, MAIL, RCPT, DATA, the message's end, QUIT.
+SMTP_WAITS = 12
+
+
 def _lease() -> timedelta:
-    """How long a claimed delivery is held: longer than any send can take."""
-    longest = max(settings.NOTIFY_WEBHOOK_TIMEOUT, settings.EMAIL_TIMEOUT * 3)
+    """How long a claimed delivery is held: longer than any send can take (a slow mail
+    server answering each of a send's steps just within EMAIL_TIMEOUT had its attempt taken
+    over, and sent again, while it was still sending)."""
+    longest = max(settings.NOTIFY_WEBHOOK_TIMEOUT, settings.EMAIL_TIMEOUT * SMTP_WAITS)
     return timedelta(seconds=longest + 5)
 
 
@@ -433,6 +440,11 @@ def notification_record(*, notification: Notification, started_at: datetime, out
         pk=notification.pk,
     )
     if outcome.delivered:
+        # Delivered is delivered, though a later attempt took over meanwhile (this one
+        # outlived its lease): nothing sends it again.
+        mine = Notification.objects.filter(
+            sql.key_guard(Q(status=NotificationStatus.PENDING)), pk=notification.pk
+        )
         status = NotificationStatus.DELIVERED
         mine.update(
             status=status, delivered_at=now, locked_until=None, last_error="", unreachable=False

@@ -353,6 +353,19 @@ def test_a_slow_attempt_taken_over_keeps_one_row_with_its_own_outcome(user, sent
         )
     rows = list(notification.delivery_attempts.values_list("number", "delivered", "error"))
     assert rows == [(1, True, "")]
+    # Delivered, though the attempt that took over is still under way: it was left pending,
+    # and sent again and again while each attempt outlived its lease.
+    notification.refresh_from_db()
+    assert notification.status == "delivered" and notification.delivered_at is not None
+    sent.clear()
+    assert services.notifications_dispatch() == {"due": 0, "sent": 0}
+
+
+def test_the_lease_outlasts_a_mail_server_answering_each_step_just_in_time(settings):
+    """It was 3 x EMAIL_TIMEOUT, while one send waits for about ten replies."""
+    settings.EMAIL_TIMEOUT = 10
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 10
+    assert services._lease() >= timedelta(seconds=10 * 11)
 
 
 def created_webhooks(user, count: int) -> list[Notification]:
