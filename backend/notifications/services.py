@@ -34,8 +34,12 @@ DELIVER = "backend.notifications.jobs.deliver_notifications"
 # messages, not 100,000 (each costs the sender and the worker more than a delivery's own
 # statements), while a slow receiver holds up only the few others of its batch.
 DELIVERY_BATCH = 20
-# An SMTP server or a webhook receiver may hang: deliveries go to the queue of long jobs.
+# An SMTP server or a webhook receiver may hang: deliveries go to the queue of long jobs,
+# at the priority of an urgent task, ahead of the other long tasks waiting there (a
+# delivery is bounded by its timeout; it waited behind every user's countdowns, at the
+# lowest priority).
 DELIVERY_QUEUE = QUEUE_LONG
+DELIVERY_RANK = 3
 
 
 # --- who hears about a task ---------------------------------------------------------------
@@ -271,7 +275,9 @@ def send_delivery_messages(ids: list) -> int:
         [str(pk) for pk in ids[start : start + DELIVERY_BATCH]]
         for start in range(0, len(ids), DELIVERY_BATCH)
     ]
-    sent = queue.send_messages(DELIVER, [[batch] for batch in batches], queue=DELIVERY_QUEUE)
+    sent = queue.send_messages(
+        DELIVER, [[batch] for batch in batches], queue=DELIVERY_QUEUE, rank=DELIVERY_RANK
+    )
     return sum(len(batch) for batch in batches[:sent])
 
 

@@ -263,12 +263,16 @@ def _failed(exc: Exception, unsent: int, name: str) -> None:
     )
 
 
-def send_messages(name: str, arguments: list[list], *, queue: str) -> int:
+def send_messages(name: str, arguments: list[list], *, queue: str, rank: int | None = None) -> int:
     """Send one message of the Celery task ``name`` per argument list, through the same
-    pool and breaker as run messages; returns how many went (stops at the first failure,
-    the rest are left for whatever re-sends them)."""
+    pool and breaker as run messages, at the priority of a task of ``rank`` (low 0 …
+    urgent 3; none given: the broker's default); returns how many went (stops at the first
+    failure, the rest are left for whatever re-sends them)."""
+    priority = None if rank is None else message_priority(rank)
     return _send_all(
-        arguments, lambda producer, args: _send(producer, name, args, queue=queue), name
+        arguments,
+        lambda producer, args: _send(producer, name, args, queue=queue, priority=priority),
+        name,
     )
 
 

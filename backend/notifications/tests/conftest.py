@@ -9,8 +9,9 @@ def sent(monkeypatch):
     recorded instead of sent."""
     messages = []
 
-    def send_messages(name, arguments, *, queue):
+    def send_messages(name, arguments, *, queue, rank=None):
         assert name == services.DELIVER and queue == services.DELIVERY_QUEUE
+        assert rank == services.DELIVERY_RANK
         messages.extend(pk for (batch,) in arguments for pk in batch)
         return len(arguments)
 

@@ -10,7 +10,7 @@ def test_the_admin_lists_filters_and_resends(client, monkeypatch):
     from backend.notifications import services
     from backend.users.tests.factories import UserFactory
 
-    monkeypatch.setattr(services.queue, "send_messages", lambda name, args, queue: len(args))
+    monkeypatch.setattr(services.queue, "send_messages", lambda name, args, queue, rank: len(args))
     staff = UserFactory(is_staff=True, is_superuser=True)
     staff.notify_email = ["task.created"]
     staff.save()

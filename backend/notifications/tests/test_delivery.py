@@ -296,7 +296,9 @@ def test_a_broker_outage_delays_but_does_not_lose(user, broker_down, monkeypatch
         monkeypatch.setattr(
             services.queue,
             "send_messages",
-            lambda name, args, queue: messages.extend(pk for (b,) in args for pk in b) or len(args),
+            lambda name, args, queue, rank: (
+                messages.extend(pk for (b,) in args for pk in b) or len(args)
+            ),
         )
         assert services.notifications_dispatch() == {"due": 1, "sent": 1}
         assert jobs.deliver_notification(messages[0]) == "delivered"
@@ -426,3 +428,37 @@ def test_a_receiver_that_answers_an_error_does_not_rest(user, sent):
         assert jobs.deliver_notification(str(second.pk)) == "pending"
     assert len(receiver.requests) == 2
     assert not Notification.objects.filter(unreachable=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_goes_ahead_of_the_long_tasks_waiting(user):
+    """On the configured broker: deliveries waited behind every queued countdown, at the
+    lowest priority; they now go at an urgent task's, ahead of the others (level with
+    urgent ones, which Redis's priority steps cannot tell apart)."""
+    import ast
+
+    from backend.celery import app as celery_app
+    from backend.tasks import queue as task_queue
+    from backend.tasks.tests.factories import TaskFactory
+    from backend.tasks.tests.processes import purge_filesystem_broker
+
+    purge_filesystem_broker()
+    with celery_app.connection_for_write() as conn:
+        conn.default_channel.queue_purge(services.DELIVERY_QUEUE)
+    waiting = [
+        TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1}, priority=p)
+        for p in ("low", "high", "normal")
+    ]
+    assert len(task_queue.publish([task_queue.job_of(t) for t in waiting])) == 3
+    assert services.send_delivery_messages(["00000000-0000-4000-8000-000000000001"]) == 1
+    names = []
+    with celery_app.connection_for_write() as conn:
+        channel = conn.default_channel
+        for _ in range(4):
+            message = channel.basic_get(services.DELIVERY_QUEUE, no_ack=True)
+            names.append(message.headers["task"])
+            if message.headers["task"] != services.DELIVER:
+                assert ast.literal_eval(message.headers["argsrepr"])[0] in {
+                    str(t.pk) for t in waiting
+                }
+    assert names[0] == services.DELIVER and names.count(services.DELIVER) == 1

@@ -386,7 +386,7 @@ def test_a_large_sweep_sends_a_message_per_batch_and_each_batch_is_delivered(
     count = 2 * services.DELIVERY_BATCH + 1
     messages = []
 
-    def send_messages(name, arguments, *, queue):
+    def send_messages(name, arguments, *, queue, rank=None):
         messages.extend((name, queue, args) for args in arguments)
         return len(arguments)
 
@@ -418,7 +418,7 @@ def test_the_batches_the_broker_did_not_take_are_left_to_the_dispatcher(
     expired_webhooks(user, services.DELIVERY_BATCH + 5, "http://127.0.0.1:9/hooks")
     taken = []
 
-    def send_messages(name, arguments, *, queue):  # the broker fails after the first
+    def send_messages(name, arguments, *, queue, rank=None):  # the broker fails after the first
         taken.extend(arguments[0][0])
         return 1
 
