@@ -34,13 +34,16 @@ def user_create(
     return user
 
 
-def _save(user: User) -> None:
+def _save(user: User, update_fields: list[str] | None = None) -> None:
     """Save what ``full_clean`` passed. Two requests taking one username or email (in any
     case) at once both pass it; the constraint refuses the second, named as the check
     would have named it (400, not a 500)."""
     try:
         with transaction.atomic():
-            user.save()
+            if update_fields is None:
+                user.save()
+            elif update_fields:
+                user.save(update_fields=update_fields)
     except IntegrityError as exc:
         # By the constraint the database names (its first line), not the whole message,
         # whose detail quotes the value: a username holding "email" would mislead.
@@ -66,11 +69,15 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     password = data.pop("password", None)
     for field, value in data.items():
         setattr(user, field, value)
+    changed = list(data)
     if password:
         validate_password(password, user=user)
         user.set_password(password)
+        changed.append("password")
     user.full_clean(exclude=["password"])
-    _save(user)
+    # Only what changed: the row as loaded at the start of the request would undo what
+    # happened meanwhile (a webhook secret rotated, a webhook_url cleared by a 410).
+    _save(user, update_fields=changed)
     return user
 
 

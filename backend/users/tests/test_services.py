@@ -150,3 +150,19 @@ def test_a_name_taken_between_the_check_and_the_save_is_a_validation_error(
         services.user_update(user=user, data=dict(taken))
     assert list(refused.value.message_dict) == [field]
     assert User.objects.filter(username__iexact=taken.get("username", "same")).count() == 1
+
+
+def test_an_update_writes_only_what_it_changes():
+    """A profile PATCH saved the whole row as it loaded it: a webhook secret rotated, or a
+    webhook_url cleared by a 410, while the PATCH ran (its password hashing takes a while)
+    was undone."""
+    user = UserFactory(webhook_url="https://hooks.example.com/x")
+    loaded = User.objects.get(pk=user.pk)  # what the PATCH works on
+    secret = services.user_webhook_secret_rotate(user=User.objects.get(pk=user.pk))
+    services.user_webhook_disable(user_id=user.pk, url="https://hooks.example.com/x")
+
+    services.user_update(user=loaded, data={"name": "Racer", "password": "a-new-Secret-4242"})
+
+    stored = User.objects.get(pk=user.pk)
+    assert stored.name == "Racer" and stored.check_password("a-new-Secret-4242")
+    assert stored.webhook_secret == secret and stored.webhook_url == ""
