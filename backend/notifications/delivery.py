@@ -36,7 +36,25 @@ def task_data(notification: Notification) -> dict:
     return json.loads(json.dumps(TaskSerializer(task).data, cls=JSONEncoder))
 
 
+def withdrawn(notification: Notification) -> str:
+    """Why the owner no longer wants this sent ("" when they do): since the event, their
+    webhook_url changed (perhaps because it leaked), or they stopped asking for this mail.
+    Read at each attempt, so a retry stops too. A task's callback_url is the task's own."""
+    user = notification.user
+    if notification.channel == Channel.WEBHOOK and user.webhook_url != notification.target:
+        return "not sent: the owner's webhook_url changed after the event"
+    if notification.channel == Channel.EMAIL and (
+        (user.email or "").casefold() != notification.target.casefold()
+        or notification.event not in (user.notify_email or [])
+    ):
+        return "not sent: the owner no longer asks for this mail (email or notify_email changed)"
+    return ""
+
+
 def send(notification: Notification) -> Outcome:
+    reason = withdrawn(notification)
+    if reason:
+        return Outcome(delivered=False, final=True, error=reason)
     if notification.payload is None:
         # The first attempt: the task as it is now, kept for every retry of this message.
         notification.payload = json.dumps(task_data(notification), ensure_ascii=False)

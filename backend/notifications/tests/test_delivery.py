@@ -307,11 +307,17 @@ def test_a_broker_outage_delays_but_does_not_lose(user, broker_down, monkeypatch
 
 
 def test_resend_makes_a_notification_due_again(user, sent):
+    """Only where the owner still wants it: the 410 cleared their webhook_url, so a resend
+    fails unsent until they set it again."""
     with HTTPServer([Answer(410), Answer(200)]) as receiver:
         hooked(user, receiver.url())
         completed_task(user)
         notification = Notification.objects.get()
         jobs.deliver_notification(str(notification.pk))
+        assert services.notifications_resend(queryset=Notification.objects.all()) == 1
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+        user.webhook_url = receiver.url()
+        user.save(update_fields=["webhook_url"])
         assert services.notifications_resend(queryset=Notification.objects.all()) == 1
         assert jobs.deliver_notification(str(notification.pk)) == "delivered"
     assert len(receiver.requests) == 2
@@ -462,3 +468,34 @@ def test_a_delivery_goes_ahead_of_the_long_tasks_waiting(user):
                     str(t.pk) for t in waiting
                 }
     assert names[0] == services.DELIVER and names.count(services.DELIVER) == 1
+
+
+def test_a_webhook_is_not_sent_once_the_owner_changed_the_url(user, sent):
+    """A user who removes a webhook_url (it leaked, say) got the events of tasks already
+    running, and every retry, at the old one."""
+    with HTTPServer([Answer(500)]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "pending"
+        user.webhook_url = ""
+        user.save(update_fields=["webhook_url"])
+        due_again(notification)
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+    assert len(receiver.requests) == 1
+    notification.refresh_from_db()
+    assert notification.last_error == "not sent: the owner's webhook_url changed after the event"
+
+
+def test_a_mail_is_not_sent_once_the_owner_stopped_asking_for_it(user, settings, sent):
+    user.email = "ann@example.com"
+    user.notify_email = ["task.completed"]
+    user.save()
+    with SMTPServer() as smtp:
+        use_smtp(settings, smtp)
+        completed_task(user)
+        notification = Notification.objects.get(channel="email")
+        user.notify_email = []
+        user.save(update_fields=["notify_email"])
+        assert jobs.deliver_notification(str(notification.pk)) == "failed"
+        assert smtp.messages == []
