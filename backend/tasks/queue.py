@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import weakref
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -205,21 +206,44 @@ def _send_all(items: list, send_one, name: str) -> int:
         logger.info("broker breaker open: %d %s message(s) left for later", len(items), name)
         return 0
     sent = 0
-    try:
-        with _pooled_producer() as producer:
-            for start in range(0, len(items), BATCH):
-                chunk = items[start : start + BATCH]
-                if len(chunk) == 1:
-                    send_one(producer, chunk[0])
-                else:
-                    # Each message is one command on Redis; the batch flushes at its end.
-                    with producer.batch(max_size=len(chunk) + 1):
-                        for item in chunk:
-                            send_one(producer, item)
-                sent += len(chunk)
-    except Exception as exc:  # the broker is down, refused or hangs: sent again later
-        _failed(exc, len(items) - sent, name)
+    for first_try in (True, False):
+        began = time.monotonic()
+        try:
+            with _pooled_producer() as producer:
+                for start in range(sent, len(items), BATCH):
+                    chunk = items[start : start + BATCH]
+                    if len(chunk) == 1:
+                        send_one(producer, chunk[0])
+                    else:
+                        # Each message is one command on Redis; the batch flushes at its end.
+                        with producer.batch(max_size=len(chunk) + 1):
+                            for item in chunk:
+                                send_one(producer, item)
+                    sent += len(chunk)
+            return sent
+        except Exception as exc:  # the broker is down, refused or hangs: sent again later
+            if first_try and _closed_meanwhile(exc, time.monotonic() - began):
+                logger.info("the broker had closed a pooled connection (%s): sending again", exc)
+                _discard_pool()
+                continue
+            _failed(exc, len(items) - sent, name)
+            return sent
     return sent
+
+
+def _closed_meanwhile(exc: Exception, seconds: float) -> bool:
+    """A pooled connection the broker closed while it sat idle (a restart, a failover)
+    fails at once with a connection error: worth one more try on a new connection. A
+    broker that hangs fails by a timeout, and is not tried again (the send stays bounded
+    by about BROKER_PUBLISH_TIMEOUT)."""
+    if seconds >= settings.BROKER_PUBLISH_TIMEOUT / 2 or isinstance(exc, TimeoutError):
+        return False
+    return isinstance(exc, _connection_errors())
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """What the broker's client raises for a lost connection (read on a failure only)."""
+    return (OSError, *celery_app.connection_for_write().connection_errors)
 
 
 def publish(jobs: Iterable[Job]) -> list[UUID]:

@@ -96,6 +96,42 @@ def test_publish_sends_through_the_pool(user):
     purge_filesystem_broker()  # no message left behind for later tests
 
 
+def test_a_pooled_connection_the_broker_closed_is_replaced_and_the_send_goes(user, monkeypatch):
+    """After a broker restart each process's first send failed on its stale pooled
+    connection (connection reset), tripped the breaker and left the task to the dispatcher."""
+    from .processes import purge_filesystem_broker
+
+    send = queue._send
+    calls = []
+
+    def reset_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return send(*args, **kwargs)
+
+    monkeypatch.setattr(queue, "_send", reset_once)
+    tasks = [TaskFactory(owner=user) for _ in range(3)]
+    try:
+        assert queue.publish([queue.job_of(t) for t in tasks]) == [t.pk for t in tasks]
+        assert queue.accepting()
+    finally:
+        purge_filesystem_broker()
+
+
+def test_a_send_that_times_out_is_not_tried_again(user, monkeypatch):
+    calls = []
+
+    def hangs(*args, **kwargs):
+        calls.append(1)
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(queue, "_send", hangs)
+    assert queue.publish([queue.job_of(TaskFactory(owner=user))]) == []
+    assert len(calls) == 1 and not queue.accepting()
+    queue.breaker.reset()
+
+
 def test_publish_with_the_broker_down_leaves_the_task_for_the_dispatcher(user, broker_down):
     task = TaskFactory(owner=user)
     assert queue.publish([queue.job_of(task)]) == []
