@@ -199,10 +199,16 @@ class ScheduleAdmin(admin.ModelAdmin):
             services.schedule_delete(schedule=schedule, actor=request.user)
 
     def _set_enabled(self, request, queryset, enabled: bool):
-        for schedule in queryset:
+        changed = 0
+        for schedule in queryset.exclude(enabled=enabled):
             services.schedule_set_enabled(schedule=schedule, actor=request.user, enabled=enabled)
+            changed += 1
         verb = "enabled" if enabled else "disabled"
-        self.message_user(request, f"{queryset.count()} schedule(s) {verb}.")
+        already = queryset.count() - changed
+        self.message_user(
+            request,
+            f"{changed} schedule(s) {verb}." + (f" ({already} already were.)" if already else ""),
+        )
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request, queryset):

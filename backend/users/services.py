@@ -91,7 +91,7 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
         queryset = queryset.exclude(pk=actor.pk)
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
-        count = users.update(is_active=False)
+        count = users.filter(is_active=True).update(is_active=False)  # not those already
         # A refresh token issued before must not work again once the account is reactivated.
         refresh_tokens_revoke_all(users)
     return count

@@ -187,3 +187,15 @@ def test_an_action_posted_to_a_list_url_it_cannot_query_goes_back_to_the_list(cl
     assert response.status_code == 302 and response["Location"].endswith("?e=1")
     user.refresh_from_db()
     assert user.is_active
+
+
+def test_the_deactivate_action_counts_only_who_it_changed(client):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    dormant, active = UserFactory(is_active=False), UserFactory()
+    client.force_login(admin)
+    response = client.post(
+        "/admin/users/user/",
+        {"action": "deactivate", "_selected_action": [str(dormant.pk), str(active.pk)]},
+        follow=True,
+    )
+    assert b"1 user(s) deactivated." in response.content

@@ -172,3 +172,15 @@ def test_lists_show_schedules_and_their_periodic_tasks(admin_client, user):
     assert f"schedule {schedule.pk}" in periodic
     add_page = admin_client.get(ADD)
     assert add_page.status_code == 200
+
+
+def test_the_actions_count_only_what_they_changed(admin_client, user):
+    """ "3 schedule(s) disabled" counted the ones that already were."""
+    paused = make_schedule(user, enabled=False)
+    running = make_schedule(user)
+    selected = [str(paused.pk), str(running.pk)]
+    response = admin_client.post(
+        CHANGELIST, {"action": "disable_schedules", "_selected_action": selected}, follow=True
+    )
+    assert b"1 schedule(s) disabled. (1 already were.)" in response.content
+    assert not Schedule.objects.filter(enabled=True).exists()
