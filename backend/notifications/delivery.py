@@ -15,7 +15,7 @@ from backend.tasks.api.serializers import TaskSerializer
 from backend.tasks.models import Task
 
 from . import signing
-from .models import Channel, Notification
+from .models import Channel, Notification, TaskCallback
 from .services import Outcome
 
 VERBS = {
@@ -41,7 +41,14 @@ def withdrawn(notification: Notification) -> str:
     webhook_url changed (perhaps because it leaked), or they stopped asking for this mail.
     Read at each attempt, so a retry stops too. A task's callback_url is the task's own."""
     user = notification.user
-    if notification.channel == Channel.WEBHOOK and user.webhook_url != notification.target:
+    if (
+        notification.channel == Channel.WEBHOOK
+        and user.webhook_url != notification.target
+        # The task's callback_url was that same URL (one notification stands for both).
+        and not TaskCallback.objects.filter(
+            task_id=notification.task_id, url=notification.target
+        ).exists()
+    ):
         return "not sent: the owner's webhook_url changed after the event"
     if notification.channel == Channel.EMAIL and (
         (user.email or "").casefold() != notification.target.casefold()

@@ -499,3 +499,19 @@ def test_a_mail_is_not_sent_once_the_owner_stopped_asking_for_it(user, settings,
         user.save(update_fields=["notify_email"])
         assert jobs.deliver_notification(str(notification.pk)) == "failed"
         assert smtp.messages == []
+
+
+def test_a_callback_to_the_owners_webhook_url_outlives_a_change_of_it(user, sent):
+    """One notification stands for both when a task's callback_url is the owner's
+    webhook_url: clearing the webhook_url cancelled the task's own callback too."""
+    with HTTPServer([Answer(500), Answer(204, b"")]) as receiver:
+        url = receiver.url("/hooks")
+        hooked(user, url)
+        task = task_services.task_create(owner=user, task_type="manual", callback_url=url)
+        [notification] = Notification.objects.filter(task_id=task.pk)
+        assert jobs.deliver_notification(str(notification.pk)) == "pending"
+        user.webhook_url = ""
+        user.save(update_fields=["webhook_url"])
+        due_again(notification)
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+    assert len(receiver.requests) == 2
