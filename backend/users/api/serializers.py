@@ -51,9 +51,13 @@ def _others(instance: User | None):
 
 
 def validate_unique_email(value: str | None, *, instance: User | None = None) -> str | None:
-    """Unique in any case, and not another user's username (either one logs in)."""
+    """Unique in any case, and not another user's username (either one logs in); at a
+    domain name, not a domain literal (``ann@[10.0.0.1]``: the mail server would deliver
+    the account's mail to that address, an internal one as readily as any)."""
     if not value:
         return None
+    if value.endswith("]"):
+        raise serializers.ValidationError("Give a domain name, not an address in brackets.")
     if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("A user with this email already exists.")
     if _others(instance).filter(username__iexact=value).exists():
@@ -179,6 +183,9 @@ class UserCreateSerializer(UserSerializer):
     def get_fields(self):
         fields = super().get_fields()
         fields["username"].required = False
+        # The browsable API's form shows it ticked, as a create without it makes the user
+        # (a form leaves an unticked box out, which reads as false).
+        fields["is_active"].initial = True
         return fields
 
     def validate(self, attrs):

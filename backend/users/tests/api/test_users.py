@@ -576,3 +576,23 @@ def test_a_webhook_url_that_cannot_be_called_is_400(client_for, user, url):
     response = client_for(user).patch(ME, {"webhook_url": url}, format="json")
     assert response.status_code == 400
     assert "webhook_url" in response.json()
+
+
+def test_an_account_email_at_a_domain_literal_is_400(client_for, user, api_client):
+    """Mail to ann@[127.0.0.1] goes where the brackets say: an internal address."""
+    patched = client_for(user).patch(ME, {"email": "ann@[127.0.0.1]"}, format="json")
+    registered = api_client.post(
+        "/api/register/",
+        {"username": "lit", "password": PASSWORD, "email": "lit@[10.1.2.3]"},
+        format="json",
+    )
+    assert (patched.status_code, registered.status_code) == (400, 400)
+    assert "email" in patched.json() and "email" in registered.json()
+    assert not User.objects.filter(username="lit").exists()
+
+
+def test_the_staff_create_form_shows_is_active_ticked(client, staff):
+    client.force_login(staff)
+    page = client.get(USERS, HTTP_ACCEPT="text/html").content.decode()
+    box = page[page.index('name="is_active"') - 200 : page.index('name="is_active"') + 200]
+    assert "checked" in box
