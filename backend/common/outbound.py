@@ -182,9 +182,23 @@ def parse_url(url: str) -> httpx.URL:
         raise OutboundRefused(f"not a valid host name: {exc}") from None
     if not parsed.host:
         raise OutboundRefused("the URL names no host")
+    if not _resolvable_name(parsed.raw_host):
+        raise OutboundRefused(
+            "not a valid host name: each dot-separated label holds 1 to 63 characters, 253 in all"
+        )
     if parsed.port is not None and not 1 <= parsed.port <= 65535:
         raise OutboundRefused("the port must be between 1 and 65535")
     return parsed
+
+
+def _resolvable_name(raw_host: bytes) -> bool:
+    """A name a resolver can look up (an address literal passes): no empty label (``a..b``)
+    and none over 63 characters, 253 in all, as the name is sent (IDNA's ASCII form).
+    One that breaks these failed every lookup, retried as if the network were down."""
+    if b":" in raw_host:  # an IPv6 literal
+        return True
+    name = raw_host.removesuffix(b".")
+    return len(name) <= 253 and all(1 <= len(label) <= 63 for label in name.split(b"."))
 
 
 def validate_url(url: str) -> None:

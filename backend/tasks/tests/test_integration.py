@@ -91,6 +91,12 @@ def test_defaults_are_filled_in():
         ({"url": "https://example.com", "headers": {"X-A": "x\x01y"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": "caf\u00e9"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": "v\u2028w"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "abc "}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": " abc"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"X-A": "\t"}}, "headers"),
+        # Names no resolver looks up: every lookup failed, retried as a network error.
+        ({"url": "http://" + "a" * 64 + ".example.com/"}, "url"),
+        ({"url": "http://a..example.com/"}, "url"),
         ({"url": "https://example.com", "headers": {"bad name": "v"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": 1}}, "headers"),
         ({"url": "https://example.com", "headers": ["X-A"]}, "headers"),

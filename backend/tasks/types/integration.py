@@ -48,7 +48,8 @@ REFUSED_HEADERS = {
     "content-length",
 }
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_FIELD_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# RFC 9110 field-value: visible ASCII, with spaces and tabs inside but not at either end.
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\t\x20-\x7e]*[\x21-\x7e])?)?")
 
 
 class UpstreamError(TransientError):
@@ -73,8 +74,9 @@ class HeadersField(serializers.Field):
         "name": "{name!r} is not a valid header name.",
         "refused": "The {name!r} header is set by the client and cannot be given.",
         "value": "The value of {name!r} must be a string of at most "
-        f"{MAX_HEADER_BYTES} characters: printable ASCII, spaces and tabs (no line breaks "
-        "nor other control characters; encode anything else, e.g. percent-encoded).",
+        f"{MAX_HEADER_BYTES} characters: printable ASCII, with spaces and tabs inside but "
+        "not at either end (no line breaks nor other control characters; encode anything "
+        "else, e.g. percent-encoded).",
     }
 
     def to_internal_value(self, data):
