@@ -111,7 +111,10 @@ class StrictJSONField(serializers.JSONField):
         if not getattr(data, "is_json_string", False):
             # A JSON body's value: the parser refused NUL and lone surrogates already, and
             # DRF's strict dump refuses infinity (1e400, as the parser reads it): say so,
-            # rather than "not valid JSON" of a body that is.
+            # rather than "not valid JSON" of a body that is. A value handed over by other
+            # code (the admin's schedule form) is held to the same depth as a body.
+            if not shallow(data):
+                self.fail("too_deep")
             try:
                 return super().to_internal_value(data)
             except serializers.ValidationError:
