@@ -212,3 +212,65 @@ def test_the_webhook_secret_form_asks_for_nothing(user):
     assert 'name="_content"' in form
     for field in ("username", "email", "password", "webhook_url"):
         assert f'name="{field}"' not in page, field
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_an_empty_enabled_box_means_disabled(user, method):
+    """``enabled=`` turned a paused schedule back on (DRF read the empty box as the
+    field's default, true)."""
+    paused = make_schedule(user, enabled=False)
+    form = "enabled="
+    if method == "put":
+        form = (
+            "task_type=sum&input_data=%7B%22numbers%22%3A+%5B3%5D%7D&interval_seconds=600&enabled="
+        )
+    response = getattr(signed_in(user), method)(
+        f"/api/schedules/{paused.pk}/",
+        form,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 200, response.content
+    paused.refresh_from_db()
+    assert paused.enabled is False
+
+
+def test_an_empty_box_for_a_field_with_no_none_is_400_in_a_patch(user):
+    """``priority=`` reset a high priority to normal, the field's default."""
+    schedule = make_schedule(user, priority="high")
+    response = signed_in(user).patch(
+        f"/api/schedules/{schedule.pk}/",
+        "priority=",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 400 and "priority" in response.json()
+    schedule.refresh_from_db()
+    assert schedule.priority == "high"
+
+
+def test_the_create_form_shows_enabled_ticked(user):
+    page = signed_in(user).get("/api/schedules/", **HTML).content.decode()
+    box = page[page.index('name="enabled"') - 200 : page.index('name="enabled"') + 200]
+    assert "checked" in box
+
+
+def test_a_schedule_given_as_a_dict_is_held_to_the_json_depth(user):
+    """The admin's schedule form hands input_data over as a dict, which skipped the depth
+    check: saved 800 levels deep, a 500 at 900 on SQLite."""
+    from backend.schedules.api.serializers import ScheduleWriteSerializer
+    from backend.schedules.validation import template_context
+
+    deep: list = []
+    for _ in range(150):
+        deep = [deep]
+    serializer = ScheduleWriteSerializer(
+        data={
+            "task_type": "api_integration",
+            "input_data": {"url": "https://example.com/", "json": deep},
+            "interval_seconds": 3600,
+        },
+        context=template_context(user, None),
+    )
+    assert not serializer.is_valid()
+    assert "levels deep" in str(serializer.errors["input_data"])

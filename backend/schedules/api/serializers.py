@@ -3,6 +3,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.utils import html
 
 from backend.schedules import selectors, timing
 from backend.schedules.models import Schedule, ScheduleRun
@@ -27,6 +28,12 @@ class CheckboxField(serializers.BooleanField):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.default_empty_html = False
+
+    def get_value(self, dictionary):
+        # Sent empty from a form: false too (DRF would take the default).
+        if html.is_html_input(dictionary) and dictionary.get(self.field_name) == "":
+            return False
+        return super().get_value(dictionary)
 
 
 class ScheduleWriteSerializer(TaskCreateSerializer):
@@ -73,7 +80,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         default="UTC",
         help_text="IANA time zone name of the crontab, e.g. 'Europe/Paris'",
     )
-    enabled = CheckboxField(required=False, default=True)
+    enabled = CheckboxField(required=False, default=True, initial=True)
 
     def validate_interval_seconds(self, value):
         minimum = settings.SCHEDULE_MIN_INTERVAL

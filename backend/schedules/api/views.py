@@ -3,7 +3,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.fields import SkipField
+from rest_framework.fields import SkipField, empty
 from rest_framework.response import Response
 
 from backend.common.idempotency import idempotent
@@ -38,8 +38,12 @@ def _form_changes(form, fields) -> dict:
         if field is None or field.read_only:
             changes[key] = form.get(key)
             continue
+        value = field.get_value(form)
+        if value is empty:  # an empty box for a field with no "none": not a change to make
+            errors[key] = ["This field may not be blank."]
+            continue
         try:
-            changes[key] = field.run_validation(field.get_value(form))
+            changes[key] = field.run_validation(value)
         except SkipField:
             continue
         except ValidationError as exc:
