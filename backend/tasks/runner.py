@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 import uuid
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from backend.common.storable import made_storable
@@ -59,11 +61,52 @@ def execute(task_id: str, task_type: str = "", input_data: dict | None = None) -
     task = services.task_claim(task_id=task_id)
     if task is None:
         return SKIPPED
-    return _run(
-        task,
-        types.find(task.task_type),
-        lambda percent: services.task_report_progress(task=task, progress=percent),
-    )
+    return _run(task, types.find(task.task_type), _heartbeat(task))
+
+
+DATABASE_ERRORS = (OperationalError, InterfaceError)
+
+
+def _heartbeat(task):
+    """The run's progress report. One the database fails (a restart, a failover) is a
+    missed heartbeat, not the run's end: the broken connection is dropped and the run goes
+    on; the next report connects again. (A run silent past TASK_HEARTBEAT_TIMEOUT is
+    rescued.)"""
+
+    def report(percent: int) -> bool:
+        try:
+            return services.task_report_progress(task=task, progress=percent)
+        except DATABASE_ERRORS as exc:
+            logger.warning("task %s: progress not recorded (%s); going on", task.pk, exc)
+            connection.close()
+            return True
+
+    return report
+
+
+# A run's outcome the database fails to take is written again after these pauses (about
+# 30 s in all) before the run gives up (its message is then asked again, see jobs.run_task,
+# and a run left running is rescued).
+RECORD_PAUSES = (1, 2, 4, 8, 15)
+
+
+class _Unrecorded(Exception):
+    """The outcome could not be written: the database is unavailable."""
+
+
+def _recorded(write):
+    """``write()`` (the outcome's guarded statement), tried again while the database is
+    failing, on a new connection each time."""
+    for pause in (*RECORD_PAUSES, None):
+        try:
+            return write()
+        except DATABASE_ERRORS as exc:
+            if pause is None:
+                raise
+            logger.warning("outcome not recorded (%s); trying again in %d s", exc, pause)
+            connection.close()
+            time.sleep(pause)
+    return None
 
 
 def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
@@ -109,13 +152,19 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         # a value JSON cannot hold fails the task here, before writing.
         result = made_storable(kind.handler(task.input_data, context))
         json.dumps(result, allow_nan=False)
-        finished = services.task_finish(task=task, result=result)
+        try:
+            finished = _recorded(lambda: services.task_finish(task=task, result=result))
+        except DATABASE_ERRORS as exc:
+            raise _Unrecorded from exc
+    except _Unrecorded as unrecorded:
+        # The database stayed unavailable: not the handler's failure (the run is rescued).
+        raise unrecorded.__cause__ from None
     except types.TaskInterrupted:
         if services.task_expire_if_overdue(task_id=task_id):
             return "failed: deadline exceeded"
         return "stopped: the task is no longer running (cancelled, expired or rescued)"
     except SoftTimeLimitExceeded:
-        services.task_fail(task=task, error="time limit exceeded")
+        _recorded(lambda: services.task_fail(task=task, error="time limit exceeded"))
         return "failed: time limit exceeded"
     except Exception as exc:  # a handler's (or its result's) error fails the task, never the worker
         error = f"{type(exc).__name__}: {exc}"
@@ -125,13 +174,15 @@ def _run(task, kind: types.TaskType | None, report) -> str:
                 # (max_attempts moves on): its backoff starts again from TASK_RETRY_BACKOFF.
                 delay = retry_delay(task.attempts - task.max_attempts + kind.max_attempts)
                 logger.info("task %s: %s; trying again in %d s", task_id, error, delay)
-                if services.task_retry_later(task=task, error=error, delay=delay):
+                if _recorded(
+                    lambda: services.task_retry_later(task=task, error=error, delay=delay)
+                ):
                     return f"retrying in {delay} s"
                 return "discarded: the task stopped running before its retry was recorded"
             error = f"{error} (gave up after {task.attempts} attempts)"
         else:
             logger.exception("task %s (%s) failed", task_id, task.task_type)
-        services.task_fail(task=task, error=error)
+        _recorded(lambda: services.task_fail(task=task, error=error))
         return "failed"
     if finished:
         return "completed"

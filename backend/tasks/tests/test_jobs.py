@@ -611,3 +611,69 @@ def test_a_result_that_comes_after_the_deadline_is_not_recorded(user, monkeypatc
     assert jobs.run_task(str(task.pk), "", None).startswith("failed: deadline exceeded")
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED and task.error == services.DEADLINE_EXCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_the_database_fails_does_not_end_the_run(user, monkeypatch):
+    """A PostgreSQL restart under a running countdown failed its heartbeat; the run took
+    that for the handler's failure, the task was left running until the rescue sweep, and
+    three restarts failed it as "the worker running this task was lost"."""
+    from django.db import OperationalError
+
+    report = services.task_report_progress
+    calls = []
+
+    def fails_first(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return report(**kwargs)
+
+    monkeypatch.setattr(services, "task_report_progress", fails_first)
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 2})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1 and len(calls) == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_the_database_fails_is_written_again(user, monkeypatch):
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+
+    monkeypatch.setattr(runner, "RECORD_PAUSES", (0, 0, 0))
+    finish = services.task_finish
+    calls = []
+
+    def fails_twice(**kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise OperationalError("the database system is starting up")
+        return finish(**kwargs)
+
+    monkeypatch.setattr(services, "task_finish", fails_twice)
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outcome_the_database_keeps_failing_leaves_the_run_to_the_rescue(user, monkeypatch):
+    """Not the handler's failure: the task is not failed with the database's error."""
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+
+    monkeypatch.setattr(runner, "RECORD_PAUSES", (0,))
+
+    def always(**kwargs):
+        raise OperationalError("the database is down")
+
+    monkeypatch.setattr(services, "task_finish", always)
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1})
+    with pytest.raises(OperationalError):
+        jobs.run_task(str(task.pk))
+    task.refresh_from_db()
+    assert task.status == TaskStatus.RUNNING and task.error is None
