@@ -85,9 +85,9 @@ def _heartbeat(task):
 
 
 # A run's outcome the database fails to take is written again after these pauses (about
-# 30 s in all) before the run gives up (its message is then asked again, see jobs.run_task,
-# and a run left running is rescued).
-RECORD_PAUSES = (1, 2, 4, 8, 15)
+# 15 s in all) before the run gives up (its message is then asked again, see jobs.run_task,
+# and a run left running is rescued). The run's time limit may come first: see _recorded.
+RECORD_PAUSES = (1, 2, 4, 8)
 
 
 class _Unrecorded(Exception):
@@ -105,7 +105,12 @@ def _recorded(write):
                 raise
             logger.warning("outcome not recorded (%s); trying again in %d s", exc, pause)
             connection.close()
-            time.sleep(pause)
+            try:
+                time.sleep(pause)
+            except SoftTimeLimitExceeded:
+                # The run's time is up while it waits to write what it has: one last try
+                # now (the hard limit is a few seconds away), not "time limit exceeded".
+                return write()
     return None
 
 

@@ -677,3 +677,31 @@ def test_an_outcome_the_database_keeps_failing_leaves_the_run_to_the_rescue(user
         jobs.run_task(str(task.pk))
     task.refresh_from_db()
     assert task.status == TaskStatus.RUNNING and task.error is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, monkeypatch):
+    """The waits between writes count against the run's time limit: the soft limit fired
+    in one and the task was failed "time limit exceeded", its result thrown away."""
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+
+    finish = services.task_finish
+    calls = []
+
+    def fails_until_the_last_try(**kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("the database system is starting up")
+        return finish(**kwargs)
+
+    def time_is_up(seconds):
+        raise SoftTimeLimitExceeded()
+
+    monkeypatch.setattr(services, "task_finish", fails_until_the_last_try)
+    monkeypatch.setattr(runner.time, "sleep", time_is_up)
+    task = TaskFactory(owner=user, task_type="reverse", input_data={"data": "abc"})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.error is None
