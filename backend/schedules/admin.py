@@ -6,11 +6,13 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.db.models import Q
+from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
 
 from backend.common.errors import DomainError
+from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import types
 
 from . import selectors, services
@@ -33,9 +35,34 @@ FORM_FIELDS = (
 )
 
 
+class ShallowJSONField(forms.JSONField):
+    """JSON no deeper than the API takes (the parser's RecursionError was a 500)."""
+
+    def to_python(self, value):
+        try:
+            value = super().to_python(value)
+        except RecursionError:
+            value = None
+            deep = True
+        else:
+            deep = not shallow(value)
+        if deep:
+            raise forms.ValidationError(
+                f"JSON may nest at most {MAX_JSON_DEPTH} levels deep.", code="too_deep"
+            )
+        return value
+
+    def bound_data(self, data, initial):
+        # Shown again as typed, as Django shows JSON it cannot parse.
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
+
+
 class ScheduleForm(forms.ModelForm):
     task_type = forms.ChoiceField(choices=())
-    input_data = forms.JSONField(required=False, initial=dict)
+    input_data = ShallowJSONField(required=False, initial=dict)
 
     class Meta:
         model = Schedule

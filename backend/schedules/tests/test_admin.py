@@ -184,3 +184,23 @@ def test_the_actions_count_only_what_they_changed(admin_client, user):
     )
     assert b"1 schedule(s) disabled. (1 already were.)" in response.content
     assert not Schedule.objects.filter(enabled=True).exists()
+
+
+@pytest.mark.parametrize("depth", [101, 1200])
+def test_the_form_refuses_json_deeper_than_the_api_takes(admin_client, user, depth):
+    """1,200 levels was a 500 (the form field's parser recursed too deep)."""
+    response = admin_client.post(
+        ADD,
+        {
+            "owner": str(user.pk),
+            "task_type": "sum",
+            "input_data": "[" * depth + "]" * depth,
+            "interval_seconds": "600",
+            "timezone": "UTC",
+            "priority": "normal",
+            "enabled": "on",
+        },
+    )
+    assert response.status_code == 200
+    assert b"JSON may nest at most 100 levels deep." in response.content
+    assert not Schedule.objects.exists()
