@@ -1,3 +1,4 @@
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
@@ -8,13 +9,24 @@ from . import services
 from .models import User
 
 
-class UserCreateForm(UserCreationForm):
+class DomainEmailMixin:
+    """An email at a domain name, as the API requires: mail to a domain literal
+    (``ann@[10.0.0.1]``) goes to that address, an internal one as readily as any."""
+
+    def clean_email(self):
+        email = self.cleaned_data.get("email")
+        if email and email.strip().endswith("]"):
+            raise forms.ValidationError("Give a domain name, not an address in brackets.")
+        return email
+
+
+class UserCreateForm(DomainEmailMixin, UserCreationForm):
     class Meta(UserCreationForm.Meta):
         model = User
         fields = ("username", "email", "name")
 
 
-class UserEditForm(UserChangeForm):
+class UserEditForm(DomainEmailMixin, UserChangeForm):
     class Meta(UserChangeForm.Meta):
         model = User
         fields = "__all__"

@@ -199,3 +199,23 @@ def test_the_deactivate_action_counts_only_who_it_changed(client):
         follow=True,
     )
     assert b"1 user(s) deactivated." in response.content
+
+
+def test_the_admin_refuses_an_email_at_a_domain_literal(client):
+    """The API refused it; the admin's user form saved it."""
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    response = client.post(
+        "/admin/users/user/add/",
+        {
+            "username": "lit",
+            "email": "lit@[10.1.2.3]",
+            "name": "",
+            "password1": "a-long-Secret-4242",
+            "password2": "a-long-Secret-4242",
+            "usable_password": "true",
+        },
+    )
+    assert response.status_code == 200
+    assert b"Give a domain name, not an address in brackets." in response.content
+    assert not User.objects.filter(username="lit").exists()
