@@ -15,6 +15,13 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 
 
+def at_domain_literal(address: str) -> bool:
+    """Whether ``address`` is at a domain literal (``user@[10.0.0.1]``): the mail server
+    delivers to that address, an internal one as readily as any, so the service refuses
+    it wherever an address is given."""
+    return address.strip().endswith("]")
+
+
 class EmailDeliveryError(Exception):
     """The mail could not be sent; the message is safe to show to the task's owner."""
 

@@ -3,6 +3,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 
+from backend.common.email import at_domain_literal
 from backend.ops.selectors import with_task_counts
 
 from . import services
@@ -10,12 +11,11 @@ from .models import User
 
 
 class DomainEmailMixin:
-    """An email at a domain name, as the API requires: mail to a domain literal
-    (``ann@[10.0.0.1]``) goes to that address, an internal one as readily as any."""
+    """An email at a domain name, as the API requires (``at_domain_literal``)."""
 
     def clean_email(self):
         email = self.cleaned_data.get("email")
-        if email and email.strip().endswith("]"):
+        if email and at_domain_literal(email):
             raise forms.ValidationError("Give a domain name, not an address in brackets.")
         return email
 

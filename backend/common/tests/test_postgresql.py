@@ -33,19 +33,27 @@ def test_an_idle_connection_is_kept_without_asking_the_server(monkeypatch):
     assert connection.connection is kept
 
 
-def test_a_connection_the_server_ended_is_replaced():
+def end_the_connection_from_another() -> tuple[int, tuple]:
+    """The server ends this thread's connection, as a restart would: its backend's pid and
+    what ``pg_terminate_backend`` answered, once the server's message has arrived."""
     connection.ensure_connection()
     ended = connection.connection.info.backend_pid
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
-            assert cursor.fetchone() == (True,)
+            answer = cursor.fetchone()
     finally:
         other.close()
     deadline = time.monotonic() + 10
     while connection.is_usable() and time.monotonic() < deadline:
         time.sleep(0.01)  # the server's message takes a moment to arrive
+    return ended, answer
+
+
+def test_a_connection_the_server_ended_is_replaced():
+    ended, answer = end_the_connection_from_another()
+    assert answer == (True,)
     assert not connection.is_usable()
 
     check_before_next_request()
@@ -62,17 +70,7 @@ def test_a_worker_replaces_a_connection_the_server_ended_while_it_was_idle():
 
     from backend.tasks import jobs
 
-    connection.ensure_connection()
-    ended = connection.connection.info.backend_pid
-    other = connections.create_connection("default")
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [ended])
-    finally:
-        other.close()
-    deadline = time.monotonic() + 10
-    while connection.is_usable() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    ended, _ = end_the_connection_from_another()
     connection.health_check_done = True  # as after the last task's queries
 
     task_prerun.send(sender=jobs.run_task, task_id="t", task=jobs.run_task, args=(), kwargs={})

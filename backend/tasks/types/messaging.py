@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from backend.common.email import EmailDeliveryError, send_email
+from backend.common.email import EmailDeliveryError, at_domain_literal, send_email
 
 from .base import (
     QUEUE_LONG,
@@ -57,9 +57,7 @@ class RecipientsField(serializers.Field):
                 validate_email(address)
             except ValidationError:
                 self.fail("bad_address", address=address[:254])
-            if address.endswith("]"):
-                # A domain literal (user@[10.0.0.1]) has the mail server deliver to that
-                # address, an internal one as readily as any: the outbound rules' concern.
+            if at_domain_literal(address):
                 self.fail("literal", address=address[:254])
             if address.lower() not in {seen.lower() for seen in cleaned}:
                 cleaned.append(address)

@@ -14,6 +14,7 @@ from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTo
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from backend.common.email import at_domain_literal
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User
@@ -52,11 +53,10 @@ def _others(instance: User | None):
 
 def validate_unique_email(value: str | None, *, instance: User | None = None) -> str | None:
     """Unique in any case, and not another user's username (either one logs in); at a
-    domain name, not a domain literal (``ann@[10.0.0.1]``: the mail server would deliver
-    the account's mail to that address, an internal one as readily as any)."""
+    domain name, not a domain literal (``at_domain_literal``)."""
     if not value:
         return None
-    if value.endswith("]"):
+    if at_domain_literal(value):
         raise serializers.ValidationError("Give a domain name, not an address in brackets.")
     if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("A user with this email already exists.")
