@@ -1,9 +1,9 @@
 """Runs one task on a worker: claim, call the type's handler, record the outcome.
 
 A handler's error fails the task, except an error its type declares transient
-(``TaskType.transient_errors``): while attempts remain, the task goes back to ``scheduled``
-with a later ``run_at`` (exponential backoff with jitter) and the dispatcher releases it
-when that time comes."""
+(``TaskType.transient_errors``) or the database failing the handler's own query: while
+attempts remain, the task goes back to ``scheduled`` with a later ``run_at`` (exponential
+backoff with jitter) and the dispatcher releases it when that time comes."""
 
 from __future__ import annotations
 
@@ -143,6 +143,15 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
     return SKIPPED
 
 
+def _passing(kind: types.TaskType) -> tuple[type[BaseException], ...]:
+    """The errors after which a run is tried again later: those its type declares
+    transient, and, for a claimed run, the database failing the handler's own query (a
+    restart, a failover: a report's read). An instant type's handler queries nothing."""
+    if kind.instant:
+        return kind.transient_errors
+    return (*kind.transient_errors, *DATABASE_ERRORS)
+
+
 def _run(task, kind: types.TaskType | None, report) -> str:
     """Runs the claimed (or, for an instant type, read) task; records its outcome."""
     task_id = task.pk
@@ -173,12 +182,15 @@ def _run(task, kind: types.TaskType | None, report) -> str:
         return "failed: time limit exceeded"
     except Exception as exc:  # a handler's (or its result's) error fails the task, never the worker
         error = f"{type(exc).__name__}: {exc}"
-        if kind is not None and isinstance(exc, kind.transient_errors):
+        if isinstance(exc, DATABASE_ERRORS):
+            connection.close()  # the outcome is written on a new connection
+        if kind is not None and isinstance(exc, _passing(kind)):
             if task.attempts < task.max_attempts:
                 # Counted from the last manual retry, which grants a fresh set of attempts
                 # (max_attempts moves on): its backoff starts again from TASK_RETRY_BACKOFF.
                 delay = retry_delay(task.attempts - task.max_attempts + kind.max_attempts)
-                logger.info("task %s: %s; trying again in %d s", task_id, error, delay)
+                level = logging.WARNING if isinstance(exc, DATABASE_ERRORS) else logging.INFO
+                logger.log(level, "task %s: %s; trying again in %d s", task_id, error, delay)
                 if _recorded(
                     lambda: services.task_retry_later(task=task, error=error, delay=delay)
                 ):

@@ -705,3 +705,54 @@ def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, m
     assert jobs.run_task(str(task.pk)) == "completed"
     task.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED and task.error is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handlers_own_query_the_database_fails_is_tried_again_later(user, monkeypatch):
+    """A report or a data job whose query met a database restart failed with the database's
+    error; it is passing, as a type's transient errors are: the task is scheduled again
+    with backoff while attempts remain, and then completes."""
+    from datetime import timedelta
+
+    from django.db import OperationalError
+    from django.utils import timezone
+
+    monkeypatch.setattr(services.queue, "publish", lambda jobs: [])  # no broker needed here
+    calls = []
+
+    def queries_during_a_restart(data, ctx):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("terminating connection due to administrator command")
+        return {"result": Task.objects.filter(pk=task.pk).count()}
+
+    kind = dataclasses.replace(types.get("countdown"), handler=queries_during_a_restart)
+    monkeypatch.setitem(types_base._REGISTRY, "countdown", kind)
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1})
+    assert jobs.run_task(str(task.pk)).startswith("retrying in ")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.SCHEDULED and task.attempts == 1
+    assert task.error == "OperationalError: terminating connection due to administrator command"
+    Task.objects.filter(pk=task.pk).update(run_at=timezone.now() - timedelta(seconds=1))
+    assert services.tasks_dispatch()["released"] == 1
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert (
+        task.status == TaskStatus.COMPLETED and task.attempts == 2 and task.result == {"result": 1}
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_handlers_database_error_fails_the_task_once_attempts_are_spent(user, monkeypatch):
+    from django.db import InterfaceError
+
+    def connection_closed(data, ctx):
+        raise InterfaceError("connection already closed")
+
+    kind = dataclasses.replace(types.get("countdown"), handler=connection_closed)
+    monkeypatch.setitem(types_base._REGISTRY, "countdown", kind)
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1}, max_attempts=1)
+    assert jobs.run_task(str(task.pk)) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED and task.attempts == 1
+    assert task.error == "InterfaceError: connection already closed (gave up after 1 attempts)"
