@@ -107,6 +107,12 @@ class StrictJSONField(serializers.JSONField):
         "is beyond what is stored).",
     }
 
+    def get_value(self, dictionary):
+        value = super().get_value(dictionary)
+        if self.allow_null and value == "" and getattr(value, "is_json_string", False):
+            return None  # a form's empty box, for a field that may be null (no result)
+        return value
+
     def to_internal_value(self, data):
         if not getattr(data, "is_json_string", False):
             # A JSON body's value: the parser refused NUL and lone surrogates already, and

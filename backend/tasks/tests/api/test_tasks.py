@@ -144,6 +144,21 @@ def test_a_completion_result_the_database_cannot_store_is_a_400(client, user):
     assert task.status == "running"
 
 
+@pytest.mark.parametrize("body", ["result=", "result=null"])
+def test_a_completion_forms_empty_or_null_result_box_means_no_result(client, user, body):
+    """The browsable API's completion form shows ``null`` in the result box; clearing it
+    said "Value must be valid JSON"."""
+    task = Task.objects.create(
+        owner=user, assignee=user, name="m", task_type="manual", status="running"
+    )
+    response = client.post(
+        f"{url()}{task.pk}/complete/", body, content_type="application/x-www-form-urlencoded"
+    )
+    assert response.status_code == 200, response.json()
+    task.refresh_from_db()
+    assert task.status == "completed" and task.result is None
+
+
 def test_rule_errors_are_400_with_a_code(client):
     past = (timezone.now() - timedelta(minutes=1)).isoformat()
     body = {"task_type": "sum", "input_data": {"numbers": [1]}, "deadline": past}
