@@ -4,6 +4,7 @@ import uuid
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db.models import F
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
@@ -74,7 +75,19 @@ class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
 
 
 class StableOrderingFilter(django_filters.OrderingFilter):
-    """Ties are broken by newest first, then id, so pages never overlap."""
+    """Ties are broken by newest first, then id, so pages never overlap. A task without the
+    field (no deadline, not finished) comes after those with it, either way and on every
+    database (PostgreSQL sorts NULL as the largest value, SQLite as the smallest)."""
+
+    nullable = frozenset({"deadline", "completed_at"})
+
+    def get_ordering_value(self, param):
+        value = super().get_ordering_value(param)
+        name = value.removeprefix("-")
+        if name not in self.nullable:
+            return value
+        field = F(name)
+        return field.desc(nulls_last=True) if value.startswith("-") else field.asc(nulls_last=True)
 
     def filter(self, qs, value):
         qs = super().filter(qs, value)
@@ -107,7 +120,8 @@ class TaskFilter(django_filters.FilterSet):
             ("completed_at", "completed_at"),
         ),
         help_text="created_at, deadline, priority (by rank), status or completed_at; "
-        "prefix - for descending; comma-separated for several",
+        "prefix - for descending; comma-separated for several. Tasks with no deadline (or "
+        "not finished) come last either way",
     )
 
     class Meta:

@@ -74,7 +74,7 @@ class VisibleTasks:
         if self.plain:
             user = self.user.pk
             return _PAGE_ROWS.fetch(_PAGE_SQL, [user, stop, user, stop, stop - start, start])
-        names = [name.lstrip("-") for name in self.ordering]
+        names = [_column(order) for order in self.ordering]
         columns = list(dict.fromkeys(["id", *names]))
         halves = [half.values_list(*columns)[:stop] for half in self.halves]
         union = halves[0].union(halves[1], all=True).order_by(*self.ordering)
@@ -84,6 +84,14 @@ class VisibleTasks:
             owner_username=F("owner__username"), assignee_username=F("assignee__username")
         ).in_bulk(ids)
         return [rows[pk] for pk in ids if pk in rows]
+
+
+def _column(order) -> str:
+    """The column an ordering term sorts by: ``"-created_at"``, or an expression such as
+    ``F("deadline").asc(nulls_last=True)`` (``filters.StableOrderingFilter``)."""
+    if isinstance(order, str):
+        return order.lstrip("-")
+    return order.expression.name
 
 
 NEWEST_FIRST = ("-created_at", "id")

@@ -355,6 +355,21 @@ def test_ordering_by_other_fields(client, user):
     assert first("created_at") == "b"
 
 
+@pytest.mark.parametrize("field", ["deadline", "completed_at"])
+def test_tasks_without_the_field_come_last_either_way_on_every_database(client, user, field):
+    """PostgreSQL put the tasks with no deadline (or not finished) last when ascending and
+    first when descending; SQLite the other way round."""
+    now = timezone.now()
+    TaskFactory(owner=user, name="early", **{field: now + timedelta(hours=1)})
+    TaskFactory(owner=user, name="none")
+    TaskFactory(owner=user, name="late", **{field: now + timedelta(hours=2)})
+    names = lambda ordering: [  # noqa: E731
+        t["name"] for t in client.get(url(), {"ordering": ordering}).json()["results"]
+    ]
+    assert names(field) == ["early", "late", "none"]
+    assert names(f"-{field}") == ["late", "early", "none"]
+
+
 # --- edit and delete --------------------------------------------------------------------
 
 
@@ -666,7 +681,17 @@ def test_decline_rules(client_for, user, other_user):
 
 
 @pytest.mark.parametrize(
-    "ordering", [None, "priority", "-priority,created_at", "deadline", "-status", "completed_at"]
+    "ordering",
+    [
+        None,
+        "priority",
+        "-priority,created_at",
+        "deadline",
+        "-deadline",
+        "-status",
+        "completed_at",
+        "-completed_at,priority",
+    ],
 )
 def test_list_pages_match_the_plain_query(client, user, other_user, ordering):
     """The list's two-index form (PostgreSQL) gives exactly the rows and order of
