@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth.views import LoginView
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -11,6 +12,7 @@ from backend.ops.dashboard import dashboard
 from backend.ops.metrics import MetricsView
 from backend.schedules.api.views import ScheduleViewSet
 from backend.tasks.api.views import TaskTypeViewSet, TaskViewSet
+from backend.users.api.throttling import throttled_login
 from backend.users.api.views import UserViewSet
 
 admin.site.site_header = admin.site.site_title = "Async Task Manager"
@@ -30,10 +32,17 @@ urlpatterns = [
     path("health/", health, name="health"),
     re_path(r"^metrics/?$", MetricsView.as_view(), name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard), name="ops-dashboard"),
+    # The two session sign-in forms, throttled as the auth endpoints are (the names stay
+    # those of the admin's and DRF's own, reversed to these same paths).
+    path("admin/login/", throttled_login(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/", include("backend.users.api.urls")),
     path("api/", include("backend.ops.api.urls")),
     path("api/", include(router.urls)),
+    path(
+        "api-auth/login/",
+        throttled_login(LoginView.as_view(template_name="rest_framework/login.html")),
+    ),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),

@@ -1,6 +1,9 @@
+import functools
 import logging
+import math
 
 from django.conf import settings
+from django.http import HttpResponse
 from rest_framework.throttling import AnonRateThrottle
 
 from backend.common.breaker import CircuitBreaker
@@ -31,3 +34,28 @@ class AuthRateThrottle(AnonRateThrottle):
             cache_breaker.trip()
             logger.warning("auth throttle skipped: the cache is unavailable (%s)", exc)
             return True
+
+
+def throttled_login(view):
+    """A Django login view (the browsable API's session login, the admin's) behind the
+    throttle of the auth endpoints: a POST past ``THROTTLE_AUTH_RATE`` from one address
+    answers 429 with ``Retry-After``, so a password cannot be guessed through a form faster
+    than through ``/api/token/``."""
+
+    @functools.wraps(view)
+    def throttled(request, *args, **kwargs):
+        if request.method == "POST":
+            throttle = AuthRateThrottle()
+            if not throttle.allow_request(request, None):
+                response = HttpResponse(
+                    "Too many sign-in attempts from this address; try again later.\n",
+                    status=429,
+                    content_type="text/plain; charset=utf-8",
+                )
+                wait = throttle.wait()
+                if wait is not None:
+                    response["Retry-After"] = str(math.ceil(wait))
+                return response
+        return view(request, *args, **kwargs)
+
+    return throttled

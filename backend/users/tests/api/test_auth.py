@@ -357,6 +357,29 @@ def test_failed_logins_count_towards_the_throttle(api_client, alice, three_per_m
     assert response.data["code"] == "throttled"
 
 
+@pytest.mark.parametrize("form", ["/api-auth/login/", "/admin/login/"])
+def test_the_session_sign_in_forms_are_throttled_too(alice, three_per_minute, form):
+    """25 wrong passwords through the browsable API's or the admin's form all got the form
+    again, and the right one then signed in: a way around the token endpoint's throttle."""
+    client = APIClient()
+    for _ in range(3):
+        response = client.post(form, {"username": "alice", "password": "nope"})
+        assert response.status_code == 200  # the form again, with its error
+    response = client.post(form, {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429 and int(response["Retry-After"]) > 0
+    assert client.get(ME).status_code in (401, 403)  # not signed in
+    assert client.get(form).status_code == 200  # the form is still shown
+
+
+def test_the_sign_in_forms_and_the_token_endpoint_share_one_allowance(
+    api_client, alice, three_per_minute
+):
+    for _ in range(3):
+        response = APIClient().post("/api-auth/login/", {"username": "alice", "password": "x"})
+        assert response.status_code == 200
+    assert obtain(api_client, username="alice", password=PASSWORD).status_code == 429
+
+
 def test_register_is_throttled_past_the_configured_rate(api_client, three_per_minute):
     statuses = [register(api_client, username=f"new{i}").status_code for i in range(4)]
 
