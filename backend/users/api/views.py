@@ -140,7 +140,9 @@ class UserViewSet(
         return UserSerializer
 
     def get_permissions(self):
-        if self.action == "create":
+        # A create, and OPTIONS asking whether one may create (DRF's metadata asks again
+        # as a POST): staff only, so the POST form is offered only to those it serves.
+        if self.action == "create" or (self.request.method == "POST" and not self.detail):
             return [permissions.IsAdminUser()]
         return super().get_permissions()
 

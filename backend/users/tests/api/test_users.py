@@ -202,6 +202,12 @@ def test_non_staff_cannot_create_users(client_for, user):
     assert not User.objects.filter(username="newbie").exists()
 
 
+def test_options_offers_the_create_form_to_staff_only(client_for, user, staff):
+    """OPTIONS (and so the browsable API's form) offered POST to users it refuses."""
+    assert "POST" not in client_for(user).options(USERS).json().get("actions", {})
+    assert "username" in client_for(staff).options(USERS).json()["actions"]["POST"]
+
+
 # --- detail and update --------------------------------------------------------
 
 
