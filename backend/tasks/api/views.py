@@ -37,6 +37,19 @@ INPUT_SERIALIZERS = {
 }
 
 
+class OwnerOrStaffChanges(permissions.BasePermission):
+    """A task's edit and delete are its owner's (or staff's), as the services check: said
+    here too, so the browsable API offers their forms to no one else (an assignee saw them,
+    and each answered 403)."""
+
+    message = services.OWNER_OR_STAFF
+
+    def has_object_permission(self, request, view, obj):
+        if request.method not in ("PUT", "PATCH", "DELETE"):
+            return True
+        return request.user.is_staff or obj.owner_id == request.user.pk
+
+
 class TaskViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -50,7 +63,7 @@ class TaskViewSet(
     filter_backends = [DjangoFilterBackend, SearchFilter]
     filterset_class = TaskFilter
     search_fields = ["name", "description"]
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, OwnerOrStaffChanges]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):

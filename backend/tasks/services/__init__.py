@@ -23,6 +23,7 @@ from .execution import (
     unread_runs,
 )
 from .lifecycle import (
+    OWNER_OR_STAFF,
     UNSET,
     task_assign,
     task_cancel,
@@ -45,6 +46,7 @@ from .sweeps import (
 
 __all__ = [
     "DEADLINE_EXCEEDED",
+    "OWNER_OR_STAFF",
     "UNSET",
     "queue",
     "reserve_active_slot",

@@ -359,9 +359,12 @@ def _notify(task: Task, event: str) -> None:
     )
 
 
+OWNER_OR_STAFF = "Only the task's owner or staff can do this."
+
+
 def _require_owner_or_staff(task: Task, actor: User) -> None:
     if not (actor.is_staff or task.owner_id == actor.pk):
-        raise PermissionDenied("Only the task's owner or staff can do this.")
+        raise PermissionDenied(OWNER_OR_STAFF)
 
 
 def _require_manual(task: Task) -> None:

@@ -323,3 +323,17 @@ def test_the_assign_form_takes_a_user_id_not_a_list(browser, user):
     assert response.status_code == 200, response.content
     task.refresh_from_db()
     assert task.assignee == other
+
+
+def test_edit_and_delete_forms_are_offered_to_the_owner_only(user):
+    """The assignee saw the PATCH form and the DELETE button on a task, and each answered
+    403: the owner's rule is a permission of the view too, which the page asks."""
+    owner = UserFactory()
+    task = TaskFactory(owner=owner, assignee=user, task_type="manual", input_data={})
+    path = f"/api/tasks/{task.pk}/"
+    for who, offered in [(owner, True), (user, False), (UserFactory(is_staff=True), True)]:
+        client = Client()
+        client.force_login(who)
+        text = page(client, path)
+        assert ("Make a PATCH request" in text) is offered, who
+        assert ("Make a DELETE request" in text) is offered, who
