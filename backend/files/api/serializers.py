@@ -1,4 +1,5 @@
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 
 from backend.files.models import File
@@ -29,8 +30,17 @@ class FileSerializer(serializers.ModelSerializer):
         return reverse("file-download", args=[file.pk], request=self.context.get("request"))
 
 
+class _FileBox(serializers.FileField):
+    def get_value(self, dictionary):
+        value = super().get_value(dictionary)
+        # A browser sends an empty file box as a part without a file name, which Django
+        # reads as an empty text field: no file given ("No file was submitted."), not "The
+        # submitted data was not a file".
+        return empty if isinstance(value, str) and value == "" else value
+
+
 class FileUploadSerializer(serializers.Serializer):
-    file = serializers.FileField(
+    file = _FileBox(
         allow_empty_file=True,
         use_url=False,
         help_text="the file (multipart); at most MAX_UPLOAD_SIZE bytes",

@@ -166,6 +166,14 @@ def test_upload_without_a_file_is_a_field_error(client):
     assert response.json()["code"] == "invalid" and "file" in response.json()
 
 
+def test_an_empty_file_box_is_no_file_submitted(client, post_upload):
+    """What a browser sends for a form whose file box was left empty: a part with no file
+    name. It said "The submitted data was not a file. Check the encoding type on the form"."""
+    response = post_upload(client, b"", filename="", content_type="application/octet-stream")
+    assert response.status_code == 400
+    assert response.json()["file"] == ["No file was submitted."]
+
+
 def test_upload_as_json_is_415(client):
     response = client.post("/api/files/", {"file": "x"}, format="json")
     assert response.status_code == 415
