@@ -59,6 +59,16 @@ def test_valid_environment_starts(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("debug", ["true", "false"])
+def test_a_4xx_warning_is_logged_once(tmp_path, debug):
+    """With DEBUG on, Django's own console handler printed each record of ``django.*`` a
+    second time beside the project's handler (a 403's traceback twice)."""
+    code = "import logging; logging.getLogger('django.request').warning('Not Found: /nope-xyz')"
+    result = start_django(tmp_path, code=code, DEBUG=debug)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("Not Found: /nope-xyz") == 1, result.stderr
+
+
 def test_debug_may_run_without_a_secret_key(tmp_path):
     result = start_django(tmp_path, DEBUG="true", DJANGO_SECRET_KEY=None, ALLOWED_HOSTS=None)
 
