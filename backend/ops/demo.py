@@ -17,6 +17,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from backend.files import services as file_services
@@ -87,6 +88,9 @@ def validated_input(task_type: types.TaskType, owner: User, name: str, data: dic
     inputs = task_type.input_for(data, owner=owner, task={"name": name, "description": ""})
     inputs.is_valid(raise_exception=True)
     return inputs.validated_data
+
+
+CREATED_BEFORE_RUN = timedelta(seconds=30)
 
 
 def _task_rows(task_type: types.TaskType, now) -> list[dict]:
@@ -224,5 +228,9 @@ def _seed(users: int) -> Seeded:
             row["input_data"] = validated_input(kind, owner, row["name"], data)
             new.append(Task(owner=owner, assignee=owner, **row))
     Task.objects.bulk_create(new)
+    # Created before they ran (the INSERT stamps every row with the time of the seed).
+    Task.objects.filter(pk__in=[task.pk for task in new]).exclude(
+        started_at=None, completed_at=None
+    ).update(created_at=Coalesce("started_at", "completed_at") - CREATED_BEFORE_RUN)
     seeded.tasks_created = len(new)
     return seeded

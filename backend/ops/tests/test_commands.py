@@ -154,6 +154,18 @@ def test_seed_demo_data_twice_is_the_same_as_once(settings, tmp_path):
         assert stored == task.input_data, task.name
 
 
+def test_seeded_tasks_were_created_before_they_ran(settings, tmp_path):
+    """They started and finished up to an hour before the seed stamped them created."""
+    settings.MEDIA_ROOT = tmp_path
+    run("seed_demo_data", "--users", "2")
+    seeded = Task.objects.filter(name__startswith=demo.PREFIX)
+    for task in seeded.exclude(started_at=None):
+        assert task.created_at < task.started_at <= (task.completed_at or task.started_at), task
+    for task in seeded.exclude(completed_at=None):
+        assert task.created_at < task.completed_at, task.name
+    assert seeded.exclude(completed_at=None).exists()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_seeds_at_once_make_what_one_makes(settings, tmp_path):
     """Each waits for the other: the second finds everything there."""
