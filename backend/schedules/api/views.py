@@ -27,6 +27,9 @@ def _as_dict(data) -> dict:
     return data
 
 
+LIGHT_CHANGES = {"enabled", "name", "description"}
+
+
 def _form_changes(form, fields) -> dict:
     """A PATCH sent as form fields, each read as a POST or PUT form reads it (digits as a
     number, an empty box as none, JSON text as JSON), so that the schedule they make is
@@ -126,6 +129,27 @@ class ScheduleViewSet(
             services.schedule_update(schedule=schedule, actor=request.user, data=data)
         )
 
+    def _light_changes(self, schedule: Schedule, changes: dict) -> dict | None:
+        """``changes``, each checked alone, when all they do is pause the schedule, rename
+        it or describe it: the template is not checked again, so a schedule whose template
+        no longer validates (its file deleted, a limit lowered since) can still be paused.
+        None for any other change, turning a paused schedule on included: the schedule it
+        makes is checked whole."""
+        if not changes or not set(changes) <= LIGHT_CHANGES:
+            return None
+        fields = ScheduleWriteSerializer(context=template_context(schedule.owner, self.request))
+        checked, errors = {}, {}
+        for key, value in changes.items():
+            try:
+                checked[key] = fields.fields[key].run_validation(value)
+            except ValidationError as exc:
+                errors[key] = exc.detail
+        if errors:
+            raise ValidationError(errors)
+        if checked.get("enabled") and not schedule.enabled:
+            return None
+        return checked
+
     @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
     def partial_update(self, request, *args, **kwargs):
         """Change some fields; the schedule they make is validated whole. Giving crontab
@@ -146,6 +170,11 @@ class ScheduleViewSet(
             "timezone": schedule.timezone,
             "enabled": schedule.enabled,
         }
+        light = self._light_changes(schedule, changes)
+        if light is not None:
+            return self._respond(
+                services.schedule_update(schedule=schedule, actor=request.user, data=light)
+            )
         if "crontab" in changes and "interval_seconds" not in changes:
             current["interval_seconds"] = None
         if "interval_seconds" in changes and "crontab" not in changes:

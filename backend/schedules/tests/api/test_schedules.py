@@ -345,6 +345,27 @@ def test_patch_disable_stops_beat_and_clears_next_run(client, user):
     assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
 
 
+def test_a_schedule_whose_template_no_longer_validates_can_be_paused(client, user):
+    """Its file deleted (or a limit lowered), every firing is refused, and a PATCH of
+    ``enabled`` alone answered 400 with the template's error: it could not be paused."""
+    schedule = make_schedule(user, name="before")
+    Schedule.objects.filter(pk=schedule.pk).update(input_data={"numbers": []})
+
+    response = client.patch(detail(schedule), {"enabled": False, "name": "paused"}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["enabled"] is False and response.json()["name"] == "paused"
+    assert not PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    # Turning it on again checks the whole schedule: the template's error, nothing changed.
+    response = client.patch(detail(schedule), {"enabled": True}, format="json")
+    assert response.status_code == 400 and "input_data" in response.json()
+    schedule.refresh_from_db()
+    assert schedule.enabled is False
+    # Each light change is still checked.
+    response = client.patch(detail(schedule), {"enabled": "maybe"}, format="json")
+    assert response.status_code == 400 and "enabled" in response.json()
+
+
 def test_a_bad_patch_changes_nothing(client, user):
     schedule = make_schedule(user, interval_seconds=300)
 
