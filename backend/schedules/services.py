@@ -92,13 +92,27 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     task in step."""
     _require_owner_or_staff(schedule, actor)
     schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    was_enabled = schedule.enabled
     for field in EDITABLE_FIELDS:
         if field in data:
             setattr(schedule, field, data[field])
     if schedule.crontab is None:
         schedule.crontab = ""
     periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
-    _sync_periodic_task(periodic_task, schedule)
+    # Beat keeps an edited entry's last firing (it writes it to the row before it reads the
+    # changed schedule again), but writes it only every few minutes: the row gets it now, or
+    # next_run_at would count the interval from the edit. (A schedule turned on again
+    # counts from then, as beat does: disabling it cleared its last run.)
+    last = schedule.last_run_at
+    last_run = (
+        was_enabled
+        and schedule.enabled
+        and last is not None
+        and (periodic_task.last_run_at is None or periodic_task.last_run_at < last)
+    )
+    if last_run:
+        periodic_task.last_run_at = last
+    _sync_periodic_task(periodic_task, schedule, last_run=last_run)
     schedule.save()
     return schedule
 
@@ -204,9 +218,11 @@ def _periodic_task_name(schedule: Schedule) -> str:
     return f"schedule {schedule.pk}"
 
 
-def _sync_periodic_task(periodic_task: PeriodicTask, schedule: Schedule) -> None:
+def _sync_periodic_task(
+    periodic_task: PeriodicTask, schedule: Schedule, *, last_run: bool = False
+) -> None:
     """Point the periodic task at the schedule's timing and state, and save it (which also
-    tells beat that its schedule changed)."""
+    tells beat that its schedule changed); ``last_run``: its ``last_run_at`` too."""
     if schedule.interval_seconds is not None:
         periodic_task.interval = _interval(schedule.interval_seconds)
         periodic_task.crontab = None
@@ -226,7 +242,7 @@ def _sync_periodic_task(periodic_task: PeriodicTask, schedule: Schedule) -> None
         return
     # Only these columns: beat writes last_run_at and total_run_count of the same row.
     fields = ["interval", "crontab", "task", "kwargs", "enabled", "description", "date_changed"]
-    if not periodic_task.enabled:
+    if last_run or not periodic_task.enabled:
         fields.append("last_run_at")  # beat's rule: a disabled task forgets its last run
     periodic_task.save(update_fields=fields)
 

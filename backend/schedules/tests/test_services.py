@@ -298,6 +298,28 @@ def test_next_run_of_an_interval(user):
     assert selectors.schedule_next_run_at(schedule) == sent + timedelta(seconds=300)
 
 
+def test_an_edit_keeps_the_next_run_of_an_interval(user):
+    """Renamed 6 s after a firing (beat had not yet written that firing to its row), the
+    schedule said it fired next an interval after the edit; beat fired it an interval
+    after the firing, as always. Turned off and on again, it counts from then (beat's rule)."""
+    schedule = make_schedule(user, interval_seconds=300)
+    run = services.schedule_fire(schedule_id=schedule.pk)
+    fired = run.fired_at - timedelta(seconds=6)
+    Schedule.objects.filter(pk=schedule.pk).update(last_run_at=fired)
+
+    services.schedule_update(schedule=schedule, actor=user, data={"name": "renamed"})
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(schedule) == fired + timedelta(seconds=300)
+    assert schedule.periodic_task.last_run_at == fired
+
+    services.schedule_set_enabled(schedule=schedule, actor=user, enabled=False)
+    services.schedule_set_enabled(schedule=schedule, actor=user, enabled=True)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    changed = schedule.periodic_task.date_changed
+    assert changed > fired and schedule.periodic_task.last_run_at is None
+    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
+
+
 def test_next_run_of_a_disabled_schedule_is_none(user):
     schedule = make_schedule(user, enabled=False)
     assert selectors.schedule_next_run_at(schedule) is None
