@@ -227,7 +227,10 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     def _set_enabled(self, request, queryset, enabled: bool):
         changed = 0
-        for schedule in queryset.exclude(enabled=enabled):
+        # Also those whose periodic task says otherwise (turned off or on in the Periodic
+        # tasks admin, which beat obeys): set in step again.
+        differing = Q(enabled=not enabled) | Q(periodic_task__enabled=not enabled)
+        for schedule in queryset.filter(differing):
             services.schedule_set_enabled(schedule=schedule, actor=request.user, enabled=enabled)
             changed += 1
         verb = "enabled" if enabled else "disabled"

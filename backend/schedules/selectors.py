@@ -31,14 +31,14 @@ def schedule_runs(schedule: Schedule) -> QuerySet[ScheduleRun]:
 
 
 def schedule_next_run_at(schedule: Schedule, *, now: datetime | None = None) -> datetime | None:
-    """When beat fires the schedule next; None while it is disabled.
+    """When beat fires the schedule next; None while it (or its periodic task) is disabled.
 
     A crontab fires at its next match after now, in its time zone. An interval fires one
     interval after its last firing, or after the periodic task was last changed when it has
     not fired since (beat's rule); so an overdue schedule (beat stopped) shows a past time.
     """
-    if not schedule.enabled:
-        return None
+    if not (schedule.enabled and schedule.periodic_task.enabled):
+        return None  # (its periodic task turned off in the admin: beat does not fire it)
     now = now or timezone.now()
     if schedule.interval_seconds is None:
         return timing.next_crontab_run(schedule.crontab, schedule.timezone, after=now)

@@ -145,6 +145,27 @@ def test_actions_enable_and_disable(admin_client, user):
     )
 
 
+def test_a_periodic_task_turned_off_in_its_own_admin_is_shown_and_repaired(
+    admin_client, client_for, user
+):
+    """Disabled in the Periodic tasks admin (beat obeys it), the schedule still said when it
+    would fire next, and 'Enable selected schedules' answered '1 already were', leaving it
+    off."""
+    schedule = make_schedule(user)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(enabled=False)
+    body = client_for(user).get(f"/api/schedules/{schedule.pk}/").json()
+    assert body["enabled"] is True and body["next_run_at"] is None
+
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "enable_schedules", "_selected_action": [str(schedule.pk)]},
+        follow=True,
+    )
+    assert "1 schedule(s) enabled." in response.content.decode()
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
+    assert client_for(user).get(f"/api/schedules/{schedule.pk}/").json()["next_run_at"]
+
+
 def test_delete_one_and_delete_selected_remove_the_periodic_tasks(admin_client, user):
     one, two, three = (make_schedule(user) for _ in range(3))
 
