@@ -164,6 +164,13 @@ def test_a_periodic_task_turned_off_in_its_own_admin_is_shown_and_repaired(
     assert "1 schedule(s) enabled." in response.content.decode()
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
     assert client_for(user).get(f"/api/schedules/{schedule.pk}/").json()["next_run_at"]
+    # The owner's PATCH of enabled does the same.
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(enabled=False)
+    response = client_for(user).patch(
+        f"/api/schedules/{schedule.pk}/", {"enabled": True}, format="json"
+    )
+    assert response.status_code == 200 and response.json()["next_run_at"]
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled
 
 
 def test_delete_one_and_delete_selected_remove_the_periodic_tasks(admin_client, user):
