@@ -29,6 +29,7 @@ CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
+    411: "length_required",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "throttled",
@@ -59,6 +60,13 @@ def _too_large(request) -> bool:
         return False
 
 
+def _chunked(request) -> bool:
+    """A body sent in chunks (``Transfer-Encoding: chunked``): Django under WSGI reads it by
+    its Content-Length, which it has not (empty: it answered "No file was submitted" or
+    "This field is required" for what was sent) or which says something else."""
+    return "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+
+
 class ApiErrorMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -69,6 +77,12 @@ class ApiErrorMiddleware:
         request.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if is_api(request) and _too_large(request):
             response = error_response(413)
+        elif _chunked(request):
+            response = error_response(
+                411,
+                "Send the body with a Content-Length: a body in chunks "
+                "(Transfer-Encoding: chunked) is not read.",
+            )
         else:
             response = self.get_response(request)
             if is_api(request) and response.status_code >= 400 and not _is_json(response):

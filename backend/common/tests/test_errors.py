@@ -300,3 +300,19 @@ def test_a_command_with_the_database_down_says_so_in_one_line(request):
     request.getfixturevalue("database_down")
     with pytest.raises(CommandError, match=r"^The database \(.*\) is unavailable: connection"):
         call_command("task_stats")
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/"])
+def test_a_body_in_chunks_is_411_not_read_as_empty(client_for, user, path):
+    """Under gunicorn such a body reached the view empty: "No file was submitted." for an
+    upload, "This field is required." for a task."""
+    response = client_for(user).generic(
+        "POST",
+        path,
+        b'{"task_type": "sum", "input_data": {"numbers": [1]}}',
+        content_type="application/json",
+        HTTP_TRANSFER_ENCODING="chunked",
+    )
+    assert response.status_code == 411
+    assert response.json()["code"] == "length_required"
+    assert "Content-Length" in response.json()["detail"]
