@@ -196,7 +196,12 @@ def _run(task, kind: types.TaskType | None, report) -> str:
                 ):
                     return f"retrying in {delay} s"
                 return "discarded: the task stopped running before its retry was recorded"
-            error = f"{error} (gave up after {task.attempts} attempts)"
+            # Those since the last manual retry (which moved max_attempts on by the type's).
+            spent = task.attempts - max(0, task.max_attempts - kind.max_attempts)
+            if spent == task.attempts:
+                error = f"{error} (gave up after {spent} attempts)"
+            else:
+                error = f"{error} (gave up after {spent} attempts, {task.attempts} in all)"
         else:
             logger.exception("task %s (%s) failed", task_id, task.task_type)
         _recorded(lambda: services.task_fail(task=task, error=error))

@@ -265,6 +265,27 @@ def test_after_a_manual_retry_the_backoff_starts_again(user, allow_loopback, mon
     assert 5 - 1 <= (task.run_at - before).total_seconds() <= 10 + 1
 
 
+def test_after_a_manual_retry_giving_up_counts_the_attempts_since(
+    user, allow_loopback, monkeypatch
+):
+    """It said "gave up after 8 attempts" for a type that tries 4 times."""
+    monkeypatch.setattr(services.queue, "publish", lambda jobs: [])
+    with HTTPServer([Answer(503, b"busy")]) as server:
+        task = integration_task(user, url=server.url())
+        for _round in range(2):
+            for _ in range(3):
+                assert jobs.run_task(str(task.pk)).startswith("retrying in ")
+                _release(task)
+            assert jobs.run_task(str(task.pk)) == "failed"
+            task.refresh_from_db()
+            if _round == 0:
+                services.task_retry(task=task, actor=user)
+    assert task.attempts == 8
+    assert task.error == (
+        "UpstreamError: the server answered 503 (gave up after 4 attempts, 8 in all)"
+    )
+
+
 def test_a_connection_error_is_retried(user, allow_loopback):
     with HTTPServer() as gone:
         url = gone.url()
