@@ -12,7 +12,13 @@ back, as for any task created while it was down.
 The message carries an id chosen here, and the firing made here records that id: when a
 send reported as failed did reach the broker, the worker's firing and this one are the same
 run (``ScheduleRun.message_id`` is unique), never two. The sweeps' messages are left to
-beat's own handling: each is sent again at its next interval."""
+beat's own handling: each is sent again at its next interval.
+
+Beat writes an entry's last firing to its row only every few minutes (and before it reads a
+changed schedule again): a beat killed after a firing (SIGKILL, out of memory, a power
+loss) forgot it, and fired the schedule again as soon as it was back, a second task for the
+same due time. Every firing is recorded in the schedule's row too (``last_run_at``, by the
+worker or here): each schedule's entry starts from the later of the two."""
 
 from __future__ import annotations
 
@@ -20,14 +26,25 @@ import logging
 import uuid
 
 from celery import beat
+from celery.utils.time import maybe_make_aware
+from django.db import DatabaseError
 from django_celery_beat.schedulers import DatabaseScheduler
 
 from . import services
+from .models import Schedule
 
 logger = logging.getLogger(__name__)
 
 
 class Scheduler(DatabaseScheduler):
+    def all_as_schedule(self):
+        entries = super().all_as_schedule()
+        try:
+            _from_recorded_firings(entries)
+        except DatabaseError as exc:  # beat must go on ticking; its own record stands
+            logger.warning("schedules' recorded firings not read (%s)", exc)
+        return entries
+
     def apply_entry(self, entry, producer=None):
         if entry.task != services.FIRE_TASK:
             return super().apply_entry(entry, producer=producer)
@@ -55,3 +72,21 @@ class Scheduler(DatabaseScheduler):
             services.schedule_fire(schedule_id=schedule_id, message_id=message_id)
         except Exception:  # the database is down too: beat must go on ticking
             logger.exception("schedule firing %s could not be recorded: it is lost", entry.name)
+
+
+def _from_recorded_firings(entries: dict) -> None:
+    """Each schedule's entry starts from its last recorded firing when that is later than
+    beat's own record of it (one query for all)."""
+    firing = {}
+    for entry in entries.values():
+        if entry.task != services.FIRE_TASK or not isinstance(entry.kwargs, dict):
+            continue
+        try:
+            firing[uuid.UUID(str(entry.kwargs.get("schedule_id")))] = entry
+        except ValueError:
+            continue
+    recorded = Schedule.objects.filter(pk__in=list(firing), last_run_at__isnull=False)
+    for schedule_id, last in recorded.values_list("pk", "last_run_at"):
+        entry = firing[schedule_id]
+        if entry.last_run_at is None or maybe_make_aware(entry.last_run_at) < last:
+            entry.last_run_at = entry.model.last_run_at = last

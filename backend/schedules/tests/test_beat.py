@@ -67,3 +67,26 @@ def test_a_send_reported_failed_that_did_reach_the_broker_fires_once(user, monke
     assert run.message_id == sent[0]
     assert services.schedule_fire(schedule_id=schedule.pk, message_id=sent[0]) == run
     assert ScheduleRun.objects.filter(schedule=schedule).count() == 1
+
+
+def test_a_firing_beat_forgot_is_not_made_again_when_it_comes_back(user):
+    """Beat writes its last firing to the periodic task's row only every few minutes: killed
+    right after a firing, it came back with an older one and fired again at once (a second
+    task for the same due time). It starts from the firing the schedule recorded."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user, interval_seconds=300)
+    long_ago = timezone.now() - timedelta(hours=1)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=long_ago)
+    _, entry = entry_of(schedule)
+    assert entry.is_due()[0]  # by beat's own record, due long since
+
+    services.schedule_fire(schedule_id=schedule.pk)  # the firing the worker recorded
+    _, entry = entry_of(schedule)
+    schedule.refresh_from_db()
+    assert entry.last_run_at == schedule.last_run_at
+    due, wait = entry.is_due()
+    assert not due and 290 < wait <= 300
