@@ -69,8 +69,19 @@ def test_health_503_when_broker_unreachable(api_client, broker_down):
     body = response.json()
     assert body["status"] != "ok"
     assert body["checks"]["database"] == "ok"
-    assert body["checks"]["broker"].startswith("error: OperationalError")
+    assert body["checks"]["broker"] == "error: OperationalError (see the service's log)"
     assert body["failed"] == ["broker"]
+
+
+def test_a_failed_check_shows_no_address_to_the_public(api_client, broker_down, caplog):
+    """It showed the error's text ("connection to server at 127.0.0.1, port 59201
+    failed…") to anyone; the log keeps it."""
+    from backend.conftest import UNREACHABLE_BROKER
+
+    port = UNREACHABLE_BROKER.rsplit(":", 1)[1].split("/")[0]
+    body = api_client.get(HEALTH).json()
+    assert f":{port}" not in str(body) and "127.0.0.1" not in str(body)
+    assert any("health check broker failed" in r.getMessage() for r in caplog.records)
 
 
 def test_health_recovers_when_broker_is_back(api_client, broker_down):
