@@ -141,8 +141,12 @@ class UserViewSet(
 
     def get_permissions(self):
         # A create, and OPTIONS asking whether one may create (DRF's metadata asks again
-        # as a POST): staff only, so the POST form is offered only to those it serves.
-        if self.action == "create" or (self.request.method == "POST" and not self.detail):
+        # with the request's method set to each one the route takes): staff only, so the
+        # POST form is offered only to those it serves.
+        action = self.action
+        if action == "metadata":
+            action = self.action_map.get(self.request.method.lower(), action)
+        if action == "create":
             return [permissions.IsAdminUser()]
         return super().get_permissions()
 

@@ -206,6 +206,10 @@ def test_options_offers_the_create_form_to_staff_only(client_for, user, staff):
     """OPTIONS (and so the browsable API's form) offered POST to users it refuses."""
     assert "POST" not in client_for(user).options(USERS).json().get("actions", {})
     assert "username" in client_for(staff).options(USERS).json()["actions"]["POST"]
+    # The user's own POST routes still offer theirs (and still answer them).
+    secret = "/api/users/me/webhook-secret/"
+    assert "POST" in client_for(user).options(secret).json()["actions"]
+    assert client_for(user).post(secret).status_code == 201
 
 
 # --- detail and update --------------------------------------------------------
