@@ -102,10 +102,12 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     # Beat keeps an edited entry's last firing (it writes it to the row before it reads the
     # changed schedule again), but writes it only every few minutes: the row gets it now, or
     # next_run_at would count the interval from the edit. (A schedule turned on again
-    # counts from then, as beat does: disabling it cleared its last run.)
+    # counts from then, as beat does: disabling it cleared its last run; so does a periodic
+    # task turned off in its own admin and on again here.)
     last = schedule.last_run_at
     last_run = (
         was_enabled
+        and periodic_task.enabled
         and schedule.enabled
         and last is not None
         and (periodic_task.last_run_at is None or periodic_task.last_run_at < last)

@@ -145,6 +145,33 @@ def test_actions_enable_and_disable(admin_client, user):
     )
 
 
+def test_a_periodic_task_turned_on_again_here_counts_from_then(client_for, user):
+    """Turned off in the Periodic tasks admin (which clears its last run) and on again by
+    the owner's PATCH, the schedule's old firing was written back to it: beat took the
+    schedule for overdue and fired it at once, off its timetable."""
+    from datetime import datetime, timedelta
+
+    from django.utils import timezone
+
+    from backend.schedules import services
+
+    schedule = make_schedule(user, interval_seconds=300)
+    services.schedule_fire(schedule_id=schedule.pk)
+    Schedule.objects.filter(pk=schedule.pk).update(
+        last_run_at=timezone.now() - timedelta(seconds=400)
+    )
+    periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    periodic_task.enabled = False
+    periodic_task.save()  # as its admin does: django-celery-beat clears last_run_at
+    response = client_for(user).patch(
+        f"/api/schedules/{schedule.pk}/", {"enabled": True}, format="json"
+    )
+    periodic_task.refresh_from_db()
+    assert periodic_task.enabled and periodic_task.last_run_at is None
+    ahead = datetime.fromisoformat(response.json()["next_run_at"].replace("Z", "+00:00"))
+    assert ahead > timezone.now() + timedelta(seconds=290)  # counted from now
+
+
 def test_a_periodic_task_turned_off_in_its_own_admin_is_shown_and_repaired(
     admin_client, client_for, user
 ):
