@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import timedelta
 
 from celery import beat
 from celery.utils.time import maybe_make_aware
 from django.db import DatabaseError
 from django_celery_beat.schedulers import DatabaseScheduler
 
-from . import services
+from . import services, timing
 from .models import Schedule
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,12 @@ class Scheduler(DatabaseScheduler):
 
 def _from_recorded_firings(entries: dict) -> None:
     """Each schedule's entry starts from its last recorded firing when that is later than
-    beat's own record of it (one query for all)."""
+    beat's own record of it (one query for all).
+
+    The recorded time is the worker's, some time after beat sent the message (longer when
+    the maintenance queue was backed up). An interval's entry starts from beat's own record
+    moved on by whole intervals up to it: the time beat sent that firing, so its timetable
+    does not shift by the worker's delay. A crontab's fires on its next match after it."""
     firing = {}
     for entry in entries.values():
         if entry.task != services.FIRE_TASK or not isinstance(entry.kwargs, dict):
@@ -88,5 +94,12 @@ def _from_recorded_firings(entries: dict) -> None:
     recorded = Schedule.objects.filter(pk__in=list(firing), last_run_at__isnull=False)
     for schedule_id, last in recorded.values_list("pk", "last_run_at"):
         entry = firing[schedule_id]
-        if entry.last_run_at is None or maybe_make_aware(entry.last_run_at) < last:
-            entry.last_run_at = entry.model.last_run_at = last
+        known = maybe_make_aware(entry.last_run_at) if entry.last_run_at else None
+        if known is not None and known >= last:
+            continue
+        every = getattr(entry.schedule, "run_every", None)  # an interval's
+        if known is not None and isinstance(every, timedelta):
+            last = timing.interval_steps_up_to(every, known, last)
+            if last <= known:
+                continue  # beat's own record is that firing already
+        entry.last_run_at = entry.model.last_run_at = last

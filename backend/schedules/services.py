@@ -113,7 +113,7 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
         and (periodic_task.last_run_at is None or periodic_task.last_run_at < last)
     )
     if last_run:
-        periodic_task.last_run_at = last
+        periodic_task.last_run_at = _sent_at(periodic_task, last)
     _sync_periodic_task(periodic_task, schedule, last_run=last_run)
     schedule.save()
     return schedule
@@ -218,6 +218,16 @@ def schedule_template(schedule: Schedule) -> dict[str, Any]:
 
 def _periodic_task_name(schedule: Schedule) -> str:
     return f"schedule {schedule.pk}"
+
+
+def _sent_at(periodic_task: PeriodicTask, recorded):
+    """When beat sent the firing a worker recorded at ``recorded``: for an interval, beat's
+    own record moved on by whole intervals up to it (the worker's delay shifts nothing, as
+    in backend/schedules/beat.py); for a crontab, the recorded time."""
+    if periodic_task.interval is None:
+        return recorded
+    start = periodic_task.last_run_at or periodic_task.date_changed
+    return timing.interval_steps_up_to(periodic_task.interval.schedule.run_every, start, recorded)
 
 
 def _sync_periodic_task(

@@ -107,3 +107,16 @@ def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime
 
 def next_interval_run(interval_seconds: int, *, last: datetime) -> datetime:
     return last + timedelta(seconds=interval_seconds)
+
+
+def interval_steps_up_to(interval_seconds: int | float | timedelta, start: datetime, end: datetime):
+    """``start`` moved on by as many whole intervals as fit before ``end``: the time beat
+    sent the firing a worker recorded at ``end``, when beat's own record is ``start``."""
+    every = (
+        interval_seconds
+        if isinstance(interval_seconds, timedelta)
+        else timedelta(seconds=interval_seconds)
+    )
+    if every <= timedelta(0) or end <= start:
+        return start
+    return start + every * ((end - start) // every)

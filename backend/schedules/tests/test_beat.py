@@ -87,6 +87,26 @@ def test_a_firing_beat_forgot_is_not_made_again_when_it_comes_back(user):
     services.schedule_fire(schedule_id=schedule.pk)  # the firing the worker recorded
     _, entry = entry_of(schedule)
     schedule.refresh_from_db()
-    assert entry.last_run_at == schedule.last_run_at
+    # Beat's own record moved on by whole intervals up to that firing: when beat sent it.
+    assert entry.last_run_at == long_ago + timedelta(hours=1)
+    assert timedelta(0) <= schedule.last_run_at - entry.last_run_at < timedelta(seconds=1)
     due, wait = entry.is_due()
     assert not due and 290 < wait <= 300
+
+
+def test_a_firing_the_worker_made_late_does_not_shift_the_timetable(user):
+    """Recorded 4 s after beat sent it (the maintenance queue backed up), a firing moved the
+    schedule's next ones 4 s later at each reload of beat's schedule."""
+    from datetime import timedelta
+
+    from django_celery_beat.models import PeriodicTask
+
+    from backend.schedules.models import Schedule
+
+    schedule = make_schedule(user, interval_seconds=300)
+    run = services.schedule_fire(schedule_id=schedule.pk)
+    sent = run.fired_at - timedelta(seconds=4)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=sent)
+    assert Schedule.objects.get(pk=schedule.pk).last_run_at == run.fired_at
+    _, entry = entry_of(schedule)
+    assert entry.last_run_at == sent

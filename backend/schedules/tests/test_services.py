@@ -287,9 +287,18 @@ def test_next_run_of_an_interval(user):
     changed = schedule.periodic_task.date_changed
     assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
 
+    # A firing made off beat's timetable (the periodic task run from its admin) moves
+    # nothing: beat fires on its own.
     run = services.schedule_fire(schedule_id=schedule.pk)
     schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
-    assert selectors.schedule_next_run_at(schedule) == run.fired_at + timedelta(seconds=300)
+    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
+
+    # Beat's firing, recorded by the worker 2 s after beat sent it (before beat wrote its
+    # own record): the next one an interval after beat sent it, not after the worker.
+    fired = changed + timedelta(seconds=302)
+    Schedule.objects.filter(pk=schedule.pk).update(last_run_at=fired)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=600)
 
     # Beat's own record of its last sending wins when it is newer.
     sent = run.fired_at + timedelta(seconds=5)
@@ -303,21 +312,25 @@ def test_an_edit_keeps_the_next_run_of_an_interval(user):
     schedule said it fired next an interval after the edit; beat fired it an interval
     after the firing, as always. Turned off and on again, it counts from then (beat's rule)."""
     schedule = make_schedule(user, interval_seconds=300)
-    run = services.schedule_fire(schedule_id=schedule.pk)
-    fired = run.fired_at - timedelta(seconds=6)
+    changed = timezone.now() - timedelta(seconds=400)  # made 400 s ago
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(date_changed=changed)
+    # Beat's first firing, due at changed + 300 s, recorded by the worker 2 s after beat
+    # sent it; the edit comes 98 s later.
+    fired = changed + timedelta(seconds=302)
     Schedule.objects.filter(pk=schedule.pk).update(last_run_at=fired)
 
     services.schedule_update(schedule=schedule, actor=user, data={"name": "renamed"})
     schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
-    assert selectors.schedule_next_run_at(schedule) == fired + timedelta(seconds=300)
-    assert schedule.periodic_task.last_run_at == fired
+    assert schedule.periodic_task.last_run_at == changed + timedelta(seconds=300)
+    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=600)
 
     services.schedule_set_enabled(schedule=schedule, actor=user, enabled=False)
     services.schedule_set_enabled(schedule=schedule, actor=user, enabled=True)
     schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
-    changed = schedule.periodic_task.date_changed
-    assert changed > fired and schedule.periodic_task.last_run_at is None
-    assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
+    assert schedule.periodic_task.last_run_at is None
+    again = schedule.periodic_task.date_changed
+    assert again > fired
+    assert selectors.schedule_next_run_at(schedule) == again + timedelta(seconds=300)
 
 
 def test_next_run_of_a_disabled_schedule_is_none(user):
