@@ -44,3 +44,12 @@ class ApiRootView(routers.APIRootView):
                 name, request=request, format=kwargs.get("format")
             )
         return response
+
+
+def requested_action(view) -> str | None:
+    """The viewset action a request asks for. OPTIONS (``metadata``) describes each method
+    a route takes with the request cloned to that method: the action that method maps to."""
+    action = view.action
+    if action == "metadata":
+        return view.action_map.get(view.request.method.lower(), action)
+    return action

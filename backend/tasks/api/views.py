@@ -8,6 +8,7 @@ from backend.common.filters import SearchFilter
 from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
+from backend.common.views import requested_action
 from backend.tasks import selectors, services, types
 from backend.tasks.filters import TaskFilter
 from backend.tasks.models import Task
@@ -47,7 +48,7 @@ class OwnerOrStaffChanges(permissions.BasePermission):
     def has_object_permission(self, request, view, obj):
         if request.method not in ("PUT", "PATCH", "DELETE"):
             return True
-        return request.user.is_staff or obj.owner_id == request.user.pk
+        return services.owner_or_staff(obj, request.user)
 
 
 class TaskViewSet(
@@ -72,12 +73,7 @@ class TaskViewSet(
         return selectors.tasks_visible_to(self.request.user)
 
     def get_serializer_class(self):
-        action = self.action
-        if action == "metadata":
-            # OPTIONS describes the body of each method it lists (the request is a clone
-            # with that method by then).
-            action = self.action_map.get(self.request.method.lower(), action)
-        return INPUT_SERIALIZERS.get(action, TaskSerializer)
+        return INPUT_SERIALIZERS.get(requested_action(self), TaskSerializer)
 
     def list(self, request, *args, **kwargs):
         """Your tasks, newest first unless ``ordering`` says otherwise."""

@@ -25,6 +25,7 @@ from .execution import (
 from .lifecycle import (
     OWNER_OR_STAFF,
     UNSET,
+    owner_or_staff,
     task_assign,
     task_cancel,
     task_complete,
@@ -48,6 +49,7 @@ __all__ = [
     "DEADLINE_EXCEEDED",
     "OWNER_OR_STAFF",
     "UNSET",
+    "owner_or_staff",
     "queue",
     "reserve_active_slot",
     "task_assign",

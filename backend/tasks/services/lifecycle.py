@@ -362,8 +362,13 @@ def _notify(task: Task, event: str) -> None:
 OWNER_OR_STAFF = "Only the task's owner or staff can do this."
 
 
+def owner_or_staff(task: Task, actor: User) -> bool:
+    """Whether ``actor`` may edit, delete, assign, cancel or retry the task."""
+    return actor.is_staff or task.owner_id == actor.pk
+
+
 def _require_owner_or_staff(task: Task, actor: User) -> None:
-    if not (actor.is_staff or task.owner_id == actor.pk):
+    if not owner_or_staff(task, actor):
         raise PermissionDenied(OWNER_OR_STAFF)
 
 

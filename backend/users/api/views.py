@@ -10,6 +10,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
+from backend.common.views import requested_action
 from backend.users import selectors, services
 from backend.users.models import User
 from backend.users.tokens import CheckedRefreshToken as RefreshToken
@@ -140,13 +141,9 @@ class UserViewSet(
         return UserSerializer
 
     def get_permissions(self):
-        # A create, and OPTIONS asking whether one may create (DRF's metadata asks again
-        # with the request's method set to each one the route takes): staff only, so the
-        # POST form is offered only to those it serves.
-        action = self.action
-        if action == "metadata":
-            action = self.action_map.get(self.request.method.lower(), action)
-        if action == "create":
+        # A create, and OPTIONS asking whether one may create: staff only, so the POST form
+        # is offered only to those it serves.
+        if requested_action(self) == "create":
             return [permissions.IsAdminUser()]
         return super().get_permissions()
 
