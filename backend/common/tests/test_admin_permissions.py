@@ -101,15 +101,20 @@ def test_a_staff_member_who_may_change_runs_them(client, user):
         assert state() != untouched, action
 
 
+def deactivate(client, *users):
+    """The users admin's deactivate action on ``users``."""
+    return client.post(
+        "/admin/users/user/",
+        {"action": "deactivate", "_selected_action": [str(user.pk) for user in users]},
+        follow=True,
+    )
+
+
 def test_the_admin_does_not_deactivate_its_own_user(client):
     admin = UserFactory(is_staff=True, is_superuser=True)
     other = UserFactory()
     client.force_login(admin)
-    response = client.post(
-        "/admin/users/user/",
-        {"action": "deactivate", "_selected_action": [str(admin.pk), str(other.pk)]},
-        follow=True,
-    )
+    response = deactivate(client, admin, other)
     assert b"You cannot deactivate your own account" in response.content
     assert b"1 user(s) deactivated." in response.content
     admin.refresh_from_db()
@@ -193,11 +198,7 @@ def test_the_deactivate_action_counts_only_who_it_changed(client):
     admin = UserFactory(is_staff=True, is_superuser=True)
     dormant, active = UserFactory(is_active=False), UserFactory()
     client.force_login(admin)
-    response = client.post(
-        "/admin/users/user/",
-        {"action": "deactivate", "_selected_action": [str(dormant.pk), str(active.pk)]},
-        follow=True,
-    )
+    response = deactivate(client, dormant, active)
     assert b"1 user(s) deactivated." in response.content
 
 

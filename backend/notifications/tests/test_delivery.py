@@ -470,6 +470,13 @@ def test_a_delivery_goes_ahead_of_the_long_tasks_waiting(user):
     assert names[0] == services.DELIVER and names.count(services.DELIVER) == 1
 
 
+def unhooked(user, notification) -> None:
+    """The owner clears their webhook_url; the notification's retry is due."""
+    user.webhook_url = ""
+    user.save(update_fields=["webhook_url"])
+    due_again(notification)
+
+
 def test_a_webhook_is_not_sent_once_the_owner_changed_the_url(user, sent):
     """A user who removes a webhook_url (it leaked, say) got the events of tasks already
     running, and every retry, at the old one."""
@@ -478,9 +485,7 @@ def test_a_webhook_is_not_sent_once_the_owner_changed_the_url(user, sent):
         completed_task(user)
         notification = Notification.objects.get()
         assert jobs.deliver_notification(str(notification.pk)) == "pending"
-        user.webhook_url = ""
-        user.save(update_fields=["webhook_url"])
-        due_again(notification)
+        unhooked(user, notification)
         assert jobs.deliver_notification(str(notification.pk)) == "failed"
     assert len(receiver.requests) == 1
     notification.refresh_from_db()
@@ -510,8 +515,6 @@ def test_a_callback_to_the_owners_webhook_url_outlives_a_change_of_it(user, sent
         task = task_services.task_create(owner=user, task_type="manual", callback_url=url)
         [notification] = Notification.objects.filter(task_id=task.pk)
         assert jobs.deliver_notification(str(notification.pk)) == "pending"
-        user.webhook_url = ""
-        user.save(update_fields=["webhook_url"])
-        due_again(notification)
+        unhooked(user, notification)
         assert jobs.deliver_notification(str(notification.pk)) == "delivered"
     assert len(receiver.requests) == 2

@@ -17,6 +17,20 @@ from .factories import TaskFactory
 pytestmark = pytest.mark.django_db
 
 
+def failing_first(real, error: BaseException, times: int = 1):
+    """``real``, except that its first ``times`` calls raise ``error``; ``.calls`` counts
+    every call."""
+
+    def call(*args, **kwargs):
+        call.calls += 1
+        if call.calls <= times:
+            raise error
+        return real(*args, **kwargs)
+
+    call.calls = 0
+    return call
+
+
 def test_run_task_completes_with_the_result(user):
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2, 3]})
     assert jobs.run_task(str(task.pk)) == "completed"
@@ -101,15 +115,7 @@ def test_a_pooled_connection_the_broker_closed_is_replaced_and_the_send_goes(use
     connection (connection reset), tripped the breaker and left the task to the dispatcher."""
     from .processes import purge_filesystem_broker
 
-    send = queue._send
-    calls = []
-
-    def reset_once(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise ConnectionResetError(104, "Connection reset by peer")
-        return send(*args, **kwargs)
-
+    reset_once = failing_first(queue._send, ConnectionResetError(104, "Connection reset by peer"))
     monkeypatch.setattr(queue, "_send", reset_once)
     tasks = [TaskFactory(owner=user) for _ in range(3)]
     try:
@@ -367,18 +373,12 @@ def test_a_run_the_database_failed_is_asked_again_not_dropped(user, monkeypatch)
     from backend.tasks import runner
 
     task = TaskFactory(owner=user, task_type="sum", input_data={"numbers": [1, 2]})
-    execute = runner.execute
-    calls = []
-
-    def fails_once(*args):
-        calls.append(args)
-        if len(calls) == 1:
-            raise OperationalError("terminating connection due to administrator command")
-        return execute(*args)
-
+    fails_once = failing_first(
+        runner.execute, OperationalError("terminating connection due to administrator command")
+    )
     monkeypatch.setattr(runner, "execute", fails_once)
     outcome = jobs.run_task.apply(args=[str(task.pk)]).get()
-    assert len(calls) == 2 and outcome == "completed"
+    assert fails_once.calls == 2 and outcome == "completed"
     task.refresh_from_db()
     assert task.status == TaskStatus.COMPLETED and task.result == {"result": 3}
 
@@ -620,20 +620,15 @@ def test_a_heartbeat_the_database_fails_does_not_end_the_run(user, monkeypatch):
     three restarts failed it as "the worker running this task was lost"."""
     from django.db import OperationalError
 
-    report = services.task_report_progress
-    calls = []
-
-    def fails_first(**kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("terminating connection due to administrator command")
-        return report(**kwargs)
-
+    fails_first = failing_first(
+        services.task_report_progress,
+        OperationalError("terminating connection due to administrator command"),
+    )
     monkeypatch.setattr(services, "task_report_progress", fails_first)
     task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 2})
     assert jobs.run_task(str(task.pk)) == "completed"
     task.refresh_from_db()
-    assert task.status == TaskStatus.COMPLETED and task.attempts == 1 and len(calls) == 2
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1 and fails_first.calls == 2
 
 
 @pytest.mark.django_db(transaction=True)
@@ -643,15 +638,9 @@ def test_an_outcome_the_database_fails_is_written_again(user, monkeypatch):
     from backend.tasks import runner
 
     monkeypatch.setattr(runner, "RECORD_PAUSES", (0, 0, 0))
-    finish = services.task_finish
-    calls = []
-
-    def fails_twice(**kwargs):
-        calls.append(1)
-        if len(calls) <= 2:
-            raise OperationalError("the database system is starting up")
-        return finish(**kwargs)
-
+    fails_twice = failing_first(
+        services.task_finish, OperationalError("the database system is starting up"), times=2
+    )
     monkeypatch.setattr(services, "task_finish", fails_twice)
     task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1})
     assert jobs.run_task(str(task.pk)) == "completed"
@@ -687,14 +676,9 @@ def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, m
 
     from backend.tasks import runner
 
-    finish = services.task_finish
-    calls = []
-
-    def fails_until_the_last_try(**kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("the database system is starting up")
-        return finish(**kwargs)
+    fails_until_the_last_try = failing_first(
+        services.task_finish, OperationalError("the database system is starting up")
+    )
 
     def time_is_up(seconds):
         raise SoftTimeLimitExceeded()
@@ -718,13 +702,10 @@ def test_a_handlers_own_query_the_database_fails_is_tried_again_later(user, monk
     from django.utils import timezone
 
     monkeypatch.setattr(services.queue, "publish", lambda jobs: [])  # no broker needed here
-    calls = []
-
-    def queries_during_a_restart(data, ctx):
-        calls.append(1)
-        if len(calls) == 1:
-            raise OperationalError("terminating connection due to administrator command")
-        return {"result": Task.objects.filter(pk=task.pk).count()}
+    queries_during_a_restart = failing_first(
+        lambda data, ctx: {"result": Task.objects.filter(pk=task.pk).count()},
+        OperationalError("terminating connection due to administrator command"),
+    )
 
     kind = dataclasses.replace(types.get("countdown"), handler=queries_during_a_restart)
     monkeypatch.setitem(types_base._REGISTRY, "countdown", kind)
