@@ -592,6 +592,9 @@ if _email_scheme == "filemail":
         Path(EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail").resolve()
     )
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
+    # Django's, with the whole exchange of one send bounded (backend.common.email).
+    EMAIL_BACKEND = "backend.common.email.SMTPBackend"
 EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
 EMAIL_PORT = _email.get("EMAIL_PORT") or 25
 EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
@@ -601,7 +604,8 @@ EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = _text("DEFAULT_FROM_EMAIL", "Async Task Manager <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
-# Seconds an SMTP connection may take to connect or answer before the send fails.
+# Seconds an SMTP connection may take to connect or answer before the send fails; one
+# send (connecting to QUIT) may take 12 times this in all.
 EMAIL_TIMEOUT = _positive_int("EMAIL_TIMEOUT", 10)
 # Recipients one `email` task may have.
 EMAIL_TASK_MAX_RECIPIENTS = _positive_int("EMAIL_TASK_MAX_RECIPIENTS", 10)

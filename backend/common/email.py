@@ -3,16 +3,125 @@
 A failure raises ``EmailDeliveryError`` whose message says what went wrong in plain words:
 it never carries the SMTP password nor the server's own reply text (banners and error lines
 may name software versions or internal hosts); the SMTP status code is kept.
+
+Over SMTP (``SMTPBackend``), ``EMAIL_TIMEOUT`` bounds connecting and every wait for a reply,
+and ``send_email`` bounds the whole exchange as well: ``SMTP_WAITS`` times ``EMAIL_TIMEOUT``.
+Without that, a server that sends its replies a few bytes at a time (or endless continuation
+lines) would hold a send for as long as it liked, each read being quick.
 """
 
 from __future__ import annotations
 
+import contextvars
 import smtplib
 import socket
 import ssl
+import time
+from functools import cached_property
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends import smtp
+from django.utils.module_loading import import_string
+
+# The waits of one mail's send, each bounded by EMAIL_TIMEOUT: connecting, the greeting,
+# EHLO, STARTTLS and EHLO again, two for a login, MAIL, RCPT, DATA, the message's end, QUIT.
+SMTP_WAITS = 12
+
+
+def send_budget() -> int:
+    """Seconds one ``send_email`` may take in all, over SMTP."""
+    return settings.EMAIL_TIMEOUT * SMTP_WAITS
+
+
+class SendTooLong(TimeoutError):
+    """The exchange with the mail server outlasted ``send_budget()``."""
+
+
+# When the send under way must be over (time.monotonic()), or None outside send_email.
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "smtp_deadline", default=None
+)
+
+
+class _Bounded:
+    """A socket whose every read, write and handshake waits at most its own timeout and
+    at most until the deadline of the send under way (``_deadline``)."""
+
+    _timeout: float | None = None
+
+    def settimeout(self, value):
+        self._timeout = value
+        super().settimeout(value)
+
+    def _bound(self) -> None:
+        deadline = _deadline.get()
+        if deadline is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SendTooLong("the send's time is spent")
+        super().settimeout(left if self._timeout is None else min(self._timeout, left))
+
+    def _bounded(self, method, *args):
+        self._bound()
+        try:
+            return method(*args)
+        except TimeoutError as exc:
+            deadline = _deadline.get()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise SendTooLong("the send's time is spent") from exc
+            raise
+
+    def recv(self, *args):
+        return self._bounded(super().recv, *args)
+
+    def recv_into(self, *args):
+        return self._bounded(super().recv_into, *args)
+
+    def send(self, *args):
+        return self._bounded(super().send, *args)
+
+    def sendall(self, *args):
+        return self._bounded(super().sendall, *args)
+
+
+class _BoundedSocket(_Bounded, socket.socket):
+    @classmethod
+    def adopt(cls, sock: socket.socket) -> _BoundedSocket:
+        timeout = sock.gettimeout()
+        bounded = cls(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        bounded.settimeout(timeout)
+        return bounded
+
+
+class _BoundedSSLSocket(_Bounded, ssl.SSLSocket):
+    def do_handshake(self, *args):
+        return self._bounded(super().do_handshake, *args)
+
+
+class _SMTP(smtplib.SMTP):
+    def _get_socket(self, host, port, timeout):
+        return _BoundedSocket.adopt(super()._get_socket(host, port, timeout))
+
+
+class _SMTP_SSL(smtplib.SMTP_SSL, _SMTP):
+    """SMTP_SSL wraps the socket ``_SMTP`` makes, with the backend's context's class."""
+
+
+class SMTPBackend(smtp.EmailBackend):
+    """Django's SMTP backend (``EMAIL_URL`` smtp://, smtp+tls://, smtps://), with sockets
+    that keep to the deadline ``send_email`` sets."""
+
+    @property
+    def connection_class(self):
+        return _SMTP_SSL if self.use_ssl else _SMTP
+
+    @cached_property
+    def ssl_context(self):
+        context = super().ssl_context
+        context.sslsocket_class = _BoundedSSLSocket  # STARTTLS and smtps:// alike
+        return context
 
 
 def at_domain_literal(address: str) -> bool:
@@ -33,12 +142,14 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     )
     if html:
         message.attach_alternative(html, "text/html")
+    started = _deadline.set(time.monotonic() + send_budget())
     try:
-        # The SMTP backend applies EMAIL_TIMEOUT to connecting and to every reply.
         with get_connection(fail_silently=False) as connection:
             sent = connection.send_messages([message])
     except (OSError, smtplib.SMTPException) as exc:
         raise EmailDeliveryError(describe_failure(exc)) from None
+    finally:
+        _deadline.reset(started)
     return len(message.recipients()) if sent else 0
 
 
@@ -71,6 +182,11 @@ def describe_failure(exc: BaseException) -> str:
         exc.__context__, TimeoutError
     ):
         exc = exc.__context__  # smtplib reports a reply that never came as a disconnection
+    if isinstance(exc, SendTooLong):
+        return (
+            f"the mail server at {_server()} did not finish within {send_budget()} s "
+            f"({SMTP_WAITS} x EMAIL_TIMEOUT)"
+        )
     if isinstance(exc, smtplib.SMTPServerDisconnected):
         return f"the mail server at {_server()} closed the connection unexpectedly"
     if isinstance(exc, ssl.SSLError):
@@ -87,6 +203,6 @@ def describe_failure(exc: BaseException) -> str:
     if isinstance(exc, smtplib.SMTPException):
         return f"sending through the mail server at {_server()} failed ({type(exc).__name__})"
     reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
-    if not settings.EMAIL_BACKEND.endswith("smtp.EmailBackend"):
+    if not issubclass(import_string(settings.EMAIL_BACKEND), smtp.EmailBackend):
         return f"the email backend ({settings.EMAIL_URL.split(':', 1)[0]}) failed: {reason}"
     return f"could not reach the mail server at {_server()}: {reason}"

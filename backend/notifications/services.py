@@ -19,6 +19,7 @@ from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
+from backend.common.email import send_budget
 from backend.common.storable import storable_text
 from backend.tasks import queue
 from backend.tasks.types import QUEUE_LONG
@@ -311,16 +312,11 @@ def task_callback_set(*, task_id, url: str) -> None:
 # --- delivery -----------------------------------------------------------------------------
 
 
-# The waits of one mail's send, each bounded by EMAIL_TIMEOUT: connecting, the greeting,
-# EHLO, STARTTLS and EHLO again, two for a login, MAIL, RCPT, DATA, the message's end, QUIT.
-SMTP_WAITS = 12
-
-
 def _lease() -> timedelta:
     """How long a claimed delivery is held: longer than any send can take (a slow mail
     server answering each of a send's steps just within EMAIL_TIMEOUT had its attempt taken
     over, and sent again, while it was still sending)."""
-    longest = max(settings.NOTIFY_WEBHOOK_TIMEOUT, settings.EMAIL_TIMEOUT * SMTP_WAITS)
+    longest = max(settings.NOTIFY_WEBHOOK_TIMEOUT, send_budget())
     return timedelta(seconds=longest + 5)
 
 

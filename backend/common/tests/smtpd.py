@@ -116,7 +116,7 @@ def _authenticator(user: str, password: str):
 
 def use_smtp(settings, server: SMTPServer, *, user: str = "", password: str = "") -> None:
     """Point this process's email settings at ``server`` (``settings``: pytest-django's)."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "backend.common.email.SMTPBackend"
     settings.EMAIL_HOST = "127.0.0.1"
     settings.EMAIL_PORT = server.port
     settings.EMAIL_HOST_USER = user

@@ -1,6 +1,8 @@
 """EMAIL_URL and the other email and schedule settings, read at start-up, and the plain
 account of a failed send."""
 
+from __future__ import annotations
+
 import json
 import os
 import smtplib
@@ -8,11 +10,16 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from backend.common.email import describe_failure
+from backend.common import email
+from backend.common.email import EmailDeliveryError, describe_failure, send_email
+
+from .smtpd import SMTPServer
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 SHOWN = (
@@ -79,7 +86,7 @@ def test_an_smtp_url(tmp_path):
             MAX_SCHEDULES_PER_USER="3",
         )
     )
-    assert values["EMAIL_BACKEND"] == "django.core.mail.backends.smtp.EmailBackend"
+    assert values["EMAIL_BACKEND"] == "backend.common.email.SMTPBackend"
     assert (values["EMAIL_HOST"], values["EMAIL_PORT"]) == ("127.0.0.1", 2587)
     assert values["EMAIL_HOST_USER"] == "mailer@example.com"
     assert values["EMAIL_HOST_PASSWORD"] == SECRET
@@ -132,7 +139,7 @@ def test_bad_values_stop_start_up_naming_the_variable(tmp_path, variables, named
 
 @pytest.fixture
 def smtp_settings(settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_BACKEND = "backend.common.email.SMTPBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "mx.example", 25, 7
     return settings
 
@@ -169,3 +176,120 @@ def test_a_backend_that_is_not_smtp_is_named(settings):
     settings.EMAIL_URL = "filemail:///nowhere"
     described = describe_failure(PermissionError(13, "Permission denied"))
     assert described == "the email backend (filemail) failed: Permission denied"
+
+
+# --- the whole send is bounded ----------------------------------------------------------
+
+
+class Dribbler:
+    """A mail server on loopback that answers promptly up to a point, then sends its reply
+    a few bytes at a time, each well within EMAIL_TIMEOUT, for as long as ``lasts``."""
+
+    def __init__(
+        self,
+        *,
+        prompt: bytes,
+        dribble: bytes,
+        after: bytes = b"",
+        lasts: float = 20,
+        tls: ssl.SSLContext | None = None,
+    ):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.prompt, self.dribble, self.after, self.lasts = prompt, dribble, after, lasts
+        self.tls = tls
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        if self.tls:
+            conn = self.tls.wrap_socket(conn, server_side=True)
+        with conn:
+            conn.sendall(self.prompt)
+            if self.after:
+                conn.recv(1024)  # the client's EHLO
+            conn.sendall(self.after)
+            until = time.monotonic() + self.lasts
+            try:
+                while time.monotonic() < until:
+                    conn.sendall(self.dribble)
+                    time.sleep(0.2)
+            except OSError:
+                pass  # the client gave up
+
+    def __enter__(self) -> Dribbler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.listener.close()
+        self.thread.join(timeout=30)
+
+
+@pytest.fixture
+def bounded(settings, monkeypatch):
+    """SMTP to 127.0.0.1 with EMAIL_TIMEOUT 1 s and the whole send bounded at 2 s."""
+    settings.EMAIL_BACKEND = "backend.common.email.SMTPBackend"
+    settings.EMAIL_HOST, settings.EMAIL_TIMEOUT = "127.0.0.1", 1
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    monkeypatch.setattr(email, "SMTP_WAITS", 2)
+    return settings
+
+
+def send_to(settings, server: Dribbler) -> str:
+    settings.EMAIL_PORT = server.port
+    with pytest.raises(EmailDeliveryError) as failed:
+        send_email(to=["ann@example.com"], subject="Hello", body="Body")
+    return str(failed.value)
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        # a greeting of continuation lines that never ends
+        {"prompt": b"220-relay\r\n", "dribble": b"220-still here\r\n"},
+        # a greeting, then an EHLO reply a byte at a time
+        {"prompt": b"220 relay ESMTP\r\n", "after": b"250-relay", "dribble": b"x"},
+    ],
+    ids=["greeting", "ehlo"],
+)
+def test_a_server_dribbling_its_replies_is_cut_off_at_the_sends_budget(bounded, server):
+    with Dribbler(**server) as dribbler:
+        started = time.monotonic()
+        error = send_to(bounded, dribbler)
+        took = time.monotonic() - started
+    assert error == (
+        f"the mail server at 127.0.0.1:{dribbler.port} did not finish within 2 s "
+        "(2 x EMAIL_TIMEOUT)"
+    )
+    assert took < 10  # it dribbles for 20 s: unbounded, the send would have lasted that long
+
+
+def test_replies_dribbled_over_smtps_are_cut_off_too(bounded, tmp_path, monkeypatch):
+    """Each TLS record comes at once, so only the send's budget ends this."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this server alone
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(cert, key)
+    bounded.EMAIL_USE_SSL = True
+    with Dribbler(prompt=b"220-relay\r\n", dribble=b"220-still here\r\n", tls=server_side) as d:
+        error = send_to(bounded, d)
+    assert (
+        error
+        == f"the mail server at 127.0.0.1:{d.port} did not finish within 2 s (2 x EMAIL_TIMEOUT)"
+    )
+
+
+def test_a_send_within_its_budget_is_untouched_and_the_budget_does_not_linger(bounded):
+    with SMTPServer() as smtp:
+        bounded.EMAIL_PORT = smtp.port
+        assert send_email(to=["ann@example.com"], subject="Hello", body="Body") == 1
+    assert [m.recipients for m in smtp.messages] == [["ann@example.com"]]
+    assert email._deadline.get() is None  # no socket outside send_email keeps to it
