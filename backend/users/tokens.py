@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from rest_framework_simplejwt import tokens
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
@@ -38,11 +39,21 @@ class UntypedToken(SaneExpiryMixin, tokens.UntypedToken):
     pass
 
 
-class CheckedRefreshToken(SaneExpiryMixin, RefreshToken):
+class IdRequiredMixin:
+    """A refresh token without an id (``jti``, in a token signed with the key) is an invalid
+    token: simplejwt looks it up in the blacklist before checking it has one (a 500)."""
+
+    def check_blacklist(self) -> None:
+        if api_settings.JTI_CLAIM not in self.payload:
+            raise TokenError(_("Token has no id"))
+        super().check_blacklist()
+
+
+class CheckedRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
     """simplejwt's refresh token (logout blacklists it as simplejwt does)."""
 
 
-class SingleUseRefreshToken(SaneExpiryMixin, RefreshToken):
+class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
     def blacklist(self) -> tuple[BlacklistedToken, bool]:
         """Blacklist this token; ``TokenError`` when it already is, even by a request that
         committed a moment ago."""

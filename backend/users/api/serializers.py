@@ -313,6 +313,14 @@ class TokenRefreshSerializer(BaseTokenRefreshSerializer):
 
     token_class = SingleUseRefreshToken
 
+    def validate(self, attrs):
+        try:
+            return super().validate(attrs)
+        except (User.DoesNotExist, DjangoValidationError):
+            # A token (signed with the key) whose user is gone or whose user id is no id:
+            # refused as every other endpoint refuses it, not a 500.
+            raise exceptions.AuthenticationFailed("User not found", code="user_not_found") from None
+
 
 class TokenVerifySerializer(BaseTokenVerifySerializer):
     """A token to check: valid, unexpired, not blacklisted, and its user still active."""

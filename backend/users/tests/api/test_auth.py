@@ -701,6 +701,32 @@ def test_a_signed_token_expiring_beyond_pythons_dates_is_401_everywhere(alice, s
     assert logout.status_code == 400
 
 
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"jti": None}, "token_not_valid"),
+        ({"user_id": "0b7e4f1c-5d1e-4f7a-9a59-3c3d2f1e0a11"}, "user_not_found"),
+        ({"user_id": "not-an-id"}, "user_not_found"),
+    ],
+    ids=["no id", "unknown user", "malformed user id"],
+)
+def test_a_signed_refresh_token_without_id_or_known_user_is_refused(alice, settings, change, code):
+    """Each was a 500 (KeyError 'jti'; User.DoesNotExist) on refresh, and on logout."""
+    import jwt
+    from rest_framework_simplejwt.tokens import RefreshToken
+
+    claims = dict(RefreshToken.for_user(alice).payload, **change)
+    claims = {name: value for name, value in claims.items() if value is not None}
+    forged = jwt.encode(claims, settings.SECRET_KEY, algorithm="HS256")
+
+    refused = refresh(forged)
+    assert (refused.status_code, refused.json()["code"]) == (401, code)
+    logout = bearer(tokens_for(alice)["access"]).post(
+        "/api/logout/", {"refresh": forged}, format="json"
+    )
+    assert logout.status_code == 400
+
+
 def test_the_auth_routes_take_the_json_suffix_every_other_route_takes(api_client):
     """/api/register.json, /api/token.json, … answered 404, though the README treats
     ``.json`` as another spelling of a create's route (register honours Idempotency-Key)."""
