@@ -4,7 +4,7 @@ import math
 
 from django.conf import settings
 from django.http import HttpResponse
-from rest_framework.throttling import AnonRateThrottle
+from rest_framework.throttling import AnonRateThrottle, UserRateThrottle
 
 from backend.common.breaker import CircuitBreaker
 
@@ -14,13 +14,9 @@ logger = logging.getLogger(__name__)
 cache_breaker = CircuitBreaker(10)
 
 
-class AuthRateThrottle(AnonRateThrottle):
-    """Anonymous calls to the auth endpoints, per client address (``THROTTLE_AUTH_RATE``).
-
-    Fails open: with the cache down, requests go through (logged) instead of failing.
-    """
-
-    scope = "auth"
+class _FailsOpen:
+    """At ``THROTTLE_AUTH_RATE``; with the cache down, requests go through (logged) instead
+    of failing."""
 
     def get_rate(self):
         return settings.THROTTLE_AUTH_RATE
@@ -32,8 +28,22 @@ class AuthRateThrottle(AnonRateThrottle):
             return super().allow_request(request, view)
         except Exception as exc:  # any cache client error: the cache is optional
             cache_breaker.trip()
-            logger.warning("auth throttle skipped: the cache is unavailable (%s)", exc)
+            logger.warning("%s throttle skipped: the cache is unavailable (%s)", self.scope, exc)
             return True
+
+
+class AuthRateThrottle(_FailsOpen, AnonRateThrottle):
+    """Anonymous calls to the auth endpoints, per client address."""
+
+    scope = "auth"
+
+
+class EmailChangeThrottle(_FailsOpen, UserRateThrottle):
+    """Changes of an account's email, per account: each answers whether an address is
+    already registered, which others' emails, hidden from them, must not be tried for at
+    any pace."""
+
+    scope = "email_change"
 
 
 def throttled_login(view):

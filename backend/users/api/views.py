@@ -1,3 +1,5 @@
+from collections.abc import Mapping
+
 from django.db import transaction
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, mixins, permissions, serializers, status, viewsets
@@ -27,7 +29,7 @@ from .serializers import (
     UserSerializer,
     WebhookSecretSerializer,
 )
-from .throttling import AuthRateThrottle
+from .throttling import AuthRateThrottle, EmailChangeThrottle
 
 
 class RegisterView(generics.GenericAPIView):
@@ -94,14 +96,29 @@ class LogoutView(generics.GenericAPIView):
 
 
 class IsSelfOrStaff(permissions.BasePermission):
+    """Read: oneself or staff. Change: oneself or staff, and a superuser's account only by
+    a superuser (staff without the admin's permissions must not take it over). Deactivate:
+    staff, on the same terms."""
+
     message = "You may only view or change your own account."
 
     def has_object_permission(self, request, view, obj):
-        if request.method == "DELETE":
-            if not request.user.is_staff:
+        viewer = request.user
+        if obj.pk == viewer.pk and request.method != "DELETE":
+            return True
+        if not viewer.is_staff:
+            if request.method == "DELETE":
                 self.message = "Only staff can deactivate an account."
-            return request.user.is_staff
-        return request.user.is_staff or obj.pk == request.user.pk
+            return False
+        if request.method not in permissions.SAFE_METHODS and obj.pk != viewer.pk:
+            if obj.is_superuser and not viewer.is_superuser:
+                self.message = "Only a superuser can change or deactivate a superuser's account."
+                return False
+        return True
+
+
+def _names(data, field: str) -> bool:
+    return isinstance(data, Mapping) and field in data
 
 
 class UserViewSet(
@@ -146,6 +163,12 @@ class UserViewSet(
         if requested_action(self) == "create":
             return [permissions.IsAdminUser()]
         return super().get_permissions()
+
+    def get_throttles(self):
+        throttles = super().get_throttles()
+        if self.request.method == "PATCH" and _names(self.request.data, "email"):
+            throttles.append(EmailChangeThrottle())
+        return throttles
 
     @idempotent
     def create(self, request, *args, **kwargs):

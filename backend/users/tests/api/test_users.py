@@ -250,6 +250,54 @@ def test_staff_see_and_change_anyone(client_for, staff, user):
     assert (user.name, user.is_staff) == ("Renamed", True)
 
 
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("patch", {"password": "Taken-over-by-staff-99"}),
+        ("patch", {"email": "attacker@example.net"}),
+        ("patch", {"is_staff": False}),
+        ("delete", None),
+    ],
+)
+def test_staff_who_are_not_superusers_cannot_change_a_superuser(client_for, staff, method, body):
+    """A staff account without the admin's permissions took a superuser over by its
+    password (and could redirect its mail, or lock it out of the admin)."""
+    root = UserFactory(is_staff=True, is_superuser=True)
+    before = User.objects.filter(pk=root.pk).values().get()
+
+    response = getattr(client_for(staff), method)(detail(root), body, format="json")
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "Only a superuser can change or deactivate a superuser's account."
+    )
+    assert User.objects.filter(pk=root.pk).values().get() == before
+    assert client_for(staff).get(detail(root)).status_code == 200  # reading stays open
+
+
+def test_a_superuser_changes_another_superuser_and_anyone_changes_themselves(client_for):
+    root, other_root = UserFactory.create_batch(2, is_staff=True, is_superuser=True)
+
+    changed = client_for(root).patch(detail(other_root), {"name": "Renamed"}, format="json")
+    own = client_for(other_root).patch(detail(other_root), {"name": "Mine"}, format="json")
+
+    assert (changed.status_code, own.status_code) == (200, 200)
+    other_root.refresh_from_db()
+    assert other_root.name == "Mine"
+
+
+def test_a_user_who_is_not_staff_learns_nothing_of_who_is_a_superuser(client_for, user):
+    root = UserFactory(is_staff=True, is_superuser=True)
+    plain = UserFactory()
+
+    answers = [
+        client_for(user).patch(detail(target), {"name": "x"}, format="json").json()
+        for target in (root, plain)
+    ]
+
+    assert answers[0] == answers[1]
+
+
 def test_user_patches_own_name_and_email(client_for, user):
     response = client_for(user).patch(
         detail(user), {"name": "New Name", "email": "fresh@example.com"}, format="json"
@@ -271,6 +319,23 @@ def test_patch_email_taken_in_another_case_is_400(client_for, user):
     assert "email" in response.data
     user.refresh_from_db()
     assert user.email == old_email
+
+
+def test_email_changes_are_throttled_per_account(client_for, user, settings):
+    """Each answers whether an address is registered (emails are hidden from others)."""
+    settings.THROTTLE_AUTH_RATE = "3/min"
+    UserFactory(email="taken@example.com")
+    client = client_for(user)
+
+    tries = [
+        client.patch(detail(user), {"email": f"guess{n}@example.com"}, format="json")
+        for n in range(2)
+    ] + [client.patch(ME, {"email": "taken@example.com"}, format="json") for _ in range(2)]
+
+    assert [r.status_code for r in tries] == [200, 200, 400, 429]
+    assert "Retry-After" in tries[-1]
+    # Changes without an email are not counted.
+    assert client.patch(ME, {"name": "Still Me"}, format="json").status_code == 200
 
 
 def test_patch_own_email_in_another_case_is_allowed(client_for, user):
