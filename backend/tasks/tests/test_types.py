@@ -63,6 +63,19 @@ def test_sum_accepts_ints_and_floats_and_adds_them():
     assert validate("sum", {"numbers": [1] * 10_000})[0]
 
 
+def test_sum_takes_a_number_of_1e16_or_more_as_the_integer_it_is():
+    """PostgreSQL's jsonb gives 1e16 back as 10000000000000000: a run from the message
+    summed floats (1e16 + 1 = 1e16) and a run from the database integers (…001)."""
+    ok, _, data = validate("sum", {"numbers": [1e16, 1, -2.5e17, 0.5, 1e-20]})
+    assert ok
+    assert data["numbers"] == [10**16, 1, -25 * 10**16, 0.5, 1e-20]
+    assert [type(n) for n in data["numbers"]] == [int, int, int, float, float]
+    ok, _, data = validate("sum", {"numbers": [1e16, 1]})
+    assert run("sum", data) == {"result": 10**16 + 1}
+    ok, _, data = validate("sum", {"numbers": [1e308, 1e308]})
+    assert run("sum", data) == {"result": 2 * int(1e308)}  # exact, as read from the database
+
+
 def test_sum_that_overflows_fails_readably():
     with pytest.raises(ValueError, match="too large"):
         run("sum", {"numbers": [1e308, 1e308]})

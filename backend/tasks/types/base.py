@@ -164,12 +164,23 @@ class StrictInputSerializer(CopiedFieldsMixin, serializers.Serializer):
         return super().to_internal_value(data)
 
 
+# From here on a float's JSON has an exponent (1e+16), which PostgreSQL's jsonb stores, and
+# gives back, as the whole number's digits: an integer when read again.
+EXPONENT_FORM = 1e16
+
+
 class StrictNumberField(serializers.Field):
+    """A JSON number. One of 1e16 or more (each a whole number) is taken as the integer it
+    is: the same number whether a run reads its input from its message or from the
+    database, where jsonb turns it into an integer (and a sum of integers is exact)."""
+
     default_error_messages = {"invalid": "A number is required (not a string or a boolean)."}
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
+        if isinstance(data, float) and abs(data) >= EXPONENT_FORM:
+            return int(data)
         return data
 
     def to_representation(self, value):
