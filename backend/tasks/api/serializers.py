@@ -1,5 +1,6 @@
 import datetime
 import functools
+import json
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -299,8 +300,27 @@ class NoInputSerializer(serializers.Serializer):
     """Actions that take no body (the browsable API shows their button alone)."""
 
 
+# A completion's result as JSON, in bytes of UTF-8: it is shown in every list of the task
+# and sent in its notifications.
+MAX_RESULT_BYTES = 1024 * 1024
+
+
 class CompleteSerializer(serializers.Serializer):
-    result = StrictJSONField(required=False, allow_null=True, default=None)
+    result = StrictJSONField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text=f"any JSON value, at most {MAX_RESULT_BYTES} bytes as JSON",
+    )
+
+    def validate_result(self, value):
+        size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+        if size > MAX_RESULT_BYTES:
+            raise serializers.ValidationError(
+                f"At most {MAX_RESULT_BYTES} bytes of JSON are allowed; this is {size}.",
+                code="too_large",
+            )
+        return value
 
 
 class TaskTypeSerializer(serializers.Serializer):

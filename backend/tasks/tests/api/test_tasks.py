@@ -532,6 +532,27 @@ def test_manual_flow(client_for, user, other_user):
     assert response.status_code == 409
 
 
+def test_a_completion_result_over_1_mb_is_400_and_changes_nothing(client_for, user, other_user):
+    """A result was bounded only by the body's 8 MB, and is shown in every list of the task."""
+    task = TaskFactory(owner=user, assignee=other_user, task_type="manual", input_data={})
+    assignee = client_for(other_user)
+
+    refused = assignee.post(
+        url(task, "complete"), {"result": {"blob": "a" * 1024 * 1024}}, format="json"
+    )
+
+    assert refused.status_code == 400
+    assert refused.json()["result"] == [
+        "At most 1048576 bytes of JSON are allowed; this is 1048587."
+    ]
+    task.refresh_from_db()
+    assert (task.status, task.result) == ("pending", None)
+    fits = {"blob": "é" * ((1024 * 1024 - 11) // 2)}  # 1 MB of JSON in UTF-8, but a byte
+    response = assignee.post(url(task, "complete"), {"result": fits}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["result"] == fits
+
+
 def test_start_on_a_worker_task_is_409(client, user):
     response = client.post(url(TaskFactory(owner=user), "start"))
     assert response.status_code == 409 and response.json()["code"] == "not_manual"
