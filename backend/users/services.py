@@ -29,15 +29,16 @@ def user_create(
         user.notify_email = notify_email
     validate_password(password, user=user)
     user.set_password(password)
-    user.full_clean(exclude=["password"])
+    user.full_clean(exclude=["password"], validate_constraints=False)  # see _save
     _save(user)
     return user
 
 
 def _save(user: User, update_fields: list[str] | None = None) -> None:
-    """Save what ``full_clean`` passed. Two requests taking one username or email (in any
-    case) at once both pass it; the constraint refuses the second, named as the check
-    would have named it (400, not a 500)."""
+    """Save what ``full_clean`` passed. Whether a username or email is taken in any case
+    is left to the database's constraints, which name no field in ``full_clean``
+    (``__all__``): a taken one, also by a request that won a race a moment ago, is refused
+    here with the field named (400, not a 500)."""
     try:
         with transaction.atomic():
             if update_fields is None:
@@ -74,7 +75,7 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
         validate_password(password, user=user)
         user.set_password(password)
         changed.append("password")
-    user.full_clean(exclude=["password"])
+    user.full_clean(exclude=["password"], validate_constraints=False)  # see _save
     # Only what changed: the row as loaded at the start of the request would undo what
     # happened meanwhile (a webhook secret rotated, a webhook_url cleared by a 410).
     _save(user, update_fields=changed)

@@ -152,6 +152,27 @@ def test_a_name_taken_between_the_check_and_the_save_is_a_validation_error(
     assert User.objects.filter(username__iexact=taken.get("username", "same")).count() == 1
 
 
+@pytest.mark.parametrize(
+    ("field", "taken"),
+    [("email", {"email": "SAME@example.com"}), ("username", {"username": "SAME"})],
+)
+def test_a_name_taken_after_the_apis_check_is_refused_naming_the_field(field, taken):
+    """A registration that lost the race after the serializer's check, but before the
+    model's own, was refused under ``__all__``."""
+    UserFactory(username="same", email="same@example.com")
+    data = {"username": "other", "email": "other@example.com", **taken}
+    with pytest.raises(ValidationError) as refused:
+        services.user_create(password=PASSWORD, **data)
+    assert refused.value.message_dict == {
+        field: [
+            f"A user with {'this email' if field == 'email' else 'that username'} already exists."
+        ]
+    }
+    with pytest.raises(ValidationError) as refused:
+        services.user_update(user=UserFactory(), data=dict(taken))
+    assert list(refused.value.message_dict) == [field]
+
+
 def test_an_update_writes_only_what_it_changes():
     """A profile PATCH saved the whole row as it loaded it: a webhook secret rotated, or a
     webhook_url cleared by a 410, while the PATCH ran (its password hashing takes a while)
