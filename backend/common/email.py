@@ -135,6 +135,23 @@ class EmailDeliveryError(Exception):
     """The mail could not be sent; the message is safe to show to the task's owner."""
 
 
+class EmailUnavailable(EmailDeliveryError):
+    """A failure that may pass: the mail server could not be reached, did not answer in
+    time, closed the connection, or refused for now (an SMTP 4xx). Sending again later may
+    work; a 5xx refusal, a refused login or a failed TLS check will not."""
+
+
+def passing(exc: BaseException) -> bool:
+    """Whether an SMTP send's failure ``exc`` may pass (``EmailUnavailable``)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(400 <= reply[0] < 500 for reply in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 400 <= exc.smtp_code < 500
+    if isinstance(exc, ssl.SSLError | smtplib.SMTPNotSupportedError):
+        return False  # a certificate, a protocol, a server's features: not a moment's
+    return isinstance(exc, OSError | smtplib.SMTPServerDisconnected)
+
+
 def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> int:
     """Send one message to every address in ``to``; returns how many recipients it went to."""
     message = EmailMultiAlternatives(
@@ -143,11 +160,14 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     if html:
         message.attach_alternative(html, "text/html")
     started = _deadline.set(time.monotonic() + send_budget())
+    connection = get_connection(fail_silently=False)
     try:
-        with get_connection(fail_silently=False) as connection:
+        with connection:
             sent = connection.send_messages([message])
     except (OSError, smtplib.SMTPException) as exc:
-        raise EmailDeliveryError(describe_failure(exc)) from None
+        over_smtp = isinstance(connection, smtp.EmailBackend)
+        error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
+        raise error(describe_failure(exc)) from None
     finally:
         _deadline.reset(started)
     return len(message.recipients()) if sent else 0

@@ -1,7 +1,10 @@
 """The ``email`` and ``reminder`` types: input rules over HTTP, and runs against a real SMTP
 server on loopback (aiosmtpd), including servers that refuse or are not there."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from backend.common.tests.smtpd import (
     AUTH_WARNING,
@@ -11,8 +14,9 @@ from backend.common.tests.smtpd import (
     free_port,
     use_smtp,
 )
-from backend.tasks import runner
+from backend.tasks import runner, services
 from backend.tasks.models import Task, TaskStatus
+from backend.tasks.types.messaging import MAIL_ATTEMPTS
 from backend.users.tests.factories import UserFactory
 
 from .factories import TaskFactory
@@ -204,19 +208,58 @@ def test_email_through_a_server_that_requires_a_login(settings, user):
     assert PASSWORD not in task.error and BANNER not in task.error
 
 
-def test_an_unreachable_server_fails_the_task_readably(settings, user):
-    use_smtp(settings, SMTPServer())  # never started: nothing listens on its port
+@pytest.fixture
+def no_broker(monkeypatch):
+    monkeypatch.setattr(services.queue, "publish", lambda jobs: [])  # the test runs them
+
+
+def release(task) -> None:
+    """Move the clock past run_at: the dispatcher makes the task pending again."""
+    Task.objects.filter(pk=task.pk).update(run_at=timezone.now() - timedelta(seconds=1))
+    assert services.tasks_dispatch()["released"] == 1
+
+
+def test_an_unreachable_server_is_tried_again_and_the_mail_goes_when_it_is_back(
+    settings, user, no_broker
+):
+    """The task failed for good at the first refused connection: a mail server down for a
+    moment lost the mail."""
+    server = SMTPServer()  # not started yet: nothing listens on its port
+    use_smtp(settings, server)
     settings.EMAIL_HOST_PASSWORD = PASSWORD
 
     task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
 
-    assert task.status == TaskStatus.FAILED
-    assert "could not connect to the mail server at 127.0.0.1:" in task.error
-    assert "connection refused" in task.error
-    assert PASSWORD not in task.error
+    assert (task.status, task.attempts) == (TaskStatus.SCHEDULED, 1)
+    assert task.run_at > timezone.now()
+    assert task.error.startswith("EmailUnavailable: could not connect to the mail server at ")
+    assert "connection refused" in task.error and PASSWORD not in task.error
+    with server:
+        release(task)
+        task = run(task)
+        assert (task.status, task.attempts, task.result) == (
+            TaskStatus.COMPLETED, 2, {"sent": 1}
+        )  # fmt: skip
+        assert len(server.messages) == 1
 
 
-def test_a_server_that_never_answers_times_out(settings, user):
+def test_a_server_down_for_good_fails_the_task_after_its_attempts(settings, user, no_broker):
+    use_smtp(settings, SMTPServer())  # never started
+    task = TaskFactory(
+        owner=user, task_type="email", input_data=email_input(), max_attempts=MAIL_ATTEMPTS
+    )  # as a create sets it, from the type
+    for attempt in range(1, MAIL_ATTEMPTS):
+        task = run(task)
+        assert (task.status, task.attempts) == (TaskStatus.SCHEDULED, attempt)
+        release(task)
+
+    task = run(task)
+
+    assert (task.status, task.attempts) == (TaskStatus.FAILED, MAIL_ATTEMPTS)
+    assert task.error.endswith(f"connection refused (gave up after {MAIL_ATTEMPTS} attempts)")
+
+
+def test_a_server_that_never_answers_times_out_and_is_tried_again(settings, user, no_broker):
     import socket
 
     with socket.socket() as silent:
@@ -228,8 +271,23 @@ def test_a_server_that_never_answers_times_out(settings, user):
 
         task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
 
-    assert task.status == TaskStatus.FAILED
-    assert "did not answer within 1 s" in task.error
+    assert task.status == TaskStatus.SCHEDULED
+    assert task.error.endswith("did not answer within 1 s (EMAIL_TIMEOUT)")
+
+
+def test_a_refusal_for_now_is_tried_again(smtp, settings, user, no_broker):
+    use_smtp(settings, smtp)
+    smtp.handler.refuse_recipients, smtp.handler.refuse_code = {"ann@example.com"}, 450
+
+    task = run(TaskFactory(owner=user, task_type="email", input_data=email_input()))
+
+    assert task.status == TaskStatus.SCHEDULED
+    assert task.error == (
+        "EmailUnavailable: the mail server refused every recipient: ann@example.com (SMTP 450)"
+    )
+    smtp.handler.refuse_recipients = set()
+    release(task)
+    assert run(task).status == TaskStatus.COMPLETED and len(smtp.messages) == 1
 
 
 @pytest.mark.parametrize(

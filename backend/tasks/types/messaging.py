@@ -1,7 +1,9 @@
 """Mail: ``email`` (to any addresses) and ``reminder`` (to the task's owner).
 
 Both send through Django's email backend (``EMAIL_URL``) with ``EMAIL_TIMEOUT`` on the
-connection; a failure fails the task with a plain account of it (see ``common.email``).
+connection. A failure that may pass (the server down, silent, or refusing for now) has the
+task tried again with backoff, up to ``MAIL_ATTEMPTS`` sends; any other fails the task at
+once. Either way its error is a plain account of the failure (see ``common.email``).
 """
 
 from django.conf import settings
@@ -9,7 +11,12 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from rest_framework import serializers
 
-from backend.common.email import EmailDeliveryError, at_domain_literal, send_email
+from backend.common.email import (
+    EmailDeliveryError,
+    EmailUnavailable,
+    at_domain_literal,
+    send_email,
+)
 
 from .base import (
     QUEUE_LONG,
@@ -23,6 +30,9 @@ from .base import (
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_BYTES = 100 * 1024
 MAX_REMINDER_BYTES = 10 * 1024
+# Sends of one mail while its server is down or refuses for now (TASK_RETRY_BACKOFF apart,
+# doubling): 10 + 20 + 40 + 80 s of waiting at the default.
+MAIL_ATTEMPTS = 5
 
 
 def _time_limit(data: dict) -> int:
@@ -204,6 +214,9 @@ register(
         handler=run_email,
         time_limit=_time_limit,
         queue=QUEUE_LONG,
+        # A mail server down, silent or refusing for now: tried again, with backoff.
+        transient_errors=(EmailUnavailable,),
+        max_attempts=MAIL_ATTEMPTS,
         example={
             "to": "you@example.com",
             "subject": "Hello from Async Task Manager",
@@ -222,6 +235,9 @@ register(
         handler=run_reminder,
         time_limit=_time_limit,
         queue=QUEUE_LONG,
+        # A mail server down, silent or refusing for now: tried again, with backoff.
+        transient_errors=(EmailUnavailable,),
+        max_attempts=MAIL_ATTEMPTS,
         example={"message": "Water the plants"},
         example_summary="Mail yourself a reminder (your account needs an email address: "
         "PATCH /api/users/me/)",
