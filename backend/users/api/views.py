@@ -110,10 +110,12 @@ class IsSelfOrStaff(permissions.BasePermission):
             if request.method == "DELETE":
                 self.message = "Only staff can deactivate an account."
             return False
-        if request.method not in permissions.SAFE_METHODS and obj.pk != viewer.pk:
-            if obj.is_superuser and not viewer.is_superuser:
-                self.message = "Only a superuser can change or deactivate a superuser's account."
-                return False
+        changes_a_superuser = request.method not in permissions.SAFE_METHODS and (
+            obj.is_superuser and obj.pk != viewer.pk
+        )
+        if changes_a_superuser and not viewer.is_superuser:
+            self.message = "Only a superuser can change or deactivate a superuser's account."
+            return False
         return True
 
 
