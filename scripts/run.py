@@ -7,7 +7,8 @@ Arguments are honcho's (``start -f Procfile -p 8000``). What differs from a bare
   a shell does, so Ctrl-C reaches honcho and not ``make``: make then sees a clean exit instead
   of dying of SIGINT and printing "Error 130". The terminal is handed back at the end. A
   SIGINT, SIGTERM or SIGHUP sent to this process (e.g. to make's whole process group) is
-  passed on to honcho, so every way of stopping the run stops all of it.
+  passed on to honcho; honcho stops everything on SIGHUP too, and when its terminal hangs up
+  (the window closed), then writing to nowhere: every way of stopping the run stops all of it.
 - Honcho stops a process by sending SIGTERM to its whole process group, which includes the
   prefork pool children of a Celery worker: they die of it and the worker logs each one as
   an ERROR. Here SIGTERM goes to the process itself (the Procfile ``exec``s each command),
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 
 STOP_GRACE = 8
 INTERRUPTED = {130, 143}  # honcho's exit codes after SIGINT and SIGTERM
@@ -30,29 +33,61 @@ _HONCHO = "--as-honcho"
 
 
 def run_honcho(argv: list[str]) -> None:
-    """Honcho's command line, with the two changes above."""
+    """Honcho's command line, with the changes above."""
+    import honcho.command
     import honcho.manager
-    from honcho.command import main
     from honcho.compat import ProcessManager
+    from honcho.printer import Printer
 
     class SignalTheProcessOnly(ProcessManager):
         def terminate(self, pid: int) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGTERM)
 
+    class OutputMayVanish(Printer):
+        def write(self, message) -> None:
+            with contextlib.suppress(OSError):  # the terminal hung up: EIO
+                super().write(message)
+
     honcho.manager.KILL_WAIT = STOP_GRACE
     honcho.manager.ProcessManager = SignalTheProcessOnly
-    main(argv)
+    honcho.command.Printer = OutputMayVanish
+    signal.signal(signal.SIGHUP, lambda signum, frame: _stop_writing_nowhere())
+    tty = _terminal(foreground=False)
+    if tty is not None:
+        threading.Thread(target=_watch_for_hang_up, args=(tty,), daemon=True).start()
+    honcho.command.main(argv)
 
 
-def _terminal() -> int | None:
-    """The controlling terminal, if this process is in its foreground job."""
+def _watch_for_hang_up(tty: int) -> None:
+    """The terminal closed (its window, an SSH session): the kernel signals only the
+    session's leader (make, or a shell, which signals make's job, not honcho's), and honcho
+    would go on, its processes with it, writing to nowhere."""
+    poll = select.poll()
+    poll.register(tty, 0)  # only a hang-up, or an error, ends the wait
+    while not poll.poll():
+        pass
+    _stop_writing_nowhere()
+
+
+def _stop_writing_nowhere() -> None:
+    """Stop as on SIGTERM, all output from now on going to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (1, 2):
+        os.dup2(devnull, stream)
+    os.close(devnull)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _terminal(foreground: bool = True) -> int | None:
+    """The controlling terminal, if there is one (and this process is in its foreground
+    job, unless ``foreground`` is False)."""
     try:
         tty = os.open("/dev/tty", os.O_RDWR)
     except OSError:
         return None
     with contextlib.suppress(OSError):
-        if os.tcgetpgrp(tty) == os.getpgrp():
+        if not foreground or os.tcgetpgrp(tty) == os.getpgrp():
             return tty
     os.close(tty)
     return None

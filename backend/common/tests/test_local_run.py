@@ -292,10 +292,11 @@ class MakeRun:
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
     def _read(self) -> None:
+        master = self.master
         while True:
             try:
-                chunk = os.read(self.master, 65536)
-            except OSError:  # EIO: every process holding the terminal has gone
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every process holding the terminal has gone (or it closed)
                 return
             if not chunk:
                 return
@@ -335,7 +336,13 @@ class MakeRun:
                 os.kill(member, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=10)
-        os.close(self.master)
+        self.close_terminal()
+
+    def close_terminal(self) -> None:
+        """What closing the terminal's window does: the kernel hangs the terminal up."""
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
 
 
 STORES = {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"}
@@ -385,6 +392,33 @@ def test_ctrl_c_stops_make_run_cleanly(make_run):
 
     assert make_run.proc.wait(timeout=15) == 0, make_run.output[-5000:]
     assert_stopped_cleanly(make_run)
+
+
+@pytest.mark.e2e
+def test_closing_the_terminal_stops_everything(make_run):
+    """Honcho, the terminal's foreground job, died of the hang-up and left the web server,
+    the workers and beat running; the next `make run` found its port taken."""
+    make_run.wait_until_ready()
+    started = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", make_run.output)]
+    assert len(started) == len(PROCFILE_NAMES), make_run.output[-5000:]
+
+    make_run.close_terminal()
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(started):
+        time.sleep(0.2)
+    assert not _alive(started), f"still running after the hang-up: {_alive(started)}"
+    make_run.proc.wait(timeout=15)
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state != "Z":  # a zombie has ended; its parent has not reaped it yet
+                alive.append(pid)
+    return alive
 
 
 @pytest.mark.e2e
