@@ -65,6 +65,11 @@ def cache_is_shared() -> bool:
 
 
 CHECKS = {"database": check_database, "broker": check_broker, "cache": check_cache}
+# Checks whose failure leaves the service working: "degraded" (200) with the reason, not 503
+# (a load balancer would take every instance out for a cache they all share).
+OPTIONAL = {
+    "cache": "the cache is unavailable: the throttles let every request through",
+}
 
 
 def _checks_to_run() -> dict:
@@ -167,12 +172,14 @@ HEALTH_BODY = inline_serializer(
 def health(request):
     """``{"status": "ok", "checks": {...}, "workers": n}``; 503 naming each failed or hung
     check; ``"degraded"`` (still 200, with the reason) when no worker consumes the task
-    queue."""
+    queue or the cache, which the service can do without, fails."""
     workers: dict = {}
     checks = run_checks(workers)
-    failed = [name for name, value in checks.items() if value != "ok"]
+    failed = [name for name, value in checks.items() if value != "ok" and name not in OPTIONAL]
     online = workers.get("workers")
     count, reason = worker_status(online)
+    if checks.get("cache", "ok") != "ok":
+        reason = "; ".join(filter(None, [reason, OPTIONAL["cache"]]))
     body = {"status": "error" if failed else "ok", "checks": checks, "workers": count}
     if online is not None:
         body["queues"] = consumers_by_queue(online)

@@ -92,6 +92,35 @@ def test_health_recovers_when_broker_is_back(api_client, broker_down):
     assert api_client.get(HEALTH).status_code == 200
 
 
+def test_a_cache_down_leaves_the_service_up_and_says_it_is_degraded(api_client, monkeypatch):
+    """The cache is optional (the throttles let requests through without it), yet its
+    failure answered 503: a load balancer took out a service that worked."""
+    from backend.ops import broker
+
+    def cache_down():
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(health, "cache_is_shared", lambda: True)
+    monkeypatch.setitem(health.CHECKS, "cache", cache_down)
+    online = [{"name": "worker@h", "queues": ["tasks", "long", "maintenance"], "active": 0}]
+    monkeypatch.setattr(broker, "workers", lambda accept=None: online)
+
+    response = api_client.get(HEALTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["checks"]["cache"] == "error: ConnectionError (see the service's log)"
+    assert "failed" not in body
+    assert body["status"] == "degraded"
+    assert body["reason"] == "the cache is unavailable: the throttles let every request through"
+    online.clear()  # and no worker either: both reasons
+    body = api_client.get(HEALTH).json()
+    assert body["reason"] == (
+        "no worker consumes the 'tasks' queue: new tasks wait; "
+        "the cache is unavailable: the throttles let every request through"
+    )
+
+
 def test_health_503_when_database_fails(api_client, database_down):
     response = api_client.get(HEALTH)
 

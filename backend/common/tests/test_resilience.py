@@ -120,8 +120,11 @@ def test_auth_works_with_the_cache_down(api_client, user, cache_down):
 
 def test_health_reports_the_cache_when_one_is_configured(api_client, cache_down):
     response, elapsed = timed(lambda: api_client.get("/health/"))
-    assert response.status_code == 503 and elapsed < BOUND
-    assert response.json()["failed"] == ["cache"]
+    # The service works without it: degraded, not down (a 503 took it out of a balancer).
+    assert response.status_code == 200 and elapsed < BOUND
+    body = response.json()
+    assert body["checks"]["cache"].startswith("error: ") and "failed" not in body
+    assert body["status"] == "degraded" and "the cache is unavailable" in body["reason"]
 
 
 @pytest.mark.django_db(transaction=True)
