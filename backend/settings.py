@@ -11,10 +11,13 @@ import os
 import re
 import warnings
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -88,7 +91,10 @@ def _positive_int(name: str, default: int, minimum: int = 1) -> int:
 # --- core ---------------------------------------------------------------------
 DEBUG = _bool("DEBUG", False)
 VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+try:
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    _fail(f"VAR_DIR cannot be made a folder: {VAR_DIR}: {exc.strerror or exc}")
 
 SECRET_KEY = _text("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -196,7 +202,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
 else:
     # Django's backend, with a health check that needs no round trip (backend/common/postgresql).
     _db["ENGINE"] = "backend.common.postgresql"
-    _db["CONN_MAX_AGE"] = _read("CONN_MAX_AGE", env.int, 60)
+    _db["CONN_MAX_AGE"] = _positive_int("CONN_MAX_AGE", 60, minimum=0)
     _db["CONN_HEALTH_CHECKS"] = True
     # Parameters bound by the server (psycopg's extended protocol), and a statement a
     # connection has run DATABASE_PREPARE_THRESHOLD times (the Bearer user, the create's
@@ -603,6 +609,13 @@ EMAIL_USE_TLS = bool(_email.get("EMAIL_USE_TLS"))
 EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = _text("DEFAULT_FROM_EMAIL", "Async Task Manager <noreply@localhost>")
+try:
+    validate_email(parseaddr(DEFAULT_FROM_EMAIL)[1])
+except ValidationError:
+    _fail(
+        "DEFAULT_FROM_EMAIL must be an address, with or without a name "
+        f"(Async Task Manager <noreply@example.com>), got {DEFAULT_FROM_EMAIL!r}"
+    )
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Seconds an SMTP connection may take to connect or answer before the send fails; one
 # send (connecting to QUIT) may take 12 times this in all.
@@ -642,6 +655,16 @@ NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
 # `make run` sets it from its PORT when neither the environment nor .env gives it (PORT cannot
 # be read here: honcho gives each process of the Procfile its own).
 PUBLIC_BASE_URL = _text("PUBLIC_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
+try:
+    _public = urlsplit(PUBLIC_BASE_URL)
+    _public.port  # noqa: B018 (a port beyond 65535 or not a number raises here)
+except ValueError:
+    _public = urlsplit("")
+if _public.scheme not in ("http", "https") or not _public.hostname or _public.query:
+    _fail(
+        "PUBLIC_BASE_URL must be an http(s) address such as https://tasks.example.com, "
+        f"got {PUBLIC_BASE_URL!r}"
+    )
 
 # --- schedules ----------------------------------------------------------------
 # Shortest interval of a recurring schedule, in seconds.

@@ -100,7 +100,30 @@ BAD_VALUES = [
     ({"CACHE_TIMEOUT": "0"}, "CACHE_TIMEOUT"),
     ({"HEALTH_CHECK_TIMEOUT": "nan"}, "HEALTH_CHECK_TIMEOUT"),
     ({"OPS_WORKERS_CACHE_SECONDS": "-1"}, "OPS_WORKERS_CACHE_SECONDS"),
+    # Each was taken as it was (or, VAR_DIR, stopped start-up with a traceback).
+    ({"VAR_DIR": "/proc/no-folder-here"}, "VAR_DIR"),
+    ({"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "-7"}, "CONN_MAX_AGE"),
+    ({"PUBLIC_BASE_URL": "notaurl"}, "PUBLIC_BASE_URL"),
+    ({"PUBLIC_BASE_URL": "ftp://tasks.example.com"}, "PUBLIC_BASE_URL"),
+    ({"PUBLIC_BASE_URL": "https://tasks.example.com:99999"}, "PUBLIC_BASE_URL"),
+    ({"DEFAULT_FROM_EMAIL": "bad"}, "DEFAULT_FROM_EMAIL"),
+    ({"DEFAULT_FROM_EMAIL": "Tasks <no at sign>"}, "DEFAULT_FROM_EMAIL"),
 ]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"PUBLIC_BASE_URL": "https://tasks.example.com/base/"},
+        {"PUBLIC_BASE_URL": "http://[::1]:8000"},
+        {"DEFAULT_FROM_EMAIL": "noreply@example.com"},
+        {"DEFAULT_FROM_EMAIL": '"Tasks, Inc." <noreply@example.com>'},
+        {"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "0"},
+    ],
+)
+def test_good_values_of_the_checked_settings_start(tmp_path, overrides):
+    result = start_django(tmp_path, **overrides)
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(
