@@ -1,7 +1,9 @@
 """Admin behaviour shared by the apps."""
 
 from django.contrib import messages
+from django.contrib.admin.actions import delete_selected as confirm_delete_selected
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.db import transaction
 from django.shortcuts import redirect
 from django.urls import reverse
 
@@ -18,7 +20,31 @@ class ServiceDeleteMixin:
     page answers with that reason alone and goes back to the object, which is still there.
 
     The refusal is raised out of ``delete_model``, so ``delete_view``'s transaction drops
-    the log entry Django wrote for it and no success message follows."""
+    the log entry Django wrote for it and no success message follows.
+
+    ``delete_selected_with_service`` is the bulk action's body: Django's confirmation page
+    first (its form posts back to an action named ``delete_selected``), then each object
+    through the service, logged as Django logs a deletion; those refused are named."""
+
+    def delete_selected_with_service(self, request, queryset, plural: str):
+        if request.POST.get("post"):
+            _, _, perms_needed, protected = self.get_deleted_objects(queryset, request)
+            if not (perms_needed or protected):
+                deleted, refused = 0, []
+                for obj in queryset:
+                    try:
+                        with transaction.atomic():  # a refusal rolls its log entry back
+                            self.log_deletions(request, [obj])
+                            self.delete_with_service(request, obj)
+                    except DomainError as exc:
+                        refused.append(f"{obj}: {exc.detail}")
+                    else:
+                        deleted += 1
+                self.message_user(request, f"{deleted} {plural} deleted.")
+                for reason in refused:
+                    self.message_user(request, reason, level=messages.WARNING)
+                return None
+        return confirm_delete_selected(self, request, queryset)
 
     def delete_with_service(self, request, obj) -> None:
         raise NotImplementedError

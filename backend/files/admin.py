@@ -1,4 +1,4 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from django.template.defaultfilters import filesizeformat
@@ -6,7 +6,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from backend.common.admin import ServiceDeleteMixin
-from backend.common.errors import DomainError
 
 from . import services
 from .models import File
@@ -41,7 +40,7 @@ class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         "download_link",
     )
     readonly_fields = fields
-    actions = ["delete_files"]
+    actions = ["delete_selected"]
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: File) -> str:
@@ -75,25 +74,11 @@ class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
-    def get_actions(self, request):
-        actions = super().get_actions(request)
-        # Deleting goes through the service (in-use check, bytes removed), not a bulk delete.
-        actions.pop("delete_selected", None)
-        return actions
-
     def delete_with_service(self, request, obj):
         services.file_delete(file=obj, actor=request.user)
 
     @admin.action(description="Delete selected files (and their bytes)", permissions=["delete"])
-    def delete_files(self, request, queryset):
-        deleted, refused = 0, []
-        for file in queryset:
-            try:
-                services.file_delete(file=file, actor=request.user)
-            except DomainError as exc:
-                refused.append(f"{file}: {exc.detail}")
-            else:
-                deleted += 1
-        self.message_user(request, f"{deleted} file(s) deleted.")
-        for reason in refused:
-            self.message_user(request, reason, level=messages.WARNING)
+    def delete_selected(self, request, queryset):
+        # Asks first and logs each deletion, as Django's own action does; each file goes
+        # through the service (in use: refused; its bytes removed).
+        return self.delete_selected_with_service(request, queryset, "file(s)")

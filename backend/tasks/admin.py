@@ -1,6 +1,4 @@
 from django.contrib import admin, messages
-from django.contrib.admin.actions import delete_selected as confirm_delete_selected
-from django.db import transaction
 
 from backend.common.admin import ServiceDeleteMixin
 from backend.common.errors import DomainError
@@ -81,23 +79,7 @@ class TaskAdmin(ServiceDeleteMixin, admin.ModelAdmin):
 
     @admin.action(description="Delete selected tasks", permissions=["delete"])
     def delete_selected(self, request, queryset):
-        # Django's own action asks for confirmation (or refuses protected rows); once
-        # confirmed, each task goes through the service, like the files admin's delete.
-        if request.POST.get("post"):
-            _, _, perms_needed, protected = self.get_deleted_objects(queryset, request)
-            if not (perms_needed or protected):
-                self._each(request, queryset, self._logged_delete(request), "deleted")
-                return None
-        return confirm_delete_selected(self, request, queryset)
-
-    def _logged_delete(self, request):
-        def delete(*, task, actor):
-            # A refused delete rolls its log entry back with it.
-            with transaction.atomic():
-                self.log_deletions(request, [task])
-                services.task_delete(task=task, actor=actor)
-
-        return delete
+        return self.delete_selected_with_service(request, queryset, "task(s)")
 
     def _each(self, request, queryset, service, verb):
         done, refused = 0, []

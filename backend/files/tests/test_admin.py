@@ -65,20 +65,29 @@ def test_no_adding_or_editing(admin_client):
     assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
 
 
-def test_delete_action_uses_the_service(admin_client, user, django_capture_on_commit_callbacks):
+def test_delete_action_asks_first_then_uses_the_service_and_logs(
+    admin_client, user, django_capture_on_commit_callbacks
+):
+    """It deleted rows and bytes at the first click, and left no entry in the admin's log."""
+    from django.contrib.admin.models import DELETION, LogEntry
+
     free = make_file(user, name="free.csv")
     used = make_file(user, name="used.csv")
     TaskFactory(owner=user, input_data={"file_id": str(used.pk)}, status=TaskStatus.RUNNING)
+    chosen = {"action": "delete_selected", "_selected_action": [str(free.pk), str(used.pk)]}
+
+    asked = admin_client.post(CHANGELIST, chosen)
+
+    assert asked.status_code == 200 and b"Are you sure" in asked.content
+    assert File.objects.count() == 2 and default_storage.exists(free.storage_name)
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(
-            CHANGELIST,
-            {"action": "delete_files", "_selected_action": [str(free.pk), str(used.pk)]},
-            follow=True,
-        )
+        response = admin_client.post(CHANGELIST, {**chosen, "post": "yes"}, follow=True)
     assert b"1 file(s) deleted." in response.content
     assert b"An active task uses this file" in response.content
     assert list(File.objects.values_list("pk", flat=True)) == [used.pk]
     assert not default_storage.exists(free.storage_name)
+    logged = LogEntry.objects.filter(action_flag=DELETION)
+    assert list(logged.values_list("object_id", "object_repr")) == [(str(free.pk), str(free))]
 
 
 def test_delete_view_uses_the_service(admin_client, user, django_capture_on_commit_callbacks):
