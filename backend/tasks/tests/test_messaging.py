@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from backend.common.email import send_budget
 from backend.common.tests.smtpd import (
     AUTH_WARNING,
     BANNER,
@@ -14,7 +15,7 @@ from backend.common.tests.smtpd import (
     free_port,
     use_smtp,
 )
-from backend.tasks import runner, services
+from backend.tasks import runner, services, types
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.types.messaging import MAIL_ATTEMPTS
 from backend.users.tests.factories import UserFactory
@@ -257,6 +258,15 @@ def test_a_server_down_for_good_fails_the_task_after_its_attempts(settings, user
 
     assert (task.status, task.attempts) == (TaskStatus.FAILED, MAIL_ATTEMPTS)
     assert task.error.endswith(f"connection refused (gave up after {MAIL_ATTEMPTS} attempts)")
+
+
+@pytest.mark.parametrize("timeout", [1, 2, 10, 60])
+def test_a_mail_tasks_time_limit_outlasts_a_whole_send(settings, timeout):
+    """It was 3 x EMAIL_TIMEOUT + 10 s: a slow server failed the task for good at its time
+    limit (from EMAIL_TIMEOUT=2 on) before the send was cut and the task tried again."""
+    settings.EMAIL_TIMEOUT = timeout
+    for name in ("email", "reminder"):
+        assert types.get(name).time_limit_for({}) > send_budget()
 
 
 def test_a_server_that_never_answers_times_out_and_is_tried_again(settings, user, no_broker):

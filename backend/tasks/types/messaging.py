@@ -15,6 +15,7 @@ from backend.common.email import (
     EmailDeliveryError,
     EmailUnavailable,
     at_domain_literal,
+    send_budget,
     send_email,
 )
 
@@ -36,8 +37,9 @@ MAIL_ATTEMPTS = 5
 
 
 def _time_limit(data: dict) -> int:
-    # Connecting, sending and closing may each take up to EMAIL_TIMEOUT.
-    return settings.EMAIL_TIMEOUT * 3 + 10
+    # Longer than a send may take (send_email cuts it at send_budget() and the task is tried
+    # again): at the time limit the task fails for good.
+    return send_budget() + 10
 
 
 class RecipientsField(serializers.Field):
