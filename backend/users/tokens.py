@@ -39,13 +39,22 @@ class UntypedToken(SaneExpiryMixin, tokens.UntypedToken):
     pass
 
 
+# OutstandingToken.jti's length.
+MAX_JTI = 255
+
+
 class IdRequiredMixin:
-    """A refresh token without an id (``jti``, in a token signed with the key) is an invalid
-    token: simplejwt looks it up in the blacklist before checking it has one (a 500)."""
+    """A refresh token (signed with the key, by a tool, say) is invalid without an id
+    (``jti``) that the blacklist can hold, or without a user: simplejwt looked it up in the
+    blacklist before checking it had an id, and wrote one too long for the column (a 500
+    each), and a rotation without a user gave out an access token of nobody."""
 
     def check_blacklist(self) -> None:
-        if api_settings.JTI_CLAIM not in self.payload:
+        jti = self.payload.get(api_settings.JTI_CLAIM)
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI:
             raise TokenError(_("Token has no id"))
+        if not self.payload.get(api_settings.USER_ID_CLAIM):
+            raise TokenError(_("Token contained no recognizable user identification"))
         super().check_blacklist()
 
 
