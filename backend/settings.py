@@ -16,8 +16,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import environ
-from django.core.exceptions import ImproperlyConfigured, ValidationError
-from django.core.validators import validate_email
+from django.core.exceptions import ImproperlyConfigured
+from django.core.mail.message import sanitize_address
 from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -610,8 +610,11 @@ EMAIL_USE_SSL = bool(_email.get("EMAIL_USE_SSL"))
 EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = _text("DEFAULT_FROM_EMAIL", "Async Task Manager <noreply@localhost>")
 try:
-    validate_email(parseaddr(DEFAULT_FROM_EMAIL)[1])
-except ValidationError:
+    sanitize_address(DEFAULT_FROM_EMAIL, "utf-8")  # one mailbox, nothing after it (as a send)
+    _local, _at, _domain = parseaddr(DEFAULT_FROM_EMAIL)[1].rpartition("@")
+    if not (_local and _domain) or " " in _domain:
+        raise ValueError(DEFAULT_FROM_EMAIL)
+except ValueError:
     _fail(
         "DEFAULT_FROM_EMAIL must be an address, with or without a name "
         f"(Async Task Manager <noreply@example.com>), got {DEFAULT_FROM_EMAIL!r}"

@@ -108,6 +108,9 @@ BAD_VALUES = [
     ({"PUBLIC_BASE_URL": "https://tasks.example.com:99999"}, "PUBLIC_BASE_URL"),
     ({"DEFAULT_FROM_EMAIL": "bad"}, "DEFAULT_FROM_EMAIL"),
     ({"DEFAULT_FROM_EMAIL": "Tasks <no at sign>"}, "DEFAULT_FROM_EMAIL"),
+    # Every send refused these ("only a@b.com could be parsed").
+    ({"DEFAULT_FROM_EMAIL": "a@b.com, c@d.com"}, "DEFAULT_FROM_EMAIL"),
+    ({"DEFAULT_FROM_EMAIL": "Tasks <a@b.com> trailing"}, "DEFAULT_FROM_EMAIL"),
 ]
 
 
@@ -118,6 +121,7 @@ BAD_VALUES = [
         {"PUBLIC_BASE_URL": "http://[::1]:8000"},
         {"DEFAULT_FROM_EMAIL": "noreply@example.com"},
         {"DEFAULT_FROM_EMAIL": '"Tasks, Inc." <noreply@example.com>'},
+        {"DEFAULT_FROM_EMAIL": "tasks@mailhost"},  # an internal relay's single-label name
         {"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "0"},
     ],
 )
