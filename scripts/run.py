@@ -8,7 +8,9 @@ Arguments are honcho's (``start -f Procfile -p 8000``). What differs from a bare
   of dying of SIGINT and printing "Error 130". The terminal is handed back at the end. A
   SIGINT, SIGTERM or SIGHUP sent to this process (e.g. to make's whole process group) is
   passed on to honcho; honcho stops everything on SIGHUP too, and when its terminal hangs up
-  (the window closed), then writing to nowhere: every way of stopping the run stops all of it.
+  (the window closed) while it is the terminal's foreground job, then writing to nowhere:
+  every way of stopping the run stops all of it. A run sent to the background (`make run &`)
+  is left running when the terminal closes.
 - Honcho stops a process by sending SIGTERM to its whole process group, which includes the
   prefork pool children of a Celery worker: they die of it and the worker logs each one as
   an ERROR. Here SIGTERM goes to the process itself (the Procfile ``exec``s each command),
@@ -30,9 +32,12 @@ import threading
 STOP_GRACE = 8
 INTERRUPTED = {130, 143}  # honcho's exit codes after SIGINT and SIGTERM
 _HONCHO = "--as-honcho"
+# Honcho in the terminal's foreground job (a run sent to the background, `make run &`, goes
+# on when the terminal closes, as its user asked).
+_IN_FRONT = "--in-front"
 
 
-def run_honcho(argv: list[str]) -> None:
+def run_honcho(argv: list[str], in_front: bool) -> None:
     """Honcho's command line, with the changes above."""
     import honcho.command
     import honcho.manager
@@ -53,7 +58,7 @@ def run_honcho(argv: list[str]) -> None:
     honcho.manager.ProcessManager = SignalTheProcessOnly
     honcho.command.Printer = OutputMayVanish
     signal.signal(signal.SIGHUP, lambda signum, frame: _stop_writing_nowhere())
-    tty = _terminal(foreground=False)
+    tty = _terminal(foreground=False) if in_front else None
     if tty is not None:
         threading.Thread(target=_watch_for_hang_up, args=(tty,), daemon=True).start()
     honcho.command.main(argv)
@@ -121,8 +126,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTSTP, signal.SIG_IGN)
 
     tty = _terminal()
+    front = [_IN_FRONT] if tty is not None else []
     honcho = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), _HONCHO, *argv], process_group=0
+        [sys.executable, os.path.abspath(__file__), _HONCHO, *front, *argv], process_group=0
     )
     if tty is not None:
         _set_foreground(tty, honcho.pid)
@@ -144,6 +150,7 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == [_HONCHO]:
-        run_honcho(sys.argv[2:])
+        in_front = sys.argv[2:3] == [_IN_FRONT]
+        run_honcho(sys.argv[3 if in_front else 2 :], in_front)
     else:
         sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,7 @@ system checks stay quiet."""
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -252,7 +253,9 @@ class MakeRun:
     """`make run` in a session of its own with a pseudo-terminal as its controlling
     terminal, as in a developer's shell; its output is collected as it comes."""
 
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, *, background: bool = False):
+        """``background``: as ``make run &`` typed in a shell (with job control), which is
+        then left running at the shell's end."""
         self.env_file = tmp_path / ".env"
         env = {
             name: value
@@ -265,8 +268,11 @@ class MakeRun:
             PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"), ENV_FILE=str(self.env_file)
         )
         self.master, slave = os.openpty()
+        make = ["make", f"VENV={VENV}", "-o", f"{VENV}/.installed", "run"]
+        if background:
+            make = ["bash", "-c", f"set -m; {shlex.join(make)} & wait"]
         self.proc = subprocess.Popen(
-            ["make", f"VENV={VENV}", "-o", f"{VENV}/.installed", "run"],
+            make,
             cwd=PROJECT_ROOT,
             env=env,
             stdin=slave,
@@ -409,6 +415,21 @@ def test_closing_the_terminal_stops_everything(make_run):
         time.sleep(0.2)
     assert not _alive(started), f"still running after the hang-up: {_alive(started)}"
     make_run.proc.wait(timeout=15)
+
+
+@pytest.mark.e2e
+def test_a_run_sent_to_the_background_outlives_its_terminal(tmp_path):
+    run = MakeRun(tmp_path, background=True)
+    try:
+        run.wait_until_ready()
+        started = [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", run.output)]
+
+        run.close_terminal()  # the shell that started it ends
+
+        time.sleep(5)
+        assert _alive(started) == started
+    finally:
+        run.stop_everything()
 
 
 def _alive(pids: list[int]) -> list[int]:
