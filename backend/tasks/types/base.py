@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from rest_framework import serializers
@@ -170,9 +171,10 @@ EXPONENT_FORM = 1e16
 
 
 class StrictNumberField(serializers.Field):
-    """A JSON number. One of 1e16 or more (each a whole number) is taken as the integer it
-    is: the same number whether a run reads its input from its message or from the
-    database, where jsonb turns it into an integer (and a sum of integers is exact)."""
+    """A JSON number. One of 1e16 or more (each a whole number) is taken as the integer its
+    JSON writes (1e23: 10**23): the same number whether a run reads its input from its
+    message or from the database, where jsonb turns it into that integer (and a sum of
+    integers is exact)."""
 
     default_error_messages = {"invalid": "A number is required (not a string or a boolean)."}
 
@@ -180,7 +182,8 @@ class StrictNumberField(serializers.Field):
         if isinstance(data, bool) or not isinstance(data, int | float):
             self.fail("invalid")
         if isinstance(data, float) and abs(data) >= EXPONENT_FORM:
-            return int(data)
+            # As jsonb reads the float's JSON (1e+23: 10**23, not the double's 99999…392).
+            return int(Decimal(repr(data)))
         return data
 
     def to_representation(self, value):
