@@ -147,9 +147,13 @@ def passing(exc: BaseException) -> bool:
         return all(400 <= reply[0] < 500 for reply in exc.recipients.values())
     if isinstance(exc, smtplib.SMTPResponseException):
         return 400 <= exc.smtp_code < 500
-    if isinstance(exc, ssl.SSLError | smtplib.SMTPNotSupportedError):
-        return False  # a certificate, a protocol, a server's features: not a moment's
-    return isinstance(exc, OSError | smtplib.SMTPServerDisconnected)
+    if isinstance(exc, smtplib.SMTPServerDisconnected):
+        return True
+    if isinstance(exc, ssl.SSLError | smtplib.SMTPException):
+        # A certificate, a protocol, what the server supports (no login method that fits):
+        # not a moment's trouble. (Both are kinds of OSError.)
+        return False
+    return isinstance(exc, OSError)  # unreachable, refused, timed out, a name not found
 
 
 def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> int:

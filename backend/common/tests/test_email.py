@@ -171,6 +171,29 @@ def test_failures_are_described_without_the_servers_words(smtp_settings, error, 
     assert BANNER not in described
 
 
+@pytest.mark.parametrize(
+    ("error", "may_pass"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (TimeoutError("timed out"), True),
+        (socket.gaierror(-3, "Temporary failure in name resolution"), True),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), True),
+        (smtplib.SMTPConnectError(421, BANNER), True),
+        (smtplib.SMTPSenderRefused(451, BANNER, "me@x.org"), True),
+        (smtplib.SMTPDataError(452, BANNER), True),
+        (smtplib.SMTPRecipientsRefused({"a@x.org": (450, b"busy"), "b@x.org": (451, b"")}), True),
+        (smtplib.SMTPRecipientsRefused({"a@x.org": (450, b"busy"), "b@x.org": (550, b"")}), False),
+        (smtplib.SMTPDataError(554, BANNER), False),
+        (smtplib.SMTPAuthenticationError(535, BANNER), False),
+        (smtplib.SMTPNotSupportedError("STARTTLS extension not supported by server."), False),
+        (smtplib.SMTPException("No suitable authentication method found."), False),
+        (ssl.SSLCertVerificationError(1, "certificate verify failed"), False),
+    ],
+)  # fmt: skip
+def test_which_send_failures_may_pass(error, may_pass):
+    assert email.passing(error) is may_pass
+
+
 def test_a_backend_that_is_not_smtp_is_named(settings):
     settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
     settings.EMAIL_URL = "filemail:///nowhere"
