@@ -14,7 +14,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
-from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from backend.files.models import File
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
@@ -100,7 +100,7 @@ def task_create(
         task_id=task.pk,
         recipient=notifications.recipient_for(owner=owner, callback_url=callback_url),
     )
-    files = [task.input_data[key] for key in kind.file_inputs if task.input_data.get(key)]
+    files = _files_of(kind, task.input_data)
     if planned or callback_url or files or not limits.slot_free_locks_itself():
         with transaction.atomic():
             _lock_files(files)
@@ -112,6 +112,10 @@ def task_create(
     if marked_at is not None:
         queue.publish_on_commit([queue.job_of(task)], marked_at=marked_at)
     return task
+
+
+def _files_of(kind: types.TaskType, input_data: dict) -> list[str]:
+    return [input_data[key] for key in kind.file_inputs if input_data.get(key)]
 
 
 def _lock_files(file_ids: list[str]) -> None:
@@ -151,8 +155,12 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
             # As at create: a task waiting for its run_at cannot be given a deadline that
             # comes first (it would fail unrun). Guarded, as a retry may move run_at later.
             rows = rows.filter(Q(run_at__isnull=True) | Q(run_at__lt=deadline))
-        if not rows.update(**changes) and Task.objects.filter(pk=task.pk).exists():
-            raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
+        if not rows.update(**changes):
+            if Task.objects.filter(pk=task.pk).exists():
+                raise DomainError(
+                    "run_at must be before the deadline.", code="run_at_after_deadline"
+                )
+            raise NotFound("Not found.")  # deleted since the request read it
         task.refresh_from_db()
     return task
 
@@ -303,6 +311,14 @@ def task_retry(*, task: Task, actor: User) -> Task:
             "The task's deadline has passed; move the deadline before retrying.",
             code="deadline_passed",
         )
+    try:
+        # As at create: a delete of the file waits for this task, then finds it active.
+        _lock_files(_files_of(kind, task.input_data))
+    except DomainError:
+        raise Conflict(
+            "The task's file has been deleted; upload it again and create a new task.",
+            code="file_not_found",
+        ) from None
     limits.check_active_assignee(task.assignee)
     limits.reserve_active_slot(task.assignee, exclude_task=task)
     now = timezone.now()

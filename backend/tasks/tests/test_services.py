@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from backend.notifications.models import Notification
 from backend.tasks import services
 from backend.tasks.models import Task, TaskStatus
@@ -518,3 +518,13 @@ def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):
     for task in (alive, human):
         task.refresh_from_db()
         assert task.status == TaskStatus.RUNNING
+
+
+def test_an_edit_of_a_task_deleted_meanwhile_is_not_found(user):
+    """It was a 500 (Task.DoesNotExist from refresh_from_db) when a DELETE committed between
+    the PATCH's read of the task and its update."""
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    Task.objects.filter(pk=task.pk).delete()
+    for data in ({"name": "x"}, {"deadline": timezone.now() + timedelta(hours=1)}):
+        with pytest.raises(NotFound):
+            lifecycle.task_update(task=task, actor=user, data=data)
