@@ -20,7 +20,7 @@ from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.common.errors import Conflict, DomainError, NotFound, PermissionDenied
 from backend.tasks import services as task_services
 from backend.users.models import User
 
@@ -86,12 +86,21 @@ def schedule_create(
     return schedule
 
 
+def schedule_locked(schedule: Schedule) -> Schedule:
+    """The schedule's row as it is now, locked until the transaction ends (edits take
+    turns: each starts from what the one before wrote); 404 when it was deleted since."""
+    locked = Schedule.objects.select_for_update().filter(pk=schedule.pk).first()
+    if locked is None:
+        raise NotFound("Not found.")
+    return locked
+
+
 @transaction.atomic
 def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) -> Schedule:
     """Apply validated changes (a whole, valid schedule once merged) and keep the periodic
     task in step."""
     _require_owner_or_staff(schedule, actor)
-    schedule = Schedule.objects.select_for_update().get(pk=schedule.pk)
+    schedule = schedule_locked(schedule)
     was_enabled = schedule.enabled
     for field in EDITABLE_FIELDS:
         if field in data:

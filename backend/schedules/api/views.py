@@ -1,3 +1,4 @@
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, permissions, status, viewsets
@@ -121,9 +122,10 @@ class ScheduleViewSet(
         return self._respond(schedule, status.HTTP_201_CREATED)
 
     @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    @transaction.atomic
     def update(self, request, *args, **kwargs):
         """Replace a schedule (fields left out take their defaults)."""
-        schedule = self.get_object()
+        schedule = services.schedule_locked(self.get_object())
         data = self._validated(request.data, schedule.owner)
         return self._respond(
             services.schedule_update(schedule=schedule, actor=request.user, data=data)
@@ -151,10 +153,13 @@ class ScheduleViewSet(
         return checked
 
     @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    @transaction.atomic
     def partial_update(self, request, *args, **kwargs):
         """Change some fields; the schedule they make is validated whole. Giving crontab
         clears interval_seconds and the other way round."""
-        schedule = self.get_object()
+        # Merged with the row as it is under its lock: an edit committed meanwhile (a pause)
+        # is kept, not overwritten with what this request read before it.
+        schedule = services.schedule_locked(self.get_object())
         if hasattr(request.data, "getlist"):  # a form's QueryDict
             _refuse_what_a_patch_cannot_change(request.data.dict())
             context = template_context(schedule.owner, self.request)

@@ -465,3 +465,37 @@ def test_a_refused_create_does_not_keep_its_key(client, user, settings):
     assert client.post(URL, EVERY_5_MIN_SUM, format="json", headers=headers).status_code == 409
     services.schedule_delete(schedule=existing, actor=user)
     assert client.post(URL, EVERY_5_MIN_SUM, format="json", headers=headers).status_code == 201
+
+
+def test_a_patch_keeps_an_edit_committed_after_it_read_the_schedule(client, user, monkeypatch):
+    """Two PATCHes at once: this one merged its changes with the row as it read it before
+    the other committed, and wrote it all back; a pause that answered 200 was undone."""
+    schedule = make_schedule(owner=user)
+    read_before = Schedule.objects.get(pk=schedule.pk)
+    services.schedule_set_enabled(schedule=schedule, actor=user, enabled=False)  # the other
+    monkeypatch.setattr(views.ScheduleViewSet, "get_object", lambda self: read_before)
+
+    response = client.patch(f"{URL}{schedule.pk}/", {"priority": "high"}, format="json")
+
+    assert response.status_code == 200, response.json()
+    stored = Schedule.objects.get(pk=schedule.pk)
+    assert (stored.enabled, stored.priority) == (False, "high")
+    assert PeriodicTask.objects.get(pk=stored.periodic_task_id).enabled is False
+    assert response.json()["enabled"] is False
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_an_edit_of_a_schedule_deleted_meanwhile_is_404(client, user, monkeypatch, method):
+    """It was a 500 (Schedule.DoesNotExist) when a DELETE committed between the edit's read
+    of the schedule and its lock."""
+    schedule = make_schedule(owner=user)
+    read_before = Schedule.objects.get(pk=schedule.pk)
+    services.schedule_delete(schedule=schedule, actor=user)
+    monkeypatch.setattr(views.ScheduleViewSet, "get_object", lambda self: read_before)
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "interval_seconds": 600}
+
+    response = getattr(client, method)(f"{URL}{schedule.pk}/", body, format="json")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not found.", "code": "not_found"}
+    assert not Schedule.objects.exists()
