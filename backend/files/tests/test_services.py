@@ -193,6 +193,23 @@ def test_a_task_is_not_created_on_a_file_deleted_after_its_input_was_checked(use
     assert not Task.objects.exists()
 
 
+def test_a_retry_of_a_task_whose_file_was_deleted_is_refused(user):
+    """A retry made the task active again without its file (which then failed the run), and
+    a retry racing the file's delete got past the delete's check."""
+    file = make_file(user)
+    task = task_services.task_create(
+        owner=user, task_type="data_processing", input_data={"file_id": str(file.pk)}
+    )
+    task_services.task_cancel(task=task, actor=user)
+    services.file_delete(file=file, actor=user)  # allowed: no active task uses it
+
+    with pytest.raises(Conflict) as refused:
+        task_services.task_retry(task=Task.objects.get(pk=task.pk), actor=user)
+
+    assert refused.value.code == "file_not_found"
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.CANCELLED
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("remover", ["delete", "purge"])
 @pytest.mark.parametrize("callback_url", ["", "https://hooks.example.com/done"])
