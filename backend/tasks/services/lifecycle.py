@@ -203,6 +203,7 @@ def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
     limits.check_active_assignee(assignee)
     limits.reserve_active_slot(assignee, exclude_task=task)
     _guarded(
+        task,
         Task.objects.filter(in_status(TaskStatus.SCHEDULED, TaskStatus.PENDING), pk=task.pk),
         "Only scheduled or pending tasks can be reassigned.",
         assignee=assignee,
@@ -223,6 +224,7 @@ def task_decline(*, task: Task, actor: User) -> Task:
             "This task is your own; cancel or reassign it instead.", code="not_declinable"
         )
     _guarded(
+        task,
         Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk, assignee=actor),
         f"Only a pending task can be declined; this one is {task.status}.",
         assignee=None,
@@ -283,6 +285,7 @@ def task_cancel(*, task: Task, actor: User) -> Task:
     """Cancel any active task; a worker running it stops at its next progress report."""
     _require_owner_or_staff(task, actor)
     _guarded(
+        task,
         Task.objects.filter(in_status(*ACTIVE_STATUSES), pk=task.pk),
         f"Only an active task can be cancelled; this one is {task.status}.",
         status=TaskStatus.CANCELLED,
@@ -325,6 +328,7 @@ def task_retry(*, task: Task, actor: User) -> Task:
     scheduled = task.run_at is not None and task.run_at > now
     marked_at = now if not scheduled and queue.accepting() else None
     _guarded(
+        task,
         Task.objects.filter(in_status(TaskStatus.FAILED, TaskStatus.CANCELLED), pk=task.pk),
         "Only a failed or cancelled task can be retried.",
         status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
@@ -346,9 +350,13 @@ def task_retry(*, task: Task, actor: User) -> Task:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _guarded(queryset: QuerySet[Task], conflict: str, **changes) -> None:
+def _guarded(task: Task, queryset: QuerySet[Task], conflict: str, **changes) -> None:
+    """Update ``task`` through ``queryset`` (its row, in the statuses the action takes);
+    409 when it is in another status now, 404 when it was deleted since it was read."""
     changes.setdefault("updated_at", timezone.now())
     if not queryset.update(**changes):
+        if not Task.objects.filter(pk=task.pk).exists():
+            raise NotFound("Not found.")
         raise Conflict(conflict, code="invalid_status")
 
 
@@ -356,7 +364,7 @@ def _guarded_on_assignee(task: Task, queryset: QuerySet[Task], conflict: str, **
     """``_guarded`` for an action its assignee takes: when the row no longer has the
     assignee read (given to someone else, or declined, meanwhile) the 409 says so."""
     try:
-        _guarded(queryset, conflict, **changes)
+        _guarded(task, queryset, conflict, **changes)
     except Conflict:
         now = list(Task.objects.filter(pk=task.pk).values_list("assignee_id", flat=True))
         if now and now[0] != task.assignee_id:

@@ -528,3 +528,19 @@ def test_an_edit_of_a_task_deleted_meanwhile_is_not_found(user):
     for data in ({"name": "x"}, {"deadline": timezone.now() + timedelta(hours=1)}):
         with pytest.raises(NotFound):
             lifecycle.task_update(task=task, actor=user, data=data)
+
+
+def test_an_action_on_a_task_deleted_meanwhile_is_not_found(user, other_user):
+    """A cancel or retry racing a DELETE answered 409 "…this one is scheduled" (an active
+    status) for a task that was gone."""
+    active = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 5})
+    ended = TaskFactory(owner=user, status=TaskStatus.CANCELLED)
+    manual = TaskFactory(owner=user, task_type="manual", input_data={}, assignee=other_user)
+    Task.objects.filter(pk__in=[active.pk, ended.pk, manual.pk]).delete()
+
+    with pytest.raises(NotFound):
+        lifecycle.task_cancel(task=active, actor=user)
+    with pytest.raises(NotFound):
+        lifecycle.task_retry(task=ended, actor=user)
+    with pytest.raises(NotFound):
+        lifecycle.task_decline(task=manual, actor=other_user)
