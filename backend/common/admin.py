@@ -62,7 +62,48 @@ class ServiceDeleteMixin:
             self.message_user(request, str(exc), level=messages.ERROR)
             if not self.has_view_or_change_permission(request):
                 return redirect("admin:index")
-            opts = self.opts
-            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[object_id])
-            filters = {"preserved_filters": self.get_preserved_filters(request), "opts": opts}
-            return redirect(add_preserved_filters(filters, url))
+            return _back_to(self, request, "change", object_id)
+
+
+def _back_to(admin, request, page: str, *args):
+    """A redirect to one of ``admin``'s pages (change, add, changelist), filters kept."""
+    opts = admin.opts
+    url = reverse(f"admin:{opts.app_label}_{opts.model_name}_{page}", args=args)
+    filters = {"preserved_filters": admin.get_preserved_filters(request), "opts": opts}
+    return redirect(add_preserved_filters(filters, url))
+
+
+class SaveRefused(Exception):
+    """The service refused the save (the message says why)."""
+
+
+class ServiceSaveMixin:
+    """An admin whose add and change forms save through the app's service:
+    ``save_model`` calls ``save_with_service``, and when the service refuses (a rule, or the
+    object deleted since the form was shown) the page says why alone and goes back to the
+    object, or to the list when it is gone. The refusal is raised out of ``save_model``, so
+    the save view's transaction drops the history entry Django wrote for it and no success
+    message follows (it said both)."""
+
+    def save_with_service(self, request, obj, form, change) -> None:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        try:
+            self.save_with_service(request, obj, form, change)
+        except DomainError as exc:
+            raise SaveRefused(exc.detail) from exc
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except SaveRefused as exc:
+            if object_id is None:
+                self.message_user(request, str(exc), level=messages.ERROR)
+                return _back_to(self, request, "add")
+            if self.model._default_manager.filter(pk=object_id).exists():
+                self.message_user(request, str(exc), level=messages.ERROR)
+                return _back_to(self, request, "change", object_id)
+            gone = f"This {self.opts.verbose_name} was deleted meanwhile; nothing was saved."
+            self.message_user(request, gone, level=messages.ERROR)
+            return _back_to(self, request, "changelist")

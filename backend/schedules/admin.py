@@ -11,7 +11,8 @@ from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
 
-from backend.common.errors import DomainError
+from backend.common.admin import ServiceSaveMixin
+from backend.common.errors import DomainError, NotFound
 from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import types
 
@@ -104,6 +105,15 @@ class ScheduleForm(forms.ModelForm):
             super()._post_clean()
 
 
+def _check_whole(schedule: Schedule) -> None:
+    """A schedule about to be turned on is checked whole, its template included (a file it
+    names may be gone, a limit lowered since): DomainError naming the first problem."""
+    data = {**services.schedule_as_written(schedule), "enabled": True}
+    serializer = ScheduleWriteSerializer(data=data, context=template_context(schedule.owner))
+    if not serializer.is_valid():
+        raise DomainError(next(_flatten(serializer.errors)))
+
+
 def _flatten(problems, prefix=""):
     if isinstance(problems, dict):
         for key, value in problems.items():
@@ -164,7 +174,7 @@ class TimingFilter(admin.SimpleListFilter):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(admin.ModelAdmin):
+class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
     form = ScheduleForm
     inlines = [ScheduleRunInline]
     list_display = (
@@ -204,16 +214,12 @@ class ScheduleAdmin(admin.ModelAdmin):
     def next_run(self, schedule):
         return selectors.schedule_next_run_at(schedule) if schedule.pk else None
 
-    def save_model(self, request, obj, form, change):
+    def save_with_service(self, request, obj, form, change):
         data = form.validated
-        try:
-            if change:
-                saved = services.schedule_update(schedule=obj, actor=request.user, data=data)
-            else:
-                saved = services.schedule_create(owner=form.cleaned_data["owner"], **data)
-        except DomainError as exc:
-            self.message_user(request, exc.detail, level=messages.ERROR)
-            return
+        if change:
+            saved = services.schedule_update(schedule=obj, actor=request.user, data=data)
+        else:
+            saved = services.schedule_create(owner=form.cleaned_data["owner"], **data)
         obj.pk = saved.pk
         obj.periodic_task_id = saved.periodic_task_id
         obj._state.adding = False
@@ -226,19 +232,31 @@ class ScheduleAdmin(admin.ModelAdmin):
             services.schedule_delete(schedule=schedule, actor=request.user)
 
     def _set_enabled(self, request, queryset, enabled: bool):
-        changed = 0
+        changed, refused = 0, []
         # Also those whose periodic task says otherwise (turned off or on in the Periodic
         # tasks admin, which beat obeys): set in step again.
         differing = Q(enabled=not enabled) | Q(periodic_task__enabled=not enabled)
         for schedule in queryset.filter(differing):
-            services.schedule_set_enabled(schedule=schedule, actor=request.user, enabled=enabled)
-            changed += 1
+            try:
+                if enabled:
+                    _check_whole(schedule)  # as the API's PATCH turning it on does
+                services.schedule_set_enabled(
+                    schedule=schedule, actor=request.user, enabled=enabled
+                )
+            except NotFound:
+                refused.append(f"{schedule}: deleted meanwhile.")
+            except DomainError as exc:  # its template no longer validates
+                refused.append(f"{schedule}: {exc.detail}")
+            else:
+                changed += 1
         verb = "enabled" if enabled else "disabled"
-        already = queryset.count() - changed
+        already = max(0, queryset.count() - changed - len(refused))
         self.message_user(
             request,
             f"{changed} schedule(s) {verb}." + (f" ({already} already were.)" if already else ""),
         )
+        for reason in refused:
+            self.message_user(request, reason, level=messages.WARNING)
 
     @admin.action(description="Enable selected schedules", permissions=["change"])
     def enable_schedules(self, request, queryset):

@@ -222,6 +222,19 @@ def schedule_template(schedule: Schedule) -> dict[str, Any]:
     return {field: getattr(schedule, field) for field in TEMPLATE_FIELDS}
 
 
+def schedule_as_written(schedule: Schedule) -> dict[str, Any]:
+    """The schedule as a body of its write serializer gives it: what a change is merged
+    with, and what turning it on checks whole."""
+    return {
+        **schedule_template(schedule),
+        "deadline_seconds": schedule.deadline_seconds,
+        "interval_seconds": schedule.interval_seconds,
+        "crontab": schedule.crontab or None,
+        "timezone": schedule.timezone,
+        "enabled": schedule.enabled,
+    }
+
+
 # --- the periodic task ------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 from django.contrib import admin, messages
 
-from backend.common.admin import ServiceDeleteMixin
+from backend.common.admin import ServiceDeleteMixin, ServiceSaveMixin
 from backend.common.errors import DomainError
 
 from . import services
@@ -8,7 +8,7 @@ from .models import Task
 
 
 @admin.register(Task)
-class TaskAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+class TaskAdmin(ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
     # Fits a 1400 px screen beside the admin's menu and filters: progress beside the status
     # of a running task, short dates; deadline and completion time on each task's page.
     list_display = (
@@ -59,14 +59,11 @@ class TaskAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         # Only what PATCH may change stays editable; the rest goes through the actions.
         return (*self.readonly_fields, "owner", "assignee", "deadline", "run_at")
 
-    def save_model(self, request, obj, form, change):
+    def save_with_service(self, request, obj, form, change):
         # Write only the changed fields through the service, never the whole row, so a
         # worker's concurrent update of status or progress is not overwritten.
         changes = {field: form.cleaned_data[field] for field in form.changed_data}
-        try:
-            services.task_update(task=obj, actor=request.user, data=changes)
-        except DomainError as exc:
-            self.message_user(request, exc.detail, level=messages.ERROR)
+        services.task_update(task=obj, actor=request.user, data=changes)
 
     def has_add_permission(self, request):
         # Tasks are submitted through the API, which validates their input.

@@ -167,14 +167,7 @@ class ScheduleViewSet(
         else:
             changes = _as_dict(request.data)
             _refuse_what_a_patch_cannot_change(changes)
-        current = {
-            **services.schedule_template(schedule),
-            "deadline_seconds": schedule.deadline_seconds,
-            "interval_seconds": schedule.interval_seconds,
-            "crontab": schedule.crontab or None,
-            "timezone": schedule.timezone,
-            "enabled": schedule.enabled,
-        }
+        current = services.schedule_as_written(schedule)
         light = self._light_changes(schedule, changes)
         if light is not None:
             return self._respond(

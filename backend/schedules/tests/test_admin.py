@@ -259,3 +259,59 @@ def test_the_form_refuses_json_deeper_than_the_api_takes(admin_client, user, dep
     assert response.status_code == 200
     assert b"JSON may nest at most 100 levels deep." in response.content
     assert not Schedule.objects.exists()
+
+
+def test_a_save_of_a_schedule_deleted_meanwhile_says_so_alone(admin_client, user, monkeypatch):
+    """It said "Not found." and "… was changed successfully", and logged a change."""
+    from django.contrib.admin.models import LogEntry
+    from django.contrib.messages import get_messages
+
+    from backend.schedules.admin import ScheduleAdmin
+
+    schedule = make_schedule(user)
+    read_before = Schedule.objects.get(pk=schedule.pk)
+    Schedule.objects.filter(pk=schedule.pk).delete()  # another request's, after this one read
+    monkeypatch.setattr(ScheduleAdmin, "get_object", lambda *args, **kwargs: read_before)
+
+    response = admin_client.post(change_url(schedule), form_data(schedule, priority="high"))
+
+    assert response.status_code == 302 and response.url.startswith(CHANGELIST)
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown == ["This schedule was deleted meanwhile; nothing was saved."]
+    assert not LogEntry.objects.exists()
+
+
+def test_enable_refuses_a_stale_template_and_a_schedule_deleted_meanwhile(
+    admin_client, user, monkeypatch
+):
+    """Enabling turned on a schedule whose template no longer validated (the API refuses
+    it), and a schedule deleted while the action ran was a 500."""
+    stale = make_schedule(user, enabled=False, name="stale")
+    Schedule.objects.filter(pk=stale.pk).update(input_data={"numbers": []})
+    gone = make_schedule(user, enabled=False, name="gone")
+    fine = make_schedule(user, enabled=False, name="fine")
+    set_enabled = services.schedule_set_enabled
+
+    def racing_a_delete(*, schedule, **kwargs):
+        if schedule.pk == gone.pk:
+            Schedule.objects.filter(pk=gone.pk).delete()
+        return set_enabled(schedule=schedule, **kwargs)
+
+    monkeypatch.setattr(services, "schedule_set_enabled", racing_a_delete)
+    selected = [str(stale.pk), str(gone.pk), str(fine.pk)]
+
+    response = admin_client.post(
+        CHANGELIST, {"action": "enable_schedules", "_selected_action": selected}, follow=True
+    )
+
+    assert response.status_code == 200
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown[0] == "1 schedule(s) enabled."
+    assert sorted(shown[1:]) == sorted(
+        [
+            f"{stale}: input_data: numbers: This list may not be empty.",
+            f"{gone}: deleted meanwhile.",
+        ]
+    )
+    assert list(Schedule.objects.filter(enabled=True).values_list("name", flat=True)) == ["fine"]
+    assert PeriodicTask.objects.get(pk=stale.periodic_task_id).enabled is False

@@ -84,6 +84,25 @@ def test_periodic_tasks_are_in_the_admin(admin_client):
     assert admin_client.get("/admin/django_celery_beat/periodictask/").status_code == 200
 
 
+def test_a_save_of_a_task_deleted_meanwhile_says_so_alone(admin_client, user, monkeypatch):
+    """A refused save said why and then "… was changed successfully" (and logged a change)."""
+    from backend.tasks.admin import TaskAdmin
+
+    task = TaskFactory(owner=user, name="before", status=TaskStatus.PENDING)
+    read_before = Task.objects.get(pk=task.pk)
+    Task.objects.filter(pk=task.pk).delete()  # another request's, after this one read it
+    monkeypatch.setattr(TaskAdmin, "get_object", lambda *args, **kwargs: read_before)
+
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/", {"name": "after", "description": "", "priority": "high"}
+    )
+
+    assert response.status_code == 302 and response.url.startswith(CHANGELIST)
+    shown = [str(m) for m in get_messages(response.wsgi_request)]
+    assert shown == ["This task was deleted meanwhile; nothing was saved."]
+    assert not LogEntry.objects.exists()
+
+
 def test_editing_in_the_admin_changes_only_the_edited_fields(admin_client, user):
     task = TaskFactory(owner=user, name="before", status=TaskStatus.PENDING)
     # A worker moves the task on while the admin's form is open.
