@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.reverse import reverse
@@ -39,14 +40,24 @@ class _FileBox(serializers.FileField):
         return empty if isinstance(value, str) and value == "" else value
 
 
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+# An empty example: Swagger UI's "Try it out" filled the optional box with a random string
+# matching the pattern, which the upload then refused as the wrong SHA-256.
+@extend_schema_field({"type": "string", "pattern": SHA256_PATTERN, "example": ""})
+class _Sha256Field(serializers.RegexField):
+    pass
+
+
 class FileUploadSerializer(serializers.Serializer):
     file = _FileBox(
         allow_empty_file=True,
         use_url=False,
         help_text="the file (multipart); at most MAX_UPLOAD_SIZE bytes",
     )
-    sha256 = serializers.RegexField(
-        r"^[0-9a-fA-F]{64}$",
+    sha256 = _Sha256Field(
+        SHA256_PATTERN,
         required=False,
         help_text="optional SHA-256 of the file (64 hex digits): a mismatch is refused; "
         "an empty form box is not given",

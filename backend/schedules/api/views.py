@@ -1,6 +1,6 @@
 from django.db import transaction
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -74,6 +74,35 @@ def _refuse_what_a_patch_cannot_change(changes: dict) -> None:
         raise ValidationError(errors)
 
 
+# Bodies that work as they are (Swagger UI's "Try it out" otherwise offers one made up from
+# the serializer, pairing a task type with another's input).
+SCHEDULE_EXAMPLES = [
+    OpenApiExample(
+        "every hour",
+        summary="A sum every hour",
+        value={
+            "name": "hourly sum",
+            "task_type": "sum",
+            "input_data": {"numbers": [1, 2, 3]},
+            "interval_seconds": 3600,
+        },
+        request_only=True,
+    ),
+    OpenApiExample(
+        "weekdays at 06:15",
+        summary="An uppercase on weekdays at 06:15, Paris time (crontab)",
+        value={
+            "name": "weekday mornings",
+            "task_type": "uppercase",
+            "input_data": {"data": "good morning"},
+            "crontab": "15 6 * * 1-5",
+            "timezone": "Europe/Paris",
+        },
+        request_only=True,
+    ),
+]
+
+
 class ScheduleViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -112,7 +141,11 @@ class ScheduleViewSet(
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
-    @extend_schema(request=ScheduleWriteSerializer, responses={201: ScheduleSerializer})
+    @extend_schema(
+        request=ScheduleWriteSerializer,
+        responses={201: ScheduleSerializer},
+        examples=SCHEDULE_EXAMPLES,
+    )
     @idempotent
     def create(self, request, *args, **kwargs):
         """Create a schedule: a task template and when to fire it (interval or crontab).
@@ -121,7 +154,9 @@ class ScheduleViewSet(
         schedule = services.schedule_create(owner=request.user, **data)
         return self._respond(schedule, status.HTTP_201_CREATED)
 
-    @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    @extend_schema(
+        request=ScheduleWriteSerializer, responses=ScheduleSerializer, examples=SCHEDULE_EXAMPLES
+    )
     @transaction.atomic
     def update(self, request, *args, **kwargs):
         """Replace a schedule (fields left out take their defaults)."""
@@ -152,7 +187,14 @@ class ScheduleViewSet(
             return None
         return checked
 
-    @extend_schema(request=ScheduleWriteSerializer, responses=ScheduleSerializer)
+    @extend_schema(
+        request=ScheduleWriteSerializer,
+        responses=ScheduleSerializer,
+        examples=[
+            OpenApiExample("pause", value={"enabled": False}, request_only=True),
+            OpenApiExample("every 10 minutes", value={"interval_seconds": 600}, request_only=True),
+        ],
+    )
     @transaction.atomic
     def partial_update(self, request, *args, **kwargs):
         """Change some fields; the schedule they make is validated whole. Giving crontab

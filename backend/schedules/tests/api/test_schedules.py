@@ -499,3 +499,26 @@ def test_an_edit_of_a_schedule_deleted_meanwhile_is_404(client, user, monkeypatc
     assert response.status_code == 404
     assert response.json() == {"detail": "Not found.", "code": "not_found"}
     assert not Schedule.objects.exists()
+
+
+def _examples(schema: dict, path: str, method: str) -> dict:
+    content = schema["paths"][path][method]["requestBody"]["content"]["application/json"]
+    return content["examples"]
+
+
+def test_the_schemas_examples_work_as_they_are(client, user):
+    """Swagger UI offered a body made up from the serializer, pairing api_integration with
+    sum's input: 400 as it stood."""
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    detail = "/api/schedules/{id}/"
+    created = []
+    for example in _examples(schema, URL, "post").values():
+        response = client.post(URL, example["value"], format="json")
+        assert response.status_code == 201, response.json()
+        created.append(response.json()["id"])
+    for example in _examples(schema, detail, "put").values():
+        response = client.put(f"{URL}{created[0]}/", example["value"], format="json")
+        assert response.status_code == 200, response.json()
+    for example in _examples(schema, detail, "patch").values():
+        response = client.patch(f"{URL}{created[0]}/", example["value"], format="json")
+        assert response.status_code == 200, response.json()
