@@ -8,6 +8,7 @@ from rest_framework import exceptions, status
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
+from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from .errors import DomainError
@@ -76,6 +77,10 @@ def exception_handler(exc, context):
         detail = exc.detail
         if isinstance(detail, dict):
             body = {"detail": _first_message(detail), "code": "invalid", **detail}
+            if getattr(detail, "serializer", None) is not None:
+                # The browsable API shows the form again bound to what was sent, each
+                # error under its field (it finds the form's serializer on the data).
+                body = ReturnDict(body, serializer=detail.serializer)
         else:
             # A message not tied to a field (a filter backend's, say).
             body = {"detail": " ".join(str(message) for message in detail), "code": "invalid"}

@@ -337,3 +337,22 @@ def test_edit_and_delete_forms_are_offered_to_the_owner_only(user):
         text = page(client, path)
         assert ("Make a PATCH request" in text) is offered, who
         assert ("Make a DELETE request" in text) is offered, who
+
+
+def test_a_refused_form_comes_back_filled_in_with_the_error_under_its_field(browser):
+    """The form came back reset to its defaults (what was typed lost), with the error only
+    in the JSON above it: the error body no longer carried the form's serializer."""
+    response = submit(browser, task_type="sum", input_data="{numbers: [1,", name="Typed by hand")
+
+    assert response.status_code == 400
+    form = create_form(response.content.decode())
+    assert 'value="Typed by hand"' in form
+    assert "{numbers: [1," in html.unescape(form)
+    assert "Value must be valid JSON." in form  # under the field, in the form itself
+    assert not Task.objects.exists()
+    as_json = submit(browser, accept="application/json", task_type="sum", input_data="{")
+    assert as_json.json() == {
+        "detail": "input_data: Value must be valid JSON.",
+        "code": "invalid",
+        "input_data": ["Value must be valid JSON."],
+    }
