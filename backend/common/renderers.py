@@ -1,5 +1,5 @@
 """The browsable API's renderer, with the raw-data form of a PUT or PATCH prefilled with
-what may be sent back."""
+what may be sent back, and the forms after a successful write as after a GET."""
 
 import json
 
@@ -30,3 +30,19 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         kept = {key: value for key, value in content.items() if key in writable}
         field.initial = json.dumps(kept, indent=4, ensure_ascii=False)
         return form
+
+    def get_context(self, data, accepted_media_type, renderer_context):
+        response = renderer_context.get("response")
+        self.answered_a_write = response is not None and response.status_code < 400
+        return super().get_context(data, accepted_media_type, renderer_context)
+
+    def get_rendered_html_form(self, data, view, method, request):
+        """After a successful POST or PUT, DRF builds the form of that method from the
+        answer's serializer: here the read serializer the views answer with, all read-only,
+        so the form came back without a field (and, sent, was refused). The form is the
+        view's own, for the object shown, as after a GET. A refused write keeps DRF's way:
+        the form bound to what was sent, with its errors."""
+        if request.method == method and getattr(self, "answered_a_write", False):
+            with override_method(view, request, "GET") as shown:
+                return super().get_rendered_html_form(data, view, method, shown)
+        return super().get_rendered_html_form(data, view, method, request)

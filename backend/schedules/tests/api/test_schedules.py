@@ -522,3 +522,19 @@ def test_the_schemas_examples_work_as_they_are(client, user):
     for example in _examples(schema, detail, "patch").values():
         response = client.patch(f"{URL}{created[0]}/", example["value"], format="json")
         assert response.status_code == 200, response.json()
+
+
+def test_after_a_put_the_pages_edit_form_keeps_its_fields(client, user):
+    """The browsable API's PUT form came back empty after a PUT (built from the answer's
+    read-only serializer): the schedule could not be paused or edited without a reload."""
+    schedule = make_schedule(owner=user)
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "interval_seconds": 600}
+
+    response = client.put(f"{URL}{schedule.pk}/", body, format="json", HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    form = page[page.index('data-method="PUT"') :]
+    form = form[: form.index("</form>")]
+    for field in ("task_type", "input_data", "interval_seconds", "enabled"):
+        assert f'name="{field}"' in form, field

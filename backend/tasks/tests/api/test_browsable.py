@@ -356,3 +356,14 @@ def test_a_refused_form_comes_back_filled_in_with_the_error_under_its_field(brow
         "code": "invalid",
         "input_data": ["Value must be valid JSON."],
     }
+
+
+def test_after_a_create_the_form_is_there_again_with_its_fields(browser):
+    """The answer page's form had no field (it was built from the read serializer of the
+    answer), and sending it was refused: "task_type: This field is required."."""
+    response = submit(browser, task_type="sum", input_data='{"numbers": [1, 2]}')
+
+    assert response.status_code == 201
+    form = create_form(response.content.decode())
+    for field in ("task_type", "input_data", "name", "priority", "deadline", "run_at"):
+        assert f'name="{field}"' in form, field
