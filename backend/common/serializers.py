@@ -21,6 +21,18 @@ def unwritable_keys(
     return {key: [cannot if key in known else "Unknown field."] for key in refused}
 
 
+class TextField(serializers.CharField):
+    """A JSON string: DRF's CharField also takes a number (``0`` becomes ``"0"``), which
+    the schema does not offer; a form's box is text anyway."""
+
+    default_error_messages = {"invalid": "A string is required."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
 class RejectUnknownFieldsMixin:
     """A key the serializer does not take (unknown, or read-only for this caller) is a 400
     naming it, instead of being silently ignored."""

@@ -1,6 +1,5 @@
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -19,6 +18,14 @@ NOT_IN_TEMPLATE = {
     "callback_url": "A schedule's tasks report through their owner's notification "
     "preferences (webhook_url on /api/users/me/).",
 }
+
+
+def refuse_json_non_booleans(data: dict) -> None:
+    """In a JSON body ``enabled`` is true or false: DRF's boolean also takes 0, 1, "yes",
+    "on"…, which the schema does not offer (a form's box is read as a form's)."""
+    value = data.get("enabled")
+    if value is not None and not isinstance(value, bool):
+        raise serializers.ValidationError({"enabled": ["Must be true or false."]})
 
 
 class CheckboxField(serializers.BooleanField):
@@ -104,6 +111,11 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         except timing.TimingError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and not html.is_html_input(data):
+            refuse_json_non_booleans(data)
+        return super().to_internal_value(data)
+
     def validate(self, attrs):
         errors = {}
         for key, message in NOT_IN_TEMPLATE.items():
@@ -164,7 +176,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
     def get_crontab(self, schedule) -> str | None:
         return schedule.crontab or None
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))  # null: never again
     def get_next_run_at(self, schedule) -> str | None:
         now = self.context.get("now") or timezone.now()
         moment = selectors.schedule_next_run_at(schedule, now=now)

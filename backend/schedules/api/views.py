@@ -19,12 +19,14 @@ from .serializers import (
     ScheduleRunSerializer,
     ScheduleSerializer,
     ScheduleWriteSerializer,
+    refuse_json_non_booleans,
 )
 
 
 def _as_dict(data) -> dict:
     if not isinstance(data, dict):
         raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
+    refuse_json_non_booleans(data)
     return data
 
 

@@ -13,7 +13,12 @@ from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
-from backend.common.serializers import CopiedFieldsMixin, StrictJSONField, validate_outbound_url
+from backend.common.serializers import (
+    CopiedFieldsMixin,
+    StrictJSONField,
+    TextField,
+    validate_outbound_url,
+)
 from backend.tasks import types
 from backend.tasks.models import Task, TaskPriority
 
@@ -197,8 +202,8 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         '{"seconds": 5} for a countdown; an empty box means {}.',
         style={"base_template": "textarea.html", "rows": 6},
     )
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    description = serializers.CharField(
+    name = TextField(max_length=200, required=False, allow_blank=True, default="")
+    description = TextField(
         required=False,
         allow_blank=True,
         default="",
@@ -272,8 +277,8 @@ def _check_broker_can_hold(kind: types.TaskType, input_data: dict) -> None:
 
 
 class TaskUpdateSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
-    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
+    name = TextField(max_length=200, required=False, allow_blank=True)
+    description = TextField(required=False, allow_blank=True, max_length=10_000)
     priority = serializers.ChoiceField(choices=TaskPriority.choices, required=False)
     deadline = serializers.DateTimeField(required=False, allow_null=True)
 

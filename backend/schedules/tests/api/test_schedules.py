@@ -538,3 +538,47 @@ def test_after_a_put_the_pages_edit_form_keeps_its_fields(client, user):
     form = form[: form.index("</form>")]
     for field in ("task_type", "input_data", "interval_seconds", "enabled"):
         assert f'name="{field}"' in form, field
+
+
+@pytest.mark.parametrize("value", [0, 1, "true", "on", [], {}])
+def test_enabled_in_json_is_true_or_false(client, user, value):
+    """DRF's boolean took 0, 1, "true", "on" from a JSON body, which the schema offers no
+    more than the API documents (a form's box is still read as a form's)."""
+    schedule = make_schedule(owner=user)
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "interval_seconds": 600}
+    answers = [
+        client.post(URL, {**body, "enabled": value}, format="json"),
+        client.put(f"{URL}{schedule.pk}/", {**body, "enabled": value}, format="json"),
+        client.patch(f"{URL}{schedule.pk}/", {"enabled": value}, format="json"),
+        client.patch(f"{URL}{schedule.pk}/", {"enabled": value, "priority": "high"}, format="json"),
+    ]
+    for response in answers:
+        assert response.status_code == 400, response.json()
+        assert response.json()["enabled"] == ["Must be true or false."]
+    assert Schedule.objects.count() == 1 and Schedule.objects.get().enabled is True
+
+
+def test_name_and_description_in_json_are_strings(client, user):
+    """A number was taken as its text ("description": 0 became "0"), which the schema does
+    not offer; so were a task's, on create and PATCH."""
+    schedule = make_schedule(owner=user)
+    task = client.post(
+        "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json"
+    )
+    answers = [
+        client.patch(f"{URL}{schedule.pk}/", {"description": 0}, format="json"),
+        client.patch(f"{URL}{schedule.pk}/", {"name": 1.5, "priority": "high"}, format="json"),
+        client.post(
+            "/api/tasks/",
+            {"task_type": "sum", "input_data": {"numbers": [1]}, "name": 7},
+            format="json",
+        ),
+        client.patch(f"/api/tasks/{task.json()['id']}/", {"description": 0}, format="json"),
+    ]
+    for response in answers:
+        assert response.status_code == 400, response.json()
+        assert set(response.json()) & {"name", "description"}
+        assert response.json().get("name", response.json().get("description")) == [
+            "A string is required."
+        ]
+    assert Schedule.objects.get().description == ""
