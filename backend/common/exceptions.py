@@ -20,6 +20,11 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "payload_too_large"
 
 
+def _asks_a_password(serializer) -> bool:
+    fields = getattr(serializer, "fields", {})
+    return any(field.style.get("input_type") == "password" for field in fields.values())
+
+
 def _first_message(detail) -> str:
     """A readable one-line summary of a validation error: its first message, with the path
     of fields that leads to it."""
@@ -77,10 +82,12 @@ def exception_handler(exc, context):
         detail = exc.detail
         if isinstance(detail, dict):
             body = {"detail": _first_message(detail), "code": "invalid", **detail}
-            if getattr(detail, "serializer", None) is not None:
+            serializer = getattr(detail, "serializer", None)
+            if serializer is not None and not _asks_a_password(serializer):
                 # The browsable API shows the form again bound to what was sent, each
-                # error under its field (it finds the form's serializer on the data).
-                body = ReturnDict(body, serializer=detail.serializer)
+                # error under its field (it finds the form's serializer on the data); not
+                # a form with a password, which would be written back into the page.
+                body = ReturnDict(body, serializer=serializer)
         else:
             # A message not tied to a field (a filter backend's, say).
             body = {"detail": " ".join(str(message) for message in detail), "code": "invalid"}

@@ -748,3 +748,16 @@ def test_the_auth_routes_take_the_json_suffix_every_other_route_takes(api_client
         "/api/logout.json", {"refresh": rotated.json()["refresh"]}, format="json"
     )
     assert out.status_code == 205
+
+
+def test_a_refused_sign_up_page_does_not_write_the_password_back(api_client, alice):
+    """A refused form is shown again as it was sent, but not one with a password: the page
+    held value="<the password>"."""
+    secret = "S3cret-Pass-xyz!"
+    response = api_client.post(
+        "/api/register/",
+        {"username": alice.username, "email": "new@example.com", "password": secret},
+        HTTP_ACCEPT="text/html",
+    )
+    assert response.status_code == 400
+    assert secret not in response.content.decode()
