@@ -1,3 +1,5 @@
+import re
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -40,14 +42,23 @@ class _FileBox(serializers.FileField):
         return empty if isinstance(value, str) and value == "" else value
 
 
-SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-# An empty example: Swagger UI's "Try it out" filled the optional box with a random string
-# matching the pattern, which the upload then refused as the wrong SHA-256.
-@extend_schema_field({"type": "string", "pattern": SHA256_PATTERN, "example": ""})
-class _Sha256Field(serializers.RegexField):
-    pass
+# An empty example, which the documented pattern admits (an empty form box is no SHA-256
+# given): Swagger UI's "Try it out" filled the optional box with a random string matching
+# the pattern, which the upload then refused as the wrong SHA-256.
+@extend_schema_field({"type": "string", "pattern": r"^([0-9a-fA-F]{64})?$", "example": ""})
+class _Sha256Field(serializers.Field):
+    default_error_messages = {"invalid": "Give the SHA-256 as 64 hexadecimal digits."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not SHA256.fullmatch(data):
+            self.fail("invalid")
+        return data
+
+    def to_representation(self, value):
+        return value
 
 
 class FileUploadSerializer(serializers.Serializer):
@@ -57,9 +68,7 @@ class FileUploadSerializer(serializers.Serializer):
         help_text="the file (multipart); at most MAX_UPLOAD_SIZE bytes",
     )
     sha256 = _Sha256Field(
-        SHA256_PATTERN,
         required=False,
         help_text="optional SHA-256 of the file (64 hex digits): a mismatch is refused; "
         "an empty form box is not given",
-        error_messages={"invalid": "Give the SHA-256 as 64 hexadecimal digits."},
     )
