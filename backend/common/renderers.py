@@ -5,6 +5,7 @@ import json
 
 from rest_framework import renderers
 from rest_framework.request import override_method
+from rest_framework.utils.serializer_helpers import ReturnDict
 
 
 class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
@@ -46,3 +47,21 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
             with override_method(view, request, "GET") as shown:
                 return super().get_rendered_html_form(data, view, method, shown)
         return super().get_rendered_html_form(data, view, method, request)
+
+    def render_form_for_serializer(self, serializer):
+        # A field whose error is a mapping (a JSON input's, per key) would show only its
+        # keys under the box: each message is shown with the path that leads to it.
+        errors = getattr(serializer, "_errors", None)
+        if isinstance(errors, dict) and any(isinstance(e, dict) for e in errors.values()):
+            serializer._errors = ReturnDict(
+                {name: _lines(error) for name, error in errors.items()}, serializer=serializer
+            )
+        return super().render_form_for_serializer(serializer)
+
+
+def _lines(error, path: str = "") -> list[str]:
+    if isinstance(error, dict):
+        return [line for key, inner in error.items() for line in _lines(inner, f"{path}{key}: ")]
+    if isinstance(error, list):
+        return [line for inner in error for line in _lines(inner, path)]
+    return [f"{path}{error}"]

@@ -367,3 +367,12 @@ def test_after_a_create_the_form_is_there_again_with_its_fields(browser):
     form = create_form(response.content.decode())
     for field in ("task_type", "input_data", "name", "priority", "deadline", "run_at"):
         assert f'name="{field}"' in form, field
+
+
+def test_an_input_error_is_shown_under_its_box_with_its_message(browser):
+    """The box showed only the key ("numbers"), not what was wrong with it."""
+    response = submit(browser, task_type="sum", input_data='{"numbers": "x"}')
+
+    assert response.status_code == 400
+    form = html.unescape(create_form(response.content.decode()))
+    assert 'numbers: Expected a list of items but got type "str".' in form
