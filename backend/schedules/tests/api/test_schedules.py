@@ -582,3 +582,12 @@ def test_name_and_description_in_json_are_strings(client, user):
             "A string is required."
         ]
     assert Schedule.objects.get().description == ""
+
+
+def test_the_schema_says_next_run_at_may_be_null(client, user):
+    """A paused schedule answers next_run_at null, which the schema said was a string."""
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    documented = schema["components"]["schemas"]["Schedule"]["properties"]["next_run_at"]
+    assert documented["nullable"] is True
+    schedule = make_schedule(owner=user, enabled=False)
+    assert client.get(f"{URL}{schedule.pk}/").json()["next_run_at"] is None
