@@ -10,6 +10,22 @@ from django.urls import reverse
 from .errors import DomainError
 
 
+def each_with_service(admin, request, queryset, do, done: str) -> None:
+    """An admin action's body: ``do(obj)`` for each selected object; then how many it did
+    ("3 task(s) cancelled"), and each the service refused, with the reason."""
+    count, refused = 0, []
+    for obj in queryset:
+        try:
+            do(obj)
+        except DomainError as exc:
+            refused.append(f"{obj}: {exc.detail}")
+        else:
+            count += 1
+    admin.message_user(request, f"{count} {done}.")
+    for reason in refused:
+        admin.message_user(request, reason, level=messages.WARNING)
+
+
 class DeleteRefused(Exception):
     """The service refused to delete the object (the message says why)."""
 
@@ -30,19 +46,13 @@ class ServiceDeleteMixin:
         if request.POST.get("post"):
             _, _, perms_needed, protected = self.get_deleted_objects(queryset, request)
             if not (perms_needed or protected):
-                deleted, refused = 0, []
-                for obj in queryset:
-                    try:
-                        with transaction.atomic():  # a refusal rolls its log entry back
-                            self.log_deletions(request, [obj])
-                            self.delete_with_service(request, obj)
-                    except DomainError as exc:
-                        refused.append(f"{obj}: {exc.detail}")
-                    else:
-                        deleted += 1
-                self.message_user(request, f"{deleted} {plural} deleted.")
-                for reason in refused:
-                    self.message_user(request, reason, level=messages.WARNING)
+
+                def delete(obj):
+                    with transaction.atomic():  # a refusal rolls its log entry back
+                        self.log_deletions(request, [obj])
+                        self.delete_with_service(request, obj)
+
+                each_with_service(self, request, queryset, delete, f"{plural} deleted")
                 return None
         return confirm_delete_selected(self, request, queryset)
 

@@ -1,7 +1,6 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 
-from backend.common.admin import ServiceDeleteMixin, ServiceSaveMixin
-from backend.common.errors import DomainError
+from backend.common.admin import ServiceDeleteMixin, ServiceSaveMixin, each_with_service
 
 from . import services
 from .models import Task
@@ -79,17 +78,10 @@ class TaskAdmin(ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
         return self.delete_selected_with_service(request, queryset, "task(s)")
 
     def _each(self, request, queryset, service, verb):
-        done, refused = 0, []
-        for task in queryset:
-            try:
-                service(task=task, actor=request.user)
-            except DomainError as exc:
-                refused.append(f"{task}: {exc.detail}")
-            else:
-                done += 1
-        self.message_user(request, f"{done} task(s) {verb}.")
-        for reason in refused:
-            self.message_user(request, reason, level=messages.WARNING)
+        def do(task):
+            service(task=task, actor=request.user)
+
+        each_with_service(self, request, queryset, do, f"task(s) {verb}")
 
     @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request, queryset):
