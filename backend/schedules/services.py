@@ -110,19 +110,20 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
     # Beat keeps an edited entry's last firing (it writes it to the row before it reads the
     # changed schedule again), but writes it only every few minutes: the row gets it now, or
-    # next_run_at would count the interval from the edit. (A schedule turned on again
-    # counts from then, as beat does: disabling it cleared its last run; so does a periodic
-    # task turned off in its own admin and on again here.)
+    # next_run_at would count the interval from the edit. A schedule turned on counts from
+    # then (disabling it cleared its last run; so does a periodic task turned off in its own
+    # admin and on again here). One that stays on and has not fired keeps the start it was
+    # given when it was made or turned on, so an edit does not postpone its first firing.
     last = schedule.last_run_at
-    last_run = (
-        was_enabled
-        and periodic_task.enabled
-        and schedule.enabled
-        and last is not None
-        and (periodic_task.last_run_at is None or periodic_task.last_run_at < last)
-    )
-    if last_run:
-        periodic_task.last_run_at = _sent_at(periodic_task, last)
+    kept_on = was_enabled and periodic_task.enabled
+    last_run = False
+    if schedule.enabled and not kept_on:
+        periodic_task.last_run_at = timezone.now()
+        last_run = True
+    elif schedule.enabled and last is not None:
+        if periodic_task.last_run_at is None or periodic_task.last_run_at < last:
+            periodic_task.last_run_at = _sent_at(periodic_task, last)
+            last_run = True
     _sync_periodic_task(periodic_task, schedule, last_run=last_run)
     schedule.save()
     return schedule
@@ -272,7 +273,10 @@ def _sync_periodic_task(
         f"change it there, not here."
     )
     if periodic_task.pk is None:
-        periodic_task.save()
+        # Beat counts a task that has no last run from the moment it reads it (again after
+        # every change): the schedule's timetable starts now, whatever edits come.
+        periodic_task.last_run_at = timezone.now()
+        periodic_task.save()  # (which clears last_run_at again when it is disabled)
         return
     # Only these columns: beat writes last_run_at and total_run_count of the same row.
     fields = ["interval", "crontab", "task", "kwargs", "enabled", "description", "date_changed"]

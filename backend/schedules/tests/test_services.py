@@ -10,6 +10,7 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from backend.celery import app as celery_app
 from backend.common.errors import Conflict, PermissionDenied
 from backend.schedules import selectors, services
+from backend.schedules.beat import Scheduler
 from backend.schedules.models import Schedule, ScheduleRun
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.tests.factories import TaskFactory
@@ -284,7 +285,8 @@ def test_a_run_keeps_the_task_id_after_the_task_is_deleted(user):
 def test_next_run_of_an_interval(user):
     schedule = make_schedule(user, interval_seconds=300)
     schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
-    changed = schedule.periodic_task.date_changed
+    changed = schedule.periodic_task.last_run_at  # its start: when it was made
+    assert changed is not None
     assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=300)
 
     # A firing made off beat's timetable (the periodic task run from its admin) moves
@@ -313,7 +315,9 @@ def test_an_edit_keeps_the_next_run_of_an_interval(user):
     after the firing, as always. Turned off and on again, it counts from then (beat's rule)."""
     schedule = make_schedule(user, interval_seconds=300)
     changed = timezone.now() - timedelta(seconds=400)  # made 400 s ago
-    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(date_changed=changed)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(
+        date_changed=changed, last_run_at=changed
+    )
     # Beat's first firing, due at changed + 300 s, recorded by the worker 2 s after beat
     # sent it; the edit comes 98 s later.
     fired = changed + timedelta(seconds=302)
@@ -325,12 +329,46 @@ def test_an_edit_keeps_the_next_run_of_an_interval(user):
     assert selectors.schedule_next_run_at(schedule) == changed + timedelta(seconds=600)
 
     services.schedule_set_enabled(schedule=schedule, actor=user, enabled=False)
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert schedule.periodic_task.last_run_at is None  # beat's rule for a disabled task
+    before = timezone.now()
     services.schedule_set_enabled(schedule=schedule, actor=user, enabled=True)
     schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
-    assert schedule.periodic_task.last_run_at is None
-    again = schedule.periodic_task.date_changed
-    assert again > fired
+    again = schedule.periodic_task.last_run_at
+    assert again >= before > fired
     assert selectors.schedule_next_run_at(schedule) == again + timedelta(seconds=300)
+
+
+def test_an_edit_before_the_first_firing_does_not_postpone_it(user):
+    """A schedule that had not fired yet counted its interval from its last edit (beat
+    starts a task without a last run from when it reads it, again after each change): a
+    rename 4 s into a 6 s interval moved the first firing to 10 s, and edits more often
+    than the interval put it off for ever. Its timetable starts when it is made."""
+    before = timezone.now()
+    schedule = make_schedule(user, interval_seconds=300)
+    start = PeriodicTask.objects.get(pk=schedule.periodic_task_id).last_run_at
+    assert start is not None and start >= before  # its timetable's start, for beat too
+    made = start - timedelta(seconds=200)  # as if made 200 s ago
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(
+        date_changed=made, last_run_at=made
+    )
+    services.schedule_update(schedule=schedule, actor=user, data={"name": "renamed"})
+    services.schedule_update(schedule=schedule, actor=user, data={"priority": "high"})
+    schedule = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert schedule.periodic_task.date_changed > made  # beat is told of the change
+    assert schedule.periodic_task.last_run_at == made
+    assert selectors.schedule_next_run_at(schedule) == made + timedelta(seconds=300)
+
+    # Beat, reading the changed schedule, starts the entry from the same moment.
+    entries = Scheduler(app=celery_app, lazy=True).all_as_schedule()
+    entry = entries[services._periodic_task_name(schedule)]
+    assert entry.last_run_at == made
+    assert entry.is_due().next == pytest.approx(100, abs=3)  # seconds until it fires
+
+    # A shorter interval counts from the same start: due now, 200 s > 120 s.
+    services.schedule_update(schedule=schedule, actor=user, data={"interval_seconds": 120})
+    entries = Scheduler(app=celery_app, lazy=True).all_as_schedule()
+    assert entries[services._periodic_task_name(schedule)].is_due().is_due
 
 
 def test_next_run_of_a_disabled_schedule_is_none(user):
@@ -394,3 +432,21 @@ def test_a_delete_waits_for_a_firing_under_way_and_takes_its_run_too():
     assert not Schedule.objects.filter(pk=schedule.pk).exists()
     assert not ScheduleRun.objects.filter(schedule_id=schedule.pk).exists()
     assert not PeriodicTask.objects.filter(pk=schedule.periodic_task_id).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_starts_the_timetable_of_a_schedule_made_before(user):
+    """A schedule made before its periodic task got a start (no last run) starts from its
+    last change, as beat counted it; a disabled one is left without a last run."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    on, off = make_schedule(user), make_schedule(user, enabled=False)
+    PeriodicTask.objects.filter(pk=on.periodic_task_id).update(last_run_at=None)
+    changed = PeriodicTask.objects.get(pk=on.periodic_task_id).date_changed
+    executor = MigrationExecutor(connection)
+    executor.migrate([("schedules", "0001_initial")])
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes("schedules"))
+    assert PeriodicTask.objects.get(pk=on.periodic_task_id).last_run_at == changed
+    assert PeriodicTask.objects.get(pk=off.periodic_task_id).last_run_at is None
