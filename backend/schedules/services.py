@@ -120,10 +120,13 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     if schedule.enabled and not kept_on:
         periodic_task.last_run_at = timezone.now()
         last_run = True
-    elif schedule.enabled and last is not None:
-        if periodic_task.last_run_at is None or periodic_task.last_run_at < last:
-            periodic_task.last_run_at = _sent_at(periodic_task, last)
-            last_run = True
+    elif (
+        schedule.enabled
+        and last is not None
+        and (periodic_task.last_run_at is None or periodic_task.last_run_at < last)
+    ):
+        periodic_task.last_run_at = _sent_at(periodic_task, last)
+        last_run = True
     _sync_periodic_task(periodic_task, schedule, last_run=last_run)
     schedule.save()
     return schedule
