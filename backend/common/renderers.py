@@ -35,6 +35,10 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
     def get_context(self, data, accepted_media_type, renderer_context):
         response = renderer_context.get("response")
         self.answered_a_write = response is not None and response.status_code < 400
+        if response is not None and response.status_code >= 400:
+            data = _with_the_object(
+                data, renderer_context.get("view"), renderer_context.get("request")
+            )
         return super().get_context(data, accepted_media_type, renderer_context)
 
     def get_rendered_html_form(self, data, view, method, request):
@@ -57,6 +61,33 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
                 {name: _lines(error) for name, error in errors.items()}, serializer=serializer
             )
         return super().render_form_for_serializer(serializer)
+
+
+def _with_the_object(data, view, request):
+    """A refused PUT or PATCH answers with the errors of a serializer the view made for the
+    data alone (the service changes the object), or of none (a form with a password is not
+    shown again bound to what was sent): DRF builds the page's edit forms for that
+    serializer's object, and found none, so they came back empty. They are built for the
+    object as it is, as after a GET (a form of the method sent, bound to what was sent,
+    stays so, with its errors)."""
+    serializer = getattr(data, "serializer", None)
+    if (
+        getattr(serializer, "instance", None) is not None
+        or not isinstance(data, dict)
+        or request is None
+        or request.method not in ("PUT", "PATCH")
+        or not hasattr(view, "get_object")
+    ):
+        return data
+    try:
+        with override_method(view, request, "GET"):
+            shown = view.get_object()
+    except Exception:  # gone meanwhile, or not visible: the forms stay empty
+        return data
+    if serializer is not None:
+        serializer.instance = shown
+        return data
+    return ReturnDict(data, serializer=view.get_serializer(instance=shown))
 
 
 def _lines(error, path: str = "") -> list[str]:

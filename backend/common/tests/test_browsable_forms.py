@@ -274,3 +274,46 @@ def test_a_schedule_given_as_a_dict_is_held_to_the_json_depth(user):
     )
     assert not serializer.is_valid()
     assert "levels deep" in str(serializer.errors["input_data"])
+
+
+def raw_content_of(page: str) -> dict:
+    found = re.search(r'<textarea name="_content"[^>]*>(.*?)</textarea>', page, re.DOTALL)
+    assert found, "no raw-data form"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_after_a_refused_patch_the_forms_hold_the_object_as_it_is(user):
+    """A refused PATCH answered with the errors of a serializer made for the data alone (or
+    of none, for a form with a password): DRF built the page's edit forms for no object, so
+    they came back empty, and a correction had to be typed again from nothing."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    client = signed_in(user)
+    schedule = make_schedule(user, name="nightly")
+    response = client.patch(
+        f"/api/schedules/{schedule.pk}/",
+        {"interval_seconds": -5},
+        content_type="application/json",
+        **HTML,
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert raw_content_of(page)["name"] == "nightly"
+    assert re.search(r'name="name"[^>]*value="nightly"', page)  # the PUT form
+
+    task = TaskFactory(owner=user, name="report", status="pending")
+    response = client.patch(
+        f"/api/tasks/{task.pk}/", {"priority": "nope"}, content_type="application/json", **HTML
+    )
+    assert response.status_code == 400
+    assert raw_content_of(response.content.decode())["name"] == "report"
+
+    typed = "Typed-Secret-99"
+    for path in ("/api/users/me/", f"/api/users/{user.pk}/"):
+        response = client.patch(
+            path, {"email": "bad", "password": typed}, content_type="application/json", **HTML
+        )
+        assert response.status_code == 400
+        page = response.content.decode()
+        assert raw_content_of(page)["username"] == user.username, path
+        assert typed not in page, path

@@ -150,6 +150,11 @@ class UserViewSet(
             return User.objects.none()
         return selectors.user_list(viewer=self.request.user)
 
+    def get_object(self):
+        if self.action == "me":  # the signed-in user's own profile (the browsable API's forms)
+            return selectors.user_with_statistics(pk=self.request.user.pk)
+        return super().get_object()
+
     def get_serializer_class(self):
         if self.action == "create":
             return UserCreateSerializer
@@ -200,7 +205,7 @@ class UserViewSet(
     @action(detail=False, methods=["get", "patch"], serializer_class=UserSerializer)
     def me(self, request, format=None):
         """The signed-in user's own profile and task statistics."""
-        user = selectors.user_with_statistics(pk=request.user.pk)
+        user = self.get_object()
         context = self.get_serializer_context()
         if request.method == "PATCH":
             serializer = UserSerializer(user, data=request.data, partial=True, context=context)
