@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from .names import DEFAULT_CONTENT_TYPE, MAX_CONTENT_TYPE_LENGTH
+
 
 class File(models.Model):
     """An uploaded (or generated) file. The bytes live in Django's default storage under
@@ -16,7 +18,9 @@ class File(models.Model):
     name = models.CharField(max_length=255)
     size = models.PositiveBigIntegerField()
     sha256 = models.CharField("SHA-256", max_length=64)
-    content_type = models.CharField(max_length=100, default="application/octet-stream")
+    content_type = models.CharField(
+        max_length=MAX_CONTENT_TYPE_LENGTH, default=DEFAULT_CONTENT_TYPE
+    )
     storage_name = models.CharField(max_length=255, unique=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -9,6 +9,7 @@ import unicodedata
 MAX_NAME_LENGTH = 255
 FALLBACK_NAME = "file"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_CONTENT_TYPE_LENGTH = 100
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 
 
@@ -35,7 +36,8 @@ def clean_content_type(raw: str | None, name: str) -> str:
     ``application/octet-stream`` (what curl sends), else a guess from the name, else
     ``application/octet-stream``."""
     value = (raw or "").split(";", 1)[0].strip().lower()
-    if _CONTENT_TYPE.fullmatch(value) and value != DEFAULT_CONTENT_TYPE:
+    fits = len(value) <= MAX_CONTENT_TYPE_LENGTH  # the column's (File.content_type)
+    if fits and _CONTENT_TYPE.fullmatch(value) and value != DEFAULT_CONTENT_TYPE:
         return value
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE
