@@ -17,6 +17,8 @@ from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
 
+from .exceptions import too_many_parts
+
 logger = logging.getLogger("backend.errors")
 
 API_PREFIXES = ("/api/", "/health/")
@@ -115,6 +117,9 @@ class ApiErrorMiddleware:
             return None
         if isinstance(exception, RequestDataTooBig):
             return error_response(413)
+        refused = too_many_parts(exception)
+        if refused is not None:
+            return error_response(400, str(refused.detail), code=refused.get_codes())
         logger.error(
             "unhandled error on %s %s (request id %s)",
             request.method,

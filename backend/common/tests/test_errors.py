@@ -96,6 +96,39 @@ def test_oversized_body_is_413_json(client_for, user, settings, debug):
     }
 
 
+def test_too_many_fields_or_files_is_a_400_json(client_for, user, settings):
+    """Django refuses to parse more fields (query parameters too) or files than its limits:
+    each was a 500 on the API."""
+    from urllib.parse import urlencode
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from backend.files.models import File
+    from backend.tasks.models import Task
+
+    fields = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+    client = client_for(user)
+    response = client.get("/api/files/?" + "&".join(["a=1"] * (fields + 1)))
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": f"The request has more than {fields} fields and query parameters.",
+        "code": "too_many_fields",
+    }
+    form = urlencode([("task_type", "sum")] + [(f"f{i}", "1") for i in range(fields + 1)])
+    response = client.post("/api/tasks/", form, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 400 and response.json()["code"] == "too_many_fields"
+
+    files = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+    parts = {f"file{i}": SimpleUploadedFile(f"{i}.txt", b"x") for i in range(files + 1)}
+    response = client.post("/api/files/", {"file": SimpleUploadedFile("a.txt", b"a"), **parts})
+    assert response.status_code == 400
+    assert response.json() == {
+        "detail": f"The request has more than {files} files.",
+        "code": "too_many_files",
+    }
+    assert not File.objects.exists() and not Task.objects.exists()
+
+
 def test_oversized_body_without_a_length_is_refused_by_the_parser(settings):
     """A chunked body (no Content-Length) is bounded by the JSON parser itself."""
     import io
