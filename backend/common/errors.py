@@ -36,3 +36,21 @@ class PayloadTooLarge(DomainError):
 
     status_code = 413
     code = "too_large"
+
+
+def too_many_parts(exc: BaseException) -> DomainError | None:
+    """Django's refusal to parse a request with more fields (query parameters included) or
+    files than its limits, as a 400 (it was a 500); None for any other error."""
+    from django.conf import settings
+    from django.core.exceptions import TooManyFieldsSent, TooManyFilesSent
+
+    if isinstance(exc, TooManyFilesSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        return DomainError(f"The request has more than {limit} files.", code="too_many_files")
+    if isinstance(exc, TooManyFieldsSent):
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        return DomainError(
+            f"The request has more than {limit} fields and query parameters.",
+            code="too_many_fields",
+        )
+    return None

@@ -1,8 +1,7 @@
 """One error path for the API: domain errors and DRF errors become JSON with the right status,
 always ``{"detail", "code"}`` (validation errors keep their per-field lists beside them)."""
 
-from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, status
@@ -12,31 +11,13 @@ from rest_framework.serializers import as_serializer_error
 from rest_framework.utils.serializer_helpers import ReturnDict
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .errors import DomainError
+from .errors import DomainError, too_many_parts
 
 
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request body is larger than the server accepts."
     default_code = "payload_too_large"
-
-
-class TooManyParts(exceptions.APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "The request has more fields than the server accepts."
-    default_code = "too_many_fields"
-
-
-def too_many_parts(exc) -> TooManyParts | None:
-    """Django's refusal to parse a request with more fields (query parameters included) or
-    files than its limits, as a 400 (it was a 500); None for any other error."""
-    if isinstance(exc, TooManyFilesSent):
-        limit = settings.DATA_UPLOAD_MAX_NUMBER_FILES
-        return TooManyParts(f"The request has more than {limit} files.", code="too_many_files")
-    if isinstance(exc, TooManyFieldsSent):
-        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
-        return TooManyParts(f"The request has more than {limit} fields and query parameters.")
-    return None
 
 
 def _asks_a_password(serializer) -> bool:
@@ -87,13 +68,13 @@ def _answer_in_json(request) -> None:
 
 def exception_handler(exc, context):
     _answer_in_json(context.get("request"))
+    exc = too_many_parts(exc) or exc
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code}, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
     if isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
-    exc = too_many_parts(exc) or exc
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if isinstance(exc, exceptions.NotAuthenticated):

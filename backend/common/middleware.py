@@ -17,7 +17,7 @@ from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
 
-from .exceptions import too_many_parts
+from .errors import too_many_parts
 
 logger = logging.getLogger("backend.errors")
 
@@ -119,7 +119,7 @@ class ApiErrorMiddleware:
             return error_response(413)
         refused = too_many_parts(exception)
         if refused is not None:
-            return error_response(400, str(refused.detail), code=refused.get_codes())
+            return error_response(400, refused.detail, code=refused.code)
         logger.error(
             "unhandled error on %s %s (request id %s)",
             request.method,

@@ -59,6 +59,23 @@ def test_valid_environment_starts(tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_the_web_process_loads_its_middleware_first(tmp_path):
+    """A web process imports its middleware on its first request, before any view: a
+    middleware importing the API's exception handler (which imports DRF's views, which
+    import the parsers named in the settings, which import that handler's module) failed
+    to load in a circle, so every request of that process was a 500."""
+    result = start_django(
+        tmp_path,
+        code="from django.test import Client\n"
+        "c = Client(HTTP_HOST='localhost')\n"
+        "r = c.get('/health/?' + '&'.join(['a=1'] * 1001))\n"
+        "print(r.status_code, r.json()['code'])\n"
+        "print(c.options('/api/files/').status_code)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["400", "too_many_fields", "401"]
+
+
 @pytest.mark.parametrize("debug", ["true", "false"])
 def test_a_4xx_warning_is_logged_once(tmp_path, debug):
     """With DEBUG on, Django's own console handler printed each record of ``django.*`` a
