@@ -317,3 +317,20 @@ def test_after_a_refused_patch_the_forms_hold_the_object_as_it_is(user):
         page = response.content.decode()
         assert raw_content_of(page)["username"] == user.username, path
         assert typed not in page, path
+
+
+def test_options_describes_each_write_as_it_is_sent(client_for, user, staff):
+    """OPTIONS (DRF's metadata action) described an upload by the file's read-only metadata
+    (no ``file``), a schedule's create and PUT with every field read-only, and a user's
+    create without its password."""
+
+    def writable(who, path, method):
+        fields = client_for(who).options(path).json()["actions"][method]
+        return {name for name, field in fields.items() if not field["read_only"]}
+
+    assert writable(user, "/api/files/", "POST") == {"file", "sha256"}
+    schedule = make_schedule(user)
+    expected = {"task_type", "input_data", "interval_seconds", "crontab", "enabled"}
+    assert expected <= writable(user, "/api/schedules/", "POST")
+    assert expected <= writable(user, f"/api/schedules/{schedule.pk}/", "PUT")
+    assert {"username", "password"} <= writable(staff, "/api/users/", "POST")

@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from backend.common.filters import SearchFilter
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
+from backend.common.views import requested_action
 from backend.files import selectors, services
 from backend.files.filters import FileFilter
 from backend.files.models import File
@@ -64,7 +65,8 @@ class FileViewSet(
 
     def get_serializer_class(self):
         # The browsable API builds its upload form from this: a file box and a sha256 box.
-        return FileUploadSerializer if self.action == "create" else FileSerializer
+        # OPTIONS describes the upload too (its action is "metadata").
+        return FileUploadSerializer if requested_action(self) == "create" else FileSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user

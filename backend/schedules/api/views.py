@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.common.serializers import unwritable_keys
+from backend.common.views import requested_action
 from backend.schedules import selectors, services
 from backend.schedules.models import Schedule
 from backend.schedules.validation import template_context
@@ -117,8 +118,8 @@ class ScheduleViewSet(
     permission_classes = [permissions.IsAuthenticated]
 
     def get_serializer_class(self):
-        # The browsable API's forms (POST, PUT, PATCH) show what a write takes.
-        if self.action in ("create", "update", "partial_update"):
+        # The browsable API's forms (POST, PUT, PATCH) and OPTIONS show what a write takes.
+        if requested_action(self) in ("create", "update", "partial_update"):
             return ScheduleWriteSerializer
         return ScheduleSerializer
 

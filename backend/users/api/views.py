@@ -156,11 +156,12 @@ class UserViewSet(
         return super().get_object()
 
     def get_serializer_class(self):
-        if self.action == "create":
+        action = requested_action(self)  # OPTIONS describes the write it asks about
+        if action == "create":
             return UserCreateSerializer
-        if self.action == "webhook_secret":  # nothing to send: its form has no field
+        if action == "webhook_secret":  # nothing to send: its form has no field
             return WebhookSecretSerializer
-        if self.action == "list" and not self.request.user.is_staff:
+        if action == "list" and not self.request.user.is_staff:
             return UserPublicSerializer
         return UserSerializer
 
