@@ -107,6 +107,9 @@ def _plain_refusal(address: IPAddress) -> str | None:
     for label, flag in (
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
+        # fec0::/10, deprecated (RFC 3879) but still routed inside some networks; Python
+        # counts it as global.
+        ("site-local", getattr(address, "is_site_local", False)),
         ("reserved", address.is_reserved),
         ("private", address.is_private),
         ("non-public", not address.is_global),
