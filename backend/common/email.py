@@ -18,6 +18,7 @@ import socket
 import ssl
 import time
 from functools import cached_property
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -101,8 +102,17 @@ class _BoundedSSLSocket(_Bounded, ssl.SSLSocket):
 
 
 class _SMTP(smtplib.SMTP):
+    # The recipients the server refused in the last send that went to others (smtplib
+    # returns them; Django's backend drops them): address → SMTP code.
+    refused: dict[str, int] = {}
+
     def _get_socket(self, host, port, timeout):
         return _BoundedSocket.adopt(super()._get_socket(host, port, timeout))
+
+    def sendmail(self, *args, **kwargs):
+        refused = super().sendmail(*args, **kwargs)
+        self.refused = {address: reply[0] for address, reply in refused.items()}
+        return refused
 
 
 class _SMTP_SSL(smtplib.SMTP_SSL, _SMTP):
@@ -156,8 +166,14 @@ def passing(exc: BaseException) -> bool:
     return isinstance(exc, OSError)  # unreachable, refused, timed out, a name not found
 
 
-def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> int:
-    """Send one message to every address in ``to``; returns how many recipients it went to."""
+class Sent(NamedTuple):
+    count: int  # the recipients the message went to
+    refused: dict[str, int]  # those the server refused while taking it for others: their code
+
+
+def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> Sent:
+    """Send one message to every address in ``to``. A server refusing every recipient fails
+    the send; one refusing some of them takes it for the others (``Sent.refused``)."""
     message = EmailMultiAlternatives(
         subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=list(to)
     )
@@ -168,13 +184,16 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     try:
         with connection:
             sent = connection.send_messages([message])
+            refused = dict(getattr(getattr(connection, "connection", None), "refused", {}))
     except (OSError, smtplib.SMTPException) as exc:
         over_smtp = isinstance(connection, smtp.EmailBackend)
         error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
         raise error(describe_failure(exc)) from None
     finally:
         _deadline.reset(started)
-    return len(message.recipients()) if sent else 0
+    if not sent:
+        return Sent(0, {})
+    return Sent(len(message.recipients()) - len(refused), refused)
 
 
 def _server() -> str:

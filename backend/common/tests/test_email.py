@@ -313,6 +313,6 @@ def test_replies_dribbled_over_smtps_are_cut_off_too(bounded, tmp_path, monkeypa
 def test_a_send_within_its_budget_is_untouched_and_the_budget_does_not_linger(bounded):
     with SMTPServer() as smtp:
         bounded.EMAIL_PORT = smtp.port
-        assert send_email(to=["ann@example.com"], subject="Hello", body="Body") == 1
+        assert send_email(to=["ann@example.com"], subject="Hello", body="Body") == (1, {})
     assert [m.recipients for m in smtp.messages] == [["ann@example.com"]]
     assert email._deadline.get() is None  # no socket outside send_email keeps to it

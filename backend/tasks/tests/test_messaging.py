@@ -1,6 +1,7 @@
 """The ``email`` and ``reminder`` types: input rules over HTTP, and runs against a real SMTP
 server on loopback (aiosmtpd), including servers that refuse or are not there."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -320,6 +321,24 @@ def test_refusals_keep_the_code_not_the_servers_words(smtp, settings, user, refu
     assert expected in task.error
     assert REFUSAL_TEXT not in task.error and BANNER not in task.error
     assert not smtp.messages
+
+
+@pytest.mark.parametrize("code", [550, 450])
+def test_recipients_refused_among_others_are_named_in_the_result(smtp, settings, user, code):
+    """The server took the message for one recipient and refused the other: the task said
+    it was sent to both, and the refused address was named nowhere. It is not sent again
+    (a retry would send the first a second copy)."""
+    use_smtp(settings, smtp)
+    smtp.handler.refuse_recipients, smtp.handler.refuse_code = {"bob@example.com"}, code
+    data = email_input(to=["ann@example.com", "bob@example.com"])
+
+    task = run(TaskFactory(owner=user, task_type="email", input_data=data))
+
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result == {"sent": 1, "refused": [f"bob@example.com (SMTP {code})"]}
+    [received] = smtp.messages
+    assert received.recipients == ["ann@example.com"]
+    assert REFUSAL_TEXT not in json.dumps(task.result)
 
 
 def test_the_default_console_backend_prints_the_mail(settings, user, capsys):

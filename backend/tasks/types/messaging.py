@@ -177,7 +177,11 @@ def run_email(data: dict, ctx: JobContext) -> dict:
     sent = send_email(
         to=data["to"], subject=data["subject"], body=data["body"], html=data.get("html")
     )
-    return {"sent": sent}
+    if not sent.refused:
+        return {"sent": sent.count}
+    # Not sent again: a retry would send the others a second copy.
+    refused = [f"{address} (SMTP {code})" for address, code in sorted(sent.refused.items())]
+    return {"sent": sent.count, "refused": refused}
 
 
 class ReminderInput(StrictInputSerializer):
