@@ -96,8 +96,26 @@ class UserAdmin(DjangoUserAdmin):
     def deactivate(self, request, queryset):
         if queryset.filter(pk=request.user.pk).exists():
             self.message_user(request, services.CANNOT_DEACTIVATE_SELF, messages.ERROR)
+        others = queryset.exclude(pk=request.user.pk)
+        if not request.user.is_superuser and others.filter(is_superuser=True).exists():
+            self.message_user(request, services.ONLY_A_SUPERUSER, messages.ERROR)
         count = services.users_deactivate(queryset=queryset, actor=request.user)
         self.message_user(request, f"{count} user(s) deactivated.")
+
+    def has_change_permission(self, request, obj=None):
+        # A superuser's account (its form, its password form) is changed by a superuser or
+        # themselves, as the API rules (services.user_update); others may only view it.
+        if obj is not None and obj.is_superuser and obj.pk != request.user.pk:
+            if not request.user.is_superuser:
+                return False
+        return super().has_change_permission(request, obj)
+
+    def get_readonly_fields(self, request, obj=None):
+        # Nobody makes themselves (or anyone) a superuser without being one.
+        fields = super().get_readonly_fields(request, obj)
+        if not request.user.is_superuser:
+            fields = (*fields, "is_superuser")
+        return fields
 
     def has_delete_permission(self, request, obj=None):
         # Users are deactivated, never deleted: their tasks and history stay.

@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
-from backend.common.errors import Conflict, DomainError
+from backend.common.errors import Conflict, DomainError, PermissionDenied
 
 from .models import User
 from .tokens import refresh_tokens_revoke_all
@@ -55,11 +55,22 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
         raise ValidationError({field: [constraint.violation_error_message]}) from None
 
 
+ONLY_A_SUPERUSER = "Only a superuser can change or deactivate a superuser's account."
+
+
+def _require_superuser_for(user: User, actor: User | None) -> None:
+    """A superuser's account is changed or deactivated by a superuser (or themselves):
+    staff without the admin's permissions must not take it over (API, admin, actions)."""
+    if actor is not None and user.is_superuser and actor.pk != user.pk and not actor.is_superuser:
+        raise PermissionDenied(ONLY_A_SUPERUSER)
+
+
 @transaction.atomic
 def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     """Apply validated profile changes; ``password`` is hashed, never stored as given.
 
     Staff cannot take their own staff status or activity away (no self lock-out)."""
+    _require_superuser_for(user, actor)
     if actor is not None and actor.pk == user.pk:
         for field in ("is_staff", "is_active"):
             if field in data and not data[field] and getattr(user, field):
@@ -87,9 +98,12 @@ CANNOT_DEACTIVATE_SELF = "You cannot deactivate your own account; ask another st
 
 def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> int:
     """Deactivate instead of delete: the users' tasks and history stay. The ``actor``'s own
-    account is left out: nobody locks themselves out (nor the last administrator)."""
+    account is left out: nobody locks themselves out (nor the last administrator); so are
+    superusers when the actor is not one."""
     if actor is not None:
         queryset = queryset.exclude(pk=actor.pk)
+        if not actor.is_superuser:
+            queryset = queryset.exclude(is_superuser=True)
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         count = users.filter(is_active=True).update(is_active=False)  # not those already
@@ -101,6 +115,7 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
 def user_deactivate(*, user: User, actor: User | None = None) -> User:
     if actor is not None and actor.pk == user.pk:
         raise Conflict(CANNOT_DEACTIVATE_SELF, code="cannot_deactivate_self")
+    _require_superuser_for(user, actor)
     users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user

@@ -194,6 +194,56 @@ def test_an_action_posted_to_a_list_url_it_cannot_query_goes_back_to_the_list(cl
     assert user.is_active
 
 
+def test_staff_who_are_not_superusers_cannot_take_over_a_superuser_in_the_admin(client):
+    """The API refused it; the admin let staff with the users' change permission deactivate
+    a superuser, set their password (then sign in as them), or tick their own
+    is_superuser."""
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.set(Permission.objects.filter(codename__in=["view_user", "change_user"]))
+    root, other = UserFactory(is_staff=True, is_superuser=True), UserFactory()
+    client.force_login(staff)
+
+    response = deactivate(client, root, other)
+    assert b"Only a superuser can change or deactivate" in response.content
+    assert b"1 user(s) deactivated." in response.content
+    root.refresh_from_db()
+    other.refresh_from_db()
+    assert root.is_active and not other.is_active
+
+    old_hash = root.password
+    url = f"/admin/users/user/{root.pk}/password/"
+    new = {"password1": "Another-long-Secret-77", "password2": "Another-long-Secret-77"}
+    assert client.post(url, new).status_code == 403
+    assert client.get(f"/admin/users/user/{root.pk}/change/").status_code == 200  # viewed
+    response = client.post(
+        f"/admin/users/user/{root.pk}/change/",
+        {"username": "taken", "email": root.email, "is_active": "on", "is_staff": "on"},
+    )
+    assert response.status_code == 403
+    root.refresh_from_db()
+    assert root.password == old_hash and root.username != "taken"
+
+    page = client.get(f"/admin/users/user/{staff.pk}/change/").content.decode()
+    assert 'name="is_superuser"' not in page  # shown, not editable
+
+
+def test_the_services_keep_the_superuser_rule(user):
+    from backend.common.errors import PermissionDenied
+    from backend.users import services
+
+    staff = UserFactory(is_staff=True)
+    root = UserFactory(is_staff=True, is_superuser=True)
+    with pytest.raises(PermissionDenied):
+        services.user_update(user=root, data={"name": "x"}, actor=staff)
+    with pytest.raises(PermissionDenied):
+        services.user_deactivate(user=root, actor=staff)
+    assert services.users_deactivate(queryset=User.objects.filter(pk=root.pk), actor=staff) == 0
+    other_root = UserFactory(is_staff=True, is_superuser=True)
+    services.user_update(user=root, data={"name": "y"}, actor=other_root)
+    services.user_update(user=root, data={"name": "z"}, actor=root)
+    services.user_deactivate(user=root, actor=other_root)
+
+
 def test_the_deactivate_action_counts_only_who_it_changed(client):
     admin = UserFactory(is_staff=True, is_superuser=True)
     dormant, active = UserFactory(is_active=False), UserFactory()

@@ -114,7 +114,7 @@ class IsSelfOrStaff(permissions.BasePermission):
             obj.is_superuser and obj.pk != viewer.pk
         )
         if changes_a_superuser and not viewer.is_superuser:
-            self.message = "Only a superuser can change or deactivate a superuser's account."
+            self.message = services.ONLY_A_SUPERUSER
             return False
         return True
 
