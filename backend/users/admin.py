@@ -105,9 +105,8 @@ class UserAdmin(DjangoUserAdmin):
     def has_change_permission(self, request, obj=None):
         # A superuser's account (its form, its password form) is changed by a superuser or
         # themselves, as the API rules (services.user_update); others may only view it.
-        if obj is not None and obj.is_superuser and obj.pk != request.user.pk:
-            if not request.user.is_superuser:
-                return False
+        if obj is not None and not services.superuser_rule_allows(obj, request.user):
+            return False
         return super().has_change_permission(request, obj)
 
     def get_readonly_fields(self, request, obj=None):

@@ -58,10 +58,14 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
 ONLY_A_SUPERUSER = "Only a superuser can change or deactivate a superuser's account."
 
 
-def _require_superuser_for(user: User, actor: User | None) -> None:
+def superuser_rule_allows(user: User, actor: User | None) -> bool:
     """A superuser's account is changed or deactivated by a superuser (or themselves):
     staff without the admin's permissions must not take it over (API, admin, actions)."""
-    if actor is not None and user.is_superuser and actor.pk != user.pk and not actor.is_superuser:
+    return actor is None or not user.is_superuser or actor.pk == user.pk or actor.is_superuser
+
+
+def _require_superuser_for(user: User, actor: User | None) -> None:
+    if not superuser_rule_allows(user, actor):
         raise PermissionDenied(ONLY_A_SUPERUSER)
 
 
