@@ -110,10 +110,8 @@ class IsSelfOrStaff(permissions.BasePermission):
             if request.method == "DELETE":
                 self.message = "Only staff can deactivate an account."
             return False
-        changes_a_superuser = request.method not in permissions.SAFE_METHODS and (
-            obj.is_superuser and obj.pk != viewer.pk
-        )
-        if changes_a_superuser and not viewer.is_superuser:
+        changes = request.method not in permissions.SAFE_METHODS
+        if changes and not services.superuser_rule_allows(obj, viewer):
             self.message = services.ONLY_A_SUPERUSER
             return False
         return True
