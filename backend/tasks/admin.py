@@ -55,8 +55,9 @@ class TaskAdmin(ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
         return f"{obj.created_at:%m-%d %H:%M}"
 
     def get_readonly_fields(self, request, obj=None):
-        # Only what PATCH may change stays editable; the rest goes through the actions.
-        return (*self.readonly_fields, "owner", "assignee", "deadline", "run_at")
+        # Only what PATCH may change (name, description, priority, deadline) stays editable;
+        # the rest goes through the actions.
+        return (*self.readonly_fields, "owner", "assignee", "run_at")
 
     def save_with_service(self, request, obj, form, change):
         # Write only the changed fields through the service, never the whole row, so a

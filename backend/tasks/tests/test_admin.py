@@ -170,3 +170,51 @@ def test_delete_page_deletes_a_task_that_is_not_running(admin_client, user):
         (messages.SUCCESS, "The task “done (completed)” was deleted successfully.")
     ]
     assert logged_deletions() == [str(task.pk)]
+
+
+def test_a_task_failed_on_its_deadline_gets_a_new_one_and_is_retried_in_the_admin(
+    admin_client, user
+):
+    """The deadline was read-only in the admin, while the retry action said "move the
+    deadline before retrying": a dead end without the API."""
+    task = TaskFactory(
+        owner=user,
+        status=TaskStatus.FAILED,
+        error="deadline exceeded",
+        deadline=timezone.now() - timedelta(minutes=5),
+    )
+    response = act(admin_client, "retry_tasks", [task])
+    assert b"move the deadline" in response.content
+    later = timezone.localtime() + timedelta(days=1)
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/",
+        {
+            "name": task.name,
+            "description": task.description,
+            "priority": task.priority,
+            "deadline_0": later.strftime("%Y-%m-%d"),
+            "deadline_1": later.strftime("%H:%M:%S"),
+        },
+    )
+    assert response.status_code == 302, response.content
+    task.refresh_from_db()
+    assert abs(task.deadline - later) < timedelta(seconds=1)
+    act(admin_client, "retry_tasks", [task])
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
+
+    # A deadline in the past is refused by the service's rule, named on the form.
+    earlier = timezone.localtime() - timedelta(days=1)
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/",
+        {
+            "name": task.name,
+            "description": task.description,
+            "priority": task.priority,
+            "deadline_0": earlier.strftime("%Y-%m-%d"),
+            "deadline_1": earlier.strftime("%H:%M:%S"),
+        },
+        follow=True,
+    )
+    assert b"The deadline must be in the future." in response.content
+    task.refresh_from_db()
+    assert abs(task.deadline - later) < timedelta(seconds=1)
