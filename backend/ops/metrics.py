@@ -73,7 +73,8 @@ class StatsCollector:
 
         oldest = GaugeMetricFamily(
             "atm_oldest_pending_task_age_seconds",
-            "Seconds since the oldest pending task was created (0 when none is pending).",
+            "Seconds the longest-waiting pending worker task has waited (since it was created, or "
+            "its run_at when later; manual tasks left out; 0 when none is pending).",
         )
         oldest.add_metric([], stats["oldest_pending_age"] or 0)
         yield oldest

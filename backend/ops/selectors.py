@@ -20,7 +20,7 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, TruncMinute
+from django.db.models.functions import Coalesce, Greatest, TruncMinute
 from django.utils import timezone
 
 from backend.tasks import types
@@ -142,8 +142,15 @@ def run_times(now: datetime) -> dict[str, dict[str, float | int]]:
 
 
 def oldest_pending_age(now: datetime) -> float | None:
-    """Seconds since the oldest pending task was created; ``None`` when none is pending."""
-    oldest = Task.objects.filter(status=TaskStatus.PENDING).aggregate(at=Min("created_at"))["at"]
+    """Seconds the longest-waiting pending task has waited for a worker: since it was
+    created, or since its ``run_at`` when that is later (a scheduled task released, a
+    retry's backoff); ``None`` when none is pending. A manual task waits for a person, not
+    a worker (a to-do left for days would pin the figure at days): left out."""
+    waiting = Task.objects.filter(
+        status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
+    )
+    since = Greatest("created_at", Coalesce("run_at", "created_at"))
+    oldest = waiting.aggregate(at=Min(since))["at"]
     return None if oldest is None else round(max(0.0, (now - oldest).total_seconds()), 3)
 
 

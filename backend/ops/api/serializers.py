@@ -41,7 +41,8 @@ class StatsSerializer(serializers.Serializer):
     )
     oldest_pending_age = serializers.FloatField(
         allow_null=True,
-        help_text="Seconds since the oldest pending task was created; null when none is pending.",
+        help_text="Seconds the longest-waiting pending worker task has waited (since it was "
+        "created, or since its run_at when later; manual tasks left out); null when none is.",
     )
     queue_depth = serializers.DictField(
         child=serializers.IntegerField(),

@@ -115,3 +115,16 @@ def test_oldest_pending_age():
     )
 
     assert selectors.oldest_pending_age(now) == pytest.approx(420, abs=0.01)
+
+
+def test_oldest_pending_age_is_a_workers_backlog():
+    """A manual task pending for days (a person's to-do) pinned the figure at days; a task
+    released from its run_at, or retried after a backoff, had waited since it was created."""
+    now = timezone.now()
+    manual = TaskFactory(status="pending", task_type="manual")
+    released = TaskFactory(status="pending")
+    type(manual).objects.filter(pk=manual.pk).update(created_at=now - timedelta(days=3))
+    type(released).objects.filter(pk=released.pk).update(
+        created_at=now - timedelta(days=1), run_at=now - timedelta(seconds=30)
+    )
+    assert selectors.oldest_pending_age(now) == pytest.approx(30, abs=0.01)
