@@ -15,16 +15,26 @@ from .models import Task, TaskPriority, TaskStatus
 class UserRefField(forms.CharField):
     """A user's uuid, ``me`` or ``none``."""
 
+    words = ("me", "none")
+    hint = "Give a user id (uuid), 'me' or 'none'."
+
     def clean(self, value):
         value = super().clean(value)
         if value in (None, ""):
             return None
-        if value in ("me", "none"):
+        if value in self.words:
             return value
         try:
             return uuid.UUID(value)
         except ValueError as exc:
-            raise ValidationError("Give a user id (uuid), 'me' or 'none'.") from exc
+            raise ValidationError(self.hint) from exc
+
+
+class OwnerRefField(UserRefField):
+    """A user's uuid or ``me``: every task has an owner."""
+
+    words = ("me",)
+    hint = "Give a user id (uuid) or 'me'."
 
 
 @extend_schema_field({"type": "string", "description": "a user id (uuid), 'me' or 'none'"})
@@ -39,6 +49,11 @@ class UserRefFilter(django_filters.Filter):
         if value == "me":
             value = self.parent.request.user.pk
         return qs.filter(**{self.field_name: value})
+
+
+@extend_schema_field({"type": "string", "description": "a user id (uuid) or 'me'"})
+class OwnerRefFilter(UserRefFilter):
+    field_class = OwnerRefField
 
 
 class BoundedIsoDateTimeField(IsoDateTimeField):
@@ -106,7 +121,7 @@ class TaskFilter(django_filters.FilterSet):
         choices=TaskPriority.choices, help_text="one or several, comma-separated"
     )
     assignee = UserRefFilter(help_text="a user id, 'me' or 'none'")
-    owner = UserRefFilter(help_text="a user id or 'me'")
+    owner = OwnerRefFilter(help_text="a user id or 'me'")
     created_after = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = BoundedIsoDateTimeFilter(field_name="created_at", lookup_expr="lte")
     deadline_after = BoundedIsoDateTimeFilter(field_name="deadline", lookup_expr="gte")

@@ -300,6 +300,11 @@ def test_filter_by_user_refs(client, user, other_user):
     assert names({"assignee": str(other_user.pk)}) == {"delegated"}
     assert names({"owner": "me"}) == {"mine", "delegated"}
     assert names({"owner": str(other_user.pk)}) == {"given"}
+    # Every task has an owner: 'none' is refused, not an empty page.
+    response = client.get(url(), {"owner": "none"})
+    assert response.status_code == 400
+    assert response.json()["detail"] == "owner: Give a user id (uuid) or 'me'."
+    assert names({"assignee": "none"}) == set()
 
 
 def test_date_filters(client, user):
