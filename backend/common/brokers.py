@@ -36,10 +36,53 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise filesystem.ChannelError(f"Cannot add file {path!r} to directory") from exc
 
+    # A finished task frees a place under the prefetch limit: the worker's event loop takes
+    # the next messages at once, not at its next poll of the folder.
+    def basic_ack(self, delivery_tag, multiple=False):
+        super().basic_ack(delivery_tag, multiple=multiple)
+        self.connection.drain_soon()
+
+    def basic_reject(self, delivery_tag, requeue=False):
+        super().basic_reject(delivery_tag, requeue=requeue)
+        self.connection.drain_soon()
+
 
 class Transport(filesystem.Transport):
+    """The filesystem transport as an evented one: a worker runs Celery's event loop, as on
+    Redis, which polls the folder every ``polling_interval`` (a timer of the loop) instead
+    of blocking in a read. Without the event loop, the worker's prefork pool was billiard's
+    blocking one, whose processes take their jobs from one shared pipe under one lock: a
+    process killed while idle (``kill -9``) died holding that lock, and the worker took no
+    task again until restarted. In the event loop, each process has pipes of its own."""
+
     Channel = Channel
     global_state = filesystem.Transport.global_state
+    implements = filesystem.Transport.implements.extend(asynchronous=True)
+
+    # The messages one tick of the loop hands over at most (the prefetch limit usually
+    # stops it first), so the loop stays responsive to its other work.
+    DRAIN_PER_TICK = 100
+
+    _loop = None
+    _drain_due = False
+
+    def register_with_event_loop(self, connection, loop):
+        self._loop = loop
+        loop.call_repeatedly(self.polling_interval, self._drain_ready, connection)
+
+    def drain_soon(self) -> None:
+        """Take what may be taken in the loop's next turn (once however many ask)."""
+        if self._loop is not None and not self._drain_due:
+            self._drain_due = True
+            self._loop.call_soon(self._drain_ready, self)
+
+    def _drain_ready(self, connection):
+        self._drain_due = False
+        for _ in range(self.DRAIN_PER_TICK):
+            try:
+                self.drain_events(connection, timeout=0)
+            except TimeoutError:  # (socket.timeout) nothing more to take now
+                return
 
     @property
     def default_connection_params(self):

@@ -99,6 +99,21 @@ class CeleryProcess:
 
         wait_for(seen, timeout=timeout, what=f"{text!r} in {self.log_path.name}")
 
+    def children(self) -> list[int]:
+        """The pids of the process's children (a worker's pool processes)."""
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone meanwhile
+                continue
+            # "pid (command) state ppid ...": the command may hold spaces and parentheses.
+            if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                found.append(int(entry.name))
+        return sorted(found)
+
     def kill(self, sig: int = signal.SIGKILL) -> None:
         """Signal the whole process group (main process and pool children)."""
         if self.proc.poll() is None:

@@ -168,6 +168,33 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
     assert done.result == {"message": "Countdown finished", "seconds": 4}
 
 
+def test_a_pool_process_killed_while_idle_is_replaced_and_tasks_run(cluster, user, client_for):
+    """On the embedded broker the worker ran billiard's blocking pool, whose idle processes
+    wait for a job on one shared pipe under one lock: a process killed while it held the
+    lock (``kill -9`` of an idle pool process) left it held, and the worker ran no task
+    again until restarted."""
+    import os
+    import signal
+
+    worker = cluster.start_worker()
+    client = client_for(user)
+    first = _create(client, task_type="sum", input_data={"numbers": [1, 2]})
+    _wait_for_status(first["id"], TaskStatus.COMPLETED, timeout=30, what="a first run")
+    idle = wait_for(lambda: len(worker.children()) == 2 and worker.children(), timeout=10)
+    for pid in idle:
+        os.kill(pid, signal.SIGKILL)
+    wait_for(
+        lambda: len(worker.children()) == 2 and not set(worker.children()) & set(idle),
+        timeout=30,
+        what="both pool processes replaced",
+    )
+    created = [
+        _create(client, task_type="sum", input_data={"numbers": [n, 1]})["id"] for n in range(4)
+    ]
+    for task_id in created:
+        _wait_for_status(task_id, TaskStatus.COMPLETED, timeout=30, what="runs after the kill")
+
+
 def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, client_for):
     """A worker takes messages ahead of the one it runs (prefetch); stopped, it finishes the
     task it runs and hands the others back to the broker, so the next worker runs them at
