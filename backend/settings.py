@@ -117,9 +117,11 @@ CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
 PORT = _positive_int("PORT", 8000)
 
 INSTALLED_APPS = [
-    # Before django.contrib.auth: the first app naming a management command provides it,
-    # and this one's createsuperuser validates what the stock one lets through.
+    # Before django.contrib.auth and staticfiles: the first app naming a management command
+    # provides it; users' createsuperuser validates what the stock one lets through, and
+    # common's runserver (make run) takes a longer queue of connections.
     "backend.users",
+    "backend.common",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -132,7 +134,6 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
-    "backend.common",
     "backend.tasks",
     "backend.schedules",
     "backend.files",

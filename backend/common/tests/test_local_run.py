@@ -453,3 +453,17 @@ def test_sigint_to_makes_process_group_stops_everything(make_run):
 
     assert make_run.proc.wait(timeout=15) == -signal.SIGINT, make_run.output[-5000:]
     assert_stopped_cleanly(make_run)
+
+
+def test_make_runs_web_server_lets_many_connections_wait():
+    """Django's development server lets 10 connections wait to be accepted: 50 requests at
+    once against ``make run`` had some reset. ``runserver`` is the product's (before
+    staticfiles' in INSTALLED_APPS), with a longer queue, serving static files as before."""
+    from django.contrib.staticfiles.management.commands.runserver import (
+        Command as StaticFilesRunserver,
+    )
+    from django.core.management import get_commands, load_command_class
+
+    command = load_command_class(get_commands()["runserver"], "runserver")
+    assert isinstance(command, StaticFilesRunserver)
+    assert command.server_cls.request_queue_size >= 100
