@@ -197,14 +197,17 @@ def _on_own_connection(work, part):
         connections.close_all()  # this thread's
 
 
-def tasks_dispatch(*, batch_size: int = 500) -> dict[str, int]:
+def tasks_dispatch(*, batch_size: int = 500, resend_after: int | None = None) -> dict[str, int]:
     """Make due scheduled tasks pending, then send pending worker tasks that were never
-    sent (or sent long ago and still not started)."""
+    sent (or sent ``resend_after`` seconds ago, TASK_REDISPATCH_AFTER by default, and still
+    not started)."""
     now = timezone.now()
     released = Task.objects.filter(status=TaskStatus.SCHEDULED, run_at__lte=now).update(
         status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
     )
-    resend_before = now - timedelta(seconds=settings.TASK_REDISPATCH_AFTER)
+    if resend_after is None:
+        resend_after = settings.TASK_REDISPATCH_AFTER
+    resend_before = now - timedelta(seconds=resend_after)
     due = [
         queue.Job(*row)
         for row in Task.objects.filter(

@@ -35,6 +35,26 @@ def test_dispatch_tasks(user, monkeypatch):
     )
 
 
+def test_dispatch_tasks_resends_sooner_when_asked(user):
+    """A task whose message a worker killed outright took along is sent again after
+    TASK_REDISPATCH_AFTER (5 min); an operator could not hurry it."""
+    from django.core.management import CommandError
+
+    from backend.tasks.models import Task
+
+    sent = timezone.now() - timedelta(seconds=60)
+    task = TaskFactory(owner=user, status=TaskStatus.PENDING)
+    Task.objects.filter(pk=task.pk).update(enqueued_at=sent)
+    assert "sent 0 of 0 pending" in run("dispatch_tasks")
+    out = StringIO()
+    call_command("dispatch_tasks", "--resend-after", "30", stdout=out)
+    assert "sent 1 of 1 pending" in out.getvalue()
+    task.refresh_from_db()
+    assert task.enqueued_at > sent
+    with pytest.raises(CommandError, match="must be 0 to"):
+        call_command("dispatch_tasks", "--resend-after", "-1")
+
+
 def test_rescue_tasks(user, settings, monkeypatch):
     monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)

@@ -1,12 +1,41 @@
+import argparse
+
+from django.conf import settings
+
 from backend.common.commands import ServiceCommand
 from backend.tasks import services
+
+MAX_SECONDS = 7 * 24 * 3600
+
+
+def _seconds(value: str) -> int:
+    """Seconds, 0 to a week: an argument error otherwise (exit code 2, with the usage)."""
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if not 0 <= seconds <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SECONDS} seconds, got {seconds}")
+    return seconds
 
 
 class Command(ServiceCommand):
     help = "Release due scheduled tasks and send unsent pending tasks to the broker."
 
-    def handle(self, *args, **options):
-        outcome = services.tasks_dispatch()
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--resend-after",
+            type=_seconds,
+            metavar="SECONDS",
+            default=None,
+            help="send again the pending tasks sent this long ago and not started (default "
+            f"TASK_REDISPATCH_AFTER, now {settings.TASK_REDISPATCH_AFTER}; 0: every one, e.g. "
+            "after a worker was killed outright with messages it had taken; a task sent twice "
+            "still runs once)",
+        )
+
+    def handle(self, *args, resend_after=None, **options):
+        outcome = services.tasks_dispatch(resend_after=resend_after)
         self.stdout.write(
             f"released {outcome['released']} scheduled task(s); "
             f"sent {outcome['sent']} of {outcome['due']} pending task(s)"
