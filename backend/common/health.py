@@ -173,6 +173,12 @@ def health(request):
     """``{"status": "ok", "checks": {...}, "workers": n}``; 503 naming each failed or hung
     check; ``"degraded"`` (still 200, with the reason) when no worker consumes the task
     queue or the cache, which the service can do without, fails."""
+    body, status = health_answer()
+    return Response(body, status=status)
+
+
+def health_answer() -> tuple[dict, int]:
+    """The health check's body and status (``health``)."""
     workers: dict = {}
     checks = run_checks(workers)
     failed = [name for name, value in checks.items() if value != "ok" and name not in OPTIONAL]
@@ -195,7 +201,7 @@ def health(request):
     elif reason:
         body["status"] = "degraded"
         body["reason"] = reason
-    return Response(body, status=503 if failed else 200)
+    return body, 503 if failed else 200
 
 
 # What stops when no worker consumes one of the other queues: said beside an "ok" status

@@ -166,3 +166,18 @@ def test_on_rabbitmq_the_broker_check_is_a_publish_it_confirms(settings):
             assert bound.get(no_ack=True) is not None
         finally:
             bound.delete()
+
+
+def test_a_probe_by_address_gets_the_health_check_whatever_its_host(client, settings):
+    """With ALLOWED_HOSTS set to the service's name, as production needs, a probe by address
+    (a load balancer's, the containers' healthcheck on 127.0.0.1) got a 400: compose's web
+    service never became healthy, so no worker or beat started."""
+    settings.ALLOWED_HOSTS = ["tasks.example.com"]
+    response = client.get("/health/", HTTP_HOST="10.0.0.5:8000")
+    assert response.status_code == 200
+    assert response.json()["checks"]["database"] == "ok"
+    assert client.head("/health", HTTP_HOST="127.0.0.1:8000").status_code == 200
+    # Anything else keeps Django's host check.
+    assert client.get("/api/", HTTP_HOST="10.0.0.5:8000").status_code == 400
+    assert client.post("/health/", HTTP_HOST="10.0.0.5:8000").status_code == 400
+    assert client.get("/health/", HTTP_HOST="tasks.example.com").status_code == 200
