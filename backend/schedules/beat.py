@@ -29,7 +29,7 @@ from datetime import timedelta
 from celery import beat
 from celery.utils.time import maybe_make_aware
 from django.db import DatabaseError
-from django_celery_beat.schedulers import DatabaseScheduler
+from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from . import services, timing
 from .models import Schedule
@@ -37,7 +37,24 @@ from .models import Schedule
 logger = logging.getLogger(__name__)
 
 
+class Entry(ModelEntry):
+    def save(self):
+        """Beat writes its record of an entry's last firing to the row (every few minutes,
+        and before it reads a changed schedule again), over what the row holds: a later
+        start an edit gave it (``services.schedule_update``: turned on, another timetable)
+        was put back to the firing before, and a crontab match since then fired at once.
+        The later of the two stays."""
+        written = type(self.model)._default_manager.filter(pk=self.model.pk)
+        started = written.values_list("last_run_at", flat=True).first()
+        mine = self.model.last_run_at
+        if started is not None and mine is not None and maybe_make_aware(mine) < started:
+            self.model.last_run_at = self.last_run_at = started
+        super().save()
+
+
 class Scheduler(DatabaseScheduler):
+    Entry = Entry
+
     def all_as_schedule(self):
         entries = super().all_as_schedule()
         try:

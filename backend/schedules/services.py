@@ -102,6 +102,7 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     _require_owner_or_staff(schedule, actor)
     schedule = schedule_locked(schedule)
     was_enabled = schedule.enabled
+    timetable = _timetable(schedule)
     for field in EDITABLE_FIELDS:
         if field in data:
             setattr(schedule, field, data[field])
@@ -112,10 +113,13 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     # changed schedule again), but writes it only every few minutes: the row gets it now, or
     # next_run_at would count the interval from the edit. A schedule turned on counts from
     # then (disabling it cleared its last run; so does a periodic task turned off in its own
-    # admin and on again here). One that stays on and has not fired keeps the start it was
-    # given when it was made or turned on, so an edit does not postpone its first firing.
+    # admin and on again here), and so does one given another timetable (another crontab,
+    # time zone, or kind): counted from its last firing, a match of the new crontab since
+    # then would fire it at once. One that stays on otherwise keeps its start (its last
+    # firing, or when it was made or turned on), so an edit, even of its interval, does not
+    # postpone its next firing.
     last = schedule.last_run_at
-    kept_on = was_enabled and periodic_task.enabled
+    kept_on = was_enabled and periodic_task.enabled and _timetable(schedule) == timetable
     last_run = False
     if schedule.enabled and not kept_on:
         periodic_task.last_run_at = timezone.now()
@@ -130,6 +134,14 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
     _sync_periodic_task(periodic_task, schedule, last_run=last_run)
     schedule.save()
     return schedule
+
+
+def _timetable(schedule: Schedule) -> tuple:
+    """What beat's timetable is made of, but an interval's length (whose change keeps the
+    start): the kind, and a crontab's expression and time zone."""
+    if schedule.interval_seconds is not None:
+        return ("interval",)
+    return ("crontab", schedule.crontab, schedule.timezone)
 
 
 def schedule_set_enabled(*, schedule: Schedule, actor: User, enabled: bool) -> Schedule:

@@ -110,3 +110,65 @@ def test_a_firing_the_worker_made_late_does_not_shift_the_timetable(user):
     assert Schedule.objects.get(pk=schedule.pk).last_run_at == run.fired_at
     _, entry = entry_of(schedule)
     assert entry.last_run_at == sent
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"crontab": "* * * * *"},  # another crontab
+        {"timezone": "Asia/Kolkata"},  # the same one in another time zone
+        {"crontab": "* * * * *", "interval_seconds": None},  # from an interval to a crontab
+    ],
+)
+def test_another_timetable_starts_at_the_edit(user, change):
+    """Counted from the schedule's start (or last firing), a match of the new timetable since
+    then was already past: beat fired the schedule at once, while next_run_at said a time
+    to come."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    if "interval_seconds" in change:
+        schedule = make_schedule(user, interval_seconds=3600)
+    else:
+        schedule = make_schedule(user, crontab="*/30 * * * *")
+    made = timezone.now() - timedelta(minutes=10)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=made)
+    before = timezone.now()
+    services.schedule_update(schedule=schedule, actor=user, data=change)
+    _, entry = entry_of(schedule)
+    assert entry.last_run_at >= before
+    assert not entry.is_due().is_due
+
+    # An interval's new length keeps the start: due now, as next_run_at says.
+    schedule = make_schedule(user, interval_seconds=3600)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=made)
+    services.schedule_update(schedule=schedule, actor=user, data={"interval_seconds": 300})
+    _, entry = entry_of(schedule)
+    assert entry.last_run_at == made and entry.is_due().is_due
+
+
+def test_beat_does_not_write_an_older_firing_over_a_later_start(user):
+    """Before it reads a changed schedule again, beat writes the last firing it remembers to
+    the row: it put the start an edit gave (another crontab) back to that firing."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user, crontab="*/30 * * * *")
+    _, entry = entry_of(schedule)
+    fired = timezone.now() - timedelta(minutes=10)
+    entry.model.last_run_at = entry.last_run_at = fired  # beat's firing, not written yet
+    before = timezone.now()
+    services.schedule_update(schedule=schedule, actor=user, data={"crontab": "* * * * *"})
+    entry.save()  # beat's sync
+    row = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    assert row.last_run_at >= before
+
+    # Its own record is written as before when it is the later one.
+    later = timezone.now() + timedelta(seconds=5)
+    entry.model.last_run_at = later
+    entry.save()
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).last_run_at == later
