@@ -110,10 +110,14 @@ class UserAdmin(DjangoUserAdmin):
         return super().has_change_permission(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        # Nobody makes themselves (or anyone) a superuser without being one.
+        # Nobody gives themselves (or anyone) more power than they have: superuser status,
+        # groups and permissions are a superuser's to change. And nobody locks themselves
+        # out (the API and the deactivate action refuse it too).
         fields = super().get_readonly_fields(request, obj)
         if not request.user.is_superuser:
-            fields = (*fields, "is_superuser")
+            fields = (*fields, "is_superuser", "groups", "user_permissions")
+        if obj is not None and obj.pk == request.user.pk:
+            fields = (*fields, "is_active", "is_staff")
         return fields
 
     def has_delete_permission(self, request, obj=None):

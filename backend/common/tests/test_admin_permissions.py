@@ -224,7 +224,29 @@ def test_staff_who_are_not_superusers_cannot_take_over_a_superuser_in_the_admin(
     assert root.password == old_hash and root.username != "taken"
 
     page = client.get(f"/admin/users/user/{staff.pk}/change/").content.decode()
-    assert 'name="is_superuser"' not in page  # shown, not editable
+    # Shown, not editable: superuser status, groups and permissions (a staff member with
+    # the users' change permission gave themselves every permission), and their own access.
+    for field in ("is_superuser", "groups", "user_permissions", "is_active", "is_staff"):
+        assert f'name="{field}"' not in page, field
+    everything = list(Permission.objects.values_list("pk", flat=True))
+    response = client.post(
+        f"/admin/users/user/{staff.pk}/change/",
+        {
+            "username": staff.username,
+            "email": staff.email,
+            "name": "x",
+            "user_permissions": everything,
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+        },
+    )
+    assert response.status_code == 302, response.content
+    staff.refresh_from_db()
+    assert staff.name == "x" and staff.is_active and staff.is_staff
+    assert set(staff.user_permissions.values_list("codename", flat=True)) == {
+        "view_user",
+        "change_user",
+    }
 
 
 def test_the_services_keep_the_superuser_rule(user):
