@@ -34,16 +34,26 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 ifneq ($(ENV_FILE),)
+# Not on a deployment, whose environment holds its settings (DJANGO_SECRET_KEY among them):
+# a .env with DEBUG=true would switch every process started later to debug mode.
 $(ENV_FILE): | $(BIN)/python
-	@key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') && umask 077 && \
-	printf '%s\n' "# Local settings, written by make (git-ignored). Every variable: .env.example." \
-	  "# A variable set in the environment wins over this file." \
-	  "DEBUG=true" "DJANGO_SECRET_KEY=$$key" > $@.tmp && mv $@.tmp $@
-	@echo "Wrote $@ (DEBUG=true, a generated DJANGO_SECRET_KEY): manage.py reads it."
+	@if [ -n "$$DJANGO_SECRET_KEY" ]; then \
+	  echo "Not writing $@: DJANGO_SECRET_KEY is set in the environment, which holds the settings."; \
+	else \
+	  key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') && umask 077 && \
+	  printf '%s\n' "# Local settings, written by make (git-ignored). Every variable: .env.example." \
+	    "# A variable set in the environment wins over this file." \
+	    "DEBUG=true" "DJANGO_SECRET_KEY=$$key" > $@.tmp && mv $@.tmp $@ && \
+	  echo "Wrote $@ (DEBUG=true, a generated DJANGO_SECRET_KEY): manage.py reads it."; \
+	fi
 endif
 
+# DEBUG=true unless set, as in .env, but not on a deployment (DJANGO_SECRET_KEY set), whose
+# environment says.
+LOCAL_DEBUG = $(or $(DEBUG),$(if $(DJANGO_SECRET_KEY),false,true))
+
 migrate: install $(ENV_FILE)
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py migrate --noinput
+	DEBUG=$(LOCAL_DEBUG) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
 	@echo ""
@@ -68,7 +78,7 @@ run: migrate
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).
 superuser: migrate
-	DEBUG=$${DEBUG:-true} $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
+	DEBUG=$(LOCAL_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)

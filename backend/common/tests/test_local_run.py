@@ -32,11 +32,13 @@ needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is no
 
 
 def make(*args: str, **env: str) -> subprocess.CompletedProcess:
-    """make in the project, with the virtualenv this test runs in (never reinstalled)."""
+    """make in the project, with the virtualenv this test runs in (never reinstalled), on a
+    developer's machine: no DJANGO_SECRET_KEY in the environment unless given."""
+    environment = {k: v for k, v in os.environ.items() if k not in ("DJANGO_SECRET_KEY", "DEBUG")}
     return subprocess.run(
         ["make", f"VENV={VENV}", "-o", f"{VENV}/.installed", *args],
         cwd=PROJECT_ROOT,
-        env={**os.environ, **env},
+        env={**environment, **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -467,3 +469,27 @@ def test_make_runs_web_server_lets_many_connections_wait():
     command = load_command_class(get_commands()["runserver"], "runserver")
     assert isinstance(command, StaticFilesRunserver)
     assert command.server_cls.request_queue_size >= 100
+
+
+@needs_make
+@pytest.mark.parametrize("target", ["migrate", "superuser"])
+def test_make_writes_no_env_file_on_a_deployment(tmp_path, target):
+    """On a server whose environment holds the settings (DJANGO_SECRET_KEY, no DEBUG),
+    ``make superuser`` or ``make migrate`` wrote a .env with DEBUG=true, which switched every
+    process started later to debug mode."""
+    env_file = tmp_path / ".env"
+
+    planned = make("-n", f"ENV_FILE={env_file}", target, DJANGO_SECRET_KEY="from-the-server")
+
+    assert planned.returncode == 0, planned.stderr
+    done = make(f"ENV_FILE={env_file}", str(env_file), DJANGO_SECRET_KEY="from-the-server")
+    assert done.returncode == 0, done.stderr
+    assert "Not writing" in done.stdout and not env_file.exists()
+
+    # manage.py then runs with DEBUG as the environment says (off when it says nothing).
+    def manage_py(output: str) -> str:
+        return next(line for line in output.splitlines() if "python manage.py" in line)
+
+    assert manage_py(planned.stdout).startswith("DEBUG=false ")
+    developer = make("-n", f"ENV_FILE={env_file}", target).stdout
+    assert manage_py(developer).startswith("DEBUG=true ")
