@@ -108,12 +108,35 @@ if not SECRET_KEY:
 # fingerprints) while a new DJANGO_SECRET_KEY takes over.
 SECRET_KEY_FALLBACKS = _read("DJANGO_SECRET_KEY_FALLBACKS", env.list, [])
 
-ALLOWED_HOSTS = _read(
-    "ALLOWED_HOSTS", env.list, ["127.0.0.1", "localhost", "[::1]"] if DEBUG else []
+def _list(name: str, default: list[str], *, check, expected: str) -> list[str]:
+    """A comma-separated list, each item trimmed (``a, b`` is ``["a", "b"]``, where Django
+    would match nothing against " b"), empty items dropped; an item ``check`` refuses stops
+    start-up naming it."""
+    items = [item.strip() for item in _read(name, env.list, default)]
+    items = [item for item in items if item]
+    for item in items:
+        if not check(item):
+            _fail(f"Environment variable {name} has an invalid item {item!r}: {expected}")
+    return items
+
+
+# A host name, an address ([::1] for IPv6), ".example.com" for it and its subdomains, or "*".
+_HOST = re.compile(r"\*|\.?[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
+ALLOWED_HOSTS = _list(
+    "ALLOWED_HOSTS",
+    ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [],
+    check=_HOST.fullmatch,
+    expected="give host names without a scheme or port, e.g. tasks.example.com,.example.com",
 )
 if not DEBUG and not ALLOWED_HOSTS:
     _fail("ALLOWED_HOSTS is required when DEBUG is off (comma-separated host names).")
-CSRF_TRUSTED_ORIGINS = _read("CSRF_TRUSTED_ORIGINS", env.list, [])
+_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9_.-]+(:\d+)?|https?://\[[0-9A-Fa-f:.]+\](:\d+)?")
+CSRF_TRUSTED_ORIGINS = _list(
+    "CSRF_TRUSTED_ORIGINS",
+    [],
+    check=_ORIGIN.fullmatch,
+    expected="give origins with their scheme and no path, e.g. https://tasks.example.com",
+)
 PORT = _positive_int("PORT", 8000)
 
 INSTALLED_APPS = [

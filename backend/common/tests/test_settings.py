@@ -209,3 +209,33 @@ def test_a_number_of_seconds_reads_as_python_writes_it(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["0.5", "0.0"]
+
+
+def test_host_lists_are_trimmed_and_checked(tmp_path):
+    """"a, b" kept " b", which no Host or Origin ever matches, and a scheme or port in a
+    host name passed unnoticed: a deployment refused its own requests with 400 or 403."""
+    result = start_django(
+        tmp_path,
+        DEBUG="false",
+        ALLOWED_HOSTS="tasks.example.com, api.example.com,,.example.org, [::1], 10.0.0.5",
+        CSRF_TRUSTED_ORIGINS="https://tasks.example.com, https://*.example.org, http://[::1]:8000",
+        code="from django.conf import settings\n"
+        "print(settings.ALLOWED_HOSTS)\nprint(settings.CSRF_TRUSTED_ORIGINS)",
+    )
+    assert result.returncode == 0, result.stderr
+    hosts, origins = result.stdout.splitlines()
+    assert hosts == "['tasks.example.com', 'api.example.com', '.example.org', '[::1]', '10.0.0.5']"
+    assert origins == "['https://tasks.example.com', 'https://*.example.org', 'http://[::1]:8000']"
+
+    for name, value in [
+        ("ALLOWED_HOSTS", "https://tasks.example.com"),
+        ("ALLOWED_HOSTS", "tasks.example.com:443"),
+        ("ALLOWED_HOSTS", "tasks.example.com/api"),
+        ("CSRF_TRUSTED_ORIGINS", "tasks.example.com"),
+        ("CSRF_TRUSTED_ORIGINS", "https://tasks.example.com/"),
+    ]:
+        result = start_django(tmp_path, DEBUG="false", **{name: value})
+        assert result.returncode != 0, (name, value)
+        assert start_up_error(result).startswith(
+            f"Environment variable {name} has an invalid item {value!r}"
+        ), result.stderr
