@@ -108,6 +108,7 @@ if not SECRET_KEY:
 # fingerprints) while a new DJANGO_SECRET_KEY takes over.
 SECRET_KEY_FALLBACKS = _read("DJANGO_SECRET_KEY_FALLBACKS", env.list, [])
 
+
 def _list(name: str, default: list[str], *, check, expected: str) -> list[str]:
     """A comma-separated list, each item trimmed (``a, b`` is ``["a", "b"]``, where Django
     would match nothing against " b"), empty items dropped; an item ``check`` refuses stops

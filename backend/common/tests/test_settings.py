@@ -212,7 +212,7 @@ def test_a_number_of_seconds_reads_as_python_writes_it(tmp_path):
 
 
 def test_host_lists_are_trimmed_and_checked(tmp_path):
-    """"a, b" kept " b", which no Host or Origin ever matches, and a scheme or port in a
+    """ "a, b" kept " b", which no Host or Origin ever matches, and a scheme or port in a
     host name passed unnoticed: a deployment refused its own requests with 400 or 403."""
     result = start_django(
         tmp_path,
