@@ -5,6 +5,12 @@ from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connec
 from django.db.migrations.executor import MigrationExecutor
 
 
+def unapplied_migrations(connection) -> int:
+    """How many of this code's migrations the database lacks."""
+    executor = MigrationExecutor(connection)
+    return len(executor.migration_plan(executor.loader.graph.leaf_nodes()))
+
+
 class ServiceCommand(BaseCommand):
     """A command that reads or writes the service's tables: on a database that was never
     migrated (or not fully) it stops with one line saying what to do, instead of a
@@ -14,8 +20,7 @@ class ServiceCommand(BaseCommand):
     def execute(self, *args, **options):
         connection = connections[DEFAULT_DB_ALIAS]
         try:
-            executor = MigrationExecutor(connection)
-            if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+            if unapplied_migrations(connection):
                 raise CommandError(
                     f"The database ({connection.settings_dict['NAME']}) is not migrated: run "
                     "`make migrate` (or `manage.py migrate`). If `make run` uses another one, "

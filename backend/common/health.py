@@ -20,15 +20,31 @@ from rest_framework.decorators import api_view, authentication_classes, permissi
 from rest_framework.response import Response
 
 from backend.celery import app as celery_app
+from backend.common.commands import unapplied_migrations
 from backend.ops import broker as ops_broker
 
 logger = logging.getLogger(__name__)
 
 
+class NotMigrated(RuntimeError):
+    """The database lacks migrations this code needs (a deployment without ``migrate``)."""
+
+
+# Set once this process has seen every migration applied: not looked at again.
+_MIGRATED = threading.Event()
+
+
 def check_database() -> None:
+    """The database answers, and has this code's tables: an empty database, or one an
+    upgrade did not migrate, answered "ok" while every request failed."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         cursor.fetchone()
+    if not _MIGRATED.is_set():
+        missing = unapplied_migrations(connection)
+        if missing:
+            raise NotMigrated(f"{missing} migration(s) not applied: run manage.py migrate")
+        _MIGRATED.set()
 
 
 # No queue has this name: the health check's publish is confirmed and dropped.

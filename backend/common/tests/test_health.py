@@ -181,3 +181,24 @@ def test_a_probe_by_address_gets_the_health_check_whatever_its_host(client, sett
     assert client.get("/api/", HTTP_HOST="10.0.0.5:8000").status_code == 400
     assert client.post("/health/", HTTP_HOST="10.0.0.5:8000").status_code == 400
     assert client.get("/health/", HTTP_HOST="tasks.example.com").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_not_migrated_is_not_healthy(client, monkeypatch):
+    """An empty database, or one an upgrade did not migrate, answered "ok" while every
+    request failed; once this process has seen every migration applied, it does not look
+    again."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    monkeypatch.setattr(health, "_MIGRATED", health.threading.Event())
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("schedules")
+    MigrationExecutor(connection).migrate([("schedules", "0001_initial")])
+    try:
+        body = client.get("/health/").json()
+        assert body["status"] == "error" and body["failed"] == ["database"]
+        assert body["checks"]["database"] == "error: NotMigrated (see the service's log)"
+    finally:
+        MigrationExecutor(connection).migrate(latest)
+    assert client.get("/health/").json()["checks"]["database"] == "ok"
+    assert health._MIGRATED.is_set()
