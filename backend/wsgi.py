@@ -1,7 +1,20 @@
 import os
+import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 
-application = get_wsgi_application()
+try:
+    application = get_wsgi_application()
+except ImproperlyConfigured as exc:
+    from django.conf import settings
+
+    if settings.configured:
+        raise
+    # A missing or bad environment variable: its message says which and how to fix it, as
+    # manage.py says it; a traceback in gunicorn's log would only bury it. Exit status 3 is
+    # gunicorn's "worker failed to boot": it stops, rather than start worker after worker.
+    print(f"Configuration error: {exc}", file=sys.stderr)
+    sys.exit(3)

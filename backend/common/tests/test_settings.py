@@ -239,3 +239,24 @@ def test_host_lists_are_trimmed_and_checked(tmp_path):
         assert start_up_error(result).startswith(
             f"Environment variable {name} has an invalid item {value!r}"
         ), result.stderr
+
+
+def test_the_web_application_refuses_a_bad_setting_in_one_line(tmp_path):
+    """Under gunicorn a bad setting printed a long traceback, its message near the end."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import backend.wsgi"],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DJANGO_SETTINGS_MODULE": "backend.settings",
+            "ENV_FILE": "",
+            "VAR_DIR": str(tmp_path),
+            "DEBUG": "false",
+        },
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3  # gunicorn's "worker failed to boot": it stops
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("Configuration error: DJANGO_SECRET_KEY is required")
