@@ -48,9 +48,9 @@ $(ENV_FILE): | $(BIN)/python
 	fi
 endif
 
-# DEBUG=true unless set, as in .env, but not on a deployment (DJANGO_SECRET_KEY set), whose
-# environment says.
-LOCAL_DEBUG = $(or $(DEBUG),$(if $(DJANGO_SECRET_KEY),false,true))
+# DEBUG=true unless set, as in .env, but not on a deployment (DJANGO_SECRET_KEY set, and
+# not `make run`, which is a developer's), whose environment says.
+LOCAL_DEBUG = $(or $(DEBUG),$(if $(filter run,$(MAKECMDGOALS)),true,$(if $(DJANGO_SECRET_KEY),false,true)))
 
 migrate: install $(ENV_FILE)
 	DEBUG=$(LOCAL_DEBUG) $(BIN)/python manage.py migrate --noinput

@@ -493,3 +493,6 @@ def test_make_writes_no_env_file_on_a_deployment(tmp_path, target):
     assert manage_py(planned.stdout).startswith("DEBUG=false ")
     developer = make("-n", f"ENV_FILE={env_file}", target).stdout
     assert manage_py(developer).startswith("DEBUG=true ")
+    # make run is a developer's, whatever the shell exports (e.g. a key for compose).
+    run = make("-n", f"ENV_FILE={env_file}", "run", DJANGO_SECRET_KEY="exported").stdout
+    assert manage_py(run).startswith("DEBUG=true ")
