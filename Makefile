@@ -48,12 +48,16 @@ $(ENV_FILE): | $(BIN)/python
 	fi
 endif
 
-# DEBUG=true unless set, as in .env, but not on a deployment (DJANGO_SECRET_KEY set, and
-# not `make run`, which is a developer's), whose environment says.
-LOCAL_DEBUG = $(or $(DEBUG),$(if $(filter run,$(MAKECMDGOALS)),true,$(if $(DJANGO_SECRET_KEY),false,true)))
+# DEBUG for make's manage.py commands: the environment's, else the .env's; with neither,
+# true on a developer's machine (no DJANGO_SECRET_KEY in the environment, or `make run`),
+# and left to its default (off) on a deployment, whose environment holds the settings (and
+# no .env is read: it was not written).
+WITH_DEBUG = env $$( [ -f "$(ENV_FILE)" ] || echo ENV_FILE= ) \
+	$$( [ -n "$$DEBUG" ] || [ -f "$(ENV_FILE)" ] || \
+	{ [ -n "$$DJANGO_SECRET_KEY" ] && [ -z "$(filter run,$(MAKECMDGOALS))" ]; } || echo DEBUG=true )
 
 migrate: install $(ENV_FILE)
-	DEBUG=$(LOCAL_DEBUG) $(BIN)/python manage.py migrate --noinput
+	$(WITH_DEBUG) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
 	@echo ""
@@ -73,12 +77,13 @@ run: migrate
 		'^[[:space:]]*(export[[:space:]]+)?PUBLIC_BASE_URL=["'"'"']?[^"'"'"'[:space:]#]' \
 		"$(ENV_FILE)"; then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
+	[ -f "$(ENV_FILE)" ] || export ENV_FILE=; \
 	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).
 superuser: migrate
-	DEBUG=$(LOCAL_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
+	$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)

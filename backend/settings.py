@@ -46,7 +46,11 @@ elif ENV_FILE is not None and _env_file != ".env":  # another file named, and no
 
 
 def _read(name: str, cast, default):
-    """Read one variable; a value that does not parse stops start-up with its name."""
+    """Read one variable; a value that does not parse stops start-up with its name. Set but
+    empty counts as unset, as for every kind of setting (``NAME=`` in a .env, which
+    compose passes on as it is)."""
+    if not os.environ.get(name, "").strip():
+        return default
     try:
         return cast(name, default=default)
     except (ValueError, TypeError) as exc:
@@ -104,39 +108,51 @@ if not SECRET_KEY:
             "DEBUG=true, e.g. in .env, which `make run` writes)."
         )
     SECRET_KEY = "insecure-development-key-only-used-when-DEBUG-is-on"
-# Earlier secret keys, still accepted for what was signed with them (sessions, idempotency
-# fingerprints) while a new DJANGO_SECRET_KEY takes over.
-SECRET_KEY_FALLBACKS = _read("DJANGO_SECRET_KEY_FALLBACKS", env.list, [])
 
 
-def _list(name: str, default: list[str], *, check, expected: str) -> list[str]:
+def _list(name: str, default: list[str], *, check=None, expected: str = "", normalize=None):
     """A comma-separated list, each item trimmed (``a, b`` is ``["a", "b"]``, where Django
-    would match nothing against " b"), empty items dropped; an item ``check`` refuses stops
-    start-up naming it."""
+    would match nothing against " b") and, with ``normalize``, put in the form it is
+    compared in; empty items dropped; an item ``check`` refuses stops start-up naming it."""
     items = [item.strip() for item in _read(name, env.list, default)]
-    items = [item for item in items if item]
+    items = [normalize(item) if normalize else item for item in items if item]
     for item in items:
-        if not check(item):
+        if check is not None and not check(item):
             _fail(f"Environment variable {name} has an invalid item {item!r}: {expected}")
     return items
 
 
+# Earlier secret keys, still accepted for what was signed with them (sessions, idempotency
+# fingerprints) while a new DJANGO_SECRET_KEY takes over.
+SECRET_KEY_FALLBACKS = _list("DJANGO_SECRET_KEY_FALLBACKS", [])
+
+
+def _host(item: str) -> str:
+    """As Django compares a Host: lower case, without the one trailing dot it drops."""
+    item = item.lower()
+    return item[:-1] if item.endswith(".") and item.strip(".") else item
+
+
+_NAME = r"[a-z0-9_-]+(\.[a-z0-9_-]+)*"
 # A host name, an address ([::1] for IPv6), ".example.com" for it and its subdomains, or "*".
-_HOST = re.compile(r"\*|\.?[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]")
+_HOST = re.compile(rf"\*|\.?{_NAME}|\[[0-9a-f:.]+\]")
 ALLOWED_HOSTS = _list(
     "ALLOWED_HOSTS",
     ["127.0.0.1", "localhost", "[::1]"] if DEBUG else [],
     check=_HOST.fullmatch,
+    normalize=_host,
     expected="give host names without a scheme or port, e.g. tasks.example.com,.example.com",
 )
 if not DEBUG and not ALLOWED_HOSTS:
     _fail("ALLOWED_HOSTS is required when DEBUG is off (comma-separated host names).")
-_ORIGIN = re.compile(r"https?://(\*\.)?[A-Za-z0-9_.-]+(:\d+)?|https?://\[[0-9A-Fa-f:.]+\](:\d+)?")
+# As a browser sends an Origin (lower case), which Django compares exactly.
+_ORIGIN = re.compile(rf"https?://((\*\.)?{_NAME}|\[[0-9a-f:.]+\])(:\d+)?")
 CSRF_TRUSTED_ORIGINS = _list(
     "CSRF_TRUSTED_ORIGINS",
     [],
     check=_ORIGIN.fullmatch,
-    expected="give origins with their scheme and no path, e.g. https://tasks.example.com",
+    normalize=str.lower,
+    expected="give origins as scheme://host[:port], without a path, e.g. https://tasks.example.com",
 )
 PORT = _positive_int("PORT", 8000)
 
@@ -654,7 +670,7 @@ EMAIL_TASK_MAX_RECIPIENTS = _positive_int("EMAIL_TASK_MAX_RECIPIENTS", 10)
 # --- outbound calls (webhooks, api_integration) --------------------------------
 # CIDRs let through despite being loopback/private/link-local (tests, intranets), e.g.
 # 127.0.0.0/8,10.0.0.0/8. Empty: only public addresses are called.
-OUTBOUND_ALLOWED_NETWORKS = _read("OUTBOUND_ALLOWED_NETWORKS", env.list, [])
+OUTBOUND_ALLOWED_NETWORKS = _list("OUTBOUND_ALLOWED_NETWORKS", [])
 for _cidr in OUTBOUND_ALLOWED_NETWORKS:
     try:
         ipaddress.ip_network(_cidr, strict=False)

@@ -227,17 +227,38 @@ def test_host_lists_are_trimmed_and_checked(tmp_path):
     assert hosts == "['tasks.example.com', 'api.example.com', '.example.org', '[::1]', '10.0.0.5']"
     assert origins == "['https://tasks.example.com', 'https://*.example.org', 'http://[::1]:8000']"
 
+    # In the form Django compares them in: a Host lower case without its trailing dot, an
+    # Origin lower case (a mixed-case entry never matched a browser's Origin).
+    result = start_django(
+        tmp_path,
+        DEBUG="false",
+        ALLOWED_HOSTS="Web.Example.com.",
+        CSRF_TRUSTED_ORIGINS="HTTPS://Admin.Example.com",
+        DJANGO_SECRET_KEY_FALLBACKS="old-key-1, old-key-2",
+        OUTBOUND_ALLOWED_NETWORKS="10.0.0.0/8, 192.168.0.0/16",
+        code="from django.conf import settings\n"
+        "print(settings.ALLOWED_HOSTS, settings.CSRF_TRUSTED_ORIGINS)\n"
+        "print(settings.SECRET_KEY_FALLBACKS, settings.OUTBOUND_ALLOWED_NETWORKS)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "['web.example.com'] ['https://admin.example.com']",
+        "['old-key-1', 'old-key-2'] ['10.0.0.0/8', '192.168.0.0/16']",
+    ]
+
     for name, value in [
         ("ALLOWED_HOSTS", "https://tasks.example.com"),
         ("ALLOWED_HOSTS", "tasks.example.com:443"),
         ("ALLOWED_HOSTS", "tasks.example.com/api"),
+        ("ALLOWED_HOSTS", "a..b"),
+        ("ALLOWED_HOSTS", "..."),
         ("CSRF_TRUSTED_ORIGINS", "tasks.example.com"),
         ("CSRF_TRUSTED_ORIGINS", "https://tasks.example.com/"),
     ]:
         result = start_django(tmp_path, DEBUG="false", **{name: value})
         assert result.returncode != 0, (name, value)
         assert start_up_error(result).startswith(
-            f"Environment variable {name} has an invalid item {value!r}"
+            f"Environment variable {name} has an invalid item {value.lower()!r}"
         ), result.stderr
 
 
@@ -260,3 +281,18 @@ def test_the_web_application_refuses_a_bad_setting_in_one_line(tmp_path):
     assert result.returncode == 3  # gunicorn's "worker failed to boot": it stops
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("Configuration error: DJANGO_SECRET_KEY is required")
+
+
+def test_a_setting_set_but_empty_counts_as_unset(tmp_path):
+    """``MAX_ACTIVE_TASKS=`` (an emptied line of a .env, which compose passes on) stopped
+    every process, where an empty text, flag or number of seconds took its default."""
+    result = start_django(
+        tmp_path,
+        MAX_ACTIVE_TASKS="",
+        JWT_ACCESS_MINUTES=" ",
+        DJANGO_SECRET_KEY_FALLBACKS="",
+        code="from django.conf import settings\n"
+        "print(settings.MAX_ACTIVE_TASKS, settings.SECRET_KEY_FALLBACKS)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["5", "[]"]
