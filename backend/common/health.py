@@ -182,7 +182,7 @@ HEALTH_BODY = inline_serializer(
 
 
 @extend_schema(responses={200: HEALTH_BODY, 503: HEALTH_BODY}, tags=["health"])
-@api_view(["GET"])
+@api_view(["GET", "HEAD"])  # HEAD: what some load balancers probe with
 @authentication_classes([])
 @permission_classes([])
 def health(request):

@@ -69,6 +69,12 @@ def _chunked(request) -> bool:
     return "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
+def _served_host() -> str:
+    """A Host the service answers to: the first of ALLOWED_HOSTS that names one (a
+    ".example.com" entry serves example.com itself)."""
+    return next(host.lstrip(".") for host in settings.ALLOWED_HOSTS if host != "*")
+
+
 def _probe_by_address(request) -> bool:
     """A GET or HEAD of /health/ whose Host header is not an allowed host."""
     if request.path != "/health/" or request.method not in ("GET", "HEAD"):
@@ -86,19 +92,16 @@ class ApiErrorMiddleware:
 
     def __call__(self, request):
         _add_missing_slash(request)
+        if _probe_by_address(request):
+            # A load balancer or a container's healthcheck probes by address, whose Host is
+            # not one of ALLOWED_HOSTS (a 400 would take a working service out of rotation):
+            # the probe is served as if sent to the service's own name, through every
+            # middleware as any request (its headers, its checks).
+            request.META["HTTP_HOST"] = _served_host()
         given = request.headers.get("X-Request-ID", "")
         request.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if is_api(request) and _too_large(request):
             response = error_response(413)
-        elif _probe_by_address(request):
-            # A load balancer or a container's healthcheck probes by address, whose Host is
-            # not one of ALLOWED_HOSTS (a 400 would take a working service out of rotation):
-            # the health check answers it, in JSON, and nothing else runs. (Imported here:
-            # the health module imports DRF, which this module must not load first.)
-            from .health import health_answer
-
-            body, status = health_answer()
-            response = JsonResponse(body, status=status)
         elif _chunked(request):
             response = error_response(
                 411,

@@ -181,6 +181,13 @@ def test_a_probe_by_address_gets_the_health_check_whatever_its_host(client, sett
     assert client.get("/api/", HTTP_HOST="10.0.0.5:8000").status_code == 400
     assert client.post("/health/", HTTP_HOST="10.0.0.5:8000").status_code == 400
     assert client.get("/health/", HTTP_HOST="tasks.example.com").status_code == 200
+    # Served as any request: the same headers, the same checks.
+    by_name = client.get("/health/", HTTP_HOST="tasks.example.com")
+    by_address = client.get("/health/", HTTP_HOST="10.0.0.5:8000")
+    for header in ("X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options"):
+        assert by_address.get(header) == by_name.get(header) is not None, header
+    crowded = client.get("/health/?" + "&".join(["a=1"] * 1001), HTTP_HOST="10.0.0.5")
+    assert crowded.status_code == 400 and crowded.json()["code"] == "too_many_fields"
 
 
 @pytest.mark.django_db(transaction=True)
