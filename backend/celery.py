@@ -1,6 +1,7 @@
 """The Celery application: configured from Django settings (``CELERY_*``)."""
 
 import os
+import sys
 
 from celery import Celery
 from celery.signals import task_prerun
@@ -9,6 +10,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 
 app = Celery("backend")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+
+
+def _refuse_bad_settings_in_one_line() -> None:
+    """Under the ``celery`` command (worker, beat, inspect), the settings are read at once: a
+    missing or bad environment variable stops it with the one line manage.py prints, not a
+    traceback with the message at its end."""
+    command = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    # ``celery …`` or ``python -m celery …`` (celery/__main__.py)
+    if "celery" not in (os.path.basename(command), os.path.basename(os.path.dirname(command))):
+        return
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - reads the environment
+    except ImproperlyConfigured as exc:
+        sys.exit(f"Configuration error: {exc}")
+
+
+_refuse_bad_settings_in_one_line()
 # Celery entry points live in each app's ``jobs.py`` (the app called ``tasks`` has no tasks.py).
 app.autodiscover_tasks(related_name="jobs")
 

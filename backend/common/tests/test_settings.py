@@ -296,3 +296,28 @@ def test_a_setting_set_but_empty_counts_as_unset(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["5", "[]"]
+
+
+@pytest.mark.parametrize("command", [["worker"], ["beat"]])
+def test_celery_refuses_a_bad_setting_in_one_line(tmp_path, command):
+    """The worker and beat printed a long traceback with the message on its last line."""
+    result = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "backend", *command],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DJANGO_SETTINGS_MODULE": "backend.settings",
+            "ENV_FILE": "",
+            "VAR_DIR": str(tmp_path),
+            "DEBUG": "false",
+        },
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "Configuration error: DJANGO_SECRET_KEY is required when DEBUG is off (for local "
+        "development set DEBUG=true, e.g. in .env, which `make run` writes)."
+    )
