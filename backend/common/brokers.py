@@ -12,6 +12,7 @@ of a new one for every command it sends.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -19,6 +20,8 @@ import uuid
 from kombu.transport import filesystem, redis
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
+
+logger = logging.getLogger(__name__)
 
 
 class Channel(filesystem.Channel):
@@ -78,11 +81,26 @@ class Transport(filesystem.Transport):
 
     def _drain_ready(self, connection):
         self._drain_due = False
-        for _ in range(self.DRAIN_PER_TICK):
-            try:
-                self.drain_events(connection, timeout=0)
-            except TimeoutError:  # (socket.timeout) nothing more to take now
-                return
+        try:
+            for _ in range(self.DRAIN_PER_TICK):
+                try:
+                    self.drain_events(connection, timeout=0)
+                except TimeoutError:  # (socket.timeout) nothing more to take now
+                    return
+        except Exception as exc:
+            # A message file that is not one, the folder gone for a moment: this turn ends,
+            # the next poll tries again. Raised from a turn an acknowledgement asked for, it
+            # stopped the worker (a timer's error the loop only logs).
+            self._report(exc)
+
+    _reported_at = 0.0
+    REPORT_EVERY = 10.0  # seconds: the same failure at every poll is one line, not 20 a second
+
+    def _report(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._reported_at >= self.REPORT_EVERY:
+            self._reported_at = now
+            logger.warning("embedded broker: messages not taken this time: %r", exc, exc_info=exc)
 
     @property
     def default_connection_params(self):

@@ -1,0 +1,36 @@
+"""The embedded broker's transport (``backend/common/brokers.py``) as a worker's event loop
+drives it: a turn of taking messages never raises into the loop."""
+
+import logging
+
+from kombu import Connection, Exchange, Queue
+
+from backend.common.brokers import Transport
+
+
+def _connection(folder) -> Connection:
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    return Connection(
+        transport=Transport,
+        transport_options={"data_folder_in": str(data), "data_folder_out": str(data)},
+    )
+
+
+def test_a_turn_that_fails_is_reported_and_the_next_one_takes_what_is_there(tmp_path, caplog):
+    """A message file that is not one (or the folder gone for a moment) raised out of the
+    turn an acknowledgement asked for, and the worker stopped ("Unrecoverable error")."""
+    received = []
+    queue = Queue("q", Exchange("q", type="direct"), routing_key="q")
+    with _connection(tmp_path) as connection:
+        transport = connection.transport
+        consumer = connection.Consumer([queue], callbacks=[lambda body, m: received.append(body)])
+        consumer.consume()
+        (tmp_path / "data" / "0000_bad.q.msg").write_text('{"truncated": ')
+        with caplog.at_level(logging.WARNING, logger="backend.common.brokers"):
+            transport._drain_ready(connection.connection)  # must not raise
+        assert "messages not taken this time" in caplog.text
+        connection.Producer().publish({"n": 1}, exchange=queue.exchange, routing_key="q")
+        transport._drain_ready(connection.connection)
+        assert received == [{"n": 1}]
+        consumer.cancel()
