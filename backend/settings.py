@@ -518,6 +518,10 @@ CELERY_TASK_ROUTES = {
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "backend.schedules.beat:Scheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# Beat writes an entry's last firing to its row after every firing (one UPDATE), not every
+# 3 minutes: a schedule's next_run_at counts from it, and a firing beat made late (caught up
+# after a restart) moved its timetable, which the row said nothing of meanwhile.
+CELERY_BEAT_SYNC_EVERY = 1
 # Celery closes Django's connections around every task; let a worker reuse one for a while.
 # Broken connections are still dropped before each task (backend/celery.py); 0 turns reuse off.
 CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 1000, minimum=0) or None

@@ -14,11 +14,12 @@ send reported as failed did reach the broker, the worker's firing and this one a
 run (``ScheduleRun.message_id`` is unique), never two. The sweeps' messages are left to
 beat's own handling: each is sent again at its next interval.
 
-Beat writes an entry's last firing to its row only every few minutes (and before it reads a
-changed schedule again): a beat killed after a firing (SIGKILL, out of memory, a power
-loss) forgot it, and fired the schedule again as soon as it was back, a second task for the
-same due time. Every firing is recorded in the schedule's row too (``last_run_at``, by the
-worker or here): each schedule's entry starts from the later of the two."""
+Beat writes an entry's last firing to its row right after sending it
+(``CELERY_BEAT_SYNC_EVERY``; by default, every 3 minutes): a beat killed in between
+(SIGKILL, out of memory, a power loss) forgot it, and fired the schedule again as soon as it
+was back, a second task for the same due time. Every firing is recorded in the schedule's
+row too (``last_run_at``, by the worker or here): each schedule's entry starts from the
+later of the two."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 class Entry(ModelEntry):
     def save(self):
-        """Beat writes its record of an entry's last firing to the row (every few minutes,
+        """Beat writes its record of an entry's last firing to the row (after a firing,
         and before it reads a changed schedule again), over what the row holds: a later
         start an edit gave it (``services.schedule_update``: turned on, another timetable)
         was put back to the firing before, and a crontab match since then fired at once.
@@ -54,6 +55,17 @@ class Entry(ModelEntry):
 
 class Scheduler(DatabaseScheduler):
     Entry = Entry
+
+    def reserve(self, entry):
+        """django-celery-beat moves the fired entry's model on but leaves the entry in its
+        schedule with its old last run: when the schedule was read again twice in one tick
+        (a burst of schedule changes), the heap was rebuilt from it on the next tick and the
+        schedule fired again at once, a second task for the same due time."""
+        new_entry = super().reserve(entry)
+        current = (self._schedule or {}).get(new_entry.name)
+        if current is not None:
+            current.last_run_at = current.model.last_run_at = new_entry.last_run_at
+        return new_entry
 
     def all_as_schedule(self):
         entries = super().all_as_schedule()

@@ -45,7 +45,8 @@ def schedule_next_run_at(schedule: Schedule, *, now: datetime | None = None) -> 
     periodic_task = schedule.periodic_task
     last = periodic_task.last_run_at or periodic_task.date_changed
     if schedule.last_run_at is not None and schedule.last_run_at > last:
-        # Beat saves its own last_run_at only every few minutes; the run recorded is newer:
+        # Beat saves its own last_run_at right after a firing; the run recorded is newer
+        # (beat killed before, or the worker recorded first):
         # beat's record moved on by whole intervals up to it, as beat starts from after a
         # restart (backend/schedules/beat.py), so the worker's delay shifts nothing.
         last = timing.interval_steps_up_to(schedule.interval_seconds, last, schedule.last_run_at)

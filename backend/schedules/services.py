@@ -110,7 +110,8 @@ def schedule_update(*, schedule: Schedule, actor: User, data: dict[str, Any]) ->
         schedule.crontab = ""
     periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
     # Beat keeps an edited entry's last firing (it writes it to the row before it reads the
-    # changed schedule again), but writes it only every few minutes: the row gets it now, or
+    # changed schedule again, and after each firing, which a beat killed may not have
+    # done): the row gets it now, or
     # next_run_at would count the interval from the edit. A schedule turned on counts from
     # then (disabling it cleared its last run; so does a periodic task turned off in its own
     # admin and on again here), and so does one given another timetable (another crontab,

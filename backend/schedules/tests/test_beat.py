@@ -172,3 +172,60 @@ def test_beat_does_not_write_an_older_firing_over_a_later_start(user):
     entry.model.last_run_at = later
     entry.save()
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).last_run_at == later
+
+
+def test_a_heap_rebuilt_after_a_firing_does_not_fire_it_again(user, monkeypatch):
+    """Two reads of a changed schedule in one tick (a burst of edits, an admin bulk action)
+    left the heap to be rebuilt on the next tick, from entries that still had the old last
+    run: beat sent the schedule twice, two tasks for one due time."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user, interval_seconds=300)
+    due = timezone.now() - timedelta(seconds=301)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=due)
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    sent = []
+    monkeypatch.setattr(
+        scheduler, "apply_entry", lambda entry, producer=None: sent.append(entry.name)
+    )
+    name = services._periodic_task_name(schedule)
+    for _ in range(8):  # the sweeps' entries are due at once too: a tick sends one each
+        scheduler.tick()
+    assert sent.count(name) == 1
+    scheduler._heap_invalidated = True  # as a second read in the same tick leaves it
+    for _ in range(8):
+        scheduler.tick()
+    assert sent.count(name) == 1
+
+
+def test_beat_writes_a_firing_to_the_row_at_once(user):
+    """Beat wrote its firings to the rows every 3 minutes: after a firing it made late (a
+    missed one, caught up after a restart), the schedule's next_run_at was counted on the old
+    timetable and said a time at which nothing fired."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from backend.schedules import selectors
+
+    schedule = make_schedule(user, interval_seconds=300)
+    missed = timezone.now() - timedelta(seconds=400)  # due 100 s ago, beat was down
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=missed)
+    import time
+
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    scheduler._last_sync = time.monotonic()  # a beat that has run a while
+    before = timezone.now()
+    name = services._periodic_task_name(schedule)
+    for _ in range(8):  # the sweeps' entries are due at once too: a tick sends one each
+        scheduler.tick()
+        sent = PeriodicTask.objects.get(pk=schedule.periodic_task_id).last_run_at
+        if sent > missed:
+            break
+    assert sent >= before, name
+    row = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(row) == sent + timedelta(seconds=300)
