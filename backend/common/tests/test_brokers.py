@@ -9,11 +9,16 @@ from backend.common.brokers import Transport
 
 
 def _connection(folder) -> Connection:
-    data = folder / "data"
+    data, control = folder / "data", folder / "control"
     data.mkdir(exist_ok=True)
+    control.mkdir(exist_ok=True)
     return Connection(
         transport=Transport,
-        transport_options={"data_folder_in": str(data), "data_folder_out": str(data)},
+        transport_options={
+            "data_folder_in": str(data),
+            "data_folder_out": str(data),
+            "control_folder": str(control),  # kombu's default is ./control
+        },
     )
 
 
