@@ -34,11 +34,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 ifneq ($(ENV_FILE),)
-# Not on a deployment, whose environment holds its settings (DJANGO_SECRET_KEY among them):
-# a .env with DEBUG=true would switch every process started later to debug mode.
+# Not on a deployment, whose environment holds its settings (DJANGO_SECRET_KEY and
+# ALLOWED_HOSTS): a .env with DEBUG=true would switch every later process to debug mode.
 $(ENV_FILE): | $(BIN)/python
-	@if [ -n "$$DJANGO_SECRET_KEY" ]; then \
-	  echo "Not writing $@: DJANGO_SECRET_KEY is set in the environment, which holds the settings."; \
+	@if [ -n "$$DJANGO_SECRET_KEY" ] && [ -n "$$ALLOWED_HOSTS" ]; then \
+	  echo "Not writing $@: DJANGO_SECRET_KEY and ALLOWED_HOSTS are set in the environment, which holds the settings."; \
 	else \
 	  key=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))') && umask 077 && \
 	  printf '%s\n' "# Local settings, written by make (git-ignored). Every variable: .env.example." \
@@ -48,13 +48,13 @@ $(ENV_FILE): | $(BIN)/python
 	fi
 endif
 
-# DEBUG for make's manage.py commands: the environment's, else the .env's; with neither,
-# true on a developer's machine (no DJANGO_SECRET_KEY in the environment, or `make run`),
-# and left to its default (off) on a deployment, whose environment holds the settings (and
-# no .env is read: it was not written).
-WITH_DEBUG = env $$( [ -f "$(ENV_FILE)" ] || echo ENV_FILE= ) \
-	$$( [ -n "$$DEBUG" ] || [ -f "$(ENV_FILE)" ] || \
-	{ [ -n "$$DJANGO_SECRET_KEY" ] && [ -z "$(filter run,$(MAKECMDGOALS))" ]; } || echo DEBUG=true )
+# DEBUG for make's manage.py commands: the environment's; under `make run`, true (as its
+# processes); else the .env's; without one, true on a developer's machine and left to its
+# default (off) on a deployment, whose environment holds the settings (and no .env is
+# read: it was not written).
+WITH_DEBUG = env $$( [ -f "$(ENV_FILE)" ] || echo ENV_FILE= ) $$( [ -n "$$DEBUG" ] || \
+	{ [ -z "$(filter run,$(MAKECMDGOALS))" ] && { [ -f "$(ENV_FILE)" ] || \
+	{ [ -n "$$DJANGO_SECRET_KEY" ] && [ -n "$$ALLOWED_HOSTS" ]; }; }; } || echo DEBUG=true )
 
 migrate: install $(ENV_FILE)
 	$(WITH_DEBUG) $(BIN)/python manage.py migrate --noinput

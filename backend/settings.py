@@ -40,7 +40,14 @@ def _fail(message: str):
 
 
 if ENV_FILE is not None and ENV_FILE.is_file():
+    # A variable set in the environment wins over the file, but one set empty counts as
+    # unset (as everywhere below): the file's value applies.
+    _empty = {name: value for name, value in os.environ.items() if not value.strip()}
+    for _name in _empty:
+        del os.environ[_name]
     environ.Env.read_env(ENV_FILE)
+    for _name, _value in _empty.items():
+        os.environ.setdefault(_name, _value)
 elif ENV_FILE is not None and _env_file != ".env":  # another file named, and not there
     _fail(f"ENV_FILE names no file: {ENV_FILE} (empty ENV_FILE reads none)")
 
@@ -518,10 +525,6 @@ CELERY_TASK_ROUTES = {
 CELERY_RESULT_EXPIRES = None
 CELERY_BEAT_SCHEDULER = "backend.schedules.beat:Scheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
-# Beat writes an entry's last firing to its row after every firing (one UPDATE), not every
-# 3 minutes: a schedule's next_run_at counts from it, and a firing beat made late (caught up
-# after a restart) moved its timetable, which the row said nothing of meanwhile.
-CELERY_BEAT_SYNC_EVERY = 1
 # Celery closes Django's connections around every task; let a worker reuse one for a while.
 # Broken connections are still dropped before each task (backend/celery.py); 0 turns reuse off.
 CELERY_DB_REUSE_MAX = _positive_int("CELERY_DB_REUSE_MAX", 1000, minimum=0) or None

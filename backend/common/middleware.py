@@ -71,8 +71,9 @@ def _chunked(request) -> bool:
 
 def _served_host() -> str:
     """A Host the service answers to: the first of ALLOWED_HOSTS that names one (a
-    ".example.com" entry serves example.com itself)."""
-    return next(host.lstrip(".") for host in settings.ALLOWED_HOSTS if host != "*")
+    ".example.com" entry serves example.com itself); with only "*", any well-formed one."""
+    named = (host.lstrip(".") for host in settings.ALLOWED_HOSTS if host != "*")
+    return next(named, "localhost")
 
 
 def _probe_by_address(request) -> bool:

@@ -14,8 +14,8 @@ send reported as failed did reach the broker, the worker's firing and this one a
 run (``ScheduleRun.message_id`` is unique), never two. The sweeps' messages are left to
 beat's own handling: each is sent again at its next interval.
 
-Beat writes an entry's last firing to its row right after sending it
-(``CELERY_BEAT_SYNC_EVERY``; by default, every 3 minutes): a beat killed in between
+Beat writes a schedule's firing to its row right after sending it (``_write_firings``; the
+sweeps' firings every 3 minutes, beat's default): a beat killed in between
 (SIGKILL, out of memory, a power loss) forgot it, and fired the schedule again as soon as it
 was back, a second task for the same due time. Every firing is recorded in the schedule's
 row too (``last_run_at``, by the worker or here): each schedule's entry starts from the
@@ -93,7 +93,17 @@ class Scheduler(DatabaseScheduler):
             self._fire_here(entry, message_id)
         finally:
             entry.options = options
+        self._write_firings()
         return None
+
+    def _write_firings(self) -> None:
+        """A schedule's firing goes to its row at once (the sweeps' wait for beat's sync,
+        every 3 minutes): its next_run_at counts from it, and a firing beat made late
+        (caught up after a restart) moved its timetable, which the row said nothing of."""
+        try:
+            self._do_sync()
+        except DatabaseError as exc:  # beat must go on ticking; its own record stands
+            logger.warning("schedule firings not written (%s)", exc)
 
     @staticmethod
     def _fire_here(entry, message_id: str) -> None:

@@ -188,6 +188,10 @@ def test_a_probe_by_address_gets_the_health_check_whatever_its_host(client, sett
         assert by_address.get(header) == by_name.get(header) is not None, header
     crowded = client.get("/health/?" + "&".join(["a=1"] * 1001), HTTP_HOST="10.0.0.5")
     assert crowded.status_code == 400 and crowded.json()["code"] == "too_many_fields"
+    # With every host allowed, only a malformed Host is refused: a probe still gets the check.
+    settings.ALLOWED_HOSTS = ["*"]
+    assert client.get("/health/", HTTP_HOST="bad host").status_code == 200
+    assert client.get("/api/", HTTP_HOST="bad host").status_code == 400
 
 
 @pytest.mark.django_db(transaction=True)

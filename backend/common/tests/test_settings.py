@@ -321,3 +321,21 @@ def test_celery_refuses_a_bad_setting_in_one_line(tmp_path, command):
         "Configuration error: DJANGO_SECRET_KEY is required when DEBUG is off (for local "
         "development set DEBUG=true, e.g. in .env, which `make run` writes)."
     )
+
+
+def test_a_variable_set_empty_leaves_the_env_files_value(tmp_path):
+    """An exported empty variable hid the .env's value: ``DEBUG= make migrate`` ran without
+    the .env's DEBUG=true, and an emptied MAX_ACTIVE_TASKS took the default over the file's."""
+    env_file = tmp_path / "settings.env"
+    env_file.write_text("DEBUG=true\nMAX_ACTIVE_TASKS=3\n")
+    result = start_django(
+        tmp_path,
+        ENV_FILE=str(env_file),
+        DEBUG="",
+        MAX_ACTIVE_TASKS="",
+        ALLOWED_HOSTS=None,
+        DJANGO_SECRET_KEY=None,
+        code="from django.conf import settings\nprint(settings.DEBUG, settings.MAX_ACTIVE_TASKS)",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "3"]
