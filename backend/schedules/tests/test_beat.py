@@ -199,6 +199,7 @@ def test_a_heap_rebuilt_after_a_firing_does_not_fire_it_again(user, monkeypatch)
     for _ in range(8):
         scheduler.tick()
     assert sent.count(name) == 1
+    scheduler.sync()  # now, not at the interpreter's exit (its database is gone by then)
 
 
 def test_beat_writes_a_firing_to_the_row_at_once(user):
@@ -229,3 +230,4 @@ def test_beat_writes_a_firing_to_the_row_at_once(user):
     assert sent >= before, name
     row = selectors.schedules_visible_to(user).get(pk=schedule.pk)
     assert selectors.schedule_next_run_at(row) == sent + timedelta(seconds=300)
+    scheduler.sync()  # now, not at the interpreter's exit (its database is gone by then)
