@@ -1,8 +1,19 @@
 """The base of this service's ``manage.py`` commands."""
 
+import argparse
+
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.migrations.executor import MigrationExecutor
+
+
+def whole_number(value: str) -> int:
+    """A command's integer argument, or an argument error naming it (exit code 2, with the
+    usage); each command checks its own range."""
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
 def unapplied_migrations(connection) -> int:

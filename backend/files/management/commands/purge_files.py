@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.template.defaultfilters import filesizeformat
 
-from backend.common.commands import ServiceCommand
+from backend.common.commands import ServiceCommand, whole_number
 from backend.files import services
 from backend.ops.management.commands.purge_tasks import MAX_DAYS
 
@@ -12,10 +12,7 @@ from backend.ops.management.commands.purge_tasks import MAX_DAYS
 def _age(value: str) -> int:
     """Days, 0 (every file no active task uses) to MAX_DAYS: an argument error otherwise,
     as purge_tasks gives (exit code 2, with the usage)."""
-    try:
-        days = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    days = whole_number(value)
     if not 0 <= days <= MAX_DAYS:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAX_DAYS} days (a century), got {days}")
     return days

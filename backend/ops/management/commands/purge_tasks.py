@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.core.management.base import CommandError
 
-from backend.common.commands import ServiceCommand
+from backend.common.commands import ServiceCommand, whole_number
 from backend.ops import services
 
 # An age beyond this (a century) would put the cutoff before the first dates Python holds.
@@ -14,10 +14,7 @@ MAX_BATCH = 100_000
 def _positive(value: str) -> int:
     import argparse
 
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    number = whole_number(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
     return number

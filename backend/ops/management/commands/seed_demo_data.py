@@ -1,14 +1,11 @@
 import argparse
 
-from backend.common.commands import ServiceCommand
+from backend.common.commands import ServiceCommand, whole_number
 from backend.ops import demo
 
 
 def _users(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    number = whole_number(value)
     if not 1 <= number <= 100:
         raise argparse.ArgumentTypeError(f"must be between 1 and 100, got {number}")
     return number

@@ -2,7 +2,7 @@ import argparse
 
 from django.conf import settings
 
-from backend.common.commands import ServiceCommand
+from backend.common.commands import ServiceCommand, whole_number
 from backend.tasks import services
 
 MAX_SECONDS = 7 * 24 * 3600
@@ -10,10 +10,7 @@ MAX_SECONDS = 7 * 24 * 3600
 
 def _seconds(value: str) -> int:
     """Seconds, 0 to a week: an argument error otherwise (exit code 2, with the usage)."""
-    try:
-        seconds = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    seconds = whole_number(value)
     if not 0 <= seconds <= MAX_SECONDS:
         raise argparse.ArgumentTypeError(f"must be 0 to {MAX_SECONDS} seconds, got {seconds}")
     return seconds
