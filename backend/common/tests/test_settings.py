@@ -262,10 +262,11 @@ def test_host_lists_are_trimmed_and_checked(tmp_path):
         ), result.stderr
 
 
-def test_the_web_application_refuses_a_bad_setting_in_one_line(tmp_path):
-    """Under gunicorn a bad setting printed a long traceback, its message near the end."""
-    result = subprocess.run(
-        [sys.executable, "-c", "import backend.wsgi"],
+def _without_a_secret_key(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The project's Python with ``args`` in an environment that lacks a required setting
+    (DEBUG off, no DJANGO_SECRET_KEY)."""
+    return subprocess.run(
+        [sys.executable, *args],
         env={
             "PATH": os.environ.get("PATH", ""),
             "DJANGO_SETTINGS_MODULE": "backend.settings",
@@ -278,6 +279,11 @@ def test_the_web_application_refuses_a_bad_setting_in_one_line(tmp_path):
         text=True,
         timeout=120,
     )
+
+
+def test_the_web_application_refuses_a_bad_setting_in_one_line(tmp_path):
+    """Under gunicorn a bad setting printed a long traceback, its message near the end."""
+    result = _without_a_secret_key(tmp_path, "-c", "import backend.wsgi")
     assert result.returncode == 3  # gunicorn's "worker failed to boot": it stops
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith("Configuration error: DJANGO_SECRET_KEY is required")
@@ -301,20 +307,7 @@ def test_a_setting_set_but_empty_counts_as_unset(tmp_path):
 @pytest.mark.parametrize("command", [["worker"], ["beat"]])
 def test_celery_refuses_a_bad_setting_in_one_line(tmp_path, command):
     """The worker and beat printed a long traceback with the message on its last line."""
-    result = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "backend", *command],
-        env={
-            "PATH": os.environ.get("PATH", ""),
-            "DJANGO_SETTINGS_MODULE": "backend.settings",
-            "ENV_FILE": "",
-            "VAR_DIR": str(tmp_path),
-            "DEBUG": "false",
-        },
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = _without_a_secret_key(tmp_path, "-m", "celery", "-A", "backend", *command)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip() == (
