@@ -44,13 +44,15 @@ class Entry(ModelEntry):
         and before it reads a changed schedule again), over what the row holds: a later
         start an edit gave it (``services.schedule_update``: turned on, another timetable)
         was put back to the firing before, and a crontab match since then fired at once.
-        The later of the two stays."""
-        written = type(self.model)._default_manager.filter(pk=self.model.pk)
-        started = written.values_list("last_run_at", flat=True).first()
-        mine = self.model.last_run_at
+        The later of the two stays. (django-celery-beat's own save, with that rule: the row
+        it reads is the one compared with.)"""
+        row = type(self.model)._default_manager.get(pk=self.model.pk)
+        started, mine = row.last_run_at, self.model.last_run_at
         if started is not None and mine is not None and maybe_make_aware(mine) < started:
             self.model.last_run_at = self.last_run_at = started
-        super().save()
+        for field in self.save_fields:
+            setattr(row, field, getattr(self.model, field))
+        row.save()
 
 
 class Scheduler(DatabaseScheduler):
