@@ -43,6 +43,9 @@ class CheckboxField(serializers.BooleanField):
         return super().get_value(dictionary)
 
 
+INACTIVE_OWNER = "The schedule's owner is deactivated: it cannot be enabled."
+
+
 class ScheduleWriteSerializer(TaskCreateSerializer):
     """A schedule: the task it creates (``task_type``, ``input_data``, ``name``,
     ``description``, ``priority``, checked as ``POST /api/tasks/`` checks a task, and again
@@ -129,6 +132,10 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         elif not has_interval and not has_crontab:
             message = "Give interval_seconds or crontab: when the schedule fires."
             errors.update(interval_seconds=[message], crontab=[message])
+        owner = self.context.get("owner")
+        if attrs.get("enabled") and owner is not None and not owner.is_active:
+            # Beat would only record each firing as refused and turn the schedule off.
+            errors["enabled"] = [INACTIVE_OWNER]
         try:
             attrs = super().validate(attrs)
         except serializers.ValidationError as exc:

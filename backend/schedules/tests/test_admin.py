@@ -316,3 +316,34 @@ def test_enable_refuses_a_stale_template_and_a_schedule_deleted_meanwhile(
     )
     assert list(Schedule.objects.filter(enabled=True).values_list("name", flat=True)) == ["fine"]
     assert PeriodicTask.objects.get(pk=stale.periodic_task_id).enabled is False
+
+
+def test_a_deactivated_owners_schedule_cannot_be_enabled_here(admin_client, user):
+    """The form and the enable action turned on a schedule of a deactivated user, which beat
+    then only recorded as refused at its first firing and turned off again."""
+    schedule = make_schedule(user, enabled=False, name="theirs")
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "enable_schedules", "_selected_action": [str(schedule.pk)]},
+        follow=True,
+    )
+    shown = [str(m) for m in response.context["messages"]]
+    assert shown == [
+        "0 schedule(s) enabled.",
+        f"{schedule}: enabled: The schedule's owner is deactivated: it cannot be enabled.",
+    ]
+
+    response = admin_client.post(ADD, form_data(owner=str(user.pk)))
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "enabled": ["The schedule's owner is deactivated: it cannot be enabled."]
+    }
+    # Kept off, it can still be made and edited.
+    response = admin_client.post(ADD, form_data(owner=str(user.pk), enabled=""))
+    assert response.status_code == 302
+    assert not Schedule.objects.filter(enabled=True).exists()
+    periodic = Schedule.objects.values("periodic_task_id")
+    assert not PeriodicTask.objects.filter(pk__in=periodic, enabled=True).exists()

@@ -262,6 +262,25 @@ def test_staff_act_on_any_schedule(client_for, staff, other_user):
     assert client_for(staff).delete(detail(theirs)).status_code == 204
 
 
+def test_staff_cannot_turn_on_a_deactivated_users_schedule(client_for, staff, other_user):
+    """Staff turned on a schedule of a deactivated user (PATCH or PUT), which beat then only
+    recorded as refused at its first firing and turned off again."""
+    theirs = make_schedule(other_user, enabled=False)
+    other_user.is_active = False
+    other_user.save(update_fields=["is_active"])
+    expected = ["The schedule's owner is deactivated: it cannot be enabled."]
+
+    response = client_for(staff).patch(detail(theirs), {"enabled": True}, format="json")
+    assert response.status_code == 400 and response.json()["enabled"] == expected
+    replaced = {**EVERY_5_MIN_SUM, "enabled": True}
+    response = client_for(staff).put(detail(theirs), replaced, format="json")
+    assert response.status_code == 400 and response.json()["enabled"] == expected
+    # Paused, it can still be edited.
+    response = client_for(staff).put(detail(theirs), {**replaced, "enabled": False}, format="json")
+    assert response.status_code == 200 and response.json()["name"] == "five-minute sum"
+    assert Schedule.objects.get(pk=theirs.pk).enabled is False
+
+
 # --- runs -------------------------------------------------------------------------------
 
 
