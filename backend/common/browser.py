@@ -22,7 +22,7 @@ from django.contrib.messages import middleware as messages
 from django.contrib.sessions import middleware as sessions
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-_TOKEN_TYPES = frozenset(jwt_settings.AUTH_HEADER_TYPES)
+_TOKEN_TYPES = frozenset(kind.lower() for kind in jwt_settings.AUTH_HEADER_TYPES)
 
 
 def token_only(request) -> bool:
@@ -34,7 +34,7 @@ def token_only(request) -> bool:
         header = meta.get("HTTP_AUTHORIZATION", "").split(None, 1)
         known = (
             bool(header)
-            and header[0] in _TOKEN_TYPES
+            and header[0].lower() in _TOKEN_TYPES  # schemes are case-insensitive
             and request.path_info.startswith("/api/")
             and "text/html" not in meta.get("HTTP_ACCEPT", "")
         )

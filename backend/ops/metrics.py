@@ -122,8 +122,9 @@ class MetricsTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         token = settings.METRICS_TOKEN
         scheme, _, value = authentication.get_authorization_header(request).partition(b" ")
-        # Compared as bytes: compare_digest refuses str holding non-ASCII (a 500 before).
-        if token and scheme == b"Bearer" and hmac.compare_digest(value.strip(), token.encode()):
+        # Compared as bytes: compare_digest refuses str holding non-ASCII (a 500 before). The
+        # scheme's case does not count (RFC 9110 §11.1).
+        if token and scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token.encode()):
             return (MetricsToken(), "metrics-token")
         return None
 

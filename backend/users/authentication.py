@@ -31,6 +31,8 @@ _BY_ID = f"SELECT {_USERS.columns('u')} FROM {User._meta.db_table} AS u WHERE u.
 
 
 VERIFIED_TOKENS = 1024
+# Schemes are case-insensitive (RFC 9110 §11.1): "bearer" is "Bearer".
+_HEADER_TYPES = {kind.lower().encode(): kind.encode() for kind in api_settings.AUTH_HEADER_TYPES}
 
 
 @functools.lru_cache(maxsize=VERIFIED_TOKENS)
@@ -40,6 +42,12 @@ def _verified(raw_token: bytes):
 
 
 class JWTAuthentication(authentication.JWTAuthentication):
+    def get_raw_token(self, header):
+        parts = header.split()
+        if parts and parts[0].lower() in _HEADER_TYPES:
+            header = b" ".join([_HEADER_TYPES[parts[0].lower()], *parts[1:]])
+        return super().get_raw_token(header)
+
     def get_validated_token(self, raw_token):
         token = _verified(raw_token)
         try:

@@ -92,6 +92,7 @@ def test_a_session_login_is_still_csrf_checked(user):
         ("/api/tasks/", "Bearer abc", JSON, True),
         ("/api/tasks/", "Bearer abc", "*/*", True),
         ("/api/tasks/", "Bearer", "", True),  # the JWT authentication refuses it: 401
+        ("/api/tasks/", "bearer abc", JSON, True),  # schemes are case-insensitive
         ("/api/tasks/", "Bearer abc", "text/html,application/xhtml+xml", False),
         ("/api/tasks/", "Basic abc", JSON, False),
         ("/api/tasks/", "", JSON, False),

@@ -44,8 +44,10 @@ def test_a_bearer_value_that_is_not_ascii_is_401(api_client, value):
     assert api_client.get("/metrics").status_code == 401
 
 
-def test_the_token_still_opens_it(api_client):
-    api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+@pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
+def test_the_token_still_opens_it(api_client, scheme):
+    """The scheme's case does not count (RFC 9110 §11.1): "bearer" was a 401."""
+    api_client.credentials(HTTP_AUTHORIZATION=f"{scheme} {TOKEN}")
     assert api_client.get("/metrics").status_code == 200
 
 

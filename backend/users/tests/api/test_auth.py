@@ -513,6 +513,16 @@ def test_a_token_sent_with_another_scheme_is_told_to_use_bearer(api_client, user
     assert "Bearer" in response.json()["detail"] and "'Token'" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
+def test_the_bearer_scheme_in_any_case_is_taken(user, scheme):
+    """Schemes are case-insensitive (RFC 9110 §11.1): "bearer <token>" was a 401 saying no
+    credentials were given."""
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"{scheme} {tokens_for(user)['access']}")
+    response = client.get("/api/users/me/")
+    assert response.status_code == 200 and response.json()["username"] == user.username
+
+
 def test_a_bearer_token_stops_working_when_its_user_is_deactivated_or_gone(api_client):
     """The user behind an access token is read on every request (one statement): a token
     issued before a deactivation or a deletion is refused from then on."""
