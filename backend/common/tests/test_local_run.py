@@ -473,6 +473,56 @@ def test_make_runs_web_server_lets_many_connections_wait():
     assert command.server_cls.request_queue_size >= 100
 
 
+@pytest.mark.django_db
+def test_make_runs_web_server_closes_each_requests_database_connection():
+    """Each request runs in a thread of its own, and its connection was left open for
+    CONN_MAX_AGE by a thread that had ended: on PostgreSQL a few bursts of concurrent
+    requests held every connection allowed, and the service answered 503 from then on."""
+    import socketserver
+    import urllib.request
+
+    from django.core.management import get_commands, load_command_class
+    from django.core.servers.basehttp import WSGIRequestHandler
+    from django.db import connections
+
+    command = load_command_class(get_commands()["runserver"], "runserver")
+    # As django.core.servers.basehttp.run builds it for a threaded server.
+    server_class = type("WSGIServer", (socketserver.ThreadingMixIn, command.server_cls), {})
+    opened, together = [], threading.Barrier(4, timeout=10)
+
+    def app(environ, start_response):
+        connections["default"].ensure_connection()
+        opened.append(connections["default"])
+        together.wait()  # four requests at once, each in its own thread
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = server_class(("127.0.0.1", 0), WSGIRequestHandler, ipv6=False)
+    server.set_app(app)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        answers = []
+        clients = [
+            threading.Thread(target=lambda: answers.append(urllib.request.urlopen(url).read()))
+            for _ in range(4)
+        ]
+        for client in clients:
+            client.start()
+        for client in clients:
+            client.join(timeout=15)
+        assert answers == [b"ok"] * 4
+        assert len({id(wrapper) for wrapper in opened}) == 4
+        deadline = time.monotonic() + 5  # closed once each answer is sent
+        while any(wrapper.connection is not None for wrapper in opened):
+            assert time.monotonic() < deadline, "a request's connection was left open"
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _stub_python(tmp_path: Path) -> Path:
     """A virtualenv whose python only says what DEBUG and ENV_FILE it was given."""
     venv = tmp_path / "stub-venv"
