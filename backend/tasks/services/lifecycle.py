@@ -172,15 +172,12 @@ def task_delete(*, task: Task, actor: User) -> None:
     deleted with it), so a start committed in between had the running task deleted and both
     answers report success. A start or claim now waits, then finds the task gone."""
     _require_owner_or_staff(task, actor)
-    deletable = list(
-        Task.objects.select_for_update()
-        .filter(pk=task.pk)
-        .exclude(status=TaskStatus.RUNNING)
-        .values_list("pk", flat=True)
-    )
-    if not deletable:
+    locked = list(Task.objects.select_for_update().filter(pk=task.pk).values_list("status"))
+    if not locked:
+        raise NotFound("Not found.")  # deleted meanwhile (a concurrent DELETE won)
+    if locked[0][0] == TaskStatus.RUNNING:
         raise Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
-    Task.objects.filter(pk__in=deletable).delete()
+    Task.objects.filter(pk=task.pk).delete()
 
 
 # --- actions ----------------------------------------------------------------------------

@@ -544,3 +544,12 @@ def test_an_action_on_a_task_deleted_meanwhile_is_not_found(user, other_user):
         lifecycle.task_retry(task=ended, actor=user)
     with pytest.raises(NotFound):
         lifecycle.task_decline(task=manual, actor=other_user)
+
+
+def test_a_delete_of_a_task_deleted_meanwhile_is_not_found(user):
+    """The losers of concurrent DELETEs of a task that never ran were told 409 "A running
+    task cannot be deleted; cancel it first"."""
+    task = TaskFactory(owner=user, task_type="manual", input_data={})
+    Task.objects.filter(pk=task.pk).delete()
+    with pytest.raises(NotFound):
+        lifecycle.task_delete(task=task, actor=user)
