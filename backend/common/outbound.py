@@ -14,7 +14,9 @@
 - a timeout bounds the whole exchange: connecting, sending, the answer's head and body,
   every hop (each read waits at most for what is left of it, so a server that drips its
   answer a byte at a time cannot stretch it); the body is read up to ``OUTBOUND_MAX_BODY``
-  bytes and the rest dropped (``truncated``).
+  bytes and the rest dropped (``truncated``), and a compressed answer (gzip, deflate, in
+  any number of layers) is inflated a bounded step at a time, never further than that: a
+  few hundred bytes of nested gzip can hold gigabytes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -392,7 +396,8 @@ def _read_capped(response: httpx.Response, limit: int, deadline: float, host: st
     chunks: list[bytes] = []
     size = 0
     try:
-        for chunk in response.iter_bytes():
+        read = _decoded(response)
+        while chunk := read(min(INFLATE_STEP, limit + 1 - size)):
             if time.monotonic() > deadline:
                 raise OutboundUnavailable(f"the answer from {host} took longer than the timeout")
             chunks.append(chunk)
@@ -406,6 +411,69 @@ def _read_capped(response: httpx.Response, limit: int, deadline: float, host: st
             f"reading the answer from {host} failed: {type(exc).__name__}"
         ) from exc
     return b"".join(chunks), False
+
+
+# At most this much is inflated per call of a layer: what one layer holds at once.
+INFLATE_STEP = 64 * 1024
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+
+Read = Callable[[int], bytes]  # up to about ``size`` bytes more; b"" at the end
+
+
+def _decoded(response: httpx.Response) -> Read:
+    """The answer's body as sent (httpx's ``iter_raw``), with its content codings undone
+    by ``_Inflater`` layers (the last coding listed is the outermost). httpx's own decoding
+    inflates each chunk received whole before anything can stop it. A coding other than
+    gzip and deflate (httpx asks for no other) leaves the body as sent."""
+    chunks = response.iter_raw()
+
+    def raw(_size: int) -> bytes:
+        return next((chunk for chunk in chunks if chunk), b"")
+
+    codings = [
+        coding.strip().lower()
+        for coding in response.headers.get_list("content-encoding", split_commas=True)
+    ]
+    codings = [coding for coding in codings if coding and coding != "identity"]
+    if not all(coding in _WBITS for coding in codings):
+        return raw
+    read: Read = raw
+    for coding in reversed(codings):
+        read = _Inflater(coding, read).read
+    return read
+
+
+class _Inflater:
+    """One gzip or deflate layer, undone at most ``size`` bytes per call. Bad data raises
+    httpx's DecodingError, as httpx's own decoders do (deflate is tried with the zlib header
+    first, then raw, as httpx does)."""
+
+    def __init__(self, coding: str, source: Read):
+        self._coding = coding
+        self._source = source
+        self._inflate = zlib.decompressobj(_WBITS[coding])
+        self._started = False
+
+    def read(self, size: int) -> bytes:
+        while not self._inflate.eof:
+            data = self._inflate.unconsumed_tail or self._source(INFLATE_STEP)
+            if not data:
+                return self._undo(lambda: self._inflate.flush())
+            out = self._undo(lambda: self._inflate.decompress(data, size))
+            self._started = True
+            if out:
+                return out
+        return b""  # anything after the end of the stream is ignored, as httpx does
+
+    def _undo(self, step: Callable[[], bytes]) -> bytes:
+        try:
+            return step()
+        except zlib.error:
+            if self._coding == "deflate" and not self._started:
+                self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate without header
+                self._started = True
+                return self._undo(step)
+            raise httpx.DecodingError(f"the answer's {self._coding} data is corrupt") from None
 
 
 def _json_bytes(value: Any) -> bytes:
