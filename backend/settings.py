@@ -738,5 +738,10 @@ LOGGING = {
         # handler above, and each 4xx warning and traceback was printed twice.
         "django": {"handlers": [], "propagate": True},
         "django.db.backends": {"level": "INFO"},
+        # httpx logs each outbound call's URL at INFO, credentials and query tokens included
+        # (webhooks, callbacks, api_integration); what each call did is kept on its task or
+        # notification.
+        "httpx": {"level": "WARNING"},
+        "httpcore": {"level": "WARNING"},
     },
 }

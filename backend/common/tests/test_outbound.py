@@ -5,6 +5,7 @@ one were)."""
 
 import gzip
 import ipaddress
+import logging
 import re
 import socket
 import threading
@@ -335,6 +336,18 @@ def test_nested_gzip_is_never_inflated_past_the_cap(server, settings):
 
     assert response.body == b"\0" * 1024 and response.truncated
     assert peak < 8 << 20, f"{peak / (1 << 20):.0f} MiB allocated to keep 1 KB"
+
+
+def test_no_call_logs_its_url_with_credentials(server, settings, caplog):
+    """httpx logged every call at INFO with its URL whole, so a worker's log (run at INFO)
+    held the password and token given in an api_integration or webhook URL."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    caplog.set_level(logging.DEBUG)  # the root logger; the levels set in LOGGING hold
+    url = server.url("/in?api_key=K123").replace("http://", "http://user:TopSecretPw@")
+    assert outbound.request("GET", url, timeout=5).status_code == 200
+    assert server.requests[0].headers["authorization"].startswith("Basic ")
+    assert not [r for r in caplog.records if "TopSecretPw" in r.getMessage()]
+    assert not [r for r in caplog.records if "K123" in r.getMessage()]
 
 
 def test_redirects_are_not_followed_unless_asked(settings):
