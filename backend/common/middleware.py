@@ -159,10 +159,14 @@ class ApiErrorMiddleware:
 
 
 def _add_missing_slash(request) -> None:
-    """Every API route answers with or without its trailing slash, for every method, with
-    the same result: the slash is added in place (a redirect would drop a POST's body)."""
+    """Every API route (the browsable API's sign-in included) answers with or without its
+    trailing slash, for every method, with the same result: the slash is added in place (a
+    redirect would drop a POST's body; with DEBUG on, Django answers such a POST with a
+    500)."""
     path = request.path_info
-    if path.endswith("/") or not (path.startswith(("/api/", "/health")) or path == "/api"):
+    if path.endswith("/") or not (
+        path.startswith(("/api/", "/api-auth/", "/health")) or path == "/api"
+    ):
         return
     urlconf = getattr(request, "urlconf", None)
     if not is_valid_path(path, urlconf) and is_valid_path(f"{path}/", urlconf):

@@ -218,6 +218,25 @@ def test_register_and_token_without_slashes(api_client):
     assert api_client.post("/api/token", body, format="json").status_code == 200
 
 
+@pytest.mark.parametrize("debug", [False, True])
+def test_the_browsable_apis_sign_in_and_out_without_slashes(client, user, settings, debug):
+    """A POST to /api-auth/login or /api-auth/logout was a 500 with DEBUG on (Django's
+    APPEND_SLASH refuses to redirect a POST) and, with it off, a redirect that dropped the
+    form: nobody was signed in or out."""
+    settings.DEBUG = debug
+    credentials = {"username": user.username, "password": "pass-word-123"}
+    user.set_password(credentials["password"])
+    user.save()
+
+    response = client.post("/api-auth/login", {**credentials, "next": "/api/"})
+    assert response.status_code == 302 and response["Location"] == "/api/"
+    assert client.get("/api/users/me/").json()["username"] == user.username
+
+    response = client.post("/api-auth/logout")
+    assert response.status_code in (200, 302)
+    assert client.get("/api/users/me/").status_code in (401, 403)
+
+
 # --- the routes DRF's router adds with a format suffix (``/api/tasks/<id>/cancel.json``) -----
 
 UUID_GROUP = re.compile(r"\(\?P<pk>[^)]*\)")
