@@ -16,6 +16,7 @@ export ENV_FILE
 help:
 	@echo "make run        start web, the workers and beat on http://127.0.0.1:$(PORT) (Ctrl-C stops all)"
 	@echo "make test       run the whole test suite (coverage report included)"
+	@echo "make install    create the virtualenv (.venv) and install the requirements (the others do it first)"
 	@echo "make bench      measure the production stack (PostgreSQL + Redis), then the embedded default (bench/RESULTS.md)"
 	@echo "make migrate    write .env when missing and apply the migrations"
 	@echo "make lint       ruff lint and format check"
@@ -49,15 +50,18 @@ $(ENV_FILE): | $(BIN)/python
 endif
 
 # DEBUG for make's manage.py commands: the environment's; under `make run`, true (as its
-# processes); else the .env's; without one, true on a developer's machine and left to its
+# processes); else the .env's when it sets one; else true on a developer's machine (also
+# with a .env holding only a key, as the README's Docker step writes) and left to its
 # default (off) on a deployment, whose environment holds the settings (and no .env is
 # read: it was not written).
+ENV_SETS_DEBUG = grep -Eqs '^[[:space:]]*(export[[:space:]]+)?DEBUG=["'"'"']?[^"'"'"'[:space:]]' "$(ENV_FILE)"
 WITH_DEBUG = env $$( [ -f "$(ENV_FILE)" ] || echo ENV_FILE= ) $$( [ -n "$$DEBUG" ] || \
-	{ [ -z "$(filter run,$(MAKECMDGOALS))" ] && { [ -f "$(ENV_FILE)" ] || \
+	{ [ -z "$(filter run,$(MAKECMDGOALS))" ] && { $(ENV_SETS_DEBUG) || \
 	{ [ -n "$$DJANGO_SECRET_KEY" ] && [ -n "$$ALLOWED_HOSTS" ]; }; }; } || echo DEBUG=true )
 
 migrate: install $(ENV_FILE)
-	$(WITH_DEBUG) $(BIN)/python manage.py migrate --noinput
+	@echo "manage.py migrate"
+	@$(WITH_DEBUG) $(BIN)/python manage.py migrate --noinput
 
 run: migrate
 	@echo ""
@@ -73,7 +77,7 @@ run: migrate
 	@echo ""
 	@# Links in mails and webhooks point at this port, unless PUBLIC_BASE_URL is given (here or in
 	@# .env); PORT itself cannot say so: honcho gives each process its own (web's + 100 * n).
-	if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -Eqs \
+	@if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -Eqs \
 		'^[[:space:]]*(export[[:space:]]+)?PUBLIC_BASE_URL=["'"'"']?[^"'"'"'[:space:]#]' \
 		"$(ENV_FILE)"; then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
@@ -83,7 +87,7 @@ run: migrate
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).
 superuser: migrate
-	$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
+	@$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)

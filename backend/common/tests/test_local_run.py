@@ -567,6 +567,14 @@ def test_make_writes_no_env_file_on_a_deployment(tmp_path):
     env_file.write_text("DEBUG=false\n")
     assert f"DEBUG=unset ENV_FILE={env_file}" in ran("migrate", DJANGO_SECRET_KEY="dev")
     assert f"DEBUG=true ENV_FILE={env_file}" in ran("migrate", DEBUG="true")
+    env_file.write_text("# a comment\n  export DEBUG='off'\n")
+    assert f"DEBUG=unset ENV_FILE={env_file}" in ran("migrate")
+    # A .env that sets no DEBUG (the README's Docker step writes only a key, and make never
+    # writes over it) left DEBUG off, so make migrate refused to run without ALLOWED_HOSTS.
+    for content in ("DJANGO_SECRET_KEY=abc\n", "DJANGO_SECRET_KEY=abc\nDEBUG=\n# DEBUG=false\n"):
+        env_file.write_text(content)
+        for target in ("migrate", "superuser"):
+            assert f"DEBUG=true ENV_FILE={env_file}" in ran(target), (content, target)
 
     # A developer who exported a key only: make writes its .env (DEBUG=true) as ever.
     env_file.unlink()
