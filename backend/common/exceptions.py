@@ -56,6 +56,19 @@ def _explain_scheme(exc, context):
     return exc
 
 
+def _say_why_the_token_failed(data) -> None:
+    """simplejwt refuses a bad access token with "Given token not valid for any token type"
+    and puts the reason (expired, wrong type, bad signature) in a list of its own,
+    ``messages``, beside the error's two keys: the reason becomes the detail."""
+    if not isinstance(data, dict):
+        return
+    reasons = data.pop("messages", None)
+    if isinstance(reasons, list) and reasons and isinstance(reasons[0], dict):
+        reason = reasons[0].get("message")
+        if reason:
+            data["detail"] = str(reason)
+
+
 def _answer_in_json(request) -> None:
     """An error is JSON ``{"detail", "code"}`` (or the browsable API's page), whatever the
     view renders otherwise: the schema's YAML renderer wrote each message as a mapping of
@@ -96,6 +109,7 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is not None and isinstance(exc, exceptions.APIException):
         data = response.data
+        _say_why_the_token_failed(data)
         if isinstance(data, dict) and "code" not in data:
             codes = exc.get_codes()
             data["code"] = codes if isinstance(codes, str) else "error"

@@ -1,5 +1,7 @@
 """§4 authentication: register, token, refresh, verify, logout, throttling, session login."""
 
+from datetime import timedelta
+
 import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
@@ -511,6 +513,21 @@ def test_a_token_sent_with_another_scheme_is_told_to_use_bearer(api_client, user
     response = api_client.get("/api/tasks/", HTTP_AUTHORIZATION="Token abc")
     assert response.status_code == 401
     assert "Bearer" in response.json()["detail"] and "'Token'" in response.json()["detail"]
+
+
+def test_an_expired_access_token_is_refused_saying_so(user):
+    """The 401 said "Given token not valid for any token type" and put "Token is expired" in
+    a list of simplejwt's own beside the error's detail and code."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    response = bearer(str(token)).get("/api/tasks/")
+    assert response.status_code == 401
+    assert response.json() == {"detail": "Token is expired", "code": "token_not_valid"}
+    response = bearer(str(token)[:-2] + "xx").get("/api/tasks/")
+    assert response.status_code == 401 and response.json()["code"] == "token_not_valid"
+    assert set(response.json()) == {"detail", "code"}
 
 
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER"])
