@@ -114,6 +114,10 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         except timing.TimingError as exc:
             raise serializers.ValidationError(str(exc)) from None
 
+    def answer_keys(self) -> set[str]:
+        # (Those a schedule does not take are refused in validate(), saying why.)
+        return {*ScheduleSerializer.Meta.fields, *NOT_IN_TEMPLATE}
+
     def to_internal_value(self, data):
         if isinstance(data, dict) and not html.is_html_input(data):
             refuse_json_non_booleans(data)

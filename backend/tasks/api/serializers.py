@@ -236,6 +236,30 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         fields["task_type"].choices = types.names()
         return fields
 
+    def answer_keys(self) -> set[str]:
+        """The keys of the object as the API answers it: sent back in a create (a copy of
+        an answer), they are ignored, as DRF ignores read-only fields."""
+        return set(TaskSerializer.Meta.fields)
+
+    def to_internal_value(self, data):
+        """Any other key not taken here is refused with the fields that are, so a typo
+        ("priorty") never goes unnoticed; reported beside the other fields' errors."""
+        unknown = {}
+        if isinstance(data, dict) and not html.is_html_input(data):
+            taken = [name for name, field in self.fields.items() if not field.read_only]
+            message = f"Unknown field. The fields taken here: {', '.join(taken)}."
+            known = self.answer_keys()
+            unknown = {key: [message] for key in data if key not in self.fields and key not in known}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
     def validate_callback_url(self, value):
         return validate_outbound_url(value)
 

@@ -126,6 +126,7 @@ def test_next_run_at_on_a_fixed_clock_across_the_dst_change(client, monkeypatch)
         ({**EVERY_5_MIN_SUM, "run_at": "2030-01-01T00:00:00Z"}, "run_at"),
         ({**EVERY_5_MIN_SUM, "callback_url": "https://hooks.example.com/x"}, "callback_url"),
         ({**EVERY_5_MIN_SUM, "enabled": "maybe"}, "enabled"),
+        ({**EVERY_5_MIN_SUM, "intervall_seconds": 600}, "intervall_seconds"),  # a typo
         (
             {
                 "task_type": "email",
@@ -260,6 +261,18 @@ def test_staff_act_on_any_schedule(client_for, staff, other_user):
     response = client_for(staff).patch(detail(theirs), {"enabled": False}, format="json")
     assert response.status_code == 200 and response.json()["enabled"] is False
     assert client_for(staff).delete(detail(theirs)).status_code == 204
+
+
+def test_a_schedule_as_answered_can_be_put_back(client, user):
+    """PUT of a GET's answer, one field changed: the keys of the answer are ignored (an
+    unknown key is refused, naming the fields taken)."""
+    schedule = client.post(URL, EVERY_5_MIN_SUM, format="json").json()
+    response = client.put(detail(schedule["id"]), {**schedule, "name": "renamed"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["name"] == "renamed"
+    response = client.put(detail(schedule["id"]), {**schedule, "nmae": "typo"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["nmae"][0].startswith("Unknown field. The fields taken here: task_type")
 
 
 def test_staff_cannot_turn_on_a_deactivated_users_schedule(client_for, staff, other_user):

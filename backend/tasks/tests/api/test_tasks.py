@@ -90,6 +90,34 @@ def test_create_rejects_bad_input_with_field_errors(client, body, field):
     assert not Task.objects.exists()
 
 
+def test_a_create_refuses_an_unknown_key_naming_the_fields_it_takes(client):
+    """A typo one level above input_data ("priorty") was dropped without a word: the task
+    was created with the default priority."""
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, "priorty": "high"}
+    response = client.post(url(), body, format="json")
+    assert response.status_code == 400
+    assert response.json()["priorty"] == [
+        "Unknown field. The fields taken here: task_type, input_data, name, description, "
+        "priority, deadline, run_at, assignee, callback_url."
+    ]
+    # Beside the other fields' errors.
+    response = client.post(url(), {**body, "priority": "meh"}, format="json")
+    assert response.status_code == 400 and {"priorty", "priority"} <= set(response.json())
+    assert not Task.objects.exists()
+
+
+def test_a_create_ignores_the_keys_of_a_task_as_answered(client, user):
+    """A copy of an answer sent back (its id, status, result, ...) creates a task as the
+    fields taken say; what the service sets is not taken from the client."""
+    answer = client.post(url(), {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json")
+    copy = {**answer.json(), "status": "completed", "result": 99, "owner": str(uuid.uuid4())}
+    response = client.post(url(), copy, format="json")
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["id"] != copy["id"] and created["status"] in ("pending", "running", "completed")
+    assert created["owner"] == str(user.pk) and created["result"] in (None, 1)
+
+
 def test_input_errors_name_the_inner_field(client):
     response = client.post(
         url(), {"task_type": "sum", "input_data": {"numbers": [1, "2"]}}, format="json"
