@@ -1,6 +1,6 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -65,7 +65,12 @@ class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     def download_view(self, request, file_id):
         if not self.has_view_permission(request):
             raise PermissionDenied
-        return file_response(get_object_or_404(File, pk=file_id))
+        file = get_object_or_404(File, pk=file_id)
+        try:
+            return file_response(file)
+        except services.FileMissing as exc:  # its bytes are gone (the API answers 410)
+            self.message_user(request, f"{file}: {exc.detail}", level=messages.ERROR)
+            return redirect("admin:files_file_change", file.pk)
 
     def has_add_permission(self, request):
         # Files arrive through the API, which hashes and limits them.

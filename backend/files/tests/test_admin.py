@@ -53,6 +53,16 @@ def test_detail_and_download(admin_client, user):
     assert response["Content-Disposition"] == 'attachment; filename="d.csv"'
 
 
+def test_download_of_a_file_whose_bytes_are_gone_says_so(admin_client, user):
+    """It was a 500 (the service's FileMissing, which the API answers with 410)."""
+    file = make_file(user, content=b"a,b\n", name="gone.csv")
+    default_storage.delete(file.storage_name)
+    response = admin_client.get(f"{CHANGELIST}{file.pk}/download/", follow=True)
+    assert response.redirect_chain == [(f"{CHANGELIST}{file.pk}/change/", 302)]
+    [shown] = [str(m) for m in response.context["messages"]]
+    assert shown == "gone.csv: the file's bytes are missing from the storage; upload it again"
+
+
 def test_download_needs_view_permission(client, user):
     file = make_file(user)
     client.force_login(UserFactory(is_staff=True))  # staff without permissions
