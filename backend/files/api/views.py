@@ -117,6 +117,10 @@ class FileViewSet(
         etag = f'"{file.sha256}"'
         not_modified = get_conditional_response(request, etag=etag)
         if not_modified is not None:
+            # With the 200's validator and caching rule, and its length (Django's middleware
+            # wrote 0, which a 304 may not say: RFC 9110 §8.6, §15.4.5).
             not_modified["ETag"] = etag
+            not_modified["Cache-Control"] = "private, no-cache"
+            not_modified["Content-Length"] = str(file.size)
             return not_modified
         return file_response(file)

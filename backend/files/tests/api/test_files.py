@@ -313,6 +313,9 @@ def test_if_none_match_gives_304(client, user, header):
     assert response.status_code == 304
     assert response["ETag"] == f'"{file.sha256}"'
     assert response.content == b""
+    # As the 200 says them (they were left out, and the length was 0).
+    assert response["Cache-Control"] == "private, no-cache"
+    assert response["Content-Length"] == str(len(CSV))
 
 
 def test_a_stale_if_none_match_gets_the_bytes(client, user):
