@@ -485,6 +485,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = _positive_int(
     "CELERY_WORKER_PREFETCH_MULTIPLIER", 4 if CELERY_BROKER_URL.startswith("filesystem://") else 2
 )
 CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
+# After a broker reconnect Celery set a worker's prefetch count to what its pool held then
+# (reduced further by the tasks still running), for good: the long queue's worker, shrunk
+# to its minimum while idle, could no longer reserve enough to grow (long tasks ran one or
+# two at a time until it restarted). Off, it keeps the count it started with; a message it
+# takes for a task already running is skipped by the guarded claim.
+CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -30,15 +30,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def own_redis(tmp_path, monkeypatch):
-    """A Redis server on loopback for this test alone, made this process's broker."""
-    port = _free_port()
+def _start_redis(port: int, folder) -> subprocess.Popen:
     proc = subprocess.Popen(
         [
             "redis-server",
             *("--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"),
-            *("--dir", str(tmp_path)),
+            *("--dir", str(folder)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -53,17 +50,30 @@ def own_redis(tmp_path, monkeypatch):
             return False
 
     wait_for(answers, timeout=20, what="the test's Redis to start")
+    return proc
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path, monkeypatch):
+    """A Redis server on loopback for this test alone, made this process's broker."""
+    port = _free_port()
+    proc = _start_redis(port, tmp_path)
     from backend.celery import app
 
     url = f"redis://127.0.0.1:{port}/0"
     monkeypatch.setattr(app.conf, "broker_url", url)
     monkeypatch.setitem(app.conf, "broker_transport", None)  # the URL names it
     monkeypatch.setenv("CELERY_BROKER_URL", url)
+    proc.port = port
     yield proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
+    _stop(proc)
 
 
 def test_paused_broker_loses_nothing_and_runs_each_task_once(
@@ -97,3 +107,43 @@ def test_paused_broker_loses_nothing_and_runs_each_task_once(
     assert Task.objects.count() == 20
     assert {t.result["result"] for t in tasks} == {n + 1 for n in range(20)}
     assert all(t.attempts == 1 for t in tasks)  # each run once
+
+
+def test_an_autoscaled_worker_still_grows_after_the_broker_restarts(
+    own_redis, cluster, user, client_for, settings, tmp_path
+):
+    """Celery cut the prefetch count of a worker that reconnected to what its pool held
+    then: the long queue's worker, shrunk to its minimum while idle, could reserve no more
+    than that from then on, so its autoscaler never grew it again (long tasks ran one by
+    one until it was restarted)."""
+    settings.MAX_ACTIVE_TASKS = 100
+    cluster.env["MAX_ACTIVE_TASKS"] = "100"
+    cluster.env["CELERY_BROKER_URL"] = os.environ["CELERY_BROKER_URL"]
+    worker = cluster.start_worker(
+        ("long",), "--concurrency=4", "--autoscale=4,1", "--prefetch-multiplier=1"
+    )
+    _stop(own_redis)
+    restarted = _start_redis(own_redis.port, tmp_path)
+    try:
+        wait_for(
+            lambda: worker.log().count(" Connected to ") >= 2,
+            timeout=60,
+            what="the worker to reconnect",
+        )
+        client = client_for(user)
+        created = [
+            client.post(
+                "/api/tasks/",
+                {"task_type": "countdown", "input_data": {"seconds": 8}},
+                format="json",
+            ).json()["id"]
+            for _ in range(4)
+        ]
+
+        def all_four_running():
+            running = Task.objects.filter(pk__in=created, status=TaskStatus.RUNNING)
+            return running.count() == 4
+
+        wait_for(all_four_running, timeout=20, interval=0.2, what="4 countdowns running at once")
+    finally:
+        _stop(restarted)
