@@ -2,6 +2,7 @@
 
 import io
 import json
+import sys
 
 from django.conf import settings
 from rest_framework.exceptions import ParseError
@@ -26,8 +27,21 @@ class StrictJSONParser(JSONParser):
             data = super().parse(stream, media_type, parser_context)
         except RecursionError as exc:
             raise ParseError("JSON parse error - nested too deeply.") from exc
+        except ParseError as exc:
+            raise _said_plainly(exc) from exc
         _check(data)
         return data
+
+
+def _said_plainly(exc: ParseError) -> ParseError:
+    """Python's refusal of an integer over 4,300 digits told the client to call
+    ``sys.set_int_max_str_digits()``."""
+    if "set_int_max_str_digits" in str(exc.detail):
+        return ParseError(
+            f"JSON parse error - an integer has more than {sys.get_int_max_str_digits()} "
+            "digits; send such a number as a string."
+        )
+    return exc
 
 
 def _bounded(stream) -> bytes:
@@ -52,8 +66,11 @@ class JSONTolerantFormParser(FormParser):
             try:
                 data = json.loads(body)
             except (ValueError, RecursionError) as exc:
-                raise ParseError(
-                    f"JSON parse error - {exc} (send JSON with Content-Type: application/json)."
+                raise _said_plainly(
+                    ParseError(
+                        f"JSON parse error - {exc} "
+                        "(send JSON with Content-Type: application/json)."
+                    )
                 ) from exc
             _check(data)
             return data

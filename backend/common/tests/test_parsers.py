@@ -150,3 +150,17 @@ def test_register_and_token_take_json_sent_as_a_form(api_client):
     assert api_client.post("/api/register", account, content_type=FORM).status_code == 201
     response = api_client.post("/api/token", account, content_type=FORM)
     assert response.status_code == 200 and "access" in response.json()
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-www-form-urlencoded"])
+def test_an_integer_of_too_many_digits_is_refused_in_the_clients_terms(
+    client_for, user, content_type
+):
+    """Python's refusal named sys.set_int_max_str_digits(), an internal of the server."""
+    raw = '{"task_type": "sum", "input_data": {"numbers": [' + "9" * 4301 + "]}}"
+    response = client_for(user).post("/api/tasks/", raw, content_type=content_type)
+    assert response.status_code == 400 and response.json()["code"] == "parse_error"
+    detail = response.json()["detail"]
+    assert "more than 4300 digits; send such a number as a string" in detail
+    assert "sys." not in detail
+    assert not Task.objects.exists()
