@@ -1,0 +1,29 @@
+"""gunicorn's settings for this service, read by every ``gunicorn`` started in the project's
+folder (the README's command, the Docker image, compose): gunicorn loads ``./gunicorn.conf.py``
+by itself.
+
+A request gunicorn refuses before Django sees it (a request line or a header too long, a
+malformed header) was answered with an HTML page; every error of this service is JSON
+``{"detail", "code"}``, so those are too. Options given on the command line still win."""
+
+import json
+
+from gunicorn import util
+
+# Request lines up to gunicorn's largest (8,190 bytes, not 4,094): a list filtered by many
+# values fits.
+limit_request_line = 8190
+
+
+def _write_json_error(sock, status_int, reason, mesg):
+    body = json.dumps({"detail": mesg or reason, "code": reason.lower().replace(" ", "_")}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\n"
+        "Connection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = _write_json_error
