@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.reverse import reverse
+from rest_framework.utils import html
 
 from backend.files.models import File
 
@@ -33,13 +34,30 @@ class FileSerializer(serializers.ModelSerializer):
         return reverse("file-download", args=[file.pk], request=self.context.get("request"))
 
 
+class _Several:
+    def __init__(self, count: int):
+        self.count = count
+
+
 class _FileBox(serializers.FileField):
+    default_error_messages = {
+        "several": "Send one file per upload; this request has {count} file parts."
+    }
+
     def get_value(self, dictionary):
+        # Two parts named "file": the last was stored and the others dropped without a word.
+        if html.is_html_input(dictionary) and len(dictionary.getlist(self.field_name)) > 1:
+            return _Several(len(dictionary.getlist(self.field_name)))
         value = super().get_value(dictionary)
         # A browser sends an empty file box as a part without a file name, which Django
         # reads as an empty text field: no file given ("No file was submitted."), not "The
         # submitted data was not a file".
         return empty if isinstance(value, str) and value == "" else value
+
+    def to_internal_value(self, data):
+        if isinstance(data, _Several):
+            self.fail("several", count=data.count)
+        return super().to_internal_value(data)
 
 
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")

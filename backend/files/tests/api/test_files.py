@@ -56,6 +56,21 @@ def test_upload_with_the_right_sha256(client, user, post_upload, media, upload_d
     assert list(upload_dir.iterdir()) == []
 
 
+def test_two_file_parts_in_one_upload_are_refused(client, media, upload_dir):
+    """The last part was stored and the first dropped without a word (a sha256 given for
+    the first then failed as a mismatch)."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    parts = [SimpleUploadedFile("first.csv", CSV), SimpleUploadedFile("second.csv", b"a\n")]
+    response = client.post("/api/files/", {"file": parts})
+    assert response.status_code == 400
+    assert response.json()["file"] == [
+        "Send one file per upload; this request has 2 file parts."
+    ]
+    assert File.objects.count() == 0 and stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_upload_without_sha256_and_uppercase_sha256(client, post_upload):
     assert post_upload(client, CSV).status_code == 201
     response = post_upload(client, CSV, sha256=sha256(CSV).upper())
