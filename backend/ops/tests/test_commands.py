@@ -224,6 +224,37 @@ def test_createsuperuser_names_an_email_address_in_use_in_one_line(monkeypatch):
     assert not User.objects.filter(username="other").exists()
 
 
+def test_createsuperuser_asks_again_at_once_for_an_email_address_in_use(monkeypatch):
+    """At the prompt, a taken address was refused only after both passwords were typed,
+    and everything had to be typed again."""
+    import builtins
+
+    from django.contrib.auth.management.commands import createsuperuser as stock
+
+    UserFactory(email="boss@example.com")
+    asked = []
+    answers = iter(["boss2", "BOSS@example.com", "new@example.com"])
+
+    def typed(prompt=""):
+        asked.append(prompt)
+        return next(answers)
+
+    def password(prompt="Password: "):
+        asked.append(prompt)
+        return "typed-pass-4242!"
+
+    monkeypatch.setattr(builtins, "input", typed)
+    monkeypatch.setattr(stock.getpass, "getpass", password)
+    stdin, stderr = StringIO(), StringIO()
+    stdin.isatty = lambda: True
+    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
+    assert stderr.getvalue() == "Error: That email address is already in use.\n"
+    assert [prompt.split(":")[0].split(" (")[0] for prompt in asked] == [
+        "Username", "Email address", "Email address", "Password", "Password",
+    ]  # fmt: skip
+    assert User.objects.get(username="boss2").email == "new@example.com"
+
+
 @pytest.mark.parametrize("password", ["123", "password", "boss-the-boss"])
 def test_createsuperuser_checks_the_password_from_the_environment(monkeypatch, password):
     """Without prompts, Django creates the account with any password; the validators the

@@ -1,7 +1,8 @@
 """Django's ``createsuperuser``, with what this service's users add: the password from
 ``DJANGO_SUPERUSER_PASSWORD`` (``--noinput``, ``make superuser``) is checked by the password
 validators as the prompt checks it, and an email address already in use (in any case) is a
-one-line error, as a taken username is, instead of the constraint's traceback."""
+one-line error, as a taken username is, instead of the constraint's traceback; at the prompt,
+it is refused there and asked again (it was refused after both password prompts)."""
 
 import os
 from contextlib import nullcontext
@@ -29,6 +30,17 @@ class Command(createsuperuser.Command):
             if "email" in str(exc).lower():
                 raise CommandError("Error: That email address is already in use.") from None
             raise CommandError("Error: That username is already taken.") from None
+
+    def get_input_data(self, field, message, default=None):
+        value = super().get_input_data(field, message, default)
+        if (
+            field.name == "email"
+            and value
+            and self.UserModel._default_manager.filter(email__iexact=value).exists()
+        ):
+            self.stderr.write("Error: That email address is already in use.")
+            return None  # asked again, as for a taken username
+        return value
 
     def _validate_password_from_environment(self, options) -> None:
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
