@@ -148,6 +148,8 @@ def task_update(*, task: Task, actor: User, data: dict) -> Task:
     }
     if "priority" in changes:
         changes["priority_rank"] = PRIORITY_RANK[TaskPriority(changes["priority"])]
+    if "name" in changes and not changes["name"]:
+        changes["name"] = task.task_type  # as a create without a name
     if changes:
         changes["updated_at"] = timezone.now()
         rows = Task.objects.filter(pk=task.pk)

@@ -520,6 +520,12 @@ def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):
         assert task.status == TaskStatus.RUNNING
 
 
+def test_an_empty_name_in_an_edit_is_the_types_as_at_create(user):
+    """An edit to "" stored an empty name, where a create without one takes the type's."""
+    task = TaskFactory(owner=user, task_type="manual", input_data={}, name="to do")
+    assert lifecycle.task_update(task=task, actor=user, data={"name": ""}).name == "manual"
+
+
 def test_an_edit_of_a_task_deleted_meanwhile_is_not_found(user):
     """It was a 500 (Task.DoesNotExist from refresh_from_db) when a DELETE committed between
     the PATCH's read of the task and its update."""
