@@ -458,21 +458,27 @@ class _Inflater:
         while not self._inflate.eof:
             data = self._inflate.unconsumed_tail or self._source(INFLATE_STEP)
             if not data:
-                return self._undo(lambda: self._inflate.flush())
-            out = self._undo(lambda: self._inflate.decompress(data, size))
+                return self._undo(self._flush)
+            out = self._undo(self._decompress, data, size)
             self._started = True
             if out:
                 return out
         return b""  # anything after the end of the stream is ignored, as httpx does
 
-    def _undo(self, step: Callable[[], bytes]) -> bytes:
+    def _decompress(self, data: bytes, size: int) -> bytes:
+        return self._inflate.decompress(data, size)
+
+    def _flush(self) -> bytes:
+        return self._inflate.flush()
+
+    def _undo(self, step: Callable[..., bytes], *args) -> bytes:
         try:
-            return step()
+            return step(*args)
         except zlib.error:
             if self._coding == "deflate" and not self._started:
                 self._inflate = zlib.decompressobj(-zlib.MAX_WBITS)  # deflate without header
                 self._started = True
-                return self._undo(step)
+                return self._undo(step, *args)
             raise httpx.DecodingError(f"the answer's {self._coding} data is corrupt") from None
 
 

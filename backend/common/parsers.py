@@ -68,8 +68,7 @@ class JSONTolerantFormParser(FormParser):
             except (ValueError, RecursionError) as exc:
                 raise _said_plainly(
                     ParseError(
-                        f"JSON parse error - {exc} "
-                        "(send JSON with Content-Type: application/json)."
+                        f"JSON parse error - {exc} (send JSON with Content-Type: application/json)."
                     )
                 ) from exc
             _check(data)

@@ -124,7 +124,11 @@ class MetricsTokenAuthentication(authentication.BaseAuthentication):
         scheme, _, value = authentication.get_authorization_header(request).partition(b" ")
         # Compared as bytes: compare_digest refuses str holding non-ASCII (a 500 before). The
         # scheme's case does not count (RFC 9110 §11.1).
-        if token and scheme.lower() == b"bearer" and hmac.compare_digest(value.strip(), token.encode()):
+        if (
+            token
+            and scheme.lower() == b"bearer"
+            and hmac.compare_digest(value.strip(), token.encode())
+        ):
             return (MetricsToken(), "metrics-token")
         return None
 

@@ -249,7 +249,9 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
             taken = [name for name, field in self.fields.items() if not field.read_only]
             message = f"Unknown field. The fields taken here: {', '.join(taken)}."
             known = self.answer_keys()
-            unknown = {key: [message] for key in data if key not in self.fields and key not in known}
+            unknown = {
+                key: [message] for key in data if key not in self.fields and key not in known
+            }
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:

@@ -64,9 +64,7 @@ def test_two_file_parts_in_one_upload_are_refused(client, media, upload_dir):
     parts = [SimpleUploadedFile("first.csv", CSV), SimpleUploadedFile("second.csv", b"a\n")]
     response = client.post("/api/files/", {"file": parts})
     assert response.status_code == 400
-    assert response.json()["file"] == [
-        "Send one file per upload; this request has 2 file parts."
-    ]
+    assert response.json()["file"] == ["Send one file per upload; this request has 2 file parts."]
     assert File.objects.count() == 0 and stored_files(media) == []
     assert list(upload_dir.iterdir()) == []
 
