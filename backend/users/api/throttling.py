@@ -33,9 +33,14 @@ class _FailsOpen:
 
 
 class AuthRateThrottle(_FailsOpen, AnonRateThrottle):
-    """Anonymous calls to the auth endpoints, per client address."""
+    """Calls to the auth endpoints and the sign-in forms, per client address, whoever is
+    signed in: DRF's anonymous throttle lets every request of a signed-in user through, and
+    a session of one's own made a sign-in form guess others' passwords without a limit."""
 
     scope = "auth"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
 
 class EmailChangeThrottle(_FailsOpen, UserRateThrottle):

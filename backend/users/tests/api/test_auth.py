@@ -373,6 +373,21 @@ def test_the_session_sign_in_forms_are_throttled_too(alice, three_per_minute, fo
     assert client.get(form).status_code == 200  # the form is still shown
 
 
+@pytest.mark.parametrize("form", ["/api-auth/login/", "/admin/login/"])
+def test_a_session_of_ones_own_does_not_lift_the_sign_in_forms_throttle(
+    alice, user, three_per_minute, form
+):
+    """With any session (one's own account's), the form let every attempt through: DRF's
+    anonymous throttle skips signed-in users, so others' passwords could be guessed
+    without a limit."""
+    client = APIClient()
+    client.force_login(user)
+    for _ in range(3):
+        assert client.post(form, {"username": "alice", "password": "nope"}).status_code == 200
+    response = client.post(form, {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 429
+
+
 def test_the_sign_in_forms_and_the_token_endpoint_share_one_allowance(
     api_client, alice, three_per_minute
 ):
