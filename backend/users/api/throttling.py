@@ -44,9 +44,9 @@ class AuthRateThrottle(_FailsOpen, AnonRateThrottle):
 
 
 class EmailChangeThrottle(_FailsOpen, UserRateThrottle):
-    """Changes of an account's email, per account: each answers whether an address is
-    already registered, which others' emails, hidden from them, must not be tried for at
-    any pace."""
+    """Changes of an account's email or username, per account: each answers whether an
+    address is already registered (a username may not be another user's email), which
+    others' emails, hidden from them, must not be tried for at any pace."""
 
     scope = "email_change"
 

@@ -172,7 +172,11 @@ class UserViewSet(
 
     def get_throttles(self):
         throttles = super().get_throttles()
-        if self.request.method == "PATCH" and _names(self.request.data, "email"):
+        # A username is refused when it is another user's email too: both tell whether an
+        # address is registered.
+        if self.request.method == "PATCH" and (
+            _names(self.request.data, "email") or _names(self.request.data, "username")
+        ):
             throttles.append(EmailChangeThrottle())
         return throttles
 

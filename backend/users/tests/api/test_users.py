@@ -338,6 +338,17 @@ def test_email_changes_are_throttled_per_account(client_for, user, settings):
     assert client.patch(ME, {"name": "Still Me"}, format="json").status_code == 200
 
 
+def test_username_changes_are_throttled_per_account_too(client_for, user, settings):
+    """A username that is another user's email is refused saying so: username PATCHes
+    tried addresses without a limit."""
+    settings.THROTTLE_AUTH_RATE = "3/min"
+    UserFactory(email="taken@example.com")
+    client = client_for(user)
+    tries = [client.patch(ME, {"username": f"guess{n}@example.com"}, format="json") for n in (1, 2)]
+    tries += [client.patch(ME, {"username": "taken@example.com"}, format="json") for _ in (1, 2)]
+    assert [r.status_code for r in tries] == [200, 200, 400, 429]
+
+
 def test_patch_own_email_in_another_case_is_allowed(client_for, user):
     response = client_for(user).patch(detail(user), {"email": user.email.upper()}, format="json")
 
