@@ -63,7 +63,7 @@ class User(AbstractUser):
         # A new password (set_password, from the API, the admin or changepassword), or none
         # (set_unusable_password), ends the account's sessions: its open refresh tokens are
         # blacklisted. So does saving it inactive: they must not work again once it is
-        # reactivated.
+        # reactivated, nor its browser sessions, which are deleted.
         end_sessions = not self._state.adding and (
             self._password is not None
             or getattr(self, "_password_unset", False)
@@ -72,9 +72,11 @@ class User(AbstractUser):
         super().save(*args, **kwargs)
         self._password_unset = False
         if end_sessions:
-            from .tokens import refresh_tokens_revoke
+            from .tokens import browser_sessions_end, refresh_tokens_revoke
 
             refresh_tokens_revoke(self)
+            if not self.is_active:
+                browser_sessions_end([self.pk])
 
     def set_unusable_password(self):
         # No password any more (the admin's "usable password: no"): the sessions end too.

@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from backend.common.errors import Conflict, DomainError, PermissionDenied
 
 from .models import User
-from .tokens import refresh_tokens_revoke_all
+from .tokens import browser_sessions_end, refresh_tokens_revoke_all
 
 
 @transaction.atomic
@@ -111,8 +111,10 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         count = users.filter(is_active=True).update(is_active=False)  # not those already
-        # A refresh token issued before must not work again once the account is reactivated.
+        # A refresh token issued before must not work again once the account is reactivated,
+        # nor a browser session (the admin's, the browsable API's).
         refresh_tokens_revoke_all(users)
+        browser_sessions_end(users.values_list("pk", flat=True))
     return count
 
 

@@ -9,6 +9,8 @@ of the requests racing with one token exactly one inserts it and is answered.
 
 from __future__ import annotations
 
+from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.models import Session
 from django.db import IntegrityError, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -86,6 +88,21 @@ def refresh_tokens_revoke_all(users: QuerySet) -> int:
     """``refresh_tokens_revoke`` for each of ``users`` (a deactivation: a refresh token
     issued before it must not work again once the account is reactivated)."""
     return _revoke(Q(user__in=users.values("pk")))
+
+
+def browser_sessions_end(user_ids) -> None:
+    """Delete the users' browser sessions (the admin's, the browsable API's), as a
+    deactivation must: Django checks a session against the password only, so one from
+    before worked again once the account was reactivated. A session names its user only
+    inside its encoded data: the unexpired ones are read (deactivations are rare, and the
+    sessions are only those of people signed in to the admin or the browsable API)."""
+    wanted = {str(pk) for pk in user_ids}
+    ended = [
+        session.pk
+        for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator()
+        if session.get_decoded().get(SESSION_KEY) in wanted
+    ]
+    Session.objects.filter(pk__in=ended).delete()
 
 
 def _revoke(whose: Q) -> int:

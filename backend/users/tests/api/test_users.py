@@ -3,7 +3,9 @@
 import uuid
 
 import pytest
+from django.contrib.sessions.models import Session
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -470,8 +472,11 @@ def token_pair(user) -> dict:
 def test_a_refresh_token_from_before_a_deactivation_stays_dead_after_reactivation(
     client_for, staff, user, how
 ):
-    """It worked again once the account was active again."""
+    """It worked again once the account was active again; so did a browser session."""
     pair = token_pair(user)
+    browser = Client()
+    browser.force_login(user)
+    assert browser.get(ME, HTTP_ACCEPT="application/json").status_code == 200
     if how == "delete":
         client_for(staff).delete(detail(user))
     elif how == "patch":
@@ -487,6 +492,9 @@ def test_a_refresh_token_from_before_a_deactivation_stays_dead_after_reactivatio
     assert refreshed.status_code == 401
     assert token_pair(user)["refresh"]  # signing in again works
     assert User.objects.get(pk=staff.pk).is_active
+    assert browser.get(ME, HTTP_ACCEPT="application/json").status_code in (401, 403)
+    sessions = [s.get_decoded().get("_auth_user_id") for s in Session.objects.all()]
+    assert str(user.pk) not in sessions
 
 
 @pytest.mark.parametrize("target", ["self", "other"])
