@@ -523,6 +523,58 @@ def test_make_runs_web_server_closes_each_requests_database_connection():
         server.server_close()
 
 
+@pytest.mark.django_db(transaction=True)  # the user is seen by the server's threads
+def test_make_runs_web_server_closes_a_keep_alive_clients_connection_per_request():
+    """A client that kept its connection open (HTTP/1.1 keep-alive, most libraries'
+    default) kept its thread's database connection for as long: a hundred such clients
+    held every connection PostgreSQL allows."""
+    import http.client
+    import socketserver
+
+    from django.core.management import get_commands, load_command_class
+    from django.core.servers.basehttp import WSGIRequestHandler
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from backend.users.tests.factories import UserFactory
+
+    token = AccessToken.for_user(UserFactory())
+    headers = {"Host": "localhost", "Authorization": f"Bearer {token}"}
+    command = load_command_class(get_commands()["runserver"], "runserver")
+    kept = {alias: connections.settings[alias].get("CONN_MAX_AGE") for alias in connections}
+    opened = []
+
+    def note(sender, connection, **kwargs):
+        opened.append(connection)
+
+    server_class = type("WSGIServer", (socketserver.ThreadingMixIn, command.server_cls), {})
+    server = server_class(("127.0.0.1", 0), WSGIRequestHandler, ipv6=False)
+    client = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=15)
+    connection_created.connect(note)
+    try:
+        server.set_app(command.get_handler(use_static_handler=False, insecure_serving=False))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        for _ in range(2):  # two requests on one connection, which stays open
+            client.request("GET", "/api/users/me/", headers=headers)
+            response = client.getresponse()
+            assert response.status == 200 and response.read()
+            served = [wrapper for wrapper in opened if wrapper is not connection]
+            assert served, "the request opened no database connection"
+            deadline = time.monotonic() + 5
+            while any(wrapper.connection is not None for wrapper in served):
+                assert time.monotonic() < deadline, "the request's connection was kept"
+                time.sleep(0.05)
+    finally:
+        client.close()  # the server's thread ends, and closes what it kept (the old way)
+        connection_created.disconnect(note)
+        for alias, value in kept.items():
+            connections.settings[alias]["CONN_MAX_AGE"] = value
+        server.shutdown()
+        server.server_close()
+
+
 def _stub_python(tmp_path: Path) -> Path:
     """A virtualenv whose python only says what DEBUG and ENV_FILE it was given."""
     venv = tmp_path / "stub-venv"
