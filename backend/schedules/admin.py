@@ -88,7 +88,9 @@ class ScheduleForm(forms.ModelForm):
         data = {field: cleaned.get(field) for field in FORM_FIELDS}
         data["input_data"] = data["input_data"] if data["input_data"] is not None else {}
         data["crontab"] = data["crontab"] or None
-        serializer = ScheduleWriteSerializer(data=data, context=template_context(owner))
+        enabled_now = not self.instance._state.adding and self.instance.enabled
+        context = {**template_context(owner), "enabled_now": enabled_now}
+        serializer = ScheduleWriteSerializer(data=data, context=context)
         if serializer.is_valid():
             self.validated = dict(serializer.validated_data)
             return cleaned

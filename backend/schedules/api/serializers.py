@@ -137,8 +137,10 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
             message = "Give interval_seconds or crontab: when the schedule fires."
             errors.update(interval_seconds=[message], crontab=[message])
         owner = self.context.get("owner")
-        if attrs.get("enabled") and owner is not None and not owner.is_active:
-            # Beat would only record each firing as refused and turn the schedule off.
+        turned_on = attrs.get("enabled") and not self.context.get("enabled_now")
+        if turned_on and owner is not None and not owner.is_active:
+            # Beat would only record each firing as refused and turn the schedule off (as it
+            # does at the next firing of one left on: an edit of it is not refused).
             errors["enabled"] = [INACTIVE_OWNER]
         try:
             attrs = super().validate(attrs)

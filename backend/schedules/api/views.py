@@ -137,10 +137,9 @@ class ScheduleViewSet(
             ScheduleSerializer(schedule, context=self.get_serializer_context()).data, status=code
         )
 
-    def _validated(self, data: dict, owner) -> dict:
-        serializer = ScheduleWriteSerializer(
-            data=data, context=template_context(owner, self.request)
-        )
+    def _validated(self, data: dict, owner, enabled_now: bool = False) -> dict:
+        context = {**template_context(owner, self.request), "enabled_now": enabled_now}
+        serializer = ScheduleWriteSerializer(data=data, context=context)
         serializer.is_valid(raise_exception=True)
         return serializer.validated_data
 
@@ -164,7 +163,7 @@ class ScheduleViewSet(
     def update(self, request, *args, **kwargs):
         """Replace a schedule (fields left out take their defaults)."""
         schedule = services.schedule_locked(self.get_object())
-        data = self._validated(request.data, schedule.owner)
+        data = self._validated(request.data, schedule.owner, schedule.enabled)
         return self._respond(
             services.schedule_update(schedule=schedule, actor=request.user, data=data)
         )
@@ -222,7 +221,7 @@ class ScheduleViewSet(
             current["interval_seconds"] = None
         if "interval_seconds" in changes and "crontab" not in changes:
             current["crontab"] = None
-        data = self._validated({**current, **changes}, schedule.owner)
+        data = self._validated({**current, **changes}, schedule.owner, schedule.enabled)
         return self._respond(
             services.schedule_update(schedule=schedule, actor=request.user, data=data)
         )

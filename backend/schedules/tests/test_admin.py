@@ -347,3 +347,9 @@ def test_a_deactivated_owners_schedule_cannot_be_enabled_here(admin_client, user
     assert not Schedule.objects.filter(enabled=True).exists()
     periodic = Schedule.objects.values("periodic_task_id")
     assert not PeriodicTask.objects.filter(pk__in=periodic, enabled=True).exists()
+    # One left on (its owner deactivated since) can still be edited, left on.
+    Schedule.objects.filter(pk=schedule.pk).update(enabled=True)
+    schedule.refresh_from_db()
+    response = admin_client.post(change_url(schedule), form_data(schedule, owner=str(user.pk)))
+    assert response.status_code == 302
+    assert Schedule.objects.get(pk=schedule.pk).name == "from the admin"

@@ -292,6 +292,11 @@ def test_staff_cannot_turn_on_a_deactivated_users_schedule(client_for, staff, ot
     response = client_for(staff).put(detail(theirs), {**replaced, "enabled": False}, format="json")
     assert response.status_code == 200 and response.json()["name"] == "five-minute sum"
     assert Schedule.objects.get(pk=theirs.pk).enabled is False
+    # One left on (its owner deactivated since) can be edited too; only turning one on is
+    # refused (it was refused as if turned on).
+    Schedule.objects.filter(pk=theirs.pk).update(enabled=True)
+    response = client_for(staff).patch(detail(theirs), {"interval_seconds": 7200}, format="json")
+    assert response.status_code == 200 and response.json()["interval_seconds"] == 7200
 
 
 # --- runs -------------------------------------------------------------------------------
