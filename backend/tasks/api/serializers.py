@@ -14,6 +14,7 @@ from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
 from backend.common.serializers import (
+    FORM_KEYS,
     CopiedFieldsMixin,
     StrictJSONField,
     TextField,
@@ -245,13 +246,11 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         """Any other key not taken here is refused with the fields that are, so a typo
         ("priorty") never goes unnoticed; reported beside the other fields' errors."""
         unknown = {}
-        if isinstance(data, dict) and not html.is_html_input(data):
+        if hasattr(data, "keys"):  # JSON, a form or a multipart body alike
             taken = [name for name, field in self.fields.items() if not field.read_only]
             message = f"Unknown field. The fields taken here: {', '.join(taken)}."
-            known = self.answer_keys()
-            unknown = {
-                key: [message] for key in data if key not in self.fields and key not in known
-            }
+            known = {*self.answer_keys(), *self.fields, *FORM_KEYS}
+            unknown = {key: [message] for key in data.keys() if key not in known}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:

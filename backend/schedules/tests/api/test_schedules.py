@@ -273,6 +273,11 @@ def test_a_schedule_as_answered_can_be_put_back(client, user):
     response = client.put(detail(schedule["id"]), {**schedule, "nmae": "typo"}, format="json")
     assert response.status_code == 400
     assert response.json()["nmae"][0].startswith("Unknown field. The fields taken here: task_type")
+    # As a form: a misspelt box ("enabeld") left the schedule switched off without a word.
+    form = {"task_type": "sum", "input_data": '{"numbers": [5]}', "interval_seconds": "3600"}
+    response = client.put(detail(schedule["id"]), {**form, "enabeld": "true"}, format="multipart")
+    assert response.status_code == 400 and "enabeld" in response.json()
+    assert Schedule.objects.get(pk=schedule["id"]).enabled is True
 
 
 def test_staff_cannot_turn_on_a_deactivated_users_schedule(client_for, staff, other_user):

@@ -103,6 +103,16 @@ def test_a_create_refuses_an_unknown_key_naming_the_fields_it_takes(client):
     # Beside the other fields' errors.
     response = client.post(url(), {**body, "priority": "meh"}, format="json")
     assert response.status_code == 400 and {"priorty", "priority"} <= set(response.json())
+    # A form or a multipart body alike (its CSRF token aside).
+    form = {"task_type": "sum", "input_data": '{"numbers": [1]}', "priorty": "high"}
+    for encoded in ("multipart", "form"):
+        if encoded == "multipart":
+            response = client.post(url(), {**form, "csrfmiddlewaretoken": "x"}, format="multipart")
+        else:
+            response = client.post(
+                url(), urlencode(form), content_type="application/x-www-form-urlencoded"
+            )
+        assert response.status_code == 400 and set(response.json()) >= {"priorty"}
     assert not Task.objects.exists()
 
 
