@@ -39,7 +39,7 @@ def _said_plainly(exc: ParseError) -> ParseError:
     if "set_int_max_str_digits" in str(exc.detail):
         return ParseError(
             f"JSON parse error - an integer has more than {sys.get_int_max_str_digits()} "
-            "digits; send such a number as a string."
+            "digits, more than any field here takes."
         )
     return exc
 
