@@ -69,7 +69,8 @@ class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
         try:
             return file_response(file)
         except services.FileMissing as exc:  # its bytes are gone (the API answers 410)
-            self.message_user(request, f"{file}: {exc.detail}", level=messages.ERROR)
+            # The reason first: the admin capitalizes a message's first letter, a name's too.
+            self.message_user(request, f"{exc.detail} ({file})", level=messages.ERROR)
             return redirect("admin:files_file_change", file.pk)
 
     def has_add_permission(self, request):

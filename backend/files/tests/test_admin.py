@@ -60,7 +60,8 @@ def test_download_of_a_file_whose_bytes_are_gone_says_so(admin_client, user):
     response = admin_client.get(f"{CHANGELIST}{file.pk}/download/", follow=True)
     assert response.redirect_chain == [(f"{CHANGELIST}{file.pk}/change/", 302)]
     [shown] = [str(m) for m in response.context["messages"]]
-    assert shown == "gone.csv: the file's bytes are missing from the storage; upload it again"
+    assert shown == "the file's bytes are missing from the storage; upload it again (gone.csv)"
+    assert "The file&#x27;s bytes are missing" in response.content.decode()  # capitalized
 
 
 def test_download_needs_view_permission(client, user):
