@@ -82,7 +82,7 @@ run: migrate
 		"$(ENV_FILE)"; then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
 	[ -f "$(ENV_FILE)" ] || export ENV_FILE=; \
-	DEBUG=$${DEBUG:-true} PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
+	DEBUG=$${DEBUG:-true} PYTHONUNBUFFERED=1 PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).

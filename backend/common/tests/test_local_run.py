@@ -265,8 +265,10 @@ class MakeRun:
             name: value
             for name, value in os.environ.items()
             # The embedded default in a private folder, as `make run` is meant to run.
-            # The secret comes from the .env make writes.
-            if name not in {*STORES, "BROKER_FOLDER", "DEBUG", "DJANGO_SECRET_KEY"}
+            # The secret comes from the .env make writes. Python's output unbuffered only if
+            # make sees to it (the web server's "Quit the server" line waited in a buffer).
+            if name
+            not in {*STORES, "BROKER_FOLDER", "DEBUG", "DJANGO_SECRET_KEY", "PYTHONUNBUFFERED"}
         }
         env.update(
             PORT=str(free_port()), VAR_DIR=str(tmp_path / "var"), ENV_FILE=str(self.env_file)
