@@ -4,6 +4,9 @@
 # its data and logs in a folder of the caller's.
 #
 #   .ci/rabbitmq.sh start DIR PORT   start a node (AMQP on 127.0.0.1:PORT, distribution on PORT+1)
+#   .ci/rabbitmq.sh quorum-vhost DIR NAME
+#                                    add a virtual host whose default queue type is quorum
+#                                    (as many deployments set it), open to guest
 #   .ci/rabbitmq.sh stop DIR         stop it (and the epmd it started, if any)
 set -euo pipefail
 cmd=$1 dir=$2
@@ -39,6 +42,11 @@ start)
     tail -n 40 "$dir/server.log" >&2 || true
     exit 1
     ;;
+quorum-vhost)
+    name=$3
+    as_rabbit "$bin/rabbitmqctl" -n "$node" add_vhost "$name" --default-queue-type quorum
+    as_rabbit "$bin/rabbitmqctl" -n "$node" set_permissions -p "$name" guest '.*' '.*' '.*'
+    ;;
 stop)
     as_rabbit "$bin/rabbitmqctl" -n "$node" stop >/dev/null 2>&1 || true
     if [ -f "$dir/pid" ]; then
@@ -51,7 +59,7 @@ stop)
     fi
     ;;
 *)
-    echo "usage: $0 start DIR PORT | stop DIR" >&2
+    echo "usage: $0 start DIR PORT | quorum-vhost DIR NAME | stop DIR" >&2
     exit 2
     ;;
 esac

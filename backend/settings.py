@@ -501,16 +501,19 @@ CELERY_TIMEZONE = TIME_ZONE
 # without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "tasks"
 TASK_QUEUES = ("tasks", "long", "maintenance")
-# RabbitMQ honours message priorities only on queues declared with x-max-priority, and a
-# queue's arguments cannot change once it exists (README: "RabbitMQ").
+# RabbitMQ honours message priorities only on classic queues declared with x-max-priority,
+# and a queue's arguments cannot change once it exists (README: "RabbitMQ"). The type is
+# named: in a virtual host whose default type is quorum, the declaration was refused and
+# every worker stopped.
 AMQP_MAX_PRIORITY = 10
+AMQP_QUEUE_ARGUMENTS = {"x-max-priority": AMQP_MAX_PRIORITY, "x-queue-type": "classic"}
 CELERY_TASK_QUEUES = tuple(
     Queue(
         name,
         Exchange(name),
         routing_key=name,
         durable=True,
-        queue_arguments={"x-max-priority": AMQP_MAX_PRIORITY} if BROKER_IS_AMQP else None,
+        queue_arguments=AMQP_QUEUE_ARGUMENTS if BROKER_IS_AMQP else None,
     )
     for name in TASK_QUEUES
 )

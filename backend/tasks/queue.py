@@ -274,9 +274,10 @@ def _failed(exc: Exception, unsent: int, name: str) -> None:
     _discard_pool()
     if "PRECONDITION_FAILED" in str(exc):
         logger.error(
-            "a RabbitMQ queue was declared before it had priorities (x-max-priority): "
-            "delete it once it is empty (rabbitmqctl delete_queue NAME) and restart the "
-            "workers; see README, RabbitMQ"
+            "a RabbitMQ queue exists with other arguments than the service declares "
+            "(classic, x-max-priority 10), e.g. made by an older version: delete it once it "
+            "is empty (rabbitmqctl delete_queue NAME) and restart the workers; see README, "
+            "RabbitMQ"
         )
     logger.warning(
         "could not send %d %s message(s) to the broker (%s: %s); they are sent again later",
