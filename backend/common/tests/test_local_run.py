@@ -537,7 +537,6 @@ def test_make_runs_web_server_closes_a_keep_alive_clients_connection_per_request
     from django.core.servers.basehttp import WSGIRequestHandler
     from django.db import connections
     from django.db.backends.signals import connection_created
-
     from rest_framework_simplejwt.tokens import AccessToken
 
     from backend.users.tests.factories import UserFactory
