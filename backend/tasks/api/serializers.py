@@ -250,7 +250,7 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
             taken = [name for name, field in self.fields.items() if not field.read_only]
             message = f"Unknown field. The fields taken here: {', '.join(taken)}."
             known = {*self.answer_keys(), *self.fields, *FORM_KEYS}
-            unknown = {key: [message] for key in data.keys() if key not in known}
+            unknown = {key: [message] for key in data if key not in known}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
