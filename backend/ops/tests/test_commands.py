@@ -308,7 +308,9 @@ def test_createsuperuser_holds_no_transaction_while_it_prompts(monkeypatch):
     assert seen and not any(seen)
 
 
-@pytest.mark.parametrize("command", ["task_stats", "expire_tasks", "purge_files"])
+@pytest.mark.parametrize(
+    "command", ["task_stats", "expire_tasks", "purge_files", "createsuperuser"]
+)
 def test_a_command_on_a_database_never_migrated_says_what_to_do(tmp_path, command):
     """It ended in a traceback ("no such table"), as when a VAR_DIR given to `make run`
     was not given to the command."""
@@ -323,7 +325,10 @@ def test_a_command_on_a_database_never_migrated_says_what_to_do(tmp_path, comman
         "DEBUG": "true",
         "VAR_DIR": str(tmp_path),
     }
-    args = ["--older-than", "1"] if command == "purge_files" else []
+    args = {
+        "purge_files": ["--older-than", "1"],
+        "createsuperuser": ["--noinput", "--username", "boss", "--email", "b@example.com"],
+    }.get(command, [])
     result = subprocess.run(
         [sys.executable, "manage.py", command, *args],
         cwd=Path(__file__).resolve().parents[3],

@@ -2,7 +2,8 @@
 ``DJANGO_SUPERUSER_PASSWORD`` (``--noinput``, ``make superuser``) is checked by the password
 validators as the prompt checks it, and an email address already in use (in any case) is a
 one-line error, as a taken username is, instead of the constraint's traceback; at the prompt,
-it is refused there and asked again (it was refused after both password prompts)."""
+it is refused there and asked again (it was refused after both password prompts). On a
+database that is not migrated it says so in one line, as the service's commands do."""
 
 import os
 from contextlib import nullcontext
@@ -13,8 +14,10 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
 
+from backend.common.commands import ServiceCommand
 
-class Command(createsuperuser.Command):
+
+class Command(ServiceCommand, createsuperuser.Command):
     def handle(self, *args, **options):
         interactive = options["interactive"]
         if not interactive:
