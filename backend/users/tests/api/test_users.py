@@ -351,6 +351,22 @@ def test_username_changes_are_throttled_per_account_too(client_for, user, settin
     assert [r.status_code for r in tries] == [200, 200, 400, 429]
 
 
+def test_only_a_new_email_or_username_by_a_user_is_counted(client_for, user, staff, settings):
+    """A whole profile sent back to change the name (the browsable API's raw form holds
+    every field) was counted as an address tried; so was every edit by staff, who see
+    every email anyway."""
+    settings.THROTTLE_AUTH_RATE = "2/min"
+    client = client_for(user)
+    same = {"username": user.username.upper(), "email": user.email, "name": "x"}
+    assert [client.patch(ME, same, format="json").status_code for _ in range(4)] == [200] * 4
+    others = UserFactory.create_batch(3)
+    edits = [
+        client_for(staff).patch(detail(other), {"username": f"renamed{n}"}, format="json")
+        for n, other in enumerate(others)
+    ]
+    assert [r.status_code for r in edits] == [200] * 3
+
+
 def test_patch_own_email_in_another_case_is_allowed(client_for, user):
     response = client_for(user).patch(detail(user), {"email": user.email.upper()}, format="json")
 
