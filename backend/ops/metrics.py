@@ -121,7 +121,8 @@ class MetricsTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate(self, request):
         token = settings.METRICS_TOKEN
-        parts = authentication.get_authorization_header(request).split()  # any blanks
+        # The scheme, then the token after any blanks (a token may hold a space itself).
+        parts = authentication.get_authorization_header(request).split(None, 1)
         scheme, value = parts if len(parts) == 2 else (b"", b"")
         # Compared as bytes: compare_digest refuses str holding non-ASCII (a 500 before). The
         # scheme's case does not count (RFC 9110 §11.1).

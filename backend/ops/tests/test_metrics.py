@@ -52,6 +52,16 @@ def test_the_token_still_opens_it(api_client, scheme):
     assert api_client.get("/metrics").status_code == 200
 
 
+def test_a_token_holding_a_space_opens_it(api_client, settings):
+    """Any text is a token; one with a space was refused once blanks were allowed after
+    the scheme."""
+    settings.METRICS_TOKEN = "two words"
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer two words")
+    assert api_client.get("/metrics").status_code == 200
+    api_client.credentials(HTTP_AUTHORIZATION="Bearer two")
+    assert api_client.get("/metrics").status_code == 401
+
+
 def test_token_unset_lets_no_bearer_in(api_client, settings):
     settings.METRICS_TOKEN = ""
     api_client.credentials(HTTP_AUTHORIZATION="Bearer ")
