@@ -75,8 +75,15 @@ class User(AbstractUser):
             from .tokens import browser_sessions_end, refresh_tokens_revoke
 
             refresh_tokens_revoke(self)
-            if not self.is_active:
-                browser_sessions_end([self.pk])
+            if not self.is_active and getattr(self, "_was_active", True):
+                browser_sessions_end([self.pk])  # read all sessions: only when it turns off
+        self._was_active = self.is_active
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        user = super().from_db(db, field_names, values)
+        user._was_active = user.__dict__.get("is_active", True)  # as loaded (deferred: True)
+        return user
 
     def set_unusable_password(self):
         # No password any more (the admin's "usable password: no"): the sessions end too.
