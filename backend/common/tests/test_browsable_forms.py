@@ -334,3 +334,13 @@ def test_options_describes_each_write_as_it_is_sent(client_for, user, staff):
     assert expected <= writable(user, "/api/schedules/", "POST")
     assert expected <= writable(user, f"/api/schedules/{schedule.pk}/", "PUT")
     assert {"username", "password"} <= writable(staff, "/api/users/", "POST")
+
+
+def test_the_create_forms_raw_data_posts_as_it_is(user):
+    """The schedules' raw-data form offered "timezone": "" (refused as blank) and no time
+    to fire; both forms an input the sum refused."""
+    client = signed_in(user)
+    for path in ("/api/schedules/", "/api/tasks/"):
+        content = raw_form_content(client, path)
+        response = client.post(path, content, content_type="application/json")
+        assert response.status_code == 201, (path, content, response.content)

@@ -72,6 +72,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         required=False,
         allow_null=True,
         default=None,
+        initial=3600,  # the browsable API's forms start from a schedule that can be sent
         help_text="fire every this many seconds (at least SCHEDULE_MIN_INTERVAL); "
         "give this or crontab",
     )
@@ -88,6 +89,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         max_length=64,
         required=False,
         default="UTC",
+        initial="UTC",
         help_text="IANA time zone name of the crontab, e.g. 'Europe/Paris'",
     )
     enabled = CheckboxField(required=False, default=True, initial=True)

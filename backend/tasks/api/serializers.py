@@ -197,7 +197,8 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
     input_data = TaskInputField(
         required=False,
         default=dict,
-        initial=dict,
+        # The browsable API's forms start from a task that can be sent as it is.
+        initial=lambda: {"numbers": [1, 2, 3]},
         help_text="A JSON object whose fields depend on task_type (GET /api/task-types/ "
         "lists each type's input). In the browsable API's form, JSON text such as "
         '{"seconds": 5} for a countdown; an empty box means {}.',
@@ -236,6 +237,15 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         fields = super().get_fields()
         fields["task_type"].choices = types.names()
         return fields
+
+    def get_initial(self):
+        # The browsable API's raw-data form: "assignee": null, which a worker task refuses,
+        # becomes you (as when it is left out).
+        initial = super().get_initial()
+        user = getattr(self.context.get("request"), "user", None)
+        if initial.get("assignee", "") is None and getattr(user, "is_authenticated", False):
+            initial["assignee"] = str(user.pk)
+        return initial
 
     def answer_keys(self) -> set[str]:
         """The keys of the object as the API answers it: sent back in a create (a copy of

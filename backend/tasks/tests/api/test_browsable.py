@@ -94,7 +94,7 @@ def test_list_page_has_a_create_form_with_every_field(browser):
     assert re.findall(r'<option value="([^"]+)"', task_type) == types.names()
     assert re.search(r'<option value="sum" selected', task_type)
     input_data = re.search(r'<textarea name="input_data"[^>]*>(.*?)</textarea>', form, re.DOTALL)
-    assert input_data and json.loads(html.unescape(input_data.group(1))) == {}
+    assert input_data and json.loads(html.unescape(input_data.group(1))) == {"numbers": [1, 2, 3]}
     assert re.search(r'<textarea name="description"', form)
     priority = re.search(r'<select[^>]*name="priority".*?</select>', form, re.DOTALL).group(0)
     # The form starts at the API's default, not at the first choice.
