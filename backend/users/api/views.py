@@ -123,7 +123,8 @@ def _changes(data, field: str, user) -> bool:
     if not (isinstance(data, Mapping) and field in data):
         return False
     value = data.get(field)
-    return not isinstance(value, str) or value.strip().lower() != getattr(user, field).lower()
+    current = getattr(user, field) or ""  # an account may have no email
+    return not isinstance(value, str) or value.strip().lower() != current.lower()
 
 
 class UserViewSet(

@@ -367,6 +367,14 @@ def test_only_a_new_email_or_username_by_a_user_is_counted(client_for, user, sta
     assert [r.status_code for r in edits] == [200] * 3
 
 
+def test_a_user_without_an_email_adds_one(client_for):
+    """It was a 500: the throttle compared the new address with the account's, None."""
+    user = UserFactory(email=None)
+    response = client_for(user).patch(ME, {"email": "eve@example.com"}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["email"] == "eve@example.com"
+
+
 def test_patch_own_email_in_another_case_is_allowed(client_for, user):
     response = client_for(user).patch(detail(user), {"email": user.email.upper()}, format="json")
 
