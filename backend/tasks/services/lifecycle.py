@@ -215,7 +215,7 @@ def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
 def task_decline(*, task: Task, actor: User) -> Task:
     """The assignee of a manual task someone else gave them hands it back: it becomes
     unassigned (still pending), which frees their slot."""
-    _require_manual(task)
+    _require_manual(task, "declined")
     if task.assignee_id != actor.pk:
         raise PermissionDenied("Only the assignee can decline this task.")
     if task.owner_id == actor.pk:
@@ -395,6 +395,6 @@ def _require_owner_or_staff(task: Task, actor: User) -> None:
         raise PermissionDenied(OWNER_OR_STAFF)
 
 
-def _require_manual(task: Task) -> None:
+def _require_manual(task: Task, action: str = "started and completed") -> None:
     if types.get(task.task_type).runs_on_worker:
-        raise Conflict("Only manual tasks are started and completed by hand.", code="not_manual")
+        raise Conflict(f"Only manual tasks are {action} by hand.", code="not_manual")

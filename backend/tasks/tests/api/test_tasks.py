@@ -738,6 +738,7 @@ def test_decline_rules(client_for, user, other_user):
     worker = TaskFactory(owner=other_user, assignee=user)
     response = client_for(user).post(url(worker, "decline"))
     assert response.status_code == 409 and response.json()["code"] == "not_manual"
+    assert response.json()["detail"] == "Only manual tasks are declined by hand."
     Task.objects.filter(pk=given.pk).update(status=TaskStatus.RUNNING)
     response = client_for(user).post(url(given, "decline"))
     assert response.status_code == 409 and response.json()["code"] == "invalid_status"
