@@ -344,3 +344,10 @@ def test_the_create_forms_raw_data_posts_as_it_is(user):
         content = raw_form_content(client, path)
         response = client.post(path, content, content_type="application/json")
         assert response.status_code == 201, (path, content, response.content)
+
+
+def test_the_user_create_forms_raw_data_keeps_the_default_notifications(staff):
+    """It offered "notify_email": [], so a user made from it got no mail at all, where one
+    made through the HTML form or JSON got the default, task.failed."""
+    content = raw_form_content(signed_in(staff), "/api/users/")
+    assert content["notify_email"] == ["task.failed"]

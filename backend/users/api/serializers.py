@@ -17,7 +17,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from backend.common.email import at_domain_literal
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
 from backend.users.authentication import JWTAuthentication
-from backend.users.models import NOTIFY_EVENTS, User
+from backend.users.models import NOTIFY_EVENTS, User, default_notify_email
 from backend.users.tokens import SingleUseRefreshToken, UntypedToken
 
 STAT_FIELDS = (
@@ -96,6 +96,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         max_length=len(NOTIFY_EVENTS),
         allow_empty=True,
         required=False,
+        initial=default_notify_email,  # the raw-data form's start offered none
         help_text="The task events mailed to you (task.created, task.completed, task.failed, "
         'task.cancelled); default ["task.failed"].',
     )
