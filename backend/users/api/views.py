@@ -123,8 +123,11 @@ def _changes(data, field: str, user) -> bool:
     if not (isinstance(data, Mapping) and field in data):
         return False
     value = data.get(field)
-    current = getattr(user, field) or ""  # an account may have no email
-    return not isinstance(value, str) or value.strip().lower() != current.lower()
+    if value is None:
+        value = ""  # no email, as an account without one has (None)
+    if not isinstance(value, str):
+        return True  # refused by the serializer anyway
+    return value.strip().lower() != (getattr(user, field) or "").lower()
 
 
 class UserViewSet(

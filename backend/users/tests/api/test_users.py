@@ -375,6 +375,15 @@ def test_a_user_without_an_email_adds_one(client_for):
     assert response.json()["email"] == "eve@example.com"
 
 
+def test_no_email_sent_back_as_none_is_not_counted(client_for, settings):
+    """A profile without an email, sent back as it is ("email": null), was counted as an
+    address tried."""
+    settings.THROTTLE_AUTH_RATE = "2/min"
+    client = client_for(UserFactory(email=None))
+    body = {"email": None, "name": "renamed"}
+    assert [client.patch(ME, body, format="json").status_code for _ in range(4)] == [200] * 4
+
+
 def test_patch_own_email_in_another_case_is_allowed(client_for, user):
     response = client_for(user).patch(detail(user), {"email": user.email.upper()}, format="json")
 
