@@ -14,10 +14,10 @@ from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
 from backend.common.serializers import (
-    FORM_KEYS,
     CopiedFieldsMixin,
     StrictJSONField,
     TextField,
+    unwritable_keys,
     validate_outbound_url,
 )
 from backend.tasks import types
@@ -257,10 +257,14 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         ("priorty") never goes unnoticed; reported beside the other fields' errors."""
         unknown = {}
         if hasattr(data, "keys"):  # JSON, a form or a multipart body alike
-            taken = [name for name, field in self.fields.items() if not field.read_only]
-            message = f"Unknown field. The fields taken here: {', '.join(taken)}."
-            known = {*self.answer_keys(), *self.fields, *FORM_KEYS}
-            unknown = {key: [message] for key in data if key not in known}
+            refused = unwritable_keys(data, writable={*self.fields, *self.answer_keys()}, known=())
+            if refused:  # the message only then: every create passes here
+                taken = ", ".join(
+                    name for name, field in self.fields.items() if not field.read_only
+                )
+                unknown = {
+                    key: [f"Unknown field. The fields taken here: {taken}."] for key in refused
+                }
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
