@@ -54,9 +54,10 @@ endif
 # with a .env holding only a key, as the README's Docker step writes) and left to its
 # default (off) on a deployment, whose environment holds the settings (and no .env is
 # read: it was not written).
-ENV_SETS_DEBUG = grep -Eqs '^[[:space:]]*(export[[:space:]]+)?DEBUG=["'"'"']?[^"'"'"'[:space:]]' "$(ENV_FILE)"
+# Whether the .env gives variable $(1) a value (not empty, not a comment).
+env_file_sets = grep -Eqs '^[[:space:]]*(export[[:space:]]+)?$(1)=["'"'"']?[^"'"'"'[:space:]\#]' "$(ENV_FILE)"
 WITH_DEBUG = env $$( [ -f "$(ENV_FILE)" ] || echo ENV_FILE= ) $$( [ -n "$$DEBUG" ] || \
-	{ [ -z "$(filter run,$(MAKECMDGOALS))" ] && { $(ENV_SETS_DEBUG) || \
+	{ [ -z "$(filter run,$(MAKECMDGOALS))" ] && { $(call env_file_sets,DEBUG) || \
 	{ [ -n "$$DJANGO_SECRET_KEY" ] && [ -n "$$ALLOWED_HOSTS" ]; }; }; } || echo DEBUG=true )
 
 migrate: install $(ENV_FILE)
@@ -77,9 +78,7 @@ run: migrate
 	@echo ""
 	@# Links in mails and webhooks point at this port, unless PUBLIC_BASE_URL is given (here or in
 	@# .env); PORT itself cannot say so: honcho gives each process its own (web's + 100 * n).
-	@if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! grep -Eqs \
-		'^[[:space:]]*(export[[:space:]]+)?PUBLIC_BASE_URL=["'"'"']?[^"'"'"'[:space:]#]' \
-		"$(ENV_FILE)"; then \
+	@if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! $(call env_file_sets,PUBLIC_BASE_URL); then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
 	[ -f "$(ENV_FILE)" ] || export ENV_FILE=; \
 	DEBUG=$${DEBUG:-true} PYTHONUNBUFFERED=1 PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
