@@ -82,12 +82,19 @@ class Chromium:
         return json.loads(raw)
 
     # -- pages ----------------------------------------------------------------------------
-    def open(self, url: str) -> None:
+    def open(self, url: str, *, first: str = "", cookies: dict[str, str] | None = None) -> None:
+        """Navigate a new tab to url: ``first`` is a script run in every document of the tab
+        before the page's own (not subject to the page's Content-Security-Policy), ``cookies``
+        are set for the url's host beforehand."""
         target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
         self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})[
             "sessionId"
         ]
         self.send("Page.enable")
+        if first:
+            self.send("Page.addScriptToEvaluateOnNewDocument", {"source": first})
+        for name, value in (cookies or {}).items():
+            self.send("Network.setCookie", {"name": name, "value": value, "url": url})
         self.send("Page.navigate", {"url": url})
 
     def evaluate(self, expression: str) -> Any:

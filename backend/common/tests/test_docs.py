@@ -22,10 +22,12 @@ def static_assets(html: str) -> list[str]:
 def assert_no_cdn(html: str) -> None:
     for cdn in ("cdn.jsdelivr", "unpkg", "cdnjs"):
         assert cdn not in html
-    # Every script is served by us (ReDoc's optional web-font stylesheet may stay remote).
+    # Every script is served by us: our static files, or Swagger UI's set-up script from its
+    # own page (no inline script, for the Content-Security-Policy).
     scripts = re.findall(r"""<script[^>]*\ssrc=["']([^"']+)""", html)
     assert scripts
-    assert all(src.startswith("/static/") for src in scripts), scripts
+    assert all(src.startswith(("/static/", "/api/docs/?script")) for src in scripts), scripts
+    assert not re.search(r"<script(?![^>]*\ssrc=)(?![^>]*application/json)[^>]*>", html), html
 
 
 def assert_assets_are_bundled(html: str) -> None:
