@@ -493,6 +493,10 @@ CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
 # takes for a task already running is skipped by the guarded claim.
 CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# What a task prints (the mails of EMAIL_URL=consolemail://) goes to the worker's output as
+# it is, as under runserver: redirected, Celery logged each write as a WARNING of
+# celery.redirected (and LOG_LEVEL=WARNING or above would drop it).
+CELERY_WORKER_REDIRECT_STDOUTS = False
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
@@ -759,7 +763,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A 4xx that Django logs with its exception (PermissionDenied, a SuspiciousOperation) is
+    # one line: the traceback of an answer the request asked for tells nothing. A 5xx keeps it.
+    "filters": {"no_4xx_traceback": {"()": "backend.common.logfilters.No4xxTraceback"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["no_4xx_traceback"],
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # Django's own console handler (DEBUG only) is dropped: its records reach the root

@@ -134,13 +134,24 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
             return "failed: time limit exceeded"
         return SKIPPED
     except Exception as exc:  # a handler's (or its result's) error fails the task
-        logger.exception("task %s (%s) failed", task_id, kind.name)
-        if services.task_fail_unread(**ran, error=f"{type(exc).__name__}: {exc}"):
+        error = f"{type(exc).__name__}: {exc}"
+        _log_failure(task_id, kind.name, kind, exc, error)
+        if services.task_fail_unread(**ran, error=error):
             return "failed"
         return SKIPPED
     if services.task_finish_unread(**ran, result=result):
         return "completed"
     return SKIPPED
+
+
+def _log_failure(task_id, type_name: str, kind: types.TaskType | None, exc, error: str) -> None:
+    """A failed run, in the worker's log: an error its type raises on purpose
+    (``TaskType.expected_errors``) as one WARNING line with the task's error, any other (a
+    bug) at ERROR with its traceback."""
+    if kind is not None and isinstance(exc, kind.expected_errors):
+        logger.warning("task %s (%s) failed: %s", task_id, type_name, error)
+    else:
+        logger.error("task %s (%s) failed", task_id, type_name, exc_info=exc)
 
 
 def _passing(kind: types.TaskType) -> tuple[type[BaseException], ...]:
@@ -202,8 +213,9 @@ def _run(task, kind: types.TaskType | None, report) -> str:
                 error = f"{error} (gave up after {spent} attempts)"
             else:
                 error = f"{error} (gave up after {spent} attempts, {task.attempts} in all)"
+            logger.warning("task %s (%s) failed: %s", task_id, task.task_type, error)
         else:
-            logger.exception("task %s (%s) failed", task_id, task.task_type)
+            _log_failure(task_id, task.task_type, kind, exc, error)
         _recorded(lambda: services.task_fail(task=task, error=error))
         return "failed"
     if finished:

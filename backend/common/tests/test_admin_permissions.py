@@ -3,6 +3,9 @@ delete action needs delete: a staff member who may only view sees none of them, 
 one changes nothing. And nobody deactivates their own account from the admin (the API
 refuses it too)."""
 
+import io
+import logging
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.db import connection
@@ -292,3 +295,38 @@ def test_the_admin_refuses_an_email_at_a_domain_literal(client):
     assert response.status_code == 200
     assert b"Give a domain name, not an address in brackets." in response.content
     assert not User.objects.filter(username="lit").exists()
+
+
+@pytest.fixture
+def console():
+    """What the project's console handler (LOGGING) prints during the test."""
+    [handler] = [h for h in logging.getLogger().handlers if h.name == "console"]
+    printed = io.StringIO()
+    previous = handler.setStream(printed)
+    yield printed
+    handler.setStream(previous)
+
+
+def test_an_admin_403_is_one_warning_line_without_a_traceback(client, viewer, console):
+    """Each one printed a PermissionDenied traceback of some 40 lines after its warning."""
+    assert client.get("/admin/users/user/add/").status_code == 403
+    root = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(root)
+    assert client.get("/admin/tasks/task/add/").status_code == 403
+    printed = console.getvalue()
+    assert printed.count("WARNING django.request: Forbidden (Permission denied): ") == 2
+    assert "Traceback" not in printed and "PermissionDenied" not in printed
+
+
+def test_a_500_keeps_its_traceback(client, monkeypatch, console):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("django.contrib.admin.sites.AdminSite.get_app_list", broken)
+    root = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(root)
+    client.raise_request_exception = False
+    assert client.get("/admin/").status_code == 500
+    printed = console.getvalue()
+    assert "ERROR django.request: Internal Server Error: /admin/" in printed
+    assert "Traceback" in printed and "RuntimeError: boom" in printed

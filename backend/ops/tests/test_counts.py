@@ -274,6 +274,17 @@ def test_sqlite_counts_the_tasks_and_keeps_nothing(user):
     assert kept() == counted() == {("failed", "sum"): 2}
 
 
+@pytest.mark.skipif(connection.vendor == "postgresql", reason="SQLite keeps no counts")
+@pytest.mark.django_db
+def test_task_stats_recount_on_sqlite_says_there_is_nothing_to_recount(user):
+    """It said the counts were "recounted from the tasks", and nothing had been done."""
+    TaskFactory.create_batch(2, owner=user, status="failed", task_type="sum")
+    out, err = StringIO(), StringIO()
+    call_command("task_stats", "--json", "--recount", stdout=out, stderr=err)
+    assert err.getvalue() == "SQLite counts the tasks at every read: nothing to recount.\n"
+    assert json.loads(out.getvalue())["by_status"]["failed"] == 2
+
+
 @postgresql_only
 @pytest.mark.django_db
 def test_task_stats_recount(user, other_user):

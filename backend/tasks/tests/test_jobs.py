@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import logging
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -51,12 +52,16 @@ def test_missing_task_is_skipped():
     assert jobs.run_task("00000000-0000-0000-0000-000000000000").startswith("skipped")
 
 
-def test_handler_error_fails_the_task_readably(user):
+def test_handler_error_fails_the_task_readably(user, caplog):
     task = TaskFactory(owner=user, input_data={"numbers": "not a list"})
     assert jobs.run_task(str(task.pk)) == "failed"
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED
     assert task.error.startswith("TypeError: ")
+    # An error its type does not raise on purpose is a bug: logged with its traceback.
+    [record] = [r for r in caplog.records if r.name == "backend.tasks.runner"]
+    assert record.levelno == logging.ERROR and record.exc_info[0] is TypeError
+    assert record.getMessage() == f"task {task.pk} (sum) failed"
 
 
 def test_soft_time_limit_fails_the_task(user, monkeypatch):
@@ -148,6 +153,8 @@ def test_worker_settings():
     conf = celery_app.conf
     embedded = conf.broker_url.startswith("filesystem")
     assert conf.task_acks_late and conf.worker_prefetch_multiplier == (4 if embedded else 2)
+    # What a task prints (consolemail:// mails) is output, not WARNINGs of celery.redirected.
+    assert conf.worker_redirect_stdouts is False
     assert conf.get("CELERY_DB_REUSE_MAX") == 1000
     assert conf.task_routes["backend.tasks.jobs.expire_overdue_tasks"] == {"queue": "maintenance"}
 

@@ -2,6 +2,7 @@
 server on loopback (aiosmtpd), including servers that refuse or are not there."""
 
 import json
+import logging
 from datetime import timedelta
 
 import pytest
@@ -245,7 +246,9 @@ def test_an_unreachable_server_is_tried_again_and_the_mail_goes_when_it_is_back(
         assert len(server.messages) == 1
 
 
-def test_a_server_down_for_good_fails_the_task_after_its_attempts(settings, user, no_broker):
+def test_a_server_down_for_good_fails_the_task_after_its_attempts(
+    settings, user, no_broker, caplog
+):
     use_smtp(settings, SMTPServer())  # never started
     task = TaskFactory(
         owner=user, task_type="email", input_data=email_input(), max_attempts=MAIL_ATTEMPTS
@@ -255,10 +258,15 @@ def test_a_server_down_for_good_fails_the_task_after_its_attempts(settings, user
         assert (task.status, task.attempts) == (TaskStatus.SCHEDULED, attempt)
         release(task)
 
+    caplog.clear()
     task = run(task)
 
     assert (task.status, task.attempts) == (TaskStatus.FAILED, MAIL_ATTEMPTS)
     assert task.error.endswith(f"connection refused (gave up after {MAIL_ATTEMPTS} attempts)")
+    # Said in the worker's log too (it was silent), in one line.
+    [record] = [r for r in caplog.records if r.name == "backend.tasks.runner"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == f"task {task.pk} (email) failed: {task.error}"
 
 
 @pytest.mark.parametrize("timeout", [1, 2, 10, 60])
@@ -369,15 +377,20 @@ def test_a_reminder_mails_the_tasks_owner(smtp, settings):
     assert "All of them" in received.message.get_body(("plain",)).get_content()
 
 
-def test_a_reminder_for_an_owner_without_email_fails_clearly(smtp, settings):
+def test_a_reminder_for_an_owner_without_email_fails_clearly(smtp, settings, caplog):
     use_smtp(settings, smtp)
     owner = UserFactory(email=None)
 
     task = run(TaskFactory(owner=owner, task_type="reminder", input_data={"message": "hi"}))
 
     assert task.status == TaskStatus.FAILED
-    assert "the task's owner has no email address" in task.error
+    assert task.error.startswith("EmailDeliveryError: the task's owner has no email address")
     assert not smtp.messages
+    # The task's expected outcome, not a bug: one WARNING line in the worker's log, no
+    # traceback (it was an ERROR with one).
+    [record] = [r for r in caplog.records if r.name == "backend.tasks.runner"]
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    assert record.getMessage() == f"task {task.pk} (reminder) failed: {task.error}"
 
 
 def test_a_long_first_line_is_shortened_in_the_subject(mailoutbox, user):

@@ -67,6 +67,11 @@ class TaskType:
     # Errors that may pass: the runner puts the task back to ``scheduled`` with a later
     # ``run_at`` (exponential backoff with jitter) until ``max_attempts`` runs are spent.
     transient_errors: tuple[type[BaseException], ...] = ()
+    # Errors the handler raises on purpose to fail the task with a message its owner can read
+    # (a mail that cannot be sent, a refused URL, a malformed CSV): the task's own outcome, not
+    # a bug, so the worker logs it as one WARNING line. Any other error is logged at ERROR with
+    # its traceback. Either way the task's ``error`` is the same.
+    expected_errors: tuple[type[BaseException], ...] = ()
     # A valid input, shown as this type's named example of ``POST /api/tasks/`` in the API
     # documentation: it must create a task as-is for a new user (tests post every example).
     example: dict | None = None

@@ -5,7 +5,7 @@ import uuid
 from rest_framework import serializers
 
 from backend.files import reports, selectors, services
-from backend.files.csvstats import csv_statistics
+from backend.files.csvstats import MalformedCSV, csv_statistics
 from backend.files.models import File
 
 from .base import QUEUE_LONG, JobContext, StrictInputSerializer, TaskType, register
@@ -121,6 +121,8 @@ register(
         handler=run_data_processing,
         time_limit=data_processing_time_limit,
         queue=QUEUE_LONG,
+        # The task's error names the line at fault.
+        expected_errors=(MalformedCSV,),
         file_inputs=("file_id",),
         example={
             "file_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",

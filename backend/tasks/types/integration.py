@@ -185,5 +185,7 @@ register(
         example={"url": "https://example.com/", "method": "GET", "timeout": 10},
         example_summary="GET https://example.com/",
         transient_errors=(UpstreamError, outbound.OutboundUnavailable),
+        # A target refused (address, scheme, redirects): said in the task's error.
+        expected_errors=(outbound.OutboundError,),
     )
 )

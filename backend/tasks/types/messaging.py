@@ -222,6 +222,8 @@ register(
         queue=QUEUE_LONG,
         # A mail server down, silent or refusing for now: tried again, with backoff.
         transient_errors=(EmailUnavailable,),
+        # Any other failure to send (or no address to send to) is said in the task's error.
+        expected_errors=(EmailDeliveryError,),
         max_attempts=MAIL_ATTEMPTS,
         example={
             "to": "you@example.com",
@@ -243,6 +245,8 @@ register(
         queue=QUEUE_LONG,
         # A mail server down, silent or refusing for now: tried again, with backoff.
         transient_errors=(EmailUnavailable,),
+        # Any other failure to send (or no address to send to) is said in the task's error.
+        expected_errors=(EmailDeliveryError,),
         max_attempts=MAIL_ATTEMPTS,
         example={"message": "Water the plants"},
         example_summary="Mail yourself a reminder (your account needs an email address: "

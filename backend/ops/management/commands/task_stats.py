@@ -1,5 +1,6 @@
 import json
 
+from django.db import connection
 from rest_framework.utils.encoders import JSONEncoder
 
 from backend.common.commands import ServiceCommand
@@ -32,7 +33,10 @@ class Command(ServiceCommand):
         )
 
     def handle(self, *args, **options):
-        if options["recount"]:
+        if options["recount"] and connection.vendor != "postgresql":
+            # services.task_counts_rebuild() has nothing to do: no counts are kept.
+            self.stderr.write("SQLite counts the tasks at every read: nothing to recount.")
+        elif options["recount"]:
             services.task_counts_rebuild()
             self.stderr.write(
                 "Counts by status and type, and each user's list count, recounted from the tasks."
