@@ -1,5 +1,7 @@
 """OpenAPI additions shared by every endpoint: the error responses each operation can give,
-all with the one error shape (``{"detail", "code"}``, plus field lists for 400s)."""
+all with the one error shape (``{"detail", "code"}``, plus field lists for 400s). An error
+response a view declares itself with only a description (``410: OpenApiResponse(
+description=...)``) gets that shape too."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ ERROR_SCHEMA = {
     "properties": {
         "detail": {"type": "string", "description": "What went wrong, for a person."},
         "code": {"type": "string", "description": "A stable, machine-readable code."},
-        "request_id": {"type": "string", "description": "500 only: quote it when reporting."},
+        "request_id": {"type": "string", "description": "500 and 503: quote it when reporting."},
     },
     "required": ["detail", "code"],
     "additionalProperties": True,
@@ -24,15 +26,29 @@ DESCRIPTIONS = {
     "405": "Method not allowed on this path.",
     "406": "None of the media types in Accept can be served.",
     "409": "The object is not in a state that allows this (or a limit is reached).",
+    "411": "The body was sent in chunks (Transfer-Encoding: chunked), which is not read: "
+    "send it with a Content-Length (code `length_required`).",
     "413": "The request body is larger than the server accepts.",
     "415": "The request body's media type is not supported.",
     "422": "The Idempotency-Key was already used with a different request.",
     "429": "Too many requests; retry later.",
     "500": "Unexpected server error; the body carries a request id.",
+    "503": "The database is unavailable (code `database_unavailable`); try again after the "
+    "seconds in Retry-After. The body carries a request id.",
+}
+
+# Headers of an error response, by status.
+HEADERS = {
+    "503": {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "schema": {"type": "integer"},
+        }
+    },
 }
 
 PAGINATION = {"page", "page_size"}
-READ = ("400", "401", "403", "404", "405", "406", "429", "500")
+READ = ("400", "401", "403", "404", "405", "406", "429", "500", "503")
 WRITE = (*READ, "409", "413", "415")
 
 
@@ -69,8 +85,8 @@ def _summary(operation: dict) -> str | None:
 
 
 def document_errors(result, generator, request, public):
-    """Postprocessing hook: every operation documents its error responses, is tagged by its
-    resource and titled by the first sentence of its description."""
+    """Postprocessing hook: every operation documents its error responses (411 where it takes
+    a body), is tagged by its resource and titled by the first sentence of its description."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR_SCHEMA)
     for component in schemas.values():
@@ -98,13 +114,15 @@ def document_errors(result, generator, request, public):
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:
                 statuses.append("422")
+            if "requestBody" in operation:
+                statuses.append("411")
             responses = operation.setdefault("responses", {})
             for status in statuses:
-                responses.setdefault(
-                    status,
-                    {
-                        "description": DESCRIPTIONS[status],
-                        "content": {"application/json": {"schema": reference}},
-                    },
-                )
+                response = {"description": DESCRIPTIONS[status]}
+                if status in HEADERS:
+                    response["headers"] = HEADERS[status]
+                responses.setdefault(status, response)
+            for status, response in responses.items():
+                if status.isdigit() and int(status) >= 400 and "content" not in response:
+                    response["content"] = {"application/json": {"schema": reference}}
     return result

@@ -1,11 +1,13 @@
 """Idempotency-Key on creating POSTs: a retry returns the first response, never a second row."""
 
+import uuid
 from datetime import timedelta
 
 import pytest
+from django.urls import resolve
 from django.utils import timezone
 
-from backend.common.idempotency import idempotency_keys_purge
+from backend.common.idempotency import idempotency_keys_purge, idempotent
 from backend.common.models import IdempotencyKey
 from backend.common.tests.concurrency import at_once
 from backend.tasks.models import Task
@@ -126,6 +128,27 @@ def test_the_schema_documents_the_header(api_client):
     schema = api_client.get("/api/schema/?format=json").json()
     params = schema["paths"]["/api/tasks/"]["post"].get("parameters", [])
     assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params)
+
+
+def test_every_idempotent_operation_documents_the_header_and_the_422(api_client):
+    """The webhook secret's rotation honoured the header but its schema said nothing of it:
+    ``@action`` over ``@idempotent`` drops what the decorator adds to the schema."""
+    schema = api_client.get("/api/schema/?format=json").json()
+    wrapper = idempotent(lambda self, request: None).__code__  # every wrapper runs this code
+    found = set()
+    for path, operations in schema["paths"].items():
+        callback = resolve(path.replace("{id}", str(uuid.uuid4()))).func
+        for method, operation in operations.items():
+            name = (getattr(callback, "actions", None) or {}).get(method, method)
+            handler = getattr(callback.cls, name, None)
+            if getattr(handler, "__code__", None) is not wrapper:
+                continue
+            found.add((method, path))
+            params = operation.get("parameters", [])
+            assert any(p["name"] == "Idempotency-Key" and p["in"] == "header" for p in params)
+            assert "422" in operation["responses"], (method, path)
+    assert ("post", "/api/users/me/webhook-secret/") in found
+    assert ("post", "/api/tasks/") in found and ("post", "/api/register/") in found
 
 
 @pytest.mark.django_db(transaction=True)

@@ -107,6 +107,10 @@ class FileViewSet(
                 description="the bytes, with the file's content type; ETag = SHA-256",
             ),
             304: OpenApiResponse(description="If-None-Match matched the ETag"),
+            410: OpenApiResponse(
+                description="The file's bytes are missing from the storage (code "
+                "`file_missing`): upload it again."
+            ),
         }
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRenderer)

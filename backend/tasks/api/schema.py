@@ -55,9 +55,11 @@ def create_examples() -> dict:
 
 
 def input_data_schema() -> dict:
-    """``oneOf`` the registry's input schemas. Types that take the same input (the text
-    types) share one entry titled with all their names: ``oneOf`` needs each valid input to
-    match exactly one entry."""
+    """``anyOf`` the registry's input schemas, not ``oneOf``: an input may fit more than one
+    type's schema (``{}`` is a ``manual`` task's input and an ``email`` task's that takes
+    every default), and ``oneOf`` refuses an input that matches two entries; the entry
+    titled with the ``task_type`` is the one that applies. Types that take the same input
+    (the text types) share one entry titled with all their names."""
     groups: dict[str, list[types.TaskType]] = {}
     order = {kind.name: index for index, kind in enumerate(example_kinds())}
     kinds = sorted(
@@ -71,7 +73,7 @@ def input_data_schema() -> dict:
         entry["title"] = ", ".join(kind.name for kind in members)
         entry["description"] = " ".join(f"{kind.name}: {kind.description}" for kind in members)
         entries.append(entry)
-    return {"description": INPUT_DATA_DESCRIPTION, "oneOf": entries}
+    return {"description": INPUT_DATA_DESCRIPTION, "anyOf": entries}
 
 
 class TaskInputFieldExtension(OpenApiSerializerFieldExtension):

@@ -124,10 +124,6 @@ class EmailInput(StrictInputSerializer):
     task's name as its subject and its description as its text (so ``{"task_type": "email",
     "name": "Send Welcome Email"}`` mails you). What is filled in is stored in the task."""
 
-    # In the API documentation's oneOf of inputs, an empty object stays the manual type's
-    # (an email task with no input_data at all takes every default, as described above).
-    schema_extra = {"minProperties": 1}
-
     to = RecipientsField(
         required=False,
         help_text="an address, or a list of at most EMAIL_TASK_MAX_RECIPIENTS addresses; "

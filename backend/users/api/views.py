@@ -1,7 +1,7 @@
 from collections.abc import Mapping
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import generics, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -10,6 +10,7 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView, TokenVerifyView
 
+from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
 from backend.common.idempotency import idempotent
 from backend.common.routing import UUID_PATTERN
 from backend.common.views import requested_action
@@ -69,6 +70,14 @@ class TokenRefresh(TokenRefreshView):
     throttle_classes = [AuthRateThrottle]
 
 
+@extend_schema(
+    responses={
+        200: OpenApiResponse(
+            {"type": "object", "additionalProperties": False, "maxProperties": 0},
+            description="The token is valid: an empty object, {}.",
+        )
+    }
+)
 class TokenVerify(TokenVerifyView):
     """200 for a valid token; 401 for an expired, malformed or blacklisted one."""
 
@@ -233,7 +242,7 @@ class UserViewSet(
             user = selectors.user_with_statistics(pk=user.pk)
         return Response(UserSerializer(user, context=context).data)
 
-    @extend_schema(request=None, responses={201: WebhookSecretSerializer})
+    @extend_schema(request=None, responses={201: WebhookSecretSerializer}, parameters=[IDEMPOTENCY])
     @action(
         detail=False,
         methods=["post"],

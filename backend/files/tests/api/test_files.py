@@ -295,6 +295,13 @@ def test_download_of_a_file_whose_bytes_are_gone_is_410(client, user, method):
         assert body["code"] == "file_missing" and file.storage_name not in body["detail"]
 
 
+def test_the_schema_documents_the_410_of_a_download(client):
+    response = client.get("/api/schema/", {"format": "json"}).json()
+    gone = response["paths"]["/api/files/{id}/download/"]["get"]["responses"]["410"]
+    assert "file_missing" in gone["description"]
+    assert gone["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
 def test_download_of_a_non_ascii_name(client, user):
     file = make_file(user, name="données.csv")
     response = client.get(f"/api/files/{file.pk}/download/")

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import jsonschema
 import pytest
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
@@ -269,6 +270,18 @@ def test_verify_accepts_a_valid_access_token(alice):
     response = APIClient().post(VERIFY, {"token": access}, format="json")
 
     assert response.status_code == 200
+
+
+def test_verify_answers_what_the_schema_says(alice, api_client):
+    """The schema said the 200 had no body; it is ``{}``."""
+    schema = api_client.get("/api/schema/", {"format": "json"}).json()
+    declared = schema["paths"][VERIFY]["post"]["responses"]["200"]["content"]["application/json"]
+
+    response = APIClient().post(VERIFY, {"token": tokens_for(alice)["access"]}, format="json")
+
+    assert response.status_code == 200 and response.json() == {}
+    jsonschema.Draft4Validator(declared["schema"]).validate(response.json())
+    assert not jsonschema.Draft4Validator(declared["schema"]).is_valid({"token": "x"})
 
 
 def test_verify_rejects_garbage(api_client):
