@@ -12,6 +12,7 @@ from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
 from backend.common.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY
 from backend.common.idempotency import idempotent
+from backend.common.models import IdempotencyKey
 from backend.common.routing import UUID_PATTERN
 from backend.common.views import requested_action
 from backend.users import selectors, services
@@ -253,6 +254,12 @@ class UserViewSet(
     def webhook_secret(self, request, format=None):
         """Create or rotate the secret your webhooks are signed with; it is shown only in
         this answer (the previous one stops working). With an ``Idempotency-Key`` header, a
-        retry gets the same secret instead of rotating again."""
+        retry gets the same secret instead of rotating again, while it is the current one."""
         secret = services.user_webhook_secret_rotate(user=request.user)
+        # The answers kept for earlier keys hold secrets that no longer sign anything: a
+        # replay must not hand one back (nor the table keep it). This request's own answer
+        # is written after it returns.
+        IdempotencyKey.objects.filter(
+            user=request.user, response_body__startswith='{"webhook_secret"'
+        ).delete()
         return Response({"webhook_secret": secret}, status=status.HTTP_201_CREATED)

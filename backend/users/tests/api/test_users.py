@@ -214,6 +214,39 @@ def test_options_offers_the_create_form_to_staff_only(client_for, user, staff):
     assert client_for(user).post(secret).status_code == 201
 
 
+def test_a_replayed_webhook_secret_is_only_ever_the_current_one(client_for, user):
+    """A rotation's answer is replayed for its Idempotency-Key (a retry after a timeout gets
+    the secret it missed), but once another rotation replaced that secret, the key's stored
+    answer is gone: a replay handed back a secret that signed nothing any more, and the
+    idempotency table kept its plain text."""
+    from backend.common.models import IdempotencyKey
+
+    client = client_for(user)
+    url = "/api/users/me/webhook-secret/"
+    first = client.post(url, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 201
+    replayed = client.post(url, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert replayed["Idempotent-Replayed"] == "true"
+    assert replayed.json() == first.json()
+
+    second = client.post(url)  # rotated again, without a key
+    assert second.status_code == 201
+    user.refresh_from_db()
+    assert user.webhook_secret == second.json()["webhook_secret"]
+    stored = IdempotencyKey.objects.filter(user=user).values_list("response_body", flat=True)
+    assert not any(first.json()["webhook_secret"] in (body or "") for body in stored)
+
+    again = client.post(url, HTTP_IDEMPOTENCY_KEY="k-1")  # a new rotation, not a replay
+    assert again.status_code == 201
+    assert "Idempotent-Replayed" not in again
+    user.refresh_from_db()
+    assert again.json()["webhook_secret"] == user.webhook_secret
+    assert again.json()["webhook_secret"] not in {
+        first.json()["webhook_secret"],
+        second.json()["webhook_secret"],
+    }
+
+
 # --- detail and update --------------------------------------------------------
 
 
