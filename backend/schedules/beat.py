@@ -23,13 +23,18 @@ later of the two."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import logging
+import os
+import time
 import uuid
 from datetime import timedelta
 
 from celery import beat
 from celery.utils.time import maybe_make_aware
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from . import services, timing
@@ -55,8 +60,138 @@ class Entry(ModelEntry):
         row.save()
 
 
+class OneBeat:
+    """Only one beat fires the schedules of a database: the one holding its lock. Another
+    beat started beside it (a second host, a copy of the service, a restart before the old
+    one ended) would fire every schedule a second time, each firing its own task; it waits
+    instead, and takes over within ``STANDBY_POLL`` seconds once the holder has stopped.
+
+    PostgreSQL: a session advisory lock, on a connection of the lock's own that lasts as long
+    as the beat (the server lets it go when that session ends, a killed beat's too). The
+    holder checks its session every ``CHECK_EVERY`` seconds and, when the connection was
+    lost (a database restart), takes the lock again or stands by. SQLite (one machine): an
+    exclusive ``flock`` on a file beside the database, let go when the process ends."""
+
+    STANDBY_POLL = 5.0
+    CHECK_EVERY = 1.0
+    KEY = int.from_bytes(
+        hashlib.sha256(b"async-task-manager beat").digest()[:8], "big", signed=True
+    )
+
+    def __init__(self):
+        self.held = False
+        self._session = None
+        self._file: int | None = None
+        self._checked = 0.0
+        self._state = ""
+
+    def holds(self) -> bool:
+        """Whether this beat may fire now (taking the lock when it is free)."""
+        now = time.monotonic()
+        if self.held and now - self._checked < self.CHECK_EVERY:
+            return True
+        self._checked = now
+        was_held = self.held
+        try:
+            self.held = (
+                self._lock_postgresql() if connection.vendor == "postgresql" else self._lock_file()
+            )
+        except Exception as exc:  # the database is down: fire nothing until it is back
+            self._drop_session()
+            self.held = False
+            self._say(
+                "down", "beat's lock cannot be taken (%s): it fires nothing until it can", exc
+            )
+            return False
+        if self.held and not was_held:
+            self._say("held", "this beat holds the schedules' lock: it fires them")
+        elif not self.held:
+            self._say(
+                "standby",
+                "another beat fires the schedules (it holds their lock): this one stands by, "
+                "and takes over once that one stops",
+            )
+        return self.held
+
+    def _say(self, state: str, message: str, *args) -> None:
+        """Each change of state logged once (a database outage is not logged every second)."""
+        if state != self._state:
+            self._state = state
+            (logger.info if state == "held" else logger.warning)(message, *args)
+
+    def _lock_postgresql(self) -> bool:
+        if self._session is None:
+            self._session = connection.get_new_connection(connection.get_connection_params())
+            self._session.autocommit = True
+        try:
+            with self._session.cursor() as cursor:
+                if self.held:
+                    cursor.execute("SELECT 1")  # the lock lasts as long as this session
+                    return True
+                cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.KEY])
+                return bool(cursor.fetchone()[0])
+        except Exception:
+            self._drop_session()
+            if self.held:  # lost with the session: taken again if nobody else has
+                self.held = False
+                logger.warning("beat lost its lock's database session; it takes the lock again")
+                return self._lock_postgresql()
+            raise
+
+    def _drop_session(self) -> None:
+        if self._session is not None:
+            with contextlib.suppress(Exception):  # closed already
+                self._session.close()
+            self._session = None
+
+    def release(self) -> None:
+        """Let the lock go (a beat closing): another beat takes over at its next look."""
+        self._drop_session()
+        if self._file is not None:
+            os.close(self._file)  # its flock goes with it
+            self._file = None
+        self.held = False
+        self._state = ""
+
+    def _lock_file(self) -> bool:
+        if self.held:
+            return True
+        name = str(connection.settings_dict["NAME"])
+        if self._file is None:
+            if name == ":memory:" or name.startswith("file:"):
+                return True  # a database of this process alone
+            self._file = os.open(f"{name}.beat-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
 class Scheduler(DatabaseScheduler):
     Entry = Entry
+
+    def __init__(self, *args, **kwargs):
+        self.one_beat = OneBeat()
+        super().__init__(*args, **kwargs)
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self.one_beat.release()
+
+    def tick(self, *args, **kwargs):
+        """Fires what is due only while this beat holds the schedules' lock (``OneBeat``).
+        A beat that takes the lock over reads every entry again, as the beat before it
+        recorded them (their firings are written as they are sent)."""
+        was_held = self.one_beat.held
+        if not self.one_beat.holds():
+            return min(self.one_beat.STANDBY_POLL, self.max_interval)
+        if not was_held:
+            self._initial_read = True  # read again from the database on the next look
+            self._heap = None
+        return super().tick(*args, **kwargs)
 
     def reserve(self, entry):
         """django-celery-beat moves the fired entry's model on but leaves the entry in its

@@ -199,7 +199,7 @@ def test_a_heap_rebuilt_after_a_firing_does_not_fire_it_again(user, monkeypatch)
     for _ in range(8):
         scheduler.tick()
     assert sent.count(name) == 1
-    scheduler.sync()  # now, not at the interpreter's exit (its database is gone by then)
+    scheduler.close()  # now, not at the interpreter's exit (its database is gone by then)
 
 
 def test_beat_writes_a_firing_to_the_row_at_once(user):
@@ -230,4 +230,23 @@ def test_beat_writes_a_firing_to_the_row_at_once(user):
     assert sent >= before, name
     row = selectors.schedules_visible_to(user).get(pk=schedule.pk)
     assert selectors.schedule_next_run_at(row) == sent + timedelta(seconds=300)
-    scheduler.sync()  # now, not at the interpreter's exit (its database is gone by then)
+    scheduler.close()  # now, not at the interpreter's exit (its database is gone by then)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_beat_at_a_time_holds_the_schedules_lock():
+    """The lock of ``OneBeat`` (PostgreSQL: a session advisory lock; SQLite: a file lock
+    beside the database): a second holder is refused until the first lets go."""
+    from backend.schedules.beat import OneBeat
+
+    first, second = OneBeat(), OneBeat()
+    try:
+        assert first.holds()
+        assert not second.holds()
+        assert first.holds()  # still its own
+        first.release()
+        assert second.holds()
+        assert not first.holds()
+    finally:
+        first.release()
+        second.release()

@@ -69,3 +69,48 @@ def test_beat_fires_a_schedule_repeatedly_and_the_worker_runs_its_tasks(
     assert client.delete(f"/api/schedules/{schedule_id}/").status_code == 204
     assert not Schedule.objects.filter(pk=schedule_id).exists()
     assert not PeriodicTask.objects.filter(pk=periodic_task_id).exists()
+
+
+def test_a_second_beat_stands_by_and_takes_over_once_the_first_stops(
+    fast_cluster, user, client_for
+):
+    """Two beats on one database would each fire every schedule (SPEC §7: each firing
+    creates one task): the second waits while the first holds the schedules' lock, sends
+    nothing, and fires them once the first is gone (killed here, so its lock goes with it)."""
+    fast_cluster.start_worker()
+    first = fast_cluster.start_beat()
+    first.wait_for_log("this beat holds the schedules' lock")
+    second = fast_cluster.start_beat("beat-2")
+    second.wait_for_log("this one stands by")
+    wait_for(
+        lambda: first.log().count("Sending due task tasks.dispatch") >= 2,
+        timeout=60,
+        what="beat's second tick",
+    )
+    response = client_for(user).post(
+        "/api/schedules/",
+        {"task_type": "sum", "input_data": {"numbers": [1, 1]}, "interval_seconds": 1},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    schedule_id = response.json()["id"]
+    sent = f"Sending due task schedule {schedule_id}"
+
+    def runs() -> int:
+        return ScheduleRun.objects.filter(schedule_id=schedule_id).count()
+
+    wait_for(lambda: runs() >= 4, timeout=60, interval=0.2, what="four firings")
+    assert "Sending due task" not in second.log(), second.log()[-3000:]
+
+    first.kill()
+    second.wait_for_log("this beat holds the schedules' lock", timeout=30)
+    before = runs()
+    wait_for(lambda: runs() >= before + 3, timeout=60, interval=0.2, what="firings after it")
+    assert second.log().count(sent) >= 3
+
+    # One run per message sent, by whichever beat sent it: no firing was doubled.
+    wait_for(
+        lambda: runs() == first.log().count(sent) + second.log().count(sent),
+        timeout=30,
+        what="every sent firing recorded",
+    )

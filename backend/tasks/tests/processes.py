@@ -181,10 +181,10 @@ class Cluster:
         worker.wait_for_log("ready.")
         return worker
 
-    def start_beat(self) -> CeleryProcess:
+    def start_beat(self, name: str = "beat") -> CeleryProcess:
         beat = CeleryProcess(
-            ["beat", "--loglevel=info", f"--pidfile={self.log_dir / 'beat.pid'}"],
-            self.log_dir / "beat.log",
+            ["beat", "--loglevel=info", f"--pidfile={self.log_dir / f'{name}.pid'}"],
+            self.log_dir / f"{name}.log",
             self.env,
         )
         self.processes.append(beat)
