@@ -69,6 +69,16 @@ def _chunked(request) -> bool:
     return "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
 
 
+def _encoded(request) -> str:
+    """The content coding of a body sent with one (``Content-Encoding: gzip``), which no
+    endpoint decodes: read as it came, a compressed body was a "JSON parse error" about a
+    byte 0x8b, and a plain one mislabelled was taken. Empty when there is none."""
+    coding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if coding in ("", "identity") or request.META.get("CONTENT_LENGTH", "") in ("", "0"):
+        return ""
+    return coding
+
+
 def _served_host() -> str:
     """A Host the service answers to: the first of ALLOWED_HOSTS that names one (a
     ".example.com" entry serves example.com itself); with only "*", any well-formed one."""
@@ -103,6 +113,12 @@ class ApiErrorMiddleware:
         request.request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         if is_api(request) and _too_large(request):
             response = error_response(413)
+        elif is_api(request) and (coding := _encoded(request)):
+            response = error_response(
+                415,
+                f"Content-Encoding {coding[:40]!r} is not accepted: send the body "
+                "uncompressed, without a Content-Encoding.",
+            )
         elif _chunked(request):
             response = error_response(
                 411,

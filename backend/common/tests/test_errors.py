@@ -372,6 +372,40 @@ def test_a_command_with_the_database_down_says_so_in_one_line(request):
         call_command("task_stats")
 
 
+@pytest.mark.parametrize("coding", ["gzip", "x-unknown", "GZIP, deflate"])
+def test_a_body_with_a_content_encoding_is_415_and_creates_nothing(client_for, user, coding):
+    """No endpoint decodes a content coding: a gzip body was "JSON parse error - 'utf-8'
+    codec can't decode byte 0x8b", and a plain body labelled gzip was taken as if plain."""
+    import gzip
+
+    from backend.tasks.models import Task
+
+    body = b'{"task_type": "sum", "input_data": {"numbers": [1]}}'
+    client = client_for(user)
+    for sent in (gzip.compress(body), body):
+        response = client.generic(
+            "POST",
+            "/api/tasks/",
+            sent,
+            content_type="application/json",
+            HTTP_CONTENT_ENCODING=coding,
+        )
+        assert response.status_code == 415, response.content
+        assert response.json()["code"] == "unsupported_media_type"
+        assert "uncompressed" in response.json()["detail"]
+    assert not Task.objects.filter(owner=user).exists()
+    # Without a body there is nothing to decode; "identity" is no coding at all.
+    assert client.get("/api/tasks/", HTTP_CONTENT_ENCODING=coding).status_code == 200
+    plain = client.generic(
+        "POST",
+        "/api/tasks/",
+        body,
+        content_type="application/json",
+        HTTP_CONTENT_ENCODING="identity",
+    )
+    assert plain.status_code == 201, plain.content
+
+
 @pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/"])
 def test_a_body_in_chunks_is_411_not_read_as_empty(client_for, user, path):
     """Under gunicorn such a body reached the view empty: "No file was submitted." for an
