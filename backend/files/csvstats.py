@@ -46,7 +46,10 @@ _NUMERIC_CHARS = re.compile(r"[0-9eE+\-. \t]*")
 _NUMBER_START = frozenset("0123456789+-. \t")
 _NUMBER_STARTS = re.compile(r"[0-9+\-. \t]")
 _first_char = operator.itemgetter(0)
-# The csv module refuses longer fields; plain text with a longer line goes to it to say so.
+# A field may be as long as a line (the csv module's own default, 131,072 characters, failed
+# a valid file as "field larger than field limit"; the limit is the process's, and nothing
+# else here reads CSV). Plain text with a longer line goes to the csv reader to say so.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_CHARS))
 _FIELD_LIMIT = csv.field_size_limit()
 # Integers beyond what a float can hold are text, like "1e999".
 _LARGEST = int(sys.float_info.max)

@@ -259,6 +259,17 @@ def test_a_character_cut_between_reads_is_decoded_whole(step):
     assert column(result, "name")["count"] == 3
 
 
+@pytest.mark.parametrize("quote", ["", '"'])
+def test_a_field_longer_than_the_csv_modules_default_limit_is_read(quote):
+    """A valid 200 KB field, plain or quoted, failed the task: "field larger than field limit
+    (131072)", the csv module's default, though a line may hold 16 MB."""
+    field = "x" * 200_000
+    result = stats(f"a,b\n{quote}{field}{quote},1\nshort,2\n")
+    assert result["rows"] == 2
+    assert column(result, "a") == {"name": "a", "count": 2, "empty": 0, "numeric": None}
+    assert column(result, "b")["numeric"]["sum"] == 3
+
+
 def test_too_many_columns_or_too_long_a_line(monkeypatch):
     monkeypatch.setattr(csvstats, "MAX_COLUMNS", 3)
     with pytest.raises(MalformedCSV, match="4 columns, at most 3"):
