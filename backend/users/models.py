@@ -2,6 +2,7 @@ import uuid
 
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
@@ -57,6 +58,23 @@ class User(AbstractUser):
                 violation_error_message="A user with this email already exists.",
             ),
         ]
+
+    def identity_conflicts(self) -> dict[str, str]:
+        """The rule beside the two unique constraints, which no constraint can hold: a
+        username may not be another user's email, nor an email another user's username
+        (either one logs in, so one login name would open two accounts)."""
+        others = type(self).objects.exclude(pk=self.pk)
+        found = {}
+        if self.username and others.filter(email__iexact=self.username).exists():
+            found["username"] = "This username is another user's email address."
+        if self.email and others.filter(username__iexact=self.email).exists():
+            found["email"] = "This email is another user's username."
+        return found
+
+    def clean(self):
+        super().clean()
+        if conflicts := self.identity_conflicts():
+            raise ValidationError(conflicts)
 
     def save(self, *args, **kwargs):
         self.email = type(self).objects.normalize_email(self.email)

@@ -2,7 +2,7 @@
 
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
@@ -41,6 +41,8 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
     here with the field named (400, not a 500)."""
     try:
         with transaction.atomic():
+            if update_fields is None or {"username", "email"} & set(update_fields):
+                _identity_checked(user)
             if update_fields is None:
                 user.save()
             elif update_fields:
@@ -53,6 +55,22 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
             c for c in User._meta.constraints if c.name == f"users_user_{field}_ci_unique"
         )
         raise ValidationError({field: [constraint.violation_error_message]}) from None
+
+
+# Held by every save of a username or email on PostgreSQL, until its transaction ends.
+_IDENTITY_LOCK = 0x5573657249644C6B  # "UserIdLk"
+
+
+def _identity_checked(user: User) -> None:
+    """``User.identity_conflicts``, checked again as the row is written: two requests at
+    once (one registering ``ann@example.com`` as a username, the other as an email) each
+    passed the serializer's check, before either was saved. Saves of a username or email
+    take turns (on SQLite, an IMMEDIATE transaction already holds the write lock)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_IDENTITY_LOCK])
+    if conflicts := user.identity_conflicts():
+        raise ValidationError({field: [message] for field, message in conflicts.items()})
 
 
 ONLY_A_SUPERUSER = "Only a superuser can change or deactivate a superuser's account."

@@ -277,6 +277,28 @@ def test_the_deactivate_action_counts_only_who_it_changed(client):
     assert b"1 user(s) deactivated." in response.content
 
 
+def test_the_admins_user_forms_refuse_a_username_that_is_another_users_email(client):
+    """The API refused it; the admin's add form saved it, and one login name opened two
+    accounts."""
+    UserFactory(username="ann", email="ann@example.com")
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    client.force_login(admin)
+    response = client.post(
+        "/admin/users/user/add/",
+        {
+            "username": "Ann@Example.com",
+            "email": "",
+            "name": "",
+            "password1": "a-long-Secret-4242",
+            "password2": "a-long-Secret-4242",
+            "usable_password": "true",
+        },
+    )
+    assert response.status_code == 200
+    assert b"This username is another user&#x27;s email address." in response.content
+    assert not User.objects.filter(username__iexact="ann@example.com").exists()
+
+
 def test_the_admin_refuses_an_email_at_a_domain_literal(client):
     """The API refused it; the admin's user form saved it."""
     admin = UserFactory(is_staff=True, is_superuser=True)

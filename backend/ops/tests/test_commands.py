@@ -255,6 +255,37 @@ def test_createsuperuser_asks_again_at_once_for_an_email_address_in_use(monkeypa
     assert User.objects.get(username="boss2").email == "new@example.com"
 
 
+def test_createsuperuser_refuses_a_username_that_is_another_users_email(monkeypatch):
+    """The API refused it; the command made a second account that the login name
+    ann@example.com opened as well as ann's own (either one logs in)."""
+    import builtins
+
+    from django.contrib.auth.management.commands import createsuperuser as stock
+
+    UserFactory(username="ann", email="ann@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ANN@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "ops@example.com")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "boss-pass-123!")
+    with pytest.raises(CommandError, match=r"^Error: This username is another user's email"):
+        run("createsuperuser", "--noinput")
+    UserFactory(username="carl@example.com", email=None)
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "Carl@example.com")
+    with pytest.raises(CommandError, match=r"^Error: This email is another user's username"):
+        run("createsuperuser", "--noinput")
+    assert not User.objects.filter(username__in=["ANN@example.com", "ops"]).exists()
+
+    # At the prompt: asked again.
+    answers = iter(["ann@example.com", "ops", "ops@example.com"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    monkeypatch.setattr(stock.getpass, "getpass", lambda prompt="": "typed-pass-4242!")
+    stdin, stderr = StringIO(), StringIO()
+    stdin.isatty = lambda: True
+    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
+    assert stderr.getvalue() == "Error: This username is another user's email address.\n"
+    assert User.objects.get(username="ops").email == "ops@example.com"
+
+
 @pytest.mark.parametrize("password", ["123", "password", "boss-the-boss"])
 def test_createsuperuser_checks_the_password_from_the_environment(monkeypatch, password):
     """Without prompts, Django creates the account with any password; the validators the

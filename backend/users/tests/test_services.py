@@ -207,3 +207,56 @@ def test_only_the_save_that_deactivates_reads_the_sessions(monkeypatch):
     loaded.name = "and once more"
     loaded.save()
     assert ended == [[user.pk]]
+
+
+def test_a_username_that_is_another_users_email_is_refused_as_the_row_is_written():
+    """Two registrations at once (one taking ann@example.com as a username, the other as an
+    email) each passed the check made before saving: the save checks again, in turn with
+    every other save of a username or email."""
+    UserFactory(username="ann", email="ann@example.com")
+    late = User(username="ANN@example.com")  # checked before ann was saved, say
+    with pytest.raises(ValidationError) as refused:
+        services._save(late)
+    assert refused.value.message_dict == {
+        "username": ["This username is another user's email address."]
+    }
+    other = User(username="bob", email="Ann")  # an email that is another user's username
+    with pytest.raises(ValidationError, match=r"This email is another user's username\."):
+        services._save(other)
+    assert not User.objects.filter(username__in=["ANN@example.com", "bob"]).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_registrations_at_once_cannot_share_a_login_name():
+    """One registering x@example.com as a username and one as an email, at the same moment:
+    both were created (10 of 10 tries), one login name opening two accounts."""
+    import threading
+
+    from django.db import connections
+
+    outcomes = []
+    for i in range(5):
+        barrier = threading.Barrier(2)
+
+        def register(fields, barrier=barrier):
+            barrier.wait()
+            try:
+                services.user_create(password=PASSWORD, **fields)
+                outcomes.append("created")
+            except ValidationError as exc:
+                outcomes.append(sorted(exc.message_dict))
+            finally:
+                connections.close_all()
+
+        both = [
+            threading.Thread(target=register, args=({"username": f"x{i}@example.com"},)),
+            threading.Thread(
+                target=register, args=({"username": f"u{i}", "email": f"x{i}@example.com"},)
+            ),
+        ]
+        for thread in both:
+            thread.start()
+        for thread in both:
+            thread.join()
+    assert outcomes.count("created") == 5, outcomes
+    assert all(o in ("created", ["username"], ["email"]) for o in outcomes), outcomes

@@ -2,7 +2,8 @@
 ``DJANGO_SUPERUSER_PASSWORD`` (``--noinput``, ``make superuser``) is checked by the password
 validators as the prompt checks it, and an email address already in use (in any case) is a
 one-line error, as a taken username is, instead of the constraint's traceback; at the prompt,
-it is refused there and asked again (it was refused after both password prompts). On a
+it is refused there and asked again (it was refused after both password prompts). A username
+that is another user's email, or an email that is another user's username, is refused too. On a
 database that is not migrated it says so in one line, as the service's commands do."""
 
 import os
@@ -22,6 +23,7 @@ class Command(ServiceCommand, createsuperuser.Command):
         interactive = options["interactive"]
         if not interactive:
             self._validate_password_from_environment(options)
+            self._refuse_identity_conflicts(options)
         # Without prompts, in a transaction, so a refused save leaves the caller's (a test's)
         # usable. Never around the prompts: on SQLite a transaction holds the write lock,
         # and every other process would wait on it while a person types.
@@ -43,7 +45,24 @@ class Command(ServiceCommand, createsuperuser.Command):
         ):
             self.stderr.write("Error: That email address is already in use.")
             return None  # asked again, as for a taken username
+        if value and field.name in ("username", "email"):
+            conflict = self.UserModel(**{field.name: value}).identity_conflicts()
+            if field.name in conflict:
+                self.stderr.write(f"Error: {conflict[field.name]}")
+                return None
         return value
+
+    def _refuse_identity_conflicts(self, options) -> None:
+        """A username that is another user's email (or the reverse) would make one login name
+        open two accounts: refused as the API refuses it."""
+        fields = {}
+        for name in ("username", "email"):
+            value = options.get(name) or os.environ.get(f"DJANGO_SUPERUSER_{name.upper()}")
+            if value:
+                fields[name] = value
+        conflicts = self.UserModel(**fields).identity_conflicts() if fields else {}
+        if conflicts:
+            raise CommandError("Error: " + " ".join(conflicts.values()))
 
     def _validate_password_from_environment(self, options) -> None:
         password = os.environ.get("DJANGO_SUPERUSER_PASSWORD")
