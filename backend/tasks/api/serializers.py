@@ -32,6 +32,7 @@ class TaskSerializer(serializers.ModelSerializer):
     """The full task, as every task endpoint answers."""
 
     url = serializers.SerializerMethodField(help_text="This task's address in the API.")
+    result = serializers.SerializerMethodField()
     owner_username = serializers.CharField(source="owner.username", read_only=True)
     assignee_username = serializers.CharField(
         source="assignee.username", read_only=True, default=None, allow_null=True
@@ -85,6 +86,28 @@ class TaskSerializer(serializers.ModelSerializer):
             self.__dict__["_url"] = pattern
         return pattern
 
+    @extend_schema_field({"nullable": True})
+    def get_result(self, task):
+        return self._result(task)
+
+    def _result(self, task):
+        """The result as stored, but a file's ``download_url`` (a report's), stored as a
+        path, is absolute as the file's own is (``GET /api/files/{id}/``): from the request
+        at hand, else from PUBLIC_BASE_URL."""
+        result = task.result
+        if not isinstance(result, dict):
+            return result
+        path = result.get("download_url")
+        if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+            return result
+        request = self.context.get("request")
+        url = (
+            request.build_absolute_uri(path)
+            if request is not None
+            else settings.PUBLIC_BASE_URL + path
+        )
+        return {**result, "download_url": url}
+
     def to_representation(self, task) -> dict:
         """What ``ModelSerializer.to_representation`` returns for the fields above, built
         directly: every task response and every row of the list goes through here, and the
@@ -106,7 +129,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "priority": str(task.priority),
             "status": str(task.status),
             "progress": task.progress,
-            "result": task.result,
+            "result": self._result(task),
             "error": task.error,
             "owner": str(task.owner_id),
             "owner_username": owner_name,

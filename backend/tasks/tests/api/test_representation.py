@@ -57,6 +57,13 @@ def variety(user, other):
             description="multi\nline ✓",
         ),
         TaskFactory(owner=user, status=TaskStatus.SCHEDULED, run_at=now.replace(microsecond=0)),
+        TaskFactory(
+            owner=user,
+            task_type="report_generation",
+            input_data={"report": "task_summary", "format": "json"},
+            status=TaskStatus.COMPLETED,
+            result={"file_id": "f", "download_url": "/api/files/f/download/", "rows": 2},
+        ),
     ]
 
 
@@ -92,3 +99,18 @@ def test_a_page_of_tasks_is_the_generic_one_too():
     tasks = list(Task.objects.select_related("owner", "assignee").order_by("created_at"))
     fast = TaskSerializer(tasks, many=True, context={"request": request}).data
     assert rendered(fast) == [rendered(generic(task, {"request": request})) for task in tasks]
+
+
+@pytest.mark.parametrize("with_request", [True, False])
+def test_a_reports_download_url_is_absolute_as_the_files_own_is(with_request, settings):
+    """It was the stored path ("/api/files/<id>/download/"), which a client following the
+    result could not fetch, while GET /api/files/{id}/ gives the address whole."""
+    settings.PUBLIC_BASE_URL = "https://tasks.example.com"
+    task = variety(UserFactory(), UserFactory())[-1]
+    request = APIRequestFactory().get("/api/tasks/", HTTP_HOST="127.0.0.1")
+    context = {"request": request} if with_request else {}
+    shown = TaskSerializer(task, context=context).data["result"]
+    base = "http://127.0.0.1" if with_request else "https://tasks.example.com"
+    assert shown == {"file_id": "f", "download_url": f"{base}/api/files/f/download/", "rows": 2}
+    task.refresh_from_db()
+    assert task.result["download_url"] == "/api/files/f/download/"  # stored as it was
