@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from backend.users.models import User
 
@@ -30,20 +29,23 @@ def schedule_runs(schedule: Schedule) -> QuerySet[ScheduleRun]:
     )
 
 
-def schedule_next_run_at(schedule: Schedule, *, now: datetime | None = None) -> datetime | None:
+def schedule_next_run_at(schedule: Schedule) -> datetime | None:
     """When beat fires the schedule next; None while it (or its periodic task) is disabled.
 
-    A crontab fires at its next match after now, in its time zone. An interval fires one
-    interval after its last firing, or after the periodic task was last changed when it has
-    not fired since (beat's rule); so an overdue schedule (beat stopped) shows a past time.
+    Beat's rule: a crontab fires at its first match after its last firing (in its time
+    zone), an interval one interval after it; before the first firing, after the periodic
+    task was last changed. So an overdue schedule (beat stopped: it fires at once when it is
+    back, once) shows a past time, of either kind. (A crontab's was its next match after
+    now, a time at which nothing fired: beat fired the missed match first, at its restart.)
     """
     if not (schedule.enabled and schedule.periodic_task.enabled):
         return None  # (its periodic task turned off in the admin: beat does not fire it)
-    now = now or timezone.now()
-    if schedule.interval_seconds is None:
-        return timing.next_crontab_run(schedule.crontab, schedule.timezone, after=now)
     periodic_task = schedule.periodic_task
     last = periodic_task.last_run_at or periodic_task.date_changed
+    if schedule.interval_seconds is None:
+        if schedule.last_run_at is not None and schedule.last_run_at > last:
+            last = schedule.last_run_at  # recorded by the worker before beat wrote its own
+        return timing.next_crontab_run(schedule.crontab, schedule.timezone, after=last)
     if schedule.last_run_at is not None and schedule.last_run_at > last:
         # Beat saves its own last_run_at right after a firing; the run recorded is newer
         # (beat killed before, or the worker recorded first):

@@ -1,5 +1,4 @@
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -193,8 +192,7 @@ class ScheduleSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DateTimeField(allow_null=True))  # null: never again
     def get_next_run_at(self, schedule) -> str | None:
-        now = self.context.get("now") or timezone.now()
-        moment = selectors.schedule_next_run_at(schedule, now=now)
+        moment = selectors.schedule_next_run_at(schedule)
         return serializers.DateTimeField().to_representation(moment) if moment else None
 
 

@@ -1,5 +1,4 @@
 from django.db import transaction
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -127,10 +126,6 @@ class ScheduleViewSet(
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Schedule.objects.none()
         return selectors.schedules_visible_to(self.request.user).order_by("-created_at", "id")
-
-    def get_serializer_context(self):
-        # One clock for a whole response, so every next_run_at is computed from the same now.
-        return {**super().get_serializer_context(), "now": timezone.now()}
 
     def _respond(self, schedule, code=status.HTTP_200_OK):
         return Response(

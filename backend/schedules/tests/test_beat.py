@@ -250,3 +250,32 @@ def test_one_beat_at_a_time_holds_the_schedules_lock():
     finally:
         first.release()
         second.release()
+
+
+def test_an_overdue_crontab_says_the_missed_match_that_beat_fires_at_once(user, monkeypatch):
+    """Beat stopped after a firing at 05:40 of "* * * * *"; at 05:42:03 next_run_at said
+    05:43, but beat, back at 05:42:04, fired the missed match at once. It now says the
+    missed match (a past time, as an overdue interval's), and beat fires it on its tick."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from backend.schedules import selectors
+
+    schedule = make_schedule(user, crontab="* * * * *", timezone="UTC")
+    fired = (timezone.now() - timedelta(seconds=150)).replace(second=0, microsecond=0)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=fired)
+    row = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    missed = selectors.schedule_next_run_at(row)
+    assert missed == fired + timedelta(minutes=1) < timezone.now()
+
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    sent = []
+    monkeypatch.setattr(
+        scheduler, "apply_entry", lambda entry, producer=None: sent.append(entry.name)
+    )
+    for _ in range(8):  # the sweeps' entries are due at once too: a tick sends one each
+        scheduler.tick()
+    assert sent.count(services._periodic_task_name(schedule)) == 1
+    scheduler.close()
