@@ -129,10 +129,19 @@ def file_open(file: File):
     try:
         return default_storage.open(file.storage_name, "rb")
     except FileNotFoundError:
-        logger.error("file %s: no bytes in the storage at %s", file.pk, file.storage_name)
-        raise FileMissing(
-            "the file's bytes are missing from the storage; upload it again"
-        ) from None
+        raise _missing(file) from None
+
+
+def file_require_bytes(file: File) -> None:
+    """FileMissing when the file's bytes are gone from the storage (a conditional download
+    answered 304 from the row alone told a caching client nothing of it)."""
+    if not default_storage.exists(file.storage_name):
+        raise _missing(file)
+
+
+def _missing(file: File) -> FileMissing:
+    logger.error("file %s: no bytes in the storage at %s", file.pk, file.storage_name)
+    return FileMissing("the file's bytes are missing from the storage; upload it again")
 
 
 # --- delete -----------------------------------------------------------------------------

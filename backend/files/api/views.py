@@ -121,6 +121,7 @@ class FileViewSet(
         etag = f'"{file.sha256}"'
         not_modified = get_conditional_response(request, etag=etag)
         if not_modified is not None:
+            services.file_require_bytes(file)  # 410 when they are gone, as a plain GET
             # With the 200's validator and caching rule, and its length (Django's middleware
             # wrote 0, which a 304 may not say: RFC 9110 §8.6, §15.4.5).
             not_modified["ETag"] = etag

@@ -284,11 +284,14 @@ def test_download_gives_back_identical_bytes_with_the_etag(client, user):
 
 
 @pytest.mark.parametrize("method", ["get", "head"])
-def test_download_of_a_file_whose_bytes_are_gone_is_410(client, user, method):
-    """It was a 500 (FileNotFoundError from the storage)."""
+@pytest.mark.parametrize("conditional", [False, True])
+def test_download_of_a_file_whose_bytes_are_gone_is_410(client, user, method, conditional):
+    """It was a 500 (FileNotFoundError from the storage); and with If-None-Match naming its
+    ETag, a 304, so a caching client never learnt the file was gone."""
     file = make_file(user)
     default_storage.delete(file.storage_name)
-    response = getattr(client, method)(f"/api/files/{file.pk}/download/")
+    headers = {"HTTP_IF_NONE_MATCH": f'"{file.sha256}"'} if conditional else {}
+    response = getattr(client, method)(f"/api/files/{file.pk}/download/", **headers)
     assert response.status_code == 410
     if method == "get":
         body = response.json()
