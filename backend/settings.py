@@ -190,6 +190,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "backend.common.middleware.ApiErrorMiddleware",
+    "backend.common.middleware.HttpsRedirectKeepsMethodMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "backend.common.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -235,6 +235,27 @@ class AdminBadInputMiddleware:
         return None
 
 
+class HttpsRedirectKeepsMethodMiddleware:
+    """Django's redirect of plain HTTP to HTTPS (``SECURE_SSL_REDIRECT``, SecurityMiddleware,
+    which this one wraps) keeps a write's method and body: 308 for a POST, PUT, PATCH or
+    DELETE. Its 301 made a client that follows it send a GET without the body (RFC 9110
+    §15.4.2)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code == 301
+            and request.method not in ("GET", "HEAD")
+            and not request.is_secure()
+            and response.get("Location", "").startswith("https://")
+        ):
+            response.status_code = 308
+        return response
+
+
 class ContentSecurityPolicyMiddleware:
     """Every HTML page (the admin, the browsable API, Swagger UI, ReDoc, the home page) says
     which sources the browser may run and load: scripts only from this service's own files

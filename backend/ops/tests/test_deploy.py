@@ -86,3 +86,15 @@ def test_https_redirect_spares_the_probes(client, settings):
     # Behind the proxy, a request it marks as HTTPS is not redirected.
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     assert client.get("/api/tasks/", HTTP_X_FORWARDED_PROTO="https").status_code == 401
+
+
+def test_a_write_over_plain_http_is_redirected_keeping_its_method(client, settings):
+    """Its 301 made a client that follows it send a GET without the body (RFC 9110
+    §15.4.2): a write is redirected with 308; a read keeps the 301."""
+    settings.SECURE_SSL_REDIRECT = True
+    for method in ("post", "put", "patch", "delete"):
+        response = getattr(client, method)("/api/tasks/?x=1", {}, content_type="application/json")
+        assert response.status_code == 308, method
+        assert response["Location"] == "https://testserver/api/tasks/?x=1"
+    assert client.get("/api/tasks/").status_code == 301
+    assert client.head("/api/tasks/").status_code == 301
