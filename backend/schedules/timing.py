@@ -48,6 +48,13 @@ def parse_crontab(expression: str) -> dict[str, str]:
         )
     spec = dict(zip(FIELDS, parts, strict=True))
     for field, value in spec.items():
+        if not value.isascii():
+            # Python's int() reads other scripts' digits (an Arabic-Indic zero as 0): taken, echoed as
+            # written, a crontab other tools would not read.
+            raise TimingError(
+                f"The {LABELS[field]} field {value!r} is invalid: use the digits 0-9, "
+                "letters a-z and * , - / only."
+            )
         # Both parsers must accept it: celery's (what beat runs) and django-celery-beat's
         # model validators (what the admin's crontab form checks).
         reason = None

@@ -40,6 +40,9 @@ def test_valid_expressions_are_normalized(expression, normalized):
         ("abc * * * *", "minute field 'abc'"),
         ("* */25 * * *", "hour field '*/25'"),
         ("5,,6 * * * *", "minute field '5,,6'"),
+        # Digits of other scripts, which int() reads: Arabic-Indic, full-width.
+        ("\u0660 0 * * *", "minute field '\u0660'"),
+        ("0 \uff19 * * *", "hour field '\uff19'"),
     ],
 )
 def test_a_bad_field_is_named(expression, named):
