@@ -180,8 +180,12 @@ def json_chunks(rows: Iterable[dict]) -> Iterator[bytes]:
 # --- the job --------------------------------------------------------------------------------
 
 
-def generate_report(*, owner_id, report: str, fmt: str, progress: Progress | None = None) -> dict:
-    """Write the report as a File of ``owner_id``; ``{"file_id", "download_url", "rows"}``."""
+def generate_report(
+    *, owner_id, report: str, fmt: str, progress: Progress | None = None, task_id=None
+) -> dict:
+    """Write the report as a File of ``owner_id``; ``{"file_id", "download_url", "rows"}``.
+    With ``task_id``, the file's id is the task's (``file_id_of_task``): a run again after a
+    lost one replaces what that one left."""
     if report == "task_summary":
         rows_list = task_summary_rows(owner_id)
         rows, fields = iter(rows_list), SUMMARY_FIELDS
@@ -202,7 +206,11 @@ def generate_report(*, owner_id, report: str, fmt: str, progress: Progress | Non
     chunks = csv_chunks(fields, rows) if fmt == "csv" else json_chunks(rows)
     name = f"{report}-{timezone.now():%Y%m%d-%H%M%S}.{fmt}"
     file = services.file_store(
-        owner_id=owner_id, name=name, chunks=chunks, content_type=CONTENT_TYPES[fmt]
+        owner_id=owner_id,
+        name=name,
+        chunks=chunks,
+        content_type=CONTENT_TYPES[fmt],
+        file_id=services.file_id_of_task(task_id) if task_id is not None else None,
     )
     return {
         "file_id": str(file.pk),

@@ -72,12 +72,25 @@ def file_upload(
 
 
 def file_store(
-    *, owner_id, name: str, chunks: Iterable[bytes], content_type: str | None = None
+    *,
+    owner_id,
+    name: str,
+    chunks: Iterable[bytes],
+    content_type: str | None = None,
+    file_id: uuid.UUID | None = None,
 ) -> File:
     """Store generated content given as an iterable of ``bytes`` chunks, hashing it on the
-    way: it is never held whole in memory. Used by task types that write files."""
+    way: it is never held whole in memory. Used by task types that write files.
+
+    ``file_id``: the id a run of a task always gives its file (``file_id_of_task``). A run
+    that died before its outcome was written (the rescue runs the task again) left that
+    file, or bytes without a row when it died writing them: they are removed first, so a
+    task leaves one file however often it ran. Kept, and a new id used, when an active task
+    of the owner's reads the left file meanwhile."""
     reader = HashingChunkReader(chunks)
     name = sanitize_name(name)
+    if file_id is not None and not _left_by_an_earlier_run_removed(file_id, owner_id):
+        file_id = None
     return _store(
         owner=User(pk=owner_id),
         content=DjangoFile(reader, name=name),
@@ -85,11 +98,43 @@ def file_store(
         content_type=clean_content_type(content_type, name),
         size=lambda: reader.size,
         sha256=lambda: reader.sha256,
+        file_id=file_id,
     )
 
 
-def _store(*, owner: User, content, name: str, content_type: str, size, sha256) -> File:
-    file_id = uuid.uuid4()
+def file_id_of_task(task_id) -> uuid.UUID:
+    """The id of the file a task writes: the same for every run of the task."""
+    return uuid.uuid5(_TASK_FILES, str(task_id))
+
+
+_TASK_FILES = uuid.UUID("6f1c9d2e-3b4a-4f5e-9a8b-7c6d5e4f3a2b")
+
+
+def _left_by_an_earlier_run_removed(file_id: uuid.UUID, owner_id) -> bool:
+    """False when the file is there and in use (then it stays)."""
+    with transaction.atomic():
+        left = File.objects.select_for_update().filter(pk=file_id, owner_id=owner_id).first()
+        if left is not None:
+            if file_in_use(left.pk):
+                return False
+            logger.warning("file %s: left by an earlier run of its task; written again", left.pk)
+            left.delete()
+        elif File.objects.filter(pk=file_id).exists():
+            return False  # another owner's: never touched
+    # The row is gone (a run is never inside a transaction): its bytes now, before the path
+    # is written again, or the storage would give the new bytes another name.
+    path = left.storage_name if left is not None else storage_path(file_id)
+    if default_storage.exists(path):
+        if left is None:
+            logger.warning("file %s: bytes without a row, left by an earlier run", file_id)
+        _delete_bytes(path)
+    return True
+
+
+def _store(
+    *, owner: User, content, name: str, content_type: str, size, sha256, file_id=None
+) -> File:
+    file_id = file_id or uuid.uuid4()
     path = storage_path(file_id)
     try:
         stored_as = default_storage.save(path, content)

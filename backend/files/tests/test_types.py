@@ -342,3 +342,59 @@ def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
     assert percentile([float(i) for i in range(1, 101)], 95) == 95.0
+
+
+@pytest.mark.parametrize("left", ["a file", "bytes without a row"])
+def test_a_report_run_again_after_a_lost_run_leaves_one_file(user, left):
+    """A worker killed after the report's file was written but before the task's outcome
+    was (the rescue runs the task again) left a second file no task named; killed while
+    writing it, bytes without a row that no purge ever removed. A report's file has its
+    task's id: the run again replaces what the lost one left."""
+    from backend.files import services
+
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "task_summary", "format": "csv"},
+    )
+    file_id = services.file_id_of_task(task.pk)
+    path = services.storage_path(file_id)
+    if left == "a file":
+        services.file_store(owner_id=user.pk, name="lost.csv", chunks=[b"old"], file_id=file_id)
+    else:
+        default_storage.save(path, io.BytesIO(b"half of a repo"))
+    assert default_storage.exists(path)
+
+    task = run(task)
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result["file_id"] == str(file_id)
+    assert list(File.objects.filter(owner=user).values_list("pk", flat=True)) == [file_id]
+    stored = File.objects.get(pk=file_id)
+    assert stored.storage_name == path and stored.name.startswith("task_summary-")
+    with default_storage.open(path) as handle:
+        assert handle.read().startswith(b"task_type,")  # the report, not what was left
+    folder = path.rsplit("/", 1)[0]
+    assert default_storage.listdir(folder)[1] == [file_id.hex]  # nothing else beside it
+
+
+def test_a_left_report_file_that_a_task_reads_is_kept(user):
+    """A file left by a lost run that the owner started a task on meanwhile stays; the run
+    again writes a new one."""
+    from backend.files import services
+
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "task_summary", "format": "csv"},
+    )
+    left = services.file_store(
+        owner_id=user.pk,
+        name="lost.csv",
+        chunks=[b"a\n1\n"],
+        file_id=services.file_id_of_task(task.pk),
+    )
+    TaskFactory(owner=user, task_type="data_processing", input_data={"file_id": str(left.pk)})
+    task = run(task)
+    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.result["file_id"] != str(left.pk)
+    assert File.objects.filter(pk=left.pk).exists()

@@ -108,7 +108,11 @@ class ReportInput(StrictInputSerializer):
 
 def run_report_generation(data: dict, ctx: JobContext) -> dict:
     return reports.generate_report(
-        owner_id=ctx.owner_id, report=data["report"], fmt=data["format"], progress=ctx.progress
+        owner_id=ctx.owner_id,
+        report=data["report"],
+        fmt=data["format"],
+        progress=ctx.progress,
+        task_id=ctx.task_id,
     )
 
 
