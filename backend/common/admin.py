@@ -18,7 +18,7 @@ def each_with_service(admin, request, queryset, do, done: str) -> None:
         try:
             do(obj)
         except DomainError as exc:
-            refused.append(f"{obj}: {exc.detail}")
+            refused.append(f"“{obj}”: {exc.detail}")
         else:
             count += 1
     admin.message_user(request, f"{count} {done}.")
@@ -63,7 +63,7 @@ class ServiceDeleteMixin:
         try:
             self.delete_with_service(request, obj)
         except DomainError as exc:
-            raise DeleteRefused(f"{obj}: {exc.detail}") from exc
+            raise DeleteRefused(f"“{obj}”: {exc.detail}") from exc
 
     def delete_view(self, request, object_id, extra_context=None):
         try:

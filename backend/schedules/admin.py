@@ -246,9 +246,9 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
                     schedule=schedule, actor=request.user, enabled=enabled
                 )
             except NotFound:
-                refused.append(f"{schedule}: deleted meanwhile.")
+                refused.append(f"“{schedule}”: deleted meanwhile.")
             except DomainError as exc:  # its template no longer validates
-                refused.append(f"{schedule}: {exc.detail}")
+                refused.append(f"“{schedule}”: {exc.detail}")
             else:
                 changed += 1
         verb = "enabled" if enabled else "disabled"

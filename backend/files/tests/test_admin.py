@@ -122,7 +122,7 @@ def test_delete_view_refuses_a_file_in_use_with_only_the_reason(admin_client, us
     assert sent_messages(response) == [
         (
             messages.ERROR,
-            "used.csv: An active task uses this file; cancel it or wait for it to finish.",
+            "“used.csv”: An active task uses this file; cancel it or wait for it to finish.",
         )
     ]
     assert File.objects.filter(pk=used.pk).exists() and default_storage.exists(used.storage_name)

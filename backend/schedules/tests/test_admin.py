@@ -310,8 +310,8 @@ def test_enable_refuses_a_stale_template_and_a_schedule_deleted_meanwhile(
     assert shown[0] == "1 schedule(s) enabled."
     assert sorted(shown[1:]) == sorted(
         [
-            f"{stale}: input_data: numbers: This list may not be empty.",
-            f"{gone}: deleted meanwhile.",
+            f"“{stale}”: input_data: numbers: This list may not be empty.",
+            f"“{gone}”: deleted meanwhile.",
         ]
     )
     assert list(Schedule.objects.filter(enabled=True).values_list("name", flat=True)) == ["fine"]
@@ -333,7 +333,7 @@ def test_a_deactivated_owners_schedule_cannot_be_enabled_here(admin_client, user
     shown = [str(m) for m in response.context["messages"]]
     assert shown == [
         "0 schedule(s) enabled.",
-        f"{schedule}: enabled: The schedule's owner is deactivated: it cannot be enabled.",
+        f"“{schedule}”: enabled: The schedule's owner is deactivated: it cannot be enabled.",
     ]
 
     response = admin_client.post(ADD, form_data(owner=str(user.pk)))

@@ -142,7 +142,7 @@ def test_delete_selected_refuses_running_tasks_and_deletes_the_rest(admin_client
     assert list(Task.objects.values_list("pk", flat=True)) == [running.pk]
     assert sent_messages(response) == [
         (messages.INFO, "1 task(s) deleted."),
-        (messages.WARNING, "busy (running): A running task cannot be deleted; cancel it first."),
+        (messages.WARNING, "“busy (running)”: A running task cannot be deleted; cancel it first."),
     ]
     assert logged_deletions() == [str(pending.pk)]
 
@@ -153,12 +153,14 @@ def test_delete_page_refuses_a_running_task(admin_client, user):
     assert response.status_code == 302
     assert response["Location"] == f"{CHANGELIST}{running.pk}/change/"
     assert sent_messages(response) == [
-        (messages.ERROR, "busy (running): A running task cannot be deleted; cancel it first.")
+        (messages.ERROR, "“busy (running)”: A running task cannot be deleted; cancel it first.")
     ]
     assert Task.objects.get(pk=running.pk).status == TaskStatus.RUNNING
     assert logged_deletions() == []
     page = admin_client.get(response["Location"])
     assert page.status_code == 200 and b"cancel it first" in page.content
+    # The page capitalises a message's first letter: the name stays as written, in quotes.
+    assert "“busy (running)”: A running task".encode() in page.content
 
 
 def test_delete_page_deletes_a_task_that_is_not_running(admin_client, user):
