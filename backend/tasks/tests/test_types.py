@@ -74,13 +74,22 @@ def test_sum_takes_a_number_of_1e16_or_more_as_the_integer_it_is():
     assert run("sum", data) == {"result": 10**16 + 1}
     ok, _, data = validate("sum", {"numbers": [1e23, 1]})
     assert run("sum", data) == {"result": 10**23 + 1}  # 1e23 as written, as jsonb reads it
-    ok, _, data = validate("sum", {"numbers": [1e308, 1e308]})
-    assert run("sum", data) == {"result": 2 * 10**308}  # exact, as read from the database
+    ok, _, data = validate("sum", {"numbers": [1e308, 1e307]})
+    assert run("sum", data) == {"result": 11 * 10**307}  # exact, as read from the database
 
 
 def test_sum_that_overflows_fails_readably():
+    """As floats or as the integers they are read as, a sum past the largest double fails:
+    the exact integer (2 * 10**308) was a result that a client reading JSON numbers as
+    doubles took for Infinity."""
     with pytest.raises(ValueError, match="too large"):
         run("sum", {"numbers": [1e308, 1e308]})
+    ok, _, data = validate("sum", {"numbers": [1e308, 1e308]})
+    assert ok and data["numbers"] == [10**308, 10**308]
+    with pytest.raises(ValueError, match="too large"):
+        run("sum", data)
+    with pytest.raises(ValueError, match="too large"):
+        run("sum", {"numbers": [-(10**308), -(10**308)]})
 
 
 def test_unknown_and_missing_fields_are_reported():

@@ -1,6 +1,7 @@
 """Numbers and time: ``sum`` and ``countdown``."""
 
 import math
+import sys
 import time
 
 from django.conf import settings
@@ -30,7 +31,9 @@ class SumInput(StrictInputSerializer):
 
 def run_sum(data: dict, ctx: JobContext) -> dict:
     total = sum(data["numbers"])
-    if isinstance(total, float) and not math.isfinite(total):
+    # Past the largest double (an exact integer sum of numbers near 1e308 too): a JSON
+    # client reading it as a double would get Infinity.
+    if (isinstance(total, float) and not math.isfinite(total)) or abs(total) > sys.float_info.max:
         raise ValueError("the sum is too large to represent")
     return {"result": total}
 
