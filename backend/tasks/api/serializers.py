@@ -15,6 +15,7 @@ from rest_framework.utils import html
 
 from backend.common.serializers import (
     CopiedFieldsMixin,
+    RejectUnknownFieldsMixin,
     StrictJSONField,
     TextField,
     unwritable_keys,
@@ -359,7 +360,7 @@ class TaskUpdateSerializer(serializers.Serializer):
         return attrs
 
 
-class AssignSerializer(serializers.Serializer):
+class AssignSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     assignee = UserIdField(allow_null=True, help_text="a user's id; null unassigns a manual task")
 
 
@@ -372,7 +373,7 @@ class NoInputSerializer(serializers.Serializer):
 MAX_RESULT_BYTES = 1024 * 1024
 
 
-class CompleteSerializer(serializers.Serializer):
+class CompleteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     result = StrictJSONField(
         required=False,
         allow_null=True,

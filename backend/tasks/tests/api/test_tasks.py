@@ -182,6 +182,24 @@ def test_a_completion_result_the_database_cannot_store_is_a_400(client, user):
     assert task.status == "running"
 
 
+def test_a_completion_or_an_assignment_refuses_an_unknown_key(client, user, other_user):
+    """{"result": 1, "foo": 2} completed the task with result 1 and dropped foo (meant, most
+    likely, to be part of the result), while a create refuses an unknown key."""
+    task = Task.objects.create(
+        owner=user, assignee=user, name="m", task_type="manual", status="running"
+    )
+    response = client.post(url(task, "complete"), {"result": 1, "foo": 2}, format="json")
+    assert response.status_code == 400
+    assert response.json()["foo"] == ["Unknown field."]
+    response = client.post(url(task, "assign"), {"asignee": str(other_user.pk)}, format="json")
+    assert response.status_code == 400
+    assert response.json()["asignee"] == ["Unknown field."]
+    task.refresh_from_db()
+    assert (task.status, task.assignee_id) == ("running", user.pk)
+    response = client.post(url(task, "complete"), {"result": {"foo": 2}}, format="json")
+    assert response.status_code == 200
+
+
 @pytest.mark.parametrize("body", ["result=", "result=null"])
 def test_a_completion_forms_empty_or_null_result_box_means_no_result(client, user, body):
     """The browsable API's completion form shows ``null`` in the result box; clearing it
