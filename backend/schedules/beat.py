@@ -35,6 +35,7 @@ from datetime import timedelta
 from celery import beat
 from celery.utils.time import maybe_make_aware
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from . import services, timing
@@ -217,8 +218,10 @@ class Scheduler(DatabaseScheduler):
             return super().apply_entry(entry, producer=producer)
         beat.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)  # as beat does
         message_id = str(uuid.uuid4())
-        options = entry.options
+        options, kwargs = entry.options, entry.kwargs
         entry.options = {**options, "task_id": message_id}
+        # When it was sent: a message overtaken by a later firing (a backlog) is skipped.
+        entry.kwargs = {**kwargs, "sent_at": timezone.now().isoformat()}
         try:
             self.apply_async(entry, producer=producer, advance=False)
         except Exception as exc:
@@ -227,9 +230,10 @@ class Scheduler(DatabaseScheduler):
                 entry.name,
                 exc,
             )
+            entry.kwargs = kwargs
             self._fire_here(entry, message_id)
         finally:
-            entry.options = options
+            entry.options, entry.kwargs = options, kwargs
         self._write_firings()
         return None
 

@@ -167,12 +167,24 @@ def schedule_delete(*, schedule: Schedule, actor: User) -> None:
 # --- firing (called by the worker on beat's message) -----------------------------------
 
 
-def schedule_fire(*, schedule_id, message_id: str | None = None) -> ScheduleRun | None:
+class FiringSuperseded(Exception):
+    """A firing made after beat sent this message was recorded already: the message waited
+    in a backlog (the maintenance worker stopped) behind, or after, a later one."""
+
+
+def schedule_fire(
+    *, schedule_id, message_id: str | None = None, sent_at=None
+) -> ScheduleRun | None:
     """Create the schedule's task now and record the run; None when there is nothing to
-    fire (the schedule was deleted or disabled since beat sent the message)."""
+    fire (the schedule was deleted or disabled since beat sent the message).
+
+    ``sent_at``: when beat sent the message. One handled after a firing made since then
+    raises ``FiringSuperseded``: a backlog of firings (a worker stopped while beat went on)
+    fires once when the worker is back, as a stopped beat catches up once, not in a burst
+    of tasks all made at the same moment."""
     try:
         with transaction.atomic():
-            return _fire(schedule_id, message_id)
+            return _fire(schedule_id, message_id, sent_at)
     except IntegrityError:
         # The same message handled concurrently by another worker: that one recorded it.
         existing = ScheduleRun.objects.filter(message_id=message_id).first()
@@ -181,7 +193,7 @@ def schedule_fire(*, schedule_id, message_id: str | None = None) -> ScheduleRun 
         return existing
 
 
-def _fire(schedule_id, message_id: str | None) -> ScheduleRun | None:
+def _fire(schedule_id, message_id: str | None, sent_at=None) -> ScheduleRun | None:
     # The schedule's row lock makes concurrent firings of one schedule take turns.
     schedule = Schedule.objects.select_for_update().filter(pk=schedule_id).first()
     if schedule is None or not schedule.enabled:
@@ -190,6 +202,11 @@ def _fire(schedule_id, message_id: str | None) -> ScheduleRun | None:
         duplicate = ScheduleRun.objects.filter(message_id=message_id).first()
         if duplicate is not None:
             return duplicate
+    if sent_at is not None and schedule.last_run_at is not None and schedule.last_run_at > sent_at:
+        raise FiringSuperseded(
+            f"schedule {schedule_id} fired at {schedule.last_run_at.isoformat()}, after this "
+            f"firing was sent ({sent_at.isoformat()})"
+        )
     now = timezone.now()
     run = ScheduleRun(schedule=schedule, fired_at=now, message_id=message_id)
     owner = schedule.owner

@@ -279,3 +279,33 @@ def test_an_overdue_crontab_says_the_missed_match_that_beat_fires_at_once(user, 
         scheduler.tick()
     assert sent.count(services._periodic_task_name(schedule)) == 1
     scheduler.close()
+
+
+def test_beat_sends_a_firing_with_the_time_it_sent_it(user, monkeypatch):
+    """What lets a worker skip a firing overtaken by a later one (a backlog)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django.utils.dateparse import parse_datetime
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user, interval_seconds=300)
+    due = timezone.now() - timedelta(seconds=301)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=due)
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    sent = []
+
+    def send(entry, producer=None, advance=True, **kwargs):
+        sent.append((entry.name, dict(entry.kwargs)))
+
+    monkeypatch.setattr(scheduler, "apply_async", send)
+    before = timezone.now()
+    for _ in range(8):
+        scheduler.tick()
+    name = services._periodic_task_name(schedule)
+    (kwargs,) = [kw for sent_name, kw in sent if sent_name == name]
+    assert kwargs["schedule_id"] == str(schedule.pk)
+    assert before <= parse_datetime(kwargs["sent_at"]) <= timezone.now()
+    entry = scheduler.schedule[name]
+    assert "sent_at" not in entry.kwargs  # the entry itself is left as it was
+    scheduler.close()

@@ -108,9 +108,6 @@ def test_a_second_beat_stands_by_and_takes_over_once_the_first_stops(
     wait_for(lambda: runs() >= before + 3, timeout=60, interval=0.2, what="firings after it")
     assert second.log().count(sent) >= 3
 
-    # One run per message sent, by whichever beat sent it: no firing was doubled.
-    wait_for(
-        lambda: runs() == first.log().count(sent) + second.log().count(sent),
-        timeout=30,
-        what="every sent firing recorded",
-    )
+    # At most one run per message sent, by whichever beat sent it (a message overtaken by a
+    # later firing, e.g. the first beat's last one, is skipped): no firing was doubled.
+    assert runs() <= first.log().count(sent) + second.log().count(sent)
