@@ -1,3 +1,4 @@
+import json
 from collections.abc import Mapping
 
 from django.db import transaction
@@ -140,6 +141,15 @@ def _changes(data, field: str, user) -> bool:
     return value.strip().lower() != (getattr(user, field) or "").lower()
 
 
+SECRET_REPLACED = json.dumps(
+    {
+        "detail": "A later rotation replaced the secret this Idempotency-Key created; it no "
+        "longer signs anything. Rotate again with a new key to get the current one.",
+        "code": "secret_replaced",
+    }
+)
+
+
 class UserViewSet(
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
@@ -254,12 +264,14 @@ class UserViewSet(
     def webhook_secret(self, request, format=None):
         """Create or rotate the secret your webhooks are signed with; it is shown only in
         this answer (the previous one stops working). With an ``Idempotency-Key`` header, a
-        retry gets the same secret instead of rotating again, while it is the current one."""
+        retry gets the same secret instead of rotating again; once a later rotation has
+        replaced it, a 409 ``secret_replaced``, never the old secret, nor a new rotation."""
         secret = services.user_webhook_secret_rotate(user=request.user)
-        # The answers kept for earlier keys hold secrets that no longer sign anything: a
-        # replay must not hand one back (nor the table keep it). This request's own answer
-        # is written after it returns.
+        # The answers kept for earlier keys hold secrets that no longer sign anything: their
+        # replay becomes a refusal (the table keeps no old secret, and a late retry does not
+        # rotate again under another client). This request's own answer is written after it
+        # returns.
         IdempotencyKey.objects.filter(
             user=request.user, response_body__startswith='{"webhook_secret"'
-        ).delete()
+        ).update(status_code=status.HTTP_409_CONFLICT, response_body=SECRET_REPLACED)
         return Response({"webhook_secret": secret}, status=status.HTTP_201_CREATED)

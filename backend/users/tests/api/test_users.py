@@ -216,9 +216,10 @@ def test_options_offers_the_create_form_to_staff_only(client_for, user, staff):
 
 def test_a_replayed_webhook_secret_is_only_ever_the_current_one(client_for, user):
     """A rotation's answer is replayed for its Idempotency-Key (a retry after a timeout gets
-    the secret it missed), but once another rotation replaced that secret, the key's stored
-    answer is gone: a replay handed back a secret that signed nothing any more, and the
-    idempotency table kept its plain text."""
+    the secret it missed). Once another rotation replaced that secret, a replay handed back a
+    secret that signed nothing (and the idempotency table kept its plain text); a retry of
+    the old key must not rotate again either (it broke the secret another client had just
+    set up): it is a 409."""
     from backend.common.models import IdempotencyKey
 
     client = client_for(user)
@@ -229,22 +230,23 @@ def test_a_replayed_webhook_secret_is_only_ever_the_current_one(client_for, user
     assert replayed["Idempotent-Replayed"] == "true"
     assert replayed.json() == first.json()
 
-    second = client.post(url)  # rotated again, without a key
+    second = client.post(url, HTTP_IDEMPOTENCY_KEY="k-2")
     assert second.status_code == 201
-    user.refresh_from_db()
-    assert user.webhook_secret == second.json()["webhook_secret"]
     stored = IdempotencyKey.objects.filter(user=user).values_list("response_body", flat=True)
     assert not any(first.json()["webhook_secret"] in (body or "") for body in stored)
 
-    again = client.post(url, HTTP_IDEMPOTENCY_KEY="k-1")  # a new rotation, not a replay
-    assert again.status_code == 201
-    assert "Idempotent-Replayed" not in again
+    late = client.post(url, HTTP_IDEMPOTENCY_KEY="k-1")
+    assert late.status_code == 409
+    assert late.json()["code"] == "secret_replaced"
     user.refresh_from_db()
-    assert again.json()["webhook_secret"] == user.webhook_secret
-    assert again.json()["webhook_secret"] not in {
-        first.json()["webhook_secret"],
-        second.json()["webhook_secret"],
-    }
+    assert user.webhook_secret == second.json()["webhook_secret"]  # not rotated again
+    assert client.post(url, HTTP_IDEMPOTENCY_KEY="k-2").json() == second.json()
+
+    third = client.post(url)  # no key: a rotation
+    assert third.status_code == 201
+    assert client.post(url, HTTP_IDEMPOTENCY_KEY="k-2").status_code == 409
+    user.refresh_from_db()
+    assert user.webhook_secret == third.json()["webhook_secret"]
 
 
 # --- detail and update --------------------------------------------------------
