@@ -62,12 +62,24 @@ class User(AbstractUser):
     def identity_conflicts(self) -> dict[str, str]:
         """The rule beside the two unique constraints, which no constraint can hold: a
         username may not be another user's email, nor an email another user's username
-        (either one logs in, so one login name would open two accounts)."""
+        (either one logs in, so one login name would open two accounts). Checked for a new
+        user, and for a username or email that changes: an account already in conflict
+        (made before the rule held everywhere) can still change its name or password, or be
+        deactivated."""
         others = type(self).objects.exclude(pk=self.pk)
+        loaded = getattr(self, "_loaded_identity", None) if not self._state.adding else None
         found = {}
-        if self.username and others.filter(email__iexact=self.username).exists():
+        if (
+            self.username
+            and (loaded is None or self.username.lower() != (loaded[0] or "").lower())
+            and others.filter(email__iexact=self.username).exists()
+        ):
             found["username"] = "This username is another user's email address."
-        if self.email and others.filter(username__iexact=self.email).exists():
+        if (
+            self.email
+            and (loaded is None or self.email.lower() != (loaded[1] or "").lower())
+            and others.filter(username__iexact=self.email).exists()
+        ):
             found["email"] = "This email is another user's username."
         return found
 
@@ -96,11 +108,14 @@ class User(AbstractUser):
             if not self.is_active and getattr(self, "_was_active", True):
                 browser_sessions_end([self.pk])  # read all sessions: only when it turns off
         self._was_active = self.is_active
+        self._loaded_identity = (self.username, self.email)
 
     @classmethod
     def from_db(cls, db, field_names, values):
         user = super().from_db(db, field_names, values)
         user._was_active = user.__dict__.get("is_active", True)  # as loaded (deferred: True)
+        if "username" in user.__dict__ and "email" in user.__dict__:
+            user._loaded_identity = (user.username, user.email)
         return user
 
     def set_unusable_password(self):

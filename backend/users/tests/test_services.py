@@ -260,3 +260,27 @@ def test_two_registrations_at_once_cannot_share_a_login_name():
             thread.join()
     assert outcomes.count("created") == 5, outcomes
     assert all(o in ("created", ["username"], ["email"]) for o in outcomes), outcomes
+
+
+def test_an_account_already_in_conflict_can_still_be_changed(client_for, staff):
+    """Accounts made before the rule held everywhere (by createsuperuser, the admin or a
+    race) could no longer change their name or password, nor be deactivated: every save
+    checked the rule, for a field the request never sent."""
+    ann = UserFactory(username="ann@example.com", email=None)
+    bob = UserFactory(username="bob", email="bob@example.com")
+    User.objects.filter(pk=bob.pk).update(email="ann@example.com")  # the old conflict
+
+    response = client_for(User.objects.get(pk=bob.pk)).patch(
+        "/api/users/me/", {"name": "Bob", "password": "Another-g00d-pass!"}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    response = client_for(staff).patch(f"/api/users/{ann.pk}/", {"is_active": False}, format="json")
+    assert response.status_code == 200, response.content
+    # A change of the field itself is still checked.
+    UserFactory(username="erin@example.com", email=None)
+    carl = UserFactory(username="carl", email="carl@example.com")
+    response = client_for(carl).patch(
+        "/api/users/me/", {"email": "ERIN@example.com"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "another user's username" in response.json()["email"][0]
