@@ -274,6 +274,8 @@ class ContentSecurityPolicyMiddleware:
             self.policy
             and "Content-Security-Policy" not in response
             and response.get("Content-Type", "").startswith("text/html")
+            # Django's debug page of an error (DEBUG only) runs inline scripts of its own.
+            and not (settings.DEBUG and response.status_code >= 500)
         ):
             response["Content-Security-Policy"] = self.policy
         return response

@@ -75,6 +75,7 @@ class OneBeat:
 
     STANDBY_POLL = 5.0
     CHECK_EVERY = 1.0
+    IDLE_TIMEOUT = 60  # seconds: see _lock_postgresql
     KEY = int.from_bytes(
         hashlib.sha256(b"async-task-manager beat").digest()[:8], "big", signed=True
     )
@@ -121,23 +122,33 @@ class OneBeat:
             (logger.info if state == "held" else logger.warning)(message, *args)
 
     def _lock_postgresql(self) -> bool:
+        try:
+            return self._try_postgresql()
+        except Exception:
+            # The session is gone (a database restart, its idle timeout): once more on a new
+            # one, which raises when the database itself is down.
+            self._drop_session()
+            if self.held:
+                self.held = False
+                logger.warning("beat lost its lock's database session; it takes the lock again")
+            return self._try_postgresql()
+
+    def _try_postgresql(self) -> bool:
         if self._session is None:
             self._session = connection.get_new_connection(connection.get_connection_params())
             self._session.autocommit = True
-        try:
-            with self._session.cursor() as cursor:
-                if self.held:
-                    cursor.execute("SELECT 1")  # the lock lasts as long as this session
-                    return True
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.KEY])
-                return bool(cursor.fetchone()[0])
-        except Exception:
-            self._drop_session()
-            if self.held:  # lost with the session: taken again if nobody else has
-                self.held = False
-                logger.warning("beat lost its lock's database session; it takes the lock again")
-                return self._lock_postgresql()
-            raise
+            # A holder frozen (SIGSTOP, a stalled VM) or cut off from the database keeps its
+            # session, and the lock, open for ever: the server ends a session silent this
+            # long (the holder checks it at every tick, every few seconds at most), and a
+            # standby takes over. PostgreSQL 14 and later; older ones keep the lock.
+            with contextlib.suppress(Exception), self._session.cursor() as cursor:
+                cursor.execute(f"SET idle_session_timeout = '{int(self.IDLE_TIMEOUT)}s'")
+        with self._session.cursor() as cursor:
+            if self.held:
+                cursor.execute("SELECT 1")  # the lock lasts as long as this session
+                return True
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [self.KEY])
+            return bool(cursor.fetchone()[0])
 
     def _drop_session(self) -> None:
         if self._session is not None:

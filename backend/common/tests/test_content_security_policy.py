@@ -51,6 +51,25 @@ def test_an_html_page_carries_the_policy_and_a_json_answer_does_not(client):
     assert "Content-Security-Policy" not in answer
 
 
+def test_djangos_debug_page_of_an_error_keeps_its_scripts(client, settings, monkeypatch):
+    """With DEBUG on (make run), the page of a 500 toggles its tracebacks with inline
+    scripts, which the policy refused; without DEBUG, the 500 page is the service's own."""
+    from django.views.generic import TemplateView
+
+    assert client.get("/", HTTP_ACCEPT="text/html")["Content-Security-Policy"]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(TemplateView, "get", broken)  # the front page's view
+    client.raise_request_exception = False
+    settings.DEBUG = True
+    page = client.get("/", HTTP_ACCEPT="text/html")
+    assert page.status_code == 500 and page["Content-Type"].startswith("text/html")
+    assert b"RuntimeError" in page.content and b"<script" in page.content
+    assert "Content-Security-Policy" not in page
+
+
 def staff_browser(live_server) -> tuple[Chromium, dict[str, str]]:
     name, _, value = session_cookie(UserFactory(is_staff=True, is_superuser=True)).partition("=")
     return Chromium(), {name: value}

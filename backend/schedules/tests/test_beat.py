@@ -309,3 +309,30 @@ def test_beat_sends_a_firing_with_the_time_it_sent_it(user, monkeypatch):
     entry = scheduler.schedule[name]
     assert "sent_at" not in entry.kwargs  # the entry itself is left as it was
     scheduler.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_frozen_holder_loses_the_lock_to_a_standby(monkeypatch):
+    """A holder that stops checking (frozen by SIGSTOP, a stalled VM, cut off from the
+    database) kept its session, and the lock, for ever: no firing while the standby waited.
+    PostgreSQL ends a lock session silent for IDLE_TIMEOUT; the holder then stands by."""
+    import time
+
+    from django.db import connection
+
+    from backend.schedules.beat import OneBeat
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the PostgreSQL lock (a process holding the SQLite file lock lives)")
+    monkeypatch.setattr(OneBeat, "IDLE_TIMEOUT", 1)
+    frozen, standby = OneBeat(), OneBeat()
+    try:
+        assert frozen.holds()
+        assert not standby.holds()
+        time.sleep(2.5)  # the holder checks nothing meanwhile
+        assert standby.holds()
+        frozen._checked = 0  # it wakes up: its next check finds it lost the lock
+        assert not frozen.holds()
+    finally:
+        frozen.release()
+        standby.release()
