@@ -1,6 +1,7 @@
 """JSON error pages for the API: a client of /api/ never receives an HTML error page."""
 
 from django.http import JsonResponse
+from django.urls import NoReverseMatch
 from django.views import defaults
 from rest_framework import permissions, routers
 from rest_framework.reverse import reverse
@@ -40,10 +41,21 @@ class ApiRootView(routers.APIRootView):
     def get(self, request, *args, **kwargs):
         response = super().get(request, *args, **kwargs)
         for name in ("register", "token_obtain_pair", "schema", "swagger-ui", "redoc", "health"):
-            response.data[name.replace("_obtain_pair", "").replace("-ui", "")] = reverse(
-                name, request=request, format=kwargs.get("format")
+            response.data[name.replace("_obtain_pair", "").replace("-ui", "")] = _address(
+                name, request, kwargs.get("format")
             )
         return response
+
+
+def _address(name: str, request, format: str | None) -> str:
+    """The route's address, with the format suffix the root was asked with (``/api/.json``)
+    where the route takes one: the docs and health have none (it was a 500)."""
+    if format:
+        try:
+            return reverse(name, request=request, format=format)
+        except NoReverseMatch:
+            pass
+    return reverse(name, request=request)
 
 
 def requested_action(view) -> str | None:

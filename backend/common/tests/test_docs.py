@@ -155,6 +155,18 @@ def test_api_root_lists_the_entry_points_to_anyone(api_client):
         assert body[name].startswith("http://testserver/"), name
 
 
+@pytest.mark.parametrize("suffix", [".json", ".api"])
+def test_the_api_root_with_a_format_suffix_lists_the_entry_points(api_client, suffix):
+    """/api/.json was a 500: the docs and health have no suffixed route to name."""
+    response = api_client.get(f"/api/{suffix}")
+    assert response.status_code == 200
+    body = response.json() if suffix == ".json" else response.data
+    assert body["tasks"] == f"http://testserver/api/tasks{suffix}"
+    assert body["register"] == f"http://testserver/api/register{suffix}"
+    assert body["schema"] == "http://testserver/api/schema/"
+    assert body["health"] == "http://testserver/health/"
+
+
 def test_front_page_links_everything_and_the_admin_points_there(client):
     html = html_of(client.get("/"))
     for link in ('href="/api/"', 'href="/api/docs/"', 'href="/api/redoc/"', 'href="/admin/"'):
