@@ -6,6 +6,7 @@ from rest_framework.fields import empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
+from backend.common.serializers import RejectUnknownFieldsMixin
 from backend.files.models import File
 
 
@@ -79,7 +80,10 @@ class _Sha256Field(serializers.Field):
         return value
 
 
-class FileUploadSerializer(serializers.Serializer):
+class FileUploadSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """Another field beside ``file`` and ``sha256`` is refused, naming it: a misspelt
+    ``sha265`` skipped the check it was meant for."""
+
     file = _FileBox(
         allow_empty_file=True,
         use_url=False,

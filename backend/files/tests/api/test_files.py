@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 
 from backend.files.models import File
 from backend.files.services import storage_path
-from backend.files.tests.conftest import sha256, stored_files
+from backend.files.tests.conftest import multipart, sha256, stored_files
 from backend.files.tests.factories import make_file
 from backend.tasks.models import TaskStatus
 from backend.tasks.tests.factories import TaskFactory
@@ -84,6 +84,22 @@ def test_upload_with_a_wrong_sha256_stores_nothing(client, post_upload, media, u
     assert File.objects.count() == 0
     assert stored_files(media) == []
     assert list(upload_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize("field", ["sha265", "SHA256", "name"])
+def test_an_upload_refuses_a_field_it_does_not_take(client, field, media):
+    """A misspelt sha256 ("sha265") was ignored, and a wrong digest went unchecked: 201."""
+    body, header = multipart(
+        {field: sha256(b"something else")},
+        filename="data.csv",
+        content=CSV,
+        content_type="text/csv",
+    )
+    response = client.generic("POST", "/api/files/", body, content_type=header)
+    assert response.status_code == 400, response.content
+    assert response.json()[field] == ["Unknown field."]
+    assert File.objects.count() == 0
+    assert stored_files(media) == []
 
 
 def test_an_empty_sha256_box_is_not_given(client, post_upload):
