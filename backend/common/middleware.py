@@ -32,6 +32,7 @@ CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     411: "length_required",
+    412: "precondition_failed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "throttled",

@@ -85,8 +85,8 @@ def _summary(operation: dict) -> str | None:
 
 
 def document_errors(result, generator, request, public):
-    """Postprocessing hook: every operation documents its error responses (411 where it takes
-    a body), is tagged by its resource and titled by the first sentence of its description."""
+    """Postprocessing hook: every operation documents its error responses (411 on a write),
+    is tagged by its resource and titled by the first sentence of its description."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR_SCHEMA)
     for component in schemas.values():
@@ -114,7 +114,7 @@ def document_errors(result, generator, request, public):
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:
                 statuses.append("422")
-            if "requestBody" in operation:
+            if method != "get":  # a write sent in chunks, with a body or without
                 statuses.append("411")
             responses = operation.setdefault("responses", {})
             for status in statuses:

@@ -107,6 +107,9 @@ class FileViewSet(
                 description="the bytes, with the file's content type; ETag = SHA-256",
             ),
             304: OpenApiResponse(description="If-None-Match matched the ETag"),
+            412: OpenApiResponse(
+                description="If-Match named another ETag (code `precondition_failed`)."
+            ),
             410: OpenApiResponse(
                 description="The file's bytes are missing from the storage (code "
                 "`file_missing`): upload it again."

@@ -299,6 +299,21 @@ def test_download_gives_back_identical_bytes_with_the_etag(client, user):
     assert response["Content-Type"] == "application/octet-stream"
 
 
+def test_a_download_if_match_another_etag_is_412_with_its_own_code(client, user):
+    """Django answers If-Match with 412; its code was the catch-all "error"."""
+    file = make_file(user)
+    response = client.get(f"/api/files/{file.pk}/download/", HTTP_IF_MATCH='"other"')
+    assert response.status_code == 412
+    assert response.json()["code"] == "precondition_failed"
+    schema = client.get("/api/schema/?format=json").json()
+    download = schema["paths"]["/api/files/{id}/download/"]["get"]["responses"]
+    assert "precondition_failed" in download["412"]["description"]
+    assert (
+        client.get(f"/api/files/{file.pk}/download/", HTTP_IF_MATCH=f'"{file.sha256}"').status_code
+        == 200
+    )
+
+
 @pytest.mark.parametrize("method", ["get", "head"])
 @pytest.mark.parametrize("conditional", [False, True])
 def test_download_of_a_file_whose_bytes_are_gone_is_410(client, user, method, conditional):
