@@ -84,9 +84,10 @@ run: migrate
 	DEBUG=$${DEBUG:-true} PYTHONUNBUFFERED=1 PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
-# DJANGO_SUPERUSER_PASSWORD set, non-interactive (scripts, containers).
+# DJANGO_SUPERUSER_PASSWORD set (exported, or in the .env), non-interactive (scripts, containers).
 superuser: migrate
-	@$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $${DJANGO_SUPERUSER_PASSWORD:+--noinput}
+	@$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $$( { [ -n "$${DJANGO_SUPERUSER_PASSWORD:-}" ] || \
+		$(call env_file_sets,DJANGO_SUPERUSER_PASSWORD); } && echo --noinput )
 
 test: install
 	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)

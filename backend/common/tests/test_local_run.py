@@ -577,11 +577,14 @@ def test_make_runs_web_server_closes_a_keep_alive_clients_connection_per_request
 
 
 def _stub_python(tmp_path: Path) -> Path:
-    """A virtualenv whose python only says what DEBUG and ENV_FILE it was given."""
+    """A virtualenv whose python only says what DEBUG and ENV_FILE it was given, then its
+    arguments."""
     venv = tmp_path / "stub-venv"
     (venv / "bin").mkdir(parents=True)
     stub = venv / "bin" / "python"
-    stub.write_text('#!/bin/sh\necho "DEBUG=${DEBUG-unset} ENV_FILE=${ENV_FILE-unset}"\n')
+    stub.write_text(
+        '#!/bin/sh\necho "DEBUG=${DEBUG-unset} ENV_FILE=${ENV_FILE-unset}"\necho "ARGS=$*"\n'
+    )
     stub.chmod(0o755)
     (venv / ".installed").touch()
     return venv
@@ -634,3 +637,29 @@ def test_make_writes_no_env_file_on_a_deployment(tmp_path):
     developer = make(f"ENV_FILE={env_file}", str(env_file), DJANGO_SECRET_KEY="dev")
     assert developer.returncode == 0, developer.stderr
     assert "DEBUG=true" in env_file.read_text()
+
+
+@needs_make
+def test_make_superuser_runs_without_prompts_when_the_env_file_holds_the_password(tmp_path):
+    """.env.example says the DJANGO_SUPERUSER_* variables may be put in the .env; make only
+    looked at the environment, so without a terminal createsuperuser skipped the user and
+    exited 0, and a script saw success."""
+    env_file = tmp_path / ".env"
+    stub = _stub_python(tmp_path)
+
+    def superuser(**env) -> str:
+        done = make(f"VENV={stub}", f"ENV_FILE={env_file}", "superuser", **env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()[-1]
+
+    env_file.write_text("DEBUG=true\n")
+    assert superuser() == "ARGS=manage.py createsuperuser"
+    assert superuser(DJANGO_SUPERUSER_PASSWORD="x") == "ARGS=manage.py createsuperuser --noinput"
+    env_file.write_text(
+        "DEBUG=true\nDJANGO_SUPERUSER_USERNAME=ops\nDJANGO_SUPERUSER_PASSWORD='p w'\n"
+    )
+    assert superuser() == "ARGS=manage.py createsuperuser --noinput"
+    env_file.write_text(
+        "DEBUG=true\n# DJANGO_SUPERUSER_PASSWORD=commented\nDJANGO_SUPERUSER_PASSWORD=\n"
+    )
+    assert superuser() == "ARGS=manage.py createsuperuser"
