@@ -14,6 +14,13 @@ from gunicorn import util
 # values fits.
 limit_request_line = 8190
 
+# A sync worker busy on one request this long is killed. gunicorn's 30 s cut a download (or
+# an upload, a 500 leaving its temporary file) of a client slower than 0.5 MB/s short of
+# MAX_UPLOAD_SIZE (50 MB), with a 200 already sent. Behind a buffering proxy (nginx: README
+# "Operating it") requests end in moments whatever the client; published directly (compose),
+# a client must do about 0.4 MB/s. GUNICORN_CMD_ARGS="--timeout N" changes it.
+timeout = 120
+
 
 def _write_json_error(sock, status_int, reason, mesg):
     body = json.dumps({"detail": mesg or reason, "code": reason.lower().replace(" ", "_")}).encode()

@@ -100,3 +100,28 @@ def test_a_request_line_of_8000_bytes_reaches_the_service(served):
     )
     assert got in (200, 503) and headers["content-type"].startswith("application/json")
     assert "status" in json.loads(body)
+
+
+def test_a_worker_is_given_two_minutes_for_a_request():
+    """gunicorn's default 30 s killed the sync worker of a slow download (a 200 cut short)
+    or upload (a 500): gunicorn.conf.py gives every gunicorn started here 120 s, and the
+    command line still wins."""
+
+    def config(*args: str) -> dict[str, str]:
+        done = subprocess.run(
+            [str(GUNICORN), "--print-config", *args, "backend.wsgi:application"],
+            cwd=PROJECT_ROOT,
+            env={"PATH": os.environ.get("PATH", "")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        return dict(
+            (part.strip() for part in line.split("=", 1))
+            for line in done.stdout.splitlines()
+            if "=" in line
+        )
+
+    assert config()["timeout"] == "120"
+    assert config("--timeout", "300")["timeout"] == "300"

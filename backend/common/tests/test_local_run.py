@@ -244,6 +244,45 @@ def test_the_long_worker_runs_more_tasks_at_once_than_one_user_may_hold(name):
     assert "--prefetch-multiplier=1" in line
 
 
+def test_every_compose_worker_has_the_procfiles_node_name_and_pings_it():
+    """compose's short-task worker ran as celery@<host> (the stats API and `celery inspect`
+    showed that name, the README and the Procfile worker@<host>)."""
+    import yaml
+
+    services = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]
+    procfile = (PROJECT_ROOT / "Procfile").read_text()
+    for service in ("worker", "worker-long", "maintenance"):
+        command, health = services[service]["command"], services[service]["healthcheck"]
+        name = re.search(r"-n (\w+)@%h", command)[1]
+        assert f"--hostname={name}@%h" in procfile, service
+        assert f"inspect ping -d {name}@$$HOSTNAME" in health["test"][1], service
+
+
+@pytest.mark.parametrize(("proxies", "redirect"), [("0", "False"), ("1", "True")])
+def test_compose_redirects_to_https_behind_a_proxy_as_the_settings_do(tmp_path, proxies, redirect):
+    """compose pinned SECURE_SSL_REDIRECT to false, so with NUM_PROXIES=1 plain HTTP was not
+    redirected (check --deploy: W008), unlike the same settings outside compose. Its value,
+    as compose hands it over when the shell and .env set none, leaves the settings' rule."""
+    import yaml
+
+    env = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["x-app-env"]
+    given = re.fullmatch(r"\$\{SECURE_SSL_REDIRECT:-(.*)\}", env["SECURE_SSL_REDIRECT"])[1]
+    done = python(
+        tmp_path,
+        "-c",
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.SECURE_SSL_REDIRECT)",
+        ENV_FILE="",
+        DEBUG="false",
+        DJANGO_SECRET_KEY="k" * 50,
+        ALLOWED_HOSTS="localhost",
+        NUM_PROXIES=proxies,
+        SECURE_SSL_REDIRECT=given,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == redirect
+
+
 # --- Ctrl-C on make run ---------------------------------------------------------------
 
 
