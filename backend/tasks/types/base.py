@@ -292,6 +292,8 @@ def _field_schema(field: serializers.Field) -> dict:
         schema = {"type": "string"}
     if field.help_text:
         schema["description"] = str(field.help_text)
+    if field.default is not empty and not callable(field.default):
+        schema.setdefault("default", field.default)  # what a left-out key is taken as
     return schema
 
 
@@ -306,5 +308,4 @@ def serializer_json_schema(serializer: serializers.Serializer) -> dict:
     required = [name for name, field in fields.items() if field.required]
     if required:  # an empty list is not valid in OpenAPI 3.0
         schema["required"] = required
-    schema.update(getattr(serializer, "schema_extra", {}))
     return schema

@@ -197,3 +197,14 @@ def test_the_schema_validates_without_warnings(tmp_path):
     target = tmp_path / "schema.yml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
     assert target.read_text().startswith("openapi: 3.")
+
+
+def test_the_task_types_say_what_a_left_out_input_is_taken_as(client_for, user):
+    """has_header's default (true, SPEC §6) was left out, while delimiter's was shown."""
+    listed = client_for(user).get("/api/task-types/").json()
+    inputs = {kind["name"]: kind["input_schema"]["properties"] for kind in listed}
+    assert inputs["data_processing"]["has_header"]["default"] is True
+    assert inputs["data_processing"]["delimiter"]["default"] == ","
+    assert inputs["api_integration"]["method"]["default"] == "GET"
+    assert inputs["api_integration"]["follow_redirects"]["default"] is False
+    assert "default" not in inputs["data_processing"]["file_id"]
