@@ -5,7 +5,9 @@ from rest_framework.pagination import PageNumberPagination as DRFPageNumberPagin
 class PageNumberPagination(DRFPageNumberPagination):
     """``page`` and ``page_size`` (default 10; values above 100 are reduced to 100).
 
-    A ``page_size`` that is not a positive integer is a 400, not silently the default.
+    A ``page_size`` that is not a positive integer is a 400, not silently the default; so is
+    a ``page`` that is not a page number (``abc``, ``0``, ``1.5``: it was a 404 "Invalid
+    page.", as if the list had no such page). A page past the last is the 404.
     """
 
     page_size_query_param = "page_size"
@@ -22,6 +24,14 @@ class PageNumberPagination(DRFPageNumberPagination):
         if size < 1:
             raise ValidationError({"page_size": ["A positive integer is required."]})
         return min(size, self.max_page_size)
+
+    def get_page_number(self, request, paginator):
+        raw = request.query_params.get(self.page_query_param) or "1"
+        if raw in self.last_page_strings:
+            return paginator.num_pages
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            raise ValidationError({"page": ["A page number (1 or more) is required, or 'last'."]})
+        return int(raw)
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)

@@ -208,6 +208,24 @@ def test_page_size_that_is_not_a_positive_integer_is_400(client_for, user, value
     assert response.status_code == 400 and "page_size" in response.json()
 
 
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/", "/api/schedules/", "/api/users/"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "1.5", "1e1", "\uff11"])
+def test_a_page_that_is_not_a_page_number_is_400_naming_it(client_for, user, path, value):
+    """It was a 404 "Invalid page.", as if the list had no such page."""
+    response = client_for(user).get(path, {"page": value})
+    assert response.status_code == 400, response.content
+    assert response.json()["page"] == ["A page number (1 or more) is required, or 'last'."]
+
+
+def test_a_page_past_the_last_is_404_and_last_is_the_last(client_for, user):
+    client = client_for(user)
+    assert client.get("/api/tasks/", {"page": "1"}).status_code == 200  # an empty list too
+    assert client.get("/api/tasks/", {"page": "last"}).status_code == 200
+    assert client.get("/api/tasks/", {"page": ""}).status_code == 200  # not given
+    response = client.get("/api/tasks/", {"page": "2"})
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
 def test_page_size_above_the_maximum_is_reduced(client_for, user):
     response = client_for(user).get("/api/tasks/", {"page_size": 1000})
     assert response.status_code == 200
