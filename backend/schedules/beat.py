@@ -75,7 +75,7 @@ class OneBeat:
 
     STANDBY_POLL = 5.0
     CHECK_EVERY = 1.0
-    IDLE_TIMEOUT = 60  # seconds: see _lock_postgresql
+    IDLE_TIMEOUT = 60  # seconds: see _try_postgresql
     KEY = int.from_bytes(
         hashlib.sha256(b"async-task-manager beat").digest()[:8], "big", signed=True
     )
