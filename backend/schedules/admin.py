@@ -10,6 +10,8 @@ from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
+from django_celery_beat.models import PeriodicTask
 
 from backend.common.admin import ServiceSaveMixin
 from backend.common.errors import DomainError, NotFound
@@ -267,3 +269,66 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
     @admin.action(description="Disable selected schedules", permissions=["change"])
     def disable_schedules(self, request, queryset):
         self._set_enabled(request, queryset, False)
+
+
+class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
+    """django-celery-beat's Periodic tasks, with a schedule's own shown but not changed here:
+    turned off here, it stopped firing while its schedule still said ``enabled: true`` (and
+    any edit of the schedule turned it back on); renamed or retimed, it went out of step with
+    the schedule. Its schedule changes it (API or the Schedules admin); running it now (the
+    "Run selected tasks" action) stays."""
+
+    def _is_a_schedules(self, obj) -> bool:
+        return obj is not None and obj.task == services.FIRE_TASK
+
+    def has_change_permission(self, request, obj=None):
+        return not self._is_a_schedules(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not self._is_a_schedules(obj) and super().has_delete_permission(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        obj = self.get_object(request, object_id)
+        if self._is_a_schedules(obj) and request.method == "GET":
+            schedule = Schedule.objects.filter(periodic_task=obj).first()
+            if schedule is not None:
+                url = reverse("admin:schedules_schedule_change", args=[schedule.pk])
+                self.message_user(
+                    request,
+                    format_html(
+                        'This periodic task belongs to the schedule <a href="{}">{}</a>: '
+                        "change, pause or delete it there.",
+                        url,
+                        schedule,
+                    ),
+                    level=messages.INFO,
+                )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _without_schedules(self, request, queryset):
+        """The selection less the schedules' own, which the message names."""
+        theirs = queryset.filter(task=services.FIRE_TASK).count()
+        if theirs:
+            self.message_user(
+                request,
+                f"{theirs} periodic task(s) of schedules left as they are: turn them on or off "
+                "in Schedules.",
+                level=messages.WARNING,
+            )
+        return queryset.exclude(task=services.FIRE_TASK)
+
+    @admin.action(description="Enable selected tasks")
+    def enable_tasks(self, request, queryset):
+        super().enable_tasks(request, self._without_schedules(request, queryset))
+
+    @admin.action(description="Disable selected tasks")
+    def disable_tasks(self, request, queryset):
+        super().disable_tasks(request, self._without_schedules(request, queryset))
+
+    @admin.action(description="Toggle activity of selected tasks")
+    def toggle_tasks(self, request, queryset):
+        super().toggle_tasks(request, self._without_schedules(request, queryset))
+
+
+admin.site.unregister(PeriodicTask)
+admin.site.register(PeriodicTask, PeriodicTaskAdmin)

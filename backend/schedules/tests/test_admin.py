@@ -353,3 +353,39 @@ def test_a_deactivated_owners_schedule_cannot_be_enabled_here(admin_client, user
     response = admin_client.post(change_url(schedule), form_data(schedule, owner=str(user.pk)))
     assert response.status_code == 302
     assert Schedule.objects.get(pk=schedule.pk).name == "from the admin"
+
+
+def test_a_schedules_periodic_task_is_shown_but_changed_only_through_its_schedule(
+    admin_client, user
+):
+    """Turned off in the Periodic tasks admin, it stopped firing while its schedule still
+    said enabled: true, and any edit of the schedule turned it back on; renamed there, it went
+    out of step. It is view-only there now, its page points to its schedule, and the enable,
+    disable and toggle actions leave it as it is; other periodic tasks are changed as ever."""
+    schedule = make_schedule(user, name="nightly")
+    own = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    sweep = PeriodicTask.objects.create(name="a sweep", task="tasks.expire", interval=own.interval)
+    url = "/admin/django_celery_beat/periodictask/"
+
+    page = admin_client.get(f"{url}{own.pk}/change/")
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert f'href="/admin/schedules/schedule/{schedule.pk}/change/"' in content
+    assert 'name="_save"' not in content  # view only
+    response = admin_client.post(f"{url}{own.pk}/change/", {"name": "renamed", "enabled": ""})
+    assert response.status_code == 403
+    assert admin_client.post(f"{url}{own.pk}/delete/", {"post": "yes"}).status_code == 403
+
+    for action in ("disable_tasks", "toggle_tasks"):
+        response = admin_client.post(
+            url,
+            {"action": action, "_selected_action": [str(own.pk), str(sweep.pk)]},
+            follow=True,
+        )
+        shown = [str(m) for m in response.context["messages"]]
+        assert "1 periodic task(s) of schedules left as they are" in " ".join(shown), shown
+    own.refresh_from_db()
+    sweep.refresh_from_db()
+    assert own.enabled and own.name == f"schedule {schedule.pk}"
+    assert sweep.enabled  # disabled, then toggled back
+    assert admin_client.get(f"{url}{sweep.pk}/change/").content.count(b'name="_save"') == 1
