@@ -102,16 +102,24 @@ def test_a_request_line_of_8000_bytes_reaches_the_service(served):
     assert "status" in json.loads(body)
 
 
-def test_a_worker_is_given_two_minutes_for_a_request():
+def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
     """gunicorn's default 30 s killed the sync worker of a slow download (a 200 cut short)
     or upload (a 500): gunicorn.conf.py gives every gunicorn started here 120 s, and the
     command line still wins."""
+    var_dir = tmp_path / "var"
 
     def config(*args: str) -> dict[str, str]:
         done = subprocess.run(
             [str(GUNICORN), "--print-config", *args, "backend.wsgi:application"],
             cwd=PROJECT_ROOT,
-            env={"PATH": os.environ.get("PATH", "")},
+            env={  # it loads the application: the settings of a deployment, no .env
+                "PATH": os.environ.get("PATH", ""),
+                "ENV_FILE": "",
+                "DEBUG": "false",
+                "DJANGO_SECRET_KEY": "a-key-for-this-test-only-" + "x" * 40,
+                "ALLOWED_HOSTS": "127.0.0.1",
+                "VAR_DIR": str(var_dir),
+            },
             capture_output=True,
             text=True,
             timeout=60,
