@@ -96,8 +96,8 @@ class TaskSerializer(serializers.ModelSerializer):
         path, is absolute as the file's own is (``GET /api/files/{id}/``): from the request
         at hand, else from PUBLIC_BASE_URL."""
         result = task.result
-        if not isinstance(result, dict):
-            return result
+        if task.task_type != "report_generation" or not isinstance(result, dict):
+            return result  # (a manual task's result is what its assignee gave, as given)
         path = result.get("download_url")
         if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
             return result

@@ -114,3 +114,19 @@ def test_a_reports_download_url_is_absolute_as_the_files_own_is(with_request, se
     assert shown == {"file_id": "f", "download_url": f"{base}/api/files/f/download/", "rows": 2}
     task.refresh_from_db()
     assert task.result["download_url"] == "/api/files/f/download/"  # stored as it was
+
+
+def test_only_a_reports_download_url_is_made_absolute():
+    """A manual task completed with {"download_url": "/my/path"} came back with the
+    service's address in front of the path its assignee gave."""
+    given = {"download_url": "/my/relative/path", "note": "x"}
+    task = TaskFactory(
+        owner=UserFactory(),
+        task_type="manual",
+        input_data={},
+        status=TaskStatus.COMPLETED,
+        result=given,
+    )
+    request = APIRequestFactory().get("/api/tasks/", HTTP_HOST="127.0.0.1")
+    assert TaskSerializer(task, context={"request": request}).data["result"] == given
+    assert TaskSerializer(task).data["result"] == given
