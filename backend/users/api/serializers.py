@@ -1,3 +1,4 @@
+import copy
 import re
 
 from django.contrib.auth import authenticate
@@ -60,8 +61,8 @@ def validate_unique_email(value: str | None, *, instance: User | None = None) ->
         raise serializers.ValidationError("Give a domain name, not an address in brackets.")
     if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("A user with this email already exists.")
-    if _others(instance).filter(username__iexact=value).exists():
-        raise serializers.ValidationError("This email is another user's username.")
+    if conflict := _identity_conflict("email", value, instance):
+        raise serializers.ValidationError(conflict)
     return value
 
 
@@ -70,9 +71,17 @@ def validate_unique_username(value: str, *, instance: User | None = None) -> str
     assignees), and not another user's email address (either one logs in)."""
     if _others(instance).filter(username__iexact=value).exists():
         raise serializers.ValidationError("A user with that username already exists.")
-    if _others(instance).filter(email__iexact=value).exists():
-        raise serializers.ValidationError("This username is another user's email address.")
+    if conflict := _identity_conflict("username", value, instance):
+        raise serializers.ValidationError(conflict)
     return value
+
+
+def _identity_conflict(field: str, value: str, instance: User | None) -> str | None:
+    """The model's rule (``User.identity_conflicts``) for a new value of one field, checked
+    here to answer beside the other fields' errors; the save checks it again."""
+    candidate = copy.copy(instance) if instance is not None else User()
+    setattr(candidate, field, value)
+    return candidate.identity_conflicts().get(field)
 
 
 class UserPublicSerializer(TaskStatisticsMixin, serializers.ModelSerializer):
