@@ -277,23 +277,27 @@ def test_the_deactivate_action_counts_only_who_it_changed(client):
     assert b"1 user(s) deactivated." in response.content
 
 
-def test_the_admins_user_forms_refuse_a_username_that_is_another_users_email(client):
-    """The API refused it; the admin's add form saved it, and one login name opened two
-    accounts."""
-    UserFactory(username="ann", email="ann@example.com")
-    admin = UserFactory(is_staff=True, is_superuser=True)
-    client.force_login(admin)
-    response = client.post(
+def add_user_in_the_admin(client, username: str, email: str):
+    """The admin's add-user form posted by a superuser, signed in here."""
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    return client.post(
         "/admin/users/user/add/",
         {
-            "username": "Ann@Example.com",
-            "email": "",
+            "username": username,
+            "email": email,
             "name": "",
             "password1": "a-long-Secret-4242",
             "password2": "a-long-Secret-4242",
             "usable_password": "true",
         },
     )
+
+
+def test_the_admins_user_forms_refuse_a_username_that_is_another_users_email(client):
+    """The API refused it; the admin's add form saved it, and one login name opened two
+    accounts."""
+    UserFactory(username="ann", email="ann@example.com")
+    response = add_user_in_the_admin(client, "Ann@Example.com", "")
     assert response.status_code == 200
     assert b"This username is another user&#x27;s email address." in response.content
     assert not User.objects.filter(username__iexact="ann@example.com").exists()
@@ -301,19 +305,7 @@ def test_the_admins_user_forms_refuse_a_username_that_is_another_users_email(cli
 
 def test_the_admin_refuses_an_email_at_a_domain_literal(client):
     """The API refused it; the admin's user form saved it."""
-    admin = UserFactory(is_staff=True, is_superuser=True)
-    client.force_login(admin)
-    response = client.post(
-        "/admin/users/user/add/",
-        {
-            "username": "lit",
-            "email": "lit@[10.1.2.3]",
-            "name": "",
-            "password1": "a-long-Secret-4242",
-            "password2": "a-long-Secret-4242",
-            "usable_password": "true",
-        },
-    )
+    response = add_user_in_the_admin(client, "lit", "lit@[10.1.2.3]")
     assert response.status_code == 200
     assert b"Give a domain name, not an address in brackets." in response.content
     assert not User.objects.filter(username="lit").exists()
