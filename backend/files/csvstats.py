@@ -316,10 +316,7 @@ class _Rows:
                     return [line.split(split) if line else [] for line in lines]
                 if not block:
                     return []
-            self.line = self._base + self._reader.line_num
-            rows = list(itertools.islice(self._reader, max_rows))
-            self.line = self._base + self._reader.line_num
-            return rows
+            return self._csv_batch(max_rows)
         except csv.Error as exc:
             raise MalformedCSV(f"line {self._base + self._reader.line_num}: {exc}") from None
         except UnicodeDecodeError as exc:
@@ -327,6 +324,31 @@ class _Rows:
             # counted in the bytes under it.
             line = self._text.buffer.line_of(exc)
             raise MalformedCSV(f"line {line}: not valid UTF-8") from None
+
+    def _csv_batch(self, max_rows: int) -> list[list[str]]:
+        """The csv module's next rows. Its error is placed on the line where the row it
+        reads starts, naming the line it reached: a quote never closed is only found at the
+        end of the file (or where a later quote closes it), thousands of lines on."""
+        reader = self._reader
+        self.line = self._base + reader.line_num
+        rows = []
+        append = rows.append
+        ended = reader.line_num
+        try:
+            for row in itertools.islice(reader, max_rows):
+                append(row)
+                ended = reader.line_num
+        except csv.Error as exc:
+            start, reached = self._base + ended + 1, self._base + reader.line_num
+            if str(exc) == "unexpected end of data":
+                exc = "a quoted field is not closed"
+                if reached > start:
+                    exc += f" (the file ends at line {reached})"
+            elif reached > start:
+                exc = f"{exc} at line {reached}, in the row that starts here"
+            raise MalformedCSV(f"line {start}: {exc}") from None
+        self.line = self._base + reader.line_num
+        return rows
 
     def _use_csv(self, data: str) -> None:
         # ``data`` starts a line; complete its last line (a CR at its end may be the first

@@ -169,13 +169,30 @@ def test_empty_files_blank_lines_and_unnamed_columns():
         ("a,b\n1,2\n3,4,5\n", 3),
         ('a,b\n"multi\nline",2\n\n1,2,3\n', 5),
         ('a,b\r\n"x\r\ny\r\nz",1\r\n4\r\n', 5),
-        ('a,b\n1,"unterminated\n2,3\n', 3),
+        ('a,b\n1,"unterminated\n2,3\n', 2),
         ('a,b\n1,"x"y\n', 2),
     ],
 )
 def test_a_malformed_file_fails_with_its_line_number(data, line):
     with pytest.raises(MalformedCSV, match=rf"^line {line}: "):
         stats(data)
+
+
+def test_a_quote_never_closed_is_placed_on_the_line_that_opens_it(monkeypatch):
+    """Not at the end of the file, where the csv module finds it (or where a later quote
+    closes it), which names a line the fault is not on."""
+    monkeypatch.setattr(csvstats, "MAX_BATCH_ROWS", 7)
+    opened = "a,b\n1,2\n" * 20 + '1,"abc\n' + "3,4\n" * 1000
+    with pytest.raises(
+        MalformedCSV, match=r"^line 41: a quoted field is not closed \(the file ends at line 1041\)$"
+    ):
+        stats(opened)
+    with pytest.raises(
+        MalformedCSV, match=r"""^line 41: ',' expected after '"' at line 1042, in the row that"""
+    ):
+        stats(opened + '5,"x"\n')
+    with pytest.raises(MalformedCSV, match=r"^line 2: a quoted field is not closed$"):
+        stats('a,b\n1,"x\n')
 
 
 def test_a_bad_row_deep_in_the_file_is_found_by_line(monkeypatch):
