@@ -184,7 +184,8 @@ def test_a_quote_never_closed_is_placed_on_the_line_that_opens_it(monkeypatch):
     monkeypatch.setattr(csvstats, "MAX_BATCH_ROWS", 7)
     opened = "a,b\n1,2\n" * 20 + '1,"abc\n' + "3,4\n" * 1000
     with pytest.raises(
-        MalformedCSV, match=r"^line 41: a quoted field is not closed \(the file ends at line 1041\)$"
+        MalformedCSV,
+        match=r"^line 41: a quoted field is not closed \(the file ends at line 1041\)$",
     ):
         stats(opened)
     with pytest.raises(
