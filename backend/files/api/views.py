@@ -1,4 +1,5 @@
 from django.utils.cache import get_conditional_response
+from django.utils.http import http_date
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -15,7 +16,7 @@ from backend.common.views import requested_action
 from backend.files import selectors, services
 from backend.files.filters import FileFilter
 from backend.files.models import File
-from backend.files.responses import file_response
+from backend.files.responses import file_response, last_modified
 from backend.files.uploads import HashingUploadHandler
 
 from .serializers import FileSerializer, FileUploadSerializer
@@ -106,9 +107,13 @@ class FileViewSet(
                 OpenApiTypes.BINARY,
                 description="the bytes, with the file's content type; ETag = SHA-256",
             ),
-            304: OpenApiResponse(description="If-None-Match matched the ETag"),
+            304: OpenApiResponse(
+                description="If-None-Match matched the ETag, or (without it) "
+                "If-Modified-Since is not before Last-Modified (the upload)"
+            ),
             412: OpenApiResponse(
-                description="If-Match named another ETag (code `precondition_failed`)."
+                description="If-Match named another ETag, or (without it) "
+                "If-Unmodified-Since is before the upload (code `precondition_failed`)."
             ),
             410: OpenApiResponse(
                 description="The file's bytes are missing from the storage (code "
@@ -118,16 +123,23 @@ class FileViewSet(
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRenderer)
     def download(self, request, pk=None, format=None):
-        """The bytes, streamed, as an attachment; ``ETag`` is the SHA-256, so a GET with
-        ``If-None-Match`` answers 304 when unchanged."""
+        """The bytes, streamed, as an attachment; ``ETag`` is the SHA-256 and
+        ``Last-Modified`` the upload's time, so a GET with ``If-None-Match`` (or
+        ``If-Modified-Since``) answers 304 when unchanged."""
         file = self.get_object()
         etag = f'"{file.sha256}"'
-        not_modified = get_conditional_response(request, etag=etag)
+        # A file's bytes never change: its upload time is when they were last modified, so
+        # If-Unmodified-Since and If-Modified-Since are answered too (without a date,
+        # If-Unmodified-Since failed whatever it said).
+        not_modified = get_conditional_response(
+            request, etag=etag, last_modified=last_modified(file)
+        )
         if not_modified is not None:
             services.file_require_bytes(file)  # 410 when they are gone, as a plain GET
-            # With the 200's validator and caching rule, and its length (Django's middleware
-            # wrote 0, which a 304 may not say: RFC 9110 §8.6, §15.4.5).
+            # With the 200's validators and caching rule, and its length (Django's
+            # middleware wrote 0, which a 304 may not say: RFC 9110 §8.6, §15.4.5).
             not_modified["ETag"] = etag
+            not_modified["Last-Modified"] = http_date(last_modified(file))
             not_modified["Cache-Control"] = "private, no-cache"
             not_modified["Content-Length"] = str(file.size)
             return not_modified

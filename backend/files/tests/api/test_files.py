@@ -8,6 +8,7 @@ from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.http import http_date
 
 from backend.files.models import File
 from backend.files.services import storage_path
@@ -312,6 +313,27 @@ def test_a_download_if_match_another_etag_is_412_with_its_own_code(client, user)
         client.get(f"/api/files/{file.pk}/download/", HTTP_IF_MATCH=f'"{file.sha256}"').status_code
         == 200
     )
+
+
+def test_a_download_answers_the_dates_of_its_upload(client, user):
+    """Last-Modified is the upload's time (the bytes never change), so If-Unmodified-Since
+    and If-Modified-Since are answered by it: If-Unmodified-Since was 412 whatever its date,
+    since the download named none (RFC 9110 §13.1.4)."""
+    file = make_file(user)
+    url = f"/api/files/{file.pk}/download/"
+    uploaded = http_date(file.created_at.timestamp())
+    response = client.get(url)
+    assert response["Last-Modified"] == uploaded
+    later = http_date(file.created_at.timestamp() + 3600)
+    earlier = http_date(file.created_at.timestamp() - 3600)
+    assert client.get(url, HTTP_IF_UNMODIFIED_SINCE=later).status_code == 200
+    assert client.get(url, HTTP_IF_UNMODIFIED_SINCE=uploaded).status_code == 200
+    refused = client.get(url, HTTP_IF_UNMODIFIED_SINCE=earlier)
+    assert refused.status_code == 412 and refused.json()["code"] == "precondition_failed"
+    not_modified = client.get(url, HTTP_IF_MODIFIED_SINCE=uploaded)
+    assert not_modified.status_code == 304
+    assert not_modified["Last-Modified"] == uploaded and not_modified["ETag"] == response["ETag"]
+    assert client.get(url, HTTP_IF_MODIFIED_SINCE=earlier).status_code == 200
 
 
 @pytest.mark.parametrize("method", ["get", "head"])
