@@ -70,6 +70,21 @@ def test_two_file_parts_in_one_upload_are_refused(client, media, upload_dir):
     assert list(upload_dir.iterdir()) == []
 
 
+def test_two_sha256_parts_in_one_upload_are_refused(client, media, upload_dir):
+    """The last was checked and the others dropped: a wrong digest beside the right one
+    passed."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    for digests in (["0" * 64, sha256(CSV)], [sha256(CSV), sha256(CSV)]):
+        response = client.post(
+            "/api/files/", {"file": SimpleUploadedFile("a.csv", CSV), "sha256": digests}
+        )
+        assert response.status_code == 400
+        assert response.json()["sha256"] == ["Give one SHA-256; this request has 2 sha256 parts."]
+    assert File.objects.count() == 0 and stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_upload_without_sha256_and_uppercase_sha256(client, post_upload):
     assert post_upload(client, CSV).status_code == 201
     response = post_upload(client, CSV, sha256=sha256(CSV).upper())
