@@ -189,6 +189,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "backend.common.middleware.HeadWithoutBodyMiddleware",
     "backend.common.middleware.ApiErrorMiddleware",
     "backend.common.middleware.HttpsRedirectKeepsMethodMiddleware",
     "django.middleware.security.SecurityMiddleware",

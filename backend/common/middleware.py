@@ -236,6 +236,28 @@ class AdminBadInputMiddleware:
         return None
 
 
+class HeadWithoutBodyMiddleware:
+    """A HEAD request's answer carries the GET's headers (its Content-Length included) and
+    no body. The views build the GET's answer; the WSGI server then dropped the body, and
+    gunicorn logged a WARNING for each HEAD ("WSGI app sent body bytes on a no-body
+    response"). Outermost, so every other middleware has seen the body first."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if request.method == "HEAD":
+            if response.streaming:
+                # A file's stream is closed with the response, as after a GET.
+                response.streaming_content = []
+            else:
+                if not response.has_header("Content-Length"):
+                    response["Content-Length"] = str(len(response.content))
+                response.content = b""
+        return response
+
+
 class HttpsRedirectKeepsMethodMiddleware:
     """Django's redirect of plain HTTP to HTTPS (``SECURE_SSL_REDIRECT``, SecurityMiddleware,
     which this one wraps) keeps a write's method and body: 308 for a POST, PUT, PATCH or

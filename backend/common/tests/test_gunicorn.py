@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -21,6 +22,11 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+class Served(NamedTuple):
+    port: int
+    log: Path
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def served(tmp_path_factory):
             assert proc.poll() is None, (folder / "gunicorn.log").read_text()
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.2)
-    yield port
+    yield Served(port, folder / "gunicorn.log")
     proc.terminate()
     proc.wait(timeout=30)
 
@@ -83,7 +89,7 @@ def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
 )  # fmt: skip
 def test_what_gunicorn_refuses_is_json(served, request_bytes, status, code):
     """These were gunicorn's HTML pages, under /api/ as anywhere."""
-    got, headers, body = _exchange(served, request_bytes)
+    got, headers, body = _exchange(served.port, request_bytes)
     assert got == status
     assert headers["content-type"] == "application/json"
     answer = json.loads(body)
@@ -96,10 +102,23 @@ def test_a_request_line_of_8000_bytes_reaches_the_service(served):
     migrated)."""
     path = b"/health/?q=" + b"a" * 8000
     got, headers, body = _exchange(
-        served, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        served.port, b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     assert got in (200, 503) and headers["content-type"].startswith("application/json")
     assert "status" in json.loads(body)
+
+
+def test_a_head_request_is_answered_without_a_body_and_without_a_warning(served):
+    """The service built the GET's body for a HEAD, which gunicorn dropped with a WARNING
+    in its log for every HEAD request. The headers stay the GET's, the length included."""
+    request = b" /health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    got, headers, body = _exchange(served.port, b"GET" + request)
+    head_got, head_headers, head_body = _exchange(served.port, b"HEAD" + request)
+    assert body and head_body == b""
+    assert head_got == got
+    assert head_headers["content-length"] == headers["content-length"] == str(len(body))
+    assert head_headers["content-type"] == headers["content-type"]
+    assert "no-body response" not in served.log.read_text()
 
 
 def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
@@ -133,3 +152,20 @@ def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
 
     assert config()["timeout"] == "120"
     assert config("--timeout", "300")["timeout"] == "300"
+
+
+def test_a_head_request_for_a_file_closes_its_stream_and_keeps_its_length(tmp_path, rf):
+    """A download's stream (a FileResponse) is replaced by nothing and still closed with the
+    response; its Content-Length stays the file's."""
+    from django.http import FileResponse
+
+    from backend.common.middleware import HeadWithoutBodyMiddleware
+
+    stream = (tmp_path / "f.bin").open("wb+")
+    stream.write(b"x" * 1000)
+    stream.seek(0)
+    response = HeadWithoutBodyMiddleware(lambda request: FileResponse(stream))(rf.head("/"))
+    assert response["Content-Length"] == "1000"
+    assert b"".join(response.streaming_content) == b"" and response.file_to_stream is None
+    response.close()
+    assert stream.closed
