@@ -105,7 +105,7 @@ class UserAdmin(DjangoUserAdmin):
     def has_change_permission(self, request, obj=None):
         # A superuser's account (its form, its password form) is changed by a superuser or
         # themselves, as the API rules (services.user_update); others may only view it.
-        if obj is not None and not services.superuser_rule_allows(obj, request.user):
+        if obj is not None and services.account_rule_refuses(obj, request.user):
             return False
         return super().has_change_permission(request, obj)
 

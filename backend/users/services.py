@@ -74,17 +74,31 @@ def _identity_checked(user: User) -> None:
 
 
 ONLY_A_SUPERUSER = "Only a superuser can change or deactivate a superuser's account."
+ONLY_USER_ADMINS = (
+    "Only a superuser, or staff allowed to change users in the admin, can change or "
+    "deactivate another staff member's account."
+)
+CHANGE_USERS = "users.change_user"
 
 
-def superuser_rule_allows(user: User, actor: User | None) -> bool:
-    """A superuser's account is changed or deactivated by a superuser (or themselves):
-    staff without the admin's permissions must not take it over (API, admin, actions)."""
-    return actor is None or not user.is_superuser or actor.pk == user.pk or actor.is_superuser
+def account_rule_refuses(user: User, actor: User | None) -> str | None:
+    """Why ``actor`` may not change or deactivate ``user``'s account (API, admin, actions),
+    or None. A superuser's account is changed by a superuser (or themselves); another staff
+    member's by a superuser or staff holding the admin's permission to change users. Staff
+    without the admin's permissions must not take over an account that has them (set its
+    password through the API, then sign in to the admin as it)."""
+    if actor is None or actor.pk == user.pk or actor.is_superuser:
+        return None
+    if user.is_superuser:
+        return ONLY_A_SUPERUSER
+    if user.is_staff and not actor.has_perm(CHANGE_USERS):
+        return ONLY_USER_ADMINS
+    return None
 
 
-def _require_superuser_for(user: User, actor: User | None) -> None:
-    if not superuser_rule_allows(user, actor):
-        raise PermissionDenied(ONLY_A_SUPERUSER)
+def _require_account_rule(user: User, actor: User | None) -> None:
+    if refused := account_rule_refuses(user, actor):
+        raise PermissionDenied(refused)
 
 
 @transaction.atomic
@@ -92,7 +106,7 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     """Apply validated profile changes; ``password`` is hashed, never stored as given.
 
     Staff cannot take their own staff status or activity away (no self lock-out)."""
-    _require_superuser_for(user, actor)
+    _require_account_rule(user, actor)
     if actor is not None and actor.pk == user.pk:
         for field in ("is_staff", "is_active"):
             if field in data and not data[field] and getattr(user, field):
@@ -121,11 +135,13 @@ CANNOT_DEACTIVATE_SELF = "You cannot deactivate your own account; ask another st
 def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> int:
     """Deactivate instead of delete: the users' tasks and history stay. The ``actor``'s own
     account is left out: nobody locks themselves out (nor the last administrator); so are
-    superusers when the actor is not one."""
+    those ``account_rule_refuses`` keeps from the actor."""
     if actor is not None:
         queryset = queryset.exclude(pk=actor.pk)
         if not actor.is_superuser:
             queryset = queryset.exclude(is_superuser=True)
+            if not actor.has_perm(CHANGE_USERS):
+                queryset = queryset.exclude(is_staff=True)
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         count = users.filter(is_active=True).update(is_active=False)  # not those already
@@ -139,7 +155,7 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
 def user_deactivate(*, user: User, actor: User | None = None) -> User:
     if actor is not None and actor.pk == user.pk:
         raise Conflict(CANNOT_DEACTIVATE_SELF, code="cannot_deactivate_self")
-    _require_superuser_for(user, actor)
+    _require_account_rule(user, actor)
     users_deactivate(queryset=User.objects.filter(pk=user.pk))
     user.is_active = False
     return user

@@ -107,9 +107,9 @@ class LogoutView(generics.GenericAPIView):
 
 
 class IsSelfOrStaff(permissions.BasePermission):
-    """Read: oneself or staff. Change: oneself or staff, and a superuser's account only by
-    a superuser (staff without the admin's permissions must not take it over). Deactivate:
-    staff, on the same terms."""
+    """Read: oneself or staff. Change: oneself or staff, and another staff member's or a
+    superuser's account only as ``services.account_rule_refuses`` allows. Deactivate: staff,
+    on the same terms."""
 
     message = "You may only view or change your own account."
 
@@ -122,8 +122,8 @@ class IsSelfOrStaff(permissions.BasePermission):
                 self.message = "Only staff can deactivate an account."
             return False
         changes = request.method not in permissions.SAFE_METHODS
-        if changes and not services.superuser_rule_allows(obj, viewer):
-            self.message = services.ONLY_A_SUPERUSER
+        if changes and (refused := services.account_rule_refuses(obj, viewer)):
+            self.message = refused
             return False
         return True
 

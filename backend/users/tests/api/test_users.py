@@ -312,6 +312,44 @@ def test_staff_who_are_not_superusers_cannot_change_a_superuser(client_for, staf
     assert client_for(staff).get(detail(root)).status_code == 200  # reading stays open
 
 
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("patch", {"password": "Taken-over-by-staff-99"}),
+        ("patch", {"email": "attacker@example.net"}),
+        ("patch", {"is_staff": False}),
+        ("delete", None),
+    ],
+)
+def test_staff_without_the_admins_user_rights_cannot_change_another_staff_account(
+    client_for, staff, method, body
+):
+    """Staff without any admin permission set the password of a staff account holding all of
+    them, then signed in to the admin as it. Another staff member's account is changed by a
+    superuser or by staff allowed to change users in the admin (as the admin itself asks)."""
+    from django.contrib.auth.models import Permission
+
+    ops = UserFactory(is_staff=True)
+    ops.user_permissions.set(Permission.objects.all())
+    before = User.objects.filter(pk=ops.pk).values().get()
+
+    response = getattr(client_for(staff), method)(detail(ops), body, format="json")
+
+    assert response.status_code == 403
+    assert response.json()["detail"] == (
+        "Only a superuser, or staff allowed to change users in the admin, can change or "
+        "deactivate another staff member's account."
+    )
+    assert User.objects.filter(pk=ops.pk).values().get() == before
+    assert client_for(staff).get(detail(ops)).status_code == 200  # reading stays open
+    # Staff holding that permission may, as in the admin; and anyone changes an ordinary
+    # account (or their own).
+    allowed = getattr(client_for(ops), method)(detail(staff), body, format="json")
+    assert allowed.status_code in (200, 204)
+    plain = UserFactory()
+    assert client_for(ops).patch(detail(plain), {"name": "N"}, format="json").status_code == 200
+
+
 def test_a_superuser_changes_another_superuser_and_anyone_changes_themselves(client_for):
     root, other_root = UserFactory.create_batch(2, is_staff=True, is_superuser=True)
 
