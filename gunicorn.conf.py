@@ -21,6 +21,12 @@ limit_request_line = 8190
 # a client must do about 0.4 MB/s. GUNICORN_CMD_ARGS="--timeout N" changes it.
 timeout = 120
 
+# Whether a request came over HTTPS is Django's to tell, from NUM_PROXIES (settings: the
+# proxy's X-Forwarded-Proto when there is one). gunicorn's default took a client's
+# X-Forwarded-Proto (or -Protocol, -Ssl) from any peer on 127.0.0.1, so with NUM_PROXIES=0
+# a request over plain HTTP could pass for HTTPS: links in the answer, HSTS sent.
+secure_scheme_headers = {}
+
 
 def _write_json_error(sock, status_int, reason, mesg):
     body = json.dumps({"detail": mesg or reason, "code": reason.lower().replace(" ", "_")}).encode()

@@ -121,6 +121,19 @@ def test_a_head_request_is_answered_without_a_body_and_without_a_warning(served)
     assert "no-body response" not in served.log.read_text()
 
 
+@pytest.mark.parametrize(
+    "header", ["X-Forwarded-Proto: https", "X-Forwarded-Protocol: ssl", "X-Forwarded-Ssl: on"]
+)
+def test_a_clients_forwarded_scheme_is_not_taken_without_a_proxy(served, header):
+    """With NUM_PROXIES=0 (here) Django cannot tell HTTPS from HTTP, as the README says; but
+    gunicorn took these headers from any peer on 127.0.0.1, so a request over plain HTTP
+    passed for HTTPS (HSTS sent, links on https)."""
+    request = f"GET /health/ HTTP/1.1\r\nHost: 127.0.0.1\r\n{header}\r\nConnection: close\r\n\r\n"
+    got, headers, _ = _exchange(served.port, request.encode())
+    assert got in (200, 503)
+    assert "strict-transport-security" not in headers
+
+
 def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
     """gunicorn's default 30 s killed the sync worker of a slow download (a 200 cut short)
     or upload (a 500): gunicorn.conf.py gives every gunicorn started here 120 s, and the
