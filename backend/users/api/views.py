@@ -35,7 +35,22 @@ from .serializers import (
 from .throttling import AuthRateThrottle, EmailChangeThrottle
 
 
-class RegisterView(generics.GenericAPIView):
+class NotStored:
+    """Answers that hand out credentials (a token pair, a webhook secret) are not to be kept
+    by any cache on the way or in the client (RFC 6749 §5.1), a replay of an idempotent
+    request's answer included. ``not_stored_actions``: on a viewset, only those actions."""
+
+    not_stored_actions: tuple[str, ...] = ()
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        if not self.not_stored_actions or getattr(self, "action", None) in self.not_stored_actions:
+            response["Cache-Control"] = "no-store"
+            response["Pragma"] = "no-cache"
+        return response
+
+
+class RegisterView(NotStored, generics.GenericAPIView):
     """Create an account; answers with the user and a token pair."""
 
     permission_classes = [permissions.AllowAny]
@@ -58,14 +73,14 @@ class TokenPairSerializer(serializers.Serializer):
 
 
 @extend_schema(responses={200: TokenPairSerializer})
-class TokenView(TokenObtainPairView):
+class TokenView(NotStored, TokenObtainPairView):
     """Token pair for a username or email address and a password."""
 
     serializer_class = TokenObtainSerializer
     throttle_classes = [AuthRateThrottle]
 
 
-class TokenRefresh(TokenRefreshView):
+class TokenRefresh(NotStored, TokenRefreshView):
     """A new access token and a new refresh token; the old refresh token stops working."""
 
     serializer_class = TokenRefreshSerializer
@@ -151,6 +166,7 @@ SECRET_REPLACED = json.dumps(
 
 
 class UserViewSet(
+    NotStored,
     mixins.ListModelMixin,
     mixins.RetrieveModelMixin,
     mixins.CreateModelMixin,
@@ -163,6 +179,7 @@ class UserViewSet(
     lookup_value_regex = UUID_PATTERN
     permission_classes = [permissions.IsAuthenticated, IsSelfOrStaff]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    not_stored_actions = ("webhook_secret",)
 
     @extend_schema(
         summary="Users: others' public fields; staff: every field of every user",

@@ -68,6 +68,26 @@ def test_register_creates_user_and_returns_a_working_token_pair(api_client):
     assert refresh(body["refresh"]).status_code == 200
 
 
+def test_answers_holding_credentials_are_not_to_be_stored(api_client):
+    """A token pair (register, token, refresh) and a webhook secret, replays of an
+    idempotent request included, say no cache may keep them (RFC 6749 §5.1); other answers
+    keep the default."""
+    key = {"HTTP_IDEMPOTENCY_KEY": "register-once"}
+    body = {"username": "alice", "password": PASSWORD}
+    created = api_client.post(REGISTER, body, format="json", **key)
+    replayed = api_client.post(REGISTER, body, format="json", **key)
+    pair = obtain(api_client, username="alice", password=PASSWORD)
+    renewed = refresh(pair.data["refresh"])
+    client = bearer(pair.data["access"])
+    secret = client.post(f"{ME}webhook-secret/", HTTP_IDEMPOTENCY_KEY="s1")
+    secret_again = client.post(f"{ME}webhook-secret/", HTTP_IDEMPOTENCY_KEY="s1")
+    for response in (created, replayed, pair, renewed, secret, secret_again):
+        assert response.status_code in (200, 201), response.content
+        assert response["Cache-Control"] == "no-store" and response["Pragma"] == "no-cache"
+    assert secret_again.json() == secret.json()
+    assert "no-store" not in client.get(ME).get("Cache-Control", "")
+
+
 def test_register_never_returns_the_password(api_client):
     response = register(api_client)
 
