@@ -10,8 +10,10 @@ from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_beat.admin import CrontabScheduleAdmin as CeleryBeatCrontabAdmin
+from django_celery_beat.admin import IntervalScheduleAdmin as CeleryBeatIntervalAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from backend.common.admin import ServiceSaveMixin
 from backend.common.errors import DomainError, NotFound
@@ -330,5 +332,51 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
         super().toggle_tasks(request, self._without_schedules(request, queryset))
 
 
+class TimingOfSchedulesMixin:
+    """An interval or a crontab that a schedule's periodic task fires by is shown but not
+    changed here: it is shared by every schedule (and maintenance job) of the same timing,
+    so an edit retimed them all while each schedule still said its own (and an interval of
+    2 s got round SCHEDULE_MIN_INTERVAL). A schedule's timing is changed on the schedule."""
+
+    timing_field = ""
+
+    def _schedules_using(self, obj) -> int:
+        if obj is None:
+            return 0
+        return PeriodicTask.objects.filter(
+            task=services.FIRE_TASK, **{self.timing_field: obj}
+        ).count()
+
+    def has_change_permission(self, request, obj=None):
+        return not self._schedules_using(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not self._schedules_using(obj) and super().has_delete_permission(request, obj)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if request.method == "GET" and (
+            used := self._schedules_using(self.get_object(request, object_id))
+        ):
+            self.message_user(
+                request,
+                f"{used} schedule(s) fire by this timing: change a schedule's timing in "
+                "Schedules (it is left as it is here).",
+                level=messages.INFO,
+            )
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+class IntervalScheduleAdmin(TimingOfSchedulesMixin, CeleryBeatIntervalAdmin):
+    timing_field = "interval"
+
+
+class CrontabScheduleAdmin(TimingOfSchedulesMixin, CeleryBeatCrontabAdmin):
+    timing_field = "crontab"
+
+
 admin.site.unregister(PeriodicTask)
 admin.site.register(PeriodicTask, PeriodicTaskAdmin)
+admin.site.unregister(IntervalSchedule)
+admin.site.register(IntervalSchedule, IntervalScheduleAdmin)
+admin.site.unregister(CrontabSchedule)
+admin.site.register(CrontabSchedule, CrontabScheduleAdmin)

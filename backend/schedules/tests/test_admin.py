@@ -2,7 +2,7 @@
 the periodic task stays in step."""
 
 import pytest
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from backend.schedules import services
 from backend.schedules.models import Schedule
@@ -389,3 +389,37 @@ def test_a_schedules_periodic_task_is_shown_but_changed_only_through_its_schedul
     assert own.enabled and own.name == f"schedule {schedule.pk}"
     assert sweep.enabled  # disabled, then toggled back
     assert admin_client.get(f"{url}{sweep.pk}/change/").content.count(b'name="_save"') == 1
+
+
+@pytest.mark.parametrize("timing", ["interval", "crontab"])
+def test_the_timing_a_schedule_fires_by_is_shown_but_not_changed_in_its_own_admin(
+    admin_client, user, timing
+):
+    """An interval (or crontab) row is shared by every schedule of that timing: changed in
+    its admin, it retimed them all while each schedule still said its own (an interval of
+    2 s got round SCHEDULE_MIN_INTERVAL). One no schedule uses is changed as ever."""
+    if timing == "interval":
+        schedule = make_schedule(user, interval_seconds=3600)
+        row = PeriodicTask.objects.get(pk=schedule.periodic_task_id).interval
+        edit = {"every": "2", "period": "seconds"}
+        unused = IntervalSchedule.objects.create(every=7, period="days")
+    else:
+        schedule = make_schedule(user, interval_seconds=None, crontab="30 4 * * *")
+        row = PeriodicTask.objects.get(pk=schedule.periodic_task_id).crontab
+        edit = {"minute": "*", "hour": "*", "day_of_month": "*", "month_of_year": "*",
+                "day_of_week": "*", "timezone": "UTC"}  # fmt: skip
+        unused = CrontabSchedule.objects.create(minute="5", hour="1")
+    url = f"/admin/django_celery_beat/{timing}schedule/"
+    before = type(row).objects.filter(pk=row.pk).values().get()
+
+    page = admin_client.get(f"{url}{row.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="_save"' not in page.content.decode()
+    assert "1 schedule(s) fire by this timing" in page.content.decode()
+    assert admin_client.post(f"{url}{row.pk}/change/", edit).status_code == 403
+    assert admin_client.post(f"{url}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert type(row).objects.filter(pk=row.pk).values().get() == before
+
+    inline = {f"periodictask_set-{k}": "0" for k in ("TOTAL_FORMS", "INITIAL_FORMS")}
+    changed = admin_client.post(f"{url}{unused.pk}/change/", {**edit, **inline})
+    assert changed.status_code == 302, changed.content.decode()[:2000]
