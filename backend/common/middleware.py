@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
 
 from .errors import too_many_parts
@@ -22,6 +22,7 @@ from .errors import too_many_parts
 logger = logging.getLogger("backend.errors")
 
 API_PREFIXES = ("/api/", "/health/")
+DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 CODES = {
@@ -134,11 +135,10 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request, exception):
-        if isinstance(exception, (OperationalError, InterfaceError)) and (
-            is_api(request) or request.path == "/metrics"
-        ):
+        if isinstance(exception, (OperationalError, InterfaceError)):
             # The database is down, restarting or refusing connections: the client may try
-            # again (503), and the log gets one line, not a traceback per request.
+            # again (503), and the log gets one line, not a traceback per request. A page
+            # (the admin, the sign-in form) says so in a page.
             logger.warning(
                 "database unavailable on %s %s (request id %s): %s",
                 request.method,
@@ -146,12 +146,19 @@ class ApiErrorMiddleware:
                 request.request_id,
                 str(exception).strip().splitlines()[0] if str(exception).strip() else "",
             )
-            response = error_response(
-                503,
-                "The database is unavailable; try again shortly.",
-                code="database_unavailable",
-                request_id=request.request_id,
-            )
+            if is_api(request) or request.path == "/metrics":
+                response = error_response(
+                    503,
+                    DATABASE_UNAVAILABLE,
+                    code="database_unavailable",
+                    request_id=request.request_id,
+                )
+            else:
+                response = HttpResponse(
+                    "<!DOCTYPE html><title>Service unavailable</title><h1>Service unavailable"
+                    f"</h1><p>{DATABASE_UNAVAILABLE}</p><p>Request id: {request.request_id}</p>",
+                    status=503,
+                )
             response["Retry-After"] = "5"
             return response
         if not is_api(request):

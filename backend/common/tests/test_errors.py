@@ -376,6 +376,18 @@ def test_the_database_down_is_a_503_to_try_again(client_for, staff, method, path
     assert response["Retry-After"] == "5"
 
 
+@pytest.mark.parametrize("path", ["/admin/", "/admin/tasks/task/", "/admin/dashboard/"])
+def test_an_admin_page_with_the_database_down_is_a_503_page(client, staff, path, request):
+    """It was a 500 (Django's error page, a traceback in the log), where the API says 503."""
+    client.force_login(staff)
+    request.getfixturevalue("database_down")
+    response = client.get(path)
+    assert response.status_code == 503, response.content[:500]
+    assert response["Content-Type"].startswith("text/html")
+    assert b"The database is unavailable; try again shortly." in response.content
+    assert response["Retry-After"] == "5"
+
+
 def test_metrics_with_the_database_down_is_a_503(client, settings, request):
     settings.METRICS_TOKEN = "m" * 32
     request.getfixturevalue("database_down")
