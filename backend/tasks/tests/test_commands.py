@@ -35,6 +35,19 @@ def test_dispatch_tasks(user, monkeypatch):
     )
 
 
+def test_dispatch_tasks_exits_1_when_the_broker_takes_nothing(user, broker_down):
+    """It printed "sent 0 of 1" and exited 0: a script checking $? was told it worked."""
+    from django.core.management import CommandError
+
+    task = TaskFactory(owner=user, status=TaskStatus.PENDING)
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^1 pending task\(s\) could not be sent"):
+        call_command("dispatch_tasks", stdout=out)
+    assert "sent 0 of 1 pending" in out.getvalue()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
+
+
 def test_dispatch_tasks_resends_sooner_when_asked(user):
     """A task whose message a worker killed outright took along is sent again after
     TASK_REDISPATCH_AFTER (5 min); an operator could not hurry it."""

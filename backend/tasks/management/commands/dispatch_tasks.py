@@ -1,6 +1,7 @@
 import argparse
 
 from django.conf import settings
+from django.core.management import CommandError
 
 from backend.common.commands import ServiceCommand, whole_number
 from backend.tasks import services
@@ -37,3 +38,10 @@ class Command(ServiceCommand):
             f"released {outcome['released']} scheduled task(s); "
             f"sent {outcome['sent']} of {outcome['due']} pending task(s)"
         )
+        if unsent := outcome["due"] - outcome["sent"]:
+            # Exit 1: a script (or an operator after a broker restart) is not told it worked.
+            raise CommandError(
+                f"{unsent} pending task(s) could not be sent: the broker is unavailable (see "
+                "the warning above). They stay pending; the dispatcher sends them once it is "
+                "back, or run this again then."
+            )
