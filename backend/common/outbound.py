@@ -123,10 +123,16 @@ def _plain_refusal(address: IPAddress) -> str | None:
     return None
 
 
-def check_address(address: IPAddress) -> IPAddress:
-    """The address to connect to (an IPv4-mapped one as plain IPv4), or OutboundRefused."""
+def check_address(address: IPAddress, *, name: str = "") -> IPAddress:
+    """The address to connect to (an IPv4-mapped one as plain IPv4), or OutboundRefused.
+
+    ``name``: the host name ``address`` was resolved from. The refusal then names the name
+    and the kind of address, not the address: a user could otherwise map the internal
+    network's names to its addresses through the errors of tasks."""
     reason = refusal(address)
     if reason is not None:
+        if name:
+            reason = f"{name} resolves to {reason.partition(' is ')[2]}"
         raise OutboundRefused(f"refused: {reason} (not in OUTBOUND_ALLOWED_NETWORKS)")
     return address.ipv4_mapped if getattr(address, "ipv4_mapped", None) else address
 
@@ -165,7 +171,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
         raise OutboundUnavailable(f"could not resolve {host!r}") from exc
     addresses: list[IPAddress] = []
     for info in infos:
-        address = check_address(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
+        address = check_address(ipaddress.ip_address(info[4][0].split("%", 1)[0]), name=host)
         if address not in addresses:
             addresses.append(address)
     if not addresses:
