@@ -736,6 +736,10 @@ NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
 NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
+# Seconds after a rotation of a user's webhook secret during which webhooks are signed with
+# the new secret and the one it replaced (two v1 signatures), so a receiver can switch
+# without rejecting any; 0: the old one stops at once.
+WEBHOOK_SECRET_OVERLAP = _positive_int("WEBHOOK_SECRET_OVERLAP", 86400, minimum=0)
 # Where the links in notification mails point (this service's public address).
 # `make run` sets it from its PORT when neither the environment nor .env gives it (PORT cannot
 # be read here: honcho gives each process of the Procfile its own).

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from backend.common import outbound
@@ -114,6 +116,16 @@ def webhook_body(notification: Notification, data: dict) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
+def _overlapping_secret(user) -> str:
+    """The secret the last rotation replaced, while WEBHOOK_SECRET_OVERLAP lasts."""
+    rotated = user.webhook_secret_rotated_at
+    if not user.webhook_secret_previous or rotated is None:
+        return ""
+    if timezone.now() - rotated >= timedelta(seconds=settings.WEBHOOK_SECRET_OVERLAP):
+        return ""
+    return user.webhook_secret_previous
+
+
 def _webhook(notification: Notification, data: dict) -> Outcome:
     secret = notification.user.webhook_secret
     if not secret:
@@ -127,7 +139,11 @@ def _webhook(notification: Notification, data: dict) -> Outcome:
         "content-type": "application/json",
         "user-agent": "async-task-manager-webhooks/1",
         **signing.headers(
-            secret=secret, msg_id=str(notification.pk), timestamp=int(time.time()), body=body
+            secret=secret,
+            msg_id=str(notification.pk),
+            timestamp=int(time.time()),
+            body=body,
+            previous=_overlapping_secret(notification.user),
         ),
     }
     try:

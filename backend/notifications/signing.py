@@ -26,11 +26,18 @@ def sign(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def headers(*, secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+def headers(
+    *, secret: str, msg_id: str, timestamp: int, body: bytes, previous: str = ""
+) -> dict[str, str]:
+    """``previous``: a secret the receiver may still verify with (a rotation's overlap),
+    whose signature follows the current one's, space-separated, as the convention allows."""
+    signature = sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body)
+    if previous and previous != secret:
+        signature += " " + sign(secret=previous, msg_id=msg_id, timestamp=timestamp, body=body)
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secret=secret, msg_id=msg_id, timestamp=timestamp, body=body),
+        "webhook-signature": signature,
     }
 
 

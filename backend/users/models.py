@@ -39,6 +39,12 @@ class User(AbstractUser):
     notify_email = models.JSONField(default=default_notify_email, blank=True)
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_secret = models.CharField(max_length=64, blank=True, default="", editable=False)
+    # The secret a rotation replaced, and when: webhooks are signed with both for
+    # WEBHOOK_SECRET_OVERLAP seconds, so a receiver moves to the new one without a gap.
+    webhook_secret_previous = models.CharField(
+        max_length=64, blank=True, default="", editable=False
+    )
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     first_name = None
     last_name = None
 

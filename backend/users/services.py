@@ -3,7 +3,8 @@
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
 
@@ -162,13 +163,20 @@ def user_deactivate(*, user: User, actor: User | None = None) -> User:
 
 
 def user_webhook_secret_rotate(*, user: User) -> str:
-    """A new secret for signing the user's webhooks; the old one stops working at once.
-    Returned once, to be shown once."""
+    """A new secret for signing the user's webhooks; the one it replaces still signs them
+    beside it for WEBHOOK_SECRET_OVERLAP seconds. Returned once, to be shown once."""
     from backend.notifications.signing import new_secret
 
     secret = new_secret()
-    User.objects.filter(pk=user.pk).update(webhook_secret=secret)
-    user.webhook_secret = secret
+    now = timezone.now()
+    # The replaced secret as the row holds it (a rotation at the same time is not lost).
+    User.objects.filter(pk=user.pk).update(
+        webhook_secret=secret,
+        webhook_secret_previous=F("webhook_secret"),
+        webhook_secret_rotated_at=now,
+    )
+    user.refresh_from_db(fields=["webhook_secret_previous"])
+    user.webhook_secret, user.webhook_secret_rotated_at = secret, now
     return secret
 
 

@@ -99,6 +99,64 @@ def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
     assert services.notifications_dispatch() == {"due": 0, "sent": 0}
 
 
+def _verifies(request, secret) -> bool:
+    return signing.verify(
+        secret=secret,
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+        signature=request.headers["webhook-signature"],
+    )
+
+
+def test_after_a_rotation_webhooks_are_signed_with_both_secrets_for_the_overlap(
+    user, sent, settings
+):
+    """The old secret stopped at once, so a receiver could not switch without rejecting
+    deliveries (each using an attempt). For WEBHOOK_SECRET_OVERLAP the replaced secret signs
+    too (a second v1 signature, as Standard Webhooks allows); then only the new one."""
+    settings.WEBHOOK_SECRET_OVERLAP = 3600
+    with HTTPServer([Answer(204, b"")] * 3) as receiver:
+        old = hooked(user, receiver.url("/hooks"))
+        completed_task(user)
+        jobs.deliver_notification(str(Notification.objects.get().pk))
+        new = user_services.user_webhook_secret_rotate(user=user)
+        completed_task(user)
+        jobs.deliver_notification(str(Notification.objects.get().pk))
+        user.refresh_from_db()
+        user.__class__.objects.filter(pk=user.pk).update(
+            webhook_secret_rotated_at=timezone.now() - timedelta(seconds=3600)
+        )
+        completed_task(user)
+        jobs.deliver_notification(str(Notification.objects.get().pk))
+
+    first, during, after = receiver.requests
+    assert len(first.headers["webhook-signature"].split(" ")) == 1  # no secret before
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert _verifies(during, new) and _verifies(during, old)
+    assert during.headers["webhook-signature"].startswith(
+        signing.sign(
+            secret=new,
+            msg_id=during.headers["webhook-id"],
+            timestamp=int(during.headers["webhook-timestamp"]),
+            body=during.body,
+        )
+    )
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    assert _verifies(after, new) and not _verifies(after, old)
+
+
+def test_with_no_overlap_a_rotation_stops_the_old_secret_at_once(user, sent, settings):
+    settings.WEBHOOK_SECRET_OVERLAP = 0
+    with HTTPServer([Answer(204, b"")]) as receiver:
+        old = hooked(user, receiver.url("/hooks"))
+        new = user_services.user_webhook_secret_rotate(user=user)
+        completed_task(user)
+        jobs.deliver_notification(str(Notification.objects.get().pk))
+    (request,) = receiver.requests
+    assert _verifies(request, new) and not _verifies(request, old)
+
+
 def test_a_retry_sends_the_same_message_though_the_task_changed_meanwhile(user, sent):
     """One webhook-id, one body: the task as the first attempt found it, even when it has
     been renamed (or has finished) before the retry. Mails are built from it too."""

@@ -280,11 +280,12 @@ class UserViewSet(
     @idempotent
     def webhook_secret(self, request, format=None):
         """Create or rotate the secret your webhooks are signed with; it is shown only in
-        this answer (the previous one stops working). With an ``Idempotency-Key`` header, a
-        retry gets the same secret instead of rotating again; once a later rotation has
-        replaced it, a 409 ``secret_replaced``, never the old secret, nor a new rotation."""
+        this answer (the previous one still signs beside it for WEBHOOK_SECRET_OVERLAP).
+        With an ``Idempotency-Key`` header, a retry gets the same secret instead of rotating
+        again; once a later rotation has replaced it, a 409 ``secret_replaced``, never the
+        old secret, nor a new rotation."""
         secret = services.user_webhook_secret_rotate(user=request.user)
-        # The answers kept for earlier keys hold secrets that no longer sign anything: their
+        # The answers kept for earlier keys hold secrets that are no longer the current: their
         # replay becomes a refusal (the table keeps no old secret, and a late retry does not
         # rotate again under another client). This request's own answer is written after it
         # returns.
