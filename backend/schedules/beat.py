@@ -7,7 +7,10 @@ second, at 09:00 on a weekday) lost that firing, with no run recorded (SPEC §7:
 firing is recorded, not lost; §9: a broker outage delays work, never loses it). Here, a
 firing whose message cannot be sent is made by beat itself, in the database: the run is
 recorded and the task created ``pending``, which the dispatcher sends once the broker is
-back, as for any task created while it was down.
+back, as for any task created while it was down. A broker that hangs (accepts the
+connection and never answers) counts as down: beat's sends wait at most
+BROKER_PUBLISH_TIMEOUT, as the web tier's, where they waited for ever, beat with them, and
+every firing due meanwhile was lost.
 
 The message carries an id chosen here, and the firing made here records that id: when a
 send reported as failed did reach the broker, the worker's firing and this one are the same
@@ -34,8 +37,10 @@ from datetime import timedelta
 
 from celery import beat
 from celery.utils.time import maybe_make_aware
+from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
 from . import services, timing
@@ -193,6 +198,22 @@ class Scheduler(DatabaseScheduler):
         finally:
             self.one_beat.release()
 
+    @cached_property
+    def connection(self):
+        """Beat's broker connection, every send bounded as the web tier's (one attempt, a
+        socket timeout): Celery's own waited for ever on a hung broker."""
+        return self.app.connection_for_write(
+            connect_timeout=settings.BROKER_PUBLISH_TIMEOUT,
+            transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
+        )
+
+    @cached_property
+    def producer(self):
+        """Connected by its first send (and again after a failed one), bounded as every
+        send: Celery's connected first, retrying for minutes while the broker was down or
+        hung, and no firing was sent or recorded meanwhile."""
+        return self.Producer(self.connection, auto_declare=False)
+
     def tick(self, *args, **kwargs):
         """Fires what is due only while this beat holds the schedules' lock (``OneBeat``).
         A beat that takes the lock over reads every entry again, as the beat before it
@@ -230,7 +251,9 @@ class Scheduler(DatabaseScheduler):
         beat.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)  # as beat does
         message_id = str(uuid.uuid4())
         options, kwargs = entry.options, entry.kwargs
-        entry.options = {**options, "task_id": message_id}
+        # Sent once: a failed send is made here at once (Celery's publish retries would
+        # hold beat a few more timeouts).
+        entry.options = {**options, "task_id": message_id, "retry": False}
         # When it was sent: a message overtaken by a later firing (a backlog) is skipped.
         entry.kwargs = {**kwargs, "sent_at": timezone.now().isoformat()}
         try:

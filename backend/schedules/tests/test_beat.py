@@ -336,3 +336,39 @@ def test_a_frozen_holder_loses_the_lock_to_a_standby(monkeypatch):
     finally:
         frozen.release()
         standby.release()
+
+
+def test_a_firing_due_while_the_broker_hangs_is_recorded_by_beat(user, monkeypatch):
+    """A broker that takes the connection and never answers held beat's send for ever:
+    beat stood still and every firing due meanwhile was lost. Beat's own producer (its
+    connection) now gives up after BROKER_PUBLISH_TIMEOUT, and beat records the firing."""
+    import socket
+    import threading
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # connections are accepted by the system; nothing is ever read
+    url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+    monkeypatch.setattr(celery_app.conf, "broker_url", url)
+    monkeypatch.setitem(celery_app.conf, "broker_transport", None)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    schedule = make_schedule(user)
+    scheduler, entry = entry_of(schedule)
+    failed = []
+
+    def fire():
+        try:
+            scheduler.apply_entry(entry, producer=scheduler.producer)
+        except Exception as exc:  # the test reports it below
+            failed.append(exc)
+
+    try:
+        beat_thread = threading.Thread(target=fire, daemon=True)
+        beat_thread.start()
+        beat_thread.join(timeout=60)
+        assert not beat_thread.is_alive(), "beat's send still waits on the hung broker"
+    finally:
+        silent.close()
+    assert failed == []
+    [run] = ScheduleRun.objects.filter(schedule=schedule)
+    assert run.task is not None and run.task.status == TaskStatus.PENDING
