@@ -7,9 +7,11 @@ backoff with jitter) and the dispatcher releases it when that time comes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 
@@ -61,7 +63,38 @@ def execute(task_id: str, task_type: str = "", input_data: dict | None = None) -
     task = services.task_claim(task_id=task_id)
     if task is None:
         return SKIPPED
-    return _run(task, types.find(task.task_type), _heartbeat(task))
+    with _beating(task):
+        return _run(task, types.find(task.task_type), _heartbeat(task))
+
+
+@contextlib.contextmanager
+def _beating(task):
+    """While a claimed run goes on, a thread of its process records a heartbeat every third
+    of TASK_HEARTBEAT_TIMEOUT, so a handler waiting on the outside world (a slow mail
+    server: up to 12 × EMAIL_TIMEOUT) or a run waiting to write its outcome is not taken for
+    a lost one: the rescue re-ran such a run while it still went on (a mail sent five
+    times). A killed or frozen process beats no more, and its run is rescued as before."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(max(1.0, settings.TASK_HEARTBEAT_TIMEOUT / 3)):
+                try:
+                    if not services.task_heartbeat(task=task):
+                        return  # cancelled, expired or rescued: the run finds out itself
+                except DATABASE_ERRORS as exc:
+                    logger.warning("task %s: heartbeat not recorded (%s)", task.pk, exc)
+                    connection.close()  # the next one connects again
+        finally:
+            connection.close()  # this thread's own
+
+    beating = threading.Thread(target=beat, name=f"heartbeat {task.pk}", daemon=True)
+    beating.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beating.join(timeout=10)
 
 
 DATABASE_ERRORS = (OperationalError, InterfaceError)
@@ -84,10 +117,13 @@ def _heartbeat(task):
     return report
 
 
-# A run's outcome the database fails to take is written again after these pauses (about
-# 15 s in all) before the run gives up (its message is then asked again, see jobs.run_task,
-# and a run left running is rescued). The run's time limit may come first: see _recorded.
-RECORD_PAUSES = (1, 2, 4, 8)
+# A run's outcome the database fails to take is written again after these pauses (a minute
+# in all, TASK_HEARTBEAT_TIMEOUT's default) before the run gives up (its message is then
+# asked again, see jobs.run_task, and a run left running is rescued). Meanwhile the run's
+# heartbeat goes on (_beating), so a database back within the minute takes the outcome, and
+# a finished run is not run again because the database was away longer than 15 s (which a
+# mail or a call would do twice). The run's time limit may come first: see _recorded.
+RECORD_PAUSES = (1, 2, 4, 8, 15, 15, 15)
 
 
 class _Unrecorded(Exception):

@@ -198,6 +198,13 @@ def task_report_progress(*, task: Task, progress: int) -> bool:
     )
 
 
+def task_heartbeat(*, task: Task) -> bool:
+    """Record that the run's worker process is alive, progress aside (``runner._beating``,
+    while a handler waits on the outside world); False when the task is no longer this
+    run's."""
+    return _update_run(task, {"heartbeat_at": timezone.now()})
+
+
 def _finish_run(task: Task, event: str, changes: dict[str, Any], *, in_time: bool = False) -> bool:
     """The run's last guarded UPDATE; with the event's notifications, when anyone is to be
     told, inserted in the same transaction (one statement more)."""

@@ -3,6 +3,7 @@
 import ast
 import dataclasses
 import logging
+import time
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
@@ -75,6 +76,32 @@ def test_soft_time_limit_fails_the_task(user, monkeypatch):
     jobs.run_task(str(task.pk))
     task.refresh_from_db()
     assert task.status == TaskStatus.FAILED and task.error == "time limit exceeded"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_waiting_on_a_slow_server_keeps_its_heartbeat_and_is_not_rescued(
+    user, settings, monkeypatch
+):
+    """A mail to a slow server may take 12 x EMAIL_TIMEOUT without a progress report: the
+    rescue took the run for a lost one while it still went on, and the mail went out five
+    times. The run's process now beats for it every third of TASK_HEARTBEAT_TIMEOUT."""
+    settings.TASK_HEARTBEAT_TIMEOUT = 3
+    seen = {}
+
+    def slow_send(data, ctx):
+        time.sleep(4.5)  # past the timeout, without a word (an SMTP conversation)
+        seen["rescued"] = services.tasks_rescue()["requeued"]
+        return {"sent": 1}
+
+    monkeypatch.setitem(
+        types_base._REGISTRY, "email", dataclasses.replace(types.get("email"), handler=slow_send)
+    )
+    task = TaskFactory(owner=user, task_type="email", input_data={"to": "a@example.com"})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert seen["rescued"] == 0
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 1
+    assert (task.heartbeat_at - task.started_at).total_seconds() >= 3
 
 
 def test_cancel_during_a_countdown_stops_it(user, monkeypatch):
