@@ -71,7 +71,7 @@ def execute(task_id: str, task_type: str = "", input_data: dict | None = None) -
 def _beating(task):
     """While a claimed run goes on, a thread of its process records a heartbeat every third
     of TASK_HEARTBEAT_TIMEOUT, so a handler waiting on the outside world (a slow mail
-    server: up to 12 × EMAIL_TIMEOUT) or a run waiting to write its outcome is not taken for
+    server: up to 12 x EMAIL_TIMEOUT) or a run waiting to write its outcome is not taken for
     a lost one: the rescue re-ran such a run while it still went on (a mail sent five
     times). A killed or frozen process beats no more, and its run is rescued as before."""
     stop = threading.Event()
