@@ -129,7 +129,12 @@ class ApiErrorMiddleware:
             )
         else:
             response = self.get_response(request)
-            if is_api(request) and response.status_code >= 400 and not _is_json(response):
+            if (
+                is_api(request)
+                and response.status_code >= 400
+                and not _is_json(response)
+                and not getattr(response, "page_for_a_browser", False)
+            ):
                 response = error_response(response.status_code)
         response["X-Request-ID"] = request.request_id
         return response
@@ -138,7 +143,8 @@ class ApiErrorMiddleware:
         if isinstance(exception, (OperationalError, InterfaceError)):
             # The database is down, restarting or refusing connections: the client may try
             # again (503), and the log gets one line, not a traceback per request. A page
-            # (the admin, the sign-in form) says so in a page.
+            # (the admin, the sign-in form, the browsable API for a browser) says so in a
+            # page.
             logger.warning(
                 "database unavailable on %s %s (request id %s): %s",
                 request.method,
@@ -146,7 +152,8 @@ class ApiErrorMiddleware:
                 request.request_id,
                 str(exception).strip().splitlines()[0] if str(exception).strip() else "",
             )
-            if is_api(request) or request.path == "/metrics":
+            browser = "text/html" in request.META.get("HTTP_ACCEPT", "")
+            if request.path == "/metrics" or (is_api(request) and not browser):
                 response = error_response(
                     503,
                     DATABASE_UNAVAILABLE,
@@ -159,6 +166,7 @@ class ApiErrorMiddleware:
                     f"</h1><p>{DATABASE_UNAVAILABLE}</p><p>Request id: {request.request_id}</p>",
                     status=503,
                 )
+                response.page_for_a_browser = True
             response["Retry-After"] = "5"
             return response
         if not is_api(request):

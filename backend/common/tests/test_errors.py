@@ -376,12 +376,15 @@ def test_the_database_down_is_a_503_to_try_again(client_for, staff, method, path
     assert response["Retry-After"] == "5"
 
 
-@pytest.mark.parametrize("path", ["/admin/", "/admin/tasks/task/", "/admin/dashboard/"])
+@pytest.mark.parametrize(
+    "path", ["/admin/", "/admin/tasks/task/", "/admin/dashboard/", "/api/tasks/"]
+)
 def test_an_admin_page_with_the_database_down_is_a_503_page(client, staff, path, request):
-    """It was a 500 (Django's error page, a traceback in the log), where the API says 503."""
+    """It was a 500 (Django's error page, a traceback in the log), where the API says 503;
+    the browsable API answered a browser with the JSON."""
     client.force_login(staff)
     request.getfixturevalue("database_down")
-    response = client.get(path)
+    response = client.get(path, HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")
     assert response.status_code == 503, response.content[:500]
     assert response["Content-Type"].startswith("text/html")
     assert b"The database is unavailable; try again shortly." in response.content
