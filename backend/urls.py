@@ -12,6 +12,7 @@ from rest_framework.routers import DefaultRouter
 from backend.common.health import health
 from backend.common.views import ApiRootView
 from backend.files.api.views import FileViewSet
+from backend.notifications.api.views import NotificationViewSet
 from backend.ops.dashboard import dashboard
 from backend.ops.metrics import MetricsView
 from backend.schedules.api.views import ScheduleViewSet
@@ -30,6 +31,7 @@ router.register("tasks", TaskViewSet, basename="task")
 router.register("task-types", TaskTypeViewSet, basename="task-type")
 router.register("schedules", ScheduleViewSet, basename="schedule")
 router.register("files", FileViewSet, basename="file")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("", TemplateView.as_view(template_name="common/home.html"), name="home"),

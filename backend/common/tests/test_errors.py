@@ -294,12 +294,30 @@ def _suffixed_routes() -> list[tuple[str, str]]:
     return routes
 
 
+def _notification_of(user):
+    from backend.notifications.models import Notification
+    from backend.tasks.tests.factories import TaskFactory
+
+    user.webhook_url = "https://hooks.example.com/in"
+    user.save()
+    task = TaskFactory(owner=user)
+    return Notification.objects.create(
+        event="task.created",
+        channel="webhook",
+        target=user.webhook_url,
+        user=user,
+        task_id=task.pk,
+        next_attempt_at=task.created_at,
+    )
+
+
 def test_the_suffixed_routes_are_all_found():
     routes = _suffixed_routes()
     assert ("post", "/api/tasks/{pk}/cancel.json") in routes
     assert ("get", "/api/files/{pk}/download.json") in routes
     assert ("patch", "/api/users/me.json") in routes
-    assert len(routes) == 34
+    assert ("get", "/api/notifications/{pk}.json") in routes
+    assert len(routes) == 36
 
 
 @pytest.mark.parametrize(("method", "path"), _suffixed_routes())
@@ -319,6 +337,7 @@ def test_a_format_suffix_answers_as_the_route_without_it(
         "files": lambda: make_file(user),
         "schedules": lambda: make_schedule(owner=user),
         "users": lambda: user,
+        "notifications": lambda: _notification_of(user),
     }
     url = path.format(pk=make[kind]().pk) if "{pk}" in path else path
     response = getattr(client_for(user), method)(url, {}, format="json")

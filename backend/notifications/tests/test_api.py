@@ -106,3 +106,78 @@ def test_a_bad_callback_url_is_a_400(user, client_for, url):
     )
     assert response.status_code == 400 and "callback_url" in response.json()
     assert not TaskCallback.objects.exists()
+
+
+# --- the notifications list ----------------------------------------------------------------
+
+
+def _webhook_without_secret(user):
+    """A task of ``user``, whose webhook has no secret: its task.created notification fails
+    at once, its error saying why."""
+    from backend.notifications import jobs
+    from backend.notifications.models import Notification
+    from backend.tasks import services as task_services
+
+    user.webhook_url = "https://hooks.example.com/in"
+    user.notify_email = []
+    user.save()
+    task = task_services.task_create(owner=user, task_type="manual", name="told")
+    notification = Notification.objects.get(task_id=task.pk)
+    assert jobs.deliver_notification(str(notification.pk)) == "failed"
+    return task, notification
+
+
+def test_a_user_sees_their_notifications_and_why_one_failed(user, client_for, sent):
+    """A webhook without a secret (or refused by its receiver) failed where only staff could
+    see it, in the admin."""
+    from backend.users.tests.factories import UserFactory
+
+    task, notification = _webhook_without_secret(user)
+    client = client_for(user)
+    body = client.get("/api/notifications/").json()
+    assert body["count"] == 1
+    [shown] = body["results"]
+    assert shown == {
+        "id": str(notification.pk),
+        "event": "task.created",
+        "channel": "webhook",
+        "target": "https://hooks.example.com/in",
+        "task": str(task.pk),
+        "status": "failed",
+        "attempts": 1,
+        "last_error": "no webhook secret: create one with POST /api/users/me/webhook-secret/",
+        "created_at": shown["created_at"],
+        "delivered_at": None,
+        "next_attempt_at": None,
+    }
+    assert client.get(f"/api/notifications/{notification.pk}/").json() == shown
+
+    other = client_for(UserFactory())
+    assert other.get("/api/notifications/").json()["count"] == 0
+    missing = other.get(f"/api/notifications/{notification.pk}/")
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"
+    staff = client_for(UserFactory(is_staff=True))
+    assert staff.get("/api/notifications/").json()["count"] == 1
+
+
+def test_the_notifications_list_filters_and_refuses_what_it_cannot_filter(user, client_for, sent):
+    task, notification = _webhook_without_secret(user)
+    client = client_for(user)
+    for query, count in [
+        ("status=failed", 1),
+        ("status=pending", 0),
+        ("channel=webhook", 1),
+        ("channel=email", 0),
+        ("event=task.created", 1),
+        ("event=task.failed", 0),
+        (f"task={task.pk}", 1),
+        ("task=00000000-0000-0000-0000-000000000000", 0),
+    ]:
+        response = client.get(f"/api/notifications/?{query}")
+        assert response.status_code == 200 and response.json()["count"] == count, query
+    for query in ("status=lost", "channel=pigeon", "event=task.exploded", "task=12"):
+        response = client.get(f"/api/notifications/?{query}")
+        assert response.status_code == 400, query
+    assert client.post("/api/notifications/", {}).status_code == 405
+    assert client.delete(f"/api/notifications/{notification.pk}/").status_code == 405
+    assert client_for(None).get("/api/notifications/").status_code == 401
