@@ -79,6 +79,27 @@ def _answer_in_json(request) -> None:
         request.accepted_media_type = JSONRenderer.media_type
 
 
+# A field's refusal that has a code of its own, which the answer's ``code`` carries (the
+# field's message stays under the field): a client tells it from any other bad input.
+OWN_FIELD_CODES = frozenset({"exceeds_broker_timeout", "too_large"})
+
+
+def _codes(codes):
+    if isinstance(codes, dict):
+        codes = list(codes.values())
+    if isinstance(codes, list):
+        for each in codes:
+            yield from _codes(each)
+    else:
+        yield codes
+
+
+def _own_code(exc: exceptions.ValidationError) -> str:
+    """``invalid``, or the one code of OWN_FIELD_CODES that every error of ``exc`` has."""
+    found = set(_codes(exc.get_codes()))
+    return found.pop() if len(found) == 1 and found <= OWN_FIELD_CODES else "invalid"
+
+
 def exception_handler(exc, context):
     _answer_in_json(context.get("request"))
     exc = too_many_parts(exc) or exc
@@ -95,7 +116,7 @@ def exception_handler(exc, context):
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
         if isinstance(detail, dict):
-            body = {"detail": _first_message(detail), "code": "invalid", **detail}
+            body = {"detail": _first_message(detail), "code": _own_code(exc), **detail}
             serializer = getattr(detail, "serializer", None)
             if serializer is not None and not _asks_a_password(serializer):
                 # The browsable API shows the form again bound to what was sent, each

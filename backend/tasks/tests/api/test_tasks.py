@@ -606,6 +606,7 @@ def test_a_completion_result_over_1_mb_is_400_and_changes_nothing(client_for, us
     assert refused.json()["result"] == [
         "At most 1048576 bytes of JSON are allowed; this is 1048587."
     ]
+    assert refused.json()["code"] == "too_large"
     task.refresh_from_db()
     assert (task.status, task.result) == ("pending", None)
     fits = {"blob": "é" * ((1024 * 1024 - 11) // 2)}  # 1 MB of JSON in UTF-8, but a byte
@@ -866,6 +867,8 @@ def test_rabbitmq_consumer_timeout_bounds_a_task_time_limit(client, settings):
     refused = create(80)  # a countdown's limit is its length + 30 s
     assert refused.status_code == 400
     assert "BROKER_CONSUMER_TIMEOUT" in refused.json()["input_data"][0]
+    # Its own code, which a client tells from any other bad input (it was "invalid").
+    assert refused.json()["code"] == "exceeds_broker_timeout"
     assert create(60).status_code == 201
     settings.BROKER_IS_AMQP = False
     assert create(80).status_code == 201
