@@ -1,5 +1,6 @@
 """List filters shared by the API's lists."""
 
+import django_filters
 from rest_framework import exceptions, filters
 
 
@@ -11,3 +12,39 @@ class SearchFilter(filters.SearchFilter):
             return super().get_search_terms(request)
         except exceptions.ValidationError as exc:
             raise exceptions.ValidationError({self.search_param: exc.detail}) from None
+
+
+class QueryReadingMixin:
+    """For a django-filter FilterSet: the query as a client may write it."""
+
+    def __init__(self, data=None, *args, **kwargs):
+        if data is not None and hasattr(data, "getlist"):
+            data = self.read_query(data)
+        super().__init__(data, *args, **kwargs)
+
+    @classmethod
+    def read_query(cls, data):
+        """The filters' values as they are read: blanks dropped; a list filter's repeated
+        values combined (status=failed&status=completed = status=failed,completed, and
+        status=pending,,running = status=pending,running; ordering=-priority&ordering=name
+        = ordering=-priority,name, which kept only the last); another filter's last value
+        kept. A filter left with nothing (status=, or status=&status=) is not given."""
+        data = data.copy()
+        for name, field in cls.base_filters.items():
+            if name not in data:
+                continue
+            if isinstance(field, django_filters.filters.BaseCSVFilter):
+                items = [
+                    item.strip()
+                    for value in data.getlist(name)
+                    for item in value.split(",")
+                    if item.strip()
+                ]
+                values = [",".join(items)] if items else []
+            else:
+                values = [value for value in data.getlist(name) if value.strip()][-1:]
+            if values:
+                data.setlist(name, values)
+            else:
+                data.pop(name)
+        return data

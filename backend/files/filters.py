@@ -1,9 +1,11 @@
 import django_filters
 
+from backend.common.filters import QueryReadingMixin
+
 from .models import File
 
 
-class FileFilter(django_filters.FilterSet):
+class FileFilter(QueryReadingMixin, django_filters.FilterSet):
     ordering = django_filters.OrderingFilter(
         fields=(("created_at", "created_at"), ("size", "size"), ("name", "name")),
         help_text="created_at, size or name; prefix - for descending",

@@ -8,6 +8,8 @@ from django.db.models import F
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
+from backend.common.filters import QueryReadingMixin
+
 from . import types
 from .models import Task, TaskPriority, TaskStatus
 
@@ -111,7 +113,7 @@ class StableOrderingFilter(django_filters.OrderingFilter):
         return qs
 
 
-class TaskFilter(django_filters.FilterSet):
+class TaskFilter(QueryReadingMixin, django_filters.FilterSet):
     status = ChoiceInFilter(choices=TaskStatus.choices, help_text="one or several, comma-separated")
     task_type = ChoiceInFilter(
         choices=lambda: [(name, name) for name in types.names()],
@@ -142,34 +144,3 @@ class TaskFilter(django_filters.FilterSet):
     class Meta:
         model = Task
         fields = []
-
-    def __init__(self, data=None, *args, **kwargs):
-        if data is not None and hasattr(data, "getlist"):
-            data = self.read_query(data)
-        super().__init__(data, *args, **kwargs)
-
-    @classmethod
-    def read_query(cls, data):
-        """The filters' values as they are read: blanks dropped; a list filter's repeated
-        values combined (status=failed&status=completed = status=failed,completed, and
-        status=pending,,running = status=pending,running); another filter's last value
-        kept. A filter left with nothing (status=, or status=&status=) is not given."""
-        data = data.copy()
-        for name, field in cls.base_filters.items():
-            if name not in data:
-                continue
-            if isinstance(field, django_filters.BaseInFilter):
-                items = [
-                    item.strip()
-                    for value in data.getlist(name)
-                    for item in value.split(",")
-                    if item.strip()
-                ]
-                values = [",".join(items)] if items else []
-            else:
-                values = [value for value in data.getlist(name) if value.strip()][-1:]
-            if values:
-                data.setlist(name, values)
-            else:
-                data.pop(name)
-        return data

@@ -273,6 +273,11 @@ def test_list_search_ordering_and_pagination(client, user):
     ]
     page = client.get("/api/files/?page_size=2&page=2").json()
     assert page["count"] == 3 and len(page["results"]) == 1
+    # Several keys, comma-separated or repeated (the last alone was taken).
+    make_file(user, content=b"9", name="delta.txt")
+    by_size_then_name = ["beta.txt", "delta.txt", "gamma.csv", "alpha.csv"]
+    assert names(client.get("/api/files/?ordering=size,name")) == by_size_then_name
+    assert names(client.get("/api/files/?ordering=size&ordering=name")) == by_size_then_name
 
 
 def test_list_with_an_invalid_ordering_is_400(client):

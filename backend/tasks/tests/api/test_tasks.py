@@ -880,3 +880,9 @@ def test_repeated_filter_parameters_combine(client, user):
     TaskFactory(owner=user, status=TaskStatus.PENDING, name="p")
     response = client.get(url() + "?status=failed&status=completed")
     assert {t["name"] for t in response.json()["results"]} == {"f", "c"}
+    # An ordering's keys too (the last alone was taken), as comma-separated.
+    TaskFactory(owner=user, status=TaskStatus.FAILED, name="u", priority="urgent")
+    repeated = client.get(url() + "?ordering=-priority&ordering=status")
+    together = client.get(url() + "?ordering=-priority,status")
+    order = [t["name"] for t in repeated.json()["results"]]
+    assert order == [t["name"] for t in together.json()["results"]] and order[0] == "u"
