@@ -381,6 +381,8 @@ SPECTACULAR_SETTINGS = {
     # across reloads.
     "AUTHENTICATION_WHITELIST": ["backend.users.authentication.JWTAuthentication"],
     "SWAGGER_UI_SETTINGS": {"persistAuthorization": True, "deepLinking": True},
+    # One name for the four events, whether a notification's or a choice of notify_email.
+    "ENUM_NAME_OVERRIDES": {"NotificationEvent": "backend.notifications.models.Event"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "backend.common.schema.document_errors",

@@ -62,6 +62,7 @@ TAGS = {
     "task-types": "task types",
     "files": "files",
     "schedules": "schedules",
+    "notifications": "notifications",
     "admin": "admin",
 }
 

@@ -224,3 +224,14 @@ def test_a_key_stored_in_the_earlier_form_still_replays(client_for, user):
     again = post(client_for(user))
     assert again.status_code == 201 and again.json() == {"id": "the first"}
     assert not Task.objects.exists()
+
+
+def test_the_schema_gives_the_keys_length(api_client):
+    """A key of 1 to 255 characters, as the service checks (400 invalid_idempotency_key)."""
+    schema = api_client.get("/api/schema/?format=json").json()
+    [header] = [
+        p
+        for p in schema["paths"]["/api/tasks/"]["post"]["parameters"]
+        if p["name"] == "Idempotency-Key"
+    ]
+    assert header["schema"] == {"type": "string", "minLength": 1, "maxLength": 255}

@@ -1,4 +1,3 @@
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -34,7 +33,7 @@ class NotificationSerializer(serializers.ModelSerializer):
             "last_error": {"help_text": "why the last attempt failed; empty once delivered"},
         }
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_next_attempt_at(self, notification: Notification):
         if notification.status != NotificationStatus.PENDING:
             return None

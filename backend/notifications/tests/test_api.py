@@ -181,3 +181,18 @@ def test_the_notifications_list_filters_and_refuses_what_it_cannot_filter(user, 
     assert client.post("/api/notifications/", {}).status_code == 405
     assert client.delete(f"/api/notifications/{notification.pk}/").status_code == 405
     assert client_for(None).get("/api/notifications/").status_code == 401
+
+
+def test_the_schema_describes_the_notifications_as_they_are_answered(api_client):
+    """next_attempt_at is null once a notification is delivered or failed: the schema said
+    it never was, and a generated client failed on the list; the operations were tagged
+    "api" instead of their resource."""
+    schema = api_client.get("/api/schema/?format=json").json()
+    field = schema["components"]["schemas"]["Notification"]["properties"]["next_attempt_at"]
+    assert field["nullable"] is True
+    for path in ("/api/notifications/", "/api/notifications/{id}/"):
+        assert schema["paths"][path]["get"]["tags"] == ["notifications"]
+    # One enum of the events, whether a notification's or a choice of notify_email.
+    assert "NotifyEmailEnum" not in schema["components"]["schemas"]
+    notify = schema["components"]["schemas"]["User"]["properties"]["notify_email"]["items"]
+    assert notify == {"$ref": "#/components/schemas/NotificationEvent"}

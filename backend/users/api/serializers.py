@@ -17,6 +17,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.common.email import at_domain_literal
 from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
+from backend.notifications.models import Event
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User, default_notify_email
 from backend.users.tokens import SingleUseRefreshToken, UntypedToken
@@ -101,7 +102,8 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )
     notify_email = serializers.ListField(
-        child=serializers.ChoiceField(choices=NOTIFY_EVENTS),
+        # The events as a notification names them: one enum in the schema for both.
+        child=serializers.ChoiceField(choices=Event.choices),
         max_length=len(NOTIFY_EVENTS),
         allow_empty=True,
         required=False,
