@@ -27,6 +27,12 @@ timeout = 120
 # a request over plain HTTP could pass for HTTPS: links in the answer, HSTS sent.
 secure_scheme_headers = {}
 
+# gunicorn's control socket (gunicornc) is one path per system user by default
+# ($XDG_RUNTIME_DIR or ~/.gunicorn/gunicorn.ctl): a second gunicorn of the same user (another
+# service, a blue-green switch, a test) took it over, and removed it when it stopped. The
+# service needs none; to use it, set control_socket to a path of this instance's own here.
+control_socket_disable = True
+
 
 def _write_json_error(sock, status_int, reason, mesg):
     body = json.dumps({"detail": mesg or reason, "code": reason.lower().replace(" ", "_")}).encode()

@@ -164,6 +164,8 @@ def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
         )
 
     assert config()["timeout"] == "120"
+    # No control socket shared by every gunicorn of the user (one removed another's).
+    assert config()["control_socket_disable"] == "True"
     assert config("--timeout", "300")["timeout"] == "300"
 
 
