@@ -223,10 +223,27 @@ def tasks_dispatch(*, batch_size: int = 500, resend_after: int | None = None) ->
     return {"released": released, "sent": len(sent), "due": len(due)}
 
 
+def database_up_since():
+    """When the database server last started (PostgreSQL), or None (SQLite: no server)."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_postmaster_start_time()")
+        return cursor.fetchone()[0]
+
+
 def tasks_rescue() -> dict[str, int]:
     """Running worker tasks whose heartbeat is stale go back to pending, or fail when they
-    are out of attempts. The dispatcher sends the returned ones again."""
+    are out of attempts. The dispatcher sends the returned ones again.
+
+    Not until the database has been up for TASK_HEARTBEAT_TIMEOUT: while it was down no
+    worker could record a heartbeat (nor a finished run its outcome), so right after a
+    restart every running task looked lost, and the rescue, first to reach the database,
+    ran again runs that were alive or done (a mail sent twice)."""
     now = timezone.now()
+    up_since = database_up_since()
+    if up_since is not None and up_since > now - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT):
+        return {"requeued": 0, "failed": 0}
     stale = Task.objects.filter(
         status=TaskStatus.RUNNING,
         task_type__in=types.worker_type_names(),

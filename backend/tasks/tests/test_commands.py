@@ -70,6 +70,8 @@ def test_dispatch_tasks_resends_sooner_when_asked(user):
 
 def test_rescue_tasks(user, settings, monkeypatch):
     monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
+    # Shorter than the database server has been up (the rescue waits that long after it starts).
+    settings.TASK_HEARTBEAT_TIMEOUT = 1
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
     task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
     assert run("rescue_tasks").strip() == ("requeued 1 and failed 0 stale task(s); sent 1 task(s)")

@@ -501,6 +501,8 @@ def test_dispatch_releases_due_scheduled_tasks_and_sends_unsent(user, monkeypatc
 
 
 def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):
+    # Shorter than the database server has been up (the rescue waits that long after it starts).
+    settings.TASK_HEARTBEAT_TIMEOUT = 1
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 5)
     lost = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
     spent = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=3)
@@ -518,6 +520,31 @@ def test_rescue_requeues_or_fails_stale_worker_tasks(user, settings):
     for task in (alive, human):
         task.refresh_from_db()
         assert task.status == TaskStatus.RUNNING
+
+
+def test_the_rescue_waits_a_heartbeat_timeout_after_the_database_starts(
+    user, settings, monkeypatch
+):
+    """While PostgreSQL was down no worker could record a heartbeat or an outcome: right
+    after it came back every running task looked lost, and the rescue, first to reach it,
+    ran again runs that were alive or done (a mail sent twice)."""
+    from backend.tasks.services import sweeps
+
+    if connection.vendor == "postgresql":
+        started = sweeps.database_up_since()
+        assert started is not None and started < timezone.now()
+    else:
+        assert sweeps.database_up_since() is None  # no server to restart
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 5)
+    silent = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    just_started = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT - 10)
+    monkeypatch.setattr(sweeps, "database_up_since", lambda: just_started)
+    assert services.tasks_rescue() == {"requeued": 0, "failed": 0}
+    silent.refresh_from_db()
+    assert silent.status == TaskStatus.RUNNING
+    long_ago = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
+    monkeypatch.setattr(sweeps, "database_up_since", lambda: long_ago)
+    assert services.tasks_rescue() == {"requeued": 1, "failed": 0}
 
 
 def test_an_empty_name_in_an_edit_is_the_types_as_at_create(user):
