@@ -245,15 +245,35 @@ class Scheduler(DatabaseScheduler):
             logger.warning("schedules' recorded firings not read (%s)", exc)
         return entries
 
+    def apply_async(self, entry, producer=None, advance=True, **kwargs):
+        """Every send of beat's is one attempt, bounded by BROKER_PUBLISH_TIMEOUT: Celery's
+        publish retries held beat about 5 s per due sweep while the broker hung, and the
+        schedules due meanwhile fired late or not at all."""
+        if advance:
+            entry = self.reserve(entry)
+        options = entry.options
+        entry.options = {**options, "retry": False}
+        try:
+            return super().apply_async(entry, producer=producer, advance=False, **kwargs)
+        finally:
+            entry.options = options
+
     def apply_entry(self, entry, producer=None):
         if entry.task != services.FIRE_TASK:
-            return super().apply_entry(entry, producer=producer)
+            # A sweep not sent is sent again when next due (seconds or minutes later): one
+            # line, not Celery's ERROR with two tracebacks per sweep while the broker is away.
+            beat.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)
+            try:
+                self.apply_async(entry, producer=producer, advance=False)
+            except Exception as exc:
+                logger.warning(
+                    "%s could not be sent (%s); it goes at its next time", entry.name, exc
+                )
+            return None
         beat.info("Scheduler: Sending due task %s (%s)", entry.name, entry.task)  # as beat does
         message_id = str(uuid.uuid4())
         options, kwargs = entry.options, entry.kwargs
-        # Sent once: a failed send is made here at once (Celery's publish retries would
-        # hold beat a few more timeouts).
-        entry.options = {**options, "task_id": message_id, "retry": False}
+        entry.options = {**options, "task_id": message_id}
         # When it was sent: a message overtaken by a later firing (a backlog) is skipped.
         entry.kwargs = {**kwargs, "sent_at": timezone.now().isoformat()}
         try:

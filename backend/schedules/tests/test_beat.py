@@ -4,6 +4,7 @@ by beat itself, never lost (SPEC §7, §9)."""
 from contextlib import contextmanager
 
 import pytest
+from django_celery_beat.models import PeriodicTask
 
 from backend.celery import app as celery_app
 from backend.schedules import services
@@ -338,37 +339,78 @@ def test_a_frozen_holder_loses_the_lock_to_a_standby(monkeypatch):
         standby.release()
 
 
-def test_a_firing_due_while_the_broker_hangs_is_recorded_by_beat(user, monkeypatch):
-    """A broker that takes the connection and never answers held beat's send for ever:
-    beat stood still and every firing due meanwhile was lost. Beat's own producer (its
-    connection) now gives up after BROKER_PUBLISH_TIMEOUT, and beat records the firing."""
+@contextmanager
+def hung_broker(monkeypatch):
+    """A broker that takes connections and never answers (the system accepts them; nothing
+    is ever read), named by the app as broker_down names one that refuses them."""
     import socket
-    import threading
 
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
-    silent.listen(16)  # connections are accepted by the system; nothing is ever read
+    silent.listen(64)
     url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
     monkeypatch.setattr(celery_app.conf, "broker_url", url)
     monkeypatch.setitem(celery_app.conf, "broker_transport", None)
     monkeypatch.setenv("CELERY_BROKER_URL", url)
-    schedule = make_schedule(user)
-    scheduler, entry = entry_of(schedule)
-    failed = []
-
-    def fire():
-        try:
-            scheduler.apply_entry(entry, producer=scheduler.producer)
-        except Exception as exc:  # the test reports it below
-            failed.append(exc)
-
     try:
+        yield silent
+    finally:
+        silent.close()
+
+
+def test_a_sweep_due_while_the_broker_hangs_is_one_bounded_attempt(monkeypatch, caplog):
+    """Celery's publish retries (four attempts, each a socket timeout) held beat about 5 s
+    per due sweep while the broker hung, so the schedules due meanwhile fired late or not
+    at all; each failure was an ERROR with two tracebacks. One attempt now, and one line."""
+    import logging
+
+    from django_celery_beat.models import IntervalSchedule
+    from kombu import Producer
+
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="a sweep", task="backend.tasks.jobs.expire_overdue_tasks", interval=every
+    )
+    publish, asked = Producer.publish, []
+
+    def recorded(self, body, **kwargs):
+        asked.append(kwargs.get("retry"))
+        return publish(self, body, **kwargs)
+
+    monkeypatch.setattr(Producer, "publish", recorded)
+    with hung_broker(monkeypatch):
+        scheduler = Scheduler(app=celery_app, lazy=True)
+        entry = scheduler.all_as_schedule()["a sweep"]
+        with caplog.at_level(logging.INFO):
+            scheduler.apply_entry(entry, producer=scheduler.producer)
+    assert asked == [False]
+    [line] = [r for r in caplog.records if "a sweep could not be sent" in r.getMessage()]
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "retry" not in entry.options  # the entry is left as it was
+
+
+def test_a_firing_due_while_the_broker_hangs_is_recorded_by_beat(user, monkeypatch):
+    """A broker that takes the connection and never answers held beat's send for ever:
+    beat stood still and every firing due meanwhile was lost. Beat's own producer (its
+    connection) now gives up after BROKER_PUBLISH_TIMEOUT, and beat records the firing."""
+    import threading
+
+    schedule = make_schedule(user)
+    failed = []
+    with hung_broker(monkeypatch):
+        scheduler, entry = entry_of(schedule)
+
+        def fire():
+            try:
+                scheduler.apply_entry(entry, producer=scheduler.producer)
+            except Exception as exc:  # the test reports it below
+                failed.append(exc)
+
         beat_thread = threading.Thread(target=fire, daemon=True)
         beat_thread.start()
         beat_thread.join(timeout=60)
         assert not beat_thread.is_alive(), "beat's send still waits on the hung broker"
-    finally:
-        silent.close()
     assert failed == []
     [run] = ScheduleRun.objects.filter(schedule=schedule)
     assert run.task is not None and run.task.status == TaskStatus.PENDING
