@@ -3,7 +3,7 @@
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
@@ -77,7 +77,7 @@ def _identity_checked(user: User) -> None:
 ONLY_A_SUPERUSER = "Only a superuser can change or deactivate a superuser's account."
 ONLY_USER_ADMINS = (
     "Only a superuser, or staff allowed to change users in the admin, can change or "
-    "deactivate another staff member's account."
+    "deactivate another staff member's account, or one holding admin permissions."
 )
 CHANGE_USERS = "users.change_user"
 
@@ -85,16 +85,23 @@ CHANGE_USERS = "users.change_user"
 def account_rule_refuses(user: User, actor: User | None) -> str | None:
     """Why ``actor`` may not change or deactivate ``user``'s account (API, admin, actions),
     or None. A superuser's account is changed by a superuser (or themselves); another staff
-    member's by a superuser or staff holding the admin's permission to change users. Staff
+    member's, or one holding admin permissions, by a superuser or staff holding the admin's
+    permission to change users. Staff
     without the admin's permissions must not take over an account that has them (set its
     password through the API, then sign in to the admin as it)."""
     if actor is None or actor.pk == user.pk or actor.is_superuser:
         return None
     if user.is_superuser:
         return ONLY_A_SUPERUSER
-    if user.is_staff and not actor.has_perm(CHANGE_USERS):
+    if _privileged(user) and not actor.has_perm(CHANGE_USERS):
         return ONLY_USER_ADMINS
     return None
+
+
+def _privileged(user: User) -> bool:
+    """Staff, or holding admin permissions (its own or a group's), which staff status
+    would turn on: such an account, its password set and made staff, was taken over."""
+    return user.is_staff or user.user_permissions.exists() or user.groups.exists()
 
 
 def _require_account_rule(user: User, actor: User | None) -> None:
@@ -142,7 +149,11 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
         if not actor.is_superuser:
             queryset = queryset.exclude(is_superuser=True)
             if not actor.has_perm(CHANGE_USERS):
-                queryset = queryset.exclude(is_staff=True)
+                queryset = queryset.exclude(
+                    Q(is_staff=True)
+                    | Q(pk__in=User.user_permissions.through.objects.values("user_id"))
+                    | Q(pk__in=User.groups.through.objects.values("user_id"))
+                )
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
         count = users.filter(is_active=True).update(is_active=False)  # not those already

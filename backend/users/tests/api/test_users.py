@@ -338,7 +338,7 @@ def test_staff_without_the_admins_user_rights_cannot_change_another_staff_accoun
     assert response.status_code == 403
     assert response.json()["detail"] == (
         "Only a superuser, or staff allowed to change users in the admin, can change or "
-        "deactivate another staff member's account."
+        "deactivate another staff member's account, or one holding admin permissions."
     )
     assert User.objects.filter(pk=ops.pk).values().get() == before
     assert client_for(staff).get(detail(ops)).status_code == 200  # reading stays open
@@ -348,6 +348,35 @@ def test_staff_without_the_admins_user_rights_cannot_change_another_staff_accoun
     assert allowed.status_code in (200, 204)
     plain = UserFactory()
     assert client_for(ops).patch(detail(plain), {"name": "N"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("held", ["own", "group"])
+def test_staff_without_the_admins_user_rights_cannot_take_over_an_account_holding_permissions(
+    client_for, staff, held
+):
+    """An account that is not staff but holds admin permissions (its own or a group's) had
+    its password set and was made staff by staff without any permission, who then had
+    every permission through it."""
+    from django.contrib.auth.models import Group, Permission
+
+    carl = UserFactory()
+    if held == "own":
+        carl.user_permissions.set(Permission.objects.all())
+    else:
+        group = Group.objects.create(name="operators")
+        group.permissions.set(Permission.objects.all())
+        carl.groups.add(group)
+    before = User.objects.filter(pk=carl.pk).values().get()
+    client = client_for(staff)
+
+    response = client.patch(
+        detail(carl), {"password": "Taken-over-99xx", "is_staff": True}, format="json"
+    )
+    assert response.status_code == 403
+    assert client.delete(detail(carl)).status_code == 403
+    assert User.objects.filter(pk=carl.pk).values().get() == before
+    plain = UserFactory()  # an account without permissions stays theirs to manage
+    assert client.patch(detail(plain), {"is_staff": True}, format="json").status_code == 200
 
 
 def test_a_superuser_changes_another_superuser_and_anyone_changes_themselves(client_for):
