@@ -16,6 +16,7 @@ from django.core.exceptions import DisallowedHost, RequestDataTooBig, Validation
 from django.db import DataError, InterfaceError, OperationalError
 from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
+from django.utils.cache import patch_vary_headers
 
 from .errors import too_many_parts
 
@@ -136,6 +137,10 @@ class ApiErrorMiddleware:
                 and not getattr(response, "page_for_a_browser", False)
             ):
                 response = error_response(response.status_code)
+        if not response.streaming and not response.has_header("Content-Length"):
+            # An answer made here (or in process_exception) is past CommonMiddleware, which
+            # gives every other its length: a HEAD said it, the GET went out in chunks.
+            response["Content-Length"] = str(len(response.content))
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -152,8 +157,10 @@ class ApiErrorMiddleware:
                 request.request_id,
                 str(exception).strip().splitlines()[0] if str(exception).strip() else "",
             )
-            browser = "text/html" in request.META.get("HTTP_ACCEPT", "")
-            if request.path == "/metrics" or (is_api(request) and not browser):
+            # A browser ranks HTML first; a client that prefers JSON, or says nothing, or
+            # refuses HTML (q=0), gets the JSON.
+            browser = request.get_preferred_type(["application/json", "text/html"])
+            if request.path == "/metrics" or (is_api(request) and browser != "text/html"):
                 response = error_response(
                     503,
                     DATABASE_UNAVAILABLE,
@@ -168,6 +175,8 @@ class ApiErrorMiddleware:
                 )
                 response.page_for_a_browser = True
             response["Retry-After"] = "5"
+            if is_api(request):
+                patch_vary_headers(response, ["Accept"])
             return response
         if not is_api(request):
             return None

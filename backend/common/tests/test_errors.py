@@ -410,6 +410,30 @@ def test_an_admin_page_with_the_database_down_is_a_503_page(client, staff, path,
     assert response["Retry-After"] == "5"
 
 
+@pytest.mark.parametrize(
+    ("accept", "kind"),
+    [
+        ("application/json;q=1, text/html;q=0", "application/json"),
+        ("application/json, text/html;q=0.5", "application/json"),
+        ("*/*", "application/json"),
+        (None, "application/json"),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", "text/html"),
+    ],
+)
+def test_an_api_answer_with_the_database_down_follows_the_clients_preference(
+    client, staff, request, accept, kind
+):
+    """The page went to any client naming text/html, a q=0 that refuses it included."""
+    client.force_login(staff)
+    request.getfixturevalue("database_down")
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    response = client.get("/api/tasks/", **headers)
+    assert response.status_code == 503
+    assert response["Content-Type"].startswith(kind)
+    assert "Accept" in response["Vary"]
+    assert response["Content-Length"] == str(len(response.content))
+
+
 def test_metrics_with_the_database_down_is_a_503(client, settings, request):
     settings.METRICS_TOKEN = "m" * 32
     request.getfixturevalue("database_down")

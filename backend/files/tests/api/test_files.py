@@ -350,6 +350,8 @@ def test_a_download_answers_the_dates_of_its_upload(client, user):
     assert client.get(url, HTTP_IF_UNMODIFIED_SINCE=uploaded).status_code == 200
     refused = client.get(url, HTTP_IF_UNMODIFIED_SINCE=earlier)
     assert refused.status_code == 412 and refused.json()["code"] == "precondition_failed"
+    # Its length said, as a HEAD of it says (it went out in chunks).
+    assert refused["Content-Length"] == str(len(refused.content))
     not_modified = client.get(url, HTTP_IF_MODIFIED_SINCE=uploaded)
     assert not_modified.status_code == 304
     assert not_modified["Last-Modified"] == uploaded and not_modified["ETag"] == response["ETag"]
