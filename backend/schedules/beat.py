@@ -43,6 +43,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
+from backend.tasks import queue
+
 from . import services, timing
 from .models import Schedule
 
@@ -248,13 +250,20 @@ class Scheduler(DatabaseScheduler):
     def apply_async(self, entry, producer=None, advance=True, **kwargs):
         """Every send of beat's is one attempt, bounded by BROKER_PUBLISH_TIMEOUT: Celery's
         publish retries held beat about 5 s per due sweep while the broker hung, and the
-        schedules due meanwhile fired late or not at all."""
+        schedules due meanwhile fired late or not at all. After a failed send none is tried
+        for BROKER_BREAKER_SECONDS (the breaker the web tier's sends share in a process):
+        each still cost a timeout, so a 10 s schedule fired every 12 to 13 s."""
+        if queue.breaker.is_open:
+            raise ConnectionError("a send to the broker failed moments ago; not tried again yet")
         if advance:
             entry = self.reserve(entry)
         options = entry.options
         entry.options = {**options, "retry": False}
         try:
             return super().apply_async(entry, producer=producer, advance=False, **kwargs)
+        except Exception:
+            queue.breaker.trip()
+            raise
         finally:
             entry.options = options
 
