@@ -101,7 +101,15 @@ def account_rule_refuses(user: User, actor: User | None) -> str | None:
 def _privileged(user: User) -> bool:
     """Staff, or holding admin permissions (its own or a group's), which staff status
     would turn on: such an account, its password set and made staff, was taken over."""
-    return user.is_staff or user.user_permissions.exists() or user.groups.exists()
+    return user.is_staff or _holding_permissions().filter(pk=user.pk).exists()
+
+
+def _holding_permissions() -> QuerySet[User]:
+    """The accounts holding a permission of their own or of a group (a group without any
+    gives none)."""
+    return User.objects.filter(
+        Q(user_permissions__isnull=False) | Q(groups__permissions__isnull=False)
+    ).distinct()
 
 
 def _require_account_rule(user: User, actor: User | None) -> None:
@@ -150,9 +158,7 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
             queryset = queryset.exclude(is_superuser=True)
             if not actor.has_perm(CHANGE_USERS):
                 queryset = queryset.exclude(
-                    Q(is_staff=True)
-                    | Q(pk__in=User.user_permissions.through.objects.values("user_id"))
-                    | Q(pk__in=User.groups.through.objects.values("user_id"))
+                    Q(is_staff=True) | Q(pk__in=_holding_permissions().values("pk"))
                 )
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))

@@ -377,6 +377,11 @@ def test_staff_without_the_admins_user_rights_cannot_take_over_an_account_holdin
     assert User.objects.filter(pk=carl.pk).values().get() == before
     plain = UserFactory()  # an account without permissions stays theirs to manage
     assert client.patch(detail(plain), {"is_staff": True}, format="json").status_code == 200
+    # A group that gives no permission makes no account privileged.
+    member = UserFactory()
+    member.groups.add(Group.objects.create(name="readers"))
+    assert client.patch(detail(member), {"name": "M"}, format="json").status_code == 200
+    assert client.delete(detail(member)).status_code == 204
 
 
 def test_a_superuser_changes_another_superuser_and_anyone_changes_themselves(client_for):
