@@ -48,3 +48,17 @@ class QueryReadingMixin:
             else:
                 data.pop(name)
         return data
+
+
+class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
+    """One value or several, comma-separated; each must be a known choice, and a wrong one
+    is answered with the list of the right ones."""
+
+    @property
+    def field(self):
+        field = super().field
+        names = ", ".join(str(value) for value, _ in field.choices if value != "")
+        field.error_messages["invalid_choice"] = (
+            f"%(value)s is not one of the available choices: {names}."
+        )
+        return field

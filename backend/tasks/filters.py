@@ -8,7 +8,7 @@ from django.db.models import F
 from django_filters.fields import IsoDateTimeField
 from drf_spectacular.utils import extend_schema_field
 
-from backend.common.filters import QueryReadingMixin
+from backend.common.filters import ChoiceInFilter, QueryReadingMixin
 
 from . import types
 from .models import Task, TaskPriority, TaskStatus
@@ -75,20 +75,6 @@ class BoundedIsoDateTimeField(IsoDateTimeField):
 
 class BoundedIsoDateTimeFilter(django_filters.IsoDateTimeFilter):
     field_class = BoundedIsoDateTimeField
-
-
-class ChoiceInFilter(django_filters.BaseInFilter, django_filters.ChoiceFilter):
-    """One value or several, comma-separated; each must be a known choice, and a wrong one
-    is answered with the list of the right ones."""
-
-    @property
-    def field(self):
-        field = super().field
-        names = ", ".join(str(value) for value, _ in field.choices if value != "")
-        field.error_messages["invalid_choice"] = (
-            f"%(value)s is not one of the available choices: {names}."
-        )
-        return field
 
 
 class StableOrderingFilter(django_filters.OrderingFilter):

@@ -172,10 +172,21 @@ def test_the_notifications_list_filters_and_refuses_what_it_cannot_filter(user, 
         ("event=task.failed", 0),
         (f"task={task.pk}", 1),
         ("task=00000000-0000-0000-0000-000000000000", 0),
+        # Several values, comma-separated or repeated (the last alone was taken).
+        ("status=delivered,failed", 1),
+        ("status=delivered&status=failed", 1),
+        ("event=task.completed&event=task.created", 1),
+        ("channel=email,callback", 0),
     ]:
         response = client.get(f"/api/notifications/?{query}")
         assert response.status_code == 200 and response.json()["count"] == count, query
-    for query in ("status=lost", "channel=pigeon", "event=task.exploded", "task=12"):
+    for query in (
+        "status=lost",
+        "status=failed,lost",
+        "channel=pigeon",
+        "event=task.exploded",
+        "task=12",
+    ):
         response = client.get(f"/api/notifications/?{query}")
         assert response.status_code == 400, query
     assert client.post("/api/notifications/", {}).status_code == 405
