@@ -136,7 +136,7 @@ class ApiErrorMiddleware:
                 and not _is_json(response)
                 and not getattr(response, "page_for_a_browser", False)
             ):
-                response = error_response(response.status_code)
+                response = _as_json_error(response)
         if not response.streaming and not response.has_header("Content-Length"):
             # An answer made here (or in process_exception) is past CommonMiddleware, which
             # gives every other its length: a HEAD said it, the GET went out in chunks.
@@ -197,6 +197,23 @@ class ApiErrorMiddleware:
             "Internal server error; quote the request id when reporting it.",
             request_id=request.request_id,
         )
+
+
+# Headers that describe the body, which the JSON error replaces.
+_BODY_HEADERS = frozenset(
+    {"content-type", "content-length", "content-encoding", "content-disposition"}
+)
+
+
+def _as_json_error(response):
+    """The error as JSON, with the other headers of the answer it replaces: the security
+    middleware's (nosniff, frame options, referrer policy, ...) were lost, as on a download's
+    412."""
+    replaced = error_response(response.status_code)
+    for header, value in response.items():
+        if header.lower() not in _BODY_HEADERS:
+            replaced.headers.setdefault(header, value)
+    return replaced
 
 
 def _add_missing_slash(request) -> None:

@@ -350,8 +350,12 @@ def test_a_download_answers_the_dates_of_its_upload(client, user):
     assert client.get(url, HTTP_IF_UNMODIFIED_SINCE=uploaded).status_code == 200
     refused = client.get(url, HTTP_IF_UNMODIFIED_SINCE=earlier)
     assert refused.status_code == 412 and refused.json()["code"] == "precondition_failed"
-    # Its length said, as a HEAD of it says (it went out in chunks).
+    # Its length said, as a HEAD of it says (it went out in chunks); and the headers every
+    # other answer carries (they were lost with the body replaced by the JSON error).
     assert refused["Content-Length"] == str(len(refused.content))
+    missing = client.get("/api/files/00000000-0000-0000-0000-000000000000/download/")
+    for header in ("X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"):
+        assert refused[header] == missing[header], header
     not_modified = client.get(url, HTTP_IF_MODIFIED_SINCE=uploaded)
     assert not_modified.status_code == 304
     assert not_modified["Last-Modified"] == uploaded and not_modified["ETag"] == response["ETag"]
