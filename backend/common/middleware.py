@@ -199,9 +199,16 @@ class ApiErrorMiddleware:
         )
 
 
-# Headers that describe the body, which the JSON error replaces.
+# Headers that describe the body, which the JSON error replaces (a page's policy included:
+# JSON answers carry none).
 _BODY_HEADERS = frozenset(
-    {"content-type", "content-length", "content-encoding", "content-disposition"}
+    {
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "content-disposition",
+        "content-security-policy",
+    }
 )
 
 
