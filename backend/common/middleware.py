@@ -288,7 +288,8 @@ class HeadWithoutBodyMiddleware:
     """A HEAD request's answer carries the GET's headers (its Content-Length included) and
     no body. The views build the GET's answer; the WSGI server then dropped the body, and
     gunicorn logged a WARNING for each HEAD ("WSGI app sent body bytes on a no-body
-    response"). Outermost, so every other middleware has seen the body first."""
+    response"). Outermost, so every other middleware has seen the body first, and
+    ApiErrorMiddleware has said its length."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -300,8 +301,6 @@ class HeadWithoutBodyMiddleware:
                 # A file's stream is closed with the response, as after a GET.
                 response.streaming_content = []
             else:
-                if not response.has_header("Content-Length"):
-                    response["Content-Length"] = str(len(response.content))
                 response.content = b""
         return response
 

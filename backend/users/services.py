@@ -86,14 +86,14 @@ def account_rule_refuses(user: User, actor: User | None) -> str | None:
     """Why ``actor`` may not change or deactivate ``user``'s account (API, admin, actions),
     or None. A superuser's account is changed by a superuser (or themselves); another staff
     member's, or one holding admin permissions, by a superuser or staff holding the admin's
-    permission to change users. Staff
-    without the admin's permissions must not take over an account that has them (set its
-    password through the API, then sign in to the admin as it)."""
+    permission to change users. Staff without the admin's permissions must not take over an
+    account that has them (set its password through the API, then sign in to the admin as
+    it)."""
     if actor is None or actor.pk == user.pk or actor.is_superuser:
         return None
     if user.is_superuser:
         return ONLY_A_SUPERUSER
-    if _privileged(user) and not actor.has_perm(CHANGE_USERS):
+    if not actor.has_perm(CHANGE_USERS) and _privileged(user):  # the actor's is cached
         return ONLY_USER_ADMINS
     return None
 

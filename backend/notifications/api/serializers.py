@@ -3,6 +3,8 @@ from rest_framework import serializers
 
 from backend.notifications.models import Notification, NotificationStatus
 
+_DATETIME = serializers.DateTimeField()
+
 
 class NotificationSerializer(serializers.ModelSerializer):
     task = serializers.UUIDField(
@@ -37,4 +39,4 @@ class NotificationSerializer(serializers.ModelSerializer):
     def get_next_attempt_at(self, notification: Notification):
         if notification.status != NotificationStatus.PENDING:
             return None
-        return serializers.DateTimeField().to_representation(notification.next_attempt_at)
+        return _DATETIME.to_representation(notification.next_attempt_at)

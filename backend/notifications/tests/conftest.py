@@ -1,6 +1,18 @@
 import pytest
 
-from backend.notifications import services
+from backend.notifications import services, signing
+
+
+def signed_by(request, secret: str) -> bool:
+    """Whether a webhook request a test receiver got carries a signature by ``secret``, as
+    a receiver checks it."""
+    return signing.verify(
+        secret=secret,
+        msg_id=request.headers["webhook-id"],
+        timestamp=int(request.headers["webhook-timestamp"]),
+        body=request.body,
+        signature=request.headers["webhook-signature"],
+    )
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from backend.common.tests.httpserver import Answer, HTTPServer
 from backend.common.tests.smtpd import SMTPServer, use_smtp
 from backend.notifications import jobs, services, signing
 from backend.notifications.models import DeliveryAttempt, Notification
+from backend.notifications.tests.conftest import signed_by
 from backend.tasks import services as task_services
 from backend.tasks.models import Task
 from backend.users import services as user_services
@@ -63,20 +64,8 @@ def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
     assert len(receiver.requests) == 3
     assert {r.headers["webhook-id"] for r in receiver.requests} == {str(notification.pk)}
     for request in receiver.requests:
-        assert signing.verify(
-            secret=secret,
-            msg_id=request.headers["webhook-id"],
-            timestamp=int(request.headers["webhook-timestamp"]),
-            body=request.body,
-            signature=request.headers["webhook-signature"],
-        )
-        assert not signing.verify(
-            secret=signing.new_secret(),
-            msg_id=request.headers["webhook-id"],
-            timestamp=int(request.headers["webhook-timestamp"]),
-            body=request.body,
-            signature=request.headers["webhook-signature"],
-        )
+        assert signed_by(request, secret)
+        assert not signed_by(request, signing.new_secret())
     body = json.loads(receiver.requests[0].body)
     assert body["type"] == "task.completed" and body["timestamp"].endswith("Z")
     assert body["data"]["id"] == str(task.pk) and body["data"]["status"] == "completed"
@@ -97,16 +86,6 @@ def test_a_signed_webhook_retried_after_two_500s_keeps_its_id(user, sent):
     # Delivered: the dispatcher never sends it again.
     sent.clear()
     assert services.notifications_dispatch() == {"due": 0, "sent": 0}
-
-
-def _verifies(request, secret) -> bool:
-    return signing.verify(
-        secret=secret,
-        msg_id=request.headers["webhook-id"],
-        timestamp=int(request.headers["webhook-timestamp"]),
-        body=request.body,
-        signature=request.headers["webhook-signature"],
-    )
 
 
 def test_after_a_rotation_webhooks_are_signed_with_both_secrets_for_the_overlap(
@@ -133,7 +112,7 @@ def test_after_a_rotation_webhooks_are_signed_with_both_secrets_for_the_overlap(
     first, during, after = receiver.requests
     assert len(first.headers["webhook-signature"].split(" ")) == 1  # no secret before
     assert len(during.headers["webhook-signature"].split(" ")) == 2
-    assert _verifies(during, new) and _verifies(during, old)
+    assert signed_by(during, new) and signed_by(during, old)
     assert during.headers["webhook-signature"].startswith(
         signing.sign(
             secret=new,
@@ -143,7 +122,7 @@ def test_after_a_rotation_webhooks_are_signed_with_both_secrets_for_the_overlap(
         )
     )
     assert len(after.headers["webhook-signature"].split(" ")) == 1
-    assert _verifies(after, new) and not _verifies(after, old)
+    assert signed_by(after, new) and not signed_by(after, old)
 
 
 def test_with_no_overlap_a_rotation_stops_the_old_secret_at_once(user, sent, settings):
@@ -154,7 +133,7 @@ def test_with_no_overlap_a_rotation_stops_the_old_secret_at_once(user, sent, set
         completed_task(user)
         jobs.deliver_notification(str(Notification.objects.get().pk))
     (request,) = receiver.requests
-    assert _verifies(request, new) and not _verifies(request, old)
+    assert signed_by(request, new) and not signed_by(request, old)
 
 
 def test_a_retry_sends_the_same_message_though_the_task_changed_meanwhile(user, sent):

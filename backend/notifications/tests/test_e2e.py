@@ -9,8 +9,8 @@ import pytest
 
 from backend.common.tests.httpserver import Answer, HTTPServer
 from backend.common.tests.smtpd import SMTPServer
-from backend.notifications import signing
 from backend.notifications.models import Notification
+from backend.notifications.tests.conftest import signed_by
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.tests.processes import Cluster, purge_filesystem_broker, wait_for
 from backend.users import services as user_services
@@ -87,13 +87,7 @@ def test_a_completed_task_reaches_the_receiver_and_the_mailbox_once(
     assert task.status == TaskStatus.COMPLETED
     by_event = {}
     for request in requests:
-        assert signing.verify(
-            secret=secret,
-            msg_id=request.headers["webhook-id"],
-            timestamp=int(request.headers["webhook-timestamp"]),
-            body=request.body,
-            signature=request.headers["webhook-signature"],
-        )
+        assert signed_by(request, secret)
         by_event.setdefault(json.loads(request.body)["type"], []).append(request)
     assert len(by_event["task.created"]) == 1
     completed = by_event["task.completed"]
