@@ -563,6 +563,12 @@ TASK_REDISPATCH_AFTER = _positive_int("TASK_REDISPATCH_AFTER", 300)
 # flush unless this is on; a database crash may then forget the last fraction of a second
 # of them, which the dispatcher and the rescue sweep recover (backend/tasks/services/execution.py).
 RUN_SYNCHRONOUS_COMMIT = _bool("RUN_SYNCHRONOUS_COMMIT", False)
+# PostgreSQL: a worker's pool process writes the outcomes of its completed instant runs
+# (a `sum` whose message carries its input) together, in one statement, at most this many
+# seconds after the first of them; 0 writes each at once (backend/tasks/outcomes.py).
+TASK_OUTCOME_LINGER = _float("TASK_OUTCOME_LINGER", 0.05)
+if TASK_OUTCOME_LINGER > 5:
+    _fail(f"TASK_OUTCOME_LINGER must be 5 seconds or less, got {TASK_OUTCOME_LINGER}")
 
 CELERY_BEAT_SCHEDULE = {
     "tasks.expire-overdue": {

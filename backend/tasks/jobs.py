@@ -1,9 +1,10 @@
 """Celery entry points: thin wrappers around the runner and the services."""
 
 from celery import shared_task
+from celery.signals import worker_process_init, worker_process_shutdown
 from django.db import InterfaceError, OperationalError
 
-from . import runner, services
+from . import outcomes, runner, services
 
 # A run the database failed (it restarted, failed over, or refused connections) is asked
 # again this much later, a few times, instead of waiting for the dispatcher
@@ -42,3 +43,14 @@ def rescue_stale_tasks() -> dict:
     if rescued["requeued"]:
         rescued["dispatch"] = services.tasks_dispatch()
     return rescued
+
+
+@worker_process_init.connect
+def _batch_outcomes(**kwargs) -> None:
+    """A worker's pool process writes its completed instant runs in batches."""
+    outcomes.start(runner.write_outcomes)
+
+
+@worker_process_shutdown.connect
+def _write_held_outcomes(**kwargs) -> None:
+    outcomes.stop()

@@ -17,12 +17,12 @@ import uuid
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, connections
 from django.utils import timezone
 
 from backend.common.storable import made_storable
 
-from . import services, types
+from . import outcomes, services, types
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def retry_delay(attempt: int) -> int:
 
 
 SKIPPED = "skipped: not pending (already taken, cancelled, expired or deleted)"
+BATCHED = "ran; outcome batched"  # written with others shortly (outcomes.py)
 
 
 def execute(task_id: str, task_type: str = "", input_data: dict | None = None) -> str:
@@ -175,9 +176,34 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
         if services.task_fail_unread(**ran, error=error):
             return "failed"
         return SKIPPED
+    outcome = {
+        "id": task_id,
+        "task_type": kind.name,
+        "started_at": ran["started_at"],
+        "completed_at": timezone.now(),
+        "result": result,
+    }
+    if outcomes.batched(outcome):
+        return BATCHED
     if services.task_finish_unread(**ran, result=result):
         return "completed"
     return SKIPPED
+
+
+def write_outcomes(batch: list[dict]) -> None:
+    """Writes the completed outcomes a pool process gathered (``outcomes.Batches``), tried
+    again while the database fails as a run's own outcome is."""
+    for conn in connections.all(initialized_only=True):
+        conn.health_check_done = False  # checked before each batch, as before each task
+    try:
+        _recorded(lambda: services.tasks_finish_unread(batch))
+    except DATABASE_ERRORS as exc:
+        logger.warning(
+            "%d outcomes not recorded (%s); the dispatcher sends their tasks again",
+            len(batch),
+            exc,
+        )
+        connection.close()
 
 
 def _log_failure(task_id, type_name: str, kind: types.TaskType | None, exc, error: str) -> None:

@@ -117,6 +117,8 @@ BAD_VALUES = [
     ({"CACHE_TIMEOUT": "0"}, "CACHE_TIMEOUT"),
     ({"HEALTH_CHECK_TIMEOUT": "nan"}, "HEALTH_CHECK_TIMEOUT"),
     ({"OPS_WORKERS_CACHE_SECONDS": "-1"}, "OPS_WORKERS_CACHE_SECONDS"),
+    ({"TASK_OUTCOME_LINGER": "-0.1"}, "TASK_OUTCOME_LINGER"),
+    ({"TASK_OUTCOME_LINGER": "6"}, "TASK_OUTCOME_LINGER"),
     # Each was taken as it was (or, VAR_DIR, stopped start-up with a traceback).
     ({"VAR_DIR": "/proc/no-folder-here"}, "VAR_DIR"),
     ({"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "-7"}, "CONN_MAX_AGE"),

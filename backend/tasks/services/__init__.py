@@ -21,6 +21,7 @@ from .execution import (
     task_read,
     task_report_progress,
     task_retry_later,
+    tasks_finish_unread,
     unread_runs,
 )
 from .lifecycle import (
@@ -74,6 +75,7 @@ __all__ = [
     "task_update",
     "tasks_dispatch",
     "tasks_expire",
+    "tasks_finish_unread",
     "tasks_rescue",
     "unread_runs",
 ]

@@ -21,6 +21,7 @@ Nothing else a worker writes (tasks a schedule fires, files, the sweeps) is rela
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -333,3 +334,57 @@ def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
             "updated_at": now,
         },
     )
+
+
+def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
+    """``task_finish_unread`` for many runs in one statement: each outcome (``id``,
+    ``task_type``, ``started_at``, ``completed_at``, ``result``) goes pending → completed
+    under the same guards, row by row; returns the ids that changed (the others were no
+    longer pending, or overdue: their results are dropped)."""
+    insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
+        tasks="changed", event=Event.COMPLETED
+    )
+    here = sql.db()
+    relaxed = _relaxed(here)
+    now = here.ops.adapt_datetimefield_value(timezone.now())
+    guard = STATUS_GUARD_SQL.format(table=TABLE)
+    with here.cursor() as cursor:
+        cursor.execute(
+            f"""{RELAXED + "," if relaxed else "WITH"}
+            given AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS g(
+                id uuid, task_type text, started_at timestamptz, completed_at timestamptz,
+                result jsonb)),
+            changed AS (
+                UPDATE {TABLE} SET status = %s, result = given.result, error = NULL,
+                    progress = 100, started_at = given.started_at,
+                    heartbeat_at = given.started_at, completed_at = given.completed_at,
+                    updated_at = given.completed_at, attempts = {TABLE}.attempts + 1
+                FROM {"relaxed, " if relaxed else ""}given
+                WHERE {TABLE}.id = ANY(%s) AND {TABLE}.id = given.id AND {guard}
+                    AND {TABLE}.task_type = given.task_type AND {NOT_OVERDUE}
+                RETURNING {TABLE}.id, {TABLE}.owner_id),
+            written AS ({insert_sql} RETURNING id)
+            SELECT ARRAY(SELECT id FROM changed), ARRAY(SELECT id FROM written)""",
+            [
+                json.dumps(
+                    [
+                        {
+                            **outcome,
+                            "id": str(outcome["id"]),
+                            "started_at": outcome["started_at"].isoformat(),
+                            "completed_at": outcome["completed_at"].isoformat(),
+                        }
+                        for outcome in outcomes
+                    ],
+                    allow_nan=False,
+                ),
+                TaskStatus.COMPLETED,
+                [outcome["id"] for outcome in outcomes],  # looked up by key, as one is
+                TaskStatus.PENDING,
+                now,
+                *insert_params,
+            ],
+        )
+        changed, ids = cursor.fetchone()
+    notifications.send_on_commit(ids, marked_at)
+    return changed

@@ -5,9 +5,11 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from backend.tasks import runner
 from backend.tasks.models import Task, TaskStatus
 
 from .processes import wait_for
@@ -231,6 +233,32 @@ def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, cl
             task["id"], TaskStatus.COMPLETED, timeout=30, what="a reserved countdown to run"
         )
         assert done.attempts == 1
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="a run from its message's input is one statement on PostgreSQL only",
+)
+def test_a_stopping_worker_writes_the_outcomes_its_processes_hold(cluster, user, client_for):
+    """A worker's pool processes write their completed instant runs in batches
+    (backend/tasks/outcomes.py): with a linger longer than the test, the runs are done and
+    their tasks still pending; a warm shutdown writes them before the worker exits. No beat
+    runs here: no dispatcher could send them again."""
+    cluster.env["TASK_OUTCOME_LINGER"] = "5"
+    worker = cluster.start_worker(("tasks",))
+    client = client_for(user)
+    created = [
+        _create(client, task_type="sum", input_data={"numbers": [n, 1]})["id"] for n in range(3)
+    ]
+    wait_for(lambda: worker.log().count(runner.BATCHED) == 3, timeout=30, what="the three runs")
+    assert {_task(task_id).status for task_id in created} == {TaskStatus.PENDING}
+
+    worker.terminate()
+    worker.proc.wait(timeout=30)
+    for n, task_id in enumerate(created):
+        task = _task(task_id)
+        assert task.status == TaskStatus.COMPLETED, task.status
+        assert task.result == {"result": n + 1} and task.attempts == 1
 
 
 def test_cancel_stops_a_running_countdown(cluster, user, client_for):

@@ -36,9 +36,19 @@ def _scans(plan: dict, table: str) -> set[str]:
     """How the plan reads ``table``: the indexes it scans, or "seq" for the whole table."""
     found = set()
     if plan.get("Relation Name") == table and "Scan" in plan["Node Type"]:
-        found.add(plan.get("Index Name", "seq"))
+        if plan["Node Type"] == "Bitmap Heap Scan":  # its indexes are its children's
+            found |= _bitmap_indexes(plan)
+        else:
+            found.add(plan.get("Index Name", "seq"))
     for child in plan.get("Plans", ()):
         found |= _scans(child, table)
+    return found
+
+
+def _bitmap_indexes(plan: dict) -> set[str]:
+    found = {plan["Index Name"]} if plan["Node Type"] == "Bitmap Index Scan" else set()
+    for child in plan.get("Plans", ()):
+        found |= _bitmap_indexes(child)
     return found
 
 
@@ -121,14 +131,22 @@ def test_a_runs_statements_look_their_task_up_by_its_key(pending):
         assert services.task_finish_unread(
             task_id=pending[2].pk, task_type="sum", started_at=timezone.now(), result=6
         )
+        now = timezone.now()
+        batch = [
+            {"id": task.pk, "task_type": "sum", "started_at": now, "completed_at": now, "result": 6}
+            for task in pending[3:5]
+        ]
+        assert len(services.tasks_finish_unread(batch)) == 2
     _by_key(plans)
     statuses = dict(
-        Task.objects.filter(pk__in=[t.pk for t in pending[:3]]).values_list("pk", "status")
+        Task.objects.filter(pk__in=[t.pk for t in pending[:5]]).values_list("pk", "status")
     )
     assert statuses == {
         pending[0].pk: TaskStatus.COMPLETED,
         pending[1].pk: TaskStatus.FAILED,
         pending[2].pk: TaskStatus.COMPLETED,
+        pending[3].pk: TaskStatus.COMPLETED,
+        pending[4].pk: TaskStatus.COMPLETED,
     }
 
 
