@@ -5,22 +5,25 @@ A run of an instant type whose message carries its input is one guarded statemen
 more than the run itself, and a round trip the process waits for before its next message.
 In a pool process of a worker, such a run hands its completed outcome to a thread of the
 process instead, which writes what has gathered in one statement
-(``services.tasks_finish_unread``: the same guards, row by row, and the same notifications),
-at most ``TASK_OUTCOME_LINGER`` seconds (0.05) after the first of them, or at once when ``BATCH`` are waiting:
-about 0.1 ms per outcome.
+(``services.tasks_finish_unread``: the same guards, row by row, and the same notifications)
+``TASK_OUTCOME_LINGER`` seconds (0.05) after the first of them, or at once when ``BATCH``
+are waiting (later while the write before is still going on): about 0.1 ms per outcome.
 
 What this changes, and why it loses nothing:
-- A result is visible up to ``TASK_OUTCOME_LINGER`` (plus the statement) later than it was.
-- The run's message is acknowledged before its outcome is written. A process killed
-  meanwhile (SIGKILL, its worker lost) takes the outcomes it held with it; their tasks are
-  still pending in the database, as when a worker dies holding messages it reserved, and the
-  dispatcher sends them again after ``TASK_REDISPATCH_AFTER``. An instant type is a pure
-  computation over its input, so running it again gives the same outcome.
+- A result is visible about ``TASK_OUTCOME_LINGER`` later than it was.
+- The run's message is acknowledged before its outcome is written. A process that dies
+  meanwhile (SIGKILL, the out-of-memory killer, its time limit's kill, its worker lost)
+  takes the outcomes it held with it; their tasks are still pending in the database, as
+  when a Redis worker dies holding messages it reserved, and the dispatcher sends them
+  again after ``TASK_REDISPATCH_AFTER``. An instant type is a pure computation over its
+  input, so running it again gives the same outcome. On RabbitMQ, which hands a dead
+  process's unacknowledged messages out again at once, nothing is batched.
 - A process that stops in order (the worker's warm shutdown, ``--max-tasks-per-child``)
-  writes what it holds first (``close``).
+  writes what it holds first (``close``, within ``CLOSE_TIMEOUT``).
 - While the database refuses the write, it is tried again as a run's own outcome is
-  (``runner.RECORD_PAUSES``); meanwhile at most ``HELD`` outcomes wait, and runs that come
-  after wait for room, so a process does not take messages it cannot record.
+  (``runner.RECORD_PAUSES``); meanwhile a process holds at most ``HELD`` outcomes. A run
+  that finds no room within ``ROOM_TIMEOUT`` writes its own outcome, as before (a database
+  error then has its run asked again, ``jobs.run_task``).
 
 A failed run, a run of any other type, and every run outside a worker's pool processes
 (``--pool=solo``, tests calling the runner) write their outcome themselves, as before."""
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 100  # outcomes written at once, at most
 HELD = 2 * BATCH  # outcomes a process holds before its runs wait for room
+ROOM_TIMEOUT = 5.0  # seconds a run waits for room before it writes its outcome itself
 CLOSE_TIMEOUT = 10.0  # seconds a stopping process gives its last write
 
 
@@ -55,16 +59,22 @@ class Batches:
         self._closing = False
         self._thread: threading.Thread | None = None
 
-    def add(self, outcome: dict[str, Any]) -> None:
+    def add(self, outcome: dict[str, Any], timeout: float = ROOM_TIMEOUT) -> bool:
+        """Holds ``outcome`` for the next write; False when no room came within
+        ``timeout`` seconds (the writes do not go through: the caller writes it itself)."""
         with self._changed:
-            while len(self._waiting) + self._writing >= self._held:
-                self._changed.wait()  # the database is slow or away: room comes as it takes them
+            room = self._changed.wait_for(
+                lambda: len(self._waiting) + self._writing < self._held, timeout
+            )
+            if not room:
+                return False
             self._waiting.append((time.monotonic(), outcome))
             if len(self._waiting) in (1, self._batch):  # the first one starts the linger
                 self._changed.notify_all()
             if self._thread is None:
                 self._thread = threading.Thread(target=self._writes, name="outcomes", daemon=True)
                 self._thread.start()
+            return True
 
     def held(self) -> int:
         with self._changed:
@@ -123,20 +133,21 @@ _batches: Batches | None = None
 
 
 def start(write) -> None:
-    """This process is a worker's pool process: completed instant runs are batched (unless
-    TASK_OUTCOME_LINGER is 0)."""
+    """This process is a worker's pool process: completed instant runs are batched, unless
+    TASK_OUTCOME_LINGER is 0 or the broker is RabbitMQ (which hands a killed process's
+    messages out again at once: there each run writes its own outcome before its message
+    is acknowledged)."""
     global _batches
-    if settings.TASK_OUTCOME_LINGER > 0:
+    if settings.TASK_OUTCOME_LINGER > 0 and not settings.BROKER_IS_AMQP:
         _batches = Batches(write, linger=settings.TASK_OUTCOME_LINGER)
 
 
 def batched(outcome: dict[str, Any]) -> bool:
-    """Hands ``outcome`` to the batches when this process batches; False otherwise (the
-    caller writes it itself)."""
+    """Hands ``outcome`` to the batches when this process batches and they have room;
+    False otherwise (the caller writes it itself)."""
     if _batches is None:
         return False
-    _batches.add(outcome)
-    return True
+    return _batches.add(outcome)
 
 
 def stop() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import weakref
 from collections.abc import Iterable
@@ -77,27 +78,43 @@ class _Pool:
     origin: str | None = None
 
 
+# A process may send from two threads (a pool process's outcome writer sends the
+# notifications of what it wrote): one pool is built, and dropped, at a time.
+_pool_lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A forked process starts with a free lock (a thread of the parent may have held it)."""
+    global _pool_lock
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def _producers() -> ProducerPool:
     key = (os.getpid(), celery_app.conf.broker_url)
-    if _Pool.key != key:
-        connection = celery_app.connection_for_write(
-            connect_timeout=settings.BROKER_PUBLISH_TIMEOUT,
-            transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
-        )
-        limit = celery_app.conf.broker_pool_limit or 10
-        _Pool.producers = ProducerPool(connection.Pool(limit=limit), limit=limit)
-        _Pool.key = key
-    return _Pool.producers
+    with _pool_lock:
+        if _Pool.key != key:
+            connection = celery_app.connection_for_write(
+                connect_timeout=settings.BROKER_PUBLISH_TIMEOUT,
+                transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
+            )
+            limit = celery_app.conf.broker_pool_limit or 10
+            _Pool.producers = ProducerPool(connection.Pool(limit=limit), limit=limit)
+            _Pool.key = key
+        return _Pool.producers
 
 
 def _discard_pool() -> None:
     """Drop every pooled connection after a failure: the next send starts afresh."""
-    if _Pool.producers is not None:
-        try:
-            _Pool.producers.connections.force_close_all()
-        except Exception:  # closing a broken connection may fail too; it is gone either way
-            logger.debug("closing broker connections failed", exc_info=True)
-    _Pool.key = _Pool.producers = None
+    with _pool_lock:
+        if _Pool.producers is not None:
+            try:
+                _Pool.producers.connections.force_close_all()
+            except Exception:  # closing a broken connection may fail too; it is gone anyway
+                logger.debug("closing broker connections failed", exc_info=True)
+        _Pool.key = _Pool.producers = None
 
 
 # --- sending ------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import uuid
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 from django.utils import timezone
 
 from backend.common.storable import made_storable
@@ -193,8 +193,7 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
 def write_outcomes(batch: list[dict]) -> None:
     """Writes the completed outcomes a pool process gathered (``outcomes.Batches``), tried
     again while the database fails as a run's own outcome is."""
-    for conn in connections.all(initialized_only=True):
-        conn.health_check_done = False  # checked before each batch, as before each task
+    close_old_connections()  # the thread's own, checked before each batch as before a task
     try:
         _recorded(lambda: services.tasks_finish_unread(batch))
     except DATABASE_ERRORS as exc:

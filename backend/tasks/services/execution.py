@@ -339,14 +339,14 @@ def task_retry_later(*, task: Task, error: str, delay: int) -> bool:
 def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
     """``task_finish_unread`` for many runs in one statement: each outcome (``id``,
     ``task_type``, ``started_at``, ``completed_at``, ``result``) goes pending → completed
-    under the same guards, row by row; returns the ids that changed (the others were no
-    longer pending, or overdue: their results are dropped)."""
+    under the same guards, row by row, its deadline checked against the time its run ended
+    (not the write's, which comes later); returns the ids that changed (the others were no
+    longer pending, or ended past their deadline: their results are dropped)."""
     insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
         tasks="changed", event=Event.COMPLETED
     )
     here = sql.db()
     relaxed = _relaxed(here)
-    now = here.ops.adapt_datetimefield_value(timezone.now())
     guard = STATUS_GUARD_SQL.format(table=TABLE)
     with here.cursor() as cursor:
         cursor.execute(
@@ -361,7 +361,8 @@ def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
                     updated_at = given.completed_at, attempts = {TABLE}.attempts + 1
                 FROM {"relaxed, " if relaxed else ""}given
                 WHERE {TABLE}.id = ANY(%s) AND {TABLE}.id = given.id AND {guard}
-                    AND {TABLE}.task_type = given.task_type AND {NOT_OVERDUE}
+                    AND {TABLE}.task_type = given.task_type
+                    AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > given.completed_at)
                 RETURNING {TABLE}.id, {TABLE}.owner_id),
             written AS ({insert_sql} RETURNING id)
             SELECT ARRAY(SELECT id FROM changed), ARRAY(SELECT id FROM written)""",
@@ -381,7 +382,6 @@ def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
                 TaskStatus.COMPLETED,
                 [outcome["id"] for outcome in outcomes],  # looked up by key, as one is
                 TaskStatus.PENDING,
-                now,
                 *insert_params,
             ],
         )

@@ -76,23 +76,28 @@ def test_a_process_that_stops_writes_what_it_holds_first():
 
 def test_runs_wait_for_room_while_the_database_does_not_answer():
     """Held outcomes are runs whose messages are gone: while writes do not go through, a
-    process holds at most ``held`` of them, and a run that comes after waits."""
+    process holds at most ``held`` of them, and a run that comes after waits for room, for a
+    while (then it writes its own outcome, as a run did before: a database error has the
+    run asked again)."""
     gate = threading.Event()
     written = Written(gate)
     batches = outcomes.Batches(written, linger=0.01, batch=2, held=3)
     batches.add({"id": 0})
     batches.add({"id": 1})  # a full batch: taken, its write waits at the gate
     wait_for(lambda: batches._writing, timeout=10, what="the write to start")
-    batches.add({"id": 2})
-    adder = threading.Thread(target=batches.add, args=({"id": 3},))
+    assert batches.add({"id": 2}) is True
+    # No room: after its wait, a run writes its outcome itself.
+    assert batches.add({"id": 3}, timeout=0.2) is False
+    added = []
+    adder = threading.Thread(target=lambda: added.append(batches.add({"id": 4}, timeout=30)))
     adder.start()
     adder.join(0.5)
     assert adder.is_alive(), "a run went on while its process already held three outcomes"
     gate.set()
     adder.join(10)
-    assert not adder.is_alive()
+    assert added == [True]
     batches.close()
-    assert [n for batch in written.batches for n in batch] == [0, 1, 2, 3]
+    assert [n for batch in written.batches for n in batch] == [0, 1, 2, 4]
 
 
 def test_a_write_that_fails_is_logged_and_later_ones_still_go(caplog):
@@ -110,10 +115,17 @@ def test_a_write_that_fails_is_logged_and_later_ones_still_go(caplog):
 def test_only_a_started_process_batches(settings):
     outcome = {"id": 1}
     assert outcomes.batched(outcome) is False  # tests, --pool=solo: each run writes its own
-    settings.TASK_OUTCOME_LINGER = 0
+    for linger, amqp in ((0, False), (0.05, True)):  # off; RabbitMQ gives messages back
+        settings.TASK_OUTCOME_LINGER, settings.BROKER_IS_AMQP = linger, amqp
+        outcomes.start(lambda batch: None)
+        try:
+            assert outcomes.batched(outcome) is False
+        finally:
+            outcomes.stop()
+    settings.TASK_OUTCOME_LINGER, settings.BROKER_IS_AMQP = 0.05, False
     outcomes.start(lambda batch: None)
     try:
-        assert outcomes.batched(outcome) is False
+        assert outcomes.batched(outcome) is True
     finally:
         outcomes.stop()
 
@@ -134,22 +146,28 @@ def _outcome(task, **changes) -> dict:
 @pytest.mark.django_db
 def test_many_outcomes_in_one_statement_each_under_its_guards(user, django_assert_num_queries):
     """Each row goes pending → completed as ``task_finish_unread`` takes it; a task that
-    is no longer pending, is overdue, or is of another type than its message said keeps
-    its state, and its result is dropped."""
-    first, second, cancelled, overdue, other = (
+    is no longer pending, ended past its deadline, or is of another type than its message
+    said keeps its state, and its result is dropped. The deadline is the run's: one that
+    ended in time counts though the batch is written after it."""
+    first, in_time, cancelled, overdue, other = (
         TaskFactory(owner=user, input_data={"numbers": [1, 2, 3]}) for _ in range(5)
     )
+    now = timezone.now()
     Task.objects.filter(pk=cancelled.pk).update(status=TaskStatus.CANCELLED)
-    Task.objects.filter(pk=overdue.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    Task.objects.filter(pk__in=[in_time.pk, overdue.pk]).update(deadline=now - timedelta(seconds=1))
     Task.objects.filter(pk=other.pk).update(task_type="reverse")
-    given = [_outcome(task) for task in (first, second, cancelled, overdue, other)]
-    given[1]["result"] = {"sum": 7}
+    given = [_outcome(task) for task in (first, in_time, cancelled, overdue, other)]
+    given[1].update(
+        result={"sum": 7},
+        started_at=now - timedelta(seconds=2, milliseconds=2),
+        completed_at=now - timedelta(seconds=2),
+    )
 
     with django_assert_num_queries(1):
         changed = services.tasks_finish_unread(given)
 
-    assert set(changed) == {first.pk, second.pk}
-    for task, outcome in zip((first, second), given, strict=False):
+    assert set(changed) == {first.pk, in_time.pk}
+    for task, outcome in zip((first, in_time), given, strict=False):
         task.refresh_from_db()
         assert task.status == TaskStatus.COMPLETED and task.progress == 100
         assert task.result == outcome["result"] and task.error is None
