@@ -207,7 +207,7 @@ def test_a_pool_process_records_its_instant_runs_when_the_batch_goes(user, setti
     """What a worker's pool process does (``jobs._batch_outcomes``): the run returns with
     its task still pending; the outcome is written with the batch, here when the process
     stops (the linger is longer than the test)."""
-    settings.TASK_OUTCOME_LINGER = 5
+    settings.TASK_OUTCOME_LINGER, settings.BROKER_IS_AMQP = 5, False  # as with Redis
     tasks = [TaskFactory(owner=user, input_data={"numbers": [n, 2]}) for n in range(3)]
     jobs._batch_outcomes()
     try:
