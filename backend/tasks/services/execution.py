@@ -346,26 +346,9 @@ def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
         tasks="changed", event=Event.COMPLETED
     )
     here = sql.db()
-    relaxed = _relaxed(here)
-    guard = STATUS_GUARD_SQL.format(table=TABLE)
     with here.cursor() as cursor:
         cursor.execute(
-            f"""{RELAXED + "," if relaxed else "WITH"}
-            given AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS g(
-                id uuid, task_type text, started_at timestamptz, completed_at timestamptz,
-                result jsonb)),
-            changed AS (
-                UPDATE {TABLE} SET status = %s, result = given.result, error = NULL,
-                    progress = 100, started_at = given.started_at,
-                    heartbeat_at = given.started_at, completed_at = given.completed_at,
-                    updated_at = given.completed_at, attempts = {TABLE}.attempts + 1
-                FROM {"relaxed, " if relaxed else ""}given
-                WHERE {TABLE}.id = ANY(%s) AND {TABLE}.id = given.id AND {guard}
-                    AND {TABLE}.task_type = given.task_type
-                    AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > given.completed_at)
-                RETURNING {TABLE}.id, {TABLE}.owner_id),
-            written AS ({insert_sql} RETURNING id)
-            SELECT ARRAY(SELECT id FROM changed), ARRAY(SELECT id FROM written)""",
+            _finish_batch_statement(_relaxed(here), insert_sql),
             [
                 json.dumps(
                     [
@@ -388,3 +371,26 @@ def tasks_finish_unread(outcomes: list[dict[str, Any]]) -> list[uuid.UUID]:
         changed, ids = cursor.fetchone()
     notifications.send_on_commit(ids, marked_at)
     return changed
+
+
+@functools.cache
+def _finish_batch_statement(relaxed: bool, insert_sql: str) -> str:
+    """``tasks_finish_unread``'s statement, written once (``insert_sql`` is the notifications'
+    INSERT, itself written once per database vendor)."""
+    return f"""{RELAXED + "," if relaxed else "WITH"}
+        given AS (SELECT * FROM jsonb_to_recordset(%s::jsonb) AS g(
+            id uuid, task_type text, started_at timestamptz, completed_at timestamptz,
+            result jsonb)),
+        changed AS (
+            UPDATE {TABLE} SET status = %s, result = given.result, error = NULL,
+                progress = 100, started_at = given.started_at,
+                heartbeat_at = given.started_at, completed_at = given.completed_at,
+                updated_at = given.completed_at, attempts = {TABLE}.attempts + 1
+            FROM {"relaxed, " if relaxed else ""}given
+            WHERE {TABLE}.id = ANY(%s) AND {TABLE}.id = given.id
+                AND {STATUS_GUARD_SQL.format(table=TABLE)}
+                AND {TABLE}.task_type = given.task_type
+                AND ({TABLE}.deadline IS NULL OR {TABLE}.deadline > given.completed_at)
+            RETURNING {TABLE}.id, {TABLE}.owner_id),
+        written AS ({insert_sql} RETURNING id)
+        SELECT ARRAY(SELECT id FROM changed), ARRAY(SELECT id FROM written)"""
