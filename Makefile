@@ -89,8 +89,13 @@ superuser: migrate
 	@$(WITH_DEBUG) $(BIN)/python manage.py createsuperuser $$( { [ -n "$${DJANGO_SUPERUSER_PASSWORD:-}" ] || \
 		$(call env_file_sets,DJANGO_SUPERUSER_PASSWORD); } && echo --noinput )
 
+# The suite runs in TEST_PROCESSES processes (pytest-xdist), each on stores of its own
+# (backend/common/pytest_env.py); 0 runs it in make's own, as a debugger or a RabbitMQ broker
+# (whose virtual host the processes would share) needs.
+TEST_PROCESSES ?= $(if $(filter amqp%,$(CELERY_BROKER_URL)),0,2)
+
 test: install
-	$(BIN)/python -m pytest --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_PROCESSES) --cov --cov-report=term-missing:skip-covered $(if $(PYTEST_ARGS),,--cov-fail-under=90) $(PYTEST_ARGS)
 
 # The production stack first (bench/production.py: --quick from BENCH_ARGS, its own options in
 # PRODUCTION_BENCH_ARGS), then the embedded default (bench/run.py: BENCH_ARGS), then the stats

@@ -15,6 +15,18 @@ def pytest_configure(config):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Under pytest-xdist a report travels to the main process as UTF-8: a lone surrogate in
+    # its captured output (a test of what the service does with one logs it) stopped the run.
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [
+        (title, text.encode("utf-8", "backslashreplace").decode("utf-8"))
+        for title, text in report.sections
+    ]
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     # Throttle counters live in the cache; each test starts with none.
