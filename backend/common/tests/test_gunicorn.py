@@ -169,6 +169,9 @@ def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
     assert config("--timeout", "300")["timeout"] == "300"
 
 
+# Closing a response ends its request, which checks the database connections: one an earlier
+# test of the same process left open is checked too.
+@pytest.mark.django_db
 def test_a_head_request_for_a_file_closes_its_stream_and_keeps_its_length(tmp_path, rf):
     """A download's stream (a FileResponse) is replaced by nothing and still closed with the
     response; its Content-Length stays the file's."""
