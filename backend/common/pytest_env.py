@@ -18,10 +18,10 @@ os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 _VAR = pathlib.Path(os.environ.get("VAR_DIR") or _ROOT / "var")
 
-# Under pytest-xdist (``make test`` runs the suite in two processes), each of its processes runs on stores
-# of its own, as if alone: a folder (the embedded broker, the SQLite file, uploads) and,
-# on Redis, databases of their own (worker N uses database d + 8N for the configured d).
-# pytest-django gives each its own test database.
+# Under pytest-xdist (``make test`` runs the suite in two processes), each process runs on
+# stores of its own, as if alone: a folder (the embedded broker, the SQLite file, uploads)
+# and, on Redis, databases of their own (worker N uses database d + 8N for the configured
+# d). pytest-django gives each its own test database.
 _XDIST = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _XDIST:
     _VAR = _VAR / f"xdist-{_XDIST}"
