@@ -765,17 +765,15 @@ def hol_priority(stack: Stack, config: Config) -> Row:
     """``low`` tasks sent while the short-queue worker is busy with a backlog of ``normal``
     ones, then one ``urgent``: how many ``low`` ones started before it. The worker is busy
     for real: it drains a backlog queued while it was stopped, and the ``low`` and
-    ``urgent`` ones are sent once it has started on it (a worker's slots are no longer held
-    by a run whose outcome waits on a locked row: a pool process hands the outcome of a
-    ``sum`` to its writer thread and takes its next message)."""
+    ``urgent`` ones are sent once it has started on it."""
     holder, account = register(stack.port, "holder"), register(stack.port, "priority")
     low, urgent = {**SUM, "priority": "low"}, {**SUM, "priority": "urgent"}
     with stack.paused("short"):
         backlog = submit(stack, holder.token, [SUM] * config.backlog)
         wait_queued(stack.broker, "tasks", config.backlog)
         stack.start("short")
-        done = "SELECT count(*) FROM tasks_task WHERE owner_id = %s AND started_at IS NOT NULL"
-        wait_for(lambda: stack.sql(done, (holder.id,))[0][0] > 0, 60, "the backlog to start")
+        begun = "SELECT count(*) FROM tasks_task WHERE owner_id = %s AND started_at IS NOT NULL"
+        wait_for(lambda: stack.sql(begun, (holder.id,))[0][0] > 0, 60, "the backlog to start")
         lows = [create(stack, account.token, low) for _ in range(config.low)]
         last = create(stack, account.token, urgent)
     counts = wait_settled(stack, account.id, config.low + 1, config.deadline)
