@@ -24,6 +24,8 @@ What this changes, and why it loses nothing:
   (``runner.RECORD_PAUSES``); meanwhile a process holds at most ``HELD`` outcomes. A run
   that finds no room within ``ROOM_TIMEOUT`` writes its own outcome, as before (a database
   error then has its run asked again, ``jobs.run_task``).
+- A row the database refuses (an error of its data) fails its own task, not the batch: the
+  batch is then written an outcome at a time (``runner.write_outcomes``).
 
 A failed run, a run of any other type, and every run outside a worker's pool processes
 (``--pool=solo``, tests calling the runner) write their outcome themselves, as before."""

@@ -17,7 +17,13 @@ import uuid
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import (
+    DatabaseError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
 from django.utils import timezone
 
 from backend.common.storable import made_storable
@@ -192,17 +198,57 @@ def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:
 
 def write_outcomes(batch: list[dict]) -> None:
     """Writes the completed outcomes a pool process gathered (``outcomes.Batches``), tried
-    again while the database fails as a run's own outcome is."""
+    again while the database fails as a run's own outcome is.
+
+    The batch is one statement, so one row the database refuses (an error of the data, not
+    of the connection) would refuse them all, and their tasks would run again with it, in
+    the next batch as well. Then each is written alone: the others complete, and one the
+    database still refuses fails its task with why, instead of running it again."""
     close_old_connections()  # the thread's own, checked before each batch as before a task
     try:
         _recorded(lambda: services.tasks_finish_unread(batch))
     except DATABASE_ERRORS as exc:
-        logger.warning(
-            "%d outcomes not recorded (%s); the dispatcher sends their tasks again",
-            len(batch),
-            exc,
+        _unrecorded(len(batch), exc)
+    except DatabaseError as exc:
+        logger.warning("%d outcomes refused together (%s); writing each alone", len(batch), exc)
+        for done, outcome in enumerate(batch):
+            try:
+                _write_alone(outcome)
+            except DATABASE_ERRORS as exc:
+                _unrecorded(len(batch) - done, exc)
+                return
+
+
+def _write_alone(outcome: dict) -> None:
+    """One outcome of a refused batch (``write_outcomes``): its task completes, or, when
+    the database refuses this row too, fails with the reason; when even that is refused,
+    the task stays pending (logged), and the dispatcher sends it again."""
+    try:
+        services.tasks_finish_unread([outcome])
+        return
+    except DATABASE_ERRORS:
+        raise
+    except DatabaseError as exc:
+        error = f"the result could not be stored ({type(exc).__name__}: {exc})"
+    logger.error("task %s (%s): %s", outcome["id"], outcome["task_type"], error)
+    try:
+        services.task_fail_unread(
+            task_id=outcome["id"],
+            task_type=outcome["task_type"],
+            started_at=outcome["started_at"],
+            error=error,
         )
-        connection.close()
+    except DATABASE_ERRORS:
+        raise
+    except DatabaseError:
+        logger.exception("task %s: its failure could not be recorded either", outcome["id"])
+
+
+def _unrecorded(count: int, exc: Exception) -> None:
+    logger.warning(
+        "%d outcomes not recorded (%s); the dispatcher sends their tasks again", count, exc
+    )
+    connection.close()
 
 
 def _log_failure(task_id, type_name: str, kind: types.TaskType | None, exc, error: str) -> None:

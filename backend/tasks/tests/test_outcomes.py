@@ -8,7 +8,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from backend.notifications.models import Event, Notification
@@ -220,3 +220,55 @@ def test_a_pool_process_records_its_instant_runs_when_the_batch_goes(user, setti
     for n, task in enumerate(tasks):
         task.refresh_from_db()
         assert task.status == TaskStatus.COMPLETED and task.result == {"result": n + 2}
+
+
+@POSTGRESQL
+@pytest.mark.django_db(transaction=True)  # the writer's connection is in autocommit
+def test_a_row_the_database_refuses_fails_its_task_and_not_the_batch(user, caplog):
+    """One outcome PostgreSQL cannot store (here a result with a NUL, which a run makes
+    storable before it gets this far) refuses the whole statement: each is then written
+    alone, the others complete, and that one's task fails with the reason instead of
+    running again with the next batch."""
+    first, refused, last = (TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3))
+    batch = [_outcome(first), _outcome(refused, result={"text": "a\x00b"}), _outcome(last)]
+    with pytest.raises(DatabaseError), transaction.atomic():
+        services.tasks_finish_unread(batch)  # the statement alone is refused whole
+
+    with caplog.at_level(logging.WARNING, logger="backend.tasks.runner"):
+        runner.write_outcomes(batch)
+
+    statuses = dict(Task.objects.values_list("pk", "status"))
+    assert statuses == {
+        first.pk: TaskStatus.COMPLETED,
+        refused.pk: TaskStatus.FAILED,
+        last.pk: TaskStatus.COMPLETED,
+    }
+    refused.refresh_from_db()
+    assert refused.error.startswith("the result could not be stored (DataError: ")
+    assert refused.result is None and refused.attempts == 1
+    assert "3 outcomes refused together" in caplog.text
+    assert Task.objects.get(pk=first.pk).result == {"sum": 6}
+
+
+@POSTGRESQL
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_connection_while_writing_alone_leaves_the_rest_to_the_dispatcher(
+    user, monkeypatch, caplog
+):
+    first, refused, last = (TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3))
+    batch = [_outcome(first), _outcome(refused, result={"text": "a\x00b"}), _outcome(last)]
+
+    def connection_lost(**kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(services, "task_fail_unread", connection_lost)
+    with caplog.at_level(logging.WARNING, logger="backend.tasks.runner"):
+        runner.write_outcomes(batch)
+
+    statuses = dict(Task.objects.values_list("pk", "status"))
+    assert statuses == {
+        first.pk: TaskStatus.COMPLETED,
+        refused.pk: TaskStatus.PENDING,
+        last.pk: TaskStatus.PENDING,
+    }
+    assert "2 outcomes not recorded" in caplog.text
