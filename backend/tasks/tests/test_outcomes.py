@@ -255,6 +255,8 @@ def test_a_row_the_database_refuses_fails_its_task_and_not_the_batch(user, caplo
 def test_a_lost_connection_while_writing_alone_leaves_the_rest_to_the_dispatcher(
     user, monkeypatch, caplog
 ):
+    """The connection lost while a refused batch is written an outcome at a time: those
+    not written yet stay pending, for the dispatcher to send again."""
     first, refused, last = (TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3))
     batch = [_outcome(first), _outcome(refused, result={"text": "a\x00b"}), _outcome(last)]
 
