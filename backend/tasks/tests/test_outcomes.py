@@ -222,27 +222,37 @@ def test_a_pool_process_records_its_instant_runs_when_the_batch_goes(user, setti
         assert task.status == TaskStatus.COMPLETED and task.result == {"result": n + 2}
 
 
+def _refused_in_the_middle(user) -> tuple[list[Task], list[dict]]:
+    """Three pending tasks and their outcomes; the second one's result has a NUL, which
+    PostgreSQL refuses (a run makes its result storable before it gets this far)."""
+    tasks = [TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3)]
+    batch = [_outcome(task) for task in tasks]
+    batch[1]["result"] = {"text": "a\x00b"}
+    return tasks, batch
+
+
+def _written(batch: list[dict], caplog) -> list[str]:
+    """``runner.write_outcomes(batch)``, as the writer thread calls it; the statuses of the
+    batch's tasks after it, in its order."""
+    with caplog.at_level(logging.WARNING, logger="backend.tasks.runner"):
+        runner.write_outcomes(batch)
+    statuses = dict(Task.objects.values_list("pk", "status"))
+    return [statuses[outcome["id"]] for outcome in batch]
+
+
 @POSTGRESQL
 @pytest.mark.django_db(transaction=True)  # the writer's connection is in autocommit
 def test_a_row_the_database_refuses_fails_its_task_and_not_the_batch(user, caplog):
-    """One outcome PostgreSQL cannot store (here a result with a NUL, which a run makes
-    storable before it gets this far) refuses the whole statement: each is then written
+    """One outcome PostgreSQL cannot store refuses the whole statement: each is then written
     alone, the others complete, and that one's task fails with the reason instead of
     running again with the next batch."""
-    first, refused, last = (TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3))
-    batch = [_outcome(first), _outcome(refused, result={"text": "a\x00b"}), _outcome(last)]
+    (first, refused, _), batch = _refused_in_the_middle(user)
     with pytest.raises(DatabaseError), transaction.atomic():
         services.tasks_finish_unread(batch)  # the statement alone is refused whole
 
-    with caplog.at_level(logging.WARNING, logger="backend.tasks.runner"):
-        runner.write_outcomes(batch)
+    statuses = _written(batch, caplog)
 
-    statuses = dict(Task.objects.values_list("pk", "status"))
-    assert statuses == {
-        first.pk: TaskStatus.COMPLETED,
-        refused.pk: TaskStatus.FAILED,
-        last.pk: TaskStatus.COMPLETED,
-    }
+    assert statuses == [TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.COMPLETED]
     refused.refresh_from_db()
     assert refused.error.startswith("the result could not be stored (DataError: ")
     assert refused.result is None and refused.attempts == 1
@@ -257,20 +267,13 @@ def test_a_lost_connection_while_writing_alone_leaves_the_rest_to_the_dispatcher
 ):
     """The connection lost while a refused batch is written an outcome at a time: those
     not written yet stay pending, for the dispatcher to send again."""
-    first, refused, last = (TaskFactory(owner=user, input_data={"numbers": [1]}) for _ in range(3))
-    batch = [_outcome(first), _outcome(refused, result={"text": "a\x00b"}), _outcome(last)]
+    _, batch = _refused_in_the_middle(user)
 
     def connection_lost(**kwargs):
         raise OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(services, "task_fail_unread", connection_lost)
-    with caplog.at_level(logging.WARNING, logger="backend.tasks.runner"):
-        runner.write_outcomes(batch)
+    statuses = _written(batch, caplog)
 
-    statuses = dict(Task.objects.values_list("pk", "status"))
-    assert statuses == {
-        first.pk: TaskStatus.COMPLETED,
-        refused.pk: TaskStatus.PENDING,
-        last.pk: TaskStatus.PENDING,
-    }
+    assert statuses == [TaskStatus.COMPLETED, TaskStatus.PENDING, TaskStatus.PENDING]
     assert "2 outcomes not recorded" in caplog.text
