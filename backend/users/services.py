@@ -22,7 +22,10 @@ def user_create(
     is_staff: bool = False,
     notify_email: list[str] | None = None,
     webhook_url: str = "",
+    actor: User | None = None,
 ) -> User:
+    if is_staff:
+        _require_staff_granter(actor)
     user = User(
         username=username, email=email, name=name, is_staff=is_staff, webhook_url=webhook_url
     )
@@ -79,6 +82,10 @@ ONLY_USER_ADMINS = (
     "Only a superuser, or staff allowed to change users in the admin, can change or "
     "deactivate another staff member's account, or one holding admin permissions."
 )
+ONLY_USER_ADMINS_MAKE_STAFF = (
+    "Only a superuser, or staff allowed to change users in the admin, can make an account "
+    "staff."
+)
 CHANGE_USERS = "users.change_user"
 
 
@@ -117,12 +124,23 @@ def _require_account_rule(user: User, actor: User | None) -> None:
         raise PermissionDenied(refused)
 
 
+def _require_staff_granter(actor: User | None) -> None:
+    """Staff status is given (to a new account or to another's) as the admin gives it: by
+    a superuser or by staff holding the permission to change users. Staff without it made
+    accounts staff, their passwords set, that they could then neither change back nor
+    deactivate (``account_rule_refuses``)."""
+    if actor is not None and not actor.is_superuser and not actor.has_perm(CHANGE_USERS):
+        raise PermissionDenied(ONLY_USER_ADMINS_MAKE_STAFF)
+
+
 @transaction.atomic
 def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     """Apply validated profile changes; ``password`` is hashed, never stored as given.
 
     Staff cannot take their own staff status or activity away (no self lock-out)."""
     _require_account_rule(user, actor)
+    if data.get("is_staff") and not user.is_staff:
+        _require_staff_granter(actor)
     if actor is not None and actor.pk == user.pk:
         for field in ("is_staff", "is_active"):
             if field in data and not data[field] and getattr(user, field):

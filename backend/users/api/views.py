@@ -240,7 +240,7 @@ class UserViewSet(
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
         is_active = data.pop("is_active", True)
-        user = services.user_create(**data)
+        user = services.user_create(**data, actor=self.request.user)
         if not is_active:
             services.user_deactivate(user=user)
         serializer.instance = selectors.user_with_statistics(pk=user.pk)

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
 from django.db import connection
 from django.test import Client
@@ -135,6 +136,7 @@ def test_staff_create_a_user_from_an_email_alone(client_for, staff):
 
 
 def test_staff_create_a_staff_user_or_an_inactive_one(client_for, staff):
+    staff.user_permissions.add(Permission.objects.get(codename="change_user"))
     client = client_for(staff)
     boss = client.post(
         USERS, {"username": "boss", "password": PASSWORD, "is_staff": True}, format="json"
@@ -147,6 +149,45 @@ def test_staff_create_a_staff_user_or_an_inactive_one(client_for, staff):
     assert (boss.data["is_staff"], dormant.data["is_active"]) == (True, False)
     assert User.objects.get(username="boss").is_staff
     assert not User.objects.get(username="dormant").is_active
+
+
+MAKE_STAFF_REFUSED = (
+    "Only a superuser, or staff allowed to change users in the admin, can make an account staff."
+)
+
+
+def test_staff_without_the_admins_user_rights_cannot_make_an_account_staff(client_for, staff):
+    """Staff without any admin permission made accounts staff (new ones, or others'), their
+    passwords set, that they could then neither change back nor deactivate: staff status is
+    given as the admin gives it, by a superuser or staff allowed to change users."""
+    plain = UserFactory()
+    before = User.objects.filter(pk=plain.pk).values().get()
+    client = client_for(staff)
+
+    created = client.post(
+        USERS, {"username": "boss", "password": PASSWORD, "is_staff": True}, format="json"
+    )
+    promoted = client.patch(
+        detail(plain), {"password": "Mine-now-99xx", "is_staff": True}, format="json"
+    )
+
+    assert (created.status_code, promoted.status_code) == (403, 403)
+    assert created.json()["detail"] == promoted.json()["detail"] == MAKE_STAFF_REFUSED
+    assert not User.objects.filter(username="boss").exists()
+    assert User.objects.filter(pk=plain.pk).values().get() == before
+    # Everything else on an ordinary account stays theirs, an account that is not staff
+    # too; a superuser, or staff holding the permission, make accounts staff.
+    assert client.patch(detail(plain), {"is_staff": False}, format="json").status_code == 200
+    ordinary = {"username": "clerk", "password": PASSWORD, "is_staff": False}
+    assert client.post(USERS, ordinary, format="json").status_code == 201
+    root = UserFactory(is_staff=True, is_superuser=True)
+    assert client_for(root).patch(detail(plain), {"is_staff": True}, format="json").data[
+        "is_staff"
+    ]
+    staff.user_permissions.add(Permission.objects.get(codename="change_user"))
+    staff = User.objects.get(pk=staff.pk)  # its permissions read again
+    boss = {"username": "boss", "password": PASSWORD, "is_staff": True}
+    assert client_for(staff).post(USERS, boss, format="json").status_code == 201
 
 
 def test_staff_create_stores_notification_settings(client_for, staff):
@@ -280,11 +321,11 @@ def test_staff_see_and_change_anyone(client_for, staff, user):
     client = client_for(staff)
 
     assert client.get(detail(user)).data["email"] == user.email
-    response = client.patch(detail(user), {"name": "Renamed", "is_staff": True}, format="json")
+    response = client.patch(detail(user), {"name": "Renamed", "is_active": False}, format="json")
 
     assert response.status_code == 200
     user.refresh_from_db()
-    assert (user.name, user.is_staff) == ("Renamed", True)
+    assert (user.name, user.is_active) == ("Renamed", False)
 
 
 # What staff without the admin's rights tried on an account they must not take over.
@@ -372,7 +413,8 @@ def test_staff_without_the_admins_user_rights_cannot_take_over_an_account_holdin
     assert client.delete(detail(carl)).status_code == 403
     assert User.objects.filter(pk=carl.pk).values().get() == before
     plain = UserFactory()  # an account without permissions stays theirs to manage
-    assert client.patch(detail(plain), {"is_staff": True}, format="json").status_code == 200
+    reset = client.patch(detail(plain), {"password": "Reset-by-staff-99"}, format="json")
+    assert reset.status_code == 200
     # A group that gives no permission makes no account privileged.
     member = UserFactory()
     member.groups.add(Group.objects.create(name="readers"))
