@@ -83,8 +83,7 @@ ONLY_USER_ADMINS = (
     "deactivate another staff member's account, or one holding admin permissions."
 )
 ONLY_USER_ADMINS_MAKE_STAFF = (
-    "Only a superuser, or staff allowed to change users in the admin, can make an account "
-    "staff."
+    "Only a superuser, or staff allowed to change users in the admin, can make an account staff."
 )
 CHANGE_USERS = "users.change_user"
 

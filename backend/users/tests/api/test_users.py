@@ -181,9 +181,7 @@ def test_staff_without_the_admins_user_rights_cannot_make_an_account_staff(clien
     ordinary = {"username": "clerk", "password": PASSWORD, "is_staff": False}
     assert client.post(USERS, ordinary, format="json").status_code == 201
     root = UserFactory(is_staff=True, is_superuser=True)
-    assert client_for(root).patch(detail(plain), {"is_staff": True}, format="json").data[
-        "is_staff"
-    ]
+    assert client_for(root).patch(detail(plain), {"is_staff": True}, format="json").data["is_staff"]
     staff.user_permissions.add(Permission.objects.get(codename="change_user"))
     staff = User.objects.get(pk=staff.pk)  # its permissions read again
     boss = {"username": "boss", "password": PASSWORD, "is_staff": True}
