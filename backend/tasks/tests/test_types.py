@@ -78,18 +78,27 @@ def test_sum_takes_a_number_of_1e16_or_more_as_the_integer_it_is():
     assert run("sum", data) == {"result": 11 * 10**307}  # exact, as read from the database
 
 
-def test_sum_that_overflows_fails_readably():
-    """As floats or as the integers they are read as, a sum past the largest double fails:
-    the exact integer (2 * 10**308) was a result that a client reading JSON numbers as
-    doubles took for Infinity."""
+def test_sum_that_overflows_is_refused_and_fails_readably():
+    """As floats or as the integers they are read as, a sum past the largest double is
+    refused when the task is created (it was accepted for a run that could only fail, its
+    traceback in the worker's log); a row written otherwise fails readably: the exact
+    integer (2 * 10**308) was a result that a client reading JSON numbers as doubles took
+    for Infinity."""
+    for numbers in ([1e308, 1e308], [-(10**308), -(10**308)], [1.7e308, 0.5e308]):
+        ok, errors, _ = validate("sum", {"numbers": numbers})
+        assert not ok and errors["numbers"] == [
+            "The sum of these numbers is too large to represent (past about 1.8e308)."
+        ], numbers
+    assert validate("sum", {"numbers": [1.7e308, 1e308, -1e308]})[0]  # exact: 1.7e308
     with pytest.raises(ValueError, match="too large"):
         run("sum", {"numbers": [1e308, 1e308]})
-    ok, _, data = validate("sum", {"numbers": [1e308, 1e308]})
-    assert ok and data["numbers"] == [10**308, 10**308]
     with pytest.raises(ValueError, match="too large"):
-        run("sum", data)
+        run("sum", {"numbers": [10**308, 10**308]})
     with pytest.raises(ValueError, match="too large"):
         run("sum", {"numbers": [-(10**308), -(10**308)]})
+    assert isinstance(types.get("sum").expected_errors, tuple)
+    with pytest.raises(types.get("sum").expected_errors):  # one line in the worker's log
+        run("sum", {"numbers": [1e308, 1e308]})
 
 
 def test_unknown_and_missing_fields_are_reported():
@@ -190,7 +199,8 @@ def test_input_schemas():
                 "items": {"type": "number"},
                 "maxItems": 10_000,
                 "minItems": 1,
-                "description": "1 to 10000 numbers (booleans are not numbers)",
+                "description": "1 to 10000 numbers (booleans are not numbers) whose sum a "
+                "double holds (at most about 1.8e308 either way)",
             }
         },
         "required": ["numbers"],

@@ -20,22 +20,41 @@ from .base import (
 MAX_NUMBERS = 10_000
 
 
+class SumTooLarge(ValueError):
+    """The sum is past the largest double (an exact integer sum of numbers near 1e308
+    too): a JSON client reading it as a double would get Infinity."""
+
+
+def _total(numbers: list) -> int | float:
+    total = sum(numbers)
+    if (isinstance(total, float) and not math.isfinite(total)) or abs(total) > sys.float_info.max:
+        raise SumTooLarge("the sum is too large to represent")
+    return total
+
+
 class SumInput(StrictInputSerializer):
     numbers = serializers.ListField(
         child=StrictNumberField(),
         allow_empty=False,
         max_length=MAX_NUMBERS,
-        help_text=f"1 to {MAX_NUMBERS} numbers (booleans are not numbers)",
+        help_text=f"1 to {MAX_NUMBERS} numbers (booleans are not numbers) whose sum a "
+        "double holds (at most about 1.8e308 either way)",
     )
+
+    def validate_numbers(self, numbers: list) -> list:
+        """Numbers whose sum cannot be represented are refused here (400), not accepted
+        for a run that can only fail."""
+        try:
+            _total(numbers)
+        except SumTooLarge as exc:
+            raise serializers.ValidationError(
+                "The sum of these numbers is too large to represent (past about 1.8e308)."
+            ) from exc
+        return numbers
 
 
 def run_sum(data: dict, ctx: JobContext) -> dict:
-    total = sum(data["numbers"])
-    # Past the largest double (an exact integer sum of numbers near 1e308 too): a JSON
-    # client reading it as a double would get Infinity.
-    if (isinstance(total, float) and not math.isfinite(total)) or abs(total) > sys.float_info.max:
-        raise ValueError("the sum is too large to represent")
-    return {"result": total}
+    return {"result": _total(data["numbers"])}
 
 
 class CountdownInput(StrictInputSerializer):
@@ -64,6 +83,8 @@ register(
         handler=run_sum,
         time_limit=30,
         instant=True,
+        # Refused at create; a row written otherwise (the admin) fails readably.
+        expected_errors=(SumTooLarge,),
         example={"numbers": [1, 2, 3.5]},
         example_summary="Add up 1, 2 and 3.5",
     )

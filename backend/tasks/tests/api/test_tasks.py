@@ -64,6 +64,7 @@ def test_create_needs_authentication(api_client):
         ({"input_data": {"numbers": [1]}}, "task_type"),
         ({"task_type": "nope", "input_data": {}}, "task_type"),
         ({"task_type": "sum", "input_data": {"numbers": [True]}}, "input_data"),
+        ({"task_type": "sum", "input_data": {"numbers": [1e308, 1e308]}}, "input_data"),
         ({"task_type": "sum", "input_data": [1, 2]}, "input_data"),
         ({"task_type": "sum", "input_data": "x"}, "input_data"),
         ({"task_type": "sum"}, "input_data"),
