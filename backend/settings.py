@@ -779,12 +779,17 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # A 4xx that Django logs with its exception (PermissionDenied, a SuspiciousOperation) is
     # one line: the traceback of an answer the request asked for tells nothing. A 5xx keeps it.
-    "filters": {"no_4xx_traceback": {"()": "backend.common.logfilters.No4xxTraceback"}},
+    # The maintenance sweeps beat sends every few seconds are not logged when they did
+    # nothing (LOG_LEVEL=DEBUG logs them).
+    "filters": {
+        "no_4xx_traceback": {"()": "backend.common.logfilters.No4xxTraceback"},
+        "quiet_sweeps": {"()": "backend.common.logfilters.QuietSweeps"},
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "plain",
-            "filters": ["no_4xx_traceback"],
+            "filters": ["no_4xx_traceback", "quiet_sweeps"],
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},

@@ -14,3 +14,62 @@ class No4xxTraceback(logging.Filter):
             record.exc_info = None
             record.exc_text = None
         return True
+
+
+# Celery's INFO records of a task sent by beat, received and done (celery.beat,
+# celery.worker.strategy, celery.app.trace).
+_SWEEP_LOGGERS = {"celery.beat", "celery.worker.strategy", "celery.app.trace"}
+
+
+class QuietSweeps(logging.Filter):
+    """Leaves out Celery's INFO lines about the maintenance sweeps (``CELERY_BEAT_SCHEDULE``:
+    the dispatch every 5 seconds, the expiry, the rescue, the purges) when they did nothing:
+    beat's "Sending due task", the worker's "received", and its "succeeded" whose result
+    counts nothing (every number 0). Three lines every few seconds buried what a newcomer
+    looks for under ``make run`` (a request, a console mail). A sweep that did something is
+    logged as before, with its counts; a sweep that failed too. With LOG_LEVEL=DEBUG every
+    line is kept."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or record.name not in _SWEEP_LOGGERS:
+            return True
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            return True
+        args = record.args
+        if record.name == "celery.beat":
+            task = args[1] if isinstance(args, tuple) and len(args) == 2 else None
+            return not (record.msg.startswith("Scheduler: Sending due task") and _sweep(task))
+        if not isinstance(args, dict) or not _sweep(args.get("name")):
+            return True
+        if "return_value" not in args:  # received
+            return False
+        return not _counts_nothing(args["return_value"])
+
+
+def _sweep(task_name) -> bool:
+    from django.conf import settings
+
+    return task_name in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+
+def _counts_nothing(text) -> bool:
+    """The sweep's result, as Celery logs it (its repr), holds no number but 0."""
+    import ast
+
+    try:
+        value = ast.literal_eval(text) if isinstance(text, str) else text
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+    def nothing(item) -> bool:
+        if item is None or isinstance(item, bool):
+            return not item
+        if isinstance(item, int | float):
+            return item == 0
+        if isinstance(item, dict):
+            return all(nothing(v) for v in item.values())
+        if isinstance(item, list | tuple):
+            return all(nothing(v) for v in item)
+        return False
+
+    return nothing(value)
