@@ -5,6 +5,7 @@ system checks stay quiet."""
 import contextlib
 import os
 import re
+import select
 import shlex
 import shutil
 import signal
@@ -328,6 +329,7 @@ class MakeRun:
         )
         os.close(slave)
         self._chunks: list[bytes] = []
+        self._closing = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -344,7 +346,11 @@ class MakeRun:
 
     def _read(self) -> None:
         master = self.master
-        while True:
+        while not self._closing.is_set():
+            # Never blocked in read(): a close() from another thread does not end a read
+            # under way on Linux, and the terminal was not hung up until output came.
+            if not select.select([master], [], [], 0.1)[0]:
+                continue
             try:
                 chunk = os.read(master, 65536)
             except OSError:  # EIO: every process holding the terminal has gone (or it closed)
@@ -363,9 +369,10 @@ class MakeRun:
         while time.monotonic() < deadline:
             out = self.output
             workers = all(re.search(rf"{name}@\S+ ready\.", out) for name in PROCFILE_WORKERS)
-            # Beat is up once it has sent its first sweeps (its scheduler set up in the
-            # database), as a person would see it before pressing Ctrl-C.
-            if workers and "Sending due task" in out and "Quit the server" in out:
+            # Beat is up once its scheduler, set up in the database, has taken the schedules'
+            # lock on its first tick, as a person would see it before pressing Ctrl-C.
+            beat = "this beat holds the schedules' lock" in out
+            if workers and beat and "Quit the server" in out:
                 return
             if self.proc.poll() is not None:
                 break
@@ -392,6 +399,8 @@ class MakeRun:
     def close_terminal(self) -> None:
         """What closing the terminal's window does: the kernel hangs the terminal up."""
         if self.master is not None:
+            self._closing.set()
+            self._reader.join(timeout=5)
             os.close(self.master)
             self.master = None
 
