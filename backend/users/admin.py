@@ -123,3 +123,48 @@ class UserAdmin(DjangoUserAdmin):
     def has_delete_permission(self, request, obj=None):
         # Users are deactivated, never deleted: their tasks and history stay.
         return False
+
+
+# simplejwt's admin for its token tables, registered when its module is imported (here
+# first, so it can be replaced): its change page showed each outstanding refresh token in
+# full, so staff allowed only to view that table could sign in as anyone, a superuser
+# included (POST /api/token/refresh/ with it); and deleting a blacklisted token brought a
+# revoked refresh token (a logout, a password change, a deactivation) back to life.
+from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin  # noqa: E402
+from rest_framework_simplejwt.token_blacklist.models import (  # noqa: E402
+    BlacklistedToken,
+    OutstandingToken,
+)
+
+
+class OutstandingTokenAdmin(simplejwt_admin.OutstandingTokenAdmin):
+    """Which refresh tokens were issued to whom, and until when: never the token itself."""
+
+    fields = ("jti", "user", "created_at", "expires_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+
+class BlacklistedTokenAdmin(simplejwt_admin.BlacklistedTokenAdmin):
+    """Which refresh tokens were revoked: read only (a revocation is for good)."""
+
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+for _model, _admin in (
+    (OutstandingToken, OutstandingTokenAdmin),
+    (BlacklistedToken, BlacklistedTokenAdmin),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, _admin)
