@@ -1,6 +1,7 @@
 import datetime
 import functools
 import json
+import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -204,6 +205,15 @@ class UserIdField(serializers.PrimaryKeyRelatedField):
             if typed.lower() == "null" and self.allow_null:
                 return None  # a form cannot send JSON's null: the word stands for it
         return super().get_value(dictionary)
+
+    default_error_messages = {"incorrect_type": "A user's id is a UUID string, not {data_type}."}
+
+    def to_internal_value(self, data):
+        # A number was read as the UUID it encodes (123: 00000000-…-00000000007b), and
+        # answered "object does not exist" where a string answered "not a valid UUID".
+        if not isinstance(data, str | uuid.UUID):
+            self.fail("incorrect_type", data_type=type(data).__name__)
+        return super().to_internal_value(data)
 
     def get_queryset(self):
         request = self.context.get("request")

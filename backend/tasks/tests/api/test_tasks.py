@@ -91,6 +91,18 @@ def test_create_rejects_bad_input_with_field_errors(client, body, field):
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize("given", [123, 1.5, True, ["x"], {"id": "x"}])
+def test_an_assignee_given_as_anything_but_a_string_is_refused_as_such(client, given):
+    """123 was read as the UUID it encodes and answered 'object does not exist', where a
+    string that is no UUID said so."""
+    body = {"task_type": "manual", "assignee": given}
+    response = client.post(url(), body, format="json")
+    assert response.status_code == 400, response.content
+    kind = type(given).__name__
+    assert response.json()["assignee"] == [f"A user's id is a UUID string, not {kind}."]
+    assert not Task.objects.exists()
+
+
 def test_a_create_refuses_an_unknown_key_naming_the_fields_it_takes(client):
     """A typo one level above input_data ("priorty") was dropped without a word: the task
     was created with the default priority."""
