@@ -20,6 +20,8 @@ def manage(tmp_path: Path, *args: str, **overrides: str) -> subprocess.Completed
         "DEBUG": "false",
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "tasks.example.com",
+        "EMAIL_URL": "smtp+tls://tasks%40example.com:secret@smtp.example.com:587",
+        "PUBLIC_BASE_URL": "https://tasks.example.com",
         **overrides,
     }
     return subprocess.run(
@@ -52,6 +54,36 @@ def test_each_protection_can_be_turned_off_and_check_deploy_says_so(tmp_path):
     )
     assert result.returncode != 0
     assert "security.W004" in result.stderr and "security.W008" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("email_url", "public_base_url", "expected"),
+    [
+        ("consolemail://", "https://tasks.example.com", {"atm.W001"}),
+        ("filemail:///srv/mail", "https://tasks.example.com", {"atm.W001"}),
+        ("smtp://smtp.example.com:25", "http://127.0.0.1:8000", {"atm.W002"}),
+        ("smtp://smtp.example.com:25", "http://localhost:8000", {"atm.W002"}),
+        ("smtp://smtp.example.com:25", "http://[::1]:8000", {"atm.W002"}),
+        ("", "", {"atm.W001", "atm.W002"}),  # both unset: their defaults
+    ],
+)
+def test_check_deploy_warns_of_mail_not_sent_and_links_to_loopback(
+    tmp_path, email_url, public_base_url, expected
+):
+    """With DEBUG off, mail still went to the workers' output (an email task completed as
+    sent) and the links in mails and webhooks to http://127.0.0.1:8000, without a word."""
+    result = manage(
+        tmp_path,
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        EMAIL_URL=email_url,
+        PUBLIC_BASE_URL=public_base_url,
+    )
+    assert result.returncode != 0
+    found = {code for code in ("atm.W001", "atm.W002") if code in result.stderr}
+    assert found == expected, result.stderr
 
 
 def test_proxy_header_trusted_only_behind_proxies(tmp_path):
