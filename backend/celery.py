@@ -2,9 +2,11 @@
 
 import os
 import sys
+import warnings
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.exceptions import CPendingDeprecationWarning
+from celery.signals import celeryd_after_setup, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 
@@ -61,3 +63,16 @@ def _drop_broken_db_connections(**kwargs) -> None:
     if errors or _ConnectionCheck.runs >= _ConnectionCheck.every:
         _ConnectionCheck.runs = 0
         close_old_connections()
+
+
+@celeryd_after_setup.connect
+def _no_warning_of_the_kept_tasks(**kwargs) -> None:
+    """Celery warns of its coming default (running tasks cancelled when the broker
+    connection is lost) at every reconnection, in 6 lines: the product keeps them on purpose
+    (CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS in the settings). Added once
+    the worker's logging is set up, which shows every Celery deprecation warning."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"\s*In Celery 5\.1 we introduced an optional breaking change",
+        category=CPendingDeprecationWarning,
+    )

@@ -496,6 +496,11 @@ CELERY_WORKER_CONCURRENCY = _positive_int("CELERY_WORKER_CONCURRENCY", 2)
 # two at a time until it restarted). Off, it keeps the count it started with; a message it
 # takes for a task already running is skipped by the guarded claim.
 CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
+# A worker that loses its broker connection lets its running tasks finish (Celery's default
+# until 6.0, said here so it stays): a run's outcome is written to the database, not told by
+# its message's acknowledgement, so a broker blip does not cut a long countdown or report.
+# (backend/celery.py leaves out Celery's warning of the coming default at each reconnect.)
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # What a task prints (the mails of EMAIL_URL=consolemail://) goes to the worker's output as
 # it is, as under runserver: redirected, Celery logged each write as a WARNING of

@@ -130,6 +130,8 @@ def test_an_autoscaled_worker_still_grows_after_the_broker_restarts(
             timeout=60,
             what="the worker to reconnect",
         )
+        # The running tasks are kept on purpose: no warning of Celery's coming default.
+        assert "cancel_long_running_tasks" not in worker.log(), worker.log()[-3000:]
         client = client_for(user)
         created = [
             client.post(
