@@ -257,6 +257,11 @@ def test_every_compose_worker_has_the_procfiles_node_name_and_pings_it():
         name = re.search(r"-n (\w+)@%h", command)[1]
         assert f"--hostname={name}@%h" in procfile, service
         assert f"inspect ping -d {name}@$$HOSTNAME" in health["test"][1], service
+        # As the tests' workers run: Celery's gossip step failed with a long traceback each
+        # time the broker connection was lost, and nothing uses it nor the start-up exchange.
+        assert "--without-gossip --without-mingle" in command, service
+        line = next(line for line in procfile.splitlines() if f"--hostname={name}@%h" in line)
+        assert "--without-gossip --without-mingle" in line, name
 
 
 @pytest.mark.parametrize(("proxies", "redirect"), [("0", "False"), ("1", "True")])
