@@ -282,6 +282,45 @@ def test_an_overdue_crontab_says_the_missed_match_that_beat_fires_at_once(user, 
     scheduler.close()
 
 
+@pytest.mark.parametrize("hours_away", [3, 5, 12])
+def test_a_daily_crontab_missed_hours_ago_fires_at_once_when_beat_is_back(
+    user, monkeypatch, hours_away
+):
+    """A crontab of one hour whose firing was missed (beat stopped) more than two hours
+    before beat came back was left out of beat's schedule (django-celery-beat reads such a
+    crontab only near its hour): it fired about two hours before the next day's match, which
+    then fired too. It fires once, at once, as README says."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from backend.schedules import selectors
+    from backend.schedules.models import Schedule
+
+    now = timezone.now()
+    hour = (now - timedelta(hours=hours_away)).hour
+    schedule = make_schedule(user, crontab=f"0 {hour} * * *", timezone="UTC")
+    missed = (now - timedelta(hours=hours_away)).replace(minute=0, second=0, microsecond=0)
+    day_before = missed - timedelta(days=1)
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=day_before)
+    Schedule.objects.filter(pk=schedule.pk).update(last_run_at=day_before)
+    row = selectors.schedules_visible_to(user).get(pk=schedule.pk)
+    assert selectors.schedule_next_run_at(row) == missed  # the API says the missed match
+
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    name = services._periodic_task_name(schedule)
+    assert name in scheduler.all_as_schedule()
+    sent = []
+    monkeypatch.setattr(
+        scheduler, "apply_entry", lambda entry, producer=None: sent.append(entry.name)
+    )
+    for _ in range(8):  # the sweeps' entries are due at once too: a tick sends one each
+        scheduler.tick()
+    assert sent.count(name) == 1
+    scheduler.close()
+
+
 def test_beat_sends_a_firing_with_the_time_it_sent_it(user, monkeypatch):
     """What lets a worker skip a firing overtaken by a later one (a backlog)."""
     from datetime import timedelta
