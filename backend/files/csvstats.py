@@ -62,6 +62,11 @@ class MalformedCSV(ValueError):
     """The file is not a well-formed CSV; the message names the line."""
 
 
+class ColumnTooLarge(ValueError):
+    """A column's numbers add up past what a double holds (floats: an integer sum is
+    exact whatever its size); the message names the column."""
+
+
 def parse_number(cell: str) -> int | float | None:
     """The number a cell holds, or None when it is not one (see the module docstring)."""
     if not _NUMBER.fullmatch(cell):
@@ -132,7 +137,7 @@ class ColumnStats:
             try:
                 self._add_float(math.fsum(values))
             except OverflowError:
-                raise ValueError(self._too_large) from None
+                raise ColumnTooLarge(self._too_large) from None
         if self.low is None or low < self.low:
             self.low = low
         if self.high is None or high > self.high:
@@ -162,7 +167,7 @@ class ColumnStats:
                 total = mean = math.inf
             # An integer sum is exact whatever its size; a float one must be finite.
             if not math.isfinite(mean) or (isinstance(total, float) and not math.isfinite(total)):
-                raise ValueError(self._too_large)
+                raise ColumnTooLarge(self._too_large)
             numeric = {
                 "count": self.numbers,
                 "sum": total,

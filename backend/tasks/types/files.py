@@ -5,7 +5,7 @@ import uuid
 from rest_framework import serializers
 
 from backend.files import reports, selectors, services
-from backend.files.csvstats import MalformedCSV, csv_statistics
+from backend.files.csvstats import ColumnTooLarge, MalformedCSV, csv_statistics
 from backend.files.models import File
 
 from .base import QUEUE_LONG, JobContext, StrictInputSerializer, TaskType, register
@@ -125,8 +125,9 @@ register(
         handler=run_data_processing,
         time_limit=data_processing_time_limit,
         queue=QUEUE_LONG,
-        # The task's error names the line at fault.
-        expected_errors=(MalformedCSV,),
+        # The task's error names the line, or the column, at fault: one WARNING line in the
+        # worker's log, not a traceback.
+        expected_errors=(MalformedCSV, ColumnTooLarge),
         file_inputs=("file_id",),
         example={
             "file_id": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
