@@ -81,6 +81,8 @@ def test_create_an_email_task(client):
         (email_input(subject="s\u2028x"), "subject", "no line breaks"),
         (email_input(subject="x" * 201), "subject", "At most 200 characters"),
         (email_input(subject=""), "subject", "may not be blank"),
+        (email_input(subject="   "), "subject", "may not be blank"),
+        (email_input(subject="\t \u3000"), "subject", "may not be blank"),
         (email_input(body="x" * (100 * 1024 + 1)), "body", "At most 102400 bytes"),
         (email_input(html=7), "html", "A string is required."),
         (email_input(cc="x@example.com"), "cc", "Unknown field."),

@@ -104,6 +104,8 @@ class SubjectField(StrictStringField):
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
+        if not value.strip():  # spaces alone: a mail without a subject
+            self.fail("blank")
         if len(value) > MAX_SUBJECT_CHARS:
             self.fail("too_long")
         # Every character Python's mail headers treat as a line break (\v, \f, \x1c-\x1e,
