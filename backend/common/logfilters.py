@@ -41,9 +41,12 @@ class QuietSweeps(logging.Filter):
             return not (record.msg.startswith("Scheduler: Sending due task") and _sweep(task))
         if not isinstance(args, dict) or not _sweep(args.get("name")):
             return True
-        if "return_value" not in args:  # received
-            return False
-        return not _counts_nothing(args["return_value"])
+        if record.name == "celery.worker.strategy":
+            from celery.app.trace import LOG_RECEIVED  # (the worker's process has Celery)
+
+            return record.msg != LOG_RECEIVED
+        # Done: kept when it counts something (another INFO line of the task too).
+        return "return_value" not in args or not _counts_nothing(args["return_value"])
 
 
 def _sweep(task_name) -> bool:

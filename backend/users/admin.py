@@ -2,6 +2,8 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
+from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from backend.common.email import at_domain_literal
 from backend.ops.selectors import with_task_counts
@@ -125,16 +127,11 @@ class UserAdmin(DjangoUserAdmin):
         return False
 
 
-# simplejwt's admin for its token tables, registered when its module is imported (here
-# first, so it can be replaced): its change page showed each outstanding refresh token in
-# full, so staff allowed only to view that table could sign in as anyone, a superuser
-# included (POST /api/token/refresh/ with it); and deleting a blacklisted token brought a
-# revoked refresh token (a logout, a password change, a deactivation) back to life.
-from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin  # noqa: E402
-from rest_framework_simplejwt.token_blacklist.models import (  # noqa: E402
-    BlacklistedToken,
-    OutstandingToken,
-)
+# simplejwt's admin for its token tables (registered when its module is imported, at the
+# top of this one, so it can be replaced here): its change page showed each outstanding
+# refresh token in full, so staff allowed only to view that table could sign in as anyone,
+# a superuser included (POST /api/token/refresh/ with it); and deleting a blacklisted token
+# brought a revoked refresh token (a logout, a password change, a deactivation) back to life.
 
 
 class OutstandingTokenAdmin(simplejwt_admin.OutstandingTokenAdmin):
