@@ -2,15 +2,11 @@ from django.contrib import admin
 from django.contrib.auth.views import LoginView
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView, TemplateView
-from drf_spectacular.views import (
-    SpectacularAPIView,
-    SpectacularRedocView,
-    SpectacularSwaggerSplitView,
-)
+from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
 from backend.common.health import health
-from backend.common.views import ApiRootView
+from backend.common.views import ApiRootView, RedocView, SwaggerView
 from backend.files.api.views import FileViewSet
 from backend.notifications.api.views import NotificationViewSet
 from backend.ops.dashboard import dashboard
@@ -51,10 +47,10 @@ urlpatterns = [
     ),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="swagger-ui"),
+    path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path(
         "api/redoc/",
-        SpectacularRedocView.as_view(url_name="schema", template_name="common/redoc.html"),
+        RedocView.as_view(url_name="schema", template_name="common/redoc.html"),
         name="redoc",
     ),
     path("docs", RedirectView.as_view(pattern_name="swagger-ui", permanent=False)),

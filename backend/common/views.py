@@ -1,8 +1,10 @@
-"""JSON error pages for the API: a client of /api/ never receives an HTML error page."""
+"""JSON error pages for the API (a client of /api/ never receives an HTML error page), the
+API's root, and its docs pages."""
 
-from django.http import JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import NoReverseMatch
 from django.views import defaults
+from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitView
 from rest_framework import permissions, routers
 from rest_framework.reverse import reverse
 
@@ -65,3 +67,20 @@ def requested_action(view) -> str | None:
     if action == "metadata":
         return view.action_map.get(view.request.method.lower(), action)
     return action
+
+
+class _DocsPage:
+    """OPTIONS on a docs page answers with its methods: drf-spectacular rendered the page's
+    template with DRF's OPTIONS description as its data, which Swagger UI's could not
+    (500), and ReDoc's sent the whole page."""
+
+    def options(self, request, *args, **kwargs):
+        return HttpResponse(status=200)  # DRF adds the Allow header
+
+
+class SwaggerView(_DocsPage, SpectacularSwaggerSplitView):
+    pass
+
+
+class RedocView(_DocsPage, SpectacularRedocView):
+    pass

@@ -199,3 +199,30 @@ def test_schema_text_has_markdown_code_marks_not_docstring_ones(api_client):
     schema = api_client.get("/api/schema/?format=json").json()
     upload = schema["paths"]["/api/files/"]["post"]
     assert "`" not in upload["summary"]
+
+
+@pytest.mark.parametrize("path", ["/api/docs/", "/api/redoc/"])
+def test_options_on_a_docs_page_answers_its_methods(client, path):
+    """Swagger UI's page answered OPTIONS with a 500 (its template rendered with DRF's
+    OPTIONS description); ReDoc's with the whole page."""
+    response = client.options(path, HTTP_ACCEPT="text/html")
+
+    assert response.status_code == 200
+    assert {"GET", "HEAD", "OPTIONS"} <= {m.strip() for m in response["Allow"].split(",")}
+    assert response.content == b""
+
+
+PAGES = ["/", "/health/", "/metrics", "/api/", "/api/schema/", "/api/docs/", "/api/redoc/"]
+PAGES += ["/admin/", "/admin/login/", "/admin/dashboard/", "/api-auth/login/", "/docs"]
+
+
+@pytest.mark.parametrize("method", ["options", "head", "get", "post", "put", "patch", "delete"])
+@pytest.mark.parametrize("accept", [None, "text/html", "application/json", "*/*"])
+def test_no_page_answers_any_method_with_a_server_error(client, method, accept):
+    headers = {} if accept is None else {"HTTP_ACCEPT": accept}
+    failed = [
+        (path, status)
+        for path in PAGES
+        if (status := getattr(client, method)(path, **headers).status_code) >= 500
+    ]
+    assert failed == []
