@@ -38,7 +38,8 @@ class QuietSweeps(logging.Filter):
         args = record.args
         if record.name == "celery.beat":
             task = args[1] if isinstance(args, tuple) and len(args) == 2 else None
-            return not (record.msg.startswith("Scheduler: Sending due task") and _sweep(task))
+            sending = str(record.msg).startswith("Scheduler: Sending due task")
+            return not (sending and _sweep(task))
         if not isinstance(args, dict) or not _sweep(args.get("name")):
             return True
         if record.name == "celery.worker.strategy":

@@ -65,6 +65,7 @@ def test_what_a_sweep_did_a_failure_and_every_other_task_are_logged():
     assert kept(received("backend.schedules.jobs.fire_schedule"))
     assert kept(sent_by_beat("schedule 1", "backend.schedules.jobs.fire_schedule"))
     assert kept(record("celery.beat", "beat: Starting...", ()))
+    assert kept(record("celery.beat", ValueError("not a string"), ("x", DISPATCH)))
     assert kept(record("celery.apps.worker", "%s ready.", ("maintenance@host",)))
 
 
