@@ -1,5 +1,6 @@
 """Logging filters used by ``LOGGING`` (backend/settings.py)."""
 
+import functools
 import logging
 
 
@@ -51,9 +52,15 @@ class QuietSweeps(logging.Filter):
 
 
 def _sweep(task_name) -> bool:
+    return task_name in _sweeps()
+
+
+@functools.cache
+def _sweeps() -> frozenset[str]:
+    """The beat-scheduled tasks' names, read once (a worker logs two lines a task)."""
     from django.conf import settings
 
-    return task_name in {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    return frozenset(entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values())
 
 
 def _counts_nothing(text) -> bool:

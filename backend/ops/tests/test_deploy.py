@@ -34,20 +34,20 @@ def manage(tmp_path: Path, *args: str, **overrides: str) -> subprocess.Completed
     )
 
 
+def check_deploy(tmp_path: Path, **overrides: str) -> subprocess.CompletedProcess:
+    return manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **overrides)
+
+
 @pytest.mark.parametrize("proxies", ["0", "1"])
 def test_check_deploy_reports_nothing_with_debug_off(tmp_path, proxies):
-    result = manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", NUM_PROXIES=proxies)
+    result = check_deploy(tmp_path, NUM_PROXIES=proxies)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
 
 
 def test_each_protection_can_be_turned_off_and_check_deploy_says_so(tmp_path):
-    result = manage(
+    result = check_deploy(
         tmp_path,
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
         SECURE_SSL_REDIRECT="false",
         SECURE_HSTS_SECONDS="0",
         NUM_PROXIES="1",
@@ -72,15 +72,7 @@ def test_check_deploy_warns_of_mail_not_sent_and_links_to_loopback(
 ):
     """With DEBUG off, mail still went to the workers' output (an email task completed as
     sent) and the links in mails and webhooks to http://127.0.0.1:8000, without a word."""
-    result = manage(
-        tmp_path,
-        "check",
-        "--deploy",
-        "--fail-level",
-        "WARNING",
-        EMAIL_URL=email_url,
-        PUBLIC_BASE_URL=public_base_url,
-    )
+    result = check_deploy(tmp_path, EMAIL_URL=email_url, PUBLIC_BASE_URL=public_base_url)
     assert result.returncode != 0
     found = {code for code in ("atm.W001", "atm.W002") if code in result.stderr}
     assert found == expected, result.stderr
