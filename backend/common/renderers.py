@@ -1,10 +1,12 @@
 """The browsable API's renderer, with the raw-data form of a PUT or PATCH prefilled with
-what may be sent back, and the forms after a successful write as after a GET."""
+what may be sent back, the forms after a successful write as after a GET, and a create
+refused by a rule of the service shown again as it was typed."""
 
 import json
 
 from rest_framework import renderers
 from rest_framework.request import override_method
+from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import ReturnDict
 
 
@@ -36,9 +38,10 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         response = renderer_context.get("response")
         self.answered_a_write = response is not None and response.status_code < 400
         if response is not None and response.status_code >= 400:
-            data = _with_the_object(
-                data, renderer_context.get("view"), renderer_context.get("request")
-            )
+            view, request = renderer_context.get("view"), renderer_context.get("request")
+            data = _with_the_object(data, view, request)
+            if response.status_code in (400, 409):
+                data = _bound_to_what_was_sent(data, view, request)
         return super().get_context(data, accepted_media_type, renderer_context)
 
     def get_rendered_html_form(self, data, view, method, request):
@@ -88,6 +91,37 @@ def _with_the_object(data, view, request):
         serializer.instance = shown
         return data
     return ReturnDict(data, serializer=view.get_serializer(instance=shown))
+
+
+def _bound_to_what_was_sent(data, view, request):
+    """A create the service refused after its input was valid (a deadline in the past, an
+    assignee not allowed) answers with no serializer: DRF built the page's create form
+    empty, as on a first visit, and what was typed had to be typed again. Here the form is
+    bound to what was sent, as after an error of a field (a form with a password is not: it
+    would be shown again in the page)."""
+    if (
+        getattr(data, "serializer", None) is not None
+        or not isinstance(data, dict)
+        or request is None
+        or request.method != "POST"
+        or not hasattr(view, "get_serializer")
+    ):
+        return data
+    try:
+        serializer = view.get_serializer(data=request.data)
+        if any(f.style.get("input_type") == "password" for f in serializer.fields.values()):
+            return data
+        serializer.is_valid()
+    except Exception:  # an action's serializer that takes no such data: the form stays empty
+        return data
+    if not serializer._errors:
+        # Shown from what was sent (DRF shows a valid serializer's data as its output), the
+        # service's reason above the form.
+        serializer._errors = ReturnDict(
+            {api_settings.NON_FIELD_ERRORS_KEY: [str(data.get("detail", ""))]},
+            serializer=serializer,
+        )
+    return ReturnDict(data, serializer=serializer)
 
 
 def _lines(error, path: str = "") -> list[str]:

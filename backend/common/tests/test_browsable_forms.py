@@ -351,3 +351,26 @@ def test_the_user_create_forms_raw_data_keeps_the_default_notifications(staff):
     made through the HTML form or JSON got the default, task.failed."""
     content = raw_form_content(signed_in(staff), "/api/users/")
     assert content["notify_email"] == ["task.failed"]
+
+
+def test_a_create_refused_by_a_rule_shows_its_form_as_it_was_typed(user):
+    """A deadline in the past is refused by the service once the input is valid: the answer
+    had no serializer, so DRF showed the create form empty, and what was typed was lost."""
+    client = signed_in(user)
+    response = client.post(
+        "/api/tasks/",
+        {
+            "task_type": "sum",
+            "name": "typed-name",
+            "priority": "high",
+            "input_data": '{"numbers": [7, 8]}',
+            "deadline": "2000-01-01T00:00",
+        },
+        **HTML,
+    )
+    assert response.status_code == 400, response.content
+    page = response.content.decode()
+    assert "deadline_in_past" in page
+    assert re.search(r'name="name"[^>]*value="typed-name"', page)
+    assert re.search(r'<option value="high"\s+selected', page)
+    assert "[7, 8]" in html.unescape(page)
