@@ -13,10 +13,12 @@ lines) would hold a send for as long as it liked, each read being quick.
 from __future__ import annotations
 
 import contextvars
+import re
 import smtplib
 import socket
 import ssl
 import time
+from email import charset
 from functools import cached_property
 from typing import NamedTuple
 
@@ -28,6 +30,25 @@ from django.utils.module_loading import import_string
 # The waits of one mail's send, each bounded by EMAIL_TIMEOUT: connecting, the greeting,
 # EHLO, STARTTLS and EHLO again, two for a login, MAIL, RCPT, DATA, the message's end, QUIT.
 SMTP_WAITS = 12
+
+# A mail's lines end at CR LF only, and SMTP takes none over 1,000 bytes with its CR LF (RFC
+# 5321 §4.5.3.1.6). Django sends a text as quoted-printable, which shortens long lines, when
+# a line is over 998 bytes, but finds its lines with ``str.splitlines``, which also ends
+# one at U+2028, U+0085 and their kind: a text holding those went out as it was (8bit),
+# its long line with it, and the server refused the mail.
+MAIL_LINE_BYTES = 998
+QUOTED_PRINTABLE = charset.Charset("utf-8")
+QUOTED_PRINTABLE.body_encoding = charset.QP
+
+
+def has_long_lines(*texts: str | None) -> bool:
+    """Whether a text holds a line (as a mail's lines end) longer than SMTP takes."""
+    return any(
+        len(line.encode("utf-8", "surrogateescape")) > MAIL_LINE_BYTES
+        for text in texts
+        if text
+        for line in re.split(r"\r\n|[\r\n]", text)
+    )
 
 
 def send_budget() -> int:
@@ -179,6 +200,8 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     )
     if html:
         message.attach_alternative(html, "text/html")
+    if has_long_lines(body, html):
+        message.encoding = QUOTED_PRINTABLE
     started = _deadline.set(time.monotonic() + send_budget())
     connection = get_connection(fail_silently=False)
     try:

@@ -402,3 +402,19 @@ def test_a_long_first_line_is_shortened_in_the_subject(mailoutbox, user):
     [mail] = mailoutbox
     assert mail.subject == "Reminder: " + "y" * 79 + "…"
     assert mail.to == [user.email]
+
+
+def test_a_long_line_broken_only_by_unicode_separators_is_sent(smtp, settings, user):
+    """Django chooses quoted-printable (which shortens lines) by the lines ``str.splitlines``
+    finds, which U+2028 and its kind also end; a mail's lines end only at CR LF. So a body
+    of short "lines" split that way went out as one line of 2,515 bytes, over SMTP's 1,000,
+    and the server refused it."""
+    use_smtp(settings, smtp)
+    body = ("y" * 500 + "\u2028") * 5
+    given = email_input(subject="Grüße", body=body, html=f"<p>{body}</p>")
+    task = run(TaskFactory(owner=user, task_type="email", input_data=given))
+    assert task.status == TaskStatus.COMPLETED, task.error
+    [received] = smtp.messages
+    assert received.message["Subject"] == "Grüße"
+    assert body in received.message.get_body(("html",)).get_content()
+    assert received.message.get_body(("plain",)).get_content().rstrip("\r\n") == body
