@@ -56,6 +56,13 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False
 
+    def has_change_permission(self, request, obj=None):
+        # A notification's page shows it, and nothing on it is saved: every field is the
+        # outbox's, which the deliveries change under guards (a save of the whole row could
+        # write back a status they had changed meanwhile). "change" stays the permission
+        # the resend action asks for, over the list.
+        return obj is None and super().has_change_permission(request, obj)
+
     @admin.action(description="Send the selected notifications again", permissions=["change"])
     def resend(self, request, queryset):
         count = services.notifications_resend(queryset=queryset)
