@@ -323,7 +323,8 @@ def request(
     max_body: int | None = None,
 ) -> Response:
     """Make one call under the rules above. Raises OutboundRefused for a refused target,
-    OutboundError when the call could not be made; any HTTP status is a Response."""
+    OutboundError when the call could not be made; any HTTP status is a Response. With
+    ``max_body`` 0 the answer's body is not read: its status and headers are the answer."""
     timeout = min(float(timeout), MAX_TIMEOUT)
     max_body = settings.OUTBOUND_MAX_BODY if max_body is None else max_body
     deadline = time.monotonic() + timeout
@@ -378,7 +379,9 @@ def request(
                             k: v for k, v in (headers or {}).items() if k.lower() != "content-type"
                         }
                     continue
-                data, truncated = _read_capped(response, max_body, deadline, target.host)
+                data, truncated = b"", False
+                if max_body:
+                    data, truncated = _read_capped(response, max_body, deadline, target.host)
                 return Response(
                     status_code=response.status_code,
                     headers=_headers(response),

@@ -153,7 +153,7 @@ def _webhook(notification: Notification, data: dict) -> Outcome:
             headers=headers,
             content=body,
             timeout=settings.NOTIFY_WEBHOOK_TIMEOUT,
-            max_body=1024,
+            max_body=0,  # the status is the answer: a body sent slowly does not hold it up
         )
     except outbound.OutboundRefused as exc:
         return Outcome(delivered=False, final=True, error=str(exc))

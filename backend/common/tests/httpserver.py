@@ -4,6 +4,7 @@ request, and counts every TCP connection it accepts (so a test can prove none wa
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ class Answer:
     status: int = 200
     body: bytes = b"ok"
     headers: dict[str, str] = field(default_factory=dict)
+    body_after: float = 0.0  # seconds between the headers and the body (a slow sender)
 
 
 class _Server(ThreadingHTTPServer):
@@ -63,6 +65,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("content-length", str(len(answer.body)))
         self.end_headers()
+        if answer.body_after:
+            self.wfile.flush()
+            time.sleep(answer.body_after)
         if self.command != "HEAD":
             self.wfile.write(answer.body)
 

@@ -555,3 +555,19 @@ def test_a_callback_to_the_owners_webhook_url_outlives_a_change_of_it(user, sent
         unhooked(user, notification)
         assert jobs.deliver_notification(str(notification.pk)) == "delivered"
     assert len(receiver.requests) == 2
+
+
+def test_a_2xx_whose_body_comes_slowly_is_delivered(user, sent, settings):
+    """The status is the receiver's answer. Its body was read within the timeout too, so a
+    receiver that answered 200 at once and then sent its body slowly had the webhook
+    counted as failed, and sent again."""
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 1
+    with HTTPServer([Answer(200, b"thanks", body_after=2)]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+        assert len(receiver.requests) == 1
+    assert list(notification.delivery_attempts.values_list("status_code", "delivered")) == [
+        (200, True)
+    ]
