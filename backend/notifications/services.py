@@ -69,35 +69,20 @@ class Recipient:
         )
 
 
-@dataclass(frozen=True)
-class RecipientJoin:
-    """SQL for an ``UPDATE {task table} [FROM {source}] WHERE … [AND {condition}] RETURNING
-    …, {columns}`` that hands back, beside a task row, what ``Recipient.from_row`` needs (its
-    owner's id first). PostgreSQL joins the owner's row once; SQLite, whose RETURNING may not
-    name the tables of a FROM, reads each column in a subquery (``source`` is None)."""
-
-    source: str | None
-    condition: str
-    columns: str
-
-
-def recipient_join(task_table: str) -> RecipientJoin:
+def recipient_columns(task_table: str) -> str:
+    """What ``Recipient.from_row`` needs (the owner's id first), as columns of a statement
+    on ``task_table`` (an ``UPDATE … RETURNING`` on SQLite, whose RETURNING may not name the
+    tables of a FROM: each read in a subquery)."""
     users = User._meta.db_table
     callback = (
         f"(SELECT c.url FROM {TaskCallback._meta.db_table} c WHERE c.task_id = {task_table}.id)"
     )
     owner = f"{task_table}.owner_id"
-    if connection.vendor == "postgresql":
-        return RecipientJoin(
-            source=f"{users} AS owner",
-            condition=f"owner.id = {owner}",
-            columns=f"{owner}, owner.email, owner.notify_email, owner.webhook_url, {callback}",
-        )
     each = ", ".join(
         f"(SELECT u.{column} FROM {users} u WHERE u.id = {owner})"
         for column in ("email", "notify_email", "webhook_url")
     )
-    return RecipientJoin(source=None, condition="", columns=f"{owner}, {each}, {callback}")
+    return f"{owner}, {each}, {callback}"
 
 
 def recipient_for(*, owner: User, callback_url: str = "") -> Recipient:

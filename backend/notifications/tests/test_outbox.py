@@ -98,35 +98,61 @@ def _statements(captured) -> list[str]:
     return [
         q["sql"]
         for q in captured.captured_queries
-        if not q["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+        if not q["sql"].startswith(("BEGIN", "SAVEPOINT", "RELEASE SAVEPOINT"))
     ]
 
 
 @pytest.mark.parametrize("instant", [True, False])
-def test_a_run_that_notifies_costs_one_statement_more(user, monkeypatch, instant):
-    """Read (an instant type: SELECT) or claim (UPDATE … RETURNING), preferences included
-    either way, then the outcome (guarded UPDATE) and the notifications (one INSERT), in the
-    outcome's transaction."""
+def test_a_run_that_notifies_writes_them_with_its_outcome(user, monkeypatch, instant):
+    """Read (an instant type: SELECT) or claim (UPDATE … RETURNING), then the outcome, which
+    reads the owner's settings as they are when the run ends. PostgreSQL: one statement, the
+    guarded UPDATE and the notifications' INSERT; SQLite: the UPDATE hands the settings back
+    and the INSERT follows, in the outcome's transaction."""
     kind = dataclasses.replace(types.get("sum"), instant=instant)
     monkeypatch.setitem(types_base._REGISTRY, "sum", kind)
     listening(user, events=["task.completed"], webhook="")
     task = TaskFactory(owner=user, input_data={"numbers": [1, 2]})
     with CaptureQueriesContext(connection) as captured:
         assert jobs.run_task(str(task.pk), "sum") == "completed"
-    first, finish, insert = _statements(captured)
     if connection.vendor == "postgresql":
+        first, finish = (q["sql"] for q in captured.captured_queries)
         # A run's own commits are not flushed one by one (services/execution.py); the
-        # notifications share the outcome's transaction, and so its commit. A read writes
+        # notifications are in the outcome's statement, and so its commit. A read writes
         # nothing, so has no commit to relax.
         relaxed = execution.RELAXED + " "
-        assert first.startswith(relaxed) != instant and finish.startswith(relaxed)
-        first, finish = first.removeprefix(relaxed), finish.removeprefix(relaxed)
+        assert first.startswith(relaxed) != instant
+        assert finish.startswith(execution.RELAXED + ",")
+        first = first.removeprefix(relaxed)
+        assert "changed AS ( UPDATE" in finish and "written AS (INSERT" in finish
+    else:
+        first, finish, insert = _statements(captured)
+        assert finish.lstrip().startswith("UPDATE") and "RETURNING" in finish
+        assert insert.startswith("INSERT")
     if instant:
         assert first.startswith("SELECT")
     else:
         assert first.lstrip().startswith("UPDATE") and "RETURNING" in first
-    assert finish.lstrip().startswith("UPDATE") and insert.startswith("INSERT")
     assert rows(task_id=task.pk) == [("task.completed", "email", user.email)]
+
+
+@pytest.mark.parametrize("outcome", ["completed", "failed"])
+def test_a_run_tells_whom_the_settings_name_when_it_ends(user, outcome):
+    """The owner's settings changed while the task ran (a countdown runs up to an hour):
+    its outcome is told to the webhook and by the mail they name when it ends. Before, the
+    ones read when it started were told (the old webhook's notification then failed as
+    "changed after the event"), and a mail chosen meanwhile was not sent."""
+    listening(user, events=[], webhook="https://old.example.com/in")
+    task = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 60})
+    claimed = services.task_claim(task_id=task.pk)
+    listening(user, events=[f"task.{outcome}"], webhook="https://new.example.com/in")
+    if outcome == "completed":
+        assert services.task_finish(task=claimed, result={"done": True})
+    else:
+        assert services.task_fail(task=claimed, error="boom")
+    assert rows(task_id=task.pk) == [
+        (f"task.{outcome}", "email", user.email),
+        (f"task.{outcome}", "webhook", "https://new.example.com/in"),
+    ]
 
 
 def test_a_failed_run_notifies_by_default(user):

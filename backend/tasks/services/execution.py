@@ -64,32 +64,29 @@ def _run_update(relaxed: bool, assignments: str, sources: str = "", where: str =
     )
 
 
-def _run_columns(owner: notifications.RecipientJoin) -> str:
-    """What a claim returns and a read selects: the row ``_task_of`` builds a run's task of."""
-    return (
-        f"{TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, {TABLE}.max_attempts, "
-        f"{owner.columns}"
-    )
+# What a claim returns and a read selects: the row ``_task_of`` builds a run's task of.
+RUN_COLUMNS = (
+    f"{TABLE}.task_type, {TABLE}.input_data, {TABLE}.attempts, {TABLE}.max_attempts, "
+    f"{TABLE}.owner_id"
+)
 
 
 @functools.cache
 def _claim_sql(relaxed: bool) -> str:
-    owner = notifications.recipient_join(TABLE)
     statement = _run_update(
         relaxed,
         "status = %s, started_at = %s, heartbeat_at = %s, updated_at = %s, progress = 0, "
         f"attempts = {TABLE}.attempts + 1",
-        owner.source or "",
-        f"AND {NOT_OVERDUE} " + (f"AND {owner.condition}" if owner.source else ""),
+        where=f"AND {NOT_OVERDUE}",
     )
-    return f"{statement} RETURNING {_run_columns(owner)}"
+    return f"{statement} RETURNING {RUN_COLUMNS}"
 
 
 def _task_of(here: BaseDatabaseWrapper, task_id: uuid.UUID, row, *, status: str, now) -> Task:
     """The task a run works on, from a claim's or a read's row (nothing else is loaded)."""
-    task_type, input_data, attempts, max_attempts, owner_id, *preferences = row
+    task_type, input_data, attempts, max_attempts, owner_id = row
     input_field = Task._meta.get_field("input_data")
-    task = Task(
+    return Task(
         pk=task_id,
         task_type=task_type,
         input_data=input_field.from_db_value(input_data, None, here),
@@ -100,18 +97,15 @@ def _task_of(here: BaseDatabaseWrapper, task_id: uuid.UUID, row, *, status: str,
         started_at=now,
         heartbeat_at=now,
     )
-    task.recipient = notifications.Recipient.from_row(owner_id, *preferences)
-    return task
 
 
 def task_claim(*, task_id) -> Task | None:
     """pending → running, only if still pending and not overdue; None when another
     worker, a cancel or the deadline got there first (a duplicate message is harmless).
 
-    One statement: a guarded ``UPDATE … FROM`` the owner's row ``… RETURNING`` (PostgreSQL,
-    and SQLite ≥ 3.35) hands back what the run needs, so the row is not read again —
-    including who is to be told of its outcome (the owner's preferences, the task's
-    callback), so a run nobody listens to costs no statement more."""
+    One statement: a guarded ``UPDATE … RETURNING`` (PostgreSQL, and SQLite ≥ 3.35) hands
+    back what the run needs, so the row is not read again. Who is to be told of the outcome
+    is read when the run ends (``_finish_run``)."""
     try:
         task_id = uuid.UUID(str(task_id))
     except ValueError:
@@ -136,11 +130,7 @@ def task_claim(*, task_id) -> Task | None:
     return None if row is None else _task_of(here, task_id, row, status=TaskStatus.RUNNING, now=now)
 
 
-@functools.cache
-def _read_sql() -> str:
-    owner = notifications.recipient_join(TABLE)
-    joined = f"JOIN {owner.source} ON {owner.condition}" if owner.source else ""
-    return f"SELECT {_run_columns(owner)} FROM {TABLE} {joined} WHERE {THIS_TASK} AND {NOT_OVERDUE}"
+READ_SQL = f"SELECT {RUN_COLUMNS} FROM {TABLE} WHERE {THIS_TASK} AND {NOT_OVERDUE}"
 
 
 def task_read(*, task_id) -> Task | None:
@@ -156,7 +146,7 @@ def task_read(*, task_id) -> Task | None:
     here = sql.db()
     with here.cursor() as cursor:
         cursor.execute(
-            _read_sql(),
+            READ_SQL,
             [
                 Task._meta.pk.get_db_prep_value(task_id, here),
                 TaskStatus.PENDING,
@@ -167,26 +157,34 @@ def task_read(*, task_id) -> Task | None:
     return None if row is None else _task_of(here, task_id, row, status=TaskStatus.PENDING, now=now)
 
 
+def _run_guarded(
+    here: BaseDatabaseWrapper, task: Task, changes: dict[str, Any], in_time: bool
+) -> tuple[str, list, str, list]:
+    """The SET and WHERE of an UPDATE of the task with ``changes`` only while it is still
+    this run's (see ``_update_run``): the assignments and their parameters, the guards
+    after ``THIS_TASK`` and the parameters of ``THIS_TASK`` and the guards."""
+    if task.status == TaskStatus.PENDING:  # read, not claimed: this UPDATE also starts it
+        started = {"started_at": task.started_at, "heartbeat_at": task.started_at}
+        changes = {**started, "attempts": task.attempts + 1, **changes}
+    assignments, params = sql.assignments(Task, changes)
+    where, guards = f"AND {TABLE}.attempts = %s", [task.attempts]
+    if in_time:
+        where += f" AND {NOT_OVERDUE}"
+        guards.append(here.ops.adapt_datetimefield_value(timezone.now()))
+    this = [Task._meta.pk.get_db_prep_value(task.pk, here), task.status]
+    return assignments, params, where, [*this, *guards]
+
+
 def _update_run(task: Task, changes: dict[str, Any], *, in_time: bool = False) -> bool:
     """UPDATE the task with ``changes`` only while it is still this run's: in the status
     the run found it in (running once claimed; pending when only read, see ``task_read``)
     and with the attempt it saw (which fences off a run that was presumed lost and has
     since been started again), and, ``in_time``, before its deadline. False when it no
     longer is."""
-    if task.status == TaskStatus.PENDING:  # read, not claimed: this UPDATE also starts it
-        started = {"started_at": task.started_at, "heartbeat_at": task.started_at}
-        changes = {**started, "attempts": task.attempts + 1, **changes}
-    assignments, params = sql.assignments(Task, changes)
     here = sql.db()
-    where, guards = f"AND {TABLE}.attempts = %s", [task.attempts]
-    if in_time:
-        where += f" AND {NOT_OVERDUE}"
-        guards.append(here.ops.adapt_datetimefield_value(timezone.now()))
+    assignments, params, where, guards = _run_guarded(here, task, changes, in_time)
     with here.cursor() as cursor:
-        cursor.execute(
-            _run_update(_relaxed(here), assignments, where=where),
-            [*params, Task._meta.pk.get_db_prep_value(task.pk, here), task.status, *guards],
-        )
+        cursor.execute(_run_update(_relaxed(here), assignments, where=where), [*params, *guards])
         return cursor.rowcount > 0
 
 
@@ -207,18 +205,29 @@ def task_heartbeat(*, task: Task) -> bool:
 
 
 def _finish_run(task: Task, event: str, changes: dict[str, Any], *, in_time: bool = False) -> bool:
-    """The run's last guarded UPDATE; with the event's notifications, when anyone is to be
-    told, inserted in the same transaction (one statement more)."""
-    recipient = getattr(task, "recipient", None)
-    if recipient is None:
-        recipient = notifications.recipient_of(task_id=task.pk, owner_id=task.owner_id)
-    planned = notifications.plan(event=event, task_id=task.pk, recipient=recipient)
-    if not planned:
-        return _update_run(task, changes, in_time=in_time)
-    with transaction.atomic():
-        if not _update_run(task, changes, in_time=in_time):
+    """The run's last guarded UPDATE, with the notifications of its event as the owner's
+    settings and the task's callback are when it ends (a ``webhook_url`` changed while an
+    hour-long countdown ran is the one told). PostgreSQL: one statement, the UPDATE and
+    the notifications' INSERT (``_outbox_update``). SQLite, which cannot nest an UPDATE in
+    a WITH: the UPDATE hands back the owner's settings, and the notifications, when anyone
+    is to be told, are inserted in the same transaction."""
+    here = sql.db()
+    assignments, params, where, guards = _run_guarded(here, task, changes, in_time)
+    if here.vendor == "postgresql":
+        return _outbox_update(here, assignments, params, where, guards, event)
+    owner = notifications.recipient_columns(TABLE)
+    with transaction.atomic(), here.cursor() as cursor:
+        cursor.execute(
+            f"{_run_update(False, assignments, where=where)} RETURNING {owner}",
+            [*params, *guards],
+        )
+        row = cursor.fetchone()
+        if row is None:
             return False
-        notifications.notifications_create(planned)
+        recipient = notifications.Recipient.from_row(*row)
+        planned = notifications.plan(event=event, task_id=task.pk, recipient=recipient)
+        if planned:
+            notifications.notifications_create(planned)
     return True
 
 
@@ -274,35 +283,45 @@ def _outcome_unread(
     assignments, params = sql.assignments(
         Task, {"started_at": started_at, "heartbeat_at": started_at, **changes}
     )
+    here = sql.db()
+    now = here.ops.adapt_datetimefield_value(timezone.now())
+    return _outbox_update(
+        here,
+        f"{assignments}, attempts = {TABLE}.attempts + 1",
+        params,
+        f"AND {TABLE}.task_type = %s AND {NOT_OVERDUE}",
+        [Task._meta.pk.get_db_prep_value(task_id, here), TaskStatus.PENDING, task_type, now],
+        event,
+    )
+
+
+def _outbox_update(
+    here: BaseDatabaseWrapper, assignments: str, params: list, where: str, guards: list, event
+) -> bool:
+    """One statement (PostgreSQL): the guarded UPDATE of one task (``THIS_TASK`` and
+    ``where``) and the INSERT of the notifications ``event`` causes, by the rules the sweeps
+    write them with (``outbox_insert_sql``), from the owner's settings as they are now;
+    those are sent after it commits. Whether the task changed."""
     insert_sql, insert_params, marked_at = notifications.outbox_insert_sql(
         tasks="changed", event=event
     )
-    here = sql.db()
     relaxed = _relaxed(here)
     update = _run_update(
         False,  # the relaxed clause leads the whole statement, joined here as a source
-        f"{assignments}, attempts = {TABLE}.attempts + 1",
+        assignments,
         "relaxed" if relaxed else "",
-        f"AND {TABLE}.task_type = %s AND {NOT_OVERDUE}",
+        where,
     )
-    now = here.ops.adapt_datetimefield_value(timezone.now())
     with here.cursor() as cursor:
         cursor.execute(
             f"""{RELAXED + "," if relaxed else "WITH"}
             changed AS ({update} RETURNING {TABLE}.id, {TABLE}.owner_id),
             written AS ({insert_sql} RETURNING id)
             SELECT (SELECT count(*) FROM changed), ARRAY(SELECT id FROM written)""",
-            [
-                *params,
-                Task._meta.pk.get_db_prep_value(task_id, here),
-                TaskStatus.PENDING,
-                task_type,
-                now,
-                *insert_params,
-            ],
+            [*params, *guards, *insert_params],
         )
         changed, ids = cursor.fetchone()
-    notifications.send_on_commit(ids, marked_at)  # autocommit: sent now, it is committed
+    notifications.send_on_commit(ids, marked_at)  # sent once it commits (now, autocommit)
     return changed > 0
 
 
