@@ -1,10 +1,13 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
+from django.contrib.auth.models import Group
 from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
+from backend.common.admin import SecretFieldsMixin
 from backend.common.email import at_domain_literal
 from backend.ops.selectors import with_task_counts
 
@@ -35,8 +38,11 @@ class UserEditForm(DomainEmailMixin, UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(SecretFieldsMixin, DjangoUserAdmin):
     form = UserEditForm
+    # The webhook signing secrets are shown once, to their owner (Django's own admin
+    # already refuses a filter on the password).
+    secret_fields = ("webhook_secret", "webhook_secret_previous")
     add_form = UserCreateForm
     # Fits a 1400 px screen beside the admin's menu and filters.
     list_display = (
@@ -134,10 +140,11 @@ class UserAdmin(DjangoUserAdmin):
 # brought a revoked refresh token (a logout, a password change, a deactivation) back to life.
 
 
-class OutstandingTokenAdmin(simplejwt_admin.OutstandingTokenAdmin):
+class OutstandingTokenAdmin(SecretFieldsMixin, simplejwt_admin.OutstandingTokenAdmin):
     """Which refresh tokens were issued to whom, and until when: never the token itself."""
 
     fields = ("jti", "user", "created_at", "expires_at")
+    secret_fields = ("token",)
 
     def get_readonly_fields(self, request, obj=None):
         return self.fields
@@ -158,9 +165,22 @@ class BlacklistedTokenAdmin(simplejwt_admin.BlacklistedTokenAdmin):
         return False
 
 
+class GroupAdmin(DjangoGroupAdmin):
+    """Groups, whose permissions are a superuser's to give: staff allowed to change groups
+    gave any permission to a group of their own, and so to themselves (a user's groups and
+    permissions are a superuser's to change already)."""
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if not request.user.is_superuser:
+            fields = (*fields, "permissions")
+        return fields
+
+
 for _model, _admin in (
     (OutstandingToken, OutstandingTokenAdmin),
     (BlacklistedToken, BlacklistedTokenAdmin),
+    (Group, GroupAdmin),
 ):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
