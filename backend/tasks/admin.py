@@ -1,13 +1,39 @@
+from django import forms
 from django.contrib import admin
 
 from backend.common.admin import ServiceDeleteMixin, ServiceSaveMixin, each_with_service
 
 from . import services
+from .api.serializers import EDITABLE_FIELDS, TaskUpdateSerializer
 from .models import Task
+
+
+class TaskForm(forms.ModelForm):
+    """What PATCH may change, held to PATCH's rules (``TaskUpdateSerializer``): the model
+    alone took a description of any length, where the API takes 10,000 characters."""
+
+    class Meta:
+        model = Task
+        fields = EDITABLE_FIELDS
+
+    def clean(self):
+        cleaned = super().clean()
+        if self._errors:
+            return cleaned
+        changes = {field: cleaned.get(field) for field in self.changed_data}
+        serializer = TaskUpdateSerializer(data=changes)
+        if serializer.is_valid():
+            cleaned.update(serializer.validated_data)
+            return cleaned
+        for field, problems in serializer.errors.items():
+            for problem in problems if isinstance(problems, list) else [problems]:
+                self.add_error(field if field in self.fields else None, str(problem))
+        return cleaned
 
 
 @admin.register(Task)
 class TaskAdmin(ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
+    form = TaskForm
     # Fits a 1400 px screen beside the admin's menu and filters: progress beside the status
     # of a running task, short dates; deadline and completion time on each task's page.
     list_display = (

@@ -220,3 +220,22 @@ def test_a_task_failed_on_its_deadline_gets_a_new_one_and_is_retried_in_the_admi
     assert b"The deadline must be in the future." in response.content
     task.refresh_from_db()
     assert abs(task.deadline - later) < timedelta(seconds=1)
+
+
+def test_the_change_form_holds_a_description_to_the_apis_limit(admin_client, user):
+    """The model took a description of any length; PATCH takes 10,000 characters."""
+    task = TaskFactory(owner=user, name="before", description="short")
+    form = {"name": "before", "priority": task.priority}
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/", {**form, "description": "x" * 10_001}
+    )
+    assert response.status_code == 200
+    assert b"Ensure this field has no more than 10000 characters." in response.content
+    task.refresh_from_db()
+    assert task.description == "short"
+    response = admin_client.post(
+        f"{CHANGELIST}{task.pk}/change/", {**form, "description": "y" * 10_000}
+    )
+    assert response.status_code == 302
+    task.refresh_from_db()
+    assert task.description == "y" * 10_000
