@@ -216,10 +216,21 @@ class Scheduler(DatabaseScheduler):
 
     @cached_property
     def producer(self):
-        """Connected by its first send (and again after a failed one), bounded as every
-        send: Celery's connected first, retrying for minutes while the broker was down or
-        hung, and no firing was sent or recorded meanwhile."""
+        """Connected by its first send (and again after a failed one: ``_reconnect``),
+        bounded as every send: Celery's connected first, retrying for minutes while the
+        broker was down or hung, and no firing was sent or recorded meanwhile."""
         return self.Producer(self.connection, auto_declare=False)
+
+    def _reconnect(self) -> None:
+        """After a failed send the next one opens a new connection and producer. Those of
+        the first send were kept: once the broker had dropped them (a restart, its
+        connections closed), every later send failed on them, and the dispatcher, expiry
+        and rescue sweeps went out no more until beat was restarted."""
+        self.__dict__.pop("producer", None)
+        connection = self.__dict__.pop("connection", None)
+        if connection is not None:
+            with contextlib.suppress(Exception):  # dead already: nothing to close politely
+                connection.collect()
 
     def tick(self, *args, **kwargs):
         """Fires what is due only while this beat holds the schedules' lock (``OneBeat``).
@@ -277,6 +288,7 @@ class Scheduler(DatabaseScheduler):
             return super().apply_async(entry, producer=producer, advance=False, **kwargs)
         except Exception:
             queue.breaker.trip()
+            self._reconnect()
             raise
         finally:
             entry.options = options

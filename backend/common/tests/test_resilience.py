@@ -3,6 +3,7 @@ a broker that refuses or never answers, a cache that is down or hangs, a databas
 that hangs. The bounds asserted here are liveness bounds (seconds, not milliseconds): without
 the timeouts these requests would wait for as long as the dependency hangs."""
 
+import contextlib
 import select
 import socket
 import threading
@@ -148,7 +149,8 @@ def test_creates_answer_promptly_while_an_amqp_broker_hangs(
 class _FreezingProxy:
     """A TCP relay to the broker that, once frozen, keeps every connection open and relays
     nothing more: a broker that hangs after the pool's connection was made (SIGSTOP, a
-    RabbitMQ that blocks publishers on a disk alarm)."""
+    RabbitMQ that blocks publishers on a disk alarm). ``cut`` closes the connections made so
+    far, as a broker restarted drops them; new ones are relayed."""
 
     def __init__(self, host: str, port: int):
         self.upstream = (host, port)
@@ -186,6 +188,13 @@ class _FreezingProxy:
             except OSError:
                 return
 
+    def cut(self):
+        dropped, self.sockets = self.sockets, []
+        for sock in dropped:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
     def close(self):
         self.closed.set()
         self.listener.close()
@@ -193,14 +202,10 @@ class _FreezingProxy:
             sock.close()
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_broker_that_hangs_on_a_pooled_connection_holds_a_send_one_timeout(
-    user, monkeypatch, settings
-):
-    """On AMQP a failed send also closed its channel and connection gracefully, each close
-    waiting for the hung broker's answer: 3 s with the default 1 s timeout, not 1."""
+@pytest.fixture
+def proxied_broker(monkeypatch):
+    """The app's broker reached through a ``_FreezingProxy``."""
     from backend.celery import app
-    from backend.tasks.tests.factories import TaskFactory
 
     url = urlsplit(app.conf.broker_url)
     if url.scheme not in ("redis", "amqp", "pyamqp"):
@@ -210,13 +215,56 @@ def test_a_broker_that_hangs_on_a_pooled_connection_holds_a_send_one_timeout(
     monkeypatch.setattr(app.conf, "broker_url", proxied)
     monkeypatch.setenv("CELERY_BROKER_URL", proxied)
     try:
-        [task] = TaskFactory.create_batch(1, owner=user)
-        assert queue.publish([queue.job_of(task)]) == [task.pk]  # the pool's connection
-        proxy.frozen.set()
-        sent, elapsed = timed(lambda: queue.publish([queue.job_of(task)]))
-        assert sent == []
-        assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 2
+        yield proxy
     finally:
         queue.breaker.reset()
         queue._discard_pool()
         proxy.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_broker_that_hangs_on_a_pooled_connection_holds_a_send_one_timeout(
+    user, settings, proxied_broker
+):
+    """On AMQP a failed send also closed its channel and connection gracefully, each close
+    waiting for the hung broker's answer: 3 s with the default 1 s timeout, not 1."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    [task] = TaskFactory.create_batch(1, owner=user)
+    assert queue.publish([queue.job_of(task)]) == [task.pk]  # the pool's connection
+    proxied_broker.frozen.set()
+    sent, elapsed = timed(lambda: queue.publish([queue.job_of(task)]))
+    assert sent == []
+    assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_beat_sends_again_once_the_broker_dropped_its_connection(proxied_broker):
+    """Beat kept the connection and producer of its first send: once the broker had dropped
+    them (restarted, or its connections closed), every later send failed on them, so the
+    dispatcher, expiry and rescue sweeps went out no more until beat was restarted."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from backend.celery import app
+    from backend.schedules.beat import Scheduler
+
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="a sweep", task="backend.tasks.jobs.dispatch_tasks", interval=every
+    )
+    scheduler = Scheduler(app=app, lazy=True)
+    entry = scheduler.all_as_schedule()["a sweep"]
+
+    def send():
+        queue.breaker.reset()  # as it is BROKER_BREAKER_SECONDS after a failed send
+        try:
+            scheduler.apply_async(entry, producer=scheduler.producer, advance=False)
+        except Exception:
+            return False
+        return True
+
+    assert send()
+    proxied_broker.cut()
+    # The broker is back at once: a send may fail on the dropped connection, the next not.
+    assert send() or send()
+    assert send()
