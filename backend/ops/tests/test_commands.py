@@ -286,6 +286,30 @@ def test_createsuperuser_refuses_a_username_that_is_another_users_email(monkeypa
     assert User.objects.get(username="ops").email == "ops@example.com"
 
 
+def test_createsuperuser_refuses_an_email_at_an_address_in_brackets(monkeypatch):
+    """The API and the admin refuse it; the command made the account, whose admin page then
+    refused every save ("Give a domain name")."""
+    import builtins
+
+    from django.contrib.auth.management.commands import createsuperuser as stock
+
+    monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
+    monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "ops@[127.0.0.1]")
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "boss-pass-123!")
+    with pytest.raises(CommandError, match=r"^Error: Give a domain name, not an address in"):
+        run("createsuperuser", "--noinput")
+    assert not User.objects.exists()
+
+    answers = iter(["ops", "ops@[127.0.0.1]", "ops@example.com"])
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    monkeypatch.setattr(stock.getpass, "getpass", lambda prompt="": "typed-pass-4242!")
+    stdin, stderr = StringIO(), StringIO()
+    stdin.isatty = lambda: True
+    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
+    assert stderr.getvalue() == "Error: Give a domain name, not an address in brackets.\n"
+    assert User.objects.get(username="ops").email == "ops@example.com"
+
+
 @pytest.mark.parametrize("password", ["123", "password", "boss-the-boss"])
 def test_createsuperuser_checks_the_password_from_the_environment(monkeypatch, password):
     """Without prompts, Django creates the account with any password; the validators the

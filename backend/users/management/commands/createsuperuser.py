@@ -4,7 +4,9 @@ validators as the prompt checks it, and an email address already in use (in any 
 one-line error, as a taken username is, instead of the constraint's traceback; at the prompt,
 it is refused there and asked again (it was refused after both password prompts). A username
 that is another user's email, or an email that is another user's username, is refused too. On a
-database that is not migrated it says so in one line, as the service's commands do."""
+database that is not migrated it says so in one line, as the service's commands do. An email
+at an address in brackets (``ops@[127.0.0.1]``) is refused, as the API and the admin refuse it
+(the admin then refused every later save of the account)."""
 
 import os
 from contextlib import nullcontext
@@ -16,11 +18,19 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
 
 from backend.common.commands import ServiceCommand
+from backend.common.email import at_domain_literal
+
+AT_DOMAIN_LITERAL = "Give a domain name, not an address in brackets."
 
 
 class Command(ServiceCommand, createsuperuser.Command):
     def handle(self, *args, **options):
         interactive = options["interactive"]
+        email = options.get("email") or (
+            None if interactive else os.environ.get("DJANGO_SUPERUSER_EMAIL")
+        )
+        if email and at_domain_literal(email):
+            raise CommandError(f"Error: {AT_DOMAIN_LITERAL}")
         if not interactive:
             self._validate_password_from_environment(options)
             self._refuse_identity_conflicts(options)
@@ -38,6 +48,9 @@ class Command(ServiceCommand, createsuperuser.Command):
 
     def get_input_data(self, field, message, default=None):
         value = super().get_input_data(field, message, default)
+        if field.name == "email" and value and at_domain_literal(value):
+            self.stderr.write(f"Error: {AT_DOMAIN_LITERAL}")
+            return None
         if (
             field.name == "email"
             and value
