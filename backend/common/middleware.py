@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import DisallowedHost, RequestDataTooBig, ValidationError
 from django.db import DataError, InterfaceError, OperationalError
-from django.http import HttpResponse, HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.urls import Resolver404, is_valid_path, resolve
 from django.utils.cache import patch_vary_headers
 
@@ -252,7 +252,9 @@ class AdminBadInputMiddleware:
     for an action posted with an id that is not one, back to the list with a message; not a
     500. An action's own error is left alone (a 500, its traceback logged): posted to a list
     URL whose query runs, the error is the action's. Logged as a warning, with the
-    traceback."""
+    traceback. The admin's "view on site" link (``/admin/r/<type>/<id>/``) for an id that is
+    not a key is a 404, as for a key that is no object's (Django's view catches ValueError,
+    and a UUID key raises ValidationError)."""
 
     ERRORS = (ValueError, OverflowError, ValidationError, DataError)
 
@@ -265,6 +267,9 @@ class AdminBadInputMiddleware:
     def process_exception(self, request, exception):
         if not request.path.startswith("/admin/") or not isinstance(exception, self.ERRORS):
             return None
+        match = request.resolver_match
+        if match is not None and match.url_name == "view_on_site":
+            raise Http404("No such object.")
         if request.method == "POST" and "action" in request.POST:
             selected = request.POST.getlist("_selected_action")
             if not all(_is_key(value) for value in selected):

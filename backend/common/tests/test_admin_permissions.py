@@ -152,6 +152,17 @@ def test_a_hand_edited_admin_list_url_goes_back_to_the_list(client, url):
     assert again.status_code == 302 and "?" not in again["Location"]
 
 
+def test_the_view_on_site_link_for_an_id_that_is_not_a_key_is_a_404(client, user):
+    """Django's view catches ValueError only; every key here is a UUID, whose refusal is a
+    ValidationError: a 500 with its traceback."""
+    from django.contrib.contenttypes.models import ContentType
+
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    users = ContentType.objects.get_for_model(User).pk
+    assert client.get(f"/admin/r/{users}/1/").status_code == 404
+    assert client.get(f"/admin/r/{users}/{user.pk}/").status_code == 404  # no page of its own
+
+
 def test_an_admin_action_on_an_id_that_is_not_one_goes_back_to_the_list(client, user):
     client.force_login(UserFactory(is_staff=True, is_superuser=True))
     response = client.post(
