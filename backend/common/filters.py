@@ -3,15 +3,34 @@
 import django_filters
 from rest_framework import exceptions, filters
 
+# Each word of a search is a condition on every searched field: a thousand of them made a
+# query SQLite refuses to build ("Expression tree is too large"), answered 503 as if the
+# database were down.
+MAX_SEARCH_WORDS = 20
+
 
 class SearchFilter(filters.SearchFilter):
-    """DRF's search, whose refusal (a NUL) names the parameter as every other does."""
+    """DRF's search, whose refusal (a NUL) names the parameter as every other does; a word
+    given twice is searched once, and a search has at most ``MAX_SEARCH_WORDS`` words."""
+
+    search_description = (
+        f"Words to find, each in one of the searched fields (at most {MAX_SEARCH_WORDS})."
+    )
 
     def get_search_terms(self, request):
         try:
-            return super().get_search_terms(request)
+            terms = list(dict.fromkeys(super().get_search_terms(request)))
         except exceptions.ValidationError as exc:
             raise exceptions.ValidationError({self.search_param: exc.detail}) from None
+        if len(terms) > MAX_SEARCH_WORDS:
+            raise exceptions.ValidationError(
+                {
+                    self.search_param: [
+                        f"A search has at most {MAX_SEARCH_WORDS} words; this one has {len(terms)}."
+                    ]
+                }
+            )
+        return terms
 
 
 class QueryReadingMixin:

@@ -24,6 +24,18 @@ logger = logging.getLogger("backend.errors")
 
 API_PREFIXES = ("/api/", "/health/")
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+TOO_COMPLEX = (
+    "The request makes a query too large for the database (e.g. a search of too many words)."
+)
+# SQLite's refusals of a query too large to build: the request's doing, not an outage.
+_SQLITE_LIMITS = (
+    "Expression tree is too large",
+    "too many SQL variables",
+    "parser stack overflow",
+    "LIKE or GLOB pattern too complex",
+    "too many terms in compound SELECT",
+    "too many FROM clause terms",
+)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 CODES = {
@@ -145,6 +157,28 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request, exception):
+        if isinstance(exception, OperationalError) and any(
+            limit in str(exception) for limit in _SQLITE_LIMITS
+        ):
+            # A search of a thousand words in the admin: a 400, not "the database is
+            # unavailable", which sent an operator looking for an outage.
+            logger.warning(
+                "query too large on %s %s (request id %s): %s",
+                request.method,
+                request.path,
+                request.request_id,
+                exception,
+            )
+            browser = request.get_preferred_type(["application/json", "text/html"])
+            if is_api(request) and browser != "text/html":
+                return error_response(400, TOO_COMPLEX, code="too_complex")
+            response = HttpResponse(
+                f"<!DOCTYPE html><title>Bad request</title><h1>Bad request</h1><p>{TOO_COMPLEX}"
+                f"</p><p>Request id: {request.request_id}</p>",
+                status=400,
+            )
+            response.page_for_a_browser = True
+            return response
         if isinstance(exception, (OperationalError, InterfaceError)):
             # The database is down, restarting or refusing connections: the client may try
             # again (503), and the log gets one line, not a traceback per request. A page

@@ -355,3 +355,16 @@ def test_a_500_keeps_its_traceback(client, monkeypatch, console):
     printed = console.getvalue()
     assert "ERROR django.request: Internal Server Error: /admin/" in printed
     assert "Traceback" in printed and "RuntimeError: boom" in printed
+
+
+def test_an_admin_search_too_large_for_the_database_is_a_400(client):
+    """SQLite will not build a query of a thousand words' conditions: that was answered 503,
+    "the database is unavailable", which sent an operator looking for an outage."""
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    words = " ".join(f"w{number}" for number in range(1000))
+    response = client.get("/admin/tasks/task/", {"q": words})
+    if connection.vendor == "sqlite":
+        assert response.status_code == 400
+        assert b"too large for the database" in response.content
+    else:  # PostgreSQL builds it
+        assert response.status_code == 200

@@ -79,3 +79,22 @@ def test_a_nul_in_the_files_search_names_search_too(client_for, user):
     response = client_for(user).get("/api/files/?search=%00")
     assert response.status_code == 400
     assert response.json()["search"] == ["Null characters are not allowed."]
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/"])
+def test_a_search_of_too_many_words_is_a_400_naming_search(client_for, user, path):
+    """Each word is a condition on each searched field: a thousand made a query SQLite
+    would not build, answered 503, "the database is unavailable"."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    TaskFactory(owner=user, name="alpha beta")
+    client = client_for(user)
+    words = " ".join(f"w{number}" for number in range(1000))
+    response = client.get(path, {"search": words})
+    assert response.status_code == 400
+    assert response.json()["search"] == ["A search has at most 20 words; this one has 1000."]
+    # Twenty, and a word given twice is one.
+    twenty = " ".join(["alpha"] * 5 + [f"w{number}" for number in range(19)])
+    assert client.get(path, {"search": twenty}).status_code == 200
+    if path == "/api/tasks/":
+        assert client.get(path, {"search": "alpha alpha beta"}).json()["count"] == 1
