@@ -210,42 +210,88 @@ def _pooled_producer():
 BATCH = 500
 
 
-def _send_all(items: list, send_one, name: str) -> int:
+def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     """Call ``send_one(producer, item)`` for each item, through the pool and the breaker, a
     batch at a time: on Redis each batch goes in one round trip (kombu's publish batch), on
-    RabbitMQ and the embedded broker a message at a time. Returns how many items went, in
-    order: a batch counts once it has been flushed, so after a failure the items of the
-    batch that failed count as not sent (sent again later: at worst a duplicate, which a
-    guarded claim or delivery makes harmless, never a loss)."""
+    RabbitMQ and the embedded broker a message at a time. Returns the positions of the
+    items that went, in order: a batch counts once it has been flushed, so after a failure
+    the items of the batch that failed count as not sent (sent again later: at worst a
+    duplicate, which a guarded claim or delivery makes harmless, never a loss).
+
+    A queue the broker refuses while it takes the others (RabbitMQ: one declared with other
+    arguments, PRECONDITION_FAILED) fails the items of that queue alone (``queue_of(item)``
+    names an item's): the rest go on a new connection, and the breaker stays closed (the
+    broker is up). One such queue first in line held back every other queue's messages."""
     if not items:
-        return 0
+        return []
     if breaker.is_open:
         logger.info("broker breaker open: %d %s message(s) left for later", len(items), name)
-        return 0
-    sent = 0
-    for first_try in (True, False):
-        began = time.monotonic()
+        return []
+    went: list[int] = []
+    refused: set[str] = set()
+    start_at, retried = 0, False
+    while True:
+        began, current = time.monotonic(), None
+        todo = [
+            index
+            for index in range(start_at, len(items))
+            if queue_of is None or queue_of(items[index]) not in refused
+        ]
         try:
             with _pooled_producer() as producer:
-                for start in range(sent, len(items), BATCH):
-                    chunk = items[start : start + BATCH]
+                for start in range(0, len(todo), BATCH):
+                    chunk = todo[start : start + BATCH]
                     if len(chunk) == 1:
-                        send_one(producer, chunk[0])
+                        current = chunk[0]
+                        send_one(producer, items[current])
                     else:
                         # Each message is one command on Redis; the batch flushes at its end.
                         with producer.batch(max_size=len(chunk) + 1):
-                            for item in chunk:
-                                send_one(producer, item)
-                    sent += len(chunk)
-            return sent
+                            for current in chunk:
+                                send_one(producer, items[current])
+                    went += chunk
+            return went
         except Exception as exc:  # the broker is down, refused or hangs: sent again later
-            if first_try and _closed_meanwhile(exc, time.monotonic() - began):
+            if queue_of is not None and current is not None and _refuses_a_queue(exc):
+                refused.add(queue_of(items[current]))
+                _queue_refused(exc, queue_of(items[current]), name)
+                start_at = current + 1  # those of its batch before it: sent again later
+                continue
+            if not retried and _closed_meanwhile(exc, time.monotonic() - began):
                 logger.info("the broker had closed a pooled connection (%s): sending again", exc)
                 _discard_pool()
+                start_at, retried = went[-1] + 1 if went else start_at, True
                 continue
-            _failed(exc, len(items) - sent, name)
-            return sent
-    return sent
+            _failed(exc, len(items) - len(went), name)
+            return went
+
+
+def _refuses_a_queue(exc: Exception) -> bool:
+    """RabbitMQ refused one queue (its channel closed), not the connection: a queue declared
+    with other arguments (406), or one it keeps from this client (403, 404, 405)."""
+    try:
+        from amqp.exceptions import ChannelError
+    except ImportError:  # not installed: no RabbitMQ either
+        return False
+    return isinstance(exc, ChannelError) and getattr(exc, "code", None) in (403, 404, 405, 406)
+
+
+def _queue_refused(exc: Exception, queue: str, name: str) -> None:
+    _discard_pool()  # its channel was closed by the broker
+    if "PRECONDITION_FAILED" in str(exc):
+        logger.error(
+            "the RabbitMQ queue %s exists with other arguments than the service declares "
+            "(classic, x-max-priority 10), e.g. made by an older version: delete it once it "
+            "is empty (rabbitmqctl delete_queue %s) and restart the workers; see README, "
+            "RabbitMQ. Its %s messages are sent again later; the other queues' go.",
+            queue,
+            queue,
+            name,
+        )
+    else:
+        logger.error(
+            "RabbitMQ refused the queue %s (%s); the other queues' messages go", queue, exc
+        )
 
 
 def _closed_meanwhile(exc: Exception, seconds: float) -> bool:
@@ -283,19 +329,15 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
             limit=kind.time_limit_for(job.input_data),
         )
 
-    return [job.id for job in jobs[: _send_all(jobs, send_one, RUN_TASK)]]
+    def queue_of(job: Job) -> str:
+        return types.get(job.task_type).queue
+
+    return [jobs[index].id for index in _send_all(jobs, send_one, RUN_TASK, queue_of)]
 
 
 def _failed(exc: Exception, unsent: int, name: str) -> None:
     breaker.trip()
     _discard_pool()
-    if "PRECONDITION_FAILED" in str(exc):
-        logger.error(
-            "a RabbitMQ queue exists with other arguments than the service declares "
-            "(classic, x-max-priority 10), e.g. made by an older version: delete it once it "
-            "is empty (rabbitmqctl delete_queue NAME) and restart the workers; see README, "
-            "RabbitMQ"
-        )
     logger.warning(
         "could not send %d %s message(s) to the broker (%s: %s); they are sent again later",
         unsent,
@@ -311,11 +353,13 @@ def send_messages(name: str, arguments: list[list], *, queue: str, rank: int | N
     urgent 3; none given: the broker's default); returns how many went (stops at the first
     failure, the rest are left for whatever re-sends them)."""
     priority = None if rank is None else message_priority(rank)
-    return _send_all(
+    went = _send_all(
         arguments,
         lambda producer, args: _send(producer, name, args, queue=queue, priority=priority),
         name,
+        lambda args: queue,
     )
+    return len(went)
 
 
 def publish_on_commit(jobs: list[Job], *, marked_at: datetime | None) -> None:

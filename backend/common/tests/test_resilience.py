@@ -268,3 +268,42 @@ def test_beat_sends_again_once_the_broker_dropped_its_connection(proxied_broker)
     # The broker is back at once: a send may fail on the dropped connection, the next not.
     assert send() or send()
     assert send()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queue_rabbitmq_refuses_holds_back_only_its_own_messages(user, monkeypatch):
+    """A queue declared with other arguments (an older version's) is refused at every send
+    to it (PRECONDITION_FAILED). The sends stopped at the first failure and tripped the
+    breaker: one such task first in line (an urgent countdown) held back every other
+    queue's tasks for as long as the queue stayed."""
+    import dataclasses
+
+    from kombu import Queue
+
+    from backend.celery import app
+    from backend.tasks import types
+    from backend.tasks.tests.factories import TaskFactory
+    from backend.tasks.types import base as types_base
+
+    if urlsplit(app.conf.broker_url).scheme not in ("amqp", "pyamqp"):
+        pytest.skip("a queue refused by its arguments is RabbitMQ's")
+    name = "atm-test-refused"
+    with app.connection_for_write() as connection:
+        Queue(name, durable=True, queue_arguments={"x-max-priority": 3})(
+            connection.default_channel
+        ).declare()
+    ours = Queue(name, routing_key=name, durable=True, queue_arguments={"x-max-priority": 10})
+    monkeypatch.setitem(app.amqp.queues, name, ours)
+    long_kind = dataclasses.replace(types.get("countdown"), queue=name)
+    monkeypatch.setitem(types_base._REGISTRY, "countdown", long_kind)
+    try:
+        urgent = TaskFactory(owner=user, task_type="countdown", input_data={"seconds": 1})
+        short = TaskFactory.create_batch(2, owner=user, input_data={"numbers": [1]})
+        jobs = [queue.job_of(task) for task in (urgent, *short)]
+        assert queue.publish(jobs) == [task.pk for task in short]
+        assert queue.accepting()  # the broker is up: the breaker stays closed
+        assert queue.publish(jobs[1:]) == [task.pk for task in short]
+    finally:
+        queue._discard_pool()
+        with app.connection_for_write() as connection:
+            connection.default_channel.queue_delete(name)
