@@ -74,6 +74,23 @@ def test_rescue_tasks(user, settings, monkeypatch):
     settings.TASK_HEARTBEAT_TIMEOUT = 1
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
     task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
-    assert run("rescue_tasks").strip() == ("requeued 1 and failed 0 stale task(s); sent 1 task(s)")
+    assert run("rescue_tasks").strip() == (
+        "requeued 1 and failed 0 stale task(s); sent 1 of 1 pending task(s)"
+    )
     task.refresh_from_db()
     assert task.status == TaskStatus.PENDING
+
+
+def test_rescue_tasks_exits_1_when_the_broker_takes_nothing(user, settings, broker_down):
+    """It printed "sent 0 task(s)" and exited 0 where dispatch_tasks exits 1."""
+    from django.core.management import CommandError
+
+    settings.TASK_HEARTBEAT_TIMEOUT = 1
+    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
+    task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"^1 pending task\(s\) could not be sent"):
+        call_command("rescue_tasks", stdout=out)
+    assert "requeued 1 and failed 0 stale task(s); sent 0 of 1 pending" in out.getvalue()
+    task.refresh_from_db()
+    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
