@@ -278,19 +278,38 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
     turned off here, it stopped firing while its schedule still said ``enabled: true`` (and
     any edit of the schedule turned it back on); renamed or retimed, it went out of step with
     the schedule. Its schedule changes it (API or the Schedules admin); running it now (the
-    "Run selected tasks" action) stays."""
+    "Run selected tasks" action) stays.
+
+    The service's own maintenance jobs (``CELERY_BEAT_SCHEDULE``: dispatch, expiry, rescue,
+    the notifications' dispatch, the cleanups) are shown the same way: turned off here, the
+    tasks waited, pending, for ever, with nothing to say why (beat keeps a job turned off
+    across restarts). Their timing is their settings' (README, Configuration)."""
 
     def _is_a_schedules(self, obj) -> bool:
         return obj is not None and obj.task == services.FIRE_TASK
 
+    @staticmethod
+    def _is_the_services(obj) -> bool:
+        return obj is not None and obj.name in settings.CELERY_BEAT_SCHEDULE
+
+    def _kept(self, obj) -> bool:
+        return self._is_a_schedules(obj) or self._is_the_services(obj)
+
     def has_change_permission(self, request, obj=None):
-        return not self._is_a_schedules(obj) and super().has_change_permission(request, obj)
+        return not self._kept(obj) and super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None):
-        return not self._is_a_schedules(obj) and super().has_delete_permission(request, obj)
+        return not self._kept(obj) and super().has_delete_permission(request, obj)
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         obj = self.get_object(request, object_id)
+        if self._is_the_services(obj) and request.method == "GET":
+            self.message_user(
+                request,
+                "This periodic task is one of the service's maintenance jobs: it is not "
+                "changed or turned off here (its timing is set by the service's settings).",
+                level=messages.INFO,
+            )
         if self._is_a_schedules(obj) and request.method == "GET":
             schedule = Schedule.objects.filter(periodic_task=obj).first()
             if schedule is not None:
@@ -308,7 +327,8 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
         return super().change_view(request, object_id, form_url, extra_context)
 
     def _without_schedules(self, request, queryset):
-        """The selection less the schedules' own, which the message names."""
+        """The selection less the schedules' own and the service's, which the messages
+        name."""
         theirs = queryset.filter(task=services.FIRE_TASK).count()
         if theirs:
             self.message_user(
@@ -317,7 +337,17 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
                 "in Schedules.",
                 level=messages.WARNING,
             )
-        return queryset.exclude(task=services.FIRE_TASK)
+        services_own = queryset.filter(name__in=list(settings.CELERY_BEAT_SCHEDULE)).count()
+        if services_own:
+            self.message_user(
+                request,
+                f"{services_own} maintenance job(s) of the service left as they are: they "
+                "always run.",
+                level=messages.WARNING,
+            )
+        return queryset.exclude(task=services.FIRE_TASK).exclude(
+            name__in=list(settings.CELERY_BEAT_SCHEDULE)
+        )
 
     @admin.action(description="Enable selected tasks")
     def enable_tasks(self, request, queryset):

@@ -52,6 +52,16 @@ logger = logging.getLogger(__name__)
 
 
 class Entry(ModelEntry):
+    @classmethod
+    def _unpack_fields(cls, *args, **kwargs):
+        """The service's maintenance jobs (``CELERY_BEAT_SCHEDULE``), written to their rows
+        when beat starts, are turned on there too: one turned off (in the admin of an older
+        version, or in the database) stayed off across restarts, and the tasks it dispatched,
+        expired or rescued waited for ever."""
+        fields = super()._unpack_fields(*args, **kwargs)
+        fields.setdefault("enabled", True)
+        return fields
+
     def save(self):
         """Beat writes its record of an entry's last firing to the row (after a firing,
         and before it reads a changed schedule again), over what the row holds: a later

@@ -423,3 +423,40 @@ def test_the_timing_a_schedule_fires_by_is_shown_but_not_changed_in_its_own_admi
     inline = {f"periodictask_set-{k}": "0" for k in ("TOTAL_FORMS", "INITIAL_FORMS")}
     changed = admin_client.post(f"{url}{unused.pk}/change/", {**edit, **inline})
     assert changed.status_code == 302, changed.content.decode()[:2000]
+
+
+@pytest.mark.django_db(transaction=True)  # beat closes the database connection it starts on
+def test_the_services_maintenance_jobs_are_shown_but_not_changed_or_turned_off(admin_client):
+    """The dispatcher's periodic task (or expiry's, rescue's) turned off in the admin left
+    every task created while the broker was down pending for ever, and beat kept it off
+    across restarts. Shown, not changed, deleted or turned off there; beat turns on one
+    turned off anyway (in the database) when it starts."""
+    from django.conf import settings
+
+    from backend.celery import app
+    from backend.schedules.beat import Scheduler
+
+    Scheduler(app=app, lazy=True).setup_schedule()  # writes the jobs' rows, as beat starts
+    dispatch = PeriodicTask.objects.get(name="tasks.dispatch")
+    assert set(settings.CELERY_BEAT_SCHEDULE) <= set(
+        PeriodicTask.objects.values_list("name", flat=True)
+    )
+    url = "/admin/django_celery_beat/periodictask/"
+    page = admin_client.get(f"{url}{dispatch.pk}/change/")
+    assert page.status_code == 200
+    assert "maintenance jobs: it is not changed or turned off here" in page.content.decode()
+    assert 'name="_save"' not in page.content.decode()
+    assert admin_client.post(f"{url}{dispatch.pk}/change/", {"enabled": ""}).status_code == 403
+    assert admin_client.post(f"{url}{dispatch.pk}/delete/", {"post": "yes"}).status_code == 403
+    response = admin_client.post(
+        url, {"action": "disable_tasks", "_selected_action": [str(dispatch.pk)]}, follow=True
+    )
+    shown = " ".join(str(m) for m in response.context["messages"])
+    assert "1 maintenance job(s) of the service left as they are" in shown
+    dispatch.refresh_from_db()
+    assert dispatch.enabled
+
+    PeriodicTask.objects.filter(name="tasks.dispatch").update(enabled=False)
+    Scheduler(app=app, lazy=True).setup_schedule()
+    dispatch.refresh_from_db()
+    assert dispatch.enabled
