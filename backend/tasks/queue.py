@@ -260,7 +260,9 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
             if not retried and _closed_meanwhile(exc, time.monotonic() - began):
                 logger.info("the broker had closed a pooled connection (%s): sending again", exc)
                 _discard_pool()
-                start_at, retried = went[-1] + 1 if went else start_at, True
+                if went:  # on from the first not sent (a refused queue's stay skipped)
+                    start_at = max(start_at, went[-1] + 1)
+                retried = True
                 continue
             _failed(exc, len(items) - len(went), name)
             return went
