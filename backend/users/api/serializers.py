@@ -16,7 +16,11 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.common.email import at_domain_literal
-from backend.common.serializers import RejectUnknownFieldsMixin, validate_outbound_url
+from backend.common.serializers import (
+    RejectUnknownFieldsMixin,
+    unwritable_keys,
+    validate_outbound_url,
+)
 from backend.notifications.models import Event
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User, default_notify_email
@@ -224,6 +228,21 @@ class RegisterSerializer(serializers.Serializer):
     )
     email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
     name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+
+    def to_internal_value(self, data):
+        # A key it does not take is a 400 naming it, as for every other write: a misspelt
+        # "mail" made an account without an email, and nobody was told.
+        if hasattr(data, "keys"):
+            errors = unwritable_keys(
+                data.keys(),
+                writable=self.fields,
+                known=UserSerializer.Meta.fields,
+                cannot="Not taken when registering: change it with PATCH /api/users/me/ "
+                "once registered.",
+            )
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
     def validate_username(self, value):
         username_field = User._meta.get_field("username")

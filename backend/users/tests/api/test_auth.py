@@ -48,6 +48,22 @@ def refresh(refresh_token: str):
 # --- register -----------------------------------------------------------------
 
 
+def test_register_names_a_field_it_does_not_take(api_client):
+    """It dropped them without a word (201): a misspelt "mail" made an account without an
+    email; every other write names such a field."""
+    response = register(api_client, mail="typo@example.com")
+    assert response.status_code == 400
+    assert response.json()["mail"] == ["Unknown field."]
+    response = register(api_client, is_staff=True, webhook_url="https://hooks.example.com/in")
+    assert response.status_code == 400
+    body = response.json()
+    for field in ("is_staff", "webhook_url"):
+        assert body[field] == [
+            "Not taken when registering: change it with PATCH /api/users/me/ once registered."
+        ]
+    assert not User.objects.exists()
+
+
 def test_register_creates_user_and_returns_a_working_token_pair(api_client):
     response = register(api_client, email="Alice@Example.COM", name="Alice A", password2=PASSWORD)
 
