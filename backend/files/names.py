@@ -21,7 +21,8 @@ def sanitize_name(raw: str | None, *, fallback: str = FALLBACK_NAME) -> str:
     name = re.split(r"[/\\]", name)[-1]
     # Category C: control (Cc), format (Cf), surrogate (Cs), private use (Co), unassigned (Cn).
     name = "".join(ch for ch in name if not unicodedata.category(ch).startswith("C"))
-    name = name.strip().lstrip(".").strip()
+    # Dots and spaces in any mix: stripped once each, " . .env" came out as ".env".
+    name = re.sub(r"^[\s.]+", "", name).strip()
     if len(name) > MAX_NAME_LENGTH:
         stem, dot, extension = name.rpartition(".")
         if dot and stem and 0 < len(extension) <= 16:
