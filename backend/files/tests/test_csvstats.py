@@ -323,6 +323,14 @@ def test_a_long_line_of_too_many_fields_is_refused_before_it_is_split(monkeypatc
     for stray in ('a"b,' + line, 'a"b,' + line + ',c"d'):
         with pytest.raises(MalformedCSV, match=r"^line 2: more than 50 columns$"):
             stats('"a",b\n' + stray + "\n")
+    # Plain text, split without the csv module (no quote anywhere), is counted the same:
+    # a 16 MiB line of one-character fields took half a gigabyte to split there.
+    monkeypatch.setattr(csvstats, "BLOCK_CHARS", 1 << 16)
+    with pytest.raises(MalformedCSV, match=r"^line 3: more than 50 columns$"):
+        stats("a,b\n1,2\n" + line + "\n")
+    with pytest.raises(MalformedCSV, match=r"^line 1: more than 50 columns$"):
+        stats(line + "\n1,2\n")
+    assert stats("a,b\n" + "x" * 150 + ",1\n")["rows"] == 1
 
 
 @pytest.mark.parametrize("quote", ["", '"'])
