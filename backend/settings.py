@@ -92,10 +92,20 @@ def _bool(name: str, default: bool) -> bool:
     _fail(f"Environment variable {name} must be true or false, got {raw!r}")
 
 
-def _positive_int(name: str, default: int, minimum: int = 1) -> int:
+# The largest number a count, a size or a number of seconds or minutes may be: PostgreSQL's
+# integer, 68 years of seconds. Beyond it, a time a setting gave was out of Python's range,
+# and start-up (or the cleanup, at each run) stopped with a traceback.
+MAX_SETTING_INT = 2**31 - 1
+MAX_SETTING_DAYS = 36500
+
+
+def _positive_int(name: str, default: int, minimum: int = 1, maximum: int = MAX_SETTING_INT) -> int:
     value = _read(name, env.int, default)
-    if value < minimum:
-        _fail(f"Environment variable {name} must be an integer >= {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        _fail(
+            f"Environment variable {name} must be an integer from {minimum} to {maximum}, "
+            f"got {value}"
+        )
     return value
 
 
@@ -161,7 +171,7 @@ CSRF_TRUSTED_ORIGINS = _list(
     normalize=str.lower,
     expected="give origins as scheme://host[:port], without a path, e.g. https://tasks.example.com",
 )
-PORT = _positive_int("PORT", 8000)
+PORT = _positive_int("PORT", 8000, maximum=65535)
 
 INSTALLED_APPS = [
     # Before django.contrib.auth and staticfiles: the first app naming a management command
@@ -303,9 +313,9 @@ STORAGES = {
 # must see the same storage (compose shares one volume).
 MEDIA_ROOT = Path(_text("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
 # Largest upload, in bytes (50 MB): past it the upload stops at once with 413.
-MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024)
+MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024, maximum=2**63 - 1)
 # Files older than this many days that no active task uses are deleted by the cleanup.
-FILE_RETENTION_DAYS = _positive_int("FILE_RETENTION_DAYS", 30)
+FILE_RETENTION_DAYS = _positive_int("FILE_RETENTION_DAYS", 30, maximum=MAX_SETTING_DAYS)
 # Seconds between cleanups (Beat).
 FILE_CLEANUP_INTERVAL = _positive_int("FILE_CLEANUP_INTERVAL", 3600)
 # Every upload is hashed (SHA-256) and counted as it streams into a temporary file, and
@@ -357,7 +367,9 @@ SIMPLE_JWT = {
     # simplejwt's access token, refusing an exp beyond the dates Python holds (a 500 else).
     "AUTH_TOKEN_CLASSES": ("backend.users.tokens.AccessToken",),
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=_positive_int("JWT_ACCESS_MINUTES", 30)),
-    "REFRESH_TOKEN_LIFETIME": timedelta(days=_positive_int("JWT_REFRESH_DAYS", 7)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(
+        days=_positive_int("JWT_REFRESH_DAYS", 7, maximum=MAX_SETTING_DAYS)
+    ),
     "ROTATE_REFRESH_TOKENS": True,
     "BLACKLIST_AFTER_ROTATION": True,
     "UPDATE_LAST_LOGIN": True,

@@ -108,6 +108,10 @@ BAD_VALUES = [
     ({"CELERY_BROKER_URL": "nonsense://x"}, "CELERY_BROKER_URL"),
     ({"DATABASE_URL": POSTGRES, "DATABASE_PREPARE_THRESHOLD": "-1"}, "DATABASE_PREPARE_THRESHOLD"),
     ({"PORT": "0"}, "PORT"),
+    # Out of Python's range of times: a traceback at start-up, or at every cleanup.
+    ({"FILE_RETENTION_DAYS": "1000000"}, "FILE_RETENTION_DAYS"),
+    ({"FILE_CLEANUP_INTERVAL": "1000000000000000"}, "FILE_CLEANUP_INTERVAL"),
+    ({"JWT_REFRESH_DAYS": "99999999999"}, "JWT_REFRESH_DAYS"),
     ({"PORT": "eighty"}, "PORT"),
     # Numbers of seconds were read after dropping what is not a digit, ",", "." or "-".
     ({"BROKER_PUBLISH_TIMEOUT": "1e1x"}, "BROKER_PUBLISH_TIMEOUT"),
