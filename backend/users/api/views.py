@@ -158,8 +158,9 @@ def _changes(data, field: str, user) -> bool:
 
 SECRET_REPLACED = json.dumps(
     {
-        "detail": "A later rotation replaced the secret this Idempotency-Key created; it no "
-        "longer signs anything. Rotate again with a new key to get the current one.",
+        "detail": "A later rotation replaced the secret this Idempotency-Key created; it is "
+        "not shown again (it signs beside the new one only until WEBHOOK_SECRET_OVERLAP "
+        "ends, or the next rotation). Rotate again with a new key to get the current one.",
         "code": "secret_replaced",
     }
 )
