@@ -39,6 +39,7 @@ from celery import beat
 from celery.utils.time import maybe_make_aware
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
@@ -64,18 +65,33 @@ class Entry(ModelEntry):
 
     def save(self):
         """Beat writes its record of an entry's last firing to the row (after a firing,
-        and before it reads a changed schedule again), over what the row holds: a later
-        start an edit gave it (``services.schedule_update``: turned on, another timetable)
-        was put back to the firing before, and a crontab match since then fired at once.
-        The later of the two stays. (django-celery-beat's own save, with that rule: the row
-        it reads is the one compared with.)"""
-        row = type(self.model)._default_manager.get(pk=self.model.pk)
-        started, mine = row.last_run_at, self.model.last_run_at
-        if started is not None and mine is not None and maybe_make_aware(mine) < started:
+        and before it reads a changed schedule again): those fields alone, in UPDATEs of
+        the row, and the later of two starts. django-celery-beat's save wrote back every
+        column of the row it had read: an edit committed in between (another timing, a
+        pause) was undone, and a delete was undone too, the row inserted again, so a
+        deleted schedule's periodic task fired for ever. And a later start an edit gave
+        the row (``services.schedule_update``: turned on, another timetable) was put back
+        to the firing before, and a crontab match since then fired at once."""
+        model = type(self.model)
+        rows = model._default_manager.filter(pk=self.model.pk)
+        # (``no_changes``, also among them, is no column: it keeps a save from marking the
+        # schedules changed, which an UPDATE does not do.)
+        columns = {field.name for field in model._meta.concrete_fields}
+        others = {
+            f: getattr(self.model, f)
+            for f in self.save_fields
+            if f in columns and f != "last_run_at"
+        }
+        mine = self.model.last_run_at
+        if mine is not None:
+            mine = maybe_make_aware(mine)
+            not_later = Q(last_run_at__isnull=True) | Q(last_run_at__lte=mine)
+            if rows.filter(not_later).update(last_run_at=mine, **others):
+                return
+        # A later start stays (or the row is gone: nothing is written back).
+        started = rows.values_list("last_run_at", flat=True).first()
+        if rows.update(**others) and started is not None:
             self.model.last_run_at = self.last_run_at = started
-        for field in self.save_fields:
-            setattr(row, field, getattr(self.model, field))
-        row.save()
 
 
 class OneBeat:

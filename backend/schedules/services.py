@@ -196,7 +196,13 @@ def schedule_fire(
 def _fire(schedule_id, message_id: str | None, sent_at=None) -> ScheduleRun | None:
     # The schedule's row lock makes concurrent firings of one schedule take turns.
     schedule = Schedule.objects.select_for_update().filter(pk=schedule_id).first()
-    if schedule is None or not schedule.enabled:
+    if schedule is None:
+        # A periodic task left behind by a delete (beat wrote its row back over the delete,
+        # in an older version) would fire for ever, and the admin keeps a schedule's own:
+        # it goes now.
+        PeriodicTask.objects.filter(name=f"schedule {schedule_id}", task=FIRE_TASK).delete()
+        return None
+    if not schedule.enabled:
         return None
     if message_id is not None:
         duplicate = ScheduleRun.objects.filter(message_id=message_id).first()

@@ -175,6 +175,84 @@ def test_beat_does_not_write_an_older_firing_over_a_later_start(user):
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).last_run_at == later
 
 
+def commits_during_beats_write(monkeypatch, action) -> None:
+    """``action`` runs (and commits) once beat's write of a firing has begun: right after
+    its first look-up of the periodic task's row."""
+    from django_celery_beat.models import PeriodicTask
+
+    manager, done = PeriodicTask._default_manager, []
+
+    def hooked(name):
+        original = getattr(manager, name)
+
+        def look_up(*args, **kwargs):
+            found = original(*args, **kwargs)
+            if not done:
+                done.append(True)
+                action()
+            return found
+
+        monkeypatch.setattr(manager, name, look_up)
+
+    hooked("get")
+    hooked("filter")
+
+
+@pytest.mark.parametrize(
+    "change", [{"interval_seconds": 7200}, {"enabled": False}, {"crontab": "0 9 * * *"}]
+)
+def test_beat_writing_a_firing_keeps_an_edit_made_meanwhile(user, monkeypatch, change):
+    """Beat read the row, then wrote back every column of it: an edit committed in between
+    (a schedule changed at its firing time) was undone, so the schedule said one timing
+    (or paused) and fired by the old one."""
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user, interval_seconds=3600)
+    _, entry = entry_of(schedule)
+    data = {**change, "interval_seconds": None} if "crontab" in change else change
+    entry.model.last_run_at = entry.last_run_at = timezone.now()  # beat fires, then writes
+    entry.model.total_run_count += 1
+    commits_during_beats_write(
+        monkeypatch, lambda: services.schedule_update(schedule=schedule, actor=user, data=data)
+    )
+    entry.save()
+    monkeypatch.undo()
+    row = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    schedule.refresh_from_db()
+    assert row.enabled == schedule.enabled
+    assert (row.interval is None) == (schedule.interval_seconds is None)
+    if schedule.interval_seconds:
+        assert row.interval.every == schedule.interval_seconds
+    if schedule.crontab:
+        assert row.crontab is not None and row.crontab.hour == "9"
+    assert row.total_run_count == 1
+
+
+def test_beat_writing_a_firing_does_not_bring_a_deleted_schedules_task_back(user, monkeypatch):
+    """Its write found no row to update and inserted it again: a schedule deleted at its
+    firing time kept firing for ever (the worker skipping each), and the admin keeps a
+    schedule's periodic task from being deleted there. A periodic task left so by an older
+    version goes at its next firing."""
+    from django.utils import timezone
+    from django_celery_beat.models import PeriodicTask
+
+    schedule = make_schedule(user)
+    name = services._periodic_task_name(schedule)
+    _, entry = entry_of(schedule)
+    entry.model.last_run_at = entry.last_run_at = timezone.now()
+    commits_during_beats_write(
+        monkeypatch, lambda: services.schedule_delete(schedule=schedule, actor=user)
+    )
+    entry.save()
+    monkeypatch.undo()
+    assert not PeriodicTask.objects.filter(name=name).exists()
+
+    entry.model.save()  # as an older version wrote it back
+    assert services.schedule_fire(schedule_id=schedule.pk, message_id="m-1") is None
+    assert not PeriodicTask.objects.filter(name=name).exists()
+
+
 def test_a_heap_rebuilt_after_a_firing_does_not_fire_it_again(user, monkeypatch):
     """Two reads of a changed schedule in one tick (a burst of edits, an admin bulk action)
     left the heap to be rebuilt on the next tick, from entries that still had the old last
