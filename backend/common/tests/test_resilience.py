@@ -271,7 +271,7 @@ def test_beat_sends_again_once_the_broker_dropped_its_connection(proxied_broker)
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_queue_rabbitmq_refuses_holds_back_only_its_own_messages(user, monkeypatch):
+def test_a_queue_rabbitmq_refuses_holds_back_only_its_own_messages(user, monkeypatch, settings):
     """A queue declared with other arguments (an older version's) is refused at every send
     to it (PRECONDITION_FAILED). The sends stopped at the first failure and tripped the
     breaker: one such task first in line (an urgent countdown) held back every other
@@ -288,11 +288,12 @@ def test_a_queue_rabbitmq_refuses_holds_back_only_its_own_messages(user, monkeyp
     if urlsplit(app.conf.broker_url).scheme not in ("amqp", "pyamqp"):
         pytest.skip("a queue refused by its arguments is RabbitMQ's")
     name = "atm-test-refused"
+    older = {"x-max-priority": 3, "x-queue-type": "classic"}  # the service's is 10
     with app.connection_for_write() as connection:
-        Queue(name, durable=True, queue_arguments={"x-max-priority": 3})(
-            connection.default_channel
-        ).declare()
-    ours = Queue(name, routing_key=name, durable=True, queue_arguments={"x-max-priority": 10})
+        Queue(name, durable=True, queue_arguments=older)(connection.default_channel).declare()
+    ours = Queue(
+        name, routing_key=name, durable=True, queue_arguments=settings.AMQP_QUEUE_ARGUMENTS
+    )
     monkeypatch.setitem(app.amqp.queues, name, ours)
     long_kind = dataclasses.replace(types.get("countdown"), queue=name)
     monkeypatch.setitem(types_base._REGISTRY, "countdown", long_kind)
