@@ -270,12 +270,13 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
 
 def _refuses_a_queue(exc: Exception) -> bool:
     """RabbitMQ refused one queue (its channel closed), not the connection: a queue declared
-    with other arguments (406), or one it keeps from this client (403, 404, 405)."""
+    with other arguments (406), gone or locked by another client (404, 405). Not 403: it
+    also refuses a login so, which is the whole broker's failure."""
     try:
         from amqp.exceptions import ChannelError
     except ImportError:  # not installed: no RabbitMQ either
         return False
-    return isinstance(exc, ChannelError) and getattr(exc, "code", None) in (403, 404, 405, 406)
+    return isinstance(exc, ChannelError) and getattr(exc, "code", None) in (404, 405, 406)
 
 
 def _queue_refused(exc: Exception, queue: str, name: str) -> None:

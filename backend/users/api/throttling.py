@@ -18,12 +18,14 @@ class _FailsOpen:
     """At ``THROTTLE_AUTH_RATE``; with the cache down, requests go through (logged) instead
     of failing.
 
-    Counted with the cache's atomic increments, over a window that slides: the calls of the
-    present window plus those of the one before, weighted by how much of it is still within
-    the last ``duration`` seconds. DRF's own throttle read the list of past calls and wrote
-    it back: requests arriving together in different web processes each read the same list,
-    and about a quarter more than the rate got through."""
+    Counted with the cache's atomic increments, in ``BUCKETS`` buckets a period: a call is
+    let through when the calls of its bucket and of the ``BUCKETS`` before it (which cover
+    the last ``duration`` seconds, and up to a bucket more) stay within the rate, so no
+    ``duration`` seconds ever see more. DRF's own throttle read the list of past calls and
+    wrote it back: requests arriving together in different web processes each read the same
+    list, and about a quarter more than the rate got through."""
 
+    BUCKETS = 6
     _wait: float | None = None
 
     def get_rate(self):
@@ -46,25 +48,32 @@ class _FailsOpen:
         if self.key is None:
             return True
         now = self.timer()
-        window = int(now // self.duration)
-        current = f"{self.key}:{self.duration}:{window}"
-        previous = self.cache.get(f"{self.key}:{self.duration}:{window - 1}", 0)
-        # Each window's count lives through the next one, which weighs it.
-        self.cache.add(current, 0, timeout=2 * self.duration + 1)
+        width = self.duration / self.BUCKETS
+        bucket = int(now // width)
+        key = f"{self.key}:{self.duration}:{{}}".format
+        earlier = range(bucket - self.BUCKETS, bucket)
+        found = self.cache.get_many([key(b) for b in earlier])
+        counts = [(b, found.get(key(b), 0)) for b in earlier]
+        lifetime = int((self.BUCKETS + 2) * width) + 1
+        self.cache.add(key(bucket), 0, timeout=lifetime)
         try:
-            count = self.cache.incr(current)
+            count = self.cache.incr(key(bucket))
         except ValueError:  # it expired in between: a new count
-            self.cache.add(current, 0, timeout=2 * self.duration + 1)
-            count = self.cache.incr(current)
-        left_of_previous = 1 - (now - window * self.duration) / self.duration
-        if previous * left_of_previous + count <= self.num_requests:
+            self.cache.add(key(bucket), 0, timeout=lifetime)
+            count = self.cache.incr(key(bucket))
+        over = sum(c for _, c in counts) + count - self.num_requests
+        if over <= 0:
             return True
-        self.cache.decr(current)  # a refused call is not counted
-        if count > self.num_requests or not previous:
-            self._wait = (window + 1) * self.duration - now  # this window is full
-        else:  # until enough of the window before has slid out
-            room = (self.num_requests - count) / previous
-            self._wait = (left_of_previous - room) * self.duration
+        self.cache.decr(key(bucket))  # a refused call is not counted
+        # Until enough of the earliest buckets have left the count (the present one's own
+        # calls, when they alone are too many, leave it last).
+        for b, c in [*counts, (bucket, count - 1)]:
+            over -= c
+            if over <= 0:
+                self._wait = (b + self.BUCKETS + 1) * width - now
+                break
+        else:
+            self._wait = self.duration
         return False
 
     def wait(self):
