@@ -108,7 +108,10 @@ def _bound_to_what_was_sent(data, view, request):
     ):
         return data
     try:
-        serializer = view.get_serializer(data=request.data)
+        sent = request.data
+        if not sent:  # nothing read (an empty body, or one that could not be parsed)
+            return data
+        serializer = view.get_serializer(data=sent)
         if any(f.style.get("input_type") == "password" for f in serializer.fields.values()):
             return data
         serializer.is_valid()

@@ -374,3 +374,12 @@ def test_a_create_refused_by_a_rule_shows_its_form_as_it_was_typed(user):
     assert re.search(r'name="name"[^>]*value="typed-name"', page)
     assert re.search(r'<option value="high"\s+selected', page)
     assert "[7, 8]" in html.unescape(page)
+
+
+def test_a_body_that_could_not_be_read_leaves_the_create_form_as_on_a_first_visit(user):
+    """Nothing was read: the form is not bound to an empty body (each field would say it
+    is required)."""
+    client = signed_in(user)
+    response = client.post("/api/tasks/", "{not json", content_type="application/json", **HTML)
+    assert response.status_code == 400
+    assert "This field is required." not in response.content.decode()
