@@ -371,11 +371,12 @@ class TimingOfSchedulesMixin:
     timing_field = ""
 
     def _schedules_using(self, obj) -> int:
+        """The schedules' periodic tasks and the service's maintenance jobs (whose timing is
+        their settings') that fire by this timing."""
         if obj is None:
             return 0
-        return PeriodicTask.objects.filter(
-            task=services.FIRE_TASK, **{self.timing_field: obj}
-        ).count()
+        kept = Q(task=services.FIRE_TASK) | Q(name__in=list(settings.CELERY_BEAT_SCHEDULE))
+        return PeriodicTask.objects.filter(kept, **{self.timing_field: obj}).count()
 
     def has_change_permission(self, request, obj=None):
         return not self._schedules_using(obj) and super().has_change_permission(request, obj)
@@ -389,8 +390,9 @@ class TimingOfSchedulesMixin:
         ):
             self.message_user(
                 request,
-                f"{used} schedule(s) fire by this timing: change a schedule's timing in "
-                "Schedules (it is left as it is here).",
+                f"{used} schedule(s) or maintenance job(s) fire by this timing: change a "
+                "schedule's timing in Schedules, a maintenance job's in the service's "
+                "settings (it is left as it is here).",
                 level=messages.INFO,
             )
         return super().change_view(request, object_id, form_url, extra_context)

@@ -415,7 +415,7 @@ def test_the_timing_a_schedule_fires_by_is_shown_but_not_changed_in_its_own_admi
     page = admin_client.get(f"{url}{row.pk}/change/")
     assert page.status_code == 200
     assert 'name="_save"' not in page.content.decode()
-    assert "1 schedule(s) fire by this timing" in page.content.decode()
+    assert "1 schedule(s) or maintenance job(s) fire by this timing" in page.content.decode()
     assert admin_client.post(f"{url}{row.pk}/change/", edit).status_code == 403
     assert admin_client.post(f"{url}{row.pk}/delete/", {"post": "yes"}).status_code == 403
     assert type(row).objects.filter(pk=row.pk).values().get() == before
@@ -460,3 +460,10 @@ def test_the_services_maintenance_jobs_are_shown_but_not_changed_or_turned_off(a
     Scheduler(app=app, lazy=True).setup_schedule()
     dispatch.refresh_from_db()
     assert dispatch.enabled
+
+    # Nor is its timing changed under Intervals (the row it shares with any schedule of 5 s).
+    interval_url = f"/admin/django_celery_beat/intervalschedule/{dispatch.interval_id}/change/"
+    page = admin_client.get(interval_url)
+    assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
+    edit = {"every": "3600", "period": "seconds"}
+    assert admin_client.post(interval_url, edit).status_code == 403
