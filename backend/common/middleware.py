@@ -169,16 +169,7 @@ class ApiErrorMiddleware:
                 request.request_id,
                 exception,
             )
-            browser = request.get_preferred_type(["application/json", "text/html"])
-            if is_api(request) and browser != "text/html":
-                return error_response(400, TOO_COMPLEX, code="too_complex")
-            response = HttpResponse(
-                f"<!DOCTYPE html><title>Bad request</title><h1>Bad request</h1><p>{TOO_COMPLEX}"
-                f"</p><p>Request id: {request.request_id}</p>",
-                status=400,
-            )
-            response.page_for_a_browser = True
-            return response
+            return _json_or_page(request, 400, "Bad request", TOO_COMPLEX, code="too_complex")
         if isinstance(exception, (OperationalError, InterfaceError)):
             # The database is down, restarting or refusing connections: the client may try
             # again (503), and the log gets one line, not a traceback per request. A page
@@ -191,23 +182,15 @@ class ApiErrorMiddleware:
                 request.request_id,
                 str(exception).strip().splitlines()[0] if str(exception).strip() else "",
             )
-            # A browser ranks HTML first; a client that prefers JSON, or says nothing, or
-            # refuses HTML (q=0), gets the JSON.
-            browser = request.get_preferred_type(["application/json", "text/html"])
-            if request.path == "/metrics" or (is_api(request) and browser != "text/html"):
-                response = error_response(
-                    503,
-                    DATABASE_UNAVAILABLE,
-                    code="database_unavailable",
-                    request_id=request.request_id,
-                )
-            else:
-                response = HttpResponse(
-                    "<!DOCTYPE html><title>Service unavailable</title><h1>Service unavailable"
-                    f"</h1><p>{DATABASE_UNAVAILABLE}</p><p>Request id: {request.request_id}</p>",
-                    status=503,
-                )
-                response.page_for_a_browser = True
+            response = _json_or_page(
+                request,
+                503,
+                "Service unavailable",
+                DATABASE_UNAVAILABLE,
+                code="database_unavailable",
+                json_always=request.path == "/metrics",
+                request_id=request.request_id,
+            )
             response["Retry-After"] = "5"
             if is_api(request):
                 patch_vary_headers(response, ["Accept"])
@@ -277,6 +260,24 @@ def _is_json(response) -> bool:
     return response.get("Content-Type", "").startswith("application/json") or hasattr(
         response, "data"
     )
+
+
+def _json_or_page(
+    request, status: int, title: str, message: str, *, code: str, json_always=False, **extra
+):
+    """An error answered before any view: JSON under /api/ (and ``json_always``) for a
+    client that does not rank HTML first (one that prefers JSON, says nothing, or refuses
+    HTML with q=0), a page for a browser and everywhere else."""
+    browser = request.get_preferred_type(["application/json", "text/html"])
+    if json_always or (is_api(request) and browser != "text/html"):
+        return error_response(status, message, code=code, **extra)
+    response = HttpResponse(
+        f"<!DOCTYPE html><title>{title}</title><h1>{title}</h1><p>{message}</p>"
+        f"<p>Request id: {request.request_id}</p>",
+        status=status,
+    )
+    response.page_for_a_browser = True
+    return response
 
 
 class AdminBadInputMiddleware:

@@ -235,7 +235,7 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
         todo = [
             index
             for index in range(start_at, len(items))
-            if queue_of is None or queue_of(items[index]) not in refused
+            if not refused or queue_of(items[index]) not in refused
         ]
         try:
             with _pooled_producer() as producer:

@@ -255,12 +255,25 @@ def test_createsuperuser_asks_again_at_once_for_an_email_address_in_use(monkeypa
     assert User.objects.get(username="boss2").email == "new@example.com"
 
 
-def test_createsuperuser_refuses_a_username_that_is_another_users_email(monkeypatch):
-    """The API refused it; the command made a second account that the login name
-    ann@example.com opened as well as ann's own (either one logs in)."""
+def createsuperuser_at_the_prompt(monkeypatch, *typed: str) -> str:
+    """``createsuperuser`` at a terminal, answered ``typed`` in turn (then a good password
+    twice); what it wrote to stderr."""
     import builtins
 
     from django.contrib.auth.management.commands import createsuperuser as stock
+
+    answers = iter(typed)
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
+    monkeypatch.setattr(stock.getpass, "getpass", lambda prompt="": "typed-pass-4242!")
+    stdin, stderr = StringIO(), StringIO()
+    stdin.isatty = lambda: True
+    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
+    return stderr.getvalue()
+
+
+def test_createsuperuser_refuses_a_username_that_is_another_users_email(monkeypatch):
+    """The API refused it; the command made a second account that the login name
+    ann@example.com opened as well as ann's own (either one logs in)."""
 
     UserFactory(username="ann", email="ann@example.com")
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ANN@example.com")
@@ -276,22 +289,14 @@ def test_createsuperuser_refuses_a_username_that_is_another_users_email(monkeypa
     assert not User.objects.filter(username__in=["ANN@example.com", "ops"]).exists()
 
     # At the prompt: asked again.
-    answers = iter(["ann@example.com", "ops", "ops@example.com"])
-    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
-    monkeypatch.setattr(stock.getpass, "getpass", lambda prompt="": "typed-pass-4242!")
-    stdin, stderr = StringIO(), StringIO()
-    stdin.isatty = lambda: True
-    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
-    assert stderr.getvalue() == "Error: This username is another user's email address.\n"
+    errors = createsuperuser_at_the_prompt(monkeypatch, "ann@example.com", "ops", "ops@example.com")
+    assert errors == "Error: This username is another user's email address.\n"
     assert User.objects.get(username="ops").email == "ops@example.com"
 
 
 def test_createsuperuser_refuses_an_email_at_an_address_in_brackets(monkeypatch):
     """The API and the admin refuse it; the command made the account, whose admin page then
     refused every save ("Give a domain name")."""
-    import builtins
-
-    from django.contrib.auth.management.commands import createsuperuser as stock
 
     monkeypatch.setenv("DJANGO_SUPERUSER_USERNAME", "ops")
     monkeypatch.setenv("DJANGO_SUPERUSER_EMAIL", "ops@[127.0.0.1]")
@@ -300,13 +305,8 @@ def test_createsuperuser_refuses_an_email_at_an_address_in_brackets(monkeypatch)
         run("createsuperuser", "--noinput")
     assert not User.objects.exists()
 
-    answers = iter(["ops", "ops@[127.0.0.1]", "ops@example.com"])
-    monkeypatch.setattr(builtins, "input", lambda prompt="": next(answers))
-    monkeypatch.setattr(stock.getpass, "getpass", lambda prompt="": "typed-pass-4242!")
-    stdin, stderr = StringIO(), StringIO()
-    stdin.isatty = lambda: True
-    call_command("createsuperuser", stdin=stdin, stdout=StringIO(), stderr=stderr)
-    assert stderr.getvalue() == "Error: Give a domain name, not an address in brackets.\n"
+    errors = createsuperuser_at_the_prompt(monkeypatch, "ops", "ops@[127.0.0.1]", "ops@example.com")
+    assert errors == "Error: Give a domain name, not an address in brackets.\n"
     assert User.objects.get(username="ops").email == "ops@example.com"
 
 

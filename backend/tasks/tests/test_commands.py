@@ -68,12 +68,17 @@ def test_dispatch_tasks_resends_sooner_when_asked(user):
         call_command("dispatch_tasks", "--resend-after", "-1")
 
 
-def test_rescue_tasks(user, settings, monkeypatch):
-    monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
+def stale_running_task(user, settings):
+    """A running task whose heartbeat stopped, as the rescue finds it."""
     # Shorter than the database server has been up (the rescue waits that long after it starts).
     settings.TASK_HEARTBEAT_TIMEOUT = 1
     stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
-    task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    return TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+
+
+def test_rescue_tasks(user, settings, monkeypatch):
+    monkeypatch.setattr(queue, "publish", lambda jobs: [job.id for job in jobs])
+    task = stale_running_task(user, settings)
     assert run("rescue_tasks").strip() == (
         "requeued 1 and failed 0 stale task(s); sent 1 of 1 pending task(s)"
     )
@@ -85,9 +90,7 @@ def test_rescue_tasks_exits_1_when_the_broker_takes_nothing(user, settings, brok
     """It printed "sent 0 task(s)" and exited 0 where dispatch_tasks exits 1."""
     from django.core.management import CommandError
 
-    settings.TASK_HEARTBEAT_TIMEOUT = 1
-    stale = timezone.now() - timedelta(seconds=settings.TASK_HEARTBEAT_TIMEOUT + 1)
-    task = TaskFactory(owner=user, status=TaskStatus.RUNNING, heartbeat_at=stale, attempts=1)
+    task = stale_running_task(user, settings)
     out = StringIO()
     with pytest.raises(CommandError, match=r"^1 pending task\(s\) could not be sent"):
         call_command("rescue_tasks", stdout=out)

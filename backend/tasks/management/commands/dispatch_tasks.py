@@ -38,10 +38,15 @@ class Command(ServiceCommand):
             f"released {outcome['released']} scheduled task(s); "
             f"sent {outcome['sent']} of {outcome['due']} pending task(s)"
         )
-        if unsent := outcome["due"] - outcome["sent"]:
-            # Exit 1: a script (or an operator after a broker restart) is not told it worked.
-            raise CommandError(
-                f"{unsent} pending task(s) could not be sent: the broker is unavailable (see "
-                "the warning above). They stay pending; the dispatcher sends them once it is "
-                "back, or run this again then."
-            )
+        refuse_unsent(outcome)
+
+
+def refuse_unsent(outcome: dict) -> None:
+    """Exit 1 when the broker took not all of the due tasks: a script (or an operator after
+    a broker restart) is not told it worked."""
+    if unsent := outcome["due"] - outcome["sent"]:
+        raise CommandError(
+            f"{unsent} pending task(s) could not be sent: the broker is unavailable (see "
+            "the warning above). They stay pending; the dispatcher sends them once it is "
+            "back, or run this again then."
+        )

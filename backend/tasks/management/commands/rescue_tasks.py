@@ -1,7 +1,7 @@
-from django.core.management import CommandError
-
 from backend.common.commands import ServiceCommand
 from backend.tasks import services
+
+from .dispatch_tasks import refuse_unsent
 
 
 class Command(ServiceCommand):
@@ -17,10 +17,4 @@ class Command(ServiceCommand):
             f"requeued {outcome['requeued']} and failed {outcome['failed']} stale task(s); "
             f"sent {dispatched['sent']} of {dispatched['due']} pending task(s)"
         )
-        if unsent := dispatched["due"] - dispatched["sent"]:
-            # Exit 1, as dispatch_tasks: a script is not told that the rescue went out.
-            raise CommandError(
-                f"{unsent} pending task(s) could not be sent: the broker is unavailable (see "
-                "the warning above). They stay pending; the dispatcher sends them once it is "
-                "back, or run this again then."
-            )
+        refuse_unsent(dispatched)  # exit 1, as dispatch_tasks
