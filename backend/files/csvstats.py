@@ -32,6 +32,9 @@ MAX_LINE_CHARS = 16 << 20
 # A line longer than this has its delimiters counted before it is split (see _Rows).
 LONG_LINE_CHARS = 1 << 20
 MAX_COLUMNS = 10_000
+# Characters of the header's names together: each name is in the result, which every read
+# of the task carries (10,000 names of 1,600 characters made a 16 MB result).
+MAX_HEADER_CHARS = 256 * 1024
 # Cells per batch: rows per batch = this / columns, at most MAX_BATCH_ROWS.
 BATCH_CELLS = 64 * 1024
 MAX_BATCH_ROWS = 1024
@@ -443,6 +446,11 @@ def _statistics(source, size, delimiter, has_header, progress) -> dict:
         raise MalformedCSV(f"line {first_line}: {width} columns, at most {MAX_COLUMNS}")
     if has_header:
         names = [name or f"column_{i}" for i, name in enumerate(first, 1)]
+        if sum(map(len, names)) > MAX_HEADER_CHARS:
+            raise MalformedCSV(
+                f"line {first_line}: the header's names are longer than "
+                f"{MAX_HEADER_CHARS:,} characters together"
+            )
         index += 1
     else:
         names = [f"column_{i}" for i in range(1, width + 1)]

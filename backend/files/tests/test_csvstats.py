@@ -305,6 +305,22 @@ def test_too_many_columns_or_too_long_a_line(monkeypatch):
             stats("a,b,c\n" + line + "\n")
 
 
+def test_a_header_of_too_long_names_is_refused():
+    """Every name is in the result, which every read of the task carries: 10,000 names of
+    1,600 characters made a 16 MB result. Their total length is bounded."""
+    width = 64  # names of 4,096 characters: exactly the most allowed
+    name = "n" * (csvstats.MAX_HEADER_CHARS // width)
+    assert len(name) * width == csvstats.MAX_HEADER_CHARS
+    header = ",".join(f"{name[:-4]}{i:04}" for i in range(width))
+    result = stats(header + "\n" + ",".join(["1"] * width) + "\n")
+    assert len(result["columns"]) == width
+    assert sum(len(c["name"]) for c in result["columns"]) == csvstats.MAX_HEADER_CHARS
+    with pytest.raises(MalformedCSV, match=r"^line 2: the header's names are longer than 262,144"):
+        stats("\n" + header + ",x\n" + ",".join(["1"] * (width + 1)) + "\n")
+    # Without a header the names are the module's own, short: the same line is data.
+    assert stats(header + ",x\n", has_header=False)["rows"] == 1
+
+
 def test_a_long_line_of_too_many_fields_is_refused_before_it_is_split(monkeypatch):
     """A 15 MiB line of one-character fields took 578 MB to split: beyond LONG_LINE_CHARS
     a line's delimiters are counted first."""
