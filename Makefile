@@ -77,7 +77,7 @@ run: migrate
 	@echo "  Ctrl-C stops them all."
 	@echo ""
 	@# Links in mails and webhooks point at this port, unless PUBLIC_BASE_URL is given (here or in
-	@# .env); PORT itself cannot say so: honcho gives each process its own (web's + 100 * n).
+	@# .env); PORT itself does not say where the service is reached (behind a proxy, say).
 	@if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! $(call env_file_sets,PUBLIC_BASE_URL); then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
 	[ -f "$(ENV_FILE)" ] || export ENV_FILE=; \

@@ -17,6 +17,9 @@ Arguments are honcho's (``start -f Procfile -p 8000``). What differs from a bare
   and a worker stops its pool children as it should. SIGKILL still goes to the group.
 - Processes get STOP_GRACE seconds (not honcho's 5) to stop before they are killed; an idle
   Celery worker takes about 3 s. A run ended by a signal exits with 0.
+- Every process gets the port given (``PORT``, the web server's). Honcho gives each its own,
+  100 more than the one before: above web's 65135 the workers' and beat's were beyond 65535,
+  which the settings refuse, and they stopped at once.
 """
 
 from __future__ import annotations
@@ -37,9 +40,23 @@ _HONCHO = "--as-honcho"
 _IN_FRONT = "--in-front"
 
 
+def one_port(expand):
+    """Honcho's ``expand_processes`` giving every process the first one's ``PORT``."""
+
+    def expand_processes(*args, **kwargs):
+        processes = expand(*args, **kwargs)
+        if processes and "PORT" in processes[0].env:
+            for process in processes[1:]:
+                process.env["PORT"] = processes[0].env["PORT"]
+        return processes
+
+    return expand_processes
+
+
 def run_honcho(argv: list[str], in_front: bool) -> None:
     """Honcho's command line, with the changes above."""
     import honcho.command
+    import honcho.environ
     import honcho.manager
     from honcho.compat import ProcessManager
     from honcho.printer import Printer
@@ -55,6 +72,7 @@ def run_honcho(argv: list[str], in_front: bool) -> None:
                 super().write(message)
 
     honcho.manager.KILL_WAIT = STOP_GRACE
+    honcho.environ.expand_processes = one_port(honcho.environ.expand_processes)
     honcho.manager.ProcessManager = SignalTheProcessOnly
     honcho.command.Printer = OutputMayVanish
     signal.signal(signal.SIGHUP, lambda signum, frame: _stop_writing_nowhere())
