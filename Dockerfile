@@ -39,6 +39,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/' % os.environ.get('PORT', '8000'), timeout=8)"]
 
-# Shell form for ${PORT}; exec so gunicorn is PID 1 and gets the stop signal.
+# Shell form for ${PORT}; exec so gunicorn is PID 1 and gets the stop signal. gunicorn reads
+# WEB_CONCURRENCY itself (its number of workers) and fails on it set empty: given a value here.
 # /dev/shm for worker heartbeat files: a container's /tmp may be on a slow overlay filesystem.
-CMD ["sh", "-c", "exec gunicorn backend.wsgi:application --bind 0.0.0.0:${PORT:-8000} --workers ${WEB_CONCURRENCY:-3} --worker-tmp-dir /dev/shm --access-logfile - --error-logfile -"]
+CMD ["sh", "-c", "WEB_CONCURRENCY=${WEB_CONCURRENCY:-3} exec gunicorn backend.wsgi:application --bind 0.0.0.0:${PORT:-8000} --worker-tmp-dir /dev/shm --access-logfile - --error-logfile -"]

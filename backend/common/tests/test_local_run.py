@@ -289,6 +289,92 @@ def test_compose_redirects_to_https_behind_a_proxy_as_the_settings_do(tmp_path, 
     assert done.stdout.strip() == redirect
 
 
+def test_make_run_gives_every_process_the_web_servers_port(tmp_path):
+    """Honcho gave each process 100 more than the one before: with web on 65500 beat had
+    65900, which the settings refuse ("PORT must be an integer from 1 to 65535"), and every
+    Celery process stopped at once."""
+    import importlib.util
+
+    import honcho.environ
+    from honcho.environ import parse_procfile
+
+    spec = importlib.util.spec_from_file_location("run_script", PROJECT_ROOT / "scripts/run.py")
+    run_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_script)
+    procfile = parse_procfile((PROJECT_ROOT / "Procfile").read_text())
+
+    expand = run_script.one_port(honcho.environ.expand_processes)
+    processes = expand(procfile.processes, env={}, port=65500)
+    assert [p.name.split(".")[0] for p in processes] == list(procfile.processes)
+    assert {p.env["PORT"] for p in processes} == {"65500"}
+    # What honcho alone gives, and what the settings say of it.
+    beat = honcho.environ.expand_processes(procfile.processes, env={}, port=65500)[-1]
+    done = python(
+        tmp_path,
+        "-c",
+        "import django; django.setup()",
+        ENV_FILE="",
+        DEBUG="true",
+        PORT=beat.env["PORT"],
+    )
+    assert done.returncode != 0 and "PORT" in done.stderr
+    done = python(
+        tmp_path, "-c", "import django; django.setup()", ENV_FILE="", DEBUG="true", PORT="65500"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def _web_commands() -> dict[str, str]:
+    """The shell command the Docker image and compose's web service start gunicorn with."""
+    import json
+
+    import yaml
+
+    dockerfile = (PROJECT_ROOT / "Dockerfile").read_text()
+    (cmd,) = re.findall(r"^CMD (\[.*\])$", dockerfile, flags=re.M)
+    web = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["web"]
+    compose = web["command"][2].replace("$$", "$")  # compose's escape for a literal $
+    compose = compose.split("&&", 1)[1]  # after the migrations
+    return {"Dockerfile": json.loads(cmd)[2], "docker-compose.yml": compose}
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "docker-compose.yml"])
+@pytest.mark.parametrize(("given", "workers"), [(None, "3"), ("", "3"), ("5", "5")])
+def test_the_images_gunicorn_starts_with_web_concurrency_set_empty(tmp_path, name, given, workers):
+    """gunicorn reads WEB_CONCURRENCY itself when it is imported, and failed on it set empty
+    (`ValueError: invalid literal for int()`), though an empty setting counts as unset: with
+    `WEB_CONCURRENCY=` in compose's .env, web never started, nor anything waiting for it."""
+    command = _web_commands()[name].replace("exec gunicorn", "exec gunicorn --print-config", 1)
+    env = {
+        "PATH": f"{VENV / 'bin'}:{os.environ.get('PATH', '')}",
+        "DJANGO_SETTINGS_MODULE": "backend.settings",
+        "VAR_DIR": str(tmp_path / "var"),
+        "ENV_FILE": "",
+        "DEBUG": "true",
+    }
+    if given is not None:
+        env["WEB_CONCURRENCY"] = given
+    done = subprocess.run(
+        ["sh", "-c", command], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(rf"^workers\s+= {workers}$", done.stdout, flags=re.M), done.stdout
+
+
+def test_compose_hands_every_setting_of_env_example_on():
+    """TASK_OUTCOME_LINGER and WEBHOOK_SECRET_OVERLAP were in .env.example and not in
+    compose's list: set in .env, they reached no container, and nothing said so."""
+    import yaml
+
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^# ?([A-Z][A-Z0-9_]*)=", example, flags=re.M))
+    handed = set(yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["x-app-env"])
+    # The embedded default's own, make's own, and those compose's file says go elsewhere.
+    not_for_compose = {"BROKER_FOLDER", "SQLITE_BUSY_TIMEOUT", "ENV_FILE", "PORT"}
+    not_for_compose |= {name for name in documented if name.startswith("DJANGO_SUPERUSER_")}
+    assert documented - not_for_compose <= handed, sorted(documented - not_for_compose - handed)
+
+
 # --- Ctrl-C on make run ---------------------------------------------------------------
 
 
