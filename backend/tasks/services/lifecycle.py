@@ -204,7 +204,8 @@ def task_assign(*, task: Task, actor: User, assignee: User | None) -> Task:
     _guarded(
         task,
         Task.objects.filter(in_status(TaskStatus.SCHEDULED, TaskStatus.PENDING), pk=task.pk),
-        "Only scheduled or pending tasks can be reassigned.",
+        "Only scheduled or pending tasks can be reassigned; this one is {status}.",
+        before_deadline=timezone.now(),
         assignee=assignee,
     )
     task.refresh_from_db()
@@ -225,7 +226,8 @@ def task_decline(*, task: Task, actor: User) -> Task:
     _guarded(
         task,
         Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk, assignee=actor),
-        f"Only a pending task can be declined; this one is {task.status}.",
+        "Only a pending task can be declined; this one is {status}.",
+        on_assignee=True,
         assignee=None,
     )
     task.refresh_from_db()
@@ -239,10 +241,12 @@ def task_start(*, task: Task, actor: User) -> Task:
     if task.assignee_id != actor.pk:
         raise PermissionDenied("Only the assignee can start this task.")
     now = timezone.now()
-    _guarded_on_assignee(
+    _guarded(
         task,
         Task.objects.filter(in_status(TaskStatus.PENDING), pk=task.pk, assignee=actor),
-        f"Only a pending task can be started; this one is {task.status}.",
+        "Only a pending task can be started; this one is {status}.",
+        on_assignee=True,
+        before_deadline=now,
         status=TaskStatus.RUNNING,
         started_at=now,
         heartbeat_at=now,
@@ -260,14 +264,16 @@ def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
     now = timezone.now()
     # Guarded on the assignee checked above too: a decline or a reassignment that commits
     # first makes this one lose, as a status change does.
-    _guarded_on_assignee(
+    _guarded(
         task,
         Task.objects.filter(
             in_status(TaskStatus.PENDING, TaskStatus.RUNNING),
             pk=task.pk,
             assignee_id=task.assignee_id,
         ),
-        f"Only a pending or running task can be completed; this one is {task.status}.",
+        "Only a pending or running task can be completed; this one is {status}.",
+        on_assignee=True,
+        before_deadline=now,
         status=TaskStatus.COMPLETED,
         result=result,
         progress=100,
@@ -286,7 +292,7 @@ def task_cancel(*, task: Task, actor: User) -> Task:
     _guarded(
         task,
         Task.objects.filter(in_status(*ACTIVE_STATUSES), pk=task.pk),
-        f"Only an active task can be cancelled; this one is {task.status}.",
+        "Only an active task can be cancelled; this one is {status}.",
         status=TaskStatus.CANCELLED,
         completed_at=timezone.now(),
     )
@@ -329,7 +335,7 @@ def task_retry(*, task: Task, actor: User) -> Task:
     _guarded(
         task,
         Task.objects.filter(in_status(TaskStatus.FAILED, TaskStatus.CANCELLED), pk=task.pk),
-        "Only a failed or cancelled task can be retried.",
+        "Only a failed or cancelled task can be retried; this one is {status}.",
         status=TaskStatus.SCHEDULED if scheduled else TaskStatus.PENDING,
         result=None,
         error=None,
@@ -349,29 +355,46 @@ def task_retry(*, task: Task, actor: User) -> Task:
 # --- helpers ----------------------------------------------------------------------------
 
 
-def _guarded(task: Task, queryset: QuerySet[Task], conflict: str, **changes) -> None:
-    """Update ``task`` through ``queryset`` (its row, in the statuses the action takes);
-    409 when it is in another status now, 404 when it was deleted since it was read."""
+def _guarded(
+    task: Task,
+    queryset: QuerySet[Task],
+    conflict: str,
+    *,
+    on_assignee: bool = False,
+    before_deadline: datetime | None = None,
+    **changes,
+) -> None:
+    """Update ``task`` through ``queryset`` (its row, in the statuses the action takes).
+    When it matches nothing, the row read again says why: 404 when it was deleted; 409
+    ``assignee_changed`` (``on_assignee``: an action its assignee takes) when it was given to
+    someone else or handed back; 409 ``deadline_passed`` (``before_deadline``: only before
+    its deadline, as a worker's run) when its deadline has passed; else 409
+    ``invalid_status``, ``conflict`` naming the status it is in now (``{status}``)."""
+    if before_deadline is not None:
+        queryset = queryset.filter(Q(deadline__isnull=True) | Q(deadline__gt=before_deadline))
     changes.setdefault("updated_at", timezone.now())
-    if not queryset.update(**changes):
-        if not Task.objects.filter(pk=task.pk).exists():
-            raise NotFound("Not found.")
-        raise Conflict(conflict, code="invalid_status")
-
-
-def _guarded_on_assignee(task: Task, queryset: QuerySet[Task], conflict: str, **changes):
-    """``_guarded`` for an action its assignee takes: when the row no longer has the
-    assignee read (given to someone else, or declined, meanwhile) the 409 says so."""
-    try:
-        _guarded(task, queryset, conflict, **changes)
-    except Conflict:
-        now = list(Task.objects.filter(pk=task.pk).values_list("assignee_id", flat=True))
-        if now and now[0] != task.assignee_id:
-            raise Conflict(
-                "This task was given to someone else or handed back meanwhile.",
-                code="assignee_changed",
-            ) from None
-        raise
+    if queryset.update(**changes):
+        return
+    row = Task.objects.filter(pk=task.pk).values("status", "assignee_id", "deadline").first()
+    if row is None:
+        raise NotFound("Not found.")
+    if on_assignee and row["assignee_id"] != task.assignee_id:
+        raise Conflict(
+            "This task was given to someone else or handed back meanwhile.",
+            code="assignee_changed",
+        )
+    if (
+        before_deadline is not None
+        and row["status"] in ACTIVE_STATUSES
+        and row["deadline"] is not None
+        and row["deadline"] <= before_deadline
+    ):
+        raise Conflict(
+            "The task's deadline has passed: it fails at the next expiry sweep, unless its "
+            "owner moves the deadline first.",
+            code="deadline_passed",
+        )
+    raise Conflict(conflict.format(status=row["status"]), code="invalid_status")
 
 
 def _notify(task: Task, event: str) -> None:

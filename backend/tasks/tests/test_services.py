@@ -315,6 +315,66 @@ def test_a_complete_read_before_a_decline_loses_to_it(user, other_user, staff, c
     assert task.result is None
 
 
+@pytest.mark.parametrize("action", ["start", "complete", "staff completes", "assign"])
+def test_a_manual_task_past_its_deadline_is_not_started_completed_or_given(
+    user, other_user, staff, action
+):
+    """Between its deadline and the next expiry sweep a manual task was started and
+    completed (its late result recorded, the task `completed`), or given to someone,
+    though a worker's late result is refused."""
+    task = create(user, task_type="manual", assignee=other_user)
+    Task.objects.filter(pk=task.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+    task = Task.objects.get(pk=task.pk)
+    with pytest.raises(Conflict) as error:
+        if action == "start":
+            services.task_start(task=task, actor=other_user)
+        elif action == "assign":
+            services.task_assign(task=task, actor=user, assignee=UserFactory())
+        else:
+            actor = other_user if action == "complete" else staff
+            services.task_complete(task=task, actor=actor, result={"late": True})
+    assert error.value.code == "deadline_passed"
+    after = Task.objects.get(pk=task.pk)
+    assert (after.status, after.assignee_id, after.result) == (
+        TaskStatus.PENDING,
+        other_user.pk,
+        None,
+    )
+    # The sweep fails it as any other; a deadline moved first lets it go on.
+    Task.objects.filter(pk=task.pk).update(deadline=timezone.now() + timedelta(hours=1))
+    assert services.task_start(task=task, actor=other_user).status == TaskStatus.RUNNING
+
+
+def test_a_refused_action_names_the_status_the_task_is_in_now(user, other_user):
+    """The 409 named the status read before the guarded update: "Only a pending task can be
+    started; this one is pending." for the loser of two starts, "…this one is pending" for a
+    cancel that lost to the run's completion."""
+    manual = create(user, task_type="manual", assignee=other_user)
+    seen = Task.objects.get(pk=manual.pk)
+    services.task_start(task=manual, actor=other_user)
+    with pytest.raises(Conflict) as error:
+        services.task_start(task=seen, actor=other_user)
+    assert str(error.value.detail) == "Only a pending task can be started; this one is running."
+
+    run = create(user)
+    seen = Task.objects.get(pk=run.pk)
+    Task.objects.filter(pk=run.pk).update(status=TaskStatus.COMPLETED)
+    with pytest.raises(Conflict) as error:
+        services.task_cancel(task=seen, actor=user)
+    assert error.value.code == "invalid_status"
+    assert str(error.value.detail) == "Only an active task can be cancelled; this one is completed."
+
+
+def test_a_decline_read_before_a_reassignment_says_so(user, other_user):
+    """Its assignee declined a task its owner had meanwhile given to someone else: 409
+    "Only a pending task can be declined; this one is pending." (`invalid_status`)."""
+    seen = create(user, task_type="manual", assignee=other_user)
+    services.task_assign(task=Task.objects.get(pk=seen.pk), actor=user, assignee=UserFactory())
+    with pytest.raises(Conflict) as error:
+        services.task_decline(task=seen, actor=other_user)
+    assert error.value.code == "assignee_changed"
+
+
 def test_staff_can_complete_a_pending_manual_task(user, staff):
     task = create(user, task_type="manual")
     task = services.task_complete(task=task, actor=staff)
