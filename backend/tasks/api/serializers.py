@@ -15,6 +15,7 @@ from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
 from backend.common.serializers import (
+    FORM_KEYS,
     CopiedFieldsMixin,
     RejectUnknownFieldsMixin,
     StrictJSONField,
@@ -356,7 +357,7 @@ class TaskUpdateSerializer(serializers.Serializer):
     deadline = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate(self, attrs):
-        other = sorted(set(self.initial_data) - set(EDITABLE_FIELDS))
+        other = sorted(set(self.initial_data) - set(EDITABLE_FIELDS) - FORM_KEYS)
         if other:
             raise serializers.ValidationError(
                 {

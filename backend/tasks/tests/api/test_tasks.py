@@ -486,6 +486,19 @@ def test_patch_refuses_other_fields(client, user, field):
     assert task.status == TaskStatus.PENDING and task.name != "x"
 
 
+def test_patch_by_form_takes_the_forms_own_keys(client, user):
+    """A form's PATCH was refused for its CSRF token: "csrfmiddlewaretoken: This field
+    cannot be changed here", where every other write of the API skips the form's keys."""
+    task = TaskFactory(owner=user)
+    form = {"name": "by form", "csrfmiddlewaretoken": "token-of-the-form"}
+    response = client.patch(url(task), form, format="multipart")
+    assert response.status_code == 200, response.content
+    assert response.json()["name"] == "by form"
+    response = client.patch(url(task), {**form, "status": "completed"}, format="multipart")
+    assert response.status_code == 400 and "status" in response.json()
+    assert "csrfmiddlewaretoken" not in response.json()
+
+
 def test_patch_by_assignee_is_forbidden(client_for, user, other_user):
     task = TaskFactory(owner=user, assignee=other_user)
     response = client_for(other_user).patch(url(task), {"name": "mine now"}, format="json")
