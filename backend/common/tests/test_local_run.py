@@ -375,6 +375,18 @@ def test_compose_hands_every_setting_of_env_example_on():
     assert documented - not_for_compose <= handed, sorted(documented - not_for_compose - handed)
 
 
+def test_compose_gives_rabbitmq_the_consumer_timeout_the_service_checks_tasks_against():
+    """RabbitMQ's consumer_timeout was fixed at 2 h while BROKER_CONSUMER_TIMEOUT could be
+    raised: the service then accepted tasks RabbitMQ would cut in the middle."""
+    import yaml
+
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    given = compose["x-app-env"]["BROKER_CONSUMER_TIMEOUT"]
+    default = re.fullmatch(r"\$\{BROKER_CONSUMER_TIMEOUT:-(\d+)\}", given)[1]
+    erl_args = compose["services"]["rabbitmq"]["environment"]["RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS"]
+    assert f"-rabbit consumer_timeout ${{BROKER_CONSUMER_TIMEOUT:-{default}}}000" in erl_args
+
+
 # --- Ctrl-C on make run ---------------------------------------------------------------
 
 
