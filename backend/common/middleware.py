@@ -23,6 +23,9 @@ from .errors import too_many_parts
 logger = logging.getLogger("backend.errors")
 
 API_PREFIXES = ("/api/", "/health/")
+# Paths that answer machines (Prometheus; a probe without the slash): JSON errors too.
+METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
+MACHINE_PATHS = METRICS_PATHS | {"/health"}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
@@ -56,7 +59,8 @@ CODES = {
 
 
 def is_api(request) -> bool:
-    return request.path.startswith(API_PREFIXES)
+    """Whether ``request``'s errors are JSON: the API's, the health check's and metrics'."""
+    return request.path.startswith(API_PREFIXES) or request.path in MACHINE_PATHS
 
 
 def error_response(status: int, detail: str | None = None, **extra) -> JsonResponse:
@@ -188,7 +192,7 @@ class ApiErrorMiddleware:
                 "Service unavailable",
                 DATABASE_UNAVAILABLE,
                 code="database_unavailable",
-                json_always=request.path == "/metrics",
+                json_always=request.path in METRICS_PATHS,
                 request_id=request.request_id,
             )
             response["Retry-After"] = "5"

@@ -194,6 +194,16 @@ def test_a_probe_by_address_gets_the_health_check_whatever_its_host(client, sett
     assert client.get("/api/", HTTP_HOST="bad host").status_code == 400
 
 
+@pytest.mark.parametrize("path", ["/metrics", "/metrics/", "/health"])
+def test_a_scrape_by_a_host_not_allowed_gets_a_json_error(client, settings, path):
+    """Prometheus scraping compose's `web:8000` once ALLOWED_HOSTS was set without `web` got
+    Django's HTML "Bad Request (400)" page, where every other error of /metrics is JSON."""
+    settings.ALLOWED_HOSTS = ["tasks.example.com"]
+    response = client.post(path, HTTP_HOST="web:8000")
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Bad request.", "code": "bad_request"}
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_database_not_migrated_is_not_healthy(client, monkeypatch):
     """An empty database, or one an upgrade did not migrate, answered "ok" while every
