@@ -35,21 +35,19 @@ def tasks_purge(
     *, older_than: timedelta, batch_size: int = 1000, now: datetime | None = None
 ) -> dict[str, int]:
     """Delete the purgeable tasks in batches of ``batch_size``, each in its own short
-    transaction, so a large purge never holds one long transaction or lock. Each batch
-    re-checks the status in its DELETE: a task made active again meanwhile (a retry) stays.
+    transaction, so a large purge never holds one long transaction or lock. A batch's rows
+    are locked as they are chosen: a task a retry makes active meanwhile is waited for, then
+    no longer chosen, and stays (on SQLite the transaction holds the database's write lock).
     Returns the count removed per status."""
     now = now or timezone.now()
     removed: dict[str, int] = {}
     while True:
         with transaction.atomic():
-            ids = list(
-                purgeable_tasks(older_than=older_than, now=now).values_list("pk", flat=True)[
-                    :batch_size
-                ]
-            )
+            purgeable = purgeable_tasks(older_than=older_than, now=now)
+            ids = list(purgeable.select_for_update().values_list("pk", flat=True)[:batch_size])
             if not ids:
                 break
-            batch = purgeable_tasks(older_than=older_than, now=now).filter(pk__in=ids)
+            batch = Task.objects.filter(pk__in=ids)
             for status, n in purge_counts(batch).items():
                 removed[status] = removed.get(status, 0) + n
             batch.delete()

@@ -102,13 +102,59 @@ def test_purge_argument_errors():
             call_command("purge_tasks", *args)
 
 
-def test_purge_refuses_a_batch_beyond_a_short_transaction():
+def test_purge_refuses_a_batch_beyond_a_short_transaction(user):
     """It was passed to the database, which refused it half-way with "bigint out of
-    range" (PostgreSQL) or "datatype mismatch" (SQLite); now the argument itself is."""
-    for size in ("100001", "99999999999999999999"):
-        with pytest.raises(CommandError, match="must be at most 100000"):
+    range" (PostgreSQL) or "datatype mismatch" (SQLite); now the argument itself is. Up to
+    100,000 were allowed, but more than 65,535 ids are more parameters than PostgreSQL takes
+    in one statement: the purge stopped and removed nothing."""
+    for size in ("10001", "65536", "99999999999999999999"):
+        with pytest.raises(CommandError, match="must be at most 10000"):
             call_command("purge_tasks", "--older-than", "1", "--batch-size", size)
-    assert "Removed 0 task(s)" in run("purge_tasks", "--older-than", "1", "--batch-size", "100000")
+    old = timezone.now() - timedelta(days=40)
+    Task.objects.bulk_create(
+        Task(owner=user, task_type="sum", status=status, completed_at=old)
+        for status in ("completed", "failed", "failed")
+    )
+    out = run("purge_tasks", "--older-than", "1", "--batch-size", "10000")
+    assert "Removed 3 task(s) (completed: 1, failed: 2)" in out
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_a_retry_makes_active_during_a_purge_stays(user):
+    """The purge read its batch's ids, then deleted by id alone: a retry committed between
+    the two (waited for by the DELETE) had its task, pending again, deleted under it (the
+    retry answered 200, the task then 404)."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from backend.ops import services
+
+    task = TaskFactory(
+        owner=user, status="failed", completed_at=timezone.now() - timedelta(days=40)
+    )
+    updated, release = threading.Event(), threading.Event()
+
+    def retry():
+        try:
+            with transaction.atomic():
+                Task.objects.filter(pk=task.pk, status__in=["failed", "cancelled"]).update(
+                    status="pending", completed_at=None, updated_at=timezone.now()
+                )
+                updated.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=retry)
+    thread.start()
+    assert updated.wait(10)
+    # The purge waits for the retry's row (PostgreSQL) or its write lock (SQLite).
+    threading.Timer(1.0, release.set).start()
+    removed = services.tasks_purge(older_than=timedelta(days=30))
+    thread.join(10)
+    assert removed == {}
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.PENDING
 
 
 # --- seed_demo_data ---------------------------------------------------------------------

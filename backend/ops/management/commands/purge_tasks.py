@@ -7,8 +7,10 @@ from backend.ops import services
 
 # An age beyond this (a century) would put the cutoff before the first dates Python holds.
 MAX_DAYS = 36_500
-# A batch is one transaction holding its rows' locks: beyond this it is no longer short.
-MAX_BATCH = 100_000
+# A batch is one transaction holding its rows' locks: beyond this it is no longer short
+# (each row also updates its owner's kept count), and its ids, one parameter each, would
+# pass the 65,535 PostgreSQL takes in one statement.
+MAX_BATCH = 10_000
 
 
 def _positive(value: str) -> int:
