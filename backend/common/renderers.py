@@ -4,7 +4,9 @@ refused by a rule of the service shown again as it was typed."""
 
 import json
 
-from rest_framework import renderers
+from django.http import QueryDict
+from django.utils.datastructures import MultiValueDict
+from rest_framework import exceptions, renderers
 from rest_framework.request import override_method
 from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -39,6 +41,7 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         self.answered_a_write = response is not None and response.status_code < 400
         if response is not None and response.status_code >= 400:
             view, request = renderer_context.get("view"), renderer_context.get("request")
+            _unreadable_body_as_none(request)
             data = _with_the_object(data, view, request)
             if response.status_code in (400, 409):
                 data = _bound_to_what_was_sent(data, view, request)
@@ -64,6 +67,22 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
                 {name: _lines(error) for name, error in errors.items()}, serializer=serializer
             )
         return super().render_form_for_serializer(serializer)
+
+
+def _unreadable_body_as_none(request) -> None:
+    """A body no parser takes (a 415, or a PUT answered 405 before it was read) raises
+    UnsupportedMediaType each time it is read, where one that failed to parse reads as
+    empty after its error: DRF's form for the method sent reads it again, and the page
+    became a 500. It reads as empty too, now that its error is the answer."""
+    if request is None:
+        return
+    try:
+        _ = request.data
+    except exceptions.UnsupportedMediaType:
+        request._full_data = request._data = QueryDict("")
+        request._files = MultiValueDict()
+    except exceptions.APIException:  # a parse error: DRF left the data empty
+        pass
 
 
 def _with_the_object(data, view, request):

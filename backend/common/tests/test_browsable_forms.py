@@ -383,3 +383,29 @@ def test_a_body_that_could_not_be_read_leaves_the_create_form_as_on_a_first_visi
     response = client.post("/api/tasks/", "{not json", content_type="application/json", **HTML)
     assert response.status_code == 400
     assert "This field is required." not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "body"),
+    [
+        ("/api/tasks/{task}/", "text/plain", "x"),
+        ("/api/tasks/{task}/", "application/xml", "<a/>"),
+        ("/api/users/me/", "text/plain", "x"),
+        ("/api/files/{file}/", "application/json", "{}"),
+    ],
+)
+def test_a_put_of_a_body_no_parser_reads_is_its_error_page_for_a_browser(
+    user, path, content_type, body
+):
+    """The page's forms read the body of a refused PUT again: a body no parser takes raised
+    UnsupportedMediaType there too, and a browser got a 500 for a 405 or a 415."""
+    from backend.files.tests.factories import make_file
+    from backend.tasks.tests.factories import TaskFactory
+
+    path = path.format(task=TaskFactory(owner=user).pk, file=make_file(user).pk)
+    client = signed_in(user)
+    response = client.put(path, body, content_type=content_type, **HTML)
+    assert response.status_code in (405, 415), response.content[:300]
+    assert response["Content-Type"].startswith("text/html")
+    as_json = client.put(path, body, content_type=content_type)
+    assert as_json.status_code == response.status_code
