@@ -19,6 +19,7 @@ import socket
 import ssl
 import time
 from email import charset
+from email.errors import HeaderParseError
 from functools import cached_property
 from typing import NamedTuple
 
@@ -162,6 +163,24 @@ def at_domain_literal(address: str) -> bool:
     return address.strip().endswith("]")
 
 
+AT_DOMAIN_LITERAL = "Give a domain name, not an address in brackets."
+CONTROL_CHARACTERS = "An email address holds no control characters or line breaks."
+
+
+def address_refusal(address: str) -> str | None:
+    """Why the service refuses ``address`` (one Django's ``validate_email`` takes), or None.
+    Refused wherever an address is given: a domain literal (``at_domain_literal``), and a
+    control character or a line break, which Django takes in a quoted local part
+    (``"a\x0bb"@example.com``) and a mail header does not: ``\x0b``, ``\x0c`` and
+    ``\x1c``-``\x1e`` end its line, so such a mail failed, or went out with its ``To:``
+    split in two (and the raw bytes in the SMTP envelope)."""
+    if at_domain_literal(address):
+        return AT_DOMAIN_LITERAL
+    if any(ord(c) < 0x20 or c == "\x7f" for c in address) or len(address.splitlines()) > 1:
+        return CONTROL_CHARACTERS
+    return None
+
+
 class EmailDeliveryError(Exception):
     """The mail could not be sent; the message is safe to show to the task's owner."""
 
@@ -212,6 +231,8 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
         over_smtp = isinstance(connection, smtp.EmailBackend)
         error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
         raise error(describe_failure(exc)) from None
+    except HeaderParseError as exc:  # an address stored before address_refusal: not sent
+        raise EmailDeliveryError(f"the message could not be written: {exc}") from None
     finally:
         _deadline.reset(started)
     if not sent:

@@ -8,7 +8,7 @@ from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
 from backend.common.admin import SecretFieldsMixin
-from backend.common.email import at_domain_literal
+from backend.common.email import address_refusal
 from backend.ops.selectors import with_task_counts
 
 from . import services
@@ -16,12 +16,12 @@ from .models import User
 
 
 class DomainEmailMixin:
-    """An email at a domain name, as the API requires (``at_domain_literal``)."""
+    """An email the API would take (``address_refusal``)."""
 
     def clean_email(self):
         email = self.cleaned_data.get("email")
-        if email and at_domain_literal(email):
-            raise forms.ValidationError("Give a domain name, not an address in brackets.")
+        if email and (refusal := address_refusal(email)):
+            raise forms.ValidationError(refusal)
         return email
 
 

@@ -316,3 +316,22 @@ def test_a_send_within_its_budget_is_untouched_and_the_budget_does_not_linger(bo
         assert send_email(to=["ann@example.com"], subject="Hello", body="Body") == (1, {})
     assert [m.recipients for m in smtp.messages] == [["ann@example.com"]]
     assert email._deadline.get() is None  # no socket outside send_email keeps to it
+
+
+def test_an_address_with_a_control_character_stored_before_is_not_sent(bounded):
+    """An account's email taken before such addresses were refused: the send failed with
+    HeaderParseError, outside what a failed send raises (a traceback in the worker, as a
+    bug), or went out with its To: split in two lines."""
+    with SMTPServer() as smtp:
+        bounded.EMAIL_PORT = smtp.port
+        with pytest.raises(EmailDeliveryError, match="could not be written"):
+            send_email(to=['"a\x0bX-Injected:1"@example.com'], subject="Hello", body="Body")
+    assert smtp.messages == []
+
+
+@pytest.mark.parametrize(
+    "address", ['"a\x0bb"@example.com', '"a\x01b"@example.com', "a@b\u2028c.example.com"]
+)
+def test_address_refusal_names_control_characters_and_line_breaks(address):
+    assert email.address_refusal(address) == email.CONTROL_CHARACTERS
+    assert email.address_refusal("ann@example.com") is None

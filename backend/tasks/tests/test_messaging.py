@@ -72,6 +72,13 @@ def test_create_an_email_task(client):
         (email_input(to="a@[127.0.0.1]"), "to", "not an address in brackets"),
         (email_input(to=["ok@example.com", "b@[10.1.2.3]"]), "to", "not an address in brackets"),
         (email_input(to=5), "to", "An email address or a list of email addresses is required."),
+        # Django takes control characters in a quoted local part; a mail header ends its
+        # line at \x0b, \x0c or \x1c-\x1e: the task failed in the worker, or its mail went
+        # out with its To: split in two.
+        (email_input(to='"a\x0bX-Injected:1"@example.com'), "to", "no control characters"),
+        (email_input(to=["ok@example.com", '"x\x0c\x0cy"@example.com']), "to", "no control"),
+        (email_input(to='"a\x01b"@example.com'), "to", "no control characters"),
+        (email_input(to='"a\x7fb"@example.com'), "to", "no control characters"),
         (email_input(to=[f"u{i}@example.com" for i in range(11)]), "to", "At most 10 recipients"),
         (email_input(subject="two\nlines"), "subject", "no line breaks"),
         # Accepted, then refused by the mail library in the worker.

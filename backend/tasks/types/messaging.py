@@ -14,7 +14,7 @@ from rest_framework import serializers
 from backend.common.email import (
     EmailDeliveryError,
     EmailUnavailable,
-    at_domain_literal,
+    address_refusal,
     send_budget,
     send_email,
 )
@@ -50,7 +50,7 @@ class RecipientsField(serializers.Field):
         "empty": "At least one recipient is required.",
         "too_many": "At most {maximum} recipients are allowed.",
         "bad_address": "{address!r} is not a valid email address.",
-        "literal": "{address!r}: give a domain name, not an address in brackets.",
+        "refused": "{address!r}: {refusal}",
     }
 
     def to_internal_value(self, data):
@@ -69,8 +69,10 @@ class RecipientsField(serializers.Field):
                 validate_email(address)
             except ValidationError:
                 self.fail("bad_address", address=address[:254])
-            if at_domain_literal(address):
-                self.fail("literal", address=address[:254])
+            if refusal := address_refusal(address):
+                self.fail(
+                    "refused", address=address[:254], refusal=refusal[0].lower() + refusal[1:]
+                )
             if address.lower() not in {seen.lower() for seen in cleaned}:
                 cleaned.append(address)
         return cleaned

@@ -15,7 +15,7 @@ from rest_framework_simplejwt.serializers import TokenVerifySerializer as BaseTo
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from backend.common.email import at_domain_literal
+from backend.common.email import address_refusal
 from backend.common.serializers import (
     RejectUnknownFieldsMixin,
     unwritable_keys,
@@ -59,11 +59,11 @@ def _others(instance: User | None):
 
 def validate_unique_email(value: str | None, *, instance: User | None = None) -> str | None:
     """Unique in any case, and not another user's username (either one logs in); at a
-    domain name, not a domain literal (``at_domain_literal``)."""
+    domain name, not a domain literal, and without control characters (``address_refusal``)."""
     if not value:
         return None
-    if at_domain_literal(value):
-        raise serializers.ValidationError("Give a domain name, not an address in brackets.")
+    if refusal := address_refusal(value):
+        raise serializers.ValidationError(refusal)
     if _others(instance).filter(email__iexact=value).exists():
         raise serializers.ValidationError("A user with this email already exists.")
     if conflict := _identity_conflict("email", value, instance):

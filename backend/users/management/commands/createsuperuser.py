@@ -18,9 +18,7 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, transaction
 
 from backend.common.commands import ServiceCommand
-from backend.common.email import at_domain_literal
-
-AT_DOMAIN_LITERAL = "Give a domain name, not an address in brackets."
+from backend.common.email import address_refusal
 
 
 class Command(ServiceCommand, createsuperuser.Command):
@@ -29,8 +27,8 @@ class Command(ServiceCommand, createsuperuser.Command):
         email = options.get("email") or (
             None if interactive else os.environ.get("DJANGO_SUPERUSER_EMAIL")
         )
-        if email and at_domain_literal(email):
-            raise CommandError(f"Error: {AT_DOMAIN_LITERAL}")
+        if email and (refusal := address_refusal(email)):
+            raise CommandError(f"Error: {refusal}")
         if not interactive:
             self._validate_password_from_environment(options)
             self._refuse_identity_conflicts(options)
@@ -48,8 +46,8 @@ class Command(ServiceCommand, createsuperuser.Command):
 
     def get_input_data(self, field, message, default=None):
         value = super().get_input_data(field, message, default)
-        if field.name == "email" and value and at_domain_literal(value):
-            self.stderr.write(f"Error: {AT_DOMAIN_LITERAL}")
+        if field.name == "email" and value and (refusal := address_refusal(value)):
+            self.stderr.write(f"Error: {refusal}")
             return None
         if (
             field.name == "email"

@@ -861,6 +861,21 @@ def test_an_account_email_at_a_domain_literal_is_400(client_for, user, api_clien
     assert not User.objects.filter(username="lit").exists()
 
 
+def test_an_account_email_with_a_control_character_is_400(client_for, user, api_client):
+    """Django takes control characters in a quoted local part; the account's mail (its
+    reminders, its notifications) then failed in the worker, or went out with its To:
+    header split in two."""
+    patched = client_for(user).patch(ME, {"email": '"a\x0cb"@example.com'}, format="json")
+    registered = api_client.post(
+        "/api/register/",
+        {"username": "ctl", "password": PASSWORD, "email": '"a\x0bX-Injected:1"@example.com'},
+        format="json",
+    )
+    assert (patched.status_code, registered.status_code) == (400, 400)
+    assert "control characters" in patched.json()["email"][0]
+    assert not User.objects.filter(username="ctl").exists()
+
+
 def test_the_staff_create_form_shows_is_active_ticked(client, staff):
     client.force_login(staff)
     page = client.get(USERS, HTTP_ACCEPT="text/html").content.decode()
