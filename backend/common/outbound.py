@@ -15,12 +15,13 @@
   every hop (each read waits at most for what is left of it, so a server that drips its
   answer a byte at a time cannot stretch it); the body is read up to ``OUTBOUND_MAX_BODY``
   bytes and the rest dropped (``truncated``), and a compressed answer (gzip, deflate, in
-  any number of layers) is inflated a bounded step at a time, never further than that: a
+  up to ``MAX_CODINGS`` layers) is inflated a bounded step at a time, never further than that: a
   few hundred bytes of nested gzip can hold gigabytes.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import ipaddress
 import socket
 import time
@@ -337,11 +338,20 @@ def request(
         if not any(key.lower() == "content-type" for key in headers):
             headers["content-type"] = "application/json"
     transport = _DeadlineTransport(deadline)
-    with httpx.Client(trust_env=False, follow_redirects=False, transport=transport) as client:
+    # No cookie jar: httpx's kept a Set-Cookie of one hop and sent it on to the next, to
+    # another host (the jar matched the address connected to, which names can share).
+    no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    with httpx.Client(
+        trust_env=False, follow_redirects=False, transport=transport, cookies=no_cookies
+    ) as client:
         for _hop in range(MAX_REDIRECTS + 1):
             port = target.port or {"http": 80, "https": 443}[target.scheme]
-            address = resolve(target.host, port)[0]
-            extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+            # The name as sent in Host (IDNA 2008, "xn--"): the Unicode one is encoded by
+            # the resolver and ssl with IDNA 2003, which reads some names as others
+            # ("faß.de" as "fass.de"): another domain would be checked, called and trusted.
+            name = target.raw_host.decode("ascii")
+            address = resolve(name, port)[0]
+            extensions = {"sni_hostname": name} if target.scheme == "https" else {}
             remaining = max(0.1, deadline - time.monotonic())
             built = client.build_request(
                 method,
@@ -424,6 +434,8 @@ def _read_capped(response: httpx.Response, limit: int, deadline: float, host: st
 
 # At most this much is inflated per call of a layer: what one layer holds at once.
 INFLATE_STEP = 64 * 1024
+# Content codings an answer may list (one is usual).
+MAX_CODINGS = 8
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 
 Read = Callable[[int], bytes]  # up to about ``size`` bytes more; b"" at the end
@@ -444,6 +456,8 @@ def _decoded(response: httpx.Response) -> Read:
         for coding in response.headers.get_list("content-encoding", split_commas=True)
     ]
     codings = [coding for coding in codings if coding and coding != "identity"]
+    if len(codings) > MAX_CODINGS:  # each a layer, nested: 2,000 exhausted the stack
+        raise OutboundRefused(f"the answer has more than {MAX_CODINGS} content codings")
     if not all(coding in _WBITS for coding in codings):
         return raw
     read: Read = raw

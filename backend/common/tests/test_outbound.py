@@ -467,3 +467,54 @@ def test_credentials_go_to_the_first_origin_only(settings, code):
     assert same.headers["cookie"] == "sid=SECRET" and same.path == "/same"
     assert other.path == "/other" and other.headers["x-trace"] == "t1"
     assert not {"authorization", "cookie", "proxy-authorization"} & set(other.headers)
+
+
+def test_a_cookie_one_hop_sets_goes_to_no_other(settings):
+    """httpx's cookie jar kept the Set-Cookie of a redirect and sent it on to the next hop,
+    another port here, or another host on the same address (the jar matched the address
+    connected to): a session of one site handed to another."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as elsewhere, HTTPServer() as hop:
+        hop.answers = lambda request: Answer(
+            302,
+            b"",
+            {"Location": elsewhere.url("/other"), "Set-Cookie": "session=SECRET; Path=/"},
+        )
+        response = outbound.request("GET", hop.url("/"), timeout=5, follow_redirects=True)
+        assert response.status_code == 200
+        [other] = elsewhere.requests
+    assert "cookie" not in other.headers
+
+
+def test_a_host_is_looked_up_and_trusted_by_the_name_it_is_sent_as(server, settings, monkeypatch):
+    """The Unicode name was passed to the resolver and to TLS, which encode it with IDNA
+    2003: "faß.de" was looked up (and its certificate checked) as "fass.de", another
+    domain, while Host said "xn--fa-hia.de" (IDNA 2008)."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    looked_up = []
+
+    def getaddrinfo(host, port):
+        looked_up.append(host)
+        return _resolving_to("127.0.0.1")(host, port)
+
+    monkeypatch.setattr(outbound, "getaddrinfo", getaddrinfo)
+    response = outbound.request("GET", f"http://faß.de:{server.port}/", timeout=5)
+    assert response.status_code == 200
+    assert looked_up == ["xn--fa-hia.de"]
+    assert server.requests[0].headers["host"] == f"xn--fa-hia.de:{server.port}"
+
+
+def test_an_answer_of_too_many_content_codings_is_refused(server, settings):
+    """Each coding listed is a nested layer: 2,000 of them exhausted the stack
+    (RecursionError, a traceback in the worker); 19,000 took 75 MB before reading a byte."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    body = b"hello"
+    for _ in range(outbound.MAX_CODINGS):
+        body = _gzip(body)
+    server.answers = [
+        Answer(200, body, {"Content-Encoding": ", ".join(["gzip"] * outbound.MAX_CODINGS)}),
+        Answer(200, _gzip(b"x"), {"Content-Encoding": ", ".join(["gzip"] * 2000)}),
+    ]
+    assert outbound.request("GET", server.url(), timeout=5).body == b"hello"
+    with pytest.raises(outbound.OutboundRefused, match="more than 8 content codings"):
+        outbound.request("GET", server.url(), timeout=5)
