@@ -10,9 +10,16 @@ def main() -> None:
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
+    from django.db import InterfaceError, OperationalError
 
     try:
         execute_from_command_line(sys.argv)
+    except (OperationalError, InterfaceError) as exc:
+        # Django's own commands (migrate, showmigrations, changepassword…) on a database
+        # that is down: one line, as the service's commands say it.
+        from backend.common.commands import database_unavailable
+
+        sys.exit(f"CommandError: {database_unavailable(exc)}")
     except ImproperlyConfigured as exc:
         if settings.configured:
             raise  # raised by a command or an app, not while reading the environment

@@ -16,6 +16,12 @@ def whole_number(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
 
 
+def database_unavailable(exc: Exception, alias: str = DEFAULT_DB_ALIAS) -> str:
+    """One line for a command that met a database error (down, or gone meanwhile)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return f"The database ({connections[alias].settings_dict['NAME']}) is unavailable: {reason}"
+
+
 def unapplied_migrations(connection) -> int:
     """How many of this code's migrations the database lacks."""
     executor = MigrationExecutor(connection)
@@ -40,7 +46,4 @@ class ServiceCommand(BaseCommand):
             return super().execute(*args, **options)
         except (OperationalError, InterfaceError) as exc:
             # The database is down or went away meanwhile: one line, not a traceback.
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CommandError(
-                f"The database ({connection.settings_dict['NAME']}) is unavailable: {reason}"
-            ) from exc
+            raise CommandError(database_unavailable(exc)) from exc

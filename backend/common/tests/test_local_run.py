@@ -226,6 +226,24 @@ def test_manage_py_says_nothing_about_indexes_on_the_embedded_default(tmp_path):
     assert "identified no issues" in result.stdout
 
 
+@pytest.mark.parametrize("command", [["migrate", "--noinput"], ["showmigrations"]])
+def test_djangos_own_commands_say_a_database_is_down_in_one_line(tmp_path, command):
+    """`migrate` (so `make migrate`, `make run`) printed 89 lines of traceback when
+    PostgreSQL was down, where the service's commands say it in one line."""
+    done = python(
+        tmp_path,
+        "manage.py",
+        *command,
+        ENV_FILE="",
+        DEBUG="true",
+        DATABASE_URL="postgres://tasks@127.0.0.1:9/tasks",  # nothing listens on port 9
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("CommandError: The database (tasks) is unavailable: ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 # --- the long queue's worker ------------------------------------------------------------
 
 
