@@ -9,6 +9,7 @@ through the API: a ``data_processing`` task reads a file of its own owner's."""
 from __future__ import annotations
 
 import fcntl
+import itertools
 import math
 import os
 from contextlib import contextmanager
@@ -37,6 +38,9 @@ COMPLETED_RUNS = 4  # per type, spread over the last hour, so the dashboard has 
 
 def username(i: int) -> str:
     return f"demo{i}"
+
+
+DEMO_USERNAMES = r"^demo[0-9]+$"  # every username(i)
 
 
 def password(i: int) -> str:
@@ -166,16 +170,28 @@ def _seed(users: int) -> Seeded:
     )
     per_user = max(1, settings.MAX_ACTIVE_TASKS - 1)
     count = max(users, math.ceil(active_needed / per_user))
-    people = []
-    for i in range(1, count + 1):
-        user = User.objects.filter(username=username(i)).first()
-        if user is None:
-            user = User.objects.create_user(
-                username(i), f"{username(i)}@example.com", password(i), name=f"Demo user {i}"
-            )
-            seeded.users_created.append((username(i), password(i)))
-        people.append(user)
-    seeded.users = len(people)
+    numbers = itertools.count(1)
+    held: dict = {}  # a demo user's active tasks, as the limit counts them
+
+    def another_person() -> User:
+        """The next demo user, created when missing. A name taken in another case
+        (usernames are unique in any case) is someone else's account: skipped."""
+        while True:
+            i = next(numbers)
+            user = User.objects.filter(username__iexact=username(i)).first()
+            if user is None:
+                user = User.objects.create_user(
+                    username(i), f"{username(i)}@example.com", password(i), name=f"Demo user {i}"
+                )
+                seeded.users_created.append((username(i), password(i)))
+            elif user.username != username(i):
+                continue
+            # Locked as a create locks its assignee, so that none takes a place counted here.
+            User.objects.select_for_update(no_key=True).filter(pk=user.pk).exists()
+            held[user.pk] = Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count()
+            return user
+
+    people = [another_person() for _ in range(count)]
     first = people[0]
     files: dict = {}
 
@@ -206,27 +222,34 @@ def _seed(users: int) -> Seeded:
         )
         seeded.schedule_created = True
 
+    # Of every demo user, those beyond ``count`` too (given places an earlier run found taken).
     existing = set(
-        Task.objects.filter(owner__in=people, name__startswith=PREFIX).values_list(
-            "name", flat=True
-        )
+        Task.objects.filter(
+            owner__username__regex=DEMO_USERNAMES, name__startswith=PREFIX
+        ).values_list("name", flat=True)
     )
-    new, active_given, other_given = [], 0, 0
+    new, other_given = [], 0
     for kind in registered:
         for row in _task_rows(kind, now):
-            if row["status"] in ACTIVE_STATUSES:
-                owner = people[active_given // per_user]
-                active_given += 1
-            else:
-                owner = people[other_given % len(people)]
-                other_given += 1
             seeded.tasks += 1
             if row["name"] in existing:
                 continue
+            if row["status"] in ACTIVE_STATUSES:
+                # The first with a place left under the limit, one kept free (a re-run finds
+                # places taken by tasks made through the API meanwhile).
+                owner = next((p for p in people if held[p.pk] < per_user), None)
+                if owner is None:
+                    owner = another_person()
+                    people.append(owner)
+                held[owner.pk] += 1
+            else:
+                owner = people[other_given % len(people)]
+                other_given += 1
             file_id = file_of(owner).pk if kind.name == "data_processing" else None
             data = sample_input(kind, file_id)
             row["input_data"] = validated_input(kind, owner, row["name"], data)
             new.append(Task(owner=owner, assignee=owner, **row))
+    seeded.users = len(people)
     Task.objects.bulk_create(new)
     # Created before they ran (the INSERT stamps every row with the time of the seed).
     Task.objects.filter(pk__in=[task.pk for task in new]).exclude(

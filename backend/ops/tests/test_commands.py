@@ -231,6 +231,41 @@ def test_two_seeds_at_once_make_what_one_makes(settings, tmp_path):
         assert active < settings.MAX_ACTIVE_TASKS
 
 
+def test_a_seed_again_gives_no_demo_user_more_than_the_limit(settings, tmp_path):
+    """The demo's active tasks were handed out by position, not by the places left: after
+    its finished tasks were purged and a demo user made tasks of their own, a second seed
+    gave them 7 active tasks (the limit is 5)."""
+    settings.MEDIA_ROOT = tmp_path
+    run("seed_demo_data", "--users", "2")
+    demo1 = User.objects.get(username="demo1")
+    # Its active demo tasks ran meanwhile (they are real), and the user filled every place.
+    gone = Task.objects.filter(name__startswith=demo.PREFIX, status__in=ACTIVE_STATUSES)
+    gone.filter(assignee=demo1).delete()
+    TaskFactory.create_batch(settings.MAX_ACTIVE_TASKS, owner=demo1, assignee=demo1)
+
+    out = run("seed_demo_data", "--users", "2")
+    assert "0 new" not in out
+    for user in User.objects.filter(username__startswith="demo"):
+        active = Task.objects.filter(assignee=user, status__in=ACTIVE_STATUSES).count()
+        limit = settings.MAX_ACTIVE_TASKS if user == demo1 else settings.MAX_ACTIVE_TASKS - 1
+        assert active <= limit, (user.username, active)
+    # Every demo task is there once, on whichever user had a place.
+    names = list(Task.objects.filter(name__startswith=demo.PREFIX).values_list("name", flat=True))
+    assert len(names) == len(set(names))
+    assert "0 new" in run("seed_demo_data", "--users", "2")
+
+
+def test_a_seed_skips_a_demo_name_taken_in_another_case(settings, tmp_path):
+    """Usernames are unique in any case: an account "Demo1" stopped the seed with an
+    IntegrityError traceback. It is someone else's, and given nothing."""
+    settings.MEDIA_ROOT = tmp_path
+    someone = UserFactory(username="Demo1")
+    out = run("seed_demo_data", "--users", "2")
+    assert "demo2" in out and "demo3" in out
+    assert not Task.objects.filter(owner=someone).exists()
+    assert not User.objects.filter(username="demo1").exists()
+
+
 def test_seed_demo_data_bad_users():
     with pytest.raises(CommandError):
         call_command("seed_demo_data", "--users", "0")
