@@ -27,6 +27,7 @@ API_PREFIXES = ("/api/", "/health/")
 METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
 MACHINE_PATHS = METRICS_PATHS | {"/health"}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
+UNHANDLED = "Internal server error; quote the request id when reporting it."
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
 )
@@ -213,11 +214,7 @@ class ApiErrorMiddleware:
             request.request_id,
             exc_info=exception,
         )
-        return error_response(
-            500,
-            "Internal server error; quote the request id when reporting it.",
-            request_id=request.request_id,
-        )
+        return error_response(500, UNHANDLED, request_id=request.request_id)
 
 
 # Headers that describe the body, which the JSON error replaces (a page's policy included:

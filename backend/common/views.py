@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitV
 from rest_framework import permissions, routers
 from rest_framework.reverse import reverse
 
-from .middleware import is_api
+from .middleware import UNHANDLED, error_response, is_api
 
 
 def bad_request(request, exception=None):
@@ -24,10 +24,13 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
+    """An error outside every view (the middleware's own): the 500 a view's error gets,
+    with its request id when one was given (every 500 carries it, README "Errors")."""
     if is_api(request):
-        return JsonResponse(
-            {"detail": "Internal server error.", "code": "server_error"}, status=500
-        )
+        request_id = getattr(request, "request_id", None)
+        if request_id is None:
+            return error_response(500, "Internal server error.")
+        return error_response(500, UNHANDLED, request_id=request_id)
     return defaults.server_error(request)
 
 

@@ -497,3 +497,23 @@ def test_a_body_in_chunks_is_411_not_read_as_empty(client_for, user, path):
     assert response.status_code == 411
     assert response.json()["code"] == "length_required"
     assert "Content-Length" in response.json()["detail"]
+
+
+def test_a_500_outside_every_view_carries_its_request_id():
+    """Django's handler for an error the middleware itself raised answered without the
+    request id README promises with every 500."""
+    from django.test import RequestFactory
+
+    from backend.common.views import server_error
+
+    request = RequestFactory().get("/api/tasks/")
+    request.request_id = "abc123"
+    response = server_error(request)
+    assert response.status_code == 500
+    assert json.loads(response.content) == {
+        "detail": "Internal server error; quote the request id when reporting it.",
+        "code": "server_error",
+        "request_id": "abc123",
+    }
+    del request.request_id  # failed before the id was given: none to quote
+    assert json.loads(server_error(request).content)["code"] == "server_error"
