@@ -16,11 +16,17 @@ from django.core.cache import cache
 from django.db import connection, connections
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import (
+    api_view,
+    authentication_classes,
+    content_negotiation_class,
+    permission_classes,
+)
 from rest_framework.response import Response
 
 from backend.celery import app as celery_app
 from backend.common.commands import unapplied_migrations
+from backend.common.negotiation import FirstRendererWhenNoneAccepted
 from backend.ops import broker as ops_broker
 
 logger = logging.getLogger(__name__)
@@ -185,6 +191,7 @@ HEALTH_BODY = inline_serializer(
 @api_view(["GET", "HEAD"])  # HEAD: what some load balancers probe with
 @authentication_classes([])
 @permission_classes([])
+@content_negotiation_class(FirstRendererWhenNoneAccepted)
 def health(request):
     """``{"status": "ok", "checks": {...}, "workers": n}``; 503 naming each failed or hung
     check; ``"degraded"`` (still 200, with the reason) when no worker consumes the task

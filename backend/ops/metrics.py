@@ -14,9 +14,10 @@ from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CollectorRegistry, GaugeMetricFamily
 from rest_framework import authentication, permissions
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.views import APIView
+
+from backend.common.negotiation import FirstRenderer
 
 from . import selectors
 
@@ -143,16 +144,6 @@ class StaffOrMetricsToken(permissions.BasePermission):
         return request.auth == "metrics-token" or bool(
             request.user and request.user.is_authenticated and request.user.is_staff
         )
-
-
-class FirstRenderer(BaseContentNegotiation):
-    """Errors are JSON whatever a scraper accepts (Prometheus sends its own Accept)."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class MetricsView(APIView):

@@ -223,3 +223,15 @@ def test_a_database_not_migrated_is_not_healthy(client, monkeypatch):
         MigrationExecutor(connection).migrate(latest)
     assert client.get("/health/").json()["checks"]["database"] == "ok"
     assert health._MIGRATED.is_set()
+
+
+@pytest.mark.parametrize("accept", ["text/plain", "application/health+json", "text/plain;q=1"])
+def test_a_probe_accepting_no_renderer_gets_the_json_check(client, accept):
+    """A probe sending its own Accept got a 406: a healthy service looked down."""
+    response = client.get("/health/", HTTP_ACCEPT=accept)
+    assert response.status_code == 200, response.content
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["checks"]["database"] == "ok"
+    # A browser still gets the page; a format asked for by name that does not exist, 404.
+    assert client.get("/health/", HTTP_ACCEPT="text/html")["Content-Type"].startswith("text/html")
+    assert client.get("/health/?format=xml").status_code == 404

@@ -5,12 +5,12 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from backend.common.filters import SearchFilter
 from backend.common.idempotency import idempotent
+from backend.common.negotiation import FirstRenderer
 from backend.common.routing import UUID_PATTERN
 from backend.common.views import requested_action
 from backend.files import selectors, services
@@ -20,16 +20,6 @@ from backend.files.responses import file_response, last_modified
 from backend.files.uploads import HashingUploadHandler
 
 from .serializers import FileSerializer, FileUploadSerializer
-
-
-class FirstRenderer(BaseContentNegotiation):
-    """The download answers bytes whatever the client accepts; its errors stay JSON."""
-
-    def select_parser(self, request, parsers):
-        return parsers[0] if parsers else None
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
 
 
 class FileViewSet(
