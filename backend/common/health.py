@@ -217,7 +217,7 @@ def health_answer() -> tuple[dict, int]:
             for name, n in body["queues"].items()
             if not n and name in QUEUE_WARNINGS
         ]
-        if warnings and not reason:
+        if warnings and online:  # with no worker at all, the reason says it
             body["warnings"] = warnings
     if failed:
         body["failed"] = failed

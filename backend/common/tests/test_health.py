@@ -56,6 +56,24 @@ def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch):
     assert "warnings" not in body
 
 
+def test_health_keeps_a_queues_warning_beside_a_reason(api_client, monkeypatch):
+    """With the short and the long workers both gone, the reason named the 'tasks' queue
+    and the 'long' queue's warning was dropped: only the first of two outages showed."""
+    from backend.ops import broker
+
+    online = [{"name": "maintenance@h", "queues": ["maintenance"], "active": 0}]
+    monkeypatch.setattr(broker, "workers", lambda accept=None: online)
+    body = api_client.get(HEALTH).json()
+    assert body["status"] == "degraded"
+    assert "no worker consumes the 'tasks' queue" in body["reason"]
+    assert [warning.split(":")[0] for warning in body["warnings"]] == [
+        "no worker consumes the 'long' queue"
+    ]
+    online.clear()  # no worker at all: the reason says it, no warning per queue
+    body = api_client.get(HEALTH).json()
+    assert body["workers"] == 0 and "warnings" not in body
+
+
 def test_health_needs_no_authentication(api_client):
     api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
 
