@@ -271,7 +271,11 @@ else:
     # psycopg's preparing off unless told). Both off for a pooler that cannot keep prepared
     # statements (PgBouncer in transaction mode before 1.21): DATABASE_SERVER_SIDE_BINDING=false.
     _server_binding = _bool("DATABASE_SERVER_SIDE_BINDING", True)
-    _db.setdefault("OPTIONS", {}).update(
+    # A server that takes the connection and never answers (hung, or its host gone) is an
+    # error after this long, answered 503 as one that refuses; libpq waits for ever by
+    # default. `?connect_timeout=N` in DATABASE_URL gives another.
+    _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+    _db["OPTIONS"].update(
         server_side_binding=_server_binding,
         prepare_threshold=(
             _positive_int("DATABASE_PREPARE_THRESHOLD", 5, minimum=0) if _server_binding else None

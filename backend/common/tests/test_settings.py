@@ -191,6 +191,33 @@ def test_postgresql_prepares_what_it_repeats_unless_binding_is_off(tmp_path, ove
     assert result.stdout.split() == printed.split()
 
 
+def test_a_postgresql_that_never_answers_is_an_error_not_a_wait(tmp_path):
+    """libpq waits for ever on a server that takes the connection and says nothing (a hung
+    PostgreSQL): each request hung until gunicorn killed its worker (an empty reply)."""
+    import socket
+
+    code = (
+        "from django.conf import settings\n"
+        "from django.db import OperationalError, connection\n"
+        "print(settings.DATABASES['default']['OPTIONS']['connect_timeout'])\n"
+        "try:\n"
+        "    connection.ensure_connection()\n"
+        "except OperationalError as exc:\n"
+        "    print('OperationalError', exc)\n"
+    )
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)  # takes connections, never answers
+        url = f"postgres://tasks@127.0.0.1:{hung.getsockname()[1]}/tasks"
+        default = start_django(tmp_path, code=code.split("try:")[0], DATABASE_URL=url)
+        given = start_django(tmp_path, code=code, DATABASE_URL=url + "?connect_timeout=1")
+    assert default.returncode == 0, default.stderr
+    assert default.stdout.strip() == "10"
+    assert given.returncode == 0, given.stderr
+    assert given.stdout.splitlines()[0] == "1"
+    assert given.stdout.splitlines()[1].startswith("OperationalError")
+
+
 @pytest.mark.django_db
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
 def test_a_statement_run_again_and_again_is_prepared():
