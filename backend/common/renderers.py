@@ -6,8 +6,8 @@ import json
 
 from django.http import QueryDict
 from django.utils.datastructures import MultiValueDict
-from rest_framework import exceptions, renderers
-from rest_framework.request import override_method
+from rest_framework import renderers
+from rest_framework.request import Empty, override_method
 from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import ReturnDict
 
@@ -70,19 +70,14 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
 
 
 def _unreadable_body_as_none(request) -> None:
-    """A body no parser takes (a 415, or a PUT answered 405 before it was read) raises
-    UnsupportedMediaType each time it is read, where one that failed to parse reads as
-    empty after its error: DRF's form for the method sent reads it again, and the page
-    became a 500. It reads as empty too, now that its error is the answer."""
-    if request is None:
-        return
-    try:
-        _ = request.data
-    except exceptions.UnsupportedMediaType:
+    """A body the view did not read (a 401, 404 or 405 answered before it) or could not
+    (no parser takes it: 415, which DRF raises again at each read, where a body that failed
+    to parse reads as empty after its error) reads as empty for the page: DRF's form for the
+    method sent read it, parsing an upload the answer refused, and the page became a 500 (a
+    body no parser takes) or a 400 (Django's limits on its parts) instead of its answer."""
+    if request is not None and request._full_data is Empty:
         request._full_data = request._data = QueryDict("")
         request._files = MultiValueDict()
-    except exceptions.APIException:  # a parse error: DRF left the data empty
-        pass
 
 
 def _with_the_object(data, view, request):

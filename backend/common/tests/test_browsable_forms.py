@@ -409,3 +409,22 @@ def test_a_put_of_a_body_no_parser_reads_is_its_error_page_for_a_browser(
     assert response["Content-Type"].startswith("text/html")
     as_json = client.put(path, body, content_type=content_type)
     assert as_json.status_code == response.status_code
+
+
+def test_a_page_never_reads_a_body_its_answer_did_not(user):
+    """Reading the body for the page's forms parsed an upload the answer had refused
+    unread (a 401, a 404), and Django's limits on its parts then replaced the answer: 400
+    too_many_files for a browser, 401 for any other client."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    anonymous = Client()
+    for accept in ("text/html", "application/json"):
+        files = {f"f{i}": SimpleUploadedFile("a.txt", b"x") for i in range(101)}
+        response = anonymous.post("/api/tasks/", files, HTTP_ACCEPT=accept)
+        assert response.status_code == 401, (accept, response.content[:200])
+    fields = "&".join(f"k{i}=v" for i in range(1001))
+    missing = "/api/tasks/00000000-0000-0000-0000-000000000000/cancel/"
+    response = signed_in(user).post(
+        missing, fields, content_type="application/x-www-form-urlencoded", **HTML
+    )
+    assert response.status_code == 404
