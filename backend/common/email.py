@@ -19,7 +19,6 @@ import socket
 import ssl
 import time
 from email import charset
-from email.errors import HeaderParseError
 from functools import cached_property
 from typing import NamedTuple
 
@@ -214,6 +213,9 @@ class Sent(NamedTuple):
 def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> Sent:
     """Send one message to every address in ``to``. A server refusing every recipient fails
     the send; one refusing some of them takes it for the others (``Sent.refused``)."""
+    for address in to:  # one stored before they were refused (an account's, a task's input)
+        if refusal := address_refusal(address):
+            raise EmailDeliveryError(f"{address!r} cannot be written in a mail: {refusal}")
     message = EmailMultiAlternatives(
         subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=list(to)
     )
@@ -231,8 +233,6 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
         over_smtp = isinstance(connection, smtp.EmailBackend)
         error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
         raise error(describe_failure(exc)) from None
-    except HeaderParseError as exc:  # an address stored before address_refusal: not sent
-        raise EmailDeliveryError(f"the message could not be written: {exc}") from None
     finally:
         _deadline.reset(started)
     if not sent:

@@ -324,8 +324,13 @@ def test_an_address_with_a_control_character_stored_before_is_not_sent(bounded):
     bug), or went out with its To: split in two lines."""
     with SMTPServer() as smtp:
         bounded.EMAIL_PORT = smtp.port
-        with pytest.raises(EmailDeliveryError, match="could not be written"):
-            send_email(to=['"a\x0bX-Injected:1"@example.com'], subject="Hello", body="Body")
+        for address in (
+            '"a\x0bX-Injected:1"@example.com',
+            '"a\x0cb"@example.com',
+            '"a\x01b"@x.org',
+        ):
+            with pytest.raises(EmailDeliveryError, match="cannot be written in a mail"):
+                send_email(to=["ann@example.com", address], subject="Hello", body="Body")
     assert smtp.messages == []
 
 

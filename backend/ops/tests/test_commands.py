@@ -123,7 +123,8 @@ def test_purge_refuses_a_batch_beyond_a_short_transaction(user):
 def test_a_task_a_retry_makes_active_during_a_purge_stays(user):
     """The purge read its batch's ids, then deleted by id alone: a retry committed between
     the two (waited for by the DELETE) had its task, pending again, deleted under it (the
-    retry answered 200, the task then 404)."""
+    retry answered 200, the task then 404). It fails without the fix on PostgreSQL only: on
+    SQLite the purge's transaction waited for the retry's write lock before reading."""
     import threading
 
     from django.db import connections, transaction

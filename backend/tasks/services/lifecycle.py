@@ -370,6 +370,7 @@ def _guarded(
     someone else or handed back; 409 ``deadline_passed`` (``before_deadline``: only before
     its deadline, as a worker's run) when its deadline has passed; else 409
     ``invalid_status``, ``conflict`` naming the status it is in now (``{status}``)."""
+    guarded = queryset
     if before_deadline is not None:
         queryset = queryset.filter(Q(deadline__isnull=True) | Q(deadline__gt=before_deadline))
     changes.setdefault("updated_at", timezone.now())
@@ -383,12 +384,7 @@ def _guarded(
             "This task was given to someone else or handed back meanwhile.",
             code="assignee_changed",
         )
-    if (
-        before_deadline is not None
-        and row["status"] in ACTIVE_STATUSES
-        and row["deadline"] is not None
-        and row["deadline"] <= before_deadline
-    ):
+    if before_deadline is not None and guarded.exists():  # all but the deadline held
         raise Conflict(
             "The task's deadline has passed: it fails at the next expiry sweep, unless its "
             "owner moves the deadline first.",

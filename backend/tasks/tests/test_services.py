@@ -340,6 +340,14 @@ def test_a_manual_task_past_its_deadline_is_not_started_completed_or_given(
         other_user.pk,
         None,
     )
+    # A start refused for its status says that, overdue or not.
+    if action == "start":
+        Task.objects.filter(pk=task.pk).update(status=TaskStatus.RUNNING)
+        with pytest.raises(Conflict) as error:
+            services.task_start(task=task, actor=other_user)
+        assert error.value.code == "invalid_status"
+        assert "this one is running" in str(error.value.detail)
+        Task.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING)
     # The sweep fails it as any other; a deadline moved first lets it go on.
     Task.objects.filter(pk=task.pk).update(deadline=timezone.now() + timedelta(hours=1))
     assert services.task_start(task=task, actor=other_user).status == TaskStatus.RUNNING
