@@ -774,6 +774,12 @@ def test_completion_percentage_has_one_decimal(client_for, user):
     assert data["completion_percentage"] == 33.3
 
 
+def test_completion_percentage_rounds_a_half_up(client_for, user):
+    """2 of 32 is 6.25 %: Python's round() gave 6.2 (a half to the even tenth)."""
+    give_tasks(user, completed=2, pending=30)
+    assert client_for(user).get(ME).data["completion_percentage"] == 6.3
+
+
 def test_completion_percentage_is_zero_without_tasks(client_for, user):
     data = client_for(user).get(ME).data
 
