@@ -206,7 +206,11 @@ class UserViewSet(
             return UserCreateSerializer
         if action == "webhook_secret":  # nothing to send: its form has no field
             return WebhookSecretSerializer
-        if action == "list" and not self.request.user.is_staff:
+        if action == "list" and (
+            # The schema is the same whoever fetches it: the public fields, its description
+            # saying what staff get (a staff reader's schema documented only theirs).
+            getattr(self, "swagger_fake_view", False) or not self.request.user.is_staff
+        ):
             return UserPublicSerializer
         return UserSerializer
 
