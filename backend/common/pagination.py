@@ -40,5 +40,11 @@ class PageNumberPagination(DRFPageNumberPagination):
                 parameter["schema"]["minimum"] = 1
                 parameter["description"] = "Results per page: 1 to 100 (default 10)."
             elif parameter["name"] == self.page_query_param:
-                parameter["schema"]["minimum"] = 1
+                parameter["schema"] = {
+                    "oneOf": [
+                        {"type": "integer", "minimum": 1},
+                        {"type": "string", "enum": list(self.last_page_strings)},
+                    ]
+                }
+                parameter["description"] = "A page number (1 or more), or `last`."
         return parameters

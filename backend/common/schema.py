@@ -48,8 +48,9 @@ HEADERS = {
 }
 
 PAGINATION = {"page", "page_size"}
-READ = ("400", "401", "403", "404", "405", "406", "429", "500", "503")
-WRITE = (*READ, "409", "413", "415")
+# A body is checked whatever the method (a GET sent with one too): 411, 413 and 415.
+READ = ("400", "401", "403", "404", "405", "406", "411", "413", "415", "429", "500", "503")
+WRITE = (*READ, "409")
 
 
 # Operations grouped by resource in Swagger UI and ReDoc (first path segment after /api/).
@@ -85,14 +86,37 @@ def _summary(operation: dict) -> str | None:
     return sentence[:120] or None
 
 
+def _nullable_alternatives(field: dict) -> None:
+    """``nullable`` with ``oneOf`` alternatives of one type (an email, or blank): OpenAPI
+    3.0 lets null through only where ``type`` is beside ``nullable``, so a strict reader
+    refused the null the service answers. The type moves up beside it, the alternatives
+    keep their constraints (``anyOf``: "" is no email, but a blank one)."""
+    branches = field.get("oneOf")
+    if not field.get("nullable") or "type" in field or not branches:
+        return
+    types = {branch.get("type") for branch in branches}
+    if len(types) != 1 or None in types or any("$ref" in branch for branch in branches):
+        return
+    field["type"] = types.pop()
+    field["anyOf"] = [{k: v for k, v in branch.items() if k != "type"} for branch in branches]
+    del field["oneOf"]
+
+
 def document_errors(result, generator, request, public):
-    """Postprocessing hook: every operation documents its error responses (411 on a write),
-    is tagged by its resource and titled by the first sentence of its description."""
+    """Postprocessing hook: every operation documents its error responses, is tagged by its
+    resource and titled by the first sentence of its description; fields read as the
+    service answers (``_nullable_alternatives``; no defaults in a PATCH's body)."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})
     schemas.setdefault("Error", ERROR_SCHEMA)
-    for component in schemas.values():
+    for name, component in schemas.items():
         if isinstance(component.get("description"), str):
             component["description"] = component["description"].replace("``", "`")
+        for field in component.get("properties", {}).values():
+            _nullable_alternatives(field)
+            if name.startswith("Patched"):
+                # A PATCH keeps what it leaves out: a default there would say the opposite
+                # (a client filling defaults in would re-enable a paused schedule).
+                field.pop("default", None)
     reference = {"$ref": "#/components/schemas/Error"}
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
@@ -115,8 +139,6 @@ def document_errors(result, generator, request, public):
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:
                 statuses.append("422")
-            if method != "get":  # a write sent in chunks, with a body or without
-                statuses.append("411")
             responses = operation.setdefault("responses", {})
             for status in statuses:
                 response = {"description": DESCRIPTIONS[status]}
