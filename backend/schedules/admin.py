@@ -349,17 +349,24 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
             name__in=list(settings.CELERY_BEAT_SCHEDULE)
         )
 
-    @admin.action(description="Enable selected tasks")
+    # Each for those who may change periodic tasks: django-celery-beat's asks nothing, so
+    # staff who may only view them could fire any user's schedule (a task in their name,
+    # as often as they clicked) and turn periodic tasks off.
+    @admin.action(description="Enable selected tasks", permissions=["change"])
     def enable_tasks(self, request, queryset):
         super().enable_tasks(request, self._without_schedules(request, queryset))
 
-    @admin.action(description="Disable selected tasks")
+    @admin.action(description="Disable selected tasks", permissions=["change"])
     def disable_tasks(self, request, queryset):
         super().disable_tasks(request, self._without_schedules(request, queryset))
 
-    @admin.action(description="Toggle activity of selected tasks")
+    @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
     def toggle_tasks(self, request, queryset):
         super().toggle_tasks(request, self._without_schedules(request, queryset))
+
+    @admin.action(description="Run selected tasks", permissions=["change"])
+    def run_tasks(self, request, queryset):
+        super().run_tasks(request, queryset)
 
 
 class TimingOfSchedulesMixin:

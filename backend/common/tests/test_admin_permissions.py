@@ -93,6 +93,33 @@ def test_a_staff_member_who_may_only_view_is_offered_no_action_and_can_run_none(
     assert b'value="enable_schedules"' not in client.get("/admin/schedules/schedule/").content
 
 
+def test_a_staff_member_who_may_only_view_periodic_tasks_cannot_fire_or_switch_them(
+    client, viewer, user
+):
+    """django-celery-beat's actions ask for no permission: staff who could only view
+    periodic tasks fired any user's schedule ("1 task was successfully run", a task in its
+    owner's name per click) and turned periodic tasks on and off."""
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    schedule = make_schedule(owner=user)
+    every = IntervalSchedule.objects.create(every=300, period=IntervalSchedule.SECONDS)
+    other = PeriodicTask.objects.create(name="a job", task="celery.ping", interval=every)
+    url = "/admin/django_celery_beat/periodictask/"
+    page = client.get(url).content
+    for action in ("run_tasks", "enable_tasks", "disable_tasks", "toggle_tasks"):
+        assert f'value="{action}"'.encode() not in page, action
+    for action, selected in (("run_tasks", schedule.periodic_task), ("disable_tasks", other)):
+        answer = client.post(
+            url, {"action": action, "_selected_action": [str(selected.pk)]}, follow=True
+        )
+        shown = [str(message) for message in answer.context["messages"]]
+        assert not any("successfully" in message for message in shown), shown
+    assert PeriodicTask.objects.get(pk=other.pk).enabled
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))  # who may change: all
+    page = client.get(url).content
+    assert all(f'value="{a}"'.encode() in page for a in ("run_tasks", "disable_tasks"))
+
+
 def test_a_staff_member_who_may_change_runs_them(client, user):
     editor = UserFactory(is_staff=True, is_superuser=True)
     client.force_login(editor)
