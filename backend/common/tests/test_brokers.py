@@ -39,3 +39,11 @@ def test_a_turn_that_fails_is_reported_and_the_next_one_takes_what_is_there(tmp_
         transport._drain_ready(connection.connection)
         assert received == [{"n": 1}]
         consumer.cancel()
+
+
+def test_an_exchange_table_being_created_reads_as_no_queue(tmp_path):
+    """kombu creates a fanout exchange's table empty, then locks and writes it: a publish
+    in between (an `inspect` broadcast as a worker starts) failed with JSONDecodeError."""
+    with _connection(tmp_path) as connection:
+        (tmp_path / "control" / "celery.pidbox.exchange").write_text("")
+        assert connection.default_channel.get_table("celery.pidbox") == []
