@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from backend.common import sql
 from backend.common.email import send_budget
+from backend.common.recording import RECORD_PAUSES, recorded
 from backend.common.storable import storable_text
 from backend.tasks import queue
 from backend.tasks.types import QUEUE_LONG
@@ -477,7 +478,14 @@ def notification_deliver(*, notification_id) -> str:
     except Exception as exc:  # a bug in a sender must not leave the row held
         logger.exception("delivering notification %s failed", notification.pk)
         outcome = Outcome(delivered=False, error=f"{type(exc).__name__}: {exc}")
-    return notification_record(notification=notification, started_at=started_at, outcome=outcome)
+    # Written again while the database restarts: lost, the attempt was taken for a lost
+    # worker's when its lease ended and a delivered notification was sent again.
+    return recorded(
+        lambda: notification_record(
+            notification=notification, started_at=started_at, outcome=outcome
+        ),
+        RECORD_PAUSES,
+    )
 
 
 # --- the dispatcher and the admin -----------------------------------------------------------

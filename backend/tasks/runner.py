@@ -12,20 +12,19 @@ import json
 import logging
 import random
 import threading
-import time
 import uuid
 
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import (
     DatabaseError,
-    InterfaceError,
-    OperationalError,
     close_old_connections,
     connection,
 )
 from django.utils import timezone
 
+from backend.common import recording
+from backend.common.recording import DATABASE_ERRORS, recorded
 from backend.common.storable import made_storable
 
 from . import outcomes, services, types
@@ -104,9 +103,6 @@ def _beating(task):
         beating.join(timeout=10)
 
 
-DATABASE_ERRORS = (OperationalError, InterfaceError)
-
-
 def _heartbeat(task):
     """The run's progress report. One the database fails (a restart, a failover) is a
     missed heartbeat, not the run's end: the broken connection is dropped and the run goes
@@ -129,8 +125,8 @@ def _heartbeat(task):
 # asked again, see jobs.run_task, and a run left running is rescued). Meanwhile the run's
 # heartbeat goes on (_beating), so a database back within the minute takes the outcome, and
 # a finished run is not run again because the database was away longer than 15 s (which a
-# mail or a call would do twice). The run's time limit may come first: see _recorded.
-RECORD_PAUSES = (1, 2, 4, 8, 15, 15, 15)
+# mail or a call would do twice). The run's time limit may come first: see recorded.
+RECORD_PAUSES = recording.RECORD_PAUSES
 
 
 class _Unrecorded(Exception):
@@ -139,22 +135,8 @@ class _Unrecorded(Exception):
 
 def _recorded(write):
     """``write()`` (the outcome's guarded statement), tried again while the database is
-    failing, on a new connection each time."""
-    for pause in (*RECORD_PAUSES, None):
-        try:
-            return write()
-        except DATABASE_ERRORS as exc:
-            if pause is None:
-                raise
-            logger.warning("outcome not recorded (%s); trying again in %d s", exc, pause)
-            connection.close()
-            try:
-                time.sleep(pause)
-            except SoftTimeLimitExceeded:
-                # The run's time is up while it waits to write what it has: one last try
-                # now (the hard limit is a few seconds away), not "time limit exceeded".
-                return write()
-    return None
+    failing (``backend.common.recording``)."""
+    return recorded(write, RECORD_PAUSES)
 
 
 def _run_unread(task_id: str, kind: types.TaskType, input_data: dict) -> str:

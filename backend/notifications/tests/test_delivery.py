@@ -571,3 +571,29 @@ def test_a_2xx_whose_body_comes_slowly_is_delivered(user, sent, settings):
     assert list(notification.delivery_attempts.values_list("status_code", "delivered")) == [
         (200, True)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delivery_the_database_fails_to_record_is_recorded_again_not_sent_again(
+    user, sent, monkeypatch
+):
+    """A PostgreSQL restart as a delivery was being written: the job failed, the row stayed
+    held with its attempt counted, and at the end of its lease the dispatcher took it for a
+    lost worker's ("the receiver may have got it") and sent the delivered webhook again."""
+    from django.db import OperationalError
+
+    from backend.tasks.tests.test_jobs import failing_first
+
+    monkeypatch.setattr(services, "RECORD_PAUSES", (0, 0, 0), raising=False)
+    restarting = OperationalError("terminating connection due to administrator command")
+    fails_twice = failing_first(services.notification_record, restarting, times=2)
+    monkeypatch.setattr(services, "notification_record", fails_twice)
+    with HTTPServer([Answer(204, b"")]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+        assert len(receiver.requests) == 1 and fails_twice.calls == 3
+    notification.refresh_from_db()
+    assert notification.status == "delivered" and notification.attempts == 1
+    assert list(notification.delivery_attempts.values_list("number", "delivered")) == [(1, True)]

@@ -721,7 +721,7 @@ def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, m
     in one and the task was failed "time limit exceeded", its result thrown away."""
     from django.db import OperationalError
 
-    from backend.tasks import runner
+    from backend.common import recording
 
     fails_until_the_last_try = failing_first(
         services.task_finish, OperationalError("the database system is starting up")
@@ -731,7 +731,7 @@ def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, m
         raise SoftTimeLimitExceeded()
 
     monkeypatch.setattr(services, "task_finish", fails_until_the_last_try)
-    monkeypatch.setattr(runner.time, "sleep", time_is_up)
+    monkeypatch.setattr(recording.time, "sleep", time_is_up)
     task = TaskFactory(owner=user, task_type="reverse", input_data={"data": "abc"})
     assert jobs.run_task(str(task.pk)) == "completed"
     task.refresh_from_db()
