@@ -413,6 +413,14 @@ try:
     CACHES = {"default": environ.Env.cache_url_config(_text("CACHE_URL", "locmemcache://"))}
 except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
+# What the service installs and runs with (memcached's clients are not installed: such a
+# URL stopped every process with a traceback when the cache was first used).
+_USABLE_CACHES = ("locmem.LocMemCache", "redis.RedisCache", "dummy.DummyCache")
+if not CACHES["default"]["BACKEND"].endswith(_USABLE_CACHES):
+    _fail(
+        "CACHE_URL names a cache this service does not run with: give locmemcache:// "
+        "(the default), rediscache://host:6379/1 or dummycache://"
+    )
 CACHE_TIMEOUT = _float("CACHE_TIMEOUT", 0.25, positive=True)
 if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
     CACHES["default"].setdefault("OPTIONS", {}).update(
@@ -428,8 +436,11 @@ COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 CELERY_BROKER_URL = _text("CELERY_BROKER_URL", "filesystem://")
 BROKER_FOLDER = Path(_text("BROKER_FOLDER", str(VAR_DIR / "broker"))).resolve()
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    for _sub in ("data", "control", "processed"):
-        (BROKER_FOLDER / _sub).mkdir(parents=True, exist_ok=True)
+    try:
+        for _sub in ("data", "control", "processed"):
+            (BROKER_FOLDER / _sub).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"BROKER_FOLDER cannot be made a folder: {BROKER_FOLDER}: {exc.strerror or exc}")
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_FOLDER / "data"),
         "data_folder_out": str(BROKER_FOLDER / "data"),

@@ -125,6 +125,11 @@ BAD_VALUES = [
     ({"TASK_OUTCOME_LINGER": "6"}, "TASK_OUTCOME_LINGER"),
     # Each was taken as it was (or, VAR_DIR, stopped start-up with a traceback).
     ({"VAR_DIR": "/proc/no-folder-here"}, "VAR_DIR"),
+    # Each stopped start-up (or the first use of the cache) with a traceback.
+    ({"BROKER_FOLDER": "/proc/no-folder-here"}, "BROKER_FOLDER"),
+    ({"BROKER_FOLDER": "/etc/hostname"}, "BROKER_FOLDER"),
+    ({"CACHE_URL": "memcache://127.0.0.1:11211"}, "CACHE_URL"),
+    ({"CACHE_URL": "pymemcache://127.0.0.1:11211"}, "CACHE_URL"),
     ({"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "-7"}, "CONN_MAX_AGE"),
     ({"PUBLIC_BASE_URL": "notaurl"}, "PUBLIC_BASE_URL"),
     ({"PUBLIC_BASE_URL": "ftp://tasks.example.com"}, "PUBLIC_BASE_URL"),
