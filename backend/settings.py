@@ -316,6 +316,10 @@ STORAGES = {
 # (e.g. S3 through django-storages); the code only uses the storage API. Web and workers
 # must see the same storage (compose shares one volume).
 MEDIA_ROOT = Path(_text("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
+try:  # else every upload answered 500
+    MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    _fail(f"MEDIA_ROOT cannot be made a folder: {MEDIA_ROOT}: {exc.strerror or exc}")
 # Largest upload, in bytes (50 MB): past it the upload stops at once with 413.
 MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024, maximum=2**63 - 1)
 # Files older than this many days that no active task uses are deleted by the cleanup.

@@ -128,6 +128,7 @@ BAD_VALUES = [
     # Each stopped start-up (or the first use of the cache) with a traceback.
     ({"BROKER_FOLDER": "/proc/no-folder-here"}, "BROKER_FOLDER"),
     ({"BROKER_FOLDER": "/etc/hostname"}, "BROKER_FOLDER"),
+    ({"MEDIA_ROOT": "/etc/hostname"}, "MEDIA_ROOT"),  # started, then every upload was a 500
     ({"CACHE_URL": "memcache://127.0.0.1:11211"}, "CACHE_URL"),
     ({"CACHE_URL": "pymemcache://127.0.0.1:11211"}, "CACHE_URL"),
     ({"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "-7"}, "CONN_MAX_AGE"),
