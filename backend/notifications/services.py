@@ -484,8 +484,20 @@ def notification_deliver(*, notification_id) -> str:
         lambda: notification_record(
             notification=notification, started_at=started_at, outcome=outcome
         ),
-        RECORD_PAUSES,
+        pauses_within(notification.locked_until),
     )
+
+
+def pauses_within(lease_end: datetime) -> tuple[float, ...]:
+    """The pauses of RECORD_PAUSES that end before the lease does (a second kept): the
+    tries stop while the delivery is still held, so none outlasts it to be taken over."""
+    left = (lease_end - timezone.now()).total_seconds() - 1
+    pauses: list[float] = []
+    for pause in RECORD_PAUSES:
+        if sum(pauses) + pause > left:
+            break
+        pauses.append(pause)
+    return tuple(pauses)
 
 
 # --- the dispatcher and the admin -----------------------------------------------------------

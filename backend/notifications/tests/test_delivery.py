@@ -597,3 +597,12 @@ def test_a_delivery_the_database_fails_to_record_is_recorded_again_not_sent_agai
     notification.refresh_from_db()
     assert notification.status == "delivered" and notification.attempts == 1
     assert list(notification.delivery_attempts.values_list("number", "delivered")) == [(1, True)]
+
+
+def test_a_delivery_is_recorded_again_only_while_it_is_held(settings):
+    """Tries that outlast the delivery's lease (17 s with EMAIL_TIMEOUT=1) would let the
+    dispatcher take it over meanwhile, and send it again."""
+    now = timezone.now()
+    assert services.pauses_within(now + timedelta(seconds=125)) == services.RECORD_PAUSES
+    assert services.pauses_within(now + timedelta(seconds=17)) == (1, 2, 4, 8)
+    assert services.pauses_within(now + timedelta(seconds=1)) == ()
