@@ -9,6 +9,7 @@ import ipaddress
 import math
 import os
 import re
+import tempfile
 import warnings
 from datetime import timedelta
 from email.utils import parseaddr
@@ -109,13 +110,25 @@ def _positive_int(name: str, default: int, minimum: int = 1, maximum: int = MAX_
     return value
 
 
+def _writable_folder(name: str, folder: Path) -> None:
+    """``folder`` made if missing, and written to (a file made and removed at once: a
+    folder owned by another user, say a host's mount in a container, passed a check of its
+    existence, and then every upload or send failed with a 500)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        _fail(
+            f"{name} cannot be made a folder this process writes to: {folder}: "
+            f"{exc.strerror or exc}"
+        )
+
+
 # --- core ---------------------------------------------------------------------
 DEBUG = _bool("DEBUG", False)
 VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
-try:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-except OSError as exc:
-    _fail(f"VAR_DIR cannot be made a folder: {VAR_DIR}: {exc.strerror or exc}")
+_writable_folder("VAR_DIR", VAR_DIR)
 
 SECRET_KEY = _text("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -316,10 +329,7 @@ STORAGES = {
 # (e.g. S3 through django-storages); the code only uses the storage API. Web and workers
 # must see the same storage (compose shares one volume).
 MEDIA_ROOT = Path(_text("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
-try:  # else every upload answered 500
-    MEDIA_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError as exc:
-    _fail(f"MEDIA_ROOT cannot be made a folder: {MEDIA_ROOT}: {exc.strerror or exc}")
+_writable_folder("MEDIA_ROOT", MEDIA_ROOT)  # else every upload answered 500
 # Largest upload, in bytes (50 MB): past it the upload stops at once with 413.
 MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024, maximum=2**63 - 1)
 # Files older than this many days that no active task uses are deleted by the cleanup.
@@ -419,11 +429,17 @@ except Exception as exc:
     _fail(f"CACHE_URL is not a valid cache URL: {exc}")
 # What the service installs and runs with (memcached's clients are not installed: such a
 # URL stopped every process with a traceback when the cache was first used).
-_USABLE_CACHES = ("locmem.LocMemCache", "redis.RedisCache", "dummy.DummyCache")
+_USABLE_CACHES = (
+    "locmem.LocMemCache",
+    "redis.RedisCache",
+    "filebased.FileBasedCache",
+    "dummy.DummyCache",
+)
 if not CACHES["default"]["BACKEND"].endswith(_USABLE_CACHES):
     _fail(
-        "CACHE_URL names a cache this service does not run with: give locmemcache:// "
-        "(the default), rediscache://host:6379/1 or dummycache://"
+        "CACHE_URL names a cache this service does not run with: give locmemcache:// (the "
+        "default), rediscache://host:6379/1 (or redis://, rediss://), filecache:///path or "
+        "dummycache://"
     )
 CACHE_TIMEOUT = _float("CACHE_TIMEOUT", 0.25, positive=True)
 if CACHES["default"]["BACKEND"].endswith("redis.RedisCache"):
@@ -440,11 +456,8 @@ COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 CELERY_BROKER_URL = _text("CELERY_BROKER_URL", "filesystem://")
 BROKER_FOLDER = Path(_text("BROKER_FOLDER", str(VAR_DIR / "broker"))).resolve()
 if CELERY_BROKER_URL.startswith("filesystem://"):
-    try:
-        for _sub in ("data", "control", "processed"):
-            (BROKER_FOLDER / _sub).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        _fail(f"BROKER_FOLDER cannot be made a folder: {BROKER_FOLDER}: {exc.strerror or exc}")
+    for _sub in ("data", "control", "processed"):
+        _writable_folder("BROKER_FOLDER", BROKER_FOLDER / _sub)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_FOLDER / "data"),
         "data_folder_out": str(BROKER_FOLDER / "data"),

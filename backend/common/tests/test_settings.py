@@ -129,6 +129,8 @@ BAD_VALUES = [
     ({"BROKER_FOLDER": "/proc/no-folder-here"}, "BROKER_FOLDER"),
     ({"BROKER_FOLDER": "/etc/hostname"}, "BROKER_FOLDER"),
     ({"MEDIA_ROOT": "/etc/hostname"}, "MEDIA_ROOT"),  # started, then every upload was a 500
+    ({"MEDIA_ROOT": "/proc"}, "MEDIA_ROOT"),  # a folder, but not one this process writes to
+    ({"VAR_DIR": "/proc"}, "VAR_DIR"),
     ({"CACHE_URL": "memcache://127.0.0.1:11211"}, "CACHE_URL"),
     ({"CACHE_URL": "pymemcache://127.0.0.1:11211"}, "CACHE_URL"),
     ({"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "-7"}, "CONN_MAX_AGE"),
@@ -152,6 +154,12 @@ BAD_VALUES = [
         {"DEFAULT_FROM_EMAIL": '"Tasks, Inc." <noreply@example.com>'},
         {"DEFAULT_FROM_EMAIL": "tasks@mailhost"},  # an internal relay's single-label name
         {"DATABASE_URL": POSTGRES, "CONN_MAX_AGE": "0"},
+        # Every cache the service runs with (none is connected to at start-up).
+        {"CACHE_URL": "rediscache://127.0.0.1:9/1"},
+        {"CACHE_URL": "redis://127.0.0.1:9/1"},
+        {"CACHE_URL": "rediss://127.0.0.1:9/1"},
+        {"CACHE_URL": "filecache:///tmp/atm-settings-test-cache"},
+        {"CACHE_URL": "dummycache://"},
     ],
 )
 def test_good_values_of_the_checked_settings_start(tmp_path, overrides):
