@@ -40,14 +40,32 @@ class Channel(filesystem.Channel):
             raise filesystem.ChannelError(f"Cannot add file {path!r} to directory") from exc
 
     def get_table(self, exchange):
-        """kombu creates a fanout exchange's table (``celery inspect``'s replies, say) empty,
-        then locks it and writes it: read in between, it failed to parse, and the first
-        ``/health/`` under ``make run`` logged "workers failed: JSONDecodeError". Empty, it is
-        a table with no queue bound yet."""
+        """kombu created a fanout exchange's table (``celery inspect``'s replies, say) empty,
+        then locked it and wrote it: read in between, it failed to parse, and the first
+        ``/health/`` under ``make run`` logged "workers failed: JSONDecodeError". Empty (left
+        so by an earlier version), it is a table with no queue bound yet."""
         try:
             return super().get_table(exchange)
         except ValueError:  # json's JSONDecodeError
             return []
+
+    def _queue_bind(self, exchange, routing_key, pattern, queue):
+        """The table is created whole (an empty list written under another name, then
+        linked into place), and kombu's bind then adds the queue to it under its lock: a
+        second worker binding at the same moment (``make run`` starts three) read it empty
+        and failed to start."""
+        table = self._exchange_file(exchange)
+        if not table.exists():
+            self.control_folder.mkdir(exist_ok=True)
+            partial = table.with_name(f"{table.name}.{uuid.uuid4().hex}.part")
+            partial.write_bytes(b"[]")
+            try:
+                os.link(partial, table)
+            except FileExistsError:
+                pass  # another one created it meanwhile
+            finally:
+                partial.unlink()
+        super()._queue_bind(exchange, routing_key, pattern, queue)
 
     # A finished task frees a place under the prefetch limit: the worker's event loop takes
     # the next messages at once, not at its next poll of the folder.

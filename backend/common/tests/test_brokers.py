@@ -47,3 +47,19 @@ def test_an_exchange_table_being_created_reads_as_no_queue(tmp_path):
     with _connection(tmp_path) as connection:
         (tmp_path / "control" / "celery.pidbox.exchange").write_text("")
         assert connection.default_channel.get_table("celery.pidbox") == []
+
+
+def test_a_bind_never_meets_a_table_half_made(tmp_path):
+    """kombu created the table empty, then locked and wrote it: a second worker binding in
+    between (make run starts three at once) read it empty and failed to start. Created
+    whole, every bind adds its queue to it. (Without that, 16 binds at once failed in
+    three runs of four here: a race.)"""
+    from backend.common.tests.concurrency import at_once
+
+    with _connection(tmp_path) as connection:
+        channel = connection.default_channel
+        queues = [f"w{i}.celery.pidbox" for i in range(16)]
+        outcomes = at_once(lambda i: channel._queue_bind("celery.pidbox", "", "", queues[i]), 16)
+        assert [o for o in outcomes if isinstance(o, Exception)] == []
+        assert sorted(q.queue for q in channel.get_table("celery.pidbox")) == sorted(queues)
+        assert not list((tmp_path / "control").glob("*.part"))
