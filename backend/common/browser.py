@@ -4,11 +4,11 @@ have no use for them: an API request that carries a Bearer token and asks for JS
 Such a request is authenticated by its token alone. The JWT authentication comes first in
 ``DEFAULT_AUTHENTICATION_CLASSES``, and once the header names its type it decides (a user,
 or 401); the session is never read. So none of the three has anything to do for it: no
-cookie is read, none is set, no ``Vary: Cookie`` is added. They still cost about 3 % of such
+session is read or saved, no ``Vary: Cookie`` is added for it. They still cost about 3 % of such
 a request's CPU, a create's included, so they step aside. (Django's CSRF middleware stays in
 place for every request: the deployment check asks for that very class, and on the API's
 views, exempt from it because DRF's session authentication makes its own check, it does next
-to nothing.)
+to nothing, but replaces a malformed ``csrftoken`` cookie the client sent.)
 
 A request that asks for HTML (the browsable API, Swagger UI), or carries no Bearer token,
 or is outside ``/api/``, goes through all three as usual. The classes are subclasses of
