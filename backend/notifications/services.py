@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, When
 from django.utils import timezone
 
 from backend.common import sql
@@ -525,7 +525,8 @@ def notifications_dispatch(*, batch_size: int = 500) -> dict[str, int]:
 @transaction.atomic
 def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
     """Send again now (admin): each becomes pending and due, with one more attempt allowed
-    if it had used them all."""
+    if it had used them all. One being sent right now stays held by its sender (freed, a
+    second worker sent it at the same time): its attempt's outcome decides what follows."""
     now = timezone.now()
     ids = list(queryset.values_list("pk", flat=True))
     marked_at = now if queue.accepting() else None
@@ -533,7 +534,7 @@ def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
         status=NotificationStatus.PENDING,
         next_attempt_at=now,
         enqueued_at=marked_at,
-        locked_until=None,
+        locked_until=Case(When(_free(now), then=None), default=F("locked_until")),
     )
     if marked_at is not None and ids:
         transaction.on_commit(lambda: _send(ids, marked_at))

@@ -606,3 +606,23 @@ def test_a_delivery_is_recorded_again_only_while_it_is_held(settings):
     assert services.pauses_within(now + timedelta(seconds=125)) == services.RECORD_PAUSES
     assert services.pauses_within(now + timedelta(seconds=17)) == (1, 2, 4, 8)
     assert services.pauses_within(now + timedelta(seconds=1)) == ()
+
+
+def test_a_resend_leaves_a_delivery_in_flight_to_its_sender(user, sent):
+    """The admin's resend freed a notification a worker was sending: a second worker
+    claimed it at once and the receiver got the same webhook-id twice, at the same time."""
+    with HTTPServer([Answer(204, b"")]) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        completed_task(user)
+        notification = Notification.objects.get()
+        held = services.notification_claim(notification_id=notification.pk)  # being sent
+        assert held is not None
+        services.notifications_resend(queryset=Notification.objects.filter(pk=notification.pk))
+        assert services.notification_claim(notification_id=notification.pk) is None
+        notification.refresh_from_db()
+        assert notification.locked_until == held.locked_until
+        # Once free (its lease over, or its outcome written), a resend frees it at once.
+        Notification.objects.filter(pk=notification.pk).update(locked_until=None)
+        services.notifications_resend(queryset=Notification.objects.filter(pk=notification.pk))
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+    assert len(receiver.requests) == 1
