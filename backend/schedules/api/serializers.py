@@ -143,12 +143,18 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
             # Beat would only record each firing as refused and turn the schedule off (as it
             # does at the next firing of one left on: an edit of it is not refused).
             errors["enabled"] = [INACTIVE_OWNER]
+        sent = attrs.get("input_data")
         try:
             attrs = super().validate(attrs)
         except serializers.ValidationError as exc:
             errors = {**exc.detail, **errors}
         if errors:
             raise serializers.ValidationError(errors)
+        # Kept as sent, checked: each firing fills in what it leaves out (an email's `to`,
+        # the owner's address then; its subject, the schedule's name then), as a task created
+        # at that moment would. Filled in now, an email schedule mailed the address its owner
+        # had when it was made, however often they changed it.
+        attrs["input_data"] = sent
         attrs.pop("deadline", None)
         attrs.pop("run_at", None)
         attrs.pop("assignee", None)

@@ -189,6 +189,29 @@ def test_a_template_is_judged_exactly_as_a_task_create(client, template):
     assert not Task.objects.exists() and not Schedule.objects.exists()
 
 
+def test_an_email_schedule_mails_its_owners_address_of_the_firing(client, user):
+    """The template was stored with its defaults filled in at creation: every firing
+    mailed the address the owner had then, with the subject of the schedule's first name,
+    however often they changed them since (a reminder follows the owner's address)."""
+    user.email = "first@example.com"
+    user.save()
+    body = {"task_type": "email", "input_data": {"body": "weekly numbers"}, "name": "weekly"}
+    created = client.post(URL, {**body, "interval_seconds": 300}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["input_data"] == {"body": "weekly numbers"}  # as sent
+    me = client.patch("/api/users/me/", {"email": "now@example.com"}, format="json")
+    renamed = client.patch(f"{URL}{created.json()['id']}/", {"name": "renamed"}, format="json")
+    assert (me.status_code, renamed.status_code) == (200, 200), renamed.content
+
+    run = services.schedule_fire(schedule_id=created.json()["id"])
+    task = Task.objects.get(pk=run.task_id)
+    assert task.input_data == {
+        "to": ["now@example.com"],
+        "subject": "renamed",
+        "body": "weekly numbers",
+    }
+
+
 def test_interval_minimum_follows_the_setting(client, settings):
     settings.SCHEDULE_MIN_INTERVAL = 5
     response = client.post(URL, {**EVERY_5_MIN_SUM, "interval_seconds": 5}, format="json")
