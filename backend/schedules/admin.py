@@ -133,7 +133,11 @@ def _flatten(problems, prefix=""):
 
 class RecentRunsFormSet(BaseInlineFormSet):
     def get_queryset(self):
-        return super().get_queryset()[:RUNS_SHOWN]
+        # Read once: Django asks for it again for each form, and a new slice each time was
+        # a query per run shown (263 on a change page).
+        if not hasattr(self, "_recent_runs"):
+            self._recent_runs = super().get_queryset()[:RUNS_SHOWN]
+        return self._recent_runs
 
 
 class ScheduleRunInline(admin.TabularInline):
