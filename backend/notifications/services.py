@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, When
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
@@ -525,8 +525,9 @@ def notifications_dispatch(*, batch_size: int = 500) -> dict[str, int]:
 @transaction.atomic
 def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
     """Send again now (admin): each becomes pending and due, with one more attempt allowed
-    if it had used them all. One being sent right now stays held by its sender (freed, a
-    second worker sent it at the same time): its attempt's outcome decides what follows."""
+    if it had used them all. Its hold is left as it is: one being sent right now stays its
+    sender's (freed, a second worker sent it at the same time), and one whose sender was
+    lost is taken over as any other, its lost attempt recorded."""
     now = timezone.now()
     ids = list(queryset.values_list("pk", flat=True))
     marked_at = now if queue.accepting() else None
@@ -534,7 +535,6 @@ def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
         status=NotificationStatus.PENDING,
         next_attempt_at=now,
         enqueued_at=marked_at,
-        locked_until=Case(When(_free(now), then=None), default=F("locked_until")),
     )
     if marked_at is not None and ids:
         transaction.on_commit(lambda: _send(ids, marked_at))

@@ -621,8 +621,13 @@ def test_a_resend_leaves_a_delivery_in_flight_to_its_sender(user, sent):
         assert services.notification_claim(notification_id=notification.pk) is None
         notification.refresh_from_db()
         assert notification.locked_until == held.locked_until
-        # Once free (its lease over, or its outcome written), a resend frees it at once.
-        Notification.objects.filter(pk=notification.pk).update(locked_until=None)
+        # Its sender lost (the lease over): taken over, the lost attempt recorded as lost.
+        Notification.objects.filter(pk=notification.pk).update(
+            locked_until=timezone.now() - timedelta(seconds=1)
+        )
         services.notifications_resend(queryset=Notification.objects.filter(pk=notification.pk))
         assert jobs.deliver_notification(str(notification.pk)) == "delivered"
     assert len(receiver.requests) == 1
+    attempts = list(notification.delivery_attempts.values_list("number", "delivered", "error"))
+    assert [(n, delivered) for n, delivered, _ in attempts] == [(1, False), (2, True)]
+    assert "lost" in attempts[0][2]
