@@ -5,6 +5,7 @@ A bad value stops start-up with a message naming the variable (see ``_fail``).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import os
@@ -128,7 +129,11 @@ def _writable_folder(name: str, folder: Path) -> None:
 # --- core ---------------------------------------------------------------------
 DEBUG = _bool("DEBUG", False)
 VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
-_writable_folder("VAR_DIR", VAR_DIR)
+try:  # made when missing; written to only through the folders below that need it (none
+    # with PostgreSQL, Redis and MEDIA_ROOT elsewhere: a read-only VAR_DIR then serves)
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    _fail(f"VAR_DIR cannot be made a folder: {VAR_DIR}: {exc.strerror or exc}")
 
 SECRET_KEY = _text("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
@@ -273,6 +278,11 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     }
     # A file (not in-memory) test database, so end-to-end tests can share it with a worker.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
+    if _db.get("NAME") and _db["NAME"] != ":memory:":
+        _writable_folder(
+            "the SQLite database's folder (DATABASE_URL, by default in VAR_DIR)",
+            Path(_db["NAME"]).resolve().parent,
+        )
 else:
     # Django's backend, with a health check that needs no round trip (backend/common/postgresql).
     _db["ENGINE"] = "backend.common.postgresql"
@@ -317,7 +327,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)
+with contextlib.suppress(OSError):  # a read-only VAR_DIR: collected when the image was built
+    STATIC_ROOT.mkdir(exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

@@ -145,6 +145,20 @@ BAD_VALUES = [
 ]
 
 
+def test_a_var_dir_nothing_writes_to_may_be_read_only(tmp_path):
+    """With PostgreSQL, Redis and MEDIA_ROOT elsewhere nothing writes to VAR_DIR (a
+    read-only container's): a check that wrote to it stopped every process. With SQLite,
+    whose file is in VAR_DIR, it must be writable."""
+    elsewhere = {"VAR_DIR": "/proc", "MEDIA_ROOT": str(tmp_path / "media")}  # /proc: no
+    # process writes there, root's included
+    served = start_django(
+        tmp_path, DATABASE_URL=POSTGRES, CELERY_BROKER_URL="redis://127.0.0.1:9/0", **elsewhere
+    )
+    assert served.returncode == 0, served.stderr
+    refused = start_django(tmp_path, CELERY_BROKER_URL="redis://127.0.0.1:9/0", **elsewhere)
+    assert "VAR_DIR" in start_up_error(refused), refused.stderr
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
