@@ -18,8 +18,8 @@ import time
 import uuid
 
 from kombu.transport import filesystem, redis
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 logger = logging.getLogger(__name__)
 
@@ -42,30 +42,51 @@ class Channel(filesystem.Channel):
     def get_table(self, exchange):
         """kombu created a fanout exchange's table (``celery inspect``'s replies, say) empty,
         then locked it and wrote it: read in between, it failed to parse, and the first
-        ``/health/`` under ``make run`` logged "workers failed: JSONDecodeError". Empty (left
-        so by an earlier version), it is a table with no queue bound yet."""
+        ``/health/`` under ``make run`` logged "workers failed: JSONDecodeError". Empty, it
+        is a table with no queue bound yet."""
         try:
             return super().get_table(exchange)
         except ValueError:  # json's JSONDecodeError
             return []
 
     def _queue_bind(self, exchange, routing_key, pattern, queue):
-        """The table is created whole (an empty list written under another name, then
-        linked into place), and kombu's bind then adds the queue to it under its lock: a
-        second worker binding at the same moment (``make run`` starts three) read it empty
-        and failed to start."""
-        table = self._exchange_file(exchange)
-        if not table.exists():
-            self.control_folder.mkdir(exist_ok=True)
-            partial = table.with_name(f"{table.name}.{uuid.uuid4().hex}.part")
-            partial.write_bytes(b"[]")
+        bound = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        self._change_table(exchange, lambda table: table if bound in table else [bound, *table])
+
+    def _delete(self, queue, exchange, routing_key, pattern, *args, **kwargs):
+        super(filesystem.Channel, self)._delete(
+            queue, exchange, routing_key, pattern, *args, **kwargs
+        )
+        bound = filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or "")
+        self._change_table(exchange, lambda table: [q for q in table if q != bound], create=False)
+
+    def _change_table(self, exchange, change, create: bool = True) -> None:
+        """An exchange's table read, changed and written back under its lock, an empty one
+        (being created, or left so) read as no queue. kombu's bind created the table empty
+        and only then locked it: a second worker binding in between (``make run`` starts
+        three) read it empty and failed to start."""
+        path = self._exchange_file(exchange)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        try:
+            if create:
+                self.control_folder.mkdir(exist_ok=True)
+            descriptor = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            return  # nothing bound to it: nothing to remove
+        except OSError as exc:
+            raise filesystem.ChannelError(f"Cannot open {path}") from exc
+        with os.fdopen(descriptor, "rb+", buffering=0) as handle:
+            filesystem.lock(handle, filesystem.LOCK_EX)
             try:
-                os.link(partial, table)
-            except FileExistsError:
-                pass  # another one created it meanwhile
+                text = bytes_to_str(handle.read())
+                table = [filesystem.exchange_queue_t(*q) for q in loads(text)] if text else []
+                changed = change(table)
+                if changed != table or not text:
+                    handle.seek(0)
+                    handle.write(str_to_bytes(dumps(changed)))
+                    handle.truncate()
             finally:
-                partial.unlink()
-        super()._queue_bind(exchange, routing_key, pattern, queue)
+                filesystem.unlock(handle)
 
     # A finished task frees a place under the prefetch limit: the worker's event loop takes
     # the next messages at once, not at its next poll of the folder.

@@ -42,11 +42,22 @@ def test_a_turn_that_fails_is_reported_and_the_next_one_takes_what_is_there(tmp_
 
 
 def test_an_exchange_table_being_created_reads_as_no_queue(tmp_path):
-    """kombu creates a fanout exchange's table empty, then locks and writes it: a publish
-    in between (an `inspect` broadcast as a worker starts) failed with JSONDecodeError."""
+    """kombu created a fanout exchange's table empty, then locked and wrote it: a publish
+    in between (an `inspect` broadcast as a worker starts) failed with JSONDecodeError, and
+    so did a bind (a worker starting beside it failed), for as long as it stayed empty."""
     with _connection(tmp_path) as connection:
+        channel = connection.default_channel
         (tmp_path / "control" / "celery.pidbox.exchange").write_text("")
-        assert connection.default_channel.get_table("celery.pidbox") == []
+        assert channel.get_table("celery.pidbox") == []
+        channel._queue_bind("celery.pidbox", "", "", "w1.celery.pidbox")
+        channel._queue_bind("celery.pidbox", "", "", "w2.celery.pidbox")
+        channel._queue_bind("celery.pidbox", "", "", "w1.celery.pidbox")  # bound once
+        assert [q.queue for q in channel.get_table("celery.pidbox")] == [
+            "w2.celery.pidbox",
+            "w1.celery.pidbox",
+        ]
+        channel._delete("w2.celery.pidbox", "celery.pidbox", "", "")
+        assert [q.queue for q in channel.get_table("celery.pidbox")] == ["w1.celery.pidbox"]
 
 
 def test_a_bind_never_meets_a_table_half_made(tmp_path):
@@ -62,4 +73,4 @@ def test_a_bind_never_meets_a_table_half_made(tmp_path):
         outcomes = at_once(lambda i: channel._queue_bind("celery.pidbox", "", "", queues[i]), 16)
         assert [o for o in outcomes if isinstance(o, Exception)] == []
         assert sorted(q.queue for q in channel.get_table("celery.pidbox")) == sorted(queues)
-        assert not list((tmp_path / "control").glob("*.part"))
+        assert [p.name for p in (tmp_path / "control").iterdir()] == ["celery.pidbox.exchange"]
