@@ -4,6 +4,7 @@ system checks stay quiet."""
 
 import contextlib
 import os
+import random
 import re
 import select
 import shlex
@@ -409,9 +410,21 @@ def test_compose_gives_rabbitmq_the_consumer_timeout_the_service_checks_tasks_ag
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, below the range the kernel gives outgoing connections
+    their ports from. One from bind(0) is in that range, and make run binds it seconds
+    later: a connection opened meanwhile by another test took it once ("That port is
+    already in use")."""
+    outgoing = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    lowest = int(outgoing.read_text().split()[0]) if outgoing.exists() else 0
+    for _ in range(200):
+        port = random.randint(10000, lowest - 1) if lowest > 11000 else 0
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return sock.getsockname()[1]
+    raise RuntimeError("no free port")
 
 
 class MakeRun:
