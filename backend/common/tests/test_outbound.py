@@ -241,17 +241,23 @@ def test_allowed_call_returns_status_headers_and_body(server, settings):
     assert received.headers["content-type"] == "application/json"
 
 
+def _recording_lookups(monkeypatch, *addresses) -> list[str]:
+    """Names resolve to ``addresses``; the list returned collects each name looked up."""
+    looked_up: list[str] = []
+
+    def getaddrinfo(host, port):
+        looked_up.append(host)
+        return _resolving_to(*addresses)(host, port)
+
+    monkeypatch.setattr(outbound, "getaddrinfo", getaddrinfo)
+    return looked_up
+
+
 def test_the_connection_goes_to_the_checked_address_with_the_original_host(
     server, settings, monkeypatch
 ):
     settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
-    looked_up = []
-
-    def getaddrinfo(host, port):
-        looked_up.append(host)
-        return _resolving_to("127.0.0.1")(host, port)
-
-    monkeypatch.setattr(outbound, "getaddrinfo", getaddrinfo)
+    looked_up = _recording_lookups(monkeypatch, "127.0.0.1")
     response = outbound.request("GET", f"http://api.example.test:{server.port}/x", timeout=5)
     assert response.status_code == 200
     assert looked_up == ["api.example.test"]  # resolved once
@@ -491,13 +497,7 @@ def test_a_host_is_looked_up_and_trusted_by_the_name_it_is_sent_as(server, setti
     2003: "faß.de" was looked up (and its certificate checked) as "fass.de", another
     domain, while Host said "xn--fa-hia.de" (IDNA 2008)."""
     settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
-    looked_up = []
-
-    def getaddrinfo(host, port):
-        looked_up.append(host)
-        return _resolving_to("127.0.0.1")(host, port)
-
-    monkeypatch.setattr(outbound, "getaddrinfo", getaddrinfo)
+    looked_up = _recording_lookups(monkeypatch, "127.0.0.1")
     response = outbound.request("GET", f"http://faß.de:{server.port}/", timeout=5)
     assert response.status_code == 200
     assert looked_up == ["xn--fa-hia.de"]

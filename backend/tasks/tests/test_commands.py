@@ -35,19 +35,6 @@ def test_dispatch_tasks(user, monkeypatch):
     )
 
 
-def test_dispatch_tasks_exits_1_when_the_broker_takes_nothing(user, broker_down):
-    """It printed "sent 0 of 1" and exited 0: a script checking $? was told it worked."""
-    from django.core.management import CommandError
-
-    task = TaskFactory(owner=user, status=TaskStatus.PENDING)
-    out = StringIO()
-    with pytest.raises(CommandError, match=r"^1 pending task\(s\) could not be sent"):
-        call_command("dispatch_tasks", stdout=out)
-    assert "sent 0 of 1 pending" in out.getvalue()
-    task.refresh_from_db()
-    assert task.status == TaskStatus.PENDING and task.enqueued_at is None
-
-
 def test_dispatch_tasks_resends_sooner_when_asked(user):
     """A task whose message a worker killed outright took along is sent again after
     TASK_REDISPATCH_AFTER (5 min); an operator could not hurry it."""
@@ -86,14 +73,27 @@ def test_rescue_tasks(user, settings, monkeypatch):
     assert task.status == TaskStatus.PENDING
 
 
-def test_rescue_tasks_exits_1_when_the_broker_takes_nothing(user, settings, broker_down):
-    """It printed "sent 0 task(s)" and exited 0 where dispatch_tasks exits 1."""
+@pytest.mark.parametrize(
+    ("command", "printed"),
+    [
+        # It printed "sent 0 of 1" and exited 0: a script checking $? was told it worked.
+        ("dispatch_tasks", "sent 0 of 1 pending"),
+        # It printed "sent 0 task(s)" and exited 0 where dispatch_tasks exits 1.
+        ("rescue_tasks", "requeued 1 and failed 0 stale task(s); sent 0 of 1 pending"),
+    ],
+)
+def test_a_command_sending_tasks_exits_1_when_the_broker_takes_nothing(
+    user, settings, broker_down, command, printed
+):
     from django.core.management import CommandError
 
-    task = stale_running_task(user, settings)
+    if command == "rescue_tasks":
+        task = stale_running_task(user, settings)
+    else:
+        task = TaskFactory(owner=user, status=TaskStatus.PENDING)
     out = StringIO()
     with pytest.raises(CommandError, match=r"^1 pending task\(s\) could not be sent"):
-        call_command("rescue_tasks", stdout=out)
-    assert "requeued 1 and failed 0 stale task(s); sent 0 of 1 pending" in out.getvalue()
+        call_command(command, stdout=out)
+    assert printed in out.getvalue()
     task.refresh_from_db()
     assert task.status == TaskStatus.PENDING and task.enqueued_at is None
