@@ -535,6 +535,7 @@ def notifications_resend(*, queryset: QuerySet[Notification]) -> int:
         status=NotificationStatus.PENDING,
         next_attempt_at=now,
         enqueued_at=marked_at,
+        delivered_at=None,  # pending again: its next delivery sets it anew
     )
     if marked_at is not None and ids:
         transaction.on_commit(lambda: _send(ids, marked_at))

@@ -360,6 +360,23 @@ def test_resend_makes_a_notification_due_again(user, sent):
     assert len(receiver.requests) == 2
 
 
+def test_a_resent_delivered_notification_is_pending_without_a_delivery_time(user, sent):
+    with HTTPServer([Answer(200), Answer(200)]) as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+        notification.refresh_from_db()
+        first = notification.delivered_at
+        assert first is not None
+        services.notifications_resend(queryset=Notification.objects.all())
+        notification.refresh_from_db()
+        assert (notification.status, notification.delivered_at) == ("pending", None)
+        assert jobs.deliver_notification(str(notification.pk)) == "delivered"
+    notification.refresh_from_db()
+    assert notification.delivered_at is not None and notification.delivered_at >= first
+
+
 def test_the_signature_matches_the_standard_webhooks_test_vector():
     # Published with the Standard Webhooks specification and its reference libraries.
     assert (
