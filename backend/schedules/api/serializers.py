@@ -67,6 +67,8 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         help_text="each created task's deadline, this many seconds after the firing",
     )
     interval_seconds = StrictIntegerField(
+        # The schema's minimum; SCHEDULE_MIN_INTERVAL (a setting) is checked below.
+        min_value=1,
         max_value=MAX_SECONDS,
         required=False,
         allow_null=True,
