@@ -828,6 +828,9 @@ if _public.scheme not in ("http", "https") or not _public.hostname or _public.qu
 SCHEDULE_MIN_INTERVAL = _positive_int("SCHEDULE_MIN_INTERVAL", 60)
 # Schedules one user may own.
 MAX_SCHEDULES_PER_USER = _positive_int("MAX_SCHEDULES_PER_USER", 20)
+# Runs kept per schedule (its latest ones): each firing removes those beyond, so a schedule
+# firing every minute keeps about 16 hours of runs, not a row a minute for ever.
+SCHEDULE_RUNS_KEPT = _positive_int("SCHEDULE_RUNS_KEPT", 1000)
 
 # --- logging ------------------------------------------------------------------
 LOG_LEVEL = _text("LOG_LEVEL", "INFO").upper()

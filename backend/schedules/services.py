@@ -227,7 +227,17 @@ def _fire(schedule_id, message_id: str | None, sent_at=None) -> ScheduleRun | No
         _create_task(schedule, run, now)
     run.save()
     Schedule.objects.filter(pk=schedule.pk).update(last_run_at=now, total_runs=F("total_runs") + 1)
+    _forget_old_runs(schedule)
     return run
+
+
+def _forget_old_runs(schedule: Schedule) -> None:
+    """Keep the schedule's latest ``SCHEDULE_RUNS_KEPT`` runs (``total_runs`` still counts
+    every firing). Under the schedule's row lock, so firings take turns; one short index
+    scan of the kept runs per firing."""
+    older = ScheduleRun.objects.filter(schedule=schedule).order_by("-fired_at", "-id")
+    older = older[settings.SCHEDULE_RUNS_KEPT :].values("pk")
+    ScheduleRun.objects.filter(schedule=schedule, pk__in=older).delete()
 
 
 def _create_task(schedule: Schedule, run: ScheduleRun, now) -> None:

@@ -201,6 +201,20 @@ def test_every_firing_is_a_new_task_and_a_new_run(user):
     assert list(selectors.schedule_runs(schedule)) == runs[::-1]  # newest first
 
 
+def test_a_firing_keeps_the_latest_runs_of_its_schedule_only(user, settings):
+    settings.SCHEDULE_RUNS_KEPT = 2
+    settings.MAX_ACTIVE_TASKS = 10
+    schedule, other = make_schedule(user), make_schedule(user)
+    others = [services.schedule_fire(schedule_id=other.pk) for _ in range(2)]
+    runs = [services.schedule_fire(schedule_id=schedule.pk) for _ in range(4)]
+
+    assert list(selectors.schedule_runs(schedule)) == runs[:1:-1]  # the latest two
+    assert list(selectors.schedule_runs(other)) == others[::-1]
+    assert Task.objects.filter(owner=user).count() == 6  # the tasks stay
+    schedule.refresh_from_db()
+    assert schedule.total_runs == 4
+
+
 def test_at_the_active_task_limit_the_run_is_refused_and_recorded(user, settings):
     settings.MAX_ACTIVE_TASKS = 5
     held = TaskFactory.create_batch(5, owner=user)
