@@ -168,6 +168,6 @@ def _webhook(notification: Notification, data: dict) -> Outcome:
             final=True,
             status_code=code,
             error="the receiver answered 410 Gone",
-            disable_webhook=notification.channel == Channel.WEBHOOK,
+            gone=True,
         )
     return Outcome(delivered=False, status_code=code, error=f"the receiver answered {code}")

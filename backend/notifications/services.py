@@ -394,8 +394,9 @@ class Outcome:
     status_code: int | None = None
     # Never worth trying again (a refused address, no secret, 410 Gone).
     final: bool = False
-    # The receiver answered 410 Gone to the owner's webhook_url: stop sending there.
-    disable_webhook: bool = False
+    # The receiver answered 410 Gone: stop sending there (the owner's webhook_url, or the
+    # task's callback_url, whichever was that URL).
+    gone: bool = False
 
 
 def retry_delay(attempt: int) -> float:
@@ -449,8 +450,13 @@ def notification_record(*, notification: Notification, started_at: datetime, out
             last_error=error,
             unreachable=outcome.status_code is None and notification.channel != Channel.EMAIL,
         )
-    if outcome.disable_webhook:
-        user_services.user_webhook_disable(user_id=notification.user_id, url=notification.target)
+    if outcome.gone:
+        if notification.channel == Channel.WEBHOOK:
+            user_services.user_webhook_disable(
+                user_id=notification.user_id, url=notification.target
+            )
+        # A webhook notification stands for the task's callback_url too when they are one URL.
+        TaskCallback.objects.filter(task_id=notification.task_id, url=notification.target).delete()
     return status
 
 

@@ -12,7 +12,7 @@ from backend.common.tests.conftest import _loopback_only  # noqa: F401
 from backend.common.tests.httpserver import Answer, HTTPServer
 from backend.common.tests.smtpd import SMTPServer, use_smtp
 from backend.notifications import jobs, services, signing
-from backend.notifications.models import DeliveryAttempt, Notification
+from backend.notifications.models import DeliveryAttempt, Notification, TaskCallback
 from backend.notifications.tests.conftest import signed_by
 from backend.tasks import services as task_services
 from backend.tasks.models import Task
@@ -201,6 +201,22 @@ def test_a_410_from_a_callback_leaves_the_users_webhook(user, sent):
         assert jobs.deliver_notification(str(callback.pk)) == "failed"
     user.refresh_from_db()
     assert user.webhook_url == own.url()
+
+
+def test_a_410_from_a_callback_stops_the_tasks_later_events_going_there(user, sent):
+    user_services.user_webhook_secret_rotate(user=user)  # callbacks are signed with it
+    with HTTPServer([Answer(410)]) as receiver:
+        task = task_services.task_create(
+            owner=user, task_type="manual", input_data={}, callback_url=receiver.url("/cb")
+        )
+        created = Notification.objects.get(channel="callback")
+        assert jobs.deliver_notification(str(created.pk)) == "failed"
+        created.refresh_from_db()
+        assert created.last_error == "the receiver answered 410 Gone"
+        task_services.task_cancel(task=task, actor=user)
+    assert not TaskCallback.objects.filter(task_id=task.pk).exists()
+    assert not Notification.objects.filter(channel="callback").exclude(pk=created.pk).exists()
+    assert len(receiver.requests) == 1
 
 
 def test_two_workers_never_send_the_same_notification(user, sent):
