@@ -3,7 +3,7 @@ import uuid
 from django.contrib.auth.models import AbstractUser
 from django.contrib.auth.models import UserManager as DjangoUserManager
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 
 
@@ -105,14 +105,20 @@ class User(AbstractUser):
             or getattr(self, "_password_unset", False)
             or not self.is_active
         )
-        super().save(*args, **kwargs)
-        self._password_unset = False
         if end_sessions:
             from .tokens import browser_sessions_end, refresh_tokens_revoke
 
-            refresh_tokens_revoke(self)
-            if not self.is_active and getattr(self, "_was_active", True):
-                browser_sessions_end([self.pk])  # read all sessions: only when it turns off
+            # One transaction: the row written (and locked) first, so a token refresh under
+            # way, which locks the row too, ends before the revocation reads the tokens, or
+            # starts after it and finds its token revoked (backend.users.tokens).
+            with transaction.atomic():
+                super().save(*args, **kwargs)
+                refresh_tokens_revoke(self)
+                if not self.is_active and getattr(self, "_was_active", True):
+                    browser_sessions_end([self.pk])  # read all sessions: only when it turns off
+        else:
+            super().save(*args, **kwargs)
+        self._password_unset = False
         self._was_active = self.is_active
         self._loaded_identity = (self.username, self.email)
 

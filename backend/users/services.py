@@ -1,5 +1,7 @@
 """Every change to a user goes through here."""
 
+import re
+
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -23,7 +25,10 @@ def user_create(
     notify_email: list[str] | None = None,
     webhook_url: str = "",
     actor: User | None = None,
+    username_derived: bool = False,
 ) -> User:
+    """``username_derived``: the username was made from the email (``username_from_email``);
+    it is made again as the row is written, so two made from one local part at once differ."""
     if is_staff:
         _require_staff_granter(actor)
     user = User(
@@ -33,12 +38,27 @@ def user_create(
         user.notify_email = notify_email
     validate_password(password, user=user)
     user.set_password(password)
-    user.full_clean(exclude=["password"], validate_constraints=False)  # see _save
-    _save(user)
+    # A username made from the email is made again, free, as the row is written (see _save).
+    unchecked = ["password", "username"] if username_derived else ["password"]
+    user.full_clean(exclude=unchecked, validate_constraints=False)
+    _save(user, username_derived=username_derived)
     return user
 
 
-def _save(user: User, update_fields: list[str] | None = None) -> None:
+def username_from_email(email: str) -> str:
+    """The email's local part, kept to the characters a username allows, made unique with a
+    number when taken (ann@x.io → ann, then ann2, ann3, …)."""
+    base = re.sub(r"[^\w.@+-]", "", email.split("@", 1)[0])[:140] or "user"
+    candidate, n = base, 1
+    while User.objects.filter(username__iexact=candidate).exists():
+        n += 1
+        candidate = f"{base}{n}"
+    return candidate
+
+
+def _save(
+    user: User, update_fields: list[str] | None = None, *, username_derived: bool = False
+) -> None:
     """Save what ``full_clean`` passed. Whether a username or email is taken in any case
     is left to the database's constraints, which name no field in ``full_clean``
     (``__all__``): a taken one, also by a request that won a race a moment ago, is refused
@@ -46,7 +66,7 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
     try:
         with transaction.atomic():
             if update_fields is None or {"username", "email"} & set(update_fields):
-                _identity_checked(user)
+                _identity_checked(user, username_derived=username_derived)
             if update_fields is None:
                 user.save()
             elif update_fields:
@@ -65,14 +85,18 @@ def _save(user: User, update_fields: list[str] | None = None) -> None:
 _IDENTITY_LOCK = 0x5573657249644C6B  # "UserIdLk"
 
 
-def _identity_checked(user: User) -> None:
+def _identity_checked(user: User, *, username_derived: bool = False) -> None:
     """``User.identity_conflicts``, checked again as the row is written: two requests at
     once (one registering ``ann@example.com`` as a username, the other as an email) each
     passed the serializer's check, before either was saved. Saves of a username or email
-    take turns (on SQLite, an IMMEDIATE transaction already holds the write lock)."""
+    take turns (on SQLite, an IMMEDIATE transaction already holds the write lock), so a
+    username made from the email is made here again: the one made before may have been
+    taken meanwhile by another made from the same local part."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_IDENTITY_LOCK])
+    if username_derived and user.email:
+        user.username = username_from_email(user.email)
     if conflicts := user.identity_conflicts():
         raise ValidationError({field: [message] for field, message in conflicts.items()})
 

@@ -60,10 +60,6 @@ class IdRequiredMixin:
         super().check_blacklist()
 
 
-class CheckedRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
-    """simplejwt's refresh token (logout blacklists it as simplejwt does)."""
-
-
 class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
     def blacklist(self) -> tuple[BlacklistedToken, bool]:
         """Blacklist this token; ``TokenError`` when it already is, even by a request that
@@ -76,6 +72,21 @@ class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
                 return BlacklistedToken.objects.create(token=outstanding), True
         except IntegrityError:
             raise TokenError(_("Token is blacklisted")) from None
+
+
+def token_user_locked(token: RefreshToken) -> None:
+    """Lock the row of the token's user until the transaction ends. A new password and a
+    deactivation write that row, then revoke the user's refresh tokens, in one transaction:
+    a refresh or a logout holding the lock either ends before the revocation reads the open
+    tokens (the new token is among them) or starts after it (its own token is revoked).
+    Without it, a refresh under way as a password changed recorded its new token after the
+    revocation, and the session outlived the new password."""
+    user_id = token.payload.get(api_settings.USER_ID_CLAIM)
+    if isinstance(user_id, str | int) and not isinstance(user_id, bool):
+        from django.contrib.auth import get_user_model
+
+        users = get_user_model().objects.select_for_update()
+        list(users.filter(**{api_settings.USER_ID_FIELD: user_id}).values_list("pk"))
 
 
 def refresh_tokens_revoke(user) -> int:

@@ -1,10 +1,10 @@
 import copy
-import re
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
@@ -24,7 +24,8 @@ from backend.common.serializers import (
 from backend.notifications.models import Event
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User, default_notify_email
-from backend.users.tokens import SingleUseRefreshToken, UntypedToken
+from backend.users.services import username_from_email
+from backend.users.tokens import SingleUseRefreshToken, UntypedToken, token_user_locked
 
 STAT_FIELDS = (
     "total_tasks_assigned",
@@ -214,6 +215,7 @@ class UserCreateSerializer(UserSerializer):
                     {"username": ["A username is required (or an email to make one from)."]}
                 )
             attrs["username"] = username_from_email(attrs["email"])
+            attrs["username_derived"] = True
         return super().validate(attrs)
 
 
@@ -266,6 +268,7 @@ class RegisterSerializer(serializers.Serializer):
                     {"username": ["A username is required (or an email to make one from)."]}
                 )
             attrs["username"] = username_from_email(attrs["email"])
+            attrs["username_derived"] = True
         candidate = User(
             username=attrs.get("username", ""), email=attrs.get("email"), name=attrs.get("name", "")
         )
@@ -274,17 +277,6 @@ class RegisterSerializer(serializers.Serializer):
         except DjangoValidationError as exc:
             raise serializers.ValidationError({"password": list(exc.messages)}) from exc
         return attrs
-
-
-def username_from_email(email: str) -> str:
-    """The email's local part, kept to the characters a username allows, made unique with a
-    number when taken (ann@x.io → ann, then ann2, ann3, …)."""
-    base = re.sub(r"[^\w.@+-]", "", email.split("@", 1)[0])[:140] or "user"
-    candidate, n = base, 1
-    while User.objects.filter(username__iexact=candidate).exists():
-        n += 1
-        candidate = f"{base}{n}"
-    return candidate
 
 
 class RegisteredUserSerializer(serializers.ModelSerializer):
@@ -316,6 +308,8 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         super().__init__(*args, **kwargs)
         self.fields[self.username_field].required = False
         self.fields[self.username_field].help_text = "Username or email address."
+        # As registration takes it: a password with spaces at either end is that password.
+        self.fields["password"].trim_whitespace = False
         self.fields["email"] = serializers.CharField(required=False, write_only=True)
 
     def validate(self, attrs):
@@ -349,7 +343,10 @@ class TokenRefreshSerializer(BaseTokenRefreshSerializer):
 
     def validate(self, attrs):
         try:
-            return super().validate(attrs)
+            with transaction.atomic():
+                # Turns with a new password or a deactivation of its user (tokens).
+                token_user_locked(self.token_class(attrs["refresh"]))
+                return super().validate(attrs)
         except (User.DoesNotExist, DjangoValidationError):
             # A token (signed with the key) whose user is gone or whose user id is no id:
             # refused as every other endpoint refuses it, not a 500.
@@ -384,5 +381,5 @@ class WebhookSecretSerializer(serializers.Serializer):
     )
 
 
-class LogoutSerializer(serializers.Serializer):
+class LogoutSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     refresh = serializers.CharField()

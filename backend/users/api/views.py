@@ -18,7 +18,7 @@ from backend.common.routing import UUID_PATTERN
 from backend.common.views import requested_action
 from backend.users import selectors, services
 from backend.users.models import User
-from backend.users.tokens import CheckedRefreshToken as RefreshToken
+from backend.users.tokens import SingleUseRefreshToken, token_user_locked
 
 from .serializers import (
     LogoutSerializer,
@@ -112,12 +112,16 @@ class LogoutView(generics.GenericAPIView):
         serializer = self.get_serializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            token = RefreshToken(serializer.validated_data["refresh"])
+            token = SingleUseRefreshToken(serializer.validated_data["refresh"])
+            if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
+                raise ValidationError({"refresh": ["This token belongs to another user."]})
+            with transaction.atomic():
+                token_user_locked(token)
+                # Its insert decides: a refresh of the same token a moment before took it,
+                # and the session goes on with the new one, so this logout did not end it.
+                token.blacklist()
         except TokenError as exc:
             raise ValidationError({"refresh": [str(exc)]}, code="token_not_valid") from exc
-        if str(token.get(jwt_settings.USER_ID_CLAIM)) != str(request.user.pk):
-            raise ValidationError({"refresh": ["This token belongs to another user."]})
-        token.blacklist()
         return Response(status=status.HTTP_205_RESET_CONTENT)
 
 

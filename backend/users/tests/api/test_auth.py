@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import jsonschema
 import pytest
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken
 
@@ -642,6 +643,39 @@ def test_register_without_username_takes_it_from_the_email(api_client):
     assert response.status_code == 400 and "username" in response.json()
 
 
+def test_a_username_made_from_the_email_is_made_again_if_taken_meanwhile(db):
+    """Two registrations from ann@… at once each made "ann" from a free name, and the
+    second was refused: "A user with that username already exists", a field it never sent."""
+    from backend.users import services
+
+    made = services.username_from_email("ann@example.com")
+    UserFactory(username="ann", email="other@example.com")  # another one, in between
+    user = services.user_create(
+        username=made, email="ann@example.com", password=PASSWORD, username_derived=True
+    )
+    assert (made, user.username) == ("ann", "ann2")
+    with pytest.raises(DjangoValidationError) as refused:  # a username given is kept
+        services.user_create(username="ann", email="ann@elsewhere.example", password=PASSWORD)
+    assert list(refused.value.message_dict) == ["username"]
+
+
+def test_a_password_with_spaces_at_either_end_signs_in_as_it_was_registered(api_client):
+    password = "  a-long-Secret-42  "
+    assert register(api_client, username="spaced", password=password).status_code == 201
+    assert obtain(APIClient(), username="spaced", password=password).status_code == 200
+    trimmed = obtain(APIClient(), username="spaced", password=password.strip())
+    assert trimmed.status_code == 401
+
+
+def test_logout_names_a_field_it_does_not_take(alice):
+    pair = tokens_for(alice)
+    response = bearer(pair["access"]).post(
+        LOGOUT, {"refresh": pair["refresh"], "refresh_token": "x"}, format="json"
+    )
+    assert response.status_code == 400 and "refresh_token" in response.json()
+    assert refresh(pair["refresh"]).status_code == 200  # not logged out
+
+
 def test_a_token_sent_with_another_scheme_is_told_to_use_bearer(api_client, user):
     response = api_client.get("/api/tasks/", HTTP_AUTHORIZATION="Token abc")
     assert response.status_code == 401
@@ -757,6 +791,100 @@ def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(settings):
     assert len(answers) == 20 and len(granted) == 1, sorted(code for code, _ in answers)
     assert {code for code, _ in answers} == {200, 401}
     assert refresh(granted[0]["refresh"]).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("ending", ["password", "deactivation"])
+def test_a_refresh_under_way_as_the_sessions_end_does_not_outlive_them(
+    settings, monkeypatch, ending
+):
+    """The account's row written, its tokens not yet revoked (paused there): a refresh
+    waits for the change to commit, then finds its token revoked. A refresh that went
+    through meanwhile recorded its new token after the revocation had read the open ones:
+    that session outlived the new password, or the deactivation once reactivated."""
+    import threading
+
+    from django.db import connection, connections
+
+    from backend.users import services, tokens
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's IMMEDIATE transactions already take turns on the database")
+    settings.THROTTLE_AUTH_RATE = "1000/min"
+    user = UserFactory()
+    token = tokens_for(user)["refresh"]
+    written, finish = threading.Event(), threading.Event()
+
+    def paused(revoke):
+        def revoke_after_a_pause(*args, **kwargs):
+            written.set()
+            finish.wait(30)
+            return revoke(*args, **kwargs)
+
+        return revoke_after_a_pause
+
+    monkeypatch.setattr(tokens, "refresh_tokens_revoke", paused(tokens.refresh_tokens_revoke))
+    monkeypatch.setattr(
+        services, "refresh_tokens_revoke_all", paused(services.refresh_tokens_revoke_all)
+    )
+
+    def end_sessions():
+        try:
+            if ending == "password":
+                changed = User.objects.get(pk=user.pk)
+                changed.set_password("another-Secret-42")
+                changed.save()
+            else:
+                services.users_deactivate(queryset=User.objects.filter(pk=user.pk))
+        finally:
+            connections.close_all()
+
+    answers = []
+
+    def send_refresh():
+        try:
+            answers.append(refresh(token))
+        finally:
+            connections.close_all()
+
+    ender, refresher = threading.Thread(target=end_sessions), threading.Thread(target=send_refresh)
+    ender.start()
+    assert written.wait(30)
+    refresher.start()
+    refresher.join(1)
+    waited = refresher.is_alive()
+    finish.set()
+    ender.join(30)
+    refresher.join(30)
+    assert waited, "the refresh went through while the account's sessions were ending"
+    assert answers[0].status_code == 401 and answers[0].json()["code"] == "token_not_valid"
+    if ending == "deactivation":
+        User.objects.filter(pk=user.pk).update(is_active=True)
+    assert refresh(token).status_code == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_logout_and_a_refresh_of_one_token_at_once_never_both_succeed(settings):
+    """Logout answered 205 while the refresh beside it got a new pair: the client was told
+    its session had ended, and it went on. The insert into the blacklist decides for both."""
+    from backend.common.tests.concurrency import at_once
+
+    settings.THROTTLE_AUTH_RATE = "1000/min"
+    user = UserFactory()
+    for _ in range(8):
+        pair = tokens_for(user)
+
+        def send(i, pair=pair):
+            if i == 0:
+                response = bearer(pair["access"]).post(
+                    LOGOUT, {"refresh": pair["refresh"]}, format="json"
+                )
+            else:
+                response = refresh(pair["refresh"])
+            return response.status_code
+
+        logout, renewal = at_once(send, 2)
+        assert (logout, renewal) in ((205, 401), (400, 200))
 
 
 def test_a_refresh_token_used_twice_is_401_the_second_time(alice):
