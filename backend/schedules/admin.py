@@ -2,10 +2,12 @@
 deleting go through the services, so the periodic task beat reads stays in step, and the
 form is checked by the same validation as the API."""
 
+import json
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.forms.fields import InvalidJSONInput
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
@@ -15,10 +17,11 @@ from django_celery_beat.admin import IntervalScheduleAdmin as CeleryBeatInterval
 from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
+from backend.celery import app as celery_app
 from backend.common.admin import ServiceSaveMixin
 from backend.common.errors import DomainError, NotFound
 from backend.common.storable import MAX_JSON_DEPTH, shallow
-from backend.tasks import types
+from backend.tasks import queue, types
 
 from . import selectors, services
 from .api.serializers import ScheduleWriteSerializer
@@ -289,8 +292,11 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
     tasks waited, pending, for ever, with nothing to say why (beat keeps a job turned off
     across restarts). Their timing is their settings' (README, Configuration)."""
 
+    # A periodic task is a schedule's when a schedule names it (one added here with the
+    # firing task, say, is not: the form refuses that task, and one made before is changed
+    # or deleted here like any other).
     def _is_a_schedules(self, obj) -> bool:
-        return obj is not None and obj.task == services.FIRE_TASK
+        return obj is not None and Schedule.objects.filter(periodic_task=obj).exists()
 
     @staticmethod
     def _is_the_services(obj) -> bool:
@@ -333,7 +339,8 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
     def _without_schedules(self, request, queryset):
         """The selection less the schedules' own and the service's, which the messages
         name."""
-        theirs = queryset.filter(task=services.FIRE_TASK).count()
+        owned = Schedule.objects.filter(periodic_task=OuterRef("pk"))
+        theirs = queryset.filter(Exists(owned)).count()
         if theirs:
             self.message_user(
                 request,
@@ -349,9 +356,7 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
                 "always run.",
                 level=messages.WARNING,
             )
-        return queryset.exclude(task=services.FIRE_TASK).exclude(
-            name__in=list(settings.CELERY_BEAT_SCHEDULE)
-        )
+        return queryset.exclude(Exists(owned)).exclude(name__in=list(settings.CELERY_BEAT_SCHEDULE))
 
     # Each for those who may change periodic tasks: django-celery-beat's asks nothing, so
     # staff who may only view them could fire any user's schedule (a task in their name,
@@ -370,7 +375,77 @@ class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
 
     @admin.action(description="Run selected tasks", permissions=["change"])
     def run_tasks(self, request, queryset):
-        super().run_tasks(request, queryset)
+        """Each once, now. A schedule's fires here, as beat's message would have it fired
+        (its task created, or the refusal recorded as a run), with no broker in between; any
+        other is sent through the service's producer, bounded by BROKER_PUBLISH_TIMEOUT:
+        django-celery-beat's own sending waited on a hung broker until the web server killed
+        the request (a 500 after 120 s), and a firing it could not send was lost."""
+        owners = dict(
+            Schedule.objects.filter(periodic_task__in=queryset).values_list(
+                "periodic_task_id", "pk"
+            )
+        )
+        done, problems = 0, []
+        for periodic_task in queryset:
+            if periodic_task.pk in owners:
+                problem = _fire_now(owners[periodic_task.pk])
+            else:
+                problem = _send_now(periodic_task)
+            if problem:
+                problems.append(f"“{periodic_task}”: {problem}")
+            else:
+                done += 1
+        self.message_user(request, f"{done} periodic task(s) run.")
+        for problem in problems:
+            self.message_user(request, problem, level=messages.WARNING)
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+
+        class Form(form):
+            def clean(self):
+                data = super().clean()
+                if data.get("task") == services.FIRE_TASK:
+                    raise forms.ValidationError(
+                        "A schedule's firing is made by its schedule (Schedules, or "
+                        "/api/schedules/), which keeps it in step and within "
+                        "SCHEDULE_MIN_INTERVAL; it is not added here."
+                    )
+                return data
+
+        return Form
+
+
+def _fire_now(schedule_id) -> str:
+    """Fire the schedule now; what stopped it, or "" when its task was created."""
+    run = services.schedule_fire(schedule_id=schedule_id)
+    if run is None:
+        return "its schedule is disabled or deleted: not fired"
+    if run.code:
+        return f"its schedule fired and was refused ({run.code}): {run.detail}"
+    return ""
+
+
+def _send_now(periodic_task: PeriodicTask) -> str:
+    """Send the periodic task's message now; what stopped it, or "" when it went."""
+    celery_app.loader.import_default_modules()
+    if periodic_task.task not in celery_app.tasks:
+        return f"no task named {periodic_task.task!r} is registered: not sent"
+    try:
+        args, kwargs = (
+            json.loads(periodic_task.args or "[]"),
+            json.loads(periodic_task.kwargs or "{}"),
+        )
+    except ValueError:
+        return "its arguments are not JSON: not sent"
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        return "its arguments are not a list and an object: not sent"
+    name = periodic_task.queue or celery_app.amqp.router.route({}, periodic_task.task)["queue"].name
+    if name not in celery_app.amqp.queues:
+        return f"the service has no queue {name!r}: not sent"
+    if not queue.send_messages(periodic_task.task, [args], queue=name, kwargs=kwargs):
+        return "the broker did not take it (down or not answering: see /health/); not sent"
+    return ""
 
 
 class TimingOfSchedulesMixin:

@@ -144,7 +144,9 @@ def _origin() -> str:
     return _Pool.origin
 
 
-def _send(producer, name: str, args: list, *, queue: str, priority=None, limit=None) -> None:
+def _send(
+    producer, name: str, args: list, *, queue: str, priority=None, limit=None, kwargs=None
+) -> None:
     """One Celery task message, as ``app.send_task`` would build and route it, without its
     per-call work that changes nothing here: routing the name again, copying the queue and
     its exchange to declare them (declared once per connection), ``repr`` of the arguments
@@ -153,12 +155,12 @@ def _send(producer, name: str, args: list, *, queue: str, priority=None, limit=N
         str(uuid4()),
         name,
         args,
-        {},
+        kwargs or {},
         time_limit=None if limit is None else limit + 5,
         soft_time_limit=limit,
         ignore_result=True,
         argsrepr=repr(tuple(args)),
-        kwargsrepr="{}",
+        kwargsrepr=repr(kwargs or {}),
         origin=_origin(),
     )
     declared = _declared(producer.channel, queue)
@@ -350,15 +352,24 @@ def _failed(exc: Exception, unsent: int, name: str) -> None:
     )
 
 
-def send_messages(name: str, arguments: list[list], *, queue: str, rank: int | None = None) -> int:
-    """Send one message of the Celery task ``name`` per argument list, through the same
-    pool and breaker as run messages, at the priority of a task of ``rank`` (low 0 …
-    urgent 3; none given: the broker's default); returns how many went (stops at the first
-    failure, the rest are left for whatever re-sends them)."""
+def send_messages(
+    name: str,
+    arguments: list[list],
+    *,
+    queue: str,
+    rank: int | None = None,
+    kwargs: dict | None = None,
+) -> int:
+    """Send one message of the Celery task ``name`` per argument list (each with the same
+    ``kwargs``), through the same pool and breaker as run messages, at the priority of a
+    task of ``rank`` (low 0 … urgent 3; none given: the broker's default); returns how many
+    went (stops at the first failure, the rest are left for whatever re-sends them)."""
     priority = None if rank is None else message_priority(rank)
     went = _send_all(
         arguments,
-        lambda producer, args: _send(producer, name, args, queue=queue, priority=priority),
+        lambda producer, args: _send(
+            producer, name, args, queue=queue, priority=priority, kwargs=kwargs
+        ),
         name,
         lambda args: queue,
     )

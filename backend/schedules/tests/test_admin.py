@@ -486,3 +486,87 @@ def test_the_services_maintenance_jobs_are_shown_but_not_changed_or_turned_off(a
     assert page.status_code == 200 and 'name="_save"' not in page.content.decode()
     edit = {"every": "3600", "period": "seconds"}
     assert admin_client.post(interval_url, edit).status_code == 403
+
+
+PERIODIC_TASKS = "/admin/django_celery_beat/periodictask/"
+
+
+def run_now(admin_client, *periodic_tasks) -> list[str]:
+    selected = [str(periodic_task.pk) for periodic_task in periodic_tasks]
+    response = admin_client.post(
+        PERIODIC_TASKS, {"action": "run_tasks", "_selected_action": selected}, follow=True
+    )
+    return [str(message) for message in response.context["messages"]]
+
+
+def test_running_a_schedules_periodic_task_fires_the_schedule_here(admin_client, user):
+    """Its run recorded and its task created as beat's firing does, with no message through
+    the broker; a disabled schedule's is not fired, and the page says so."""
+    schedule, paused = make_schedule(user), make_schedule(user)
+    services.schedule_set_enabled(schedule=paused, actor=user, enabled=False)
+    own = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    paused_own = PeriodicTask.objects.get(pk=paused.periodic_task_id)
+
+    shown = run_now(admin_client, own, paused_own)
+
+    assert "1 periodic task(s) run." in shown, shown
+    assert any("disabled or deleted: not fired" in message for message in shown), shown
+    run = schedule.runs.get()
+    assert run.task is not None and run.task.owner == user
+    assert not paused.runs.exists()
+
+
+def test_running_a_periodic_task_with_the_broker_unreachable_says_so_at_once(admin_client):
+    """django-celery-beat's sending waited on a hung broker until the web server killed the
+    request; the service's producer is bounded, and here its breaker is open (as after a
+    failed send): nothing waits, and the page says it was not sent."""
+    from backend.tasks import queue
+
+    every = IntervalSchedule.objects.create(every=300, period=IntervalSchedule.SECONDS)
+    job = PeriodicTask.objects.create(
+        name="counts", task="backend.ops.jobs.fold_task_counts", interval=every
+    )
+    queue.breaker.trip()
+    try:
+        shown = run_now(admin_client, job)
+    finally:
+        queue.breaker.reset()
+    assert "0 periodic task(s) run." in shown, shown
+    assert any("the broker did not take it" in message for message in shown), shown
+    assert "1 periodic task(s) run." in run_now(admin_client, job)  # sent, the broker up
+
+
+def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user):
+    """One added here fired a user's schedule every 5 s (past SCHEDULE_MIN_INTERVAL), and
+    was then taken for a schedule's own: neither changed nor deleted, even by a superuser."""
+    schedule = make_schedule(user)
+    every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
+    response = admin_client.post(
+        f"{PERIODIC_TASKS}add/",
+        {
+            "name": "rogue",
+            "regtask": services.FIRE_TASK,
+            "task": "",
+            "interval": str(every.pk),
+            "args": "[]",
+            "kwargs": f'{{"schedule_id": "{schedule.pk}"}}',
+            "enabled": "on",
+            "priority": "",
+            "queue": "",
+            "exchange": "",
+            "routing_key": "",
+            "headers": "{}",
+            "description": "",
+            "expire_seconds": "",
+        },
+    )
+    assert response.status_code == 200  # the form again, with the error
+    assert "it is not added here" in response.content.decode()
+    assert not PeriodicTask.objects.filter(name="rogue").exists()
+    # One made before (with the ORM here) is no schedule's: deleted here like any other.
+    rogue = PeriodicTask.objects.create(
+        name="rogue", task=services.FIRE_TASK, interval=every, kwargs="{}"
+    )
+    assert admin_client.get(f"{PERIODIC_TASKS}{rogue.pk}/delete/").status_code == 200
+    admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/delete/", {"post": "yes"})
+    assert not PeriodicTask.objects.filter(pk=rogue.pk).exists()
