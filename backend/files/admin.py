@@ -5,7 +5,7 @@ from django.template.defaultfilters import filesizeformat
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from backend.common.admin import ServiceDeleteMixin
+from backend.common.admin import BoundedSearchMixin, ServiceDeleteMixin
 
 from . import services
 from .models import File
@@ -13,7 +13,7 @@ from .responses import file_response
 
 
 @admin.register(File)
-class FileAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+class FileAdmin(BoundedSearchMixin, ServiceDeleteMixin, admin.ModelAdmin):
     list_display = (
         "name",
         "owner",

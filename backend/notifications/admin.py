@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 
+from backend.common.admin import BoundedSearchMixin
+
 from . import services
 from .models import DeliveryAttempt, Notification
 
@@ -16,7 +18,7 @@ class DeliveryAttemptInline(admin.TabularInline):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(BoundedSearchMixin, admin.ModelAdmin):
     list_display = (
         "event",
         "channel",

@@ -18,7 +18,7 @@ from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTask
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from backend.celery import app as celery_app
-from backend.common.admin import ServiceSaveMixin
+from backend.common.admin import BoundedSearchMixin, ServiceSaveMixin
 from backend.common.errors import DomainError, NotFound
 from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import queue, types
@@ -187,7 +187,7 @@ class TimingFilter(admin.SimpleListFilter):
 
 
 @admin.register(Schedule)
-class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
+class ScheduleAdmin(BoundedSearchMixin, ServiceSaveMixin, admin.ModelAdmin):
     form = ScheduleForm
     inlines = [ScheduleRunInline]
     list_display = (
@@ -280,7 +280,7 @@ class ScheduleAdmin(ServiceSaveMixin, admin.ModelAdmin):
         self._set_enabled(request, queryset, False)
 
 
-class PeriodicTaskAdmin(CeleryBeatPeriodicTaskAdmin):
+class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
     """django-celery-beat's Periodic tasks, with a schedule's own shown but not changed here:
     turned off here, it stopped firing while its schedule still said ``enabled: true`` (and
     any edit of the schedule turned it back on); renamed or retimed, it went out of step with

@@ -1,7 +1,12 @@
 from django import forms
 from django.contrib import admin
 
-from backend.common.admin import ServiceDeleteMixin, ServiceSaveMixin, each_with_service
+from backend.common.admin import (
+    BoundedSearchMixin,
+    ServiceDeleteMixin,
+    ServiceSaveMixin,
+    each_with_service,
+)
 
 from . import services
 from .api.serializers import EDITABLE_FIELDS, TaskUpdateSerializer
@@ -32,7 +37,7 @@ class TaskForm(forms.ModelForm):
 
 
 @admin.register(Task)
-class TaskAdmin(ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
+class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.ModelAdmin):
     form = TaskForm
     # Fits a 1400 px screen beside the admin's menu and filters: progress beside the status
     # of a running task, short dates; deadline and completion time on each task's page.

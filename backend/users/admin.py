@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from backend.common.admin import SecretFieldsMixin
+from backend.common.admin import BoundedSearchMixin, SecretFieldsMixin
 from backend.common.email import address_refusal
 from backend.ops.selectors import with_task_counts
 
@@ -38,7 +38,7 @@ class UserEditForm(DomainEmailMixin, UserChangeForm):
 
 
 @admin.register(User)
-class UserAdmin(SecretFieldsMixin, DjangoUserAdmin):
+class UserAdmin(BoundedSearchMixin, SecretFieldsMixin, DjangoUserAdmin):
     form = UserEditForm
     # The webhook signing secrets are shown once, to their owner (Django's own admin
     # already refuses a filter on the password).
@@ -140,7 +140,9 @@ class UserAdmin(SecretFieldsMixin, DjangoUserAdmin):
 # brought a revoked refresh token (a logout, a password change, a deactivation) back to life.
 
 
-class OutstandingTokenAdmin(SecretFieldsMixin, simplejwt_admin.OutstandingTokenAdmin):
+class OutstandingTokenAdmin(
+    BoundedSearchMixin, SecretFieldsMixin, simplejwt_admin.OutstandingTokenAdmin
+):
     """Which refresh tokens were issued to whom, and until when: never the token itself."""
 
     fields = ("jti", "user", "created_at", "expires_at")
@@ -150,7 +152,7 @@ class OutstandingTokenAdmin(SecretFieldsMixin, simplejwt_admin.OutstandingTokenA
         return self.fields
 
 
-class BlacklistedTokenAdmin(simplejwt_admin.BlacklistedTokenAdmin):
+class BlacklistedTokenAdmin(BoundedSearchMixin, simplejwt_admin.BlacklistedTokenAdmin):
     """Which refresh tokens were revoked: read only (a revocation is for good)."""
 
     actions = None
@@ -165,7 +167,7 @@ class BlacklistedTokenAdmin(simplejwt_admin.BlacklistedTokenAdmin):
         return False
 
 
-class GroupAdmin(DjangoGroupAdmin):
+class GroupAdmin(BoundedSearchMixin, DjangoGroupAdmin):
     """Groups, whose permissions are a superuser's to give: staff allowed to change groups
     gave any permission to a group of their own, and so to themselves (a user's groups and
     permissions are a superuser's to change already)."""
