@@ -12,11 +12,26 @@ from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import ReturnDict
 
 
+class HTMLFormRenderer(renderers.HTMLFormRenderer):
+    """DRF's, showing a date box bound to what was sent that is no date (``"tomorrow"``,
+    ``123``) empty, beside its error: DRF parsed it to fill the box, and the page of a
+    refused create became a 500 (encode/django-rest-framework#5363)."""
+
+    def render_field(self, field, parent_style):
+        try:
+            return super().render_field(field, parent_style)
+        except (TypeError, ValueError):
+            blank = type(field)(field._field, "", field.errors, field._prefix)
+            return super().render_field(blank, parent_style)
+
+
 class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
     """DRF prefills a PUT or PATCH form with the object as the serializer shows it, read-only
     fields (id, dates, statistics) included; sending that back unchanged is refused, since a
     write naming a field it cannot change answers 400. Here only the writable ones are
     prefilled, as the serializer for that method takes them."""
+
+    form_renderer_class = HTMLFormRenderer
 
     def get_raw_data_form(self, data, view, method, request):
         form = super().get_raw_data_form(data, view, method, request)

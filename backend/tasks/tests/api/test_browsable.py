@@ -252,6 +252,27 @@ def test_a_bad_form_is_answered_with_its_error_and_the_form_again(browser):
     assert "input_data: Value must be valid JSON." in html.unescape(text)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("deadline", "tomorrow"), ("run_at", "2025-13-01T10:00"), ("deadline", 123)],
+)
+def test_a_date_that_is_no_date_is_answered_with_its_error_and_the_form(browser, field, value):
+    """DRF parsed the date to fill the form again, and the page became a 500."""
+    token = csrf_token(page(browser, "/api/tasks/"))
+    body = {"task_type": "sum", "input_data": {"numbers": [1]}, field: value}
+    response = browser.post(
+        "/api/tasks/",
+        json.dumps(body),
+        content_type="application/json",
+        HTTP_ACCEPT="text/html",
+        HTTP_X_CSRFTOKEN=token,
+    )
+    assert response.status_code == 400
+    text = html.unescape(response.content.decode())
+    assert create_form(text) and f"{field}: Datetime has wrong format" in text
+    assert not Task.objects.exists()
+
+
 # --- links and actions ------------------------------------------------------------------------
 
 
