@@ -230,12 +230,16 @@ class UserViewSet(
         # A new email, or a new username (refused when it is another user's email), tells
         # whether an address is registered. Staff see every email: not counted; nor a field
         # sent as it is (a whole profile sent back to change its name).
+        # The body is read for a PATCH alone: read for any method, a body no parser takes
+        # turned a GET's 200 or a PUT's 405 into a 400.
         user = self.request.user
-        data = self.request.data
         if (
             self.request.method == "PATCH"
             and not user.is_staff
-            and (_changes(data, "email", user) or _changes(data, "username", user))
+            and (
+                _changes(self.request.data, "email", user)
+                or _changes(self.request.data, "username", user)
+            )
         ):
             throttles.append(EmailChangeThrottle())
         return throttles
