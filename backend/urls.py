@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, LogoutView
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView, TemplateView
 from drf_spectacular.views import SpectacularAPIView
@@ -45,6 +45,9 @@ urlpatterns = [
         "api-auth/login/",
         throttled_login(LoginView.as_view(template_name="rest_framework/login.html")),
     ),
+    # Signed out without a next page (an address typed by hand), to the API root, not to
+    # the admin's "Logged out" page, whose "Log in again" leads where only staff get in.
+    path("api-auth/logout/", LogoutView.as_view(next_page="/api/")),
     path("api-auth/", include("rest_framework.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SwaggerView.as_view(url_name="schema"), name="swagger-ui"),
