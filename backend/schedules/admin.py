@@ -16,6 +16,7 @@ from django_celery_beat.admin import CrontabScheduleAdmin as CeleryBeatCrontabAd
 from django_celery_beat.admin import IntervalScheduleAdmin as CeleryBeatIntervalAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from backend.celery import app as celery_app
 from backend.common.admin import BoundedSearchMixin, ServiceSaveMixin
@@ -24,7 +25,7 @@ from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import queue, types
 
 from . import selectors, services
-from .api.serializers import ScheduleWriteSerializer
+from .api.serializers import LIGHT_CHANGES, ScheduleWriteSerializer
 from .models import Schedule, ScheduleRun
 from .validation import template_context
 
@@ -92,6 +93,8 @@ class ScheduleForm(forms.ModelForm):
             raise forms.ValidationError(
                 f"{owner.username} already has {limit} schedules (the most allowed)."
             )
+        if not self.instance._state.adding and self._light_change(cleaned, owner):
+            return cleaned
         data = {field: cleaned.get(field) for field in FORM_FIELDS}
         data["input_data"] = data["input_data"] if data["input_data"] is not None else {}
         data["crontab"] = data["crontab"] or None
@@ -106,6 +109,26 @@ class ScheduleForm(forms.ModelForm):
             for problem in _flatten(problems):
                 self.add_error(target, problem if target else f"{field}: {problem}")
         return cleaned
+
+    def _light_change(self, cleaned, owner) -> bool:
+        """A change of the name, the description or a pause alone, each field checked by
+        itself, as the API's PATCH does: the form refused every save of a schedule whose
+        template no longer validated (its file deleted), a pause included. False for any
+        other change (turning a paused schedule on is checked whole)."""
+        changed = set(self.changed_data)
+        if not changed <= LIGHT_CHANGES or (cleaned.get("enabled") and not self.instance.enabled):
+            return False
+        fields = ScheduleWriteSerializer(context=template_context(owner)).fields
+        checked = {}
+        for name in changed:
+            try:
+                checked[name] = fields[name].run_validation(cleaned.get(name))
+            except DRFValidationError as exc:
+                for problem in _flatten(exc.detail):
+                    self.add_error(name, problem)
+        if not self._errors:
+            self.validated = checked
+        return True
 
     def _post_clean(self):
         # The model's own checks (the interval/crontab constraint) are the serializer's job

@@ -18,6 +18,11 @@ NOT_IN_TEMPLATE = {
     "preferences (webhook_url on /api/users/me/).",
 }
 
+# A change that only pauses, renames or describes a schedule: each field is checked alone,
+# not the template, so one whose template no longer validates (its file deleted, a limit
+# lowered since) can still be paused or renamed (the API's PATCH, the admin's form).
+LIGHT_CHANGES = frozenset({"enabled", "name", "description"})
+
 
 def refuse_json_non_booleans(data: dict) -> None:
     """In a JSON body ``enabled`` is true or false: DRF's boolean also takes 0, 1, "yes",

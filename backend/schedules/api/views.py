@@ -15,6 +15,7 @@ from backend.schedules.models import Schedule
 from backend.schedules.validation import template_context
 
 from .serializers import (
+    LIGHT_CHANGES,
     NOT_IN_TEMPLATE,
     ScheduleRunSerializer,
     ScheduleSerializer,
@@ -28,9 +29,6 @@ def _as_dict(data) -> dict:
         raise ValidationError({"non_field_errors": ["Expected a JSON object."]})
     refuse_json_non_booleans(data)
     return data
-
-
-LIGHT_CHANGES = {"enabled", "name", "description"}
 
 
 def _form_changes(form, fields) -> dict:

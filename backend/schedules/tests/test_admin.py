@@ -570,3 +570,49 @@ def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user
     assert admin_client.get(f"{PERIODIC_TASKS}{rogue.pk}/delete/").status_code == 200
     admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/delete/", {"post": "yes"})
     assert not PeriodicTask.objects.filter(pk=rogue.pk).exists()
+
+
+def test_a_schedule_whose_template_went_stale_is_paused_or_renamed_here(admin_client, user):
+    """The form checked the whole template at every save, so a schedule whose template no
+    longer validated (its file deleted) could not even be paused there, while the API's
+    PATCH paused it. Other changes are still checked whole, as the API checks them."""
+    import json
+
+    schedule = make_schedule(user, name="stale")
+    Schedule.objects.filter(pk=schedule.pk).update(input_data={"numbers": []})
+    schedule.refresh_from_db()
+    as_it_is = {
+        "task_type": schedule.task_type,
+        "input_data": json.dumps(schedule.input_data),
+        "name": schedule.name,
+        "description": schedule.description,
+        "priority": schedule.priority,
+        "deadline_seconds": "",
+        "interval_seconds": str(schedule.interval_seconds),
+        "crontab": schedule.crontab,
+        "timezone": schedule.timezone,
+    }
+
+    response = admin_client.post(
+        change_url(schedule), form_data(schedule, **{**as_it_is, "enabled": None})
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+    assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled is False
+
+    response = admin_client.post(
+        change_url(schedule), form_data(schedule, **{**as_it_is, "enabled": None, "name": "kept"})
+    )
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert (schedule.name, schedule.input_data) == ("kept", {"numbers": []})
+
+    response = admin_client.post(
+        change_url(schedule),
+        form_data(schedule, **{**as_it_is, "name": "kept", "enabled": None, "priority": "high"}),
+    )
+    assert response.status_code == 200  # the form again: the template is checked whole
+    assert "This list may not be empty" in response.content.decode()
+    schedule.refresh_from_db()
+    assert schedule.priority != "high"
