@@ -1,5 +1,5 @@
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from backend.common.admin import (
     BoundedSearchMixin,
@@ -10,7 +10,7 @@ from backend.common.admin import (
 
 from . import services
 from .api.serializers import EDITABLE_FIELDS, TaskUpdateSerializer
-from .models import Task
+from .models import ACTIVE_STATUSES, Task, TaskStatus
 
 
 class TaskForm(forms.ModelForm):
@@ -109,19 +109,46 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
     def delete_selected(self, request, queryset):
         return self.delete_selected_with_service(request, queryset, "task(s)")
 
-    def _each(self, request, queryset, service, verb):
+    def delete_many_with_service(self, request, queryset):
+        """In batches, each one transaction (as ``task_delete``: the rows locked, a running
+        one left); each deleted task logged as Django logs a deletion. One at a time, a
+        selection of 30,000 tasks outlasted the web server's timeout half-way."""
+
+        def log(tasks):
+            self.log_deletions(request, tasks)
+
+        deleted, running = services.tasks_delete(queryset=queryset, before_delete=log)
+        refused = [(task, services.running_not_deleted()) for task in running]
+        return deleted, refused
+
+    def _each(self, request, queryset, service, verb, statuses):
+        """The service for each selected task in one of ``statuses`` (those it may act on);
+        the others counted in one line, not refused one by one (a selection of 50,000
+        finished tasks was two minutes of refusals)."""
+        left = queryset.exclude(status__in=statuses).count()
+        if left:
+            which = ", ".join(statuses[:-1]) + f" or {statuses[-1]}"
+            self.message_user(
+                request,
+                f"{left} task(s) left as they are: only {which} tasks are {verb}.",
+                level=messages.WARNING,
+            )
+
         def do(task):
             service(task=task, actor=request.user)
 
-        each_with_service(self, request, queryset, do, f"task(s) {verb}")
+        each_with_service(
+            self, request, queryset.filter(status__in=statuses), do, f"task(s) {verb}"
+        )
 
     @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request, queryset):
-        self._each(request, queryset, services.task_cancel, "cancelled")
+        self._each(request, queryset, services.task_cancel, "cancelled", ACTIVE_STATUSES)
 
     @admin.action(description="Retry selected tasks", permissions=["change"])
     def retry_tasks(self, request, queryset):
-        self._each(request, queryset, services.task_retry, "queued again")
+        retryable = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+        self._each(request, queryset, services.task_retry, "queued again", retryable)
 
     @admin.action(
         description="Expire selected tasks that are past their deadline", permissions=["change"]

@@ -28,6 +28,7 @@ from .lifecycle import (
     OWNER_OR_STAFF,
     UNSET,
     owner_or_staff,
+    running_not_deleted,
     task_assign,
     task_cancel,
     task_complete,
@@ -37,6 +38,7 @@ from .lifecycle import (
     task_retry,
     task_start,
     task_update,
+    tasks_delete,
 )
 from .limits import reserve_active_slot
 from .sweeps import (
@@ -54,6 +56,7 @@ __all__ = [
     "owner_or_staff",
     "queue",
     "reserve_active_slot",
+    "running_not_deleted",
     "task_assign",
     "task_cancel",
     "task_claim",
@@ -73,6 +76,7 @@ __all__ = [
     "task_retry_later",
     "task_start",
     "task_update",
+    "tasks_delete",
     "tasks_dispatch",
     "tasks_expire",
     "tasks_finish_unread",

@@ -178,8 +178,41 @@ def task_delete(*, task: Task, actor: User) -> None:
     if not locked:
         raise NotFound("Not found.")  # deleted meanwhile (a concurrent DELETE won)
     if locked[0][0] == TaskStatus.RUNNING:
-        raise Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
+        raise running_not_deleted()
     Task.objects.filter(pk=task.pk).delete()
+
+
+def running_not_deleted() -> Conflict:
+    """The refusal to delete a running task."""
+    return Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
+
+
+# Tasks deleted per transaction by ``tasks_delete``.
+DELETE_BATCH = 1000
+
+
+def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, list[Task]]:
+    """Delete the tasks of ``queryset`` that are not running (staff, the admin), in batches
+    each its own transaction, their rows locked as they are chosen, as ``task_delete``
+    does one: a start committed meanwhile waits, then finds the task gone, and one that
+    started before is left. ``before_delete(tasks)`` is called with each batch's (the
+    admin logs them). Returns how many were deleted and the running ones left."""
+    ids = list(queryset.order_by().values_list("pk", flat=True))
+    deleted, running = 0, []
+    for start in range(0, len(ids), DELETE_BATCH):
+        with transaction.atomic():
+            rows = Task.objects.select_for_update().filter(pk__in=ids[start : start + DELETE_BATCH])
+            chosen = list(rows.order_by("pk"))
+            running += [task for task in chosen if task.status == TaskStatus.RUNNING]
+            doomed = [task for task in chosen if task.status != TaskStatus.RUNNING]
+            if before_delete is not None and doomed:
+                before_delete(doomed)
+            deleted += (
+                Task.objects.filter(pk__in=[task.pk for task in doomed])
+                .delete()[1]
+                .get(Task._meta.label, 0)
+            )
+    return deleted, running
 
 
 # --- actions ----------------------------------------------------------------------------
