@@ -16,6 +16,7 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.utils import html
 
+from backend.common.errors import Conflict
 from backend.common.serializers import CopiedFieldsMixin
 
 
@@ -134,7 +135,14 @@ def register(task_type: TaskType) -> TaskType:
 
 
 def get(name: str) -> TaskType:
-    return _REGISTRY[name]
+    """The type of that name; a 409 ``unknown_task_type`` for a task whose type this service
+    no longer has (its module removed, rows of it left): a retry of one was a 500."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise Conflict(
+            f"This service no longer runs tasks of type {name!r}.", code="unknown_task_type"
+        ) from None
 
 
 def find(name: str) -> TaskType | None:

@@ -545,6 +545,15 @@ def test_retry_of_a_pending_task_is_409_and_changes_nothing(client, user):
     assert Task.objects.filter(pk=task.pk).values().get() == before
 
 
+def test_a_task_of_a_type_no_longer_provided_is_shown_and_its_retry_is_409(client, user):
+    """A type's module removed, its tasks left: a retry of one was a 500 (a KeyError)."""
+    task = TaskFactory(owner=user, task_type="retired", status=TaskStatus.FAILED)
+    assert client.get(url(task)).status_code == 200
+    response = client.post(url(task, "retry"))
+    assert response.status_code == 409 and response.json()["code"] == "unknown_task_type"
+    assert Task.objects.get(pk=task.pk).status == TaskStatus.FAILED
+
+
 def test_assign(client_for, user, other_user):
     task = TaskFactory(owner=user, task_type="manual", input_data={})
     response = client_for(user).post(
