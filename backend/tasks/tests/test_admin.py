@@ -74,8 +74,7 @@ def test_a_cancel_across_many_finished_tasks_counts_them_in_one_line(admin_clien
     assert sent_messages(response) == [
         (
             messages.WARNING,
-            "12 task(s) left as they are: only scheduled, pending or running tasks are "
-            "cancelled.",
+            "12 task(s) left as they are: only scheduled, pending or running tasks are cancelled.",
         ),
         (messages.INFO, "1 task(s) cancelled."),
     ]
