@@ -10,7 +10,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
-from rest_framework.fields import empty
+from rest_framework.fields import SkipField, empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
@@ -303,12 +303,37 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
-            if unknown and isinstance(exc.detail, dict):
-                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            if isinstance(exc.detail, dict):
+                beside = self._input_errors_beside(data, exc.detail)
+                if unknown or beside:
+                    raise serializers.ValidationError({**exc.detail, **beside, **unknown}) from None
             raise
         if unknown:
             raise serializers.ValidationError(unknown)
         return value
+
+    def _input_errors_beside(self, data, errors) -> dict:
+        """``input_data``'s own errors for its type, when another field (a priority, a
+        deadline) was refused but the type and the input's JSON were not: found together,
+        so a client fixes both at once (they came one request after the other)."""
+        if "task_type" in errors or "input_data" in errors or not hasattr(data, "get"):
+            return {}
+        kind = types.find(data.get("task_type")) if isinstance(data.get("task_type"), str) else None
+        if kind is None:
+            return {}
+        field = self.fields["input_data"]
+        try:
+            raw = field.run_validation(field.get_value(data))  # a form's box read as DRF reads it
+        except (serializers.ValidationError, SkipField):
+            return {}
+        if not isinstance(raw, dict):
+            return {"input_data": ["Expected a JSON object."]}
+        request = self.context.get("request")
+        owner = self.context.get("owner") or getattr(request, "user", None)
+        texts = {key: data.get(key) for key in ("name", "description")}
+        task = {key: value if isinstance(value, str) else "" for key, value in texts.items()}
+        inputs = kind.input_for(raw, owner=owner, task=task, context=self.context)
+        return {} if inputs.is_valid() else {"input_data": inputs.errors}
 
     def validate_callback_url(self, value):
         return validate_outbound_url(value)

@@ -91,6 +91,24 @@ def test_create_rejects_bad_input_with_field_errors(client, body, field):
     assert not Task.objects.exists()
 
 
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+def test_the_inputs_errors_come_beside_another_fields(client, encoding):
+    """A bad priority and an empty list of numbers: the second came only once the first
+    was fixed, a request later."""
+    body = {"task_type": "sum", "input_data": {"numbers": []}, "priority": "x"}
+    if encoding == "multipart":
+        body["input_data"] = json.dumps(body["input_data"])
+    response = client.post(url(), body, format=encoding)
+    assert response.status_code == 400
+    errors = response.json()
+    assert errors["priority"] and errors["input_data"] == {
+        "numbers": ["This list may not be empty."]
+    }
+    assert not Task.objects.exists()
+    body["priority"] = "high"  # the type's errors alone, as before
+    assert client.post(url(), body, format=encoding).json()["input_data"] == errors["input_data"]
+
+
 @pytest.mark.parametrize("given", [123, 1.5, True, ["x"], {"id": "x"}])
 def test_an_assignee_given_as_anything_but_a_string_is_refused_as_such(client, given):
     """123 was read as the UUID it encodes and answered 'object does not exist', where a
