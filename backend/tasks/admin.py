@@ -117,8 +117,15 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
         def log(tasks):
             self.log_deletions(request, tasks)
 
-        deleted, running = services.tasks_delete(queryset=queryset, before_delete=log)
+        deleted, running, held = services.tasks_delete(queryset=queryset, before_delete=log)
         refused = [(task, services.running_not_deleted()) for task in running]
+        if held:
+            self.message_user(
+                request,
+                f"{held} task(s) left as they are: others were changing them all along (a "
+                "sweep, a worker); delete them again.",
+                level=messages.WARNING,
+            )
         return deleted, refused
 
     def _each(self, request, queryset, service, verb, statuses):

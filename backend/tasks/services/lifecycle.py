@@ -5,6 +5,7 @@ so (409)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -187,32 +188,51 @@ def running_not_deleted() -> Conflict:
     return Conflict("A running task cannot be deleted; cancel it first.", code="task_running")
 
 
-# Tasks deleted per transaction by ``tasks_delete``.
+# Tasks deleted per transaction by ``tasks_delete``; passes over those others held, and the
+# pause before each further pass (times the pass's number), in seconds.
 DELETE_BATCH = 1000
+DELETE_PASSES = 3
+DELETE_PAUSE = 0.25
 
 
-def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, list[Task]]:
+def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, list[Task], int]:
     """Delete the tasks of ``queryset`` that are not running (staff, the admin), in batches
     each its own transaction, their rows locked as they are chosen, as ``task_delete``
     does one: a start committed meanwhile waits, then finds the task gone, and one that
-    started before is left. ``before_delete(tasks)`` is called with each batch's (the
-    admin logs them). Returns how many were deleted and the running ones left."""
-    ids = list(queryset.order_by().values_list("pk", flat=True))
+    started before is left. A row another transaction holds (a sweep's UPDATE of many
+    rows, a worker's claim) is not waited for but tried again in a later pass: waiting, a
+    batch and a sweep each held rows the other wanted, PostgreSQL ended one of them as a
+    deadlock, and the admin's page was a 503 half-way. ``before_delete(tasks)`` is called
+    with each batch's (the admin logs them). Returns how many were deleted, the running
+    ones left, and how many were still held by others after the last pass (left as they
+    are)."""
+    todo = list(queryset.order_by().values_list("pk", flat=True))
     deleted, running = 0, []
-    for start in range(0, len(ids), DELETE_BATCH):
-        with transaction.atomic():
-            rows = Task.objects.select_for_update().filter(pk__in=ids[start : start + DELETE_BATCH])
-            chosen = list(rows.order_by("pk"))
-            running += [task for task in chosen if task.status == TaskStatus.RUNNING]
-            doomed = [task for task in chosen if task.status != TaskStatus.RUNNING]
-            if before_delete is not None and doomed:
-                before_delete(doomed)
-            deleted += (
-                Task.objects.filter(pk__in=[task.pk for task in doomed])
-                .delete()[1]
-                .get(Task._meta.label, 0)
-            )
-    return deleted, running
+    for attempt in range(DELETE_PASSES):
+        if attempt:
+            time.sleep(DELETE_PAUSE * attempt)  # the other transactions end meanwhile
+        held = []
+        for start in range(0, len(todo), DELETE_BATCH):
+            batch = todo[start : start + DELETE_BATCH]
+            with transaction.atomic():
+                rows = Task.objects.select_for_update(skip_locked=True).filter(pk__in=batch)
+                chosen = list(rows.order_by("pk"))
+                taken = {task.pk for task in chosen}
+                held += [pk for pk in batch if pk not in taken]  # or deleted meanwhile
+                running += [task for task in chosen if task.status == TaskStatus.RUNNING]
+                doomed = [task for task in chosen if task.status != TaskStatus.RUNNING]
+                if before_delete is not None and doomed:
+                    before_delete(doomed)
+                deleted += (
+                    Task.objects.filter(pk__in=[task.pk for task in doomed])
+                    .delete()[1]
+                    .get(Task._meta.label, 0)
+                )
+        todo = held
+        if not todo:
+            break
+    still_held = Task.objects.filter(pk__in=todo).count() if todo else 0
+    return deleted, running, still_held
 
 
 # --- actions ----------------------------------------------------------------------------
