@@ -83,10 +83,18 @@ def token_user_locked(token: RefreshToken) -> None:
     revocation, and the session outlived the new password."""
     user_id = token.payload.get(api_settings.USER_ID_CLAIM)
     if isinstance(user_id, str | int) and not isinstance(user_id, bool):
-        from django.contrib.auth import get_user_model
+        user_row_locked(**{api_settings.USER_ID_FIELD: user_id})
 
-        users = get_user_model().objects.select_for_update()
-        list(users.filter(**{api_settings.USER_ID_FIELD: user_id}).values_list("pk"))
+
+def user_row_locked(**lookup) -> tuple[str, bool] | None:
+    """Lock the user's row until the transaction ends (``token_user_locked``); its password
+    hash and ``is_active`` as the row holds them now, or None when it is gone. The lock
+    leaves the keys alone (as a save's own), so rows that name the user (a task created,
+    a token recorded) are not held up by it."""
+    from django.contrib.auth import get_user_model
+
+    users = get_user_model().objects.select_for_update(no_key=True)
+    return users.filter(**lookup).values_list("password", "is_active").first()
 
 
 def refresh_tokens_revoke(user) -> int:

@@ -25,7 +25,12 @@ from backend.notifications.models import Event
 from backend.users.authentication import JWTAuthentication
 from backend.users.models import NOTIFY_EVENTS, User, default_notify_email
 from backend.users.services import username_from_email
-from backend.users.tokens import SingleUseRefreshToken, UntypedToken, token_user_locked
+from backend.users.tokens import (
+    SingleUseRefreshToken,
+    UntypedToken,
+    token_user_locked,
+    user_row_locked,
+)
 
 STAT_FIELDS = (
     "total_tasks_assigned",
@@ -326,9 +331,17 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             raise exceptions.AuthenticationFailed(
                 self.error_messages["no_active_account"], "no_active_account"
             )
-        refresh = self.get_token(self.user)
-        if jwt_settings.UPDATE_LAST_LOGIN:
-            update_last_login(None, self.user)
+        with transaction.atomic():
+            # Turns with a new password or a deactivation (tokens.token_user_locked): the
+            # password was checked against the row as read before, a hash's time ago. A
+            # change committed since then revoked the open tokens without this one.
+            if user_row_locked(pk=self.user.pk) != (self.user.password, True):
+                raise exceptions.AuthenticationFailed(
+                    self.error_messages["no_active_account"], "no_active_account"
+                )
+            refresh = self.get_token(self.user)
+            if jwt_settings.UPDATE_LAST_LOGIN:
+                update_last_login(None, self.user)
         return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 

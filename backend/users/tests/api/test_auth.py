@@ -795,13 +795,15 @@ def test_one_refresh_token_sent_many_times_at_once_is_exchanged_once(settings):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("ending", ["password", "deactivation"])
+@pytest.mark.parametrize("sent", ["refresh", "sign-in"])
 def test_a_refresh_under_way_as_the_sessions_end_does_not_outlive_them(
-    settings, monkeypatch, ending
+    settings, monkeypatch, ending, sent
 ):
-    """The account's row written, its tokens not yet revoked (paused there): a refresh
-    waits for the change to commit, then finds its token revoked. A refresh that went
-    through meanwhile recorded its new token after the revocation had read the open ones:
-    that session outlived the new password, or the deactivation once reactivated."""
+    """The account's row written, its tokens not yet revoked (paused there): a refresh, or
+    a sign-in with the password as it was, waits for the change to commit, then is refused.
+    One that went through meanwhile recorded its new token after the revocation had read
+    the open ones: that session outlived the new password, or the deactivation once
+    reactivated."""
     import threading
 
     from django.db import connection, connections
@@ -843,7 +845,10 @@ def test_a_refresh_under_way_as_the_sessions_end_does_not_outlive_them(
 
     def send_refresh():
         try:
-            answers.append(refresh(token))
+            if sent == "refresh":
+                answers.append(refresh(token))
+            else:
+                answers.append(obtain(APIClient(), username=user.username, password=PASSWORD))
         finally:
             connections.close_all()
 
@@ -856,8 +861,9 @@ def test_a_refresh_under_way_as_the_sessions_end_does_not_outlive_them(
     finish.set()
     ender.join(30)
     refresher.join(30)
-    assert waited, "the refresh went through while the account's sessions were ending"
-    assert answers[0].status_code == 401 and answers[0].json()["code"] == "token_not_valid"
+    assert waited, f"the {sent} went through while the account's sessions were ending"
+    code = "token_not_valid" if sent == "refresh" else "no_active_account"
+    assert answers[0].status_code == 401 and answers[0].json()["code"] == code
     if ending == "deactivation":
         User.objects.filter(pk=user.pk).update(is_active=True)
     assert refresh(token).status_code == 401
