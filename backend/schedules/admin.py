@@ -80,7 +80,13 @@ class ScheduleForm(forms.ModelForm):
     def __init__(self, *args, request=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.request = request
-        self.fields["task_type"].choices = [(name, name) for name in types.names()]
+        names = types.names()
+        # A schedule of a type the service no longer runs is still shown as it is, and can
+        # be paused or renamed (a light change).
+        current = getattr(self.instance, "task_type", "")
+        if current and current not in names:
+            names.append(current)
+        self.fields["task_type"].choices = [(name, name) for name in names]
         self.validated = None
 
     def clean(self):
@@ -428,7 +434,9 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
         class Form(form):
             def clean(self):
                 data = super().clean()
-                if data.get("task") == services.FIRE_TASK:
+                # Added, or changed to it (one made before is changed here like any other).
+                was = None if self.instance._state.adding else self.instance.task
+                if data.get("task") == services.FIRE_TASK and was != services.FIRE_TASK:
                     raise forms.ValidationError(
                         "A schedule's firing is made by its schedule (Schedules, or "
                         "/api/schedules/), which keeps it in step and within "

@@ -1,6 +1,8 @@
 """The admin: schedules with their runs inline; every change goes through the services, so
 the periodic task stays in step."""
 
+import html
+
 import pytest
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
@@ -541,25 +543,23 @@ def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user
     was then taken for a schedule's own: neither changed nor deleted, even by a superuser."""
     schedule = make_schedule(user)
     every = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.SECONDS)
-    response = admin_client.post(
-        f"{PERIODIC_TASKS}add/",
-        {
-            "name": "rogue",
-            "regtask": services.FIRE_TASK,
-            "task": "",
-            "interval": str(every.pk),
-            "args": "[]",
-            "kwargs": f'{{"schedule_id": "{schedule.pk}"}}',
-            "enabled": "on",
-            "priority": "",
-            "queue": "",
-            "exchange": "",
-            "routing_key": "",
-            "headers": "{}",
-            "description": "",
-            "expire_seconds": "",
-        },
-    )
+    form = {
+        "name": "rogue",
+        "regtask": services.FIRE_TASK,
+        "task": "",
+        "interval": str(every.pk),
+        "args": "[]",
+        "kwargs": f'{{"schedule_id": "{schedule.pk}"}}',
+        "enabled": "on",
+        "priority": "",
+        "queue": "",
+        "exchange": "",
+        "routing_key": "",
+        "headers": "{}",
+        "description": "",
+        "expire_seconds": "",
+    }
+    response = admin_client.post(f"{PERIODIC_TASKS}add/", form)
     assert response.status_code == 200  # the form again, with the error
     assert "it is not added here" in response.content.decode()
     assert not PeriodicTask.objects.filter(name="rogue").exists()
@@ -567,6 +567,10 @@ def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user
     rogue = PeriodicTask.objects.create(
         name="rogue", task=services.FIRE_TASK, interval=every, kwargs="{}"
     )
+    turned_off = {**form, "kwargs": "{}", "enabled": ""}
+    response = admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/change/", turned_off)
+    assert response.status_code == 302  # changed like any other
+    assert PeriodicTask.objects.get(pk=rogue.pk).enabled is False
     assert admin_client.get(f"{PERIODIC_TASKS}{rogue.pk}/delete/").status_code == 200
     admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/delete/", {"post": "yes"})
     assert not PeriodicTask.objects.filter(pk=rogue.pk).exists()
@@ -601,6 +605,8 @@ def test_a_schedule_whose_template_went_stale_is_paused_or_renamed_here(admin_cl
     assert not schedule.enabled
     assert PeriodicTask.objects.get(pk=schedule.periodic_task_id).enabled is False
 
+    Schedule.objects.filter(pk=schedule.pk).update(task_type="retired")  # its module removed
+    as_it_is["task_type"] = "retired"
     response = admin_client.post(
         change_url(schedule), form_data(schedule, **{**as_it_is, "enabled": None, "name": "kept"})
     )
@@ -613,6 +619,6 @@ def test_a_schedule_whose_template_went_stale_is_paused_or_renamed_here(admin_cl
         form_data(schedule, **{**as_it_is, "name": "kept", "enabled": None, "priority": "high"}),
     )
     assert response.status_code == 200  # the form again: the template is checked whole
-    assert "This list may not be empty" in response.content.decode()
+    assert '"retired" is not a valid choice.' in html.unescape(response.content.decode())
     schedule.refresh_from_db()
     assert schedule.priority != "high"
