@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.utils import html
@@ -72,8 +73,7 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
         help_text="each created task's deadline, this many seconds after the firing",
     )
     interval_seconds = StrictIntegerField(
-        # The schema's minimum; SCHEDULE_MIN_INTERVAL (a setting) is checked below.
-        min_value=1,
+        # At least SCHEDULE_MIN_INTERVAL: see get_fields.
         max_value=MAX_SECONDS,
         required=False,
         allow_null=True,
@@ -100,13 +100,21 @@ class ScheduleWriteSerializer(TaskCreateSerializer):
     )
     enabled = CheckboxField(required=False, default=True, initial=True)
 
-    def validate_interval_seconds(self, value):
+    def get_fields(self):
+        fields = super().get_fields()
+        # The setting as it is now (read per instance, not at import): checked, and shown as
+        # the schema's minimum.
         minimum = settings.SCHEDULE_MIN_INTERVAL
-        if value is not None and value < minimum:
-            raise serializers.ValidationError(
-                f"Ensure this value is at least {minimum} (SCHEDULE_MIN_INTERVAL seconds)."
-            )
-        return value
+        interval = fields["interval_seconds"]
+        interval.min_value = minimum
+        interval.validators = [
+            *(v for v in interval.validators if not isinstance(v, MinValueValidator)),
+            MinValueValidator(
+                minimum,
+                message=f"Ensure this value is at least {minimum} (SCHEDULE_MIN_INTERVAL seconds).",
+            ),
+        ]
+        return fields
 
     def validate_crontab(self, value):
         if not value:

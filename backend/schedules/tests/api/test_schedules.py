@@ -221,14 +221,16 @@ def test_interval_minimum_follows_the_setting(client, settings):
     assert "at least 5" in response.json()["interval_seconds"][0]
 
 
-def test_the_schema_refuses_what_no_setting_takes(client):
-    """SCHEDULE_MIN_INTERVAL is a positive setting: no interval below 1 s is ever taken."""
+@pytest.mark.parametrize("minimum", [60, 5])
+def test_the_schema_gives_the_settings_minimum_interval(client, settings, minimum):
+    settings.SCHEDULE_MIN_INTERVAL = minimum
     schema = client.get("/api/schema/", {"format": "json"}).json()
     for name in ("ScheduleWriteRequest", "PatchedScheduleWriteRequest"):
         field = schema["components"]["schemas"][name]["properties"]["interval_seconds"]
-        assert field["minimum"] == 1
+        assert field["minimum"] == minimum
     response = client.post(URL, {**EVERY_5_MIN_SUM, "interval_seconds": 0}, format="json")
-    assert response.status_code == 400 and "interval_seconds" in response.json()
+    assert response.status_code == 400
+    assert f"at least {minimum} (SCHEDULE_MIN_INTERVAL" in response.json()["interval_seconds"][0]
 
 
 def test_the_schedule_past_the_limit_is_409_and_writes_nothing(client, user, settings):
