@@ -7,6 +7,8 @@
 #   .ci/rabbitmq.sh quorum-vhost DIR NAME
 #                                    add a virtual host whose default queue type is quorum
 #                                    (as many deployments set it), open to guest
+#   .ci/rabbitmq.sh alarm DIR on|off raise or clear a memory alarm (the node then blocks
+#                                    every connection that publishes, as when short of memory)
 #   .ci/rabbitmq.sh stop DIR         stop it (and the epmd it started, if any)
 set -euo pipefail
 cmd=$1 dir=$2
@@ -47,6 +49,14 @@ quorum-vhost)
     as_rabbit "$bin/rabbitmqctl" -n "$node" add_vhost "$name" --default-queue-type quorum
     as_rabbit "$bin/rabbitmqctl" -n "$node" set_permissions -p "$name" guest '.*' '.*' '.*'
     ;;
+alarm)
+    case "${3:-}" in
+    on) watermark=0.0000001 ;;
+    off) watermark=0.4 ;;  # RabbitMQ's default
+    *) echo "usage: $0 alarm DIR on|off" >&2; exit 2 ;;
+    esac
+    as_rabbit "$bin/rabbitmqctl" -n "$node" set_vm_memory_high_watermark "$watermark" >/dev/null
+    ;;
 stop)
     as_rabbit "$bin/rabbitmqctl" -n "$node" stop >/dev/null 2>&1 || true
     if [ -f "$dir/pid" ]; then
@@ -59,7 +69,7 @@ stop)
     fi
     ;;
 *)
-    echo "usage: $0 start DIR PORT | quorum-vhost DIR NAME | stop DIR" >&2
+    echo "usage: $0 start DIR PORT | quorum-vhost DIR NAME | alarm DIR on|off | stop DIR" >&2
     exit 2
     ;;
 esac

@@ -62,17 +62,26 @@ def check_broker() -> None:
         connect_timeout=settings.HEALTH_CHECK_TIMEOUT,
         transport_options=settings.BROKER_PUBLISH_TRANSPORT_OPTIONS,
     )
-    with conn:
+    try:
         conn.ensure_connection(max_retries=0, timeout=settings.HEALTH_CHECK_TIMEOUT)
         # For the filesystem transport connecting proves little; open a channel as well
         # (for Redis this also sends a PING).
         channel = conn.default_channel
         if settings.BROKER_IS_AMQP:
             # RabbitMQ under a memory or disk alarm takes connections and blocks every
-            # publish: the check is a publish it must confirm, to no queue (dropped).
-            conn.Producer(channel).publish(
-                b"", exchange="", routing_key=HEALTH_ROUTING_KEY, delivery_mode=1, retry=False
-            )
+            # publish: the check is publishes it must confirm, to no queue (dropped). Two:
+            # a new connection's first publish is confirmed before the broker blocks it, and
+            # one alone passed under an alarm (the time went on the close, unanswered).
+            producer = conn.Producer(channel)
+            for _ in range(2):
+                producer.publish(
+                    b"", exchange="", routing_key=HEALTH_ROUTING_KEY, delivery_mode=1, retry=False
+                )
+    except BaseException:
+        # Dropped without the closing handshake, which a blocked broker never answers.
+        conn.collect()
+        raise
+    conn.release()
 
 
 def check_cache() -> None:

@@ -11,7 +11,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from django.conf import settings
@@ -44,9 +43,21 @@ def _cached(
     return value
 
 
+# The read of each kind still under way past its deadline, by its name.
+_late: dict[str, threading.Thread] = {}
+
+
 def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
     """``work()`` in a daemon thread; ``None`` when it fails or is still running at the
-    deadline (the thread then ends on its own socket timeout)."""
+    deadline. A read of a kind still running past its deadline is not started again until
+    it ends (``None`` meanwhile): Celery's broadcast to the workers publishes through the
+    app's own connections, which wait, unbounded, on RabbitMQ blocking publishers (a memory
+    or disk alarm), so each /health/ started a read that never ended, three threads and two
+    connections more every time."""
+    late = _late.get(what)
+    if late is not None and late.is_alive():
+        logger.warning("%s: the last read is still waiting on the broker", what)
+        return None
     outcome: dict[str, Any] = {}
 
     def run():
@@ -60,7 +71,36 @@ def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
     thread.join(timeout)
     if thread.is_alive():
         logger.warning("%s timed out after %g s", what, timeout)
+        _late[what] = thread
     return outcome.get("value")
+
+
+def _in_daemon_threads(*works: Callable[[], Any]) -> list[Any]:
+    """Each of ``works`` in a daemon thread of its own, at once; their values (or their
+    exception raised), once all have ended. A pool's threads are not daemons: a command
+    waited at exit for one stuck on the broker (``task_stats`` never ended)."""
+    outcomes: list[Any] = [None] * len(works)
+
+    def run(index, work):
+        try:
+            outcomes[index] = (True, work())
+        except BaseException as exc:
+            outcomes[index] = (False, exc)
+
+    threads = [
+        threading.Thread(target=run, args=(i, work), daemon=True, name="ops-broker-read")
+        for i, work in enumerate(works)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    values = []
+    for ok, value in outcomes:
+        if not ok:
+            raise value
+        values.append(value)
+    return values
 
 
 def _connection():
@@ -158,10 +198,9 @@ def _inspect(method: str, timeout: float) -> dict:
 def read_workers(timeout: float) -> list[dict]:
     """Workers answering ``inspect`` within ``timeout``: their queues and how many tasks each
     is running. Both broadcasts go out at once, so the read takes ``timeout``, not twice."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        queues_reply = pool.submit(_inspect, "active_queues", timeout)
-        active_reply = pool.submit(_inspect, "active", timeout)
-        queues, active = queues_reply.result(), active_reply.result()
+    queues, active = _in_daemon_threads(
+        lambda: _inspect("active_queues", timeout), lambda: _inspect("active", timeout)
+    )
     return [
         {
             "name": name,
@@ -189,6 +228,5 @@ def workers(accept: Callable[[list[dict] | None], bool] | None = None) -> list[d
 
 def figures() -> tuple[dict[str, int] | None, list[dict] | None]:
     """Queue depths and workers read at the same time: one deadline for both."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        depths, online = pool.submit(queue_depths), pool.submit(workers)
-        return depths.result(), online.result()
+    depths, online = _in_daemon_threads(queue_depths, workers)
+    return depths, online

@@ -253,3 +253,66 @@ def test_a_probe_accepting_no_renderer_gets_the_json_check(client, accept):
     # A browser still gets the page; a format asked for by name that does not exist, 404.
     assert client.get("/health/", HTTP_ACCEPT="text/html")["Content-Type"].startswith("text/html")
     assert client.get("/health/?format=xml").status_code == 404
+
+
+@pytest.fixture
+def rabbitmq_alarm(settings):
+    """Raise a memory alarm on CI's RabbitMQ node (``.ci/rabbitmq.sh alarm``); cleared after."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    folder = os.environ.get("CI_RABBITMQ_DIR")
+    if not settings.BROKER_IS_AMQP or not folder:
+        pytest.skip("needs the RabbitMQ node .ci/run starts (CI_RABBITMQ_DIR)")
+    script = Path(settings.BASE_DIR) / ".ci" / "rabbitmq.sh"
+
+    def alarm(state: str) -> None:
+        subprocess.run(["bash", str(script), "alarm", folder, state], check=True, timeout=60)
+
+    alarm("on")
+    try:
+        yield
+    finally:
+        alarm("off")
+
+
+def _until(condition, seconds: float = 20.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return condition()
+        except (AssertionError, pytest.fail.Exception):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def test_under_a_rabbitmq_alarm_the_broker_check_fails_and_reads_do_not_pile_up(
+    rabbitmq_alarm, settings
+):
+    """A new connection's first publish is confirmed before RabbitMQ blocks it: the check's
+    one publish passed under an alarm (with HEALTH_CHECK_TIMEOUT above 2 s, /health/ said
+    "ok"). And each read of the workers started a broadcast that never ended: threads and
+    connections piled up by the /health/ probe, and task_stats never exited."""
+    import threading
+
+    from backend.ops import broker
+
+    settings.HEALTH_CHECK_TIMEOUT = 3
+
+    def refused():
+        with pytest.raises(Exception):  # noqa: B017 (a timeout, or a closed connection)
+            health.check_broker()
+
+    _until(refused)
+    broker.reset_cache()
+    before = {t for t in threading.enumerate() if t.name.startswith("ops-")}
+    for _ in range(4):
+        broker.reset_cache()
+        assert broker.workers() is None
+    stuck = {t for t in threading.enumerate() if t.name.startswith("ops-")} - before
+    assert len(stuck) <= 3, [t.name for t in stuck]  # one read and its two broadcasts
+    assert all(thread.daemon for thread in threading.enumerate() if thread.name.startswith("ops"))
