@@ -365,11 +365,14 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
                 )
         return super().change_view(request, object_id, form_url, extra_context)
 
-    def _without_schedules(self, request, queryset):
+    def _without_schedules(self, request, queryset, *, turning_on: bool = False):
         """The selection less the schedules' own and the service's, which the messages
-        name."""
-        owned = Schedule.objects.filter(periodic_task=OuterRef("pk"))
-        theirs = queryset.filter(Exists(owned)).count()
+        name; when it may turn periodic tasks on, less any of the firing task too (one made
+        before the form refused them: on, it fired a user's schedule at its own pace)."""
+        owned = Q(Exists(Schedule.objects.filter(periodic_task=OuterRef("pk"))))
+        if turning_on:
+            owned |= Q(task=services.FIRE_TASK)
+        theirs = queryset.filter(owned).count()
         if theirs:
             self.message_user(
                 request,
@@ -385,14 +388,14 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
                 "always run.",
                 level=messages.WARNING,
             )
-        return queryset.exclude(Exists(owned)).exclude(name__in=list(settings.CELERY_BEAT_SCHEDULE))
+        return queryset.exclude(owned).exclude(name__in=list(settings.CELERY_BEAT_SCHEDULE))
 
     # Each for those who may change periodic tasks: django-celery-beat's asks nothing, so
     # staff who may only view them could fire any user's schedule (a task in their name,
     # as often as they clicked) and turn periodic tasks off.
     @admin.action(description="Enable selected tasks", permissions=["change"])
     def enable_tasks(self, request, queryset):
-        super().enable_tasks(request, self._without_schedules(request, queryset))
+        super().enable_tasks(request, self._without_schedules(request, queryset, turning_on=True))
 
     @admin.action(description="Disable selected tasks", permissions=["change"])
     def disable_tasks(self, request, queryset):
@@ -400,7 +403,7 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
 
     @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
     def toggle_tasks(self, request, queryset):
-        super().toggle_tasks(request, self._without_schedules(request, queryset))
+        super().toggle_tasks(request, self._without_schedules(request, queryset, turning_on=True))
 
     @admin.action(description="Run selected tasks", permissions=["change"])
     def run_tasks(self, request, queryset):
@@ -434,13 +437,16 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
         class Form(form):
             def clean(self):
                 data = super().clean()
-                # Added, or changed to it (one made before is changed here like any other).
+                # Added, changed to it, or (one made before the form refused them) turned on:
+                # one made before is turned off, renamed or deleted here.
                 was = None if self.instance._state.adding else self.instance.task
-                if data.get("task") == services.FIRE_TASK and was != services.FIRE_TASK:
+                if data.get("task") == services.FIRE_TASK and (
+                    was != services.FIRE_TASK or data.get("enabled")
+                ):
                     raise forms.ValidationError(
                         "A schedule's firing is made by its schedule (Schedules, or "
                         "/api/schedules/), which keeps it in step and within "
-                        "SCHEDULE_MIN_INTERVAL; it is not added here."
+                        "SCHEDULE_MIN_INTERVAL; it is not added or turned on here."
                     )
                 return data
 
@@ -460,6 +466,8 @@ def _fire_now(schedule_id) -> str:
 def _send_now(periodic_task: PeriodicTask) -> str:
     """Send the periodic task's message now; what stopped it, or "" when it went."""
     celery_app.loader.import_default_modules()
+    if periodic_task.task == services.FIRE_TASK:  # no schedule names it: made by hand
+        return "a schedule's firing is run from its schedule (Schedules): not sent"
     if periodic_task.task not in celery_app.tasks:
         return f"no task named {periodic_task.task!r} is registered: not sent"
     try:

@@ -561,7 +561,7 @@ def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user
     }
     response = admin_client.post(f"{PERIODIC_TASKS}add/", form)
     assert response.status_code == 200  # the form again, with the error
-    assert "it is not added here" in response.content.decode()
+    assert "it is not added or turned on here" in response.content.decode()
     assert not PeriodicTask.objects.filter(name="rogue").exists()
     # One made before (with the ORM here) is no schedule's: deleted here like any other.
     rogue = PeriodicTask.objects.create(
@@ -569,8 +569,18 @@ def test_a_periodic_task_of_the_firing_task_is_not_added_here(admin_client, user
     )
     turned_off = {**form, "kwargs": "{}", "enabled": ""}
     response = admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/change/", turned_off)
-    assert response.status_code == 302  # changed like any other
+    assert response.status_code == 302  # turned off, as any other
     assert PeriodicTask.objects.get(pk=rogue.pk).enabled is False
+    # Not turned on again: by its form, the enable or toggle action, nor run by hand.
+    response = admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/change/", form)
+    assert (
+        response.status_code == 200 and "not added or turned on here" in response.content.decode()
+    )
+    for action in ("enable_tasks", "toggle_tasks"):
+        admin_client.post(PERIODIC_TASKS, {"action": action, "_selected_action": [str(rogue.pk)]})
+    assert PeriodicTask.objects.get(pk=rogue.pk).enabled is False
+    assert any("run from its schedule" in message for message in run_now(admin_client, rogue))
+    assert not schedule.runs.exists()
     assert admin_client.get(f"{PERIODIC_TASKS}{rogue.pk}/delete/").status_code == 200
     admin_client.post(f"{PERIODIC_TASKS}{rogue.pk}/delete/", {"post": "yes"})
     assert not PeriodicTask.objects.filter(pk=rogue.pk).exists()
