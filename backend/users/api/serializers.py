@@ -1,6 +1,7 @@
 import copy
 
 from django.contrib.auth import authenticate
+from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -335,7 +336,7 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             # Turns with a new password or a deactivation (tokens.token_user_locked): the
             # password was checked against the row as read before, a hash's time ago. A
             # change committed since then revoked the open tokens without this one.
-            if user_row_locked(pk=self.user.pk) != (self.user.password, True):
+            if not _still_signs_in(self.user, attrs["password"]):
                 raise exceptions.AuthenticationFailed(
                     self.error_messages["no_active_account"], "no_active_account"
                 )
@@ -343,6 +344,16 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             if jwt_settings.UPDATE_LAST_LOGIN:
                 update_last_login(None, self.user)
         return {"refresh": str(refresh), "access": str(refresh.access_token)}
+
+
+def _still_signs_in(user, password: str) -> bool:
+    """The user's row, locked, still active and still taking ``password``: its hash is the
+    one checked, or another the same password matches (a sign-in beside this one upgraded
+    it to a newer hasher, which Django does at sign-in, each with a salt of its own)."""
+    row = user_row_locked(pk=user.pk)
+    if row is None or not row[1]:
+        return False
+    return row[0] == user.password or check_password(password, row[0])
 
 
 class TokenRefreshSerializer(BaseTokenRefreshSerializer):

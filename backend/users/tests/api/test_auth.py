@@ -869,6 +869,30 @@ def test_a_refresh_under_way_as_the_sessions_end_does_not_outlive_them(
     assert refresh(token).status_code == 401
 
 
+@pytest.mark.parametrize(("meanwhile", "status"), [("the same password", 200), ("another", 401)])
+def test_a_sign_in_takes_a_hash_another_sign_in_upgraded_meanwhile(monkeypatch, meanwhile, status):
+    """Django upgrades a password's hash at sign-in, each with a salt of its own: of sign-ins
+    at once, one found the row holding another's upgrade, not the hash it had checked, and
+    answered 401 to the right password (5 of 48 after a hasher change). A new password
+    committed meanwhile still refuses it."""
+    from django.contrib.auth.hashers import make_password
+
+    from backend.users.api import serializers
+
+    user = UserFactory()
+    authenticate = serializers.authenticate
+
+    def beside_another_sign_in(**credentials):
+        checked = authenticate(**credentials)
+        password = PASSWORD if meanwhile == "the same password" else "another-Secret-42"
+        User.objects.filter(pk=user.pk).update(password=make_password(password))
+        return checked
+
+    monkeypatch.setattr(serializers, "authenticate", beside_another_sign_in)
+    response = obtain(APIClient(), username=user.username, password=PASSWORD)
+    assert response.status_code == status, response.content
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_logout_and_a_refresh_of_one_token_at_once_never_both_succeed(settings):
     """Logout answered 205 while the refresh beside it got a new pair: the client was told
