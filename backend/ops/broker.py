@@ -43,8 +43,11 @@ def _cached(
     return value
 
 
-# The read of each kind still under way past its deadline, by its name.
-_late: dict[str, threading.Thread] = {}
+# The read of each kind still under way past its deadline, by its name, and when it began.
+_late: dict[str, tuple[threading.Thread, float]] = {}
+# A read still under way this long is given up on: another is started (a connection that
+# died without a word may never end its read).
+LATE_READ_LIMIT = 60.0
 
 
 def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -53,9 +56,10 @@ def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
     it ends (``None`` meanwhile): Celery's broadcast to the workers publishes through the
     app's own connections, which wait, unbounded, on RabbitMQ blocking publishers (a memory
     or disk alarm), so each /health/ started a read that never ended, three threads and two
-    connections more every time."""
-    late = _late.get(what)
-    if late is not None and late.is_alive():
+    connections more every time. One still running after ``LATE_READ_LIMIT`` is given up
+    on."""
+    late, began = _late.get(what, (None, 0.0))
+    if late is not None and late.is_alive() and time.monotonic() - began < LATE_READ_LIMIT:
         logger.warning("%s: the last read is still waiting on the broker", what)
         return None
     outcome: dict[str, Any] = {}
@@ -67,11 +71,12 @@ def _bounded(work: Callable[[], Any], timeout: float, what: str) -> Any:
             logger.warning("%s failed: %s: %s", what, exc.__class__.__name__, exc)
 
     thread = threading.Thread(target=run, daemon=True, name=f"ops-{what}")
+    began = time.monotonic()
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
         logger.warning("%s timed out after %g s", what, timeout)
-        _late[what] = thread
+        _late[what] = (thread, began)
     return outcome.get("value")
 
 

@@ -231,7 +231,10 @@ def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, 
         todo = held
         if not todo:
             break
-    still_held = Task.objects.filter(pk__in=todo).count() if todo else 0
+    still_held = sum(
+        Task.objects.filter(pk__in=todo[start : start + DELETE_BATCH]).count()
+        for start in range(0, len(todo), DELETE_BATCH)
+    )
     return deleted, running, still_held
 
 
