@@ -16,7 +16,6 @@ from django_celery_beat.admin import CrontabScheduleAdmin as CeleryBeatCrontabAd
 from django_celery_beat.admin import IntervalScheduleAdmin as CeleryBeatIntervalAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
-from rest_framework.exceptions import ValidationError as DRFValidationError
 
 from backend.celery import app as celery_app
 from backend.common.admin import BoundedSearchMixin, ServiceSaveMixin
@@ -25,7 +24,7 @@ from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import queue, types
 
 from . import selectors, services
-from .api.serializers import LIGHT_CHANGES, ScheduleWriteSerializer
+from .api.serializers import LIGHT_CHANGES, ScheduleWriteSerializer, each_checked
 from .models import Schedule, ScheduleRun
 from .validation import template_context
 
@@ -125,13 +124,10 @@ class ScheduleForm(forms.ModelForm):
         if not changed <= LIGHT_CHANGES or (cleaned.get("enabled") and not self.instance.enabled):
             return False
         fields = ScheduleWriteSerializer(context=template_context(owner)).fields
-        checked = {}
-        for name in changed:
-            try:
-                checked[name] = fields[name].run_validation(cleaned.get(name))
-            except DRFValidationError as exc:
-                for problem in _flatten(exc.detail):
-                    self.add_error(name, problem)
+        checked, errors = each_checked(fields, {name: cleaned.get(name) for name in changed})
+        for name, problems in errors.items():
+            for problem in _flatten(problems):
+                self.add_error(name, problem)
         if not self._errors:
             self.validated = checked
         return True

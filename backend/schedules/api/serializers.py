@@ -25,6 +25,18 @@ NOT_IN_TEMPLATE = {
 LIGHT_CHANGES = frozenset({"enabled", "name", "description"})
 
 
+def each_checked(fields, values: dict) -> tuple[dict, dict]:
+    """Each of ``values`` checked by its field alone (a light change): the values as the
+    fields take them, and the errors of those they refuse."""
+    checked, errors = {}, {}
+    for key, value in values.items():
+        try:
+            checked[key] = fields[key].run_validation(value)
+        except serializers.ValidationError as exc:
+            errors[key] = exc.detail
+    return checked, errors
+
+
 def refuse_json_non_booleans(data: dict) -> None:
     """In a JSON body ``enabled`` is true or false: DRF's boolean also takes 0, 1, "yes",
     "on"…, which the schema does not offer (a form's box is read as a form's)."""

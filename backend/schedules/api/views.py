@@ -20,6 +20,7 @@ from .serializers import (
     ScheduleRunSerializer,
     ScheduleSerializer,
     ScheduleWriteSerializer,
+    each_checked,
     refuse_json_non_booleans,
 )
 
@@ -170,12 +171,7 @@ class ScheduleViewSet(
         if not changes or not set(changes) <= LIGHT_CHANGES:
             return None
         fields = ScheduleWriteSerializer(context=template_context(schedule.owner, self.request))
-        checked, errors = {}, {}
-        for key, value in changes.items():
-            try:
-                checked[key] = fields.fields[key].run_validation(value)
-            except ValidationError as exc:
-                errors[key] = exc.detail
+        checked, errors = each_checked(fields.fields, changes)
         if errors:
             raise ValidationError(errors)
         if checked.get("enabled") and not schedule.enabled:

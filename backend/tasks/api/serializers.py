@@ -328,12 +328,19 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
             return {}
         if not isinstance(raw, dict):
             return {"input_data": ["Expected a JSON object."]}
+        texts = {key: data.get(key) for key in ("name", "description")}
+        inputs = self._inputs(
+            kind, raw, **{k: v if isinstance(v, str) else "" for k, v in texts.items()}
+        )
+        return {} if inputs.is_valid() else {"input_data": inputs.errors}
+
+    def _inputs(self, kind, data: dict, *, name: str, description: str):
+        """The type's serializer of ``data``, for the task's owner: the requesting user
+        unless the context names one."""
         request = self.context.get("request")
         owner = self.context.get("owner") or getattr(request, "user", None)
-        texts = {key: data.get(key) for key in ("name", "description")}
-        task = {key: value if isinstance(value, str) else "" for key, value in texts.items()}
-        inputs = kind.input_for(raw, owner=owner, task=task, context=self.context)
-        return {} if inputs.is_valid() else {"input_data": inputs.errors}
+        task = {"name": name, "description": description}
+        return kind.input_for(data, owner=owner, task=task, context=self.context)
 
     def validate_callback_url(self, value):
         return validate_outbound_url(value)
@@ -343,11 +350,9 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         data = attrs.get("input_data")
         if not isinstance(data, dict):
             raise serializers.ValidationError({"input_data": ["Expected a JSON object."]})
-        # The task's owner is the requesting user unless the context names one.
-        request = self.context.get("request")
-        owner = self.context.get("owner") or getattr(request, "user", None)
-        task = {"name": attrs.get("name", ""), "description": attrs.get("description", "")}
-        inputs = kind.input_for(data, owner=owner, task=task, context=self.context)
+        inputs = self._inputs(
+            kind, data, name=attrs.get("name", ""), description=attrs.get("description", "")
+        )
         if not inputs.is_valid():
             raise serializers.ValidationError({"input_data": inputs.errors})
         attrs["input_data"] = inputs.validated_data

@@ -223,11 +223,8 @@ def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, 
                 doomed = [task for task in chosen if task.status != TaskStatus.RUNNING]
                 if before_delete is not None and doomed:
                     before_delete(doomed)
-                deleted += (
-                    Task.objects.filter(pk__in=[task.pk for task in doomed])
-                    .delete()[1]
-                    .get(Task._meta.label, 0)
-                )
+                Task.objects.filter(pk__in=[task.pk for task in doomed]).delete()
+                deleted += len(doomed)  # locked: nobody else deleted them meanwhile
         todo = held
         if not todo:
             break

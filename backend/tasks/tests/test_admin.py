@@ -37,6 +37,12 @@ def sent_messages(response) -> list[tuple[int, str]]:
     return [(m.level, m.message) for m in get_messages(response.wsgi_request)]
 
 
+def delete_confirmed(admin_client, tasks):
+    """The delete action's confirmation page, answered yes."""
+    body = {"action": "delete_selected", "_selected_action": [str(t.pk) for t in tasks]}
+    return admin_client.post(CHANGELIST, {**body, "post": "yes"})
+
+
 def logged_deletions() -> list[str]:
     return list(LogEntry.objects.filter(action_flag=DELETION).values_list("object_id", flat=True))
 
@@ -157,14 +163,7 @@ def test_delete_selected_asks_first(admin_client, user):
 def test_delete_selected_refuses_running_tasks_and_deletes_the_rest(admin_client, user):
     running = TaskFactory(owner=user, name="busy", status=TaskStatus.RUNNING)
     pending = TaskFactory(owner=user, name="idle")
-    response = admin_client.post(
-        CHANGELIST,
-        {
-            "action": "delete_selected",
-            "_selected_action": [str(running.pk), str(pending.pk)],
-            "post": "yes",
-        },
-    )
+    response = delete_confirmed(admin_client, [running, pending])
     assert response.status_code == 302
     assert list(Task.objects.values_list("pk", flat=True)) == [running.pk]
     assert sent_messages(response) == [
@@ -182,14 +181,7 @@ def test_delete_selected_of_many_tasks_goes_in_batches(admin_client, user, monke
     monkeypatch.setattr(lifecycle, "DELETE_BATCH", 3)
     running = TaskFactory(owner=user, name="busy", status=TaskStatus.RUNNING)
     others = [TaskFactory(owner=user, status=TaskStatus.COMPLETED) for _ in range(7)]
-    response = admin_client.post(
-        CHANGELIST,
-        {
-            "action": "delete_selected",
-            "_selected_action": [str(t.pk) for t in [*others, running]],
-            "post": "yes",
-        },
-    )
+    response = delete_confirmed(admin_client, [*others, running])
     assert response.status_code == 302
     assert list(Task.objects.values_list("pk", flat=True)) == [running.pk]
     assert sent_messages(response) == [
@@ -205,9 +197,8 @@ def test_delete_selected_runs_as_many_statements_for_many_tasks_as_for_few(admin
 
     def statements_to_delete(count: int) -> int:
         tasks = [TaskFactory(owner=user, status=TaskStatus.COMPLETED) for _ in range(count)]
-        body = {"action": "delete_selected", "_selected_action": [str(t.pk) for t in tasks]}
         with CaptureQueriesContext(connection) as queries:
-            admin_client.post(CHANGELIST, {**body, "post": "yes"})
+            delete_confirmed(admin_client, tasks)
         assert not Task.objects.exists()
         return len(queries)
 
