@@ -41,6 +41,13 @@ def _fail(message: str):
     raise ImproperlyConfigured(message)
 
 
+def _folder(name: str, default: Path) -> Path:
+    """A folder variable as an absolute path; a relative one is taken from the top level
+    (as ENV_FILE), not from the folder a process was started in: `VAR_DIR=./var` in the
+    .env gave `python /app/manage.py` run from elsewhere another database and broker."""
+    return (BASE_DIR / _text(name, str(default))).resolve()
+
+
 if ENV_FILE is not None and ENV_FILE.is_file():
     # A variable set in the environment wins over the file, but one set empty counts as
     # unset (as everywhere below): the file's value applies.
@@ -128,7 +135,7 @@ def _writable_folder(name: str, folder: Path) -> None:
 
 # --- core ---------------------------------------------------------------------
 DEBUG = _bool("DEBUG", False)
-VAR_DIR = Path(_text("VAR_DIR", str(BASE_DIR / "var"))).resolve()
+VAR_DIR = _folder("VAR_DIR", BASE_DIR / "var")
 try:  # made when missing; written to only through the folders below that need it (none
     # with PostgreSQL, Redis and MEDIA_ROOT elsewhere: a read-only VAR_DIR then serves)
     VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -339,7 +346,7 @@ STORAGES = {
 # MEDIA_ROOT by default. Any Django storage works by changing STORAGES["default"] alone
 # (e.g. S3 through django-storages); the code only uses the storage API. Web and workers
 # must see the same storage (compose shares one volume).
-MEDIA_ROOT = Path(_text("MEDIA_ROOT", str(VAR_DIR / "media"))).resolve()
+MEDIA_ROOT = _folder("MEDIA_ROOT", VAR_DIR / "media")
 _writable_folder("MEDIA_ROOT", MEDIA_ROOT)  # else every upload answered 500
 # Largest upload, in bytes (50 MB): past it the upload stops at once with 413.
 MAX_UPLOAD_SIZE = _positive_int("MAX_UPLOAD_SIZE", 50 * 1024 * 1024, maximum=2**63 - 1)
@@ -465,7 +472,7 @@ COUNTDOWN_MAX_SECONDS = _positive_int("COUNTDOWN_MAX_SECONDS", 3600)
 
 # --- Celery -------------------------------------------------------------------
 CELERY_BROKER_URL = _text("CELERY_BROKER_URL", "filesystem://")
-BROKER_FOLDER = Path(_text("BROKER_FOLDER", str(VAR_DIR / "broker"))).resolve()
+BROKER_FOLDER = _folder("BROKER_FOLDER", VAR_DIR / "broker")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _sub in ("data", "control", "processed"):
         _writable_folder("BROKER_FOLDER", BROKER_FOLDER / _sub)
@@ -745,7 +752,7 @@ if _email_scheme.startswith("smtp") and not _email.get("EMAIL_HOST"):
 if _email_scheme == "filemail":
     # django-environ drops the leading slash of an absolute path; read it as written.
     _email["EMAIL_FILE_PATH"] = str(
-        Path(EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail").resolve()
+        (BASE_DIR / (EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail")).resolve()
     )
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
 if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":

@@ -393,3 +393,43 @@ def test_a_variable_set_empty_leaves_the_env_files_value(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["True", "3"]
+
+
+def test_relative_folders_are_taken_from_the_top_level(tmp_path):
+    """`VAR_DIR=./var` (as .env.example shows) was taken from the folder a process started
+    in: `python /app/manage.py` run from elsewhere used another database and broker."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    top = PROJECT_ROOT.resolve()
+    relative = os.path.relpath(tmp_path, top)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(top / "manage.py"),
+            "shell",
+            "--verbosity=0",
+            "-c",
+            "from django.conf import settings as s\n"
+            "print(s.VAR_DIR, s.MEDIA_ROOT, s.BROKER_FOLDER, s.EMAIL_FILE_PATH, sep='\\n')",
+        ],
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DJANGO_SETTINGS_MODULE": "backend.settings",
+            "ENV_FILE": "",
+            "DJANGO_SECRET_KEY": "a-secret-for-this-test-only",
+            "ALLOWED_HOSTS": "localhost",
+            "VAR_DIR": f"./{relative}/var",
+            "MEDIA_ROOT": f"{relative}/media",
+            "BROKER_FOLDER": f"{relative}/broker",
+            "EMAIL_URL": f"filemail://{relative}/mail",
+        },
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        str(tmp_path.resolve() / name) for name in ("var", "media", "broker", "mail")
+    ]
+    assert not any(elsewhere.iterdir())
