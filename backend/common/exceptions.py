@@ -81,7 +81,7 @@ def _answer_in_json(request) -> None:
 
 # A field's refusal that has a code of its own, which the answer's ``code`` carries (the
 # field's message stays under the field): a client tells it from any other bad input.
-OWN_FIELD_CODES = frozenset({"exceeds_broker_timeout", "too_large"})
+OWN_FIELD_CODES = frozenset({"exceeds_broker_timeout", "too_large", "token_not_valid"})
 
 
 def _codes(codes):

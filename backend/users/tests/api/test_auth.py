@@ -341,7 +341,8 @@ def test_logout_blacklists_the_refresh_token(alice):
     assert refresh(pair["refresh"]).status_code == 401
     # Logging out twice with the same token is a clear client error.
     again = client.post(LOGOUT, {"refresh": pair["refresh"]}, format="json")
-    assert again.status_code == 400
+    # Its code as the README's (it was ``invalid``, as for a missing field).
+    assert again.status_code == 400 and again.json()["code"] == "token_not_valid"
 
 
 def test_logout_unauthenticated_is_401(alice, api_client):
@@ -353,12 +354,15 @@ def test_logout_unauthenticated_is_401(alice, api_client):
     assert refresh(pair["refresh"]).status_code == 200
 
 
-@pytest.mark.parametrize("body", [{"refresh": "garbage"}, {}])
-def test_logout_with_a_bad_token_is_400(alice, body):
+@pytest.mark.parametrize(
+    "body, code", [({"refresh": "garbage"}, "token_not_valid"), ({}, "invalid")]
+)
+def test_logout_with_a_bad_token_is_400(alice, body, code):
     response = bearer(tokens_for(alice)["access"]).post(LOGOUT, body, format="json")
 
     assert response.status_code == 400
     assert "refresh" in response.data
+    assert response.json()["code"] == code
 
 
 def test_logout_with_an_access_token_as_refresh_is_400(alice):
@@ -911,10 +915,13 @@ def test_a_logout_and_a_refresh_of_one_token_at_once_never_both_succeed(settings
                 )
             else:
                 response = refresh(pair["refresh"])
-            return response.status_code
+            return response.status_code, response.content and response.json().get("code") or None
 
         logout, renewal = at_once(send, 2)
-        assert (logout, renewal) in ((205, 401), (400, 200))
+        assert (logout, renewal) in (
+            ((205, None), (401, "token_not_valid")),
+            ((400, "token_not_valid"), (200, None)),
+        )
 
 
 def test_a_refresh_token_used_twice_is_401_the_second_time(alice):
