@@ -2,8 +2,12 @@
 bytes read, and memory that does not grow with the file."""
 
 import io
+import os
 import random
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -96,6 +100,32 @@ def test_numbers(cell, number):
 )  # fmt: skip
 def test_not_numbers(cell):
     assert parse_number(cell) is None
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["1" * 1_000_000 + "x", "1." + "1" * 1_000_000 + "x", "1" * 500_000 + "e1" * 1000 + "x"],
+)
+def test_a_long_cell_that_only_starts_as_a_number_is_text_at_once(cell):
+    """A run of digits then a letter was tried every way the number pattern could split the
+    digits: 40,000 of them took 54 s, a line-long cell hours, all of it holding the worker's
+    heartbeat back until the sweep ran the task a second time. Checked in a process of its
+    own, given two minutes (a linear check takes milliseconds): a hang is the failure."""
+    code = (
+        "import sys; from backend.files.csvstats import parse_number; "
+        "print(parse_number(sys.stdin.read()))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        input=cell,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[3],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "backend.settings"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "None\n"
 
 
 @pytest.mark.parametrize(
