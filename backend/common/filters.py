@@ -1,5 +1,7 @@
 """List filters shared by the API's lists."""
 
+import unicodedata
+
 import django_filters
 from rest_framework import exceptions, filters
 
@@ -31,6 +33,16 @@ class SearchFilter(filters.SearchFilter):
                 }
             )
         return terms
+
+
+class ComposedSearchFilter(SearchFilter):
+    """For fields stored in Unicode's composed form (NFC, as file names are): the words
+    searched in that form too, so ``é`` typed as ``e`` and a combining accent (as some
+    keyboards and macOS send it) finds the name."""
+
+    def get_search_terms(self, request):
+        terms = super().get_search_terms(request)
+        return list(dict.fromkeys(unicodedata.normalize("NFC", term) for term in terms))
 
 
 class QueryReadingMixin:

@@ -8,7 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
-from backend.common.filters import SearchFilter
+from backend.common.filters import ComposedSearchFilter
 from backend.common.idempotency import idempotent
 from backend.common.negotiation import FirstRenderer
 from backend.common.routing import UUID_PATTERN
@@ -31,7 +31,7 @@ class FileViewSet(
 
     lookup_value_regex = UUID_PATTERN
     serializer_class = FileSerializer
-    filter_backends = [DjangoFilterBackend, SearchFilter]
+    filter_backends = [DjangoFilterBackend, ComposedSearchFilter]
     filterset_class = FileFilter
     search_fields = ["name"]
     parser_classes = [MultiPartParser]

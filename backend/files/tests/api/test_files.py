@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils.http import http_date
 
 from backend.files.models import File
+from backend.files.names import sanitize_name
 from backend.files.services import storage_path
 from backend.files.tests.conftest import multipart, sha256, stored_files
 from backend.files.tests.factories import make_file
@@ -278,6 +279,16 @@ def test_list_search_ordering_and_pagination(client, user):
     by_size_then_name = ["beta.txt", "delta.txt", "gamma.csv", "alpha.csv"]
     assert names(client.get("/api/files/?ordering=size,name")) == by_size_then_name
     assert names(client.get("/api/files/?ordering=size&ordering=name")) == by_size_then_name
+
+
+def test_search_finds_a_name_typed_with_a_combining_accent(client, user):
+    """Names are stored composed (NFC); a search typed decomposed (``e`` then U+0301, as
+    macOS and some keyboards send it) found nothing."""
+    make_file(user, name=sanitize_name("e\u0301te\u0301.csv"))
+    make_file(user, name="other.csv")
+    for typed in ("e\u0301t", "\u00e9t"):
+        found = client.get("/api/files/", {"search": typed}).json()
+        assert [f["name"] for f in found["results"]] == ["\u00e9t\u00e9.csv"], typed
 
 
 def test_list_with_an_invalid_ordering_is_400(client):
