@@ -163,7 +163,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     """Resolve ``host`` once; every address must pass, else the whole target is refused
     (a name with one public and one private address could be steered to the private one)."""
     host = host.strip("[]")
-    literal = literal_address(host)
+    # "10.0.0.1." is the address as much as "10.0.0.1" (the check at create reads it so);
+    # looked up as a name it failed, and the call was tried again as if the network were down.
+    literal = literal_address(host.removesuffix("."))
     if literal is not None:
         return [check_address(literal)]
     try:
@@ -215,9 +217,10 @@ def _resolvable_name(raw_host: bytes) -> bool:
     return len(name) <= 253 and all(1 <= len(label) <= 63 for label in name.split(b"."))
 
 
-def validate_url(url: str) -> None:
-    """Checks that need no lookup, for input validation: scheme, host, and a literal
-    address (or ``localhost``) that would be refused. Raises OutboundRefused."""
+def validate_url(url: str) -> httpx.URL:
+    """Checks that need no lookup, for input validation and every hop of a call: scheme,
+    host, and a literal address (or ``localhost``) that would be refused. Raises
+    OutboundRefused; returns the parsed URL."""
     parsed = parse_url(url)
     host = parsed.host.lower().rstrip(".")
     if "%" in host and literal_address(host) is None:
@@ -233,6 +236,7 @@ def validate_url(url: str) -> None:
         literal = literal_address(host)
     if literal is not None:
         check_address(literal)
+    return parsed
 
 
 # --- calling ------------------------------------------------------------------------------
@@ -367,6 +371,15 @@ def request(
                 raise OutboundUnavailable(
                     f"no answer from {target.host} within {timeout:g} s"
                 ) from exc
+            except httpx.RemoteProtocolError as exc:
+                if follow_redirects and "location header" in str(exc):
+                    # httpx reads a redirect's Location itself, and one that is no URL
+                    # ("http://000.000.000.000/") failed here: the server's answer, which
+                    # another try does not change.
+                    raise OutboundRefused(f"{target.host} redirected to no valid URL") from exc
+                raise OutboundUnavailable(
+                    f"could not reach {target.host}: {type(exc).__name__}"
+                ) from exc
             except httpx.HTTPError as exc:
                 raise OutboundUnavailable(
                     f"could not reach {target.host}: {type(exc).__name__}"
@@ -374,7 +387,9 @@ def request(
             try:
                 location = response.headers.get("location")
                 if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
-                    previous, target = target, parse_url(str(target.join(location)))
+                    # Each hop checked as a URL given at create is (a host written
+                    # percent-encoded was looked up, failed, and was tried again).
+                    previous, target = target, validate_url(str(target.join(location)))
                     if _origin(target) != _origin(previous):
                         headers = {
                             k: v

@@ -381,6 +381,32 @@ def test_a_redirect_to_a_refused_host_is_refused_before_connecting(settings):
         assert refused.connections == 0 and len(hop.requests) == 1
 
 
+@pytest.mark.parametrize(
+    "location, reason",
+    [
+        # An address with a name's closing dot: looked up as a name, and retried.
+        ("http://10.0.0.1.:{port}/", "10.0.0.1 is a private address"),
+        ("http://0.0.0.0.:{port}/", "0.0.0.0 is an unspecified address"),
+        # A host a URL given at create may not have.
+        ("http://a b:{port}/", "a host name may hold letters"),
+        ("http://%6c%6f%63alhost:{port}/", "a host name may hold letters"),
+        # No URL at all (httpx reads the Location itself): "could not reach", retried.
+        ("http://000.000.000.000:{port}/", "redirected to no valid URL"),
+        ("http://[::1]x:{port}/", "redirected to no valid URL"),
+    ],
+)
+def test_a_redirect_to_what_a_create_refuses_is_refused_not_retried(settings, location, reason):
+    """Each was an OutboundUnavailable ("could not resolve", "could not reach"), so an
+    ``api_integration`` task tried the call four times more; a URL given at create is refused
+    at once for the same."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as hop:
+        hop.answers = [Answer(302, b"", {"Location": location.format(port=hop.port)})]
+        with pytest.raises(outbound.OutboundRefused, match=re.escape(reason)):
+            outbound.request("GET", hop.url(), timeout=5, follow_redirects=True)
+        assert len(hop.requests) == 1
+
+
 def test_at_most_five_redirects(settings):
     settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
     with HTTPServer() as loop:
