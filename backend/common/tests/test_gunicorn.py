@@ -3,6 +3,7 @@ which holds ``gunicorn.conf.py``): what it refuses before Django sees a request 
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -94,6 +95,8 @@ def test_what_gunicorn_refuses_is_json(served, request_bytes, status, code):
     assert headers["content-type"] == "application/json"
     answer = json.loads(body)
     assert set(answer) == {"detail", "code"} and answer["code"] == code and answer["detail"]
+    # Every answer names its request (these had no id).
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
 
 
 def test_a_request_line_of_8000_bytes_reaches_the_service(served):
