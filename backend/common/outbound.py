@@ -287,6 +287,19 @@ class _DeadlineBackend(httpcore.SyncBackend):
         return _DeadlineStream(stream, self._deadline)
 
 
+class _OneHopClient(httpx.Client):
+    """A client that sends one request and hands back its answer: ``request`` follows
+    redirects itself, each hop checked. httpx's own handling read every 3xx's Location
+    even when not following it, and one that is no URL ("http://000.000.000.000/",
+    "http://xn--/") failed the call: retried as if the network were down, or escaping as an
+    ``IDNAError``; not following, the 3xx is the answer."""
+
+    def _send_handling_redirects(self, request, follow_redirects, history):
+        response = self._send_single_request(request)
+        response.history = list(history)
+        return response
+
+
 class _DeadlineTransport(httpx.HTTPTransport):
     """httpx's transport over a connection pool whose connections keep the deadline
     (httpcore's pool takes a network backend; httpx's transport does not pass one on)."""
@@ -334,7 +347,7 @@ def request(
     max_body = settings.OUTBOUND_MAX_BODY if max_body is None else max_body
     deadline = time.monotonic() + timeout
     method = method.upper()
-    target = parse_url(url)
+    target = validate_url(url)  # as at create (a row kept from before a rule is checked too)
     body = content
     if json is not None:
         body = _json_bytes(json)
@@ -345,7 +358,7 @@ def request(
     # No cookie jar: httpx's kept a Set-Cookie of one hop and sent it on to the next, to
     # another host (the jar matched the address connected to, which names can share).
     no_cookies = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    with httpx.Client(
+    with _OneHopClient(
         trust_env=False, follow_redirects=False, transport=transport, cookies=no_cookies
     ) as client:
         for _hop in range(MAX_REDIRECTS + 1):
@@ -371,15 +384,6 @@ def request(
                 raise OutboundUnavailable(
                     f"no answer from {target.host} within {timeout:g} s"
                 ) from exc
-            except httpx.RemoteProtocolError as exc:
-                if follow_redirects and "location header" in str(exc):
-                    # httpx reads a redirect's Location itself, and one that is no URL
-                    # ("http://000.000.000.000/") failed here: the server's answer, which
-                    # another try does not change.
-                    raise OutboundRefused(f"{target.host} redirected to no valid URL") from exc
-                raise OutboundUnavailable(
-                    f"could not reach {target.host}: {type(exc).__name__}"
-                ) from exc
             except httpx.HTTPError as exc:
                 raise OutboundUnavailable(
                     f"could not reach {target.host}: {type(exc).__name__}"
@@ -387,9 +391,14 @@ def request(
             try:
                 location = response.headers.get("location")
                 if follow_redirects and response.status_code in REDIRECT_STATUSES and location:
+                    try:
+                        joined = str(target.join(location))
+                    except (httpx.InvalidURL, ValueError) as exc:
+                        # The server's answer, which another try does not change.
+                        raise OutboundRefused(f"{target.host} redirected to no valid URL") from exc
                     # Each hop checked as a URL given at create is (a host written
                     # percent-encoded was looked up, failed, and was tried again).
-                    previous, target = target, validate_url(str(target.join(location)))
+                    previous, target = target, validate_url(joined)
                     if _origin(target) != _origin(previous):
                         headers = {
                             k: v

@@ -393,6 +393,8 @@ def test_a_redirect_to_a_refused_host_is_refused_before_connecting(settings):
         # No URL at all (httpx reads the Location itself): "could not reach", retried.
         ("http://000.000.000.000:{port}/", "redirected to no valid URL"),
         ("http://[::1]x:{port}/", "redirected to no valid URL"),
+        # Escaped as an IDNAError (a failure taken for a fault of the service).
+        ("http://xn--:{port}/", "not a valid host name"),
     ],
 )
 def test_a_redirect_to_what_a_create_refuses_is_refused_not_retried(settings, location, reason):
@@ -405,6 +407,30 @@ def test_a_redirect_to_what_a_create_refuses_is_refused_not_retried(settings, lo
         with pytest.raises(outbound.OutboundRefused, match=re.escape(reason)):
             outbound.request("GET", hop.url(), timeout=5, follow_redirects=True)
         assert len(hop.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "location", ["/elsewhere", "http://000.000.000.000/", "http://xn--/", "http://[::1]x:1/"]
+)
+def test_a_redirect_not_followed_is_the_answer_whatever_its_location(settings, location):
+    """httpx read the Location of every 3xx, followed or not: one that is no URL made the
+    call fail (retried, or an IDNAError) where the 302 itself is the answer."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as hop:
+        hop.answers = [Answer(302, b"moved", {"Location": location})]
+        response = outbound.request("GET", hop.url(), timeout=5)
+    assert response.status_code == 302
+    assert response.headers["location"] == location and response.body == b"moved"
+
+
+def test_an_address_written_with_a_closing_dot_is_called(settings):
+    """``127.0.0.1.`` is the address, as the check at create reads it; looked up as a name,
+    it failed every time ("could not resolve") and was retried."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with HTTPServer() as server:
+        url = server.url("/dot").replace("127.0.0.1", "127.0.0.1.")
+        assert outbound.request("GET", url, timeout=5).status_code == 200
+        assert [r.path for r in server.requests] == ["/dot"]
 
 
 def test_at_most_five_redirects(settings):
