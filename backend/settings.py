@@ -286,9 +286,11 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not in-memory) test database, so end-to-end tests can share it with a worker.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
     if _db.get("NAME") and _db["NAME"] != ":memory:":
+        # A relative file from the top level, as VAR_DIR (see _folder).
+        _db["NAME"] = str((BASE_DIR / _db["NAME"]).resolve())
         _writable_folder(
             "the SQLite database's folder (DATABASE_URL, by default in VAR_DIR)",
-            Path(_db["NAME"]).resolve().parent,
+            Path(_db["NAME"]).parent,
         )
 else:
     # Django's backend, with a health check that needs no round trip (backend/common/postgresql).
@@ -453,6 +455,9 @@ _USABLE_CACHES = (
     "filebased.FileBasedCache",
     "dummy.DummyCache",
 )
+if CACHES["default"]["BACKEND"].endswith("filebased.FileBasedCache"):
+    # A relative folder from the top level, as VAR_DIR (see _folder).
+    CACHES["default"]["LOCATION"] = str((BASE_DIR / CACHES["default"]["LOCATION"]).resolve())
 if not CACHES["default"]["BACKEND"].endswith(_USABLE_CACHES):
     _fail(
         "CACHE_URL names a cache this service does not run with: give locmemcache:// (the "

@@ -396,8 +396,9 @@ def test_a_variable_set_empty_leaves_the_env_files_value(tmp_path):
 
 
 def test_relative_folders_are_taken_from_the_top_level(tmp_path):
-    """`VAR_DIR=./var` (as .env.example shows) was taken from the folder a process started
-    in: `python /app/manage.py` run from elsewhere used another database and broker."""
+    """`VAR_DIR=./var` (as .env.example shows), a relative SQLite file or file cache were
+    taken from the folder a process started in: `python /app/manage.py` run from elsewhere
+    used another database and broker."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     top = PROJECT_ROOT.resolve()
@@ -410,7 +411,8 @@ def test_relative_folders_are_taken_from_the_top_level(tmp_path):
             "--verbosity=0",
             "-c",
             "from django.conf import settings as s\n"
-            "print(s.VAR_DIR, s.MEDIA_ROOT, s.BROKER_FOLDER, s.EMAIL_FILE_PATH, sep='\\n')",
+            "print(s.VAR_DIR, s.MEDIA_ROOT, s.BROKER_FOLDER, s.EMAIL_FILE_PATH, "
+            "s.DATABASES['default']['NAME'], s.CACHES['default']['LOCATION'], sep='\\n')",
         ],
         env={
             "PATH": os.environ.get("PATH", ""),
@@ -422,6 +424,8 @@ def test_relative_folders_are_taken_from_the_top_level(tmp_path):
             "MEDIA_ROOT": f"{relative}/media",
             "BROKER_FOLDER": f"{relative}/broker",
             "EMAIL_URL": f"filemail://{relative}/mail",
+            "DATABASE_URL": f"sqlite:///{relative}/db.sqlite3",
+            "CACHE_URL": f"filecache://{relative}/cache",
         },
         cwd=elsewhere,
         capture_output=True,
@@ -430,6 +434,7 @@ def test_relative_folders_are_taken_from_the_top_level(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [
-        str(tmp_path.resolve() / name) for name in ("var", "media", "broker", "mail")
+        str(tmp_path.resolve() / name)
+        for name in ("var", "media", "broker", "mail", "db.sqlite3", "cache")
     ]
     assert not any(elsewhere.iterdir())
