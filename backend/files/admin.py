@@ -1,3 +1,5 @@
+import unicodedata
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
@@ -25,6 +27,12 @@ class FileAdmin(BoundedSearchMixin, ServiceDeleteMixin, admin.ModelAdmin):
     )
     list_filter = (("owner", admin.RelatedOnlyFieldListFilter), "content_type", "created_at")
     search_fields = ("name", "sha256", "=id", "owner__username")
+
+    def get_search_results(self, request, queryset, search_term):
+        # Names are kept composed (NFC), as the API's search reads them.
+        search_term = unicodedata.normalize("NFC", search_term)
+        return super().get_search_results(request, queryset, search_term)
+
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
     ordering = ("-created_at",)

@@ -44,6 +44,15 @@ def test_changelist_search_filter_and_sizes(admin_client, user, other_user):
     assert b"other.txt" in by_owner.content and b"findme.csv" not in by_owner.content
 
 
+def test_changelist_search_finds_a_name_typed_with_a_combining_accent(admin_client, user):
+    """Names are kept composed (NFC); ``e`` then U+0301 found nothing, as in the API."""
+    make_file(user, name="\u00e9t\u00e9.csv")
+    make_file(user, name="other.csv")
+    for typed in ("e\u0301t", "\u00e9t"):
+        result = admin_client.get(CHANGELIST, {"q": typed}).context["cl"].result_list
+        assert [f.name for f in result] == ["\u00e9t\u00e9.csv"], typed
+
+
 def test_detail_and_download(admin_client, user):
     file = make_file(user, content=b"a,b\n", name="d.csv")
     assert admin_client.get(f"{CHANGELIST}{file.pk}/change/").status_code == 200
