@@ -7,6 +7,7 @@ malformed header) was answered with an HTML page; every error of this service is
 ``{"detail", "code"}``, so those are too. Options given on the command line still win."""
 
 import json
+import logging
 import uuid
 
 from gunicorn import util
@@ -36,13 +37,21 @@ control_socket_disable = True
 
 
 def _write_json_error(sock, status_int, reason, mesg):
-    body = json.dumps({"detail": mesg or reason, "code": reason.lower().replace(" ", "_")}).encode()
-    # An id of its own, as every answer of the service has (the request's may not be read).
+    if status_int == 501:  # an unknown Transfer-Encoding: gunicorn keeps "Bad Request"
+        reason = "Not Implemented"
+    code = reason.lower().replace(" ", "_")
+    # An id of its own, as every answer of the service has (the request's may not be read),
+    # logged beside gunicorn's own line on the refusal.
+    request_id = uuid.uuid4().hex
+    logging.getLogger("gunicorn.error").info(
+        "answered %s %s (request id %s)", status_int, code, request_id
+    )
+    body = json.dumps({"detail": mesg or reason, "code": code}).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
-        f"X-Request-ID: {uuid.uuid4().hex}\r\n"
+        f"X-Request-ID: {request_id}\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     )
     util.write_nonblock(sock, head.encode("latin-1") + body)

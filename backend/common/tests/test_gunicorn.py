@@ -76,6 +76,14 @@ def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, body
 
 
+def _logged(log: Path, text: str) -> None:
+    """Wait (at most 10 s) for ``text`` in gunicorn's log, which it writes as it goes."""
+    deadline = time.monotonic() + 10
+    while text not in log.read_text():
+        assert time.monotonic() < deadline, f"{text!r} not in the log"
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     ("request_bytes", "status", "code"),
     [
@@ -85,8 +93,13 @@ def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
          + b"\r\n\r\n", 431, "request_header_fields_too_large"),
         (b"GET /health/ HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad\x01: 1\r\n\r\n", 400,
          "bad_request"),
+        (b"POST /api/tasks/ HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 200-ok\r\n"
+         b"Content-Length: 0\r\n\r\n", 417, "expectation_failed"),
+        # gunicorn's reason stays "Bad Request" (the code was bad_request beside a 501).
+        (b"POST /api/tasks/ HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: foo\r\n\r\n",
+         501, "not_implemented"),
     ],
-    ids=["request-line", "header", "malformed-header"],
+    ids=["request-line", "header", "malformed-header", "expect", "transfer-encoding"],
 )  # fmt: skip
 def test_what_gunicorn_refuses_is_json(served, request_bytes, status, code):
     """These were gunicorn's HTML pages, under /api/ as anywhere."""
@@ -95,8 +108,9 @@ def test_what_gunicorn_refuses_is_json(served, request_bytes, status, code):
     assert headers["content-type"] == "application/json"
     answer = json.loads(body)
     assert set(answer) == {"detail", "code"} and answer["code"] == code and answer["detail"]
-    # Every answer names its request (these had no id).
+    # Every answer names its request (these had no id), in the log too.
     assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
+    _logged(served.log, f"(request id {headers['x-request-id']})")
 
 
 def test_a_request_line_of_8000_bytes_reaches_the_service(served):

@@ -423,6 +423,14 @@ def test_a_redirect_not_followed_is_the_answer_whatever_its_location(settings, l
     assert response.headers["location"] == location and response.body == b"moved"
 
 
+def test_a_first_url_is_checked_as_at_create(settings):
+    """A URL kept from before a rule (a host written percent-encoded) was looked up, failed,
+    and the call was retried as if the network were down."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ALLOW_LOOPBACK
+    with pytest.raises(outbound.OutboundRefused, match="a host name may hold letters"):
+        outbound.request("GET", "http://%6c%6f%63alhost:1/", timeout=5)
+
+
 def test_an_address_written_with_a_closing_dot_is_called(settings):
     """``127.0.0.1.`` is the address, as the check at create reads it; looked up as a name,
     it failed every time ("could not resolve") and was retried."""
