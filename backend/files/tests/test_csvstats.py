@@ -104,7 +104,7 @@ def test_not_numbers(cell):
 
 @pytest.mark.parametrize(
     "cell",
-    ["1" * 1_000_000 + "x", "1." + "1" * 1_000_000 + "x", "1" * 500_000 + "e1" * 1000 + "x"],
+    ["1" * 1_000_000 + "x", "1" * 1_000_000 + ".x", "1" * 500_000 + "e1" * 1000 + "x"],
 )
 def test_a_long_cell_that_only_starts_as_a_number_is_text_at_once(cell):
     """A run of digits then a letter was tried every way the number pattern could split the
