@@ -334,19 +334,44 @@ def _sync_periodic_task(
     periodic_task.save(update_fields=fields)
 
 
+# Namespace of the transaction locks below (PostgreSQL's two-key advisory locks).
+_TIMING_LOCK = 0x5363  # "Sc"
+
+
+def _shared_timing(key: str, find, make):
+    """The timing row ``find()`` returns, else the one ``make()`` creates: looked up and
+    made under a lock on ``key`` until the transaction ends, so two schedules given the
+    same new timing at once share one row (beat's tables have no unique constraint: both
+    found none, and each made its own, left behind for good). On SQLite the write lock
+    already serialises the two."""
+    with transaction.atomic():
+        if transaction.get_connection().vendor == "postgresql":
+            with transaction.get_connection().cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_TIMING_LOCK, key]
+                )
+        return find() or make()
+
+
 def _interval(seconds: int) -> IntervalSchedule:
     # Interval rows are shared by every periodic task with the same period, and never
     # deleted here (beat's own entries may use the same row).
     found = IntervalSchedule.objects.filter(every=seconds, period=IntervalSchedule.SECONDS)
-    return found.first() or IntervalSchedule.objects.create(
-        every=seconds, period=IntervalSchedule.SECONDS
+    return _shared_timing(
+        f"interval {seconds}",
+        found.first,
+        lambda: IntervalSchedule.objects.create(every=seconds, period=IntervalSchedule.SECONDS),
     )
 
 
 def _crontab(expression: str, zone: str) -> CrontabSchedule:
     spec = timing.parse_crontab(expression)
     found = CrontabSchedule.objects.filter(**spec, timezone=zone)
-    return found.first() or CrontabSchedule.objects.create(**spec, timezone=ZoneInfo(zone))
+    return _shared_timing(
+        f"crontab {' '.join(spec.values())} {zone}",
+        found.first,
+        lambda: CrontabSchedule.objects.create(**spec, timezone=ZoneInfo(zone)),
+    )
 
 
 def _require_owner_or_staff(schedule: Schedule, actor: User) -> None:

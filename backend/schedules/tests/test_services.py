@@ -464,3 +464,34 @@ def test_the_migration_starts_the_timetable_of_a_schedule_made_before(user):
     executor.migrate(executor.loader.graph.leaf_nodes("schedules"))
     assert PeriodicTask.objects.get(pk=on.periodic_task_id).last_run_at == changed
     assert PeriodicTask.objects.get(pk=off.periodic_task_id).last_run_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("timing", ["interval", "crontab"])
+def test_schedules_given_one_new_timing_at_once_share_its_row(timing):
+    """Beat's timing tables have no unique constraint: two creates at once each found no
+    row for a new period or crontab and made one (19 rounds of 20 on PostgreSQL), left for
+    good in the Periodic tasks admin. The lookup and the insert take turns per timing."""
+    from django_celery_beat.models import CrontabSchedule
+
+    from backend.common.tests.concurrency import at_once
+
+    for round_ in range(6):
+        owners = UserFactory.create_batch(4)
+        if timing == "interval":
+            given = {"interval_seconds": 3600 + round_}
+        else:
+            given = {"crontab": f"{round_} 3 * * *", "timezone": "UTC"}
+
+        def create(i, given=given, owners=owners):
+            return services.schedule_create(
+                owner=owners[i], task_type="sum", input_data={"numbers": [1]}, **given
+            )
+
+        made = at_once(create, 4)
+        assert all(isinstance(schedule, Schedule) for schedule in made), made
+        if timing == "interval":
+            rows = IntervalSchedule.objects.filter(every=3600 + round_, period="seconds")
+        else:
+            rows = CrontabSchedule.objects.filter(minute=str(round_), hour="3", timezone="UTC")
+        assert rows.count() == 1, f"round {round_}: {rows.count()} rows"
