@@ -43,6 +43,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.functional import cached_property
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
+from django_celery_beat.tzcrontab import TzAwareCrontab
 
 from backend.tasks import queue
 
@@ -53,6 +54,13 @@ logger = logging.getLogger(__name__)
 
 
 class Entry(ModelEntry):
+    def __init__(self, model, app=None):
+        super().__init__(model, app)
+        schedule = getattr(self, "schedule", None)
+        if isinstance(schedule, TzAwareCrontab) and not isinstance(schedule, timing.Crontab):
+            # A next firing never at or before the last (the hour repeated in autumn).
+            self.schedule = timing.Crontab.of(schedule)
+
     @classmethod
     def _unpack_fields(cls, *args, **kwargs):
         """The service's maintenance jobs (``CELERY_BEAT_SCHEDULE``), written to their rows

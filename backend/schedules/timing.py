@@ -101,8 +101,44 @@ def validate_timezone(name: str) -> str:
     return name
 
 
-def beat_crontab(expression: str, zone: str) -> TzAwareCrontab:
-    return TzAwareCrontab(**parse_crontab(expression), tz=ZoneInfo(zone))
+class Crontab(TzAwareCrontab):
+    """django-celery-beat's crontab, whose next firing is never at or before the last.
+
+    A match in the hour the autumn change repeats is found in its first pass (summer time):
+    with the last firing in the second pass (a schedule made, turned on or caught up in that
+    hour), the next match of the same hour came out before it, and beat found the schedule
+    due on every tick until the hour ended (911 sends in 9 s, 22 tasks). That match is taken
+    in its second pass instead, the first one after the last firing."""
+
+    @classmethod
+    def of(cls, schedule: TzAwareCrontab) -> Crontab:
+        return cls(
+            minute=schedule._orig_minute,
+            hour=schedule._orig_hour,
+            day_of_week=schedule._orig_day_of_week,
+            day_of_month=schedule._orig_day_of_month,
+            month_of_year=schedule._orig_month_of_year,
+            tz=schedule.tz,
+            app=schedule._app,
+        )
+
+    def remaining_estimate(self, last_run_at: datetime, *args, **kwargs) -> timedelta:
+        remaining = super().remaining_estimate(last_run_at, *args, **kwargs)
+        now = self.maybe_make_aware(self.now()).astimezone(UTC)
+        last = self.maybe_make_aware(last_run_at).astimezone(UTC)
+        target = now + remaining
+        if target > last:
+            return remaining
+        second_pass = target.astimezone(self.tz).replace(fold=1).astimezone(UTC)
+        if second_pass > last:
+            return second_pass - now
+        # Not seen (the wall clock after the last firing is past it): the matches from an
+        # hour after the last firing, which leaves any repeated hour behind.
+        return super().remaining_estimate(last_run_at + timedelta(hours=1), *args, **kwargs)
+
+
+def beat_crontab(expression: str, zone: str) -> Crontab:
+    return Crontab(**parse_crontab(expression), tz=ZoneInfo(zone))
 
 
 def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime:

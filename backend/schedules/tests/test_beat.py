@@ -542,3 +542,20 @@ def test_a_firing_due_while_the_broker_hangs_is_recorded_by_beat(user, monkeypat
     assert failed == []
     [run] = ScheduleRun.objects.filter(schedule=schedule)
     assert run.task is not None and run.task.status == TaskStatus.PENDING
+
+
+def test_beat_runs_a_crontab_whose_next_firing_is_never_before_its_last(user):
+    """Beat's entries took django-celery-beat's crontab as it is: with the last firing in the
+    second pass of the hour the autumn change repeats, the next match came out before it and
+    the schedule was due on every tick until the hour ended (911 sends in 9 s)."""
+    from datetime import UTC, datetime
+
+    from backend.schedules.beat import Entry
+
+    schedule = make_schedule(user, crontab="*/20 * * * *", timezone="America/New_York")
+    periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    periodic_task.last_run_at = datetime(2026, 11, 1, 6, 4, tzinfo=UTC)  # 01:04 EST
+    entry = Entry(periodic_task, app=celery_app)
+    entry.schedule.nowfun = lambda: datetime(2026, 11, 1, 6, 5, tzinfo=UTC)
+    due, wait = entry.is_due()
+    assert not due and wait == 15 * 60  # 01:20 EST

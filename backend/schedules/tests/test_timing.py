@@ -95,6 +95,17 @@ NEXT_RUNS = [
     ("30 2 * * *", "Europe/Paris", datetime(2026, 10, 24, 12, 0, tzinfo=PARIS), utc(2026, 10, 25, 0, 30)),
     # ... and not again an hour later: the next one is the following night.
     ("30 2 * * *", "Europe/Paris", utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)),
+    # The last firing in the second pass of the repeated hour (a schedule made, turned on
+    # or caught up then): the next match of that hour is in its second pass too. It came
+    # out in the first, before the last firing, and beat fired on every tick until the hour
+    # ended.
+    ("*/20 * * * *", "America/New_York", utc(2026, 11, 1, 6, 4), utc(2026, 11, 1, 6, 20)),
+    ("30 1 * * *", "America/New_York", utc(2026, 11, 1, 6, 10), utc(2026, 11, 1, 6, 30)),
+    ("*/20 * * * *", "Europe/Paris", utc(2026, 10, 25, 1, 5), utc(2026, 10, 25, 1, 20)),
+    # Lord Howe turns its clocks back half an hour.
+    ("*/15 * * * *", "Australia/Lord_Howe", utc(2026, 4, 4, 15, 5), utc(2026, 4, 4, 15, 15)),
+    # ... and from the end of the second pass, the hour after.
+    ("*/20 * * * *", "America/New_York", utc(2026, 11, 1, 6, 45), utc(2026, 11, 1, 7, 0)),
     # 02:30 does not exist on the night of the spring change; beat fires it at 01:30 UTC
     # (03:30 summer time).
     ("30 2 * * *", "Europe/Paris", datetime(2026, 3, 28, 12, 0, tzinfo=PARIS), utc(2026, 3, 29, 1, 30)),
