@@ -248,6 +248,15 @@ def _create_task(schedule: Schedule, run: ScheduleRun, now) -> None:
         run.code = INVALID_INPUT
         run.detail = "The template is no longer valid: " + json.dumps(errors)[:1000]
         return
+    minimum = settings.SCHEDULE_MIN_INTERVAL
+    if schedule.interval_seconds is not None and schedule.interval_seconds < minimum:
+        # Made under a lower SCHEDULE_MIN_INTERVAL: it went on firing at that pace.
+        run.code = INVALID_INPUT
+        run.detail = (
+            f"interval_seconds ({schedule.interval_seconds}) is below SCHEDULE_MIN_INTERVAL "
+            f"({minimum}); give the schedule a longer interval."
+        )
+        return
     deadline = None
     if schedule.deadline_seconds:
         deadline = now + timedelta(seconds=schedule.deadline_seconds)

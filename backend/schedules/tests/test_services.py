@@ -283,6 +283,22 @@ def test_a_template_gone_stale_is_a_refused_run(user):
     assert not Task.objects.exists()
 
 
+def test_an_interval_below_a_raised_minimum_is_a_refused_run(user, settings):
+    """A schedule made under a lower SCHEDULE_MIN_INTERVAL kept firing at its pace after the
+    minimum was raised: each firing is refused now, saying why."""
+    settings.SCHEDULE_MIN_INTERVAL = 5
+    schedule = make_schedule(user, interval_seconds=5)
+    settings.SCHEDULE_MIN_INTERVAL = 60
+
+    run = services.schedule_fire(schedule_id=schedule.pk)
+
+    assert run.code == "invalid_input" and run.task_id is None
+    assert "SCHEDULE_MIN_INTERVAL (60)" in run.detail
+    assert not Task.objects.exists()
+    settings.SCHEDULE_MIN_INTERVAL = 5
+    assert services.schedule_fire(schedule_id=schedule.pk).task_id is not None
+
+
 def test_a_run_keeps_the_task_id_after_the_task_is_deleted(user):
     schedule = make_schedule(user)
     run = services.schedule_fire(schedule_id=schedule.pk)
