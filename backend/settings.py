@@ -41,11 +41,16 @@ def _fail(message: str):
     raise ImproperlyConfigured(message)
 
 
+def _from_top(path: str | Path) -> Path:
+    """``path`` made absolute; a relative one is taken from the top level (as ENV_FILE), not
+    from the folder a process was started in: `VAR_DIR=./var` in the .env gave
+    `python /app/manage.py` run from elsewhere another database and broker."""
+    return (BASE_DIR / path).resolve()
+
+
 def _folder(name: str, default: Path) -> Path:
-    """A folder variable as an absolute path; a relative one is taken from the top level
-    (as ENV_FILE), not from the folder a process was started in: `VAR_DIR=./var` in the
-    .env gave `python /app/manage.py` run from elsewhere another database and broker."""
-    return (BASE_DIR / _text(name, str(default))).resolve()
+    """A folder variable as an absolute path (see ``_from_top``)."""
+    return _from_top(_text(name, str(default)))
 
 
 if ENV_FILE is not None and ENV_FILE.is_file():
@@ -286,8 +291,7 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not in-memory) test database, so end-to-end tests can share it with a worker.
     _db["TEST"] = {"NAME": str(VAR_DIR / "test_db.sqlite3")}
     if _db.get("NAME") and _db["NAME"] != ":memory:":
-        # A relative file from the top level, as VAR_DIR (see _folder).
-        _db["NAME"] = str((BASE_DIR / _db["NAME"]).resolve())
+        _db["NAME"] = str(_from_top(_db["NAME"]))
         _writable_folder(
             "the SQLite database's folder (DATABASE_URL, by default in VAR_DIR)",
             Path(_db["NAME"]).parent,
@@ -456,8 +460,7 @@ _USABLE_CACHES = (
     "dummy.DummyCache",
 )
 if CACHES["default"]["BACKEND"].endswith("filebased.FileBasedCache"):
-    # A relative folder from the top level, as VAR_DIR (see _folder).
-    CACHES["default"]["LOCATION"] = str((BASE_DIR / CACHES["default"]["LOCATION"]).resolve())
+    CACHES["default"]["LOCATION"] = str(_from_top(CACHES["default"]["LOCATION"]))
 if not CACHES["default"]["BACKEND"].endswith(_USABLE_CACHES):
     _fail(
         "CACHE_URL names a cache this service does not run with: give locmemcache:// (the "
@@ -756,9 +759,7 @@ if _email_scheme.startswith("smtp") and not _email.get("EMAIL_HOST"):
     _fail(f"EMAIL_URL ({_email_scheme}://...) names no host, e.g. smtp://user:pass@host:587")
 if _email_scheme == "filemail":
     # django-environ drops the leading slash of an absolute path; read it as written.
-    _email["EMAIL_FILE_PATH"] = str(
-        (BASE_DIR / (EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail")).resolve()
-    )
+    _email["EMAIL_FILE_PATH"] = str(_from_top(EMAIL_URL.split("://", 1)[1] or VAR_DIR / "mail"))
 EMAIL_BACKEND = _email["EMAIL_BACKEND"]
 if EMAIL_BACKEND == "django.core.mail.backends.smtp.EmailBackend":
     # Django's, with the whole exchange of one send bounded (backend.common.email).

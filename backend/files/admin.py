@@ -27,12 +27,6 @@ class FileAdmin(BoundedSearchMixin, ServiceDeleteMixin, admin.ModelAdmin):
     )
     list_filter = (("owner", admin.RelatedOnlyFieldListFilter), "content_type", "created_at")
     search_fields = ("name", "sha256", "=id", "owner__username")
-
-    def get_search_results(self, request, queryset, search_term):
-        # Names are kept composed (NFC), as the API's search reads them.
-        search_term = unicodedata.normalize("NFC", search_term)
-        return super().get_search_results(request, queryset, search_term)
-
     list_select_related = ("owner",)
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
@@ -49,6 +43,11 @@ class FileAdmin(BoundedSearchMixin, ServiceDeleteMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     actions = ["delete_selected"]
+
+    def get_search_results(self, request, queryset, search_term):
+        # Names are kept composed (NFC), as the API's search reads them.
+        search_term = unicodedata.normalize("NFC", search_term)
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="size", ordering="size")
     def human_size(self, obj: File) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -354,8 +354,8 @@ def _shared_timing(key: str, find, make):
     found none, and each made its own, left behind for good). On SQLite the write lock
     already serialises the two."""
     with transaction.atomic():
-        if transaction.get_connection().vendor == "postgresql":
-            with transaction.get_connection().cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [_TIMING_LOCK, key]
                 )
