@@ -181,11 +181,19 @@ def json_chunks(rows: Iterable[dict]) -> Iterator[bytes]:
 
 
 def generate_report(
-    *, owner_id, report: str, fmt: str, progress: Progress | None = None, task_id=None
+    *,
+    owner_id,
+    report: str,
+    fmt: str,
+    progress: Progress | None = None,
+    task_id=None,
+    attempt: int | None = None,
+    still_running: Callable[[], None] | None = None,
 ) -> dict:
     """Write the report as a File of ``owner_id``; ``{"file_id", "download_url", "rows"}``.
     With ``task_id``, the file's id is the task's (``file_id_of_task``): a run again after a
-    lost one replaces what that one left."""
+    lost one replaces what that one left. ``attempt`` and ``still_running``: the run's, see
+    ``services.file_store``."""
     if report == "task_summary":
         rows_list = task_summary_rows(owner_id)
         rows, fields = iter(rows_list), SUMMARY_FIELDS
@@ -211,6 +219,8 @@ def generate_report(
         chunks=chunks,
         content_type=CONTENT_TYPES[fmt],
         file_id=services.file_id_of_task(task_id) if task_id is not None else None,
+        attempt=attempt,
+        still_running=still_running,
     )
     return {
         "file_id": str(file.pk),

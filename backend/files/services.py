@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from functools import partial
 
@@ -32,9 +32,12 @@ from .uploads import HashedUploadedFile
 logger = logging.getLogger(__name__)
 
 
-def storage_path(file_id: uuid.UUID) -> str:
-    """Where a file's bytes live in the storage: generated, never the client's name."""
-    return f"files/{file_id.hex[:2]}/{file_id.hex}"
+def storage_path(file_id: uuid.UUID, attempt: int | None = None) -> str:
+    """Where a file's bytes live in the storage: generated, never the client's name. A
+    task's file (``file_id_of_task``) as each run of the task writes it: its attempt's own
+    path, so no two runs ever write one path."""
+    suffix = f"-{attempt}" if attempt is not None else ""
+    return f"files/{file_id.hex[:2]}/{file_id.hex}{suffix}"
 
 
 # --- create -----------------------------------------------------------------------------
@@ -78,6 +81,8 @@ def file_store(
     chunks: Iterable[bytes],
     content_type: str | None = None,
     file_id: uuid.UUID | None = None,
+    attempt: int | None = None,
+    still_running: Callable[[], None] | None = None,
 ) -> File:
     """Store generated content given as an iterable of ``bytes`` chunks, hashing it on the
     way: it is never held whole in memory. Used by task types that write files.
@@ -86,11 +91,21 @@ def file_store(
     that died before its outcome was written (the rescue runs the task again) left that
     file, or bytes without a row when it died writing them: they are removed first, so a
     task leaves one file however often it ran. Kept, and a new id used, when an active task
-    of the owner's reads the left file meanwhile."""
+    of the owner's reads the left file meanwhile.
+
+    ``attempt``: the run's; its bytes go to a path of their own (``storage_path``), so a
+    run cancelled while it writes, and still writing when a retry's run writes the file
+    anew, never removes the retry's bytes. ``still_running``: raises when the run is no
+    longer the task's; called in the transaction that writes the row, which it then holds
+    the task's row for, so a run that lost its task writes no row (its bytes are removed)."""
     reader = HashingChunkReader(chunks)
     name = sanitize_name(name)
-    if file_id is not None and not _left_by_an_earlier_run_removed(file_id, owner_id):
-        file_id = None
+    path = None
+    if file_id is not None:
+        if _left_by_earlier_runs_removed(file_id, owner_id, attempt):
+            path = storage_path(file_id, attempt)
+        else:
+            file_id = None
     return _store(
         owner=User(pk=owner_id),
         content=DjangoFile(reader, name=name),
@@ -99,6 +114,8 @@ def file_store(
         size=lambda: reader.size,
         sha256=lambda: reader.sha256,
         file_id=file_id,
+        path=path,
+        before_row=still_running,
     )
 
 
@@ -110,7 +127,7 @@ def file_id_of_task(task_id) -> uuid.UUID:
 _TASK_FILES = uuid.UUID("6f1c9d2e-3b4a-4f5e-9a8b-7c6d5e4f3a2b")
 
 
-def _left_by_an_earlier_run_removed(file_id: uuid.UUID, owner_id) -> bool:
+def _left_by_earlier_runs_removed(file_id: uuid.UUID, owner_id, attempt: int | None) -> bool:
     """False when the file is there and in use (then it stays)."""
     with transaction.atomic():
         left = File.objects.select_for_update().filter(pk=file_id, owner_id=owner_id).first()
@@ -121,21 +138,36 @@ def _left_by_an_earlier_run_removed(file_id: uuid.UUID, owner_id) -> bool:
             left.delete()
         elif File.objects.filter(pk=file_id).exists():
             return False  # another owner's: never touched
-    # The row is gone (a run is never inside a transaction): its bytes now, before the path
-    # is written again, or the storage would give the new bytes another name.
-    path = left.storage_name if left is not None else storage_path(file_id)
-    if default_storage.exists(path):
-        if left is None:
+    # The row is gone (a run is never inside a transaction): its bytes, and those of every
+    # earlier attempt that died (or lost its task) while writing them. A run still writing
+    # its own path goes on into nothing: it can no longer write a row (``still_running``).
+    paths = {storage_path(file_id, earlier) for earlier in range(1, attempt or 1)}
+    paths.add(storage_path(file_id))  # the one path of every run before attempts had theirs
+    paths.add(storage_path(file_id, attempt))
+    if left is not None:
+        _delete_bytes(left.storage_name)
+        paths.discard(left.storage_name)
+    for path in sorted(paths):
+        if default_storage.exists(path):
             logger.warning("file %s: bytes without a row, left by an earlier run", file_id)
-        _delete_bytes(path)
+            _delete_bytes(path)
     return True
 
 
 def _store(
-    *, owner: User, content, name: str, content_type: str, size, sha256, file_id=None
+    *,
+    owner: User,
+    content,
+    name: str,
+    content_type: str,
+    size,
+    sha256,
+    file_id=None,
+    path: str | None = None,
+    before_row: Callable[[], None] | None = None,
 ) -> File:
     file_id = file_id or uuid.uuid4()
-    path = storage_path(file_id)
+    path = path or storage_path(file_id)
     try:
         stored_as = default_storage.save(path, content)
     except BaseException:
@@ -144,6 +176,8 @@ def _store(
         raise
     try:
         with transaction.atomic():
+            if before_row is not None:
+                before_row()
             return File.objects.create(
                 id=file_id,
                 owner=owner,

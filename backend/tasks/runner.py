@@ -28,6 +28,7 @@ from backend.common.recording import DATABASE_ERRORS, recorded
 from backend.common.storable import made_storable
 
 from . import outcomes, services, types
+from .models import TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +261,14 @@ def _run(task, kind: types.TaskType | None, report) -> str:
             raise RuntimeError(f"task type {task.task_type!r} is not known to this worker")
         if kind.handler is None:
             raise RuntimeError(f"task type {task.task_type!r} is not run by workers")
-        context = types.JobContext(report, task_id=task.pk, owner_id=task.owner_id)
+        claimed = task.status == TaskStatus.RUNNING  # an instant type's run only read it
+        context = types.JobContext(
+            report,
+            task_id=task.pk,
+            owner_id=task.owner_id,
+            attempt=task.attempts if claimed else None,
+            alive=(lambda: services.task_still_running(task=task)) if claimed else None,
+        )
         # Whatever the handler returned must be storable JSON: a NUL or a lone surrogate
         # from the outside world (a server's answer, a file's header) becomes U+FFFD; NaN or
         # a value JSON cannot hold fails the task here, before writing.

@@ -338,6 +338,86 @@ def test_a_cancelled_report_leaves_no_file(user, media, monkeypatch):
     assert not any(p.is_file() for p in media.rglob("*"))
 
 
+def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_retrys_file(
+    user, media, monkeypatch
+):
+    """The first run of a report, cancelled while it streams, writes on until it finds out;
+    a retry's run meanwhile writes the task's file anew. Both wrote one path: the first
+    run's end (its clean-up, or its row refused) removed the retry's bytes, and the file
+    the completed task names had none."""
+    from backend.files import reports
+    from backend.tasks import services as task_services
+
+    monkeypatch.setattr(reports, "CHUNK_CHARS", 1024)
+    for _ in range(300):
+        TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "tasks_export", "format": "csv"},
+    )
+    original = reports.csv_chunks
+    retried = []
+
+    def retried_midway(fields, rows):
+        chunks = original(fields, rows)
+        yield next(chunks)
+        if not retried:  # the first run, a chunk written: cancel, retry, the retry's run
+            retried.append(True)
+            task_services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+            task_services.task_retry(task=Task.objects.get(pk=task.pk), actor=user)
+            assert run(task).status == TaskStatus.COMPLETED
+        yield from chunks
+
+    monkeypatch.setattr(reports, "csv_chunks", retried_midway)
+    assert jobs.run_task(str(task.pk)).startswith("stopped")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 2, task.error
+    file = File.objects.get(owner=user)
+    assert task.result["file_id"] == str(file.pk)
+    with default_storage.open(file.storage_name) as handle:
+        content = handle.read()
+    assert content.startswith(b"id,") and content.count(b"\r\n") == 302
+    assert len(content) == file.size
+    assert [p.name for p in media.rglob("*") if p.is_file()] == [file.storage_name.rsplit("/")[-1]]
+
+
+@pytest.mark.parametrize("report", ["task_summary", "tasks_export"])
+@pytest.mark.parametrize("ended", ["cancelled", "overdue"])
+def test_a_report_ended_after_its_last_row_leaves_no_file(user, media, monkeypatch, report, ended):
+    """Cancelled, or past its deadline, once its rows were all written (no progress report
+    to find out by), the run wrote its file's row anyway: a file no task named, for good."""
+    from backend.files import reports
+    from backend.tasks import services as task_services
+
+    TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": report, "format": "csv"},
+        deadline=timezone.now() + timedelta(hours=1),
+    )
+    original = reports.csv_chunks
+
+    def ended_at_the_end(fields, rows):
+        yield from original(fields, rows)
+        if ended == "cancelled":
+            task_services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+        else:
+            Task.objects.filter(pk=task.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+
+    monkeypatch.setattr(reports, "csv_chunks", ended_at_the_end)
+    said = jobs.run_task(str(task.pk))
+    task.refresh_from_db()
+    if ended == "cancelled":
+        assert said.startswith("stopped") and task.status == TaskStatus.CANCELLED
+    else:
+        assert said == "failed: deadline exceeded" and task.status == TaskStatus.FAILED
+    assert task.result is None
+    assert File.objects.count() == 0
+    assert not any(p.is_file() for p in media.rglob("*"))
+
+
 def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
@@ -345,36 +425,46 @@ def test_percentile():
 
 
 @pytest.mark.parametrize("left", ["a file", "bytes without a row"])
-def test_a_report_run_again_after_a_lost_run_leaves_one_file(user, left):
+@pytest.mark.parametrize("lost_attempt", [1, None], ids=["its attempt's path", "one path"])
+def test_a_report_run_again_after_a_lost_run_leaves_one_file(user, left, lost_attempt):
     """A worker killed after the report's file was written but before the task's outcome
     was (the rescue runs the task again) left a second file no task named; killed while
     writing it, bytes without a row that no purge ever removed. A report's file has its
-    task's id: the run again replaces what the lost one left."""
+    task's id: the run again replaces what the lost one left, at its attempt's path or at
+    the one path every run wrote before each attempt had its own."""
     from backend.files import services
 
     task = TaskFactory(
         owner=user,
         task_type="report_generation",
         input_data={"report": "task_summary", "format": "csv"},
+        attempts=1,  # the lost run's
     )
     file_id = services.file_id_of_task(task.pk)
-    path = services.storage_path(file_id)
+    path = services.storage_path(file_id, lost_attempt)
     if left == "a file":
-        services.file_store(owner_id=user.pk, name="lost.csv", chunks=[b"old"], file_id=file_id)
+        services.file_store(
+            owner_id=user.pk,
+            name="lost.csv",
+            chunks=[b"old"],
+            file_id=file_id,
+            attempt=lost_attempt,
+        )
     else:
         default_storage.save(path, io.BytesIO(b"half of a repo"))
     assert default_storage.exists(path)
 
     task = run(task)
-    assert task.status == TaskStatus.COMPLETED, task.error
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 2, task.error
     assert task.result["file_id"] == str(file_id)
     assert list(File.objects.filter(owner=user).values_list("pk", flat=True)) == [file_id]
     stored = File.objects.get(pk=file_id)
-    assert stored.storage_name == path and stored.name.startswith("task_summary-")
-    with default_storage.open(path) as handle:
+    assert stored.storage_name == services.storage_path(file_id, 2)
+    assert stored.name.startswith("task_summary-")
+    with default_storage.open(stored.storage_name) as handle:
         assert handle.read().startswith(b"task_type,")  # the report, not what was left
     folder = path.rsplit("/", 1)[0]
-    assert default_storage.listdir(folder)[1] == [file_id.hex]  # nothing else beside it
+    assert default_storage.listdir(folder)[1] == [f"{file_id.hex}-2"]  # nothing else beside it
 
 
 def test_a_left_report_file_that_a_task_reads_is_kept(user):

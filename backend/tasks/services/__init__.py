@@ -21,6 +21,7 @@ from .execution import (
     task_read,
     task_report_progress,
     task_retry_later,
+    task_still_running,
     tasks_finish_unread,
     unread_runs,
 )
@@ -75,6 +76,7 @@ __all__ = [
     "task_retry",
     "task_retry_later",
     "task_start",
+    "task_still_running",
     "task_update",
     "tasks_delete",
     "tasks_dispatch",

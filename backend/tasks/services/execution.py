@@ -204,6 +204,13 @@ def task_heartbeat(*, task: Task) -> bool:
     return _update_run(task, {"heartbeat_at": timezone.now()})
 
 
+def task_still_running(*, task: Task) -> bool:
+    """A heartbeat that also says whether the run may still end well: False when the task
+    is no longer this run's or its deadline has passed (``JobContext.still_running``, before
+    a run makes something that outlives it)."""
+    return _update_run(task, {"heartbeat_at": timezone.now()}, in_time=True)
+
+
 def _finish_run(task: Task, event: str, changes: dict[str, Any], *, in_time: bool = False) -> bool:
     """The run's last guarded UPDATE, with the notifications of its event as the owner's
     settings and the task's callback are when it ends (a ``webhook_url`` changed while an

@@ -31,16 +31,35 @@ class TransientError(Exception):
 
 class JobContext:
     """What a handler may do besides computing: report progress (which is also a heartbeat),
-    and know which task it runs and for whom (``task_id``, ``owner_id``)."""
+    know which task it runs, for whom and in which attempt (``task_id``, ``owner_id``,
+    ``attempt``: each run of a task has its own), and check that the run is still the task's
+    (``still_running``) before it makes something that outlives it."""
 
-    def __init__(self, report: Callable[[int], bool], *, task_id=None, owner_id=None):
+    def __init__(
+        self,
+        report: Callable[[int], bool],
+        *,
+        task_id=None,
+        owner_id=None,
+        attempt: int | None = None,
+        alive: Callable[[], bool] | None = None,
+    ):
         self._report = report
+        self._alive = alive
         self.task_id = task_id
         self.owner_id = owner_id
+        self.attempt = attempt
 
     def progress(self, percent: int) -> None:
         """Record progress; raises ``TaskInterrupted`` when the task is no longer running."""
         if not self._report(max(0, min(100, int(percent)))):
+            raise TaskInterrupted()
+
+    def still_running(self) -> None:
+        """Raises ``TaskInterrupted`` when the task is no longer this run's (cancelled,
+        expired, rescued). Called in a transaction, the check (a guarded UPDATE of the task's
+        row) holds the row until it ends: no cancel or retry comes between the two."""
+        if self._alive is not None and not self._alive():
             raise TaskInterrupted()
 
 

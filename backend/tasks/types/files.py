@@ -113,6 +113,8 @@ def run_report_generation(data: dict, ctx: JobContext) -> dict:
         fmt=data["format"],
         progress=ctx.progress,
         task_id=ctx.task_id,
+        attempt=ctx.attempt,
+        still_running=ctx.still_running,
     )
 
 
