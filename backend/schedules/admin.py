@@ -23,7 +23,7 @@ from backend.common.errors import DomainError, NotFound
 from backend.common.storable import MAX_JSON_DEPTH, shallow
 from backend.tasks import queue, types
 
-from . import selectors, services
+from . import selectors, services, timing
 from .api.serializers import LIGHT_CHANGES, ScheduleWriteSerializer, each_checked
 from .models import Schedule, ScheduleRun
 from .validation import template_context
@@ -519,7 +519,24 @@ class TimingOfSchedulesMixin:
         return super().change_view(request, object_id, form_url, extra_context)
 
 
+class IntervalForm(forms.ModelForm):
+    """An interval beat can keep (``timing.interval_refused``): the model takes any count
+    of any period, and beat died of one, or fired one non-stop."""
+
+    class Meta:
+        model = IntervalSchedule
+        fields = ("every", "period")
+
+    def clean(self):
+        cleaned = super().clean()
+        every, period = cleaned.get("every"), cleaned.get("period")
+        if every is not None and period and (refused := timing.interval_refused(every, period)):
+            raise forms.ValidationError(refused, code="invalid_interval")
+        return cleaned
+
+
 class IntervalScheduleAdmin(TimingOfSchedulesMixin, CeleryBeatIntervalAdmin):
+    form = IntervalForm
     timing_field = "interval"
 
 

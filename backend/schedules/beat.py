@@ -36,6 +36,7 @@ import uuid
 from datetime import timedelta
 
 from celery import beat
+from celery import schedules as celery_schedules
 from celery.utils.time import maybe_make_aware
 from django.conf import settings
 from django.db import DatabaseError, connection
@@ -53,10 +54,25 @@ from .models import Schedule
 logger = logging.getLogger(__name__)
 
 
+def _left_out(model, why: str) -> ValueError:
+    """The error that leaves a periodic task whose timing beat cannot keep out of the
+    schedule (``all_as_schedule`` skips it), logged: beat goes on with the others."""
+    logger.error("periodic task %r left out: its timing cannot be kept (%s)", model.name, why)
+    return ValueError(why)
+
+
 class Entry(ModelEntry):
     def __init__(self, model, app=None):
-        super().__init__(model, app)
+        try:
+            super().__init__(model, app)
+        except OverflowError as exc:
+            raise _left_out(model, str(exc)) from exc
         schedule = getattr(self, "schedule", None)
+        if isinstance(schedule, celery_schedules.schedule) and (
+            refused := timing.interval_refused(schedule.run_every.total_seconds(), "seconds")
+        ):
+            # Beat died of one (all its sweeps and schedules with it), or fired it non-stop.
+            raise _left_out(model, refused)
         if isinstance(schedule, TzAwareCrontab) and not isinstance(schedule, timing.Crontab):
             # A next firing never at or before the last (the hour repeated in autumn).
             self.schedule = timing.Crontab.of(schedule)

@@ -148,6 +148,28 @@ def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime
     return after.astimezone(UTC) + schedule.remaining_estimate(after)
 
 
+# The intervals beat keeps: a second at least (one of a microsecond, which the Intervals
+# admin took, fired its periodic task about 190 times a second), a century at most (one of
+# 2,147,483,647 days overflowed a timedelta and beat died at start; one of 999,999,999 days
+# put its next firing past the year 9999, and beat logged the error every tick).
+SHORTEST_INTERVAL = timedelta(seconds=1)
+LONGEST_INTERVAL = timedelta(days=36525)
+
+
+def interval_refused(every: int | float, period: str) -> str:
+    """Why beat cannot keep an interval of ``every`` ``period`` (django-celery-beat's
+    ``IntervalSchedule`` fields); empty when it can."""
+    try:
+        length = timedelta(**{period: every})
+    except (OverflowError, TypeError):
+        length = None
+    if length is None or length > LONGEST_INTERVAL:
+        return f"An interval is at most {LONGEST_INTERVAL.days} days (a century)."
+    if length < SHORTEST_INTERVAL:
+        return "An interval is at least one second."
+    return ""
+
+
 def next_interval_run(interval_seconds: int, *, last: datetime) -> datetime:
     return last + timedelta(seconds=interval_seconds)
 

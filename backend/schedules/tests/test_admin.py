@@ -632,3 +632,27 @@ def test_a_schedule_whose_template_went_stale_is_paused_or_renamed_here(admin_cl
     assert '"retired" is not a valid choice.' in html.unescape(response.content.decode())
     schedule.refresh_from_db()
     assert schedule.priority != "high"
+
+
+@pytest.mark.parametrize(
+    ("every", "period", "kept"),
+    [
+        ("2147483647", "days", False),  # beat died of it at start
+        ("999999999", "days", False),  # its next firing past the year 9999
+        ("1", "microseconds", False),  # fired about 190 times a second
+        ("999999", "microseconds", False),
+        ("1000000", "microseconds", True),
+        ("36525", "days", True),
+        ("30", "seconds", True),
+    ],
+)
+def test_an_interval_beat_cannot_keep_is_refused_in_its_admin(admin_client, every, period, kept):
+    add = "/admin/django_celery_beat/intervalschedule/add/"
+    inline = {"periodictask_set-TOTAL_FORMS": "0", "periodictask_set-INITIAL_FORMS": "0"}
+    response = admin_client.post(add, {"every": every, "period": period, **inline})
+    exists = IntervalSchedule.objects.filter(every=int(every), period=period).exists()
+    if kept:
+        assert response.status_code == 302 and exists
+    else:
+        assert response.status_code == 200 and not exists
+        assert "An interval is at" in response.content.decode()

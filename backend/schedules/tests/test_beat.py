@@ -4,7 +4,7 @@ by beat itself, never lost (SPEC §7, §9)."""
 from contextlib import contextmanager
 
 import pytest
-from django_celery_beat.models import PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backend.celery import app as celery_app
 from backend.schedules import services
@@ -559,3 +559,29 @@ def test_beat_runs_a_crontab_whose_next_firing_is_never_before_its_last(user):
     entry.schedule.nowfun = lambda: datetime(2026, 11, 1, 6, 5, tzinfo=UTC)
     due, wait = entry.is_due()
     assert not due and wait == 15 * 60  # 01:20 EST
+
+
+def test_beat_leaves_out_an_interval_it_cannot_keep_and_goes_on(user, caplog):
+    """An interval of 2,147,483,647 days (the Intervals admin took it) overflowed a timedelta
+    and beat died at start, every sweep and schedule with it; one of 999,999,999 days put
+    the next firing past the year 9999 (an error every tick); one of a microsecond fired
+    non-stop. Each is left out, logged, and the rest keep their times."""
+    import logging
+
+    schedule = make_schedule(user)
+    for name, every, period in [
+        ("overflows", 2147483647, IntervalSchedule.DAYS),
+        ("past 9999", 999999999, IntervalSchedule.DAYS),
+        ("non-stop", 1, IntervalSchedule.MICROSECONDS),
+    ]:
+        timing, _ = IntervalSchedule.objects.get_or_create(every=every, period=period)
+        PeriodicTask.objects.create(
+            name=name, task="backend.ops.jobs.fold_task_counts", interval=timing
+        )
+    with caplog.at_level(logging.ERROR, logger="backend.schedules.beat"):
+        entries = Scheduler(app=celery_app, lazy=True).all_as_schedule()
+    assert services._periodic_task_name(schedule) in entries
+    assert not {"overflows", "past 9999", "non-stop"} & set(entries)
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    for name in ("overflows", "past 9999", "non-stop"):
+        assert f"periodic task {name!r} left out" in logged
