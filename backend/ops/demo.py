@@ -175,13 +175,20 @@ def _seed(users: int) -> Seeded:
 
     def another_person() -> User:
         """The next demo user, created when missing. A name taken in another case
-        (usernames are unique in any case) is someone else's account: skipped."""
+        (usernames are unique in any case), or its email taken (as an email or as a
+        username: either one logs in), is someone else's: skipped."""
         while True:
             i = next(numbers)
             user = User.objects.filter(username__iexact=username(i)).first()
             if user is None:
+                user = User(username=username(i), email=f"{username(i)}@example.com")
+                if (
+                    User.objects.filter(email__iexact=user.email).exists()
+                    or user.identity_conflicts()
+                ):
+                    continue
                 user = User.objects.create_user(
-                    username(i), f"{username(i)}@example.com", password(i), name=f"Demo user {i}"
+                    username(i), user.email, password(i), name=f"Demo user {i}"
                 )
                 seeded.users_created.append((username(i), password(i)))
             elif user.username != username(i):

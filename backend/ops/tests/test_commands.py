@@ -267,6 +267,27 @@ def test_a_seed_skips_a_demo_name_taken_in_another_case(settings, tmp_path):
     assert not User.objects.filter(username="demo1").exists()
 
 
+@pytest.mark.parametrize(
+    "someone",
+    [
+        {"username": "someone", "email": "DEMO1@example.com"},  # the demo email taken
+        {"username": "demo1@example.com", "email": "x@example.com"},  # a username
+    ],
+    ids=["its email taken", "its email another user's username"],
+)
+def test_a_seed_skips_a_demo_user_whose_email_is_someone_elses(settings, tmp_path, someone):
+    """A demo user's email another user had as email stopped the seed with an IntegrityError
+    traceback; as username, the seed made a second account that one login name opened."""
+    settings.MEDIA_ROOT = tmp_path
+    other = UserFactory(**someone)
+    out = run("seed_demo_data", "--users", "2")
+    assert "demo2" in out and "demo3" in out
+    assert not User.objects.filter(username__iexact="demo1").exists()
+    assert not Task.objects.filter(owner=other).exists()
+    for user in User.objects.exclude(pk=other.pk):
+        assert user.identity_conflicts() == {}, user.username
+
+
 def test_seed_demo_data_bad_users():
     with pytest.raises(CommandError):
         call_command("seed_demo_data", "--users", "0")
