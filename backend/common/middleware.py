@@ -4,6 +4,7 @@ request id that is also in the log). Every response carries ``X-Request-ID``."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import uuid
@@ -28,6 +29,10 @@ METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
 MACHINE_PATHS = METRICS_PATHS | {"/health"}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 UNHANDLED = "Internal server error; quote the request id when reporting it."
+STORAGE_FULL = "The service's storage is full; try again later."
+# A write the disk (or the user's quota on it) had no room for: the service's state, not a
+# fault of the request nor of the code.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
 )
@@ -200,6 +205,24 @@ class ApiErrorMiddleware:
             if is_api(request):
                 patch_vary_headers(response, ["Accept"])
             return response
+        if isinstance(exception, OSError) and exception.errno in _NO_ROOM:
+            # An upload to a full disk: 507 and one line in the log (nothing was kept: the
+            # files' service removes what it wrote), not a 500 and a traceback.
+            logger.error(
+                "storage full on %s %s (request id %s): %s",
+                request.method,
+                request.path,
+                request.request_id,
+                exception,
+            )
+            return _json_or_page(
+                request,
+                507,
+                "Insufficient storage",
+                STORAGE_FULL,
+                code="insufficient_storage",
+                request_id=request.request_id,
+            )
         if not is_api(request):
             return None
         if isinstance(exception, RequestDataTooBig):

@@ -35,7 +35,10 @@ DESCRIPTIONS = {
     "500": "Unexpected server error; the body carries a request id.",
     "503": "The database is unavailable (code `database_unavailable`); try again after the "
     "seconds in Retry-After. The body carries a request id.",
+    "507": "The service's storage is full (code `insufficient_storage`); nothing was kept.",
 }
+# Operations that write bytes to the storage (an upload), which a full disk refuses.
+STORING = {("/api/files/", "post")}
 
 # Headers of an error response, by status.
 HEADERS = {
@@ -139,6 +142,8 @@ def document_errors(result, generator, request, public):
             headers = {p["name"] for p in operation.get("parameters", []) if p["in"] == "header"}
             if "Idempotency-Key" in headers:
                 statuses.append("422")
+            if (path, method) in STORING:
+                statuses.append("507")
             responses = operation.setdefault("responses", {})
             for status in statuses:
                 response = {"description": DESCRIPTIONS[status]}

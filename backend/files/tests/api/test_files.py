@@ -158,6 +158,34 @@ def test_upload_one_byte_over_the_limit_is_413_and_leaves_nothing(
     assert post_upload(client, b"x" * 1000).status_code == 201
 
 
+def test_upload_to_a_full_disk_is_507_and_leaves_nothing(
+    client, post_upload, media, upload_dir, monkeypatch, caplog
+):
+    """The storage's disk full (here its writes go to /dev/full, which the kernel answers
+    with ENOSPC): a 500 and a traceback, as for a fault of the code; now a 507 the client
+    can act on, one line in the log, and nothing kept."""
+    from django.core.files.storage import FileSystemStorage
+
+    def onto_a_full_disk(self, name, content):
+        with open("/dev/full", "wb") as device:
+            for chunk in content.chunks():
+                device.write(chunk)
+            device.flush()
+        return name
+
+    monkeypatch.setattr(FileSystemStorage, "_save", onto_a_full_disk)
+    response = post_upload(client, CSV, filename="report.csv")
+    assert response.status_code == 507, response.content
+    body = response.json()
+    assert body["code"] == "insufficient_storage" and body["request_id"]
+    assert "storage is full" in body["detail"]
+    assert File.objects.count() == 0
+    assert stored_files(media) == []
+    assert list(upload_dir.iterdir()) == []
+    [logged] = [r for r in caplog.records if "storage full" in r.getMessage()]
+    assert logged.exc_info is None
+
+
 def test_upload_far_over_the_limit_is_refused_before_reading(
     client, post_upload, settings, media, upload_dir
 ):
