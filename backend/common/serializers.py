@@ -1,9 +1,11 @@
 """Serializer behaviour shared by every app."""
 
 import copy
+import heapq
 import json
 
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from . import outbound
 from .storable import MAX_JSON_DEPTH, finite, shallow, storable
@@ -12,13 +14,49 @@ from .storable import MAX_JSON_DEPTH, finite, shallow, storable
 FORM_KEYS = {"csrfmiddlewaretoken", "_content", "_content_type"}
 
 
+# The keys a write does not take named one by one in its 400, at most: a body of 400,000
+# unknown keys held a web worker 15 s to refuse it, in an answer of 58 MB.
+NAMED_KEYS = 20
+
+
 def unwritable_keys(
-    keys, *, writable, known, cannot: str = "This field cannot be changed here."
+    keys,
+    *,
+    writable,
+    known,
+    cannot: str = "This field cannot be changed here.",
+    unknown: str = "Unknown field.",
 ) -> dict[str, list[str]]:
     """The error of each key a write does not take: one the resource shows but the write
     cannot change (``known``), or an unknown one. The browsable API's form keys aside."""
-    refused = sorted(set(keys) - set(writable) - FORM_KEYS)
-    return {key: [cannot if key in known else "Unknown field."] for key in refused}
+    refused = set(keys) - set(writable) - FORM_KEYS
+    return named_keys(refused, lambda key: cannot if key in known else unknown)
+
+
+def named_keys(refused, message) -> dict[str, list[str]]:
+    """``{key: [message(key)]}`` for the first ``NAMED_KEYS`` of ``refused`` in order, and
+    how many more there are (under ``non_field_errors``) when there are more."""
+    first = heapq.nsmallest(NAMED_KEYS, refused)
+    errors = {key: [message(key)] for key in first}
+    if len(refused) > NAMED_KEYS:
+        more = len(refused) - NAMED_KEYS
+        errors[api_settings.NON_FIELD_ERRORS_KEY] = [f"And {more} more fields not taken here."]
+    return errors
+
+
+class BoundedListField(serializers.ListField):
+    """A list refused at once when it is longer than ``max_length``: DRF's checks every
+    item first, and answers every bad one (a body of 2,600,000 empty strings for ``numbers``
+    held a web worker two minutes and 5 GB, to answer 165 MB)."""
+
+    def to_internal_value(self, data):
+        if (
+            self.max_length is not None
+            and isinstance(data, list | tuple)
+            and len(data) > self.max_length
+        ):
+            self.fail("max_length", max_length=self.max_length)
+        return super().to_internal_value(data)
 
 
 class TextField(serializers.CharField):

@@ -292,14 +292,17 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         ("priorty") never goes unnoticed; reported beside the other fields' errors."""
         unknown = {}
         if hasattr(data, "keys"):  # JSON, a form or a multipart body alike
-            refused = unwritable_keys(data, writable={*self.fields, *self.answer_keys()}, known=())
-            if refused:  # the message only then: every create passes here
+            writable = {*self.fields, *self.answer_keys()}
+            if set(data) - writable - FORM_KEYS:  # the message only then: every create passes
                 taken = ", ".join(
                     name for name, field in self.fields.items() if not field.read_only
                 )
-                unknown = {
-                    key: [f"Unknown field. The fields taken here: {taken}."] for key in refused
-                }
+                unknown = unwritable_keys(
+                    data,
+                    writable=writable,
+                    known=(),
+                    unknown=f"Unknown field. The fields taken here: {taken}.",
+                )
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
@@ -387,17 +390,15 @@ class TaskUpdateSerializer(serializers.Serializer):
     deadline = serializers.DateTimeField(required=False, allow_null=True)
 
     def validate(self, attrs):
-        other = sorted(set(self.initial_data) - set(EDITABLE_FIELDS) - FORM_KEYS)
+        other = unwritable_keys(
+            self.initial_data,
+            writable=EDITABLE_FIELDS,
+            known=(),
+            unknown="This field cannot be changed here. Only name, description, priority and "
+            "deadline can; status changes through the task's actions.",
+        )
         if other:
-            raise serializers.ValidationError(
-                {
-                    key: [
-                        "This field cannot be changed here. Only name, description, priority "
-                        "and deadline can; status changes through the task's actions."
-                    ]
-                    for key in other
-                }
-            )
+            raise serializers.ValidationError(other)
         return attrs
 
 

@@ -7,6 +7,8 @@ import time
 from django.conf import settings
 from rest_framework import serializers
 
+from backend.common.serializers import BoundedListField
+
 from .base import (
     QUEUE_LONG,
     JobContext,
@@ -33,7 +35,7 @@ def _total(numbers: list) -> int | float:
 
 
 class SumInput(StrictInputSerializer):
-    numbers = serializers.ListField(
+    numbers = BoundedListField(
         child=StrictNumberField(),
         allow_empty=False,
         max_length=MAX_NUMBERS,

@@ -17,7 +17,7 @@ from rest_framework.fields import empty
 from rest_framework.utils import html
 
 from backend.common.errors import Conflict
-from backend.common.serializers import CopiedFieldsMixin
+from backend.common.serializers import CopiedFieldsMixin, named_keys
 
 
 class TaskInterrupted(Exception):
@@ -191,9 +191,9 @@ class StrictInputSerializer(CopiedFieldsMixin, serializers.Serializer):
             raise serializers.ValidationError(
                 {"non_field_errors": ["Expected a JSON object."]}, code="invalid"
             )
-        unknown = sorted(set(data) - set(self.fields))
+        unknown = set(data) - set(self.fields)
         if unknown:
-            raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+            raise serializers.ValidationError(named_keys(unknown, lambda key: "Unknown field."))
         return super().to_internal_value(data)
 
 

@@ -18,6 +18,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from backend.common.email import address_refusal
 from backend.common.serializers import (
+    BoundedListField,
     RejectUnknownFieldsMixin,
     unwritable_keys,
     validate_outbound_url,
@@ -115,7 +116,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
     password = serializers.CharField(
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )
-    notify_email = serializers.ListField(
+    notify_email = BoundedListField(
         # The events as a notification names them: one enum in the schema for both.
         child=serializers.ChoiceField(choices=Event.choices),
         max_length=len(NOTIFY_EVENTS),
