@@ -108,9 +108,11 @@ def _key_of(request) -> str | None:
     key = request.headers.get(HEADER)
     if key is None:
         return None
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    # ASCII: the server reads a header's other bytes as Latin-1, so one key sent as UTF-8 by
+    # one client and as Latin-1 by another was two keys (and stored garbled).
+    if not key or len(key) > MAX_KEY_LENGTH or not (key.isascii() and key.isprintable()):
         raise DomainError(
-            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters.",
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters.",
             code="invalid_idempotency_key",
         )
     return key

@@ -102,7 +102,10 @@ def test_an_error_is_not_remembered(client_for, user, settings):
     assert post(client, key="b").status_code == 201
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
+@pytest.mark.parametrize(
+    "key",
+    ["", "x" * 256, "tab\there", "cl\xe9", "cl\xc3\xa9"],  # the last two: é, Latin-1 and UTF-8
+)
 def test_a_malformed_key_is_400(client_for, user, key):
     response = post(client_for(user), key=key)
     assert response.status_code == 400
