@@ -21,6 +21,8 @@ from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 from rest_framework_simplejwt.tokens import RefreshToken
 
+from backend.common.storable import storable
+
 
 class SaneExpiryMixin:
     """An ``exp`` beyond the dates Python holds (10**20, in a token signed with the key) is
@@ -49,11 +51,12 @@ class IdRequiredMixin:
     """A refresh token (signed with the key, by a tool, say) is invalid without an id
     (``jti``) that the blacklist can hold, or without a user: simplejwt looked it up in the
     blacklist before checking it had an id, and wrote one too long for the column (a 500
-    each), and a rotation without a user gave out an access token of nobody."""
+    each, as one with a NUL or a lone surrogate did), and a rotation without a user gave out
+    an access token of nobody."""
 
     def check_blacklist(self) -> None:
         jti = self.payload.get(api_settings.JTI_CLAIM)
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI:
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI or not storable(jti):
             raise TokenError(_("Token has no id"))
         if not self.payload.get(api_settings.USER_ID_CLAIM):
             raise TokenError(_("Token contained no recognizable user identification"))

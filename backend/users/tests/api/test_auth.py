@@ -1042,11 +1042,21 @@ def test_a_signed_token_expiring_beyond_pythons_dates_is_401_everywhere(alice, s
     [
         ({"jti": None}, "token_not_valid"),
         ({"jti": "x" * 300}, "token_not_valid"),  # longer than the blacklist's column
+        ({"jti": "a\x00b"}, "token_not_valid"),  # PostgreSQL's text holds no NUL
+        ({"jti": "a\ud800b"}, "token_not_valid"),  # nor UTF-8 a lone surrogate
         ({"user_id": None}, "token_not_valid"),  # an access token of nobody was given out
         ({"user_id": "0b7e4f1c-5d1e-4f7a-9a59-3c3d2f1e0a11"}, "user_not_found"),
         ({"user_id": "not-an-id"}, "user_not_found"),
     ],
-    ids=["no id", "id too long", "no user", "unknown user", "malformed user id"],
+    ids=[
+        "no id",
+        "id too long",
+        "id with a NUL",
+        "id with a lone surrogate",
+        "no user",
+        "unknown user",
+        "malformed user id",
+    ],
 )
 def test_a_signed_refresh_token_without_id_or_known_user_is_refused(alice, settings, change, code):
     """Each was a 500 (KeyError 'jti'; User.DoesNotExist) on refresh, and on logout."""
