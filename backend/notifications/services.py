@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import random
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -317,35 +318,59 @@ def notification_claim(*, notification_id) -> Notification | None:
         notification_id = uuid.UUID(str(notification_id))
     except ValueError:
         return None
+    found = (
+        Notification.objects.filter(pk=notification_id)
+        .values_list("user_id", "channel", "target")
+        .first()
+    )
+    if found is None:
+        return None
+    user_id, channel, target = found
     now = timezone.now()
     due = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
-    claimed = (
-        Notification.objects.filter(
-            sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
-        )
-        .filter(Q(channel=Channel.EMAIL) | ~Exists(_resting(now)))
-        .update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    claimable = Notification.objects.filter(
+        sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
     )
+    if channel != Channel.EMAIL:
+        claimable = claimable.filter(~Exists(_resting(now, user_id, target)))
+    claimed = claimable.update(attempts=F("attempts") + 1, locked_until=now + _lease())
     if not claimed and not _take_over_lost_attempt(notification_id, due, now):
         return None
     return Notification.objects.select_related("user").get(pk=notification_id)
 
 
-def _resting(now: datetime) -> QuerySet[Notification]:
-    """Another webhook to the same receiver whose last attempt got no answer and whose retry
-    is not due yet. While one exists, the receiver rests: its other webhooks are not tried
-    (each would hold a worker process of the long queue for NOTIFY_WEBHOOK_TIMEOUT, and a
-    user's hanging receiver would delay everyone's long tasks). They stay pending, and the
-    dispatcher sends them again after NOTIFY_REDISPATCH_AFTER; the one whose retry comes
-    due probes the receiver."""
-    return Notification.objects.filter(
-        user=OuterRef("user"),
-        channel=OuterRef("channel"),
-        target=OuterRef("target"),
-        status=NotificationStatus.PENDING,
-        unreachable=True,
-        next_attempt_at__gt=now,
-    ).exclude(pk=OuterRef("pk"))
+def _resting(now: datetime, user_id, target: str) -> QuerySet[Notification]:
+    """Another of the user's webhooks or callbacks to the same receiver (``target``'s
+    scheme, host and port: the same URL or another path or query there) whose last attempt
+    got no answer and whose retry is not due yet. While one exists, the receiver rests: its
+    other deliveries are not tried (each would hold a worker process of the long queue for
+    NOTIFY_WEBHOOK_TIMEOUT, and a user's hanging receiver would delay everyone's long tasks;
+    callbacks to one dead server with a query each took a timeout each). They stay pending,
+    and the dispatcher sends them again after NOTIFY_REDISPATCH_AFTER; the one whose retry
+    comes due probes the receiver."""
+    receiver = _receiver(target)
+    return (
+        Notification.objects.filter(
+            user_id=user_id,
+            status=NotificationStatus.PENDING,
+            unreachable=True,
+            next_attempt_at__gt=now,
+        )
+        .exclude(channel=Channel.EMAIL)
+        .filter(
+            Q(target__iexact=receiver)
+            | Q(target__istartswith=f"{receiver}/")
+            | Q(target__istartswith=f"{receiver}?")
+            | Q(target__istartswith=f"{receiver}#")
+        )
+        .exclude(pk=OuterRef("pk"))
+    )
+
+
+def _receiver(url: str) -> str:
+    """``url`` up to its path: its scheme, (credentials,) host and port, as written."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{re.split(r'[/?#]', rest, maxsplit=1)[0]}"
 
 
 def _milliseconds(start: datetime, end: datetime) -> int:

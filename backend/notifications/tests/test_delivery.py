@@ -475,6 +475,16 @@ def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, s
             waiting.refresh_from_db()
             assert waiting.status == "pending" and waiting.attempts == 0
         assert len(receiver.requests) == 1
+        # Nor is a callback there, at another path or with a query of its own (one each
+        # took a timeout: a user's dead server held the long queue's processes for minutes).
+        for path in ("/hooks?k=0", "/other?k=1", "?k=2"):
+            task = task_services.task_create(
+                owner=user, task_type="manual", callback_url=receiver.url(path)
+            )
+            callback = Notification.objects.get(task_id=task.pk, channel="callback")
+            assert jobs.deliver_notification(str(callback.pk)).startswith("skipped"), path
+            task_services.task_cancel(task=task, actor=user)  # a place under the limit
+        assert len(receiver.requests) == 1
         # An email, or a webhook to another receiver, is not held up.
         with HTTPServer([Answer(204, b"")]) as other:
             task = task_services.task_create(
