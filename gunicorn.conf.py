@@ -9,6 +9,7 @@ malformed header) was answered with an HTML page; every error of this service is
 import json
 import logging
 import uuid
+from http import HTTPStatus
 
 from gunicorn import util
 
@@ -36,17 +37,26 @@ secure_scheme_headers = {}
 control_socket_disable = True
 
 
+# The service's codes where they are not the status's phrase (the README's error table).
+_CODES = {403: "permission_denied", 500: "server_error"}
+
+
 def _write_json_error(sock, status_int, reason, mesg):
-    if status_int == 501:  # an unknown Transfer-Encoding: gunicorn keeps "Bad Request"
-        reason = "Not Implemented"
-    code = reason.lower().replace(" ", "_")
+    if reason == "Bad Request" and status_int != 400:
+        # gunicorn keeps that reason for some of its other statuses: a 501 (an unknown
+        # Transfer-Encoding), a 500 (a path outside SCRIPT_NAME). The status's own.
+        reason = HTTPStatus(status_int).phrase
+    code = _CODES.get(status_int) or reason.lower().replace(" ", "_")
     # An id of its own, as every answer of the service has (the request's may not be read),
-    # logged beside gunicorn's own line on the refusal.
+    # logged beside gunicorn's own line on the refusal; a 500's body names it too.
     request_id = uuid.uuid4().hex
     logging.getLogger("gunicorn.error").info(
         "answered %s %s (request id %s)", status_int, code, request_id
     )
-    body = json.dumps({"detail": mesg or reason, "code": code}).encode()
+    answer = {"detail": mesg or reason, "code": code}
+    if status_int >= 500 and status_int != 501:
+        answer["request_id"] = request_id
+    body = json.dumps(answer).encode()
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
         "Connection: close\r\n"

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from http import HTTPStatus
 from pathlib import Path
 from typing import NamedTuple
 
@@ -111,6 +112,40 @@ def test_what_gunicorn_refuses_is_json(served, request_bytes, status, code):
     # Every answer names its request (these had no id), in the log too.
     assert re.fullmatch(r"[0-9a-f]{32}", headers["x-request-id"])
     _logged(served.log, f"(request id {headers['x-request-id']})")
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "code", "with_id"),
+    [
+        (500, "Bad Request", "server_error", True),  # a path outside SCRIPT_NAME
+        (501, "Bad Request", "not_implemented", False),
+        (403, "Forbidden", "permission_denied", False),  # a proxy-protocol peer refused
+        (400, "Bad Request", "bad_request", False),
+    ],
+)
+def test_gunicorns_refusals_carry_the_services_codes(status, reason, code, with_id):
+    """A 500 of gunicorn's (SCRIPT_NAME set, a path outside it) answered "500 Bad Request"
+    with code bad_request, and no request id in its body as the service's 500s have; a
+    403 said forbidden, a code the service never answers."""
+    import runpy
+    import socket as sockets
+
+    from backend.settings import BASE_DIR
+
+    config = runpy.run_path(str(BASE_DIR / "gunicorn.conf.py"))
+    ours, theirs = sockets.socketpair()
+    with ours, theirs:
+        config["_write_json_error"](ours, status, reason, "a message")
+        ours.shutdown(sockets.SHUT_WR)
+        answer = b""
+        while chunk := theirs.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.decode("latin-1").split("\r\n")[0]
+    assert status_line == f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"
+    got = json.loads(body)
+    assert got["code"] == code and got["detail"] == "a message"
+    assert ("request_id" in got) is with_id
 
 
 def test_a_request_line_of_8000_bytes_reaches_the_service(served):
