@@ -24,6 +24,7 @@ from __future__ import annotations
 import http.cookiejar
 import ipaddress
 import socket
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -159,9 +160,10 @@ def getaddrinfo(host: str, port: int) -> list[tuple]:
     return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
 
 
-def resolve(host: str, port: int) -> list[IPAddress]:
+def resolve(host: str, port: int, deadline: float | None = None) -> list[IPAddress]:
     """Resolve ``host`` once; every address must pass, else the whole target is refused
-    (a name with one public and one private address could be steered to the private one)."""
+    (a name with one public and one private address could be steered to the private one).
+    With ``deadline`` (``time.monotonic()``), a lookup still going then is given up."""
     host = host.strip("[]")
     # "10.0.0.1." is the address as much as "10.0.0.1" (the check at create reads it so);
     # looked up as a name it failed, and the call was tried again as if the network were down.
@@ -169,7 +171,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     if literal is not None:
         return [check_address(literal)]
     try:
-        infos = getaddrinfo(host, port)
+        infos = _looked_up(host, port, deadline)
     except (socket.gaierror, UnicodeError) as exc:
         raise OutboundUnavailable(f"could not resolve {host!r}") from exc
     addresses: list[IPAddress] = []
@@ -180,6 +182,31 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     if not addresses:
         raise OutboundUnavailable(f"{host!r} resolved to no address")
     return addresses
+
+
+def _looked_up(host: str, port: int, deadline: float | None) -> list[tuple]:
+    """``getaddrinfo``, waited for until ``deadline`` at most: the system resolver takes
+    no timeout (a slow DNS server held a call of ``timeout`` 1 s for as long as it took,
+    up to about 30 s a lookup). A lookup given up goes on in its thread until the resolver
+    ends it; its answer is dropped."""
+    if deadline is None:
+        return getaddrinfo(host, port)
+    outcome: dict = {}
+
+    def look_up() -> None:
+        try:
+            outcome["infos"] = getaddrinfo(host, port)
+        except BaseException as exc:  # handed to the caller
+            outcome["error"] = exc
+
+    lookup = threading.Thread(target=look_up, name=f"lookup {host}", daemon=True)
+    lookup.start()
+    lookup.join(max(0.0, deadline - time.monotonic()))
+    if lookup.is_alive():
+        raise OutboundUnavailable(f"no answer from the resolver for {host!r} in time")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["infos"]
 
 
 # --- URLs ---------------------------------------------------------------------------------
@@ -367,7 +394,7 @@ def request(
             # the resolver and ssl with IDNA 2003, which reads some names as others
             # ("faß.de" as "fass.de"): another domain would be checked, called and trusted.
             name = target.raw_host.decode("ascii")
-            address = resolve(name, port)[0]
+            address = resolve(name, port, deadline)[0]
             extensions = {"sni_hostname": name} if target.scheme == "https" else {}
             remaining = max(0.1, deadline - time.monotonic())
             built = client.build_request(

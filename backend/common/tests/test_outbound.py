@@ -163,6 +163,30 @@ def test_a_name_that_does_not_resolve_is_a_passing_error(monkeypatch):
     assert not isinstance(caught.value, outbound.OutboundRefused)
 
 
+def test_a_lookup_that_outlasts_the_calls_timeout_ends_the_call_at_its_timeout(
+    monkeypatch, settings
+):
+    """The timeout bounds the whole call, the name's lookup too: the system resolver takes
+    no timeout, and a slow DNS server held a call of 1 s for as long as it took."""
+    answered = threading.Event()
+
+    def slow(host, port):
+        answered.wait(10)  # a resolver that takes its time (ended by the test)
+        return _resolving_to("127.0.0.1")(host, port)  # nothing is connected to in time
+
+    settings.OUTBOUND_ALLOWED_NETWORKS = ["127.0.0.0/8"]  # loopback at most, whatever happens
+
+    monkeypatch.setattr(outbound, "getaddrinfo", slow)
+    started = time.monotonic()
+    try:
+        with pytest.raises(outbound.OutboundUnavailable, match="resolver"):
+            outbound.request("GET", "http://slow-dns.example/", timeout=1)
+        waited = time.monotonic() - started
+    finally:
+        answered.set()
+    assert waited < 5, waited  # the resolver would have held it 10 s
+
+
 # --- validation without lookups (create time) -----------------------------------------------
 
 
