@@ -399,9 +399,11 @@ def _from_recorded_firings(entries: dict) -> None:
     beat's own record of it (one query for all).
 
     The recorded time is the worker's, some time after beat sent the message (longer when
-    the maintenance queue was backed up). An interval's entry starts from beat's own record
-    moved on by whole intervals up to it: the time beat sent that firing, so its timetable
-    does not shift by the worker's delay. A crontab's fires on its next match after it."""
+    the maintenance queue was backed up). An entry starts from beat's own record moved on
+    by its firings up to it: the time beat sent that firing, so an interval's timetable
+    does not shift by the worker's delay, and a crontab's next match is not one beat made
+    already (a firing in the first pass of the repeated autumn hour, recorded in its second
+    pass, fired that hour's later matches again)."""
     firing = {}
     for entry in entries.values():
         if entry.task != services.FIRE_TASK or not isinstance(entry.kwargs, dict):
@@ -419,6 +421,8 @@ def _from_recorded_firings(entries: dict) -> None:
         every = getattr(entry.schedule, "run_every", None)  # an interval's
         if known is not None and isinstance(every, timedelta):
             last = timing.interval_steps_up_to(every, known, last)
-            if last <= known:
-                continue  # beat's own record is that firing already
+        elif known is not None and isinstance(entry.schedule, timing.Crontab):
+            last = timing.crontab_steps_up_to(entry.schedule, known, last)
+        if known is not None and last <= known:
+            continue  # beat's own record is that firing already
         entry.last_run_at = entry.model.last_run_at = last

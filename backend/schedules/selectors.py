@@ -44,7 +44,13 @@ def schedule_next_run_at(schedule: Schedule) -> datetime | None:
     last = periodic_task.last_run_at or periodic_task.date_changed
     if schedule.interval_seconds is None:
         if schedule.last_run_at is not None and schedule.last_run_at > last:
-            last = schedule.last_run_at  # recorded by the worker before beat wrote its own
+            # Recorded by the worker before beat wrote its own: beat's record moved on by
+            # its firings up to it (the match beat sent), as beat starts from.
+            last = timing.crontab_steps_up_to(
+                timing.beat_crontab(schedule.crontab, schedule.timezone),
+                last,
+                schedule.last_run_at,
+            )
         return timing.next_crontab_run(schedule.crontab, schedule.timezone, after=last)
     if schedule.last_run_at is not None and schedule.last_run_at > last:
         # Beat saves its own last_run_at right after a firing; the run recorded is newer

@@ -148,6 +148,22 @@ def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime
     return after.astimezone(UTC) + schedule.remaining_estimate(after)
 
 
+def crontab_steps_up_to(schedule: Crontab, start: datetime, end: datetime) -> datetime:
+    """The last firing beat's entry makes after ``start`` and at or before ``end``, each
+    the first match after the one before (so a match in the repeated autumn hour counts
+    once, as beat fires it), or ``start`` when none: the time beat sent the firing a worker
+    recorded at ``end``, when beat's own record is ``start``. (At most the matches of the
+    six hours up to ``end``: a worker records a firing well within that.)"""
+    step = Crontab.of(schedule)
+    last = max(start, end - timedelta(hours=6))
+    while True:
+        step.nowfun = lambda at=last: at.astimezone(step.tz)
+        following = last.astimezone(UTC) + step.remaining_estimate(last)
+        if following > end:
+            return last if last > start else start
+        last = following
+
+
 # The intervals beat keeps: a second at least (one of a microsecond, which the Intervals
 # admin took, fired its periodic task about 190 times a second), a century at most (one of
 # 2,147,483,647 days overflowed a timedelta and beat died at start; one of 999,999,999 days

@@ -7,9 +7,9 @@ import pytest
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from backend.celery import app as celery_app
-from backend.schedules import services
+from backend.schedules import selectors, services
 from backend.schedules.beat import Scheduler
-from backend.schedules.models import ScheduleRun
+from backend.schedules.models import Schedule, ScheduleRun
 from backend.tasks.models import TaskStatus
 
 from .factories import make_schedule
@@ -559,6 +559,51 @@ def test_beat_runs_a_crontab_whose_next_firing_is_never_before_its_last(user):
     entry.schedule.nowfun = lambda: datetime(2026, 11, 1, 6, 5, tzinfo=UTC)
     due, wait = entry.is_due()
     assert not due and wait == 15 * 60  # 01:20 EST
+
+
+@pytest.mark.parametrize(
+    ("crontab", "sent", "recorded", "next_due"),
+    [
+        # 01:59 EDT sent, recorded 01:00:30 EST (the clocks went back meanwhile): it fired
+        # again at 01:59 EST, a daily schedule twice that night.
+        ("59 1 * * *", (1, 5, 59), (1, 6, 0, 30), (2, 6, 59)),
+        # 01:55 EDT sent, recorded 01:03 EST: 01:05 to 01:55 EST fired, 11 more.
+        ("*/5 * * * *", (1, 5, 55), (1, 6, 3), (1, 7, 0)),
+        # Another day, beat killed before writing its 10:00 firing (its record says 09:00):
+        # the worker's record, 10:00:30, is the firing beat sent at 10:00; 11:00 next.
+        ("0 * * * *", (3, 9, 0), (3, 10, 0, 30), (3, 11, 0)),
+    ],
+    ids=["daily in the repeated hour", "every 5 minutes in it", "beat's record lost"],
+)
+def test_a_crontab_starts_from_the_firing_beat_sent_not_the_workers_time(
+    user, crontab, sent, recorded, next_due
+):
+    """A firing the worker recorded later than beat's own record: beat's entry took the
+    worker's time as its last firing, and in the hour the autumn change repeats (the record
+    in its second pass, beat's in its first) that hour's later matches fired again."""
+    from datetime import UTC, datetime, timedelta
+
+    from backend.schedules.beat import Entry, _from_recorded_firings
+
+    def at(day, *hour_minute_second):
+        return datetime(2026, 11, day, *hour_minute_second, tzinfo=UTC)
+
+    schedule = make_schedule(user, crontab=crontab, timezone="America/New_York")
+    PeriodicTask.objects.filter(pk=schedule.periodic_task_id).update(last_run_at=at(*sent))
+    Schedule.objects.filter(pk=schedule.pk).update(last_run_at=at(*recorded))
+    periodic_task = PeriodicTask.objects.get(pk=schedule.periodic_task_id)
+    entry = Entry(periodic_task, app=celery_app)
+    _from_recorded_firings({periodic_task.name: entry})
+    due_at = at(*next_due)
+    now = at(*recorded)
+    while now < due_at:  # beat's ticks from the worker's record on
+        entry.schedule.nowfun = lambda now=now: now
+        assert not entry.is_due()[0], now
+        now += timedelta(seconds=30)
+    entry.schedule.nowfun = lambda: due_at
+    assert entry.is_due()[0]
+    # And the schedule says so.
+    assert selectors.schedule_next_run_at(Schedule.objects.get(pk=schedule.pk)) == due_at
 
 
 def test_beat_leaves_out_an_interval_it_cannot_keep_and_goes_on(user, caplog):
