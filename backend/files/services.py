@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -32,12 +32,15 @@ from .uploads import HashedUploadedFile
 logger = logging.getLogger(__name__)
 
 
+FILES_FOLDER = "files"
+
+
 def storage_path(file_id: uuid.UUID, attempt: int | None = None) -> str:
     """Where a file's bytes live in the storage: generated, never the client's name. A
     task's file (``file_id_of_task``) as each run of the task writes it: its attempt's own
     path, so no two runs ever write one path."""
     suffix = f"-{attempt}" if attempt is not None else ""
-    return f"files/{file_id.hex[:2]}/{file_id.hex}{suffix}"
+    return f"{FILES_FOLDER}/{file_id.hex[:2]}/{file_id.hex}{suffix}"
 
 
 # --- create -----------------------------------------------------------------------------
@@ -262,11 +265,13 @@ def files_purge(
     *, older_than: timedelta | None = None, dry_run: bool = False, batch_size: int = 500
 ) -> dict[str, int]:
     """Remove files created more than ``older_than`` ago (default FILE_RETENTION_DAYS) that
-    no active task uses: rows in batches, bytes after each batch commits."""
+    no active task uses: rows in batches, bytes after each batch commits. And the bytes in
+    the storage that no row names, last written as long ago (``_leftovers_purge``)."""
     if older_than is None:
         older_than = timedelta(days=settings.FILE_RETENTION_DAYS)
     cutoff = timezone.now() - older_than
     candidates = File.objects.filter(created_at__lt=cutoff)
+    leftovers = _leftovers_purge(timezone.now() - max(older_than, LEFTOVER_GRACE), dry_run)
     if dry_run:
         keep = _as_uuids(file_ids_in_use())
         due = candidates.exclude(pk__in=keep)
@@ -275,6 +280,7 @@ def files_purge(
             "files": totals["files"],
             "bytes": totals["bytes"] or 0,
             "kept_in_use": candidates.filter(pk__in=keep).count(),
+            **leftovers,
         }
     removed = removed_bytes = kept = 0
     after: tuple | None = None
@@ -304,7 +310,50 @@ def files_purge(
                 transaction.on_commit(partial(_delete_bytes, row[2]))
         removed += len(due)
         removed_bytes += sum(row[3] for row in due)
-    return {"files": removed, "bytes": removed_bytes, "kept_in_use": kept}
+    return {"files": removed, "bytes": removed_bytes, "kept_in_use": kept, **leftovers}
+
+
+# Bytes without a row are left alone while this young at least: an upload's or a report's
+# row is written right after its bytes (which a stream being written keeps touching).
+LEFTOVER_GRACE = timedelta(hours=1)
+
+
+def _leftovers_purge(cutoff: datetime, dry_run: bool) -> dict[str, int]:
+    """Remove the bytes under ``files/`` that no row names, last written before ``cutoff``:
+    what a run killed while writing a report left, its task then deleted or failed for good
+    (no run again removes it), or an upload whose row was rolled back after its bytes were
+    stored. ``{"leftovers", "leftover_bytes"}``, counted, not removed, with ``dry_run``."""
+    found = found_bytes = 0
+    try:
+        shards = default_storage.listdir(FILES_FOLDER)[0]
+    except FileNotFoundError:
+        return {"leftovers": 0, "leftover_bytes": 0}
+    for shard in sorted(shards):
+        try:
+            names = default_storage.listdir(f"{FILES_FOLDER}/{shard}")[1]
+        except FileNotFoundError:
+            continue
+        paths = [f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names)]
+        for start in range(0, len(paths), 500):
+            batch = paths[start : start + 500]
+            named = set(
+                File.objects.filter(storage_name__in=batch).values_list("storage_name", flat=True)
+            )
+            for path in batch:
+                if path in named:
+                    continue
+                try:
+                    if default_storage.get_modified_time(path) >= cutoff:
+                        continue
+                    size = default_storage.size(path)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                if not dry_run:
+                    logger.warning("%s: bytes no file names, removed", path)
+                    _delete_bytes(path)
+                found += 1
+                found_bytes += size
+    return {"leftovers": found, "leftover_bytes": found_bytes}
 
 
 def _as_uuids(values: Iterable[str]) -> list[uuid.UUID]:

@@ -23,14 +23,56 @@ def test_purge_files(user, settings, django_capture_on_commit_callbacks):
     old = make_file(user, content=b"x" * 2048)
     File.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=11))
     make_file(user)
-    assert run("--dry-run") == "would delete 1 file(s), 2.0\xa0KB; 0 kept (used by active tasks)"
+    assert run("--dry-run") == (
+        "would delete 1 file(s), 2.0\xa0KB; 0 kept (used by active tasks); "
+        "would delete 0 leftover(s) no file names, 0\xa0bytes"
+    )
     assert File.objects.count() == 2
     with django_capture_on_commit_callbacks(execute=True):
-        assert run() == "deleted 1 file(s), 2.0\xa0KB; 0 kept (used by active tasks)"
+        assert run() == (
+            "deleted 1 file(s), 2.0\xa0KB; 0 kept (used by active tasks); "
+            "deleted 0 leftover(s) no file names, 0\xa0bytes"
+        )
     assert File.objects.count() == 1
     with django_capture_on_commit_callbacks(execute=True):
         assert run("--older-than", "0").startswith("deleted 1 file(s)")
     assert File.objects.count() == 0
+
+
+def test_purge_files_removes_old_bytes_that_no_file_names(user, media, settings):
+    """A run killed while writing a report, its task then deleted (or failed for good),
+    left its bytes with no row for ever: no run again came to remove them, and the purge
+    walked rows only. Those untouched for the retention (an hour at least) go; younger ones
+    (an upload between its bytes and its row) and every file's stay."""
+    import os
+    import time
+    import uuid
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from backend.files.services import storage_path
+
+    settings.FILE_RETENTION_DAYS = 10
+    kept = make_file(user, content=b"kept")
+    old_kept = make_file(user, content=b"kept too")
+    File.objects.filter(pk=old_kept.pk).update(created_at=timezone.now())  # a new row
+    left = default_storage.save(storage_path(uuid.uuid4(), 1), ContentFile(b"x" * 3000))
+    fresh = default_storage.save(storage_path(uuid.uuid4()), ContentFile(b"being written"))
+    long_ago = time.time() - 11 * 86400
+    for path in (left, old_kept.storage_name):
+        os.utime(default_storage.path(path), (long_ago, long_ago))
+
+    assert run("--dry-run").endswith("would delete 1 leftover(s) no file names, 2.9\xa0KB")
+    assert default_storage.exists(left)
+    assert run().endswith("deleted 1 leftover(s) no file names, 2.9\xa0KB")
+    assert not default_storage.exists(left)
+    for path in (fresh, kept.storage_name, old_kept.storage_name):
+        assert default_storage.exists(path)
+    # An hour at least, whatever the age asked for.
+    os.utime(default_storage.path(fresh), (time.time() - 1800,) * 2)
+    assert run("--older-than", "0").endswith("deleted 0 leftover(s) no file names, 0\xa0bytes")
+    assert default_storage.exists(fresh)
 
 
 @pytest.mark.parametrize("days", ["-1", "800000", "99999999999999999999"])

@@ -19,7 +19,13 @@ def test_purge_job_removes_expired_files(user, django_capture_on_commit_callback
     file = make_file(user)
     File.objects.filter(pk=file.pk).update(created_at=timezone.now() - timedelta(days=365))
     with django_capture_on_commit_callbacks(execute=True):
-        assert jobs.purge_expired_files() == {"files": 1, "bytes": file.size, "kept_in_use": 0}
+        assert jobs.purge_expired_files() == {
+            "files": 1,
+            "bytes": file.size,
+            "kept_in_use": 0,
+            "leftovers": 0,
+            "leftover_bytes": 0,
+        }
     assert not File.objects.exists()
 
 

@@ -154,11 +154,17 @@ def test_purge_removes_old_unused_files_rows_and_bytes(
     recent = _aged(make_file(user, content=b"recent"), 29)
     TaskFactory(owner=user, input_data={"file_id": str(used.pk)}, status=TaskStatus.SCHEDULED)
     dry = services.files_purge(dry_run=True)
-    assert dry == {"files": 1, "bytes": 3, "kept_in_use": 1}
+    assert dry == {"files": 1, "bytes": 3, "kept_in_use": 1, "leftovers": 0, "leftover_bytes": 0}
     assert File.objects.count() == 3
     with django_capture_on_commit_callbacks(execute=True):
         outcome = services.files_purge(batch_size=1)
-    assert outcome == {"files": 1, "bytes": 3, "kept_in_use": 1}
+    assert outcome == {
+        "files": 1,
+        "bytes": 3,
+        "kept_in_use": 1,
+        "leftovers": 0,
+        "leftover_bytes": 0,
+    }
     assert set(File.objects.values_list("pk", flat=True)) == {used.pk, recent.pk}
     assert not default_storage.exists(old.storage_name)
     assert default_storage.exists(used.storage_name)

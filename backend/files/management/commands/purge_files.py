@@ -21,7 +21,8 @@ def _age(value: str) -> int:
 class Command(ServiceCommand):
     help = (
         "Delete files (rows and bytes) older than FILE_RETENTION_DAYS that no active task "
-        "uses; what Beat runs every FILE_CLEANUP_INTERVAL seconds."
+        "uses, and bytes in the storage that no file names, as old (an hour at least); what "
+        "Beat runs every FILE_CLEANUP_INTERVAL seconds."
     )
 
     def add_arguments(self, parser):
@@ -42,5 +43,7 @@ class Command(ServiceCommand):
         verb = "would delete" if dry_run else "deleted"
         self.stdout.write(
             f"{verb} {outcome['files']} file(s), {filesizeformat(outcome['bytes'])}; "
-            f"{outcome['kept_in_use']} kept (used by active tasks)"
+            f"{outcome['kept_in_use']} kept (used by active tasks); "
+            f"{verb} {outcome['leftovers']} leftover(s) no file names, "
+            f"{filesizeformat(outcome['leftover_bytes'])}"
         )
