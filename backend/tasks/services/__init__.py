@@ -46,6 +46,7 @@ from .sweeps import (
     DEADLINE_EXCEEDED,
     task_expire_if_overdue,
     tasks_dispatch,
+    tasks_dispatch_all,
     tasks_expire,
     tasks_rescue,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "task_update",
     "tasks_delete",
     "tasks_dispatch",
+    "tasks_dispatch_all",
     "tasks_expire",
     "tasks_finish_unread",
     "tasks_rescue",

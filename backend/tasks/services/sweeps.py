@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 from django.conf import settings
@@ -197,30 +197,62 @@ def _on_own_connection(work, part):
         connections.close_all()  # this thread's
 
 
-def tasks_dispatch(*, batch_size: int = 500, resend_after: int | None = None) -> dict[str, int]:
+def tasks_dispatch(
+    *,
+    batch_size: int = 500,
+    resend_after: int | None = None,
+    resend_before: datetime | None = None,
+) -> dict[str, int]:
     """Make due scheduled tasks pending, then send pending worker tasks that were never
-    sent (or sent ``resend_after`` seconds ago, TASK_REDISPATCH_AFTER by default, and still
-    not started)."""
+    sent (or sent ``resend_after`` seconds ago, TASK_REDISPATCH_AFTER by default, or before
+    ``resend_before``, and still not started): at most ``batch_size``, those never sent
+    first (they waited behind a backlog sent once already)."""
     now = timezone.now()
     released = Task.objects.filter(status=TaskStatus.SCHEDULED, run_at__lte=now).update(
         status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
     )
-    if resend_after is None:
-        resend_after = settings.TASK_REDISPATCH_AFTER
-    resend_before = now - timedelta(seconds=resend_after)
-    due = [
-        queue.Job(*row)
-        for row in Task.objects.filter(
-            status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
-        )
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
-        .order_by("-priority_rank", "created_at")
-        .values_list(*queue.JOB_FIELDS)[:batch_size]
-    ]
+    if resend_before is None:
+        if resend_after is None:
+            resend_after = settings.TASK_REDISPATCH_AFTER
+        resend_before = now - timedelta(seconds=resend_after)
+    pending = Task.objects.filter(
+        status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
+    ).order_by("-priority_rank", "created_at")
+    rows = list(
+        pending.filter(enqueued_at__isnull=True).values_list(*queue.JOB_FIELDS)[:batch_size]
+    )
+    if len(rows) < batch_size:
+        again = pending.filter(enqueued_at__lt=resend_before)
+        rows += again.values_list(*queue.JOB_FIELDS)[: batch_size - len(rows)]
+    due = [queue.Job(*row) for row in rows]
     sent = queue.publish(due)
     if sent:  # one UPDATE for the batch; a worker may have claimed some already
         Task.objects.filter(pk__in=sent).update(enqueued_at=now)
     return {"released": released, "sent": len(sent), "due": len(due)}
+
+
+def tasks_dispatch_all(*, batch_size: int = 500, resend_after: int | None = None) -> dict[str, int]:
+    """``tasks_dispatch`` a batch after another until every due task was sent, or the
+    broker took not all of one batch (then ``due`` counts every task still due). For
+    ``manage.py dispatch_tasks``, which sent one batch of 500 and said "sent 500 of 500"
+    with 1,201 still unsent."""
+    if resend_after is None:
+        resend_after = settings.TASK_REDISPATCH_AFTER
+    resend_before = timezone.now() - timedelta(seconds=resend_after)  # those sent now: not again
+    totals = {"released": 0, "sent": 0, "due": 0}
+    while True:
+        outcome = tasks_dispatch(batch_size=batch_size, resend_before=resend_before)
+        totals = {key: totals[key] + outcome[key] for key in totals}
+        if outcome["sent"] < outcome["due"]:
+            left = Task.objects.filter(
+                Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before),
+                status=TaskStatus.PENDING,
+                task_type__in=types.worker_type_names(),
+            ).count()
+            totals["due"] = totals["sent"] + left
+            return totals
+        if outcome["due"] < batch_size:
+            return totals
 
 
 def database_up_since():

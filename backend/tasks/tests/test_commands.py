@@ -55,6 +55,49 @@ def test_dispatch_tasks_resends_sooner_when_asked(user):
         call_command("dispatch_tasks", "--resend-after", "-1")
 
 
+def test_dispatch_tasks_sends_every_due_task_never_sent_ones_first(user, monkeypatch):
+    """It sent one batch of 500, said "sent 500 of 500" and exited 0 with 1,201 still
+    unsent; and the batch was the oldest tasks, sent once already, before those never
+    sent. (Batches of 2 here.)"""
+    from backend.tasks import services
+    from backend.tasks.models import Task
+
+    batches = []
+
+    def publish(jobs):
+        batches.append([job.id for job in jobs])
+        return [job.id for job in jobs]
+
+    monkeypatch.setattr(queue, "publish", publish)
+    long_ago = timezone.now() - timedelta(hours=1)
+    resent = [TaskFactory(owner=user, status=TaskStatus.PENDING) for _ in range(3)]
+    Task.objects.filter(pk__in=[task.pk for task in resent]).update(enqueued_at=long_ago)
+    never = [TaskFactory(owner=user, status=TaskStatus.PENDING) for _ in range(5)]
+
+    outcome = services.tasks_dispatch_all(batch_size=2, resend_after=0)
+
+    assert outcome == {"released": 0, "sent": 8, "due": 8}
+    sent = [task_id for batch in batches for task_id in batch]
+    assert set(sent[:5]) == {task.pk for task in never}
+    assert set(sent[5:]) == {task.pk for task in resent} and len(sent) == 8
+    assert not Task.objects.filter(enqueued_at__isnull=True).exists()
+
+
+def test_dispatch_tasks_counts_every_task_left_when_the_broker_fails_midway(user, monkeypatch):
+    from backend.tasks import services
+
+    calls = []
+
+    def publish(jobs):  # the broker takes the first batch, then nothing
+        calls.append(len(jobs))
+        return [job.id for job in jobs] if len(calls) == 1 else []
+
+    monkeypatch.setattr(queue, "publish", publish)
+    for _ in range(5):
+        TaskFactory(owner=user, status=TaskStatus.PENDING)
+    assert services.tasks_dispatch_all(batch_size=2) == {"released": 0, "sent": 2, "due": 5}
+
+
 def stale_running_task(user, settings):
     """A running task whose heartbeat stopped, as the rescue finds it."""
     # Shorter than the database server has been up (the rescue waits that long after it starts).

@@ -33,7 +33,7 @@ class Command(ServiceCommand):
         )
 
     def handle(self, *args, resend_after=None, **options):
-        outcome = services.tasks_dispatch(resend_after=resend_after)
+        outcome = services.tasks_dispatch_all(resend_after=resend_after)
         self.stdout.write(
             f"released {outcome['released']} scheduled task(s); "
             f"sent {outcome['sent']} of {outcome['due']} pending task(s)"

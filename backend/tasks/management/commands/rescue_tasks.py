@@ -12,7 +12,7 @@ class Command(ServiceCommand):
 
     def handle(self, *args, **options):
         outcome = services.tasks_rescue()
-        dispatched = services.tasks_dispatch()
+        dispatched = services.tasks_dispatch_all()
         self.stdout.write(
             f"requeued {outcome['requeued']} and failed {outcome['failed']} stale task(s); "
             f"sent {dispatched['sent']} of {dispatched['due']} pending task(s)"
