@@ -363,17 +363,27 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         return attrs
 
 
+# What a task's message may stay unacknowledged beyond its time limit: the hard limit's 5 s
+# more, and a minute for its reservation and its claim and outcome tried again while the
+# database fails. A task whose limit left no room for them was taken: its message could
+# still pass the consumer timeout, and RabbitMQ then closed the channel, which stops the
+# whole worker (Celery's "Unrecoverable error: PreconditionFailed").
+CONSUMER_TIMEOUT_MARGIN = 65
+
+
 def _check_broker_can_hold(kind: types.TaskType, input_data: dict) -> None:
-    """On RabbitMQ a task must end before the server's consumer timeout, or the server cuts
-    the worker's channel and hands the task out again: refuse such a task up front."""
+    """On RabbitMQ a task must end before the server's consumer timeout, or the server
+    closes the worker's channel (the worker stops; its tasks are handed out again): refuse
+    such a task up front."""
     if not (settings.BROKER_IS_AMQP and kind.runs_on_worker):
         return
     limit = kind.time_limit_for(input_data)
-    if limit >= settings.BROKER_CONSUMER_TIMEOUT:
+    if limit + CONSUMER_TIMEOUT_MARGIN >= settings.BROKER_CONSUMER_TIMEOUT:
         raise serializers.ValidationError(
             {
                 "input_data": [
-                    f"This task may run {limit} s, longer than the broker lets a task stay "
+                    f"This task may run {limit} s, which with {CONSUMER_TIMEOUT_MARGIN} s "
+                    "more for its message is longer than the broker lets a task stay "
                     f"unacknowledged (BROKER_CONSUMER_TIMEOUT = "
                     f"{settings.BROKER_CONSUMER_TIMEOUT} s; raise RabbitMQ's consumer_timeout "
                     "and that setting together)."
