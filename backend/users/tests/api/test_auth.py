@@ -1,5 +1,6 @@
 """§4 authentication: register, token, refresh, verify, logout, throttling, session login."""
 
+import unicodedata
 from datetime import timedelta
 
 import jsonschema
@@ -73,6 +74,21 @@ def test_register_with_thousands_of_unknown_keys_names_twenty(api_client):
     assert sum(key.startswith("key") for key in body) == 20
     assert body["non_field_errors"] == ["And 2980 more fields not taken here."]
     assert not User.objects.exists()
+
+
+@pytest.mark.parametrize("written", ["K\u212a", "\ufb03x"], ids=["Kelvin sign", "ffi ligature"])
+def test_a_username_signs_in_as_it_was_written_at_registration(api_client, written):
+    """Registering keeps a username in its compatibility form (K + Kelvin sign: "KK"), and
+    signing in looked the name up as typed: the name the user chose was refused (401)."""
+    body = {"username": written, "password": PASSWORD, "email": "kelvin@example.com"}
+    assert api_client.post(REGISTER, body, format="json").status_code == 201
+    stored = User.objects.get().username
+    assert stored == unicodedata.normalize("NFKC", written) != written
+    for name in (written, stored):
+        signed_in = api_client.post(
+            "/api/token/", {"username": name, "password": PASSWORD}, format="json"
+        )
+        assert signed_in.status_code == 200, (name, signed_in.content)
 
 
 def test_register_creates_user_and_returns_a_working_token_pair(api_client):
