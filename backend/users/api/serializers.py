@@ -398,7 +398,10 @@ class TokenVerifySerializer(BaseTokenVerifySerializer):
         return data
 
 
-class WebhookSecretSerializer(serializers.Serializer):
+class WebhookSecretSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """The answer of a rotation; its request takes nothing (a body naming a key is refused:
+    ``{"webhook_secret": "mine"}`` was ignored, and a secret the client did not choose made)."""
+
     webhook_secret = serializers.CharField(
         read_only=True,
         help_text="whsec_ followed by base64: the key of the Standard Webhooks signatures. "

@@ -297,6 +297,7 @@ class UserViewSet(
         With an ``Idempotency-Key`` header, a retry gets the same secret instead of rotating
         again; once a later rotation has replaced it, a 409 ``secret_replaced``, never the
         old secret, nor a new rotation."""
+        WebhookSecretSerializer(data=request.data or {}).is_valid(raise_exception=True)
         secret = services.user_webhook_secret_rotate(user=request.user)
         # The answers kept for earlier keys hold secrets that are no longer the current: their
         # replay becomes a refusal (the table keeps no old secret, and a late retry does not

@@ -253,6 +253,22 @@ def test_options_offers_the_create_form_to_staff_only(client_for, user, staff):
     assert client_for(user).post(secret).status_code == 201
 
 
+def test_a_webhook_secret_rotation_refuses_a_body_it_does_not_take(client_for, user):
+    """{"webhook_secret": "mine"} was ignored (201, a secret the client did not choose),
+    and a malformed body too, where every other write names what it does not take."""
+    client = client_for(user)
+    url = "/api/users/me/webhook-secret/"
+    chosen = client.post(url, {"webhook_secret": "mine"}, format="json")
+    assert chosen.status_code == 400
+    assert chosen.json()["webhook_secret"] == ["This field cannot be changed here."]
+    malformed = client.post(url, "{", content_type="application/json")
+    assert malformed.status_code == 400 and malformed.json()["code"] == "parse_error"
+    user.refresh_from_db()
+    assert not user.webhook_secret
+    for empty in ({}, None):
+        assert client.post(url, empty, format="json").status_code == 201
+
+
 def test_a_replayed_webhook_secret_is_only_ever_the_current_one(client_for, user):
     """A rotation's answer is replayed for its Idempotency-Key (a retry after a timeout gets
     the secret it missed). Once another rotation replaced that secret, a replay handed back a
