@@ -15,7 +15,13 @@ from django.conf import settings
 from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
 from django.http import QueryDict
+from django.http.multipartparser import MultiPartParser as DjangoMultiPartParser
+from django.http.multipartparser import MultiPartParserError
 from django.utils.datastructures import MultiValueDict
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import DataAndFiles, MultiPartParser
+
+from .names import FALLBACK_NAME
 
 # Room for the multipart framing and the small form fields (``sha256``) around the file.
 FRAMING_ALLOWANCE = 64 * 1024
@@ -82,3 +88,27 @@ class HashingUploadHandler(FileUploadHandler):
         file = getattr(self, "file", None)
         if file is not None:
             file.close()
+
+
+class _NamedParts(DjangoMultiPartParser):
+    """Django's multipart parser, except that a file part whose name is a path alone (``..``,
+    ``a/b/``) or nothing printable is kept, under the service's fallback name: Django
+    dropped the part, and the upload was refused as "No file was submitted"."""
+
+    def sanitize_file_name(self, file_name):
+        return super().sanitize_file_name(file_name) or FALLBACK_NAME
+
+
+class UploadParser(MultiPartParser):
+    """DRF's multipart parser over ``_NamedParts``."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        request = parser_context["request"]
+        meta = request.META.copy()
+        meta["CONTENT_TYPE"] = media_type
+        try:
+            encoding = parser_context.get("encoding", settings.DEFAULT_CHARSET)
+            parts = _NamedParts(meta, stream, request.upload_handlers, encoding)
+            return DataAndFiles(*parts.parse())
+        except MultiPartParserError as exc:
+            raise ParseError(f"Multipart form parse error - {exc}") from exc

@@ -5,7 +5,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from backend.common.filters import ComposedSearchFilter
@@ -17,7 +16,7 @@ from backend.files import selectors, services
 from backend.files.filters import FileFilter
 from backend.files.models import File
 from backend.files.responses import file_response, last_modified
-from backend.files.uploads import HashingUploadHandler
+from backend.files.uploads import HashingUploadHandler, UploadParser
 
 from .serializers import FileSerializer, FileUploadSerializer
 
@@ -34,7 +33,7 @@ class FileViewSet(
     filter_backends = [DjangoFilterBackend, ComposedSearchFilter]
     filterset_class = FileFilter
     search_fields = ["name"]
-    parser_classes = [MultiPartParser]
+    parser_classes = [UploadParser]
     permission_classes = [permissions.IsAuthenticated]
     http_method_names = ["get", "post", "delete", "head", "options"]
     upload_handler: HashingUploadHandler | None = None

@@ -158,6 +158,18 @@ def test_upload_one_byte_over_the_limit_is_413_and_leaves_nothing(
     assert post_upload(client, b"x" * 1000).status_code == 201
 
 
+@pytest.mark.parametrize("filename", ["..", ".", "a/b/", "C:\\dir\\", "\u00a0", "\u200b\u200b"])
+def test_upload_named_by_a_path_alone_is_kept_under_the_fallback_name(
+    client, post_upload, filename
+):
+    """Django's parser dropped a file part whose name was a path alone or nothing printable,
+    and the upload was refused as "No file was submitted", though a name is cleaned (SPEC
+    §6) and one left empty becomes "file"."""
+    response = post_upload(client, CSV, filename=filename, sha256=sha256(CSV))
+    assert response.status_code == 201, response.content
+    assert response.json()["name"] == "file" and response.json()["size"] == len(CSV)
+
+
 def test_upload_to_a_full_disk_is_507_and_leaves_nothing(
     client, post_upload, media, upload_dir, monkeypatch, caplog
 ):
