@@ -76,8 +76,6 @@ class _Pool:
     key: tuple | None = None
     producers: ProducerPool | None = None
     origin: str | None = None
-    # A send went through this pool: it has a connection made (see ``_send_all``).
-    connected: bool = False
 
 
 # A process may send from two threads (a pool process's outcome writer sends the
@@ -105,7 +103,6 @@ def _producers() -> ProducerPool:
             limit = celery_app.conf.broker_pool_limit or 10
             _Pool.producers = ProducerPool(connection.Pool(limit=limit), limit=limit)
             _Pool.key = key
-            _Pool.connected = False
         return _Pool.producers
 
 
@@ -118,7 +115,6 @@ def _discard_pool() -> None:
             except Exception:  # closing a broken connection may fail too; it is gone anyway
                 logger.debug("closing broker connections failed", exc_info=True)
         _Pool.key = _Pool.producers = None
-        _Pool.connected = False
 
 
 # --- sending ------------------------------------------------------------------------------
@@ -200,8 +196,7 @@ def _pooled_producer():
     dropped without the closing handshake: kombu closes it gracefully, and on AMQP each close
     (the channel's, then the connection's) waits for the broker's answer, so a hung broker
     held the sender for two timeouts more than the send's own (3 s instead of 1)."""
-    pool = _producers()
-    producer = pool.acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT)
+    producer = _producers().acquire(block=True, timeout=settings.BROKER_PUBLISH_TIMEOUT)
     try:
         yield producer
     except BaseException:
@@ -211,8 +206,6 @@ def _pooled_producer():
             logger.debug("dropping the broker connection failed", exc_info=True)
         raise
     producer.release()
-    if _Pool.producers is pool:
-        _Pool.connected = True
 
 
 # Messages sent together: on Redis, one pipeline (one round trip) per batch.
@@ -236,39 +229,6 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     if breaker.is_open:
         logger.info("broker breaker open: %d %s message(s) left for later", len(items), name)
         return []
-    _producers()  # this process's pool, for this broker
-    if _Pool.connected:
-        return _send_all_now(items, send_one, name, queue_of)
-    # The pool's first send also makes its connection, each of whose steps (about nine
-    # round trips on AMQP, four on Redis) was bounded alone: a slow broker, each answer
-    # within the timeout, held a create 4 to 8 s. It goes on in a thread, waited for
-    # BROKER_PUBLISH_TIMEOUT at most; given up, its items count as not sent (sent again
-    # later; should the thread still send them, a duplicate, which a guarded claim or
-    # delivery makes harmless), and its connection, once made, takes the next sends.
-    outcome: dict = {}
-    done = threading.Event()
-
-    def first_send() -> None:
-        try:
-            outcome["went"] = _send_all_now(items, send_one, name, queue_of)
-        finally:
-            done.set()
-
-    threading.Thread(target=first_send, name="first send to the broker", daemon=True).start()
-    if done.wait(settings.BROKER_PUBLISH_TIMEOUT):
-        return outcome.get("went", [])
-    breaker.trip()
-    logger.warning(
-        "could not send %d %s message(s) to the broker within %g s (its connection is still "
-        "being made); they are sent again later",
-        len(items),
-        name,
-        settings.BROKER_PUBLISH_TIMEOUT,
-    )
-    return []
-
-
-def _send_all_now(items: list, send_one, name: str, queue_of=None) -> list[int]:
     went: list[int] = []
     refused: set[str] = set()
     start_at, retried = 0, False
