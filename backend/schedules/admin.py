@@ -15,7 +15,12 @@ from django.utils.html import format_html
 from django_celery_beat.admin import CrontabScheduleAdmin as CeleryBeatCrontabAdmin
 from django_celery_beat.admin import IntervalScheduleAdmin as CeleryBeatIntervalAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as CeleryBeatPeriodicTaskAdmin
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import (
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 
 from backend.celery import app as celery_app
 from backend.common.admin import BoundedSearchMixin, ServiceSaveMixin
@@ -550,3 +555,6 @@ admin.site.unregister(IntervalSchedule)
 admin.site.register(IntervalSchedule, IntervalScheduleAdmin)
 admin.site.unregister(CrontabSchedule)
 admin.site.register(CrontabSchedule, CrontabScheduleAdmin)
+# Solar timings need a library the service does not install (ephem): one made here stopped
+# beat at every start. Nothing of the service fires by one.
+admin.site.unregister(SolarSchedule)

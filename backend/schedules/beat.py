@@ -65,8 +65,12 @@ class Entry(ModelEntry):
     def __init__(self, model, app=None):
         try:
             super().__init__(model, app)
-        except OverflowError as exc:
-            raise _left_out(model, str(exc)) from exc
+        except DatabaseError:
+            raise
+        except Exception as exc:
+            # An interval of 2,147,483,647 days (OverflowError), a solar schedule without
+            # the ephem library (ImproperlyConfigured), ...: beat died of each at start.
+            raise _left_out(model, f"{type(exc).__name__}: {exc}") from exc
         schedule = getattr(self, "schedule", None)
         if isinstance(schedule, celery_schedules.schedule) and (
             refused := timing.interval_refused(schedule.run_every.total_seconds(), "seconds")

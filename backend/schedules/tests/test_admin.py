@@ -656,3 +656,8 @@ def test_an_interval_beat_cannot_keep_is_refused_in_its_admin(admin_client, ever
     else:
         assert response.status_code == 200 and not exists
         assert "An interval is at" in response.content.decode()
+
+
+def test_no_solar_timing_is_made_in_the_admin(admin_client):
+    """One stopped beat at every start (it needs a library the service does not install)."""
+    assert admin_client.get("/admin/django_celery_beat/solarschedule/add/").status_code == 404
