@@ -205,8 +205,8 @@ def tasks_dispatch(
 ) -> dict[str, int]:
     """Make due scheduled tasks pending, then send pending worker tasks that were never
     sent (or sent ``resend_after`` seconds ago, TASK_REDISPATCH_AFTER by default, or before
-    ``resend_before``, and still not started): at most ``batch_size``, those never sent
-    first (they waited behind a backlog sent once already)."""
+    ``resend_before``, and still not started): at most ``batch_size``, by priority, and
+    within one those never sent first (they waited behind a backlog sent once already)."""
     now = timezone.now()
     released = Task.objects.filter(status=TaskStatus.SCHEDULED, run_at__lte=now).update(
         status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
@@ -215,16 +215,16 @@ def tasks_dispatch(
         if resend_after is None:
             resend_after = settings.TASK_REDISPATCH_AFTER
         resend_before = now - timedelta(seconds=resend_after)
-    pending = Task.objects.filter(
-        status=TaskStatus.PENDING, task_type__in=types.worker_type_names()
-    ).order_by("-priority_rank", "created_at")
-    rows = list(
-        pending.filter(enqueued_at__isnull=True).values_list(*queue.JOB_FIELDS)[:batch_size]
-    )
-    if len(rows) < batch_size:
-        again = pending.filter(enqueued_at__lt=resend_before)
-        rows += again.values_list(*queue.JOB_FIELDS)[: batch_size - len(rows)]
-    due = [queue.Job(*row) for row in rows]
+    due = [
+        queue.Job(*row)
+        for row in Task.objects.filter(
+            Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before),
+            status=TaskStatus.PENDING,
+            task_type__in=types.worker_type_names(),
+        )
+        .order_by("-priority_rank", F("enqueued_at").asc(nulls_first=True), "created_at")
+        .values_list(*queue.JOB_FIELDS)[:batch_size]
+    ]
     sent = queue.publish(due)
     if sent:  # one UPDATE for the batch; a worker may have claimed some already
         Task.objects.filter(pk__in=sent).update(enqueued_at=now)

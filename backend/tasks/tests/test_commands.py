@@ -58,7 +58,7 @@ def test_dispatch_tasks_resends_sooner_when_asked(user):
 def test_dispatch_tasks_sends_every_due_task_never_sent_ones_first(user, monkeypatch):
     """It sent one batch of 500, said "sent 500 of 500" and exited 0 with 1,201 still
     unsent; and the batch was the oldest tasks, sent once already, before those never
-    sent. (Batches of 2 here.)"""
+    sent (within a priority now). (Batches of 2 here.)"""
     from backend.tasks import services
     from backend.tasks.models import Task
 
@@ -73,13 +73,16 @@ def test_dispatch_tasks_sends_every_due_task_never_sent_ones_first(user, monkeyp
     resent = [TaskFactory(owner=user, status=TaskStatus.PENDING) for _ in range(3)]
     Task.objects.filter(pk__in=[task.pk for task in resent]).update(enqueued_at=long_ago)
     never = [TaskFactory(owner=user, status=TaskStatus.PENDING) for _ in range(5)]
+    urgent = TaskFactory(owner=user, status=TaskStatus.PENDING, priority="urgent")
+    Task.objects.filter(pk=urgent.pk).update(enqueued_at=long_ago)  # a lost message's
 
     outcome = services.tasks_dispatch_all(batch_size=2, resend_after=0)
 
-    assert outcome == {"released": 0, "sent": 8, "due": 8}
+    assert outcome == {"released": 0, "sent": 9, "due": 9}
     sent = [task_id for batch in batches for task_id in batch]
-    assert set(sent[:5]) == {task.pk for task in never}
-    assert set(sent[5:]) == {task.pk for task in resent} and len(sent) == 8
+    assert sent[0] == urgent.pk  # by priority first
+    assert set(sent[1:6]) == {task.pk for task in never}
+    assert set(sent[6:]) == {task.pk for task in resent} and len(sent) == 9
     assert not Task.objects.filter(enqueued_at__isnull=True).exists()
 
 
