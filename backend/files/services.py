@@ -105,7 +105,7 @@ def file_store(
     name = sanitize_name(name)
     path = None
     if file_id is not None:
-        if _left_by_earlier_runs_removed(file_id, owner_id, attempt):
+        if _left_by_earlier_runs_removed(file_id, owner_id, attempt, still_running):
             path = storage_path(file_id, attempt)
         else:
             file_id = None
@@ -130,12 +130,19 @@ def file_id_of_task(task_id) -> uuid.UUID:
 _TASK_FILES = uuid.UUID("6f1c9d2e-3b4a-4f5e-9a8b-7c6d5e4f3a2b")
 
 
-def _left_by_earlier_runs_removed(file_id: uuid.UUID, owner_id, attempt: int | None) -> bool:
-    """False when the file is there and in use (then it stays)."""
+def _left_by_earlier_runs_removed(
+    file_id: uuid.UUID, owner_id, attempt: int | None, still_running=None
+) -> bool:
+    """False when the file is there and in use (then it stays), or is not an earlier
+    attempt's. Only while the run is still the task's (``still_running``, which raises
+    otherwise): a run paused long enough to be rescued, or cancelled and retried, removed
+    the file the task's later run had completed with, when it came back."""
     with transaction.atomic():
+        if still_running is not None:
+            still_running()  # and the task's row held until this ends
         left = File.objects.select_for_update().filter(pk=file_id, owner_id=owner_id).first()
         if left is not None:
-            if file_in_use(left.pk):
+            if file_in_use(left.pk) or _attempt_of(left.storage_name) >= (attempt or 1):
                 return False
             logger.warning("file %s: left by an earlier run of its task; written again", left.pk)
             left.delete()
@@ -155,6 +162,13 @@ def _left_by_earlier_runs_removed(file_id: uuid.UUID, owner_id, attempt: int | N
             logger.warning("file %s: bytes without a row, left by an earlier run", file_id)
             _delete_bytes(path)
     return True
+
+
+def _attempt_of(storage_name: str) -> int:
+    """The attempt whose run wrote ``storage_name`` (``storage_path``); 0 for one written
+    before each attempt had its own path."""
+    _, _, suffix = storage_name.rpartition("/")[2].partition("-")
+    return int(suffix) if suffix.isdigit() else 0
 
 
 def _store(

@@ -382,6 +382,46 @@ def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_ret
     assert [p.name for p in media.rglob("*") if p.is_file()] == [file.storage_name.rsplit("/")[-1]]
 
 
+@pytest.mark.parametrize("how", ["cancelled and retried", "rescued"])
+def test_a_run_back_after_its_task_was_run_again_leaves_the_later_runs_file(
+    user, media, monkeypatch, how
+):
+    """A run paused before it wrote its file (a stopped process, a slow query) while its
+    task was cancelled and retried, or rescued, and run again to completion: back, it took
+    the completed run's file for one an earlier run had left, and removed it (the task's
+    download answered 404)."""
+    from backend.files import reports
+    from backend.tasks import services as task_services
+
+    TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "task_summary", "format": "csv"},
+    )
+    original = reports.task_summary_rows
+    paused = []
+
+    def run_again_meanwhile(owner_id):
+        if not paused:  # the first run, before its file: the task is run again meanwhile
+            paused.append(True)
+            if how == "cancelled and retried":
+                task_services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+                task_services.task_retry(task=Task.objects.get(pk=task.pk), actor=user)
+            else:  # the rescue, the heartbeat stale
+                Task.objects.filter(pk=task.pk).update(status=TaskStatus.PENDING)
+            assert run(task).status == TaskStatus.COMPLETED
+        return original(owner_id)
+
+    monkeypatch.setattr(reports, "task_summary_rows", run_again_meanwhile)
+    assert jobs.run_task(str(task.pk)).startswith("stopped")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.attempts == 2
+    file = File.objects.get(pk=task.result["file_id"])
+    assert file.storage_name.endswith("-2") and default_storage.exists(file.storage_name)
+    assert [p.name for p in media.rglob("*") if p.is_file()] == [file.storage_name.rsplit("/")[-1]]
+
+
 @pytest.mark.parametrize("report", ["task_summary", "tasks_export"])
 @pytest.mark.parametrize("ended", ["cancelled", "overdue"])
 def test_a_report_ended_after_its_last_row_leaves_no_file(user, media, monkeypatch, report, ended):
