@@ -47,6 +47,12 @@ class UntypedToken(SaneExpiryMixin, tokens.UntypedToken):
 MAX_JTI = 255
 
 
+def storable_id(jti) -> bool:
+    """Whether ``jti`` is an id the blacklist can hold and look up: a string of 1 to
+    MAX_JTI characters, with no NUL nor lone surrogate (PostgreSQL's text refuses them)."""
+    return isinstance(jti, str) and 0 < len(jti) <= MAX_JTI and storable(jti)
+
+
 class IdRequiredMixin:
     """A refresh token (signed with the key, by a tool, say) is invalid without an id
     (``jti``) that the blacklist can hold, or without a user: simplejwt looked it up in the
@@ -55,8 +61,7 @@ class IdRequiredMixin:
     an access token of nobody."""
 
     def check_blacklist(self) -> None:
-        jti = self.payload.get(api_settings.JTI_CLAIM)
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI or not storable(jti):
+        if not storable_id(self.payload.get(api_settings.JTI_CLAIM)):
             raise TokenError(_("Token has no id"))
         if not self.payload.get(api_settings.USER_ID_CLAIM):
             raise TokenError(_("Token contained no recognizable user identification"))

@@ -30,6 +30,7 @@ from backend.users.services import username_from_email
 from backend.users.tokens import (
     SingleUseRefreshToken,
     UntypedToken,
+    storable_id,
     token_user_locked,
     user_row_locked,
 )
@@ -385,7 +386,12 @@ class TokenVerifySerializer(BaseTokenVerifySerializer):
     # gone or deactivated is refused as every other endpoint refuses it.
 
     def validate(self, attrs):
-        UntypedToken(attrs["token"])  # ours: a TokenError for an exp beyond Python's dates
+        token = UntypedToken(attrs["token"])  # ours: a TokenError for an exp beyond Python's dates
+        jti = token.payload.get(jwt_settings.JTI_CLAIM)
+        if jti is not None and not storable_id(jti):
+            # Looked up in the blacklist as it is: a NUL in it was a 500 (a token signed with
+            # the key, by a tool, say), one too long passed here while a refresh refused it.
+            raise TokenError("Token has no id")
         try:
             data = super().validate(attrs)
         except serializers.ValidationError as exc:
