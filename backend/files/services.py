@@ -21,6 +21,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PayloadTooLarge, PermissionDenied
+from backend.common.storable import storable
 from backend.tasks.models import ACTIVE_STATUSES, Task
 from backend.users.models import User
 
@@ -285,7 +286,7 @@ def files_purge(
         older_than = timedelta(days=settings.FILE_RETENTION_DAYS)
     cutoff = timezone.now() - older_than
     candidates = File.objects.filter(created_at__lt=cutoff)
-    leftovers = _leftovers_purge(timezone.now() - max(older_than, LEFTOVER_GRACE), dry_run)
+    leftovers = partial(_leftovers_purge, timezone.now() - max(older_than, LEFTOVER_GRACE), dry_run)
     if dry_run:
         keep = _as_uuids(file_ids_in_use())
         due = candidates.exclude(pk__in=keep)
@@ -294,9 +295,10 @@ def files_purge(
             "files": totals["files"],
             "bytes": totals["bytes"] or 0,
             "kept_in_use": candidates.filter(pk__in=keep).count(),
-            **leftovers,
+            **leftovers(),
         }
     removed = removed_bytes = kept = 0
+    gone: set[str] = set()  # the bytes of the rows removed here (removed once committed)
     after: tuple | None = None
     while True:
         page = candidates.order_by("created_at", "pk")
@@ -322,9 +324,10 @@ def files_purge(
             File.objects.filter(pk__in=[row[0] for row in due]).delete()
             for row in due:
                 transaction.on_commit(partial(_delete_bytes, row[2]))
+                gone.add(row[2])
         removed += len(due)
         removed_bytes += sum(row[3] for row in due)
-    return {"files": removed, "bytes": removed_bytes, "kept_in_use": kept, **leftovers}
+    return {"files": removed, "bytes": removed_bytes, "kept_in_use": kept, **leftovers(gone)}
 
 
 # Bytes without a row are left alone while this young at least: an upload's or a report's
@@ -332,7 +335,9 @@ def files_purge(
 LEFTOVER_GRACE = timedelta(hours=1)
 
 
-def _leftovers_purge(cutoff: datetime, dry_run: bool) -> dict[str, int]:
+def _leftovers_purge(
+    cutoff: datetime, dry_run: bool, gone: frozenset = frozenset()
+) -> dict[str, int]:
     """Remove the bytes under ``files/`` that no row names, last written before ``cutoff``:
     what a run killed while writing a report left, its task then deleted or failed for good
     (no run again removes it), or an upload whose row was rolled back after its bytes were
@@ -347,14 +352,16 @@ def _leftovers_purge(cutoff: datetime, dry_run: bool) -> dict[str, int]:
             names = default_storage.listdir(f"{FILES_FOLDER}/{shard}")[1]
         except FileNotFoundError:
             continue
-        paths = [f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names)]
+        # A name no row can hold (not UTF-8: read with surrogates) is no file's: the
+        # service never writes one; it stopped the whole purge, rows too, at every run.
+        paths = [f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names) if storable(name)]
         for start in range(0, len(paths), 500):
             batch = paths[start : start + 500]
             named = set(
                 File.objects.filter(storage_name__in=batch).values_list("storage_name", flat=True)
             )
             for path in batch:
-                if path in named:
+                if path in named or path in gone:
                     continue
                 try:
                     if default_storage.get_modified_time(path) >= cutoff:
@@ -363,10 +370,11 @@ def _leftovers_purge(cutoff: datetime, dry_run: bool) -> dict[str, int]:
                 except FileNotFoundError:
                     continue  # removed meanwhile
                 if not dry_run:
-                    logger.warning("%s: bytes no file names, removed", path)
                     _delete_bytes(path)
                 found += 1
                 found_bytes += size
+    if found and not dry_run:
+        logger.warning("removed %d leftover(s) in the storage that no file names", found)
     return {"leftovers": found, "leftover_bytes": found_bytes}
 
 
