@@ -4,19 +4,21 @@ attempt, re-sending what is due (the dispatcher), and resending by hand (admin).
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import ipaddress
 import json
 import logging
 import random
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import sql
@@ -328,28 +330,28 @@ def notification_claim(*, notification_id) -> Notification | None:
     user_id, channel, target = found
     now = timezone.now()
     due = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
-    claimable = Notification.objects.filter(
+    if channel != Channel.EMAIL and _resting(now, user_id, target, notification_id):
+        return None
+    claimed = Notification.objects.filter(
         sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
-    )
-    if channel != Channel.EMAIL:
-        claimable = claimable.filter(~Exists(_resting(now, user_id, target)))
-    claimed = claimable.update(attempts=F("attempts") + 1, locked_until=now + _lease())
+    ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
     if not claimed and not _take_over_lost_attempt(notification_id, due, now):
         return None
     return Notification.objects.select_related("user").get(pk=notification_id)
 
 
-def _resting(now: datetime, user_id, target: str) -> QuerySet[Notification]:
-    """Another of the user's webhooks or callbacks to the same receiver (``target``'s
-    scheme, host and port: the same URL or another path or query there) whose last attempt
-    got no answer and whose retry is not due yet. While one exists, the receiver rests: its
-    other deliveries are not tried (each would hold a worker process of the long queue for
-    NOTIFY_WEBHOOK_TIMEOUT, and a user's hanging receiver would delay everyone's long tasks;
-    callbacks to one dead server with a query each took a timeout each). They stay pending,
-    and the dispatcher sends them again after NOTIFY_REDISPATCH_AFTER; the one whose retry
-    comes due probes the receiver."""
+def _resting(now: datetime, user_id, target: str, notification_id) -> bool:
+    """Whether another of the user's webhooks or callbacks to the same receiver as
+    ``target`` (its scheme, host and port, however written: any path, query, credentials,
+    case, default port or closing dot) got no answer at its last attempt, and its retry is
+    not due yet. While one does, the receiver rests: its other deliveries are not tried
+    (each would hold a worker process of the long queue for NOTIFY_WEBHOOK_TIMEOUT, and a
+    user's hanging receiver would delay everyone's long tasks; callbacks to one dead server
+    written each another way took a timeout each). They stay pending, and the dispatcher
+    sends them again after NOTIFY_REDISPATCH_AFTER; the one whose retry comes due probes
+    the receiver. (The user's resting ones are few: a partial index finds them.)"""
     receiver = _receiver(target)
-    return (
+    resting = (
         Notification.objects.filter(
             user_id=user_id,
             status=NotificationStatus.PENDING,
@@ -357,20 +359,24 @@ def _resting(now: datetime, user_id, target: str) -> QuerySet[Notification]:
             next_attempt_at__gt=now,
         )
         .exclude(channel=Channel.EMAIL)
-        .filter(
-            Q(target__iexact=receiver)
-            | Q(target__istartswith=f"{receiver}/")
-            | Q(target__istartswith=f"{receiver}?")
-            | Q(target__istartswith=f"{receiver}#")
-        )
-        .exclude(pk=OuterRef("pk"))
+        .exclude(pk=notification_id)
+        .values_list("target", flat=True)
     )
+    return any(_receiver(other) == receiver for other in resting)
 
 
-def _receiver(url: str) -> str:
-    """``url`` up to its path: its scheme, (credentials,) host and port, as written."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{re.split(r'[/?#]', rest, maxsplit=1)[0]}"
+def _receiver(url: str) -> tuple:
+    """Who answers ``url``: its scheme, host (lower case, no closing dot, an address in its
+    one form) and port (the scheme's by default)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme.lower())
+    except ValueError:
+        return (url,)
+    host = (parts.hostname or "").rstrip(".")
+    with contextlib.suppress(ValueError):
+        host = str(ipaddress.ip_address(host))
+    return (parts.scheme.lower(), host, port)
 
 
 def _milliseconds(start: datetime, end: datetime) -> int:

@@ -477,12 +477,17 @@ def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, s
         assert len(receiver.requests) == 1
         # Nor is a callback there, at another path or with a query of its own (one each
         # took a timeout: a user's dead server held the long queue's processes for minutes).
-        for path in ("/hooks?k=0", "/other?k=1", "?k=2"):
-            task = task_services.task_create(
-                owner=user, task_type="manual", callback_url=receiver.url(path)
-            )
+        hooks = receiver.url("/hooks")
+        for url in (
+            receiver.url("/hooks?k=0"),
+            receiver.url("/other?k=1"),
+            receiver.url("?k=2"),
+            hooks.replace("://", "://someone@"),  # credentials, one a callback
+            hooks.replace("127.0.0.1", "127.0.0.1."),  # the address with a closing dot
+        ):
+            task = task_services.task_create(owner=user, task_type="manual", callback_url=url)
             callback = Notification.objects.get(task_id=task.pk, channel="callback")
-            assert jobs.deliver_notification(str(callback.pk)).startswith("skipped"), path
+            assert jobs.deliver_notification(str(callback.pk)).startswith("skipped"), url
             task_services.task_cancel(task=task, actor=user)  # a place under the limit
         assert len(receiver.requests) == 1
         # An email, or a webhook to another receiver, is not held up.
@@ -502,6 +507,32 @@ def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, s
         (None, False),
         (204, True),
     ]
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://h.example.com/a", "http://h.example.com:80/c"),
+        ("https://h.example.com/a", "https://h.example.com:443/c?q"),
+        ("https://user:pw@h.example.com/a", "https://H.Example.com/c"),
+        ("https://h.example.com./a", "https://h.example.com#f"),
+        ("http://[2001:db8::1]/a", "http://[2001:db8:0::1]:80/b"),
+    ],
+)
+def test_a_receiver_is_one_however_its_urls_are_written(one, other):
+    assert services._receiver(one) == services._receiver(other)
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://h.example.com/a", "https://h.example.com/a"),
+        ("http://h.example.com/a", "http://h.example.com:8080/a"),
+        ("http://h.example.com/a", "http://g.example.com/a"),
+    ],
+)
+def test_receivers_apart_are_apart(one, other):
+    assert services._receiver(one) != services._receiver(other)
 
 
 def test_a_receiver_that_answers_an_error_does_not_rest(user, sent):
