@@ -71,7 +71,14 @@ class HashingUploadHandler(FileUploadHandler):
             # The rest of the body (less than the limit again) is read and dropped.
             raise StopUpload(connection_reset=False)
         self._hash.update(raw_data)
-        self.file.write(raw_data)
+        try:
+            self.file.write(raw_data)
+        except OSError:
+            # A full temporary folder: the part written so far is deleted now (Django cleans
+            # up only for StopUpload, and it stayed until the garbage collector came, the
+            # folder full meanwhile: every upload after it refused too).
+            self.discard()
+            raise
         return None
 
     def file_complete(self, file_size: int):

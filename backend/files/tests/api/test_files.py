@@ -198,6 +198,40 @@ def test_upload_to_a_full_disk_is_507_and_leaves_nothing(
     assert logged.exc_info is None
 
 
+def test_upload_with_its_temporary_folder_full_is_507_and_leaves_no_temporary_file(
+    client, post_upload, media, upload_dir, monkeypatch
+):
+    """The part written so far stayed in the temporary folder until the garbage collector
+    came (Django cleans up after StopUpload only), the folder full meanwhile: every upload
+    after it was refused too."""
+    import errno
+    import gc
+
+    from backend.files.uploads import HashedUploadedFile
+
+    written = []
+
+    def fills_up(self):
+        def write(data):
+            if written:  # the second chunk finds the folder full
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(len(data))
+            return self.file.write(data)
+
+        return write
+
+    monkeypatch.setattr(HashedUploadedFile, "write", property(fills_up))
+    gc.disable()  # what is left is seen now, not once the collector has been
+    try:
+        response = post_upload(client, b"x" * 200_000)
+        left = list(upload_dir.iterdir())
+    finally:
+        gc.enable()
+    assert response.status_code == 507, response.content
+    assert written and left == []
+    assert File.objects.count() == 0 and stored_files(media) == []
+
+
 def test_upload_far_over_the_limit_is_refused_before_reading(
     client, post_upload, settings, media, upload_dir
 ):
