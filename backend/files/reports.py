@@ -11,6 +11,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
+from functools import partial
 
 from django.db.models import Count
 from django.urls import reverse
@@ -189,11 +190,13 @@ def generate_report(
     task_id=None,
     attempt: int | None = None,
     still_running: Callable[[], None] | None = None,
+    made: Callable[[Callable[[], None]], None] | None = None,
 ) -> dict:
     """Write the report as a File of ``owner_id``; ``{"file_id", "download_url", "rows"}``.
     With ``task_id``, the file's id is the task's (``file_id_of_task``): a run again after a
     lost one replaces what that one left. ``attempt`` and ``still_running``: the run's, see
-    ``services.file_store``."""
+    ``services.file_store``; ``made`` is told how to remove the file again (the run's
+    result not recorded)."""
     if report == "task_summary":
         rows_list = task_summary_rows(owner_id)
         rows, fields = iter(rows_list), SUMMARY_FIELDS
@@ -222,6 +225,8 @@ def generate_report(
         attempt=attempt,
         still_running=still_running,
     )
+    if made is not None:
+        made(partial(services.file_discard, file_id=file.pk, storage_name=file.storage_name))
     return {
         "file_id": str(file.pk),
         "download_url": reverse("file-download", args=[file.pk]),

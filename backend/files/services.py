@@ -276,6 +276,18 @@ def file_delete(*, file: File, actor: User | None) -> None:
     transaction.on_commit(partial(_delete_bytes, file.storage_name))
 
 
+@transaction.atomic
+def file_discard(*, file_id: uuid.UUID, storage_name: str) -> None:
+    """Remove a file a task's run made for a result that was not recorded: its row (when
+    it is still the one the run wrote, and no active task reads it) now, its bytes once
+    committed."""
+    file = File.objects.select_for_update().filter(pk=file_id, storage_name=storage_name).first()
+    if file is None or file_in_use(file.pk):
+        return
+    file.delete()
+    transaction.on_commit(partial(_delete_bytes, storage_name))
+
+
 def files_purge(
     *, older_than: timedelta | None = None, dry_run: bool = False, batch_size: int = 500
 ) -> dict[str, int]:

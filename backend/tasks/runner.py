@@ -254,7 +254,21 @@ def _passing(kind: types.TaskType) -> tuple[type[BaseException], ...]:
 
 
 def _run(task, kind: types.TaskType | None, report) -> str:
-    """Runs the claimed (or, for an instant type, read) task; records its outcome."""
+    """Runs the claimed (or, for an instant type, read) task; records its outcome. What the
+    run made for a result that was not recorded (a report's file, its task cancelled or
+    past its deadline meanwhile, or the run failed after) is undone (``JobContext.made``)."""
+    made: list = []
+    said = _run_made(task, kind, report, made)
+    if said != "completed":
+        for undo in made:
+            try:
+                undo()
+            except Exception:
+                logger.exception("task %s: what a run made could not be undone", task.pk)
+    return said
+
+
+def _run_made(task, kind: types.TaskType | None, report, made: list) -> str:
     task_id = task.pk
     try:
         if kind is None:
@@ -268,6 +282,7 @@ def _run(task, kind: types.TaskType | None, report) -> str:
             owner_id=task.owner_id,
             attempt=task.attempts if claimed else None,
             alive=(lambda: services.task_still_running(task=task)) if claimed else None,
+            made=made.append,
         )
         # Whatever the handler returned must be storable JSON: a NUL or a lone surrogate
         # from the outside world (a server's answer, a file's header) becomes U+FFFD; NaN or

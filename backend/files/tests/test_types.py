@@ -458,6 +458,40 @@ def test_a_report_ended_after_its_last_row_leaves_no_file(user, media, monkeypat
     assert not any(p.is_file() for p in media.rglob("*"))
 
 
+@pytest.mark.parametrize("ended", ["cancelled", "overdue"])
+def test_a_report_ended_between_its_file_and_its_outcome_leaves_no_file(
+    user, media, monkeypatch, ended, django_capture_on_commit_callbacks
+):
+    """The file's row written (the task still the run's then), the task cancelled or past
+    its deadline before the outcome: the task said cancelled (or failed), and its file
+    stayed, named by no task."""
+    from backend.tasks import services as task_services
+
+    TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "task_summary", "format": "csv"},
+        deadline=timezone.now() + timedelta(hours=1),
+    )
+    original = task_services.task_finish
+
+    def ended_first(*, task, result):
+        assert File.objects.filter(pk=result["file_id"]).exists()  # written
+        if ended == "cancelled":
+            task_services.task_cancel(task=Task.objects.get(pk=task.pk), actor=user)
+        else:
+            Task.objects.filter(pk=task.pk).update(deadline=timezone.now() - timedelta(seconds=1))
+        return original(task=task, result=result)
+
+    monkeypatch.setattr(task_services, "task_finish", ended_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        said = jobs.run_task(str(task.pk))
+    assert said.startswith("discarded" if ended == "cancelled" else "failed: deadline")
+    assert File.objects.count() == 0
+    assert not any(p.is_file() for p in media.rglob("*"))
+
+
 def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0

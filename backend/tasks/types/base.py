@@ -32,8 +32,9 @@ class TransientError(Exception):
 class JobContext:
     """What a handler may do besides computing: report progress (which is also a heartbeat),
     know which task it runs, for whom and in which attempt (``task_id``, ``owner_id``,
-    ``attempt``: each run of a task has its own), and check that the run is still the task's
-    (``still_running``) before it makes something that outlives it."""
+    ``attempt``: each run of a task has its own), check that the run is still the task's
+    (``still_running``) before it makes something that outlives it, and say how to undo it
+    (``made``)."""
 
     def __init__(
         self,
@@ -43,9 +44,11 @@ class JobContext:
         owner_id=None,
         attempt: int | None = None,
         alive: Callable[[], bool] | None = None,
+        made: Callable[[Callable[[], None]], None] | None = None,
     ):
         self._report = report
         self._alive = alive
+        self._made = made
         self.task_id = task_id
         self.owner_id = owner_id
         self.attempt = attempt
@@ -54,6 +57,13 @@ class JobContext:
         """Record progress; raises ``TaskInterrupted`` when the task is no longer running."""
         if not self._report(max(0, min(100, int(percent)))):
             raise TaskInterrupted()
+
+    def made(self, undo: Callable[[], None]) -> None:
+        """Tell the run it made something for the result (a report's file): ``undo`` is
+        called when that result is not recorded (the task cancelled or past its deadline
+        meanwhile, or the run failing after), so nothing is left that no task names."""
+        if self._made is not None:
+            self._made(undo)
 
     def still_running(self) -> None:
         """Raises ``TaskInterrupted`` when the task is no longer this run's (cancelled,

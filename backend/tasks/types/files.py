@@ -115,6 +115,7 @@ def run_report_generation(data: dict, ctx: JobContext) -> dict:
         task_id=ctx.task_id,
         attempt=ctx.attempt,
         still_running=ctx.still_running,
+        made=ctx.made,
     )
 
 
