@@ -205,24 +205,8 @@ class ApiErrorMiddleware:
             if is_api(request):
                 patch_vary_headers(response, ["Accept"])
             return response
-        if isinstance(exception, OSError) and exception.errno in _NO_ROOM:
-            # An upload to a full disk: 507 and one line in the log (nothing was kept: the
-            # files' service removes what it wrote), not a 500 and a traceback.
-            logger.error(
-                "storage full on %s %s (request id %s): %s",
-                request.method,
-                request.path,
-                request.request_id,
-                exception,
-            )
-            return _json_or_page(
-                request,
-                507,
-                "Insufficient storage",
-                STORAGE_FULL,
-                code="insufficient_storage",
-                request_id=request.request_id,
-            )
+        if no_room(exception):
+            return storage_full(request, exception)
         if not is_api(request):
             return None
         if isinstance(exception, RequestDataTooBig):
@@ -302,6 +286,28 @@ def _json_or_page(
     )
     response.page_for_a_browser = True
     return response
+
+
+def no_room(exception: BaseException | None) -> bool:
+    """A write the disk (or the user's quota on it) had no room for."""
+    return isinstance(exception, OSError) and exception.errno in _NO_ROOM
+
+
+def storage_full(request, exception: BaseException):
+    """An upload to a full disk: 507 and one line in the log (nothing was kept: the files'
+    service and the upload handler remove what they wrote), not a 500 and a traceback."""
+    request_id = getattr(request, "request_id", None)
+    logger.error(
+        "storage full on %s %s (request id %s): %s",
+        request.method,
+        request.path,
+        request_id,
+        exception,
+    )
+    extra = {"request_id": request_id} if request_id else {}
+    return _json_or_page(
+        request, 507, "Insufficient storage", STORAGE_FULL, code="insufficient_storage", **extra
+    )
 
 
 class AdminBadInputMiddleware:

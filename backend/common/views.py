@@ -1,6 +1,8 @@
 """JSON error pages for the API (a client of /api/ never receives an HTML error page), the
 API's root, and its docs pages."""
 
+import sys
+
 from django.http import HttpResponse, JsonResponse
 from django.urls import NoReverseMatch
 from django.views import defaults
@@ -8,7 +10,7 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitV
 from rest_framework import permissions, routers
 from rest_framework.reverse import reverse
 
-from .middleware import UNHANDLED, error_response, is_api
+from .middleware import UNHANDLED, error_response, is_api, no_room, storage_full
 
 
 def bad_request(request, exception=None):
@@ -25,7 +27,11 @@ def not_found(request, exception=None):
 
 def server_error(request):
     """An error outside every view (the middleware's own): the 500 a view's error gets,
-    with its request id when one was given (every 500 carries it, README "Errors")."""
+    with its request id when one was given (every 500 carries it, README "Errors"). A disk
+    with no room for an upload read there (the CSRF check reads a form's body before any
+    view) is the 507 it is in a view."""
+    if no_room(sys.exc_info()[1]):
+        return storage_full(request, sys.exc_info()[1])
     if is_api(request):
         request_id = getattr(request, "request_id", None)
         if request_id is None:

@@ -232,6 +232,36 @@ def test_upload_with_its_temporary_folder_full_is_507_and_leaves_no_temporary_fi
     assert File.objects.count() == 0 and stored_files(media) == []
 
 
+def test_a_form_read_by_the_csrf_check_with_its_temporary_folder_full_is_507(
+    upload_dir, monkeypatch
+):
+    """The CSRF check reads a form's body before any view (an admin page's, a sign-in's):
+    a full temporary folder there was a 500 and a traceback, not the 507 a view gives."""
+    import errno
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from backend.files.uploads import HashedUploadedFile
+
+    def full(self):
+        def write(data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return write
+
+    browser = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    browser.get("/admin/login/")
+    token = browser.cookies["csrftoken"].value
+    monkeypatch.setattr(HashedUploadedFile, "write", property(full))
+    response = browser.post(
+        "/admin/login/",
+        {"csrfmiddlewaretoken": token, "file": SimpleUploadedFile("a.csv", b"x" * 1000)},
+    )
+    assert response.status_code == 507
+    assert b"storage is full" in response.content
+    assert list(upload_dir.iterdir()) == []
+
+
 def test_upload_far_over_the_limit_is_refused_before_reading(
     client, post_upload, settings, media, upload_dir
 ):
