@@ -28,7 +28,7 @@ from backend.common.recording import DATABASE_ERRORS, recorded
 from backend.common.storable import made_storable
 
 from . import outcomes, services, types
-from .models import TaskStatus
+from .models import Task, TaskStatus
 
 logger = logging.getLogger(__name__)
 
@@ -259,13 +259,22 @@ def _run(task, kind: types.TaskType | None, report) -> str:
     past its deadline meanwhile, or the run failed after) is undone (``JobContext.made``)."""
     made: list = []
     said = _run_made(task, kind, report, made)
-    if said != "completed":
+    if made and said != "completed" and not _completed_by_this_run(task):
         for undo in made:
             try:
                 undo()
             except Exception:
                 logger.exception("task %s: what a run made could not be undone", task.pk)
     return said
+
+
+def _completed_by_this_run(task) -> bool:
+    """Whether the task was completed by this run after all: an outcome committed whose
+    answer the connection lost is written again, finds the task completed, and says
+    "discarded" (what the run made is then the task's result)."""
+    return Task.objects.filter(
+        pk=task.pk, status=TaskStatus.COMPLETED, attempts=task.attempts
+    ).exists()
 
 
 def _run_made(task, kind: types.TaskType | None, report, made: list) -> str:

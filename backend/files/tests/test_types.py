@@ -492,6 +492,42 @@ def test_a_report_ended_between_its_file_and_its_outcome_leaves_no_file(
     assert not any(p.is_file() for p in media.rglob("*"))
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_report_whose_outcome_was_written_though_its_answer_was_lost_keeps_its_file(
+    user, media, monkeypatch
+):
+    """The outcome committed and the connection lost before its answer: written again, the
+    guarded UPDATE found the task completed already and said "discarded", and the file the
+    completed task names was removed as if the outcome had not been recorded."""
+    from django.db import OperationalError
+
+    from backend.tasks import runner
+    from backend.tasks import services as task_services
+
+    TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    task = TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": "task_summary", "format": "csv"},
+    )
+    original, calls = task_services.task_finish, []
+
+    def answer_lost(*, task, result):
+        calls.append(1)
+        done = original(task=task, result=result)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return done
+
+    monkeypatch.setattr(task_services, "task_finish", answer_lost)
+    monkeypatch.setattr(runner, "RECORD_PAUSES", (0,))
+    jobs.run_task(str(task.pk))
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and len(calls) == 2
+    file = File.objects.get(pk=task.result["file_id"])
+    assert default_storage.exists(file.storage_name)
+
+
 def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
