@@ -359,7 +359,7 @@ def _leftovers_purge(
         shards = default_storage.listdir(FILES_FOLDER)[0]
     except FileNotFoundError:
         return {"leftovers": 0, "leftover_bytes": 0}
-    for shard in sorted(shards):
+    for shard in sorted(shard for shard in shards if storable(shard)):
         try:
             names = default_storage.listdir(f"{FILES_FOLDER}/{shard}")[1]
         except FileNotFoundError:

@@ -71,12 +71,13 @@ def test_purge_files_removes_old_bytes_that_no_file_names(
     assert not default_storage.exists(left)
     for path in (fresh, kept.storage_name, old_kept.storage_name):
         assert default_storage.exists(path)
-    # A name no row could hold (not UTF-8) stopped the whole purge, rows too.
-    odd = os.path.join(os.fsencode(default_storage.path("files/ab")), b"bad\xff")
-    os.makedirs(os.path.dirname(odd), exist_ok=True)
-    with open(odd, "wb") as handle:
-        handle.write(b"q")
-    os.utime(odd, (long_ago, long_ago))
+    # A name no row could hold (not UTF-8), a file's or a folder's, stopped the whole purge.
+    files = os.fsencode(default_storage.path("files"))
+    for odd in (os.path.join(files, b"ab", b"bad\xff"), os.path.join(files, b"\xff\xfe", b"x")):
+        os.makedirs(os.path.dirname(odd), exist_ok=True)
+        with open(odd, "wb") as handle:
+            handle.write(b"q")
+        os.utime(odd, (long_ago, long_ago))
     assert run().endswith("deleted 0 leftover(s) no file names, 0\xa0bytes")
     # An hour at least, whatever the age asked for.
     os.utime(default_storage.path(fresh), (time.time() - 1800,) * 2)
