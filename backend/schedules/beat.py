@@ -45,6 +45,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 from django_celery_beat.tzcrontab import TzAwareCrontab
+from kombu.exceptions import KombuError
 
 from backend.tasks import queue
 
@@ -52,6 +53,18 @@ from . import services, timing
 from .models import Schedule
 
 logger = logging.getLogger(__name__)
+
+
+def _broker_failed(exc: BaseException | None) -> bool:
+    """Whether the error of a send (Celery's SchedulingError around it) is the broker's."""
+    failures = (KombuError, *queue._connection_errors())
+    for _ in range(5):  # the error, and what it was raised from or during
+        if exc is None:
+            return False
+        if isinstance(exc, failures):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _left_out(model, why: str) -> ValueError:
@@ -71,6 +84,9 @@ class Entry(ModelEntry):
             # An interval of 2,147,483,647 days (OverflowError), a solar schedule without
             # the ephem library (ImproperlyConfigured), ...: beat died of each at start.
             raise _left_out(model, f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(self.args, list | tuple) or not isinstance(self.kwargs, dict):
+            # Celery's message takes a list and an object (the admin takes any JSON).
+            raise _left_out(model, "its arguments are not a list and an object")
         schedule = getattr(self, "schedule", None)
         if isinstance(schedule, celery_schedules.schedule) and (
             refused := timing.interval_refused(schedule.run_every.total_seconds(), "seconds")
@@ -340,9 +356,13 @@ class Scheduler(DatabaseScheduler):
         entry.options = {**options, "retry": False}
         try:
             return super().apply_async(entry, producer=producer, advance=False, **kwargs)
-        except Exception:
-            queue.breaker.trip()
-            self._reconnect()
+        except Exception as exc:
+            # The broker's failing, not a message that cannot be built (a periodic task's
+            # arguments that are no list): that tripped the breaker, and none of beat's
+            # sweeps went for BROKER_BREAKER_SECONDS after each of its firings.
+            if _broker_failed(exc):
+                queue.breaker.trip()
+                self._reconnect()
             raise
         finally:
             entry.options = options

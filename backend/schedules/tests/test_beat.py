@@ -623,6 +623,11 @@ def test_beat_leaves_out_an_interval_it_cannot_keep_and_goes_on(user, caplog):
         PeriodicTask.objects.create(
             name=name, task="backend.ops.jobs.fold_task_counts", interval=timing
         )
+    # Arguments the admin takes as JSON that are no list (Celery's message takes a list).
+    every, _ = IntervalSchedule.objects.get_or_create(every=30, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="args", task="backend.tasks.jobs.dispatch_tasks", interval=every, args="5"
+    )
     # A solar timing, made in the admin of an earlier version: beat needs a library for it
     # that the service does not install, and died of it at every start.
     sunset = SolarSchedule.objects.create(event="sunset", latitude=48.85, longitude=2.35)
@@ -632,7 +637,28 @@ def test_beat_leaves_out_an_interval_it_cannot_keep_and_goes_on(user, caplog):
     with caplog.at_level(logging.ERROR, logger="backend.schedules.beat"):
         entries = Scheduler(app=celery_app, lazy=True).all_as_schedule()
     assert services._periodic_task_name(schedule) in entries
-    assert not {"overflows", "past 9999", "non-stop", "solar"} & set(entries)
+    assert not {"overflows", "past 9999", "non-stop", "args", "solar"} & set(entries)
     logged = " ".join(record.getMessage() for record in caplog.records)
-    for name in ("overflows", "past 9999", "non-stop", "solar"):
+    for name in ("overflows", "past 9999", "non-stop", "args", "solar"):
         assert f"periodic task {name!r} left out" in logged
+
+
+def test_a_message_that_cannot_be_built_does_not_trip_the_broker_breaker(user):
+    """Any error of a send tripped the breaker, one building the message too (arguments that
+    are no list): beat then sent none of its sweeps for BROKER_BREAKER_SECONDS after each
+    firing of such a periodic task."""
+    from django_celery_beat.models import IntervalSchedule
+
+    from backend.tasks import queue
+
+    every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.SECONDS)
+    PeriodicTask.objects.create(
+        name="a sweep", task="backend.tasks.jobs.expire_overdue_tasks", interval=every
+    )
+    scheduler = Scheduler(app=celery_app, lazy=True)
+    entry = scheduler.all_as_schedule()["a sweep"]
+    entry.args = 5  # as a row written past the admin's checks would give
+    queue.breaker.reset()
+    with pytest.raises(Exception, match="not iterable"):
+        scheduler.apply_async(entry, producer=scheduler.producer, advance=False)
+    assert not queue.breaker.is_open
