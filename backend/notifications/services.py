@@ -360,9 +360,10 @@ def _resting(now: datetime, user_id, target: str, notification_id) -> bool:
         )
         .exclude(channel=Channel.EMAIL)
         .exclude(pk=notification_id)
-        .values_list("target", flat=True)
     )
-    return any(_receiver(other) == receiver for other in resting)
+    if receiver[1:2]:  # first those naming the host at all (a user may have many resting)
+        resting = resting.filter(target__icontains=receiver[1].split(":")[-1])
+    return any(_receiver(other) == receiver for other in resting.values_list("target", flat=True))
 
 
 def _receiver(url: str) -> tuple:
