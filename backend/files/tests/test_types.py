@@ -16,6 +16,7 @@ from backend.tasks import jobs, types
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.tests.factories import TaskFactory
 
+from .conftest import stored_files
 from .factories import make_file
 
 pytestmark = pytest.mark.django_db
@@ -26,6 +27,15 @@ CSV = b'\xef\xbb\xbfcity,temp\r\n"Paris, FR",12.5\r\nOslo,-3\r\nRome,\r\n'
 @pytest.fixture
 def client(client_for, user):
     return client_for(user)
+
+
+def report_task(user, report: str, fmt: str, **fields) -> Task:
+    return TaskFactory(
+        owner=user,
+        task_type="report_generation",
+        input_data={"report": report, "format": fmt},
+        **fields,
+    )
 
 
 def create(client, task_type: str, input_data) -> "object":
@@ -213,9 +223,7 @@ def _tasks_of(user) -> list[Task]:
 
 
 def _report(user, report: str, fmt: str) -> tuple[Task, File, bytes]:
-    task = TaskFactory(
-        owner=user, task_type="report_generation", input_data={"report": report, "format": fmt}
-    )
+    task = report_task(user, report, fmt)
     task = run(task)
     assert task.status == TaskStatus.COMPLETED, task.error
     file = File.objects.get(pk=task.result["file_id"])
@@ -304,13 +312,7 @@ def test_an_export_is_written_in_chunks(user, monkeypatch):
             yield chunk
 
     monkeypatch.setattr(reports, "csv_chunks", spy)
-    task = run(
-        TaskFactory(
-            owner=user,
-            task_type="report_generation",
-            input_data={"report": "tasks_export", "format": "csv"},
-        )
-    )
+    task = run(report_task(user, "tasks_export", "csv"))
     assert task.result["rows"] == 301
     assert len(sizes) > 20 and max(sizes) < 2048
 
@@ -320,11 +322,7 @@ def test_a_cancelled_report_leaves_no_file(user, media, monkeypatch):
 
     for _ in range(300):
         TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "tasks_export", "format": "json"},
-    )
+    task = report_task(user, "tasks_export", "json")
     original = task_services.task_report_progress
 
     def cancel_midway(*, task, progress):
@@ -335,7 +333,7 @@ def test_a_cancelled_report_leaves_no_file(user, media, monkeypatch):
     monkeypatch.setattr(task_services, "task_report_progress", cancel_midway)
     assert jobs.run_task(str(task.pk)).startswith("stopped")
     assert File.objects.count() == 0
-    assert not any(p.is_file() for p in media.rglob("*"))
+    assert stored_files(media) == []
 
 
 def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_retrys_file(
@@ -351,11 +349,7 @@ def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_ret
     monkeypatch.setattr(reports, "CHUNK_CHARS", 1024)
     for _ in range(300):
         TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "tasks_export", "format": "csv"},
-    )
+    task = report_task(user, "tasks_export", "csv")
     original = reports.csv_chunks
     retried = []
 
@@ -379,7 +373,7 @@ def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_ret
         content = handle.read()
     assert content.startswith(b"id,") and content.count(b"\r\n") == 302
     assert len(content) == file.size
-    assert [p.name for p in media.rglob("*") if p.is_file()] == [file.storage_name.rsplit("/")[-1]]
+    assert [p.name for p in stored_files(media)] == [file.storage_name.rsplit("/")[-1]]
 
 
 @pytest.mark.parametrize("how", ["cancelled and retried", "rescued"])
@@ -394,11 +388,7 @@ def test_a_run_back_after_its_task_was_run_again_leaves_the_later_runs_file(
     from backend.tasks import services as task_services
 
     TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "task_summary", "format": "csv"},
-    )
+    task = report_task(user, "task_summary", "csv")
     original = reports.task_summary_rows
     paused = []
 
@@ -419,7 +409,7 @@ def test_a_run_back_after_its_task_was_run_again_leaves_the_later_runs_file(
     assert task.status == TaskStatus.COMPLETED and task.attempts == 2
     file = File.objects.get(pk=task.result["file_id"])
     assert file.storage_name.endswith("-2") and default_storage.exists(file.storage_name)
-    assert [p.name for p in media.rglob("*") if p.is_file()] == [file.storage_name.rsplit("/")[-1]]
+    assert [p.name for p in stored_files(media)] == [file.storage_name.rsplit("/")[-1]]
 
 
 @pytest.mark.parametrize("report", ["task_summary", "tasks_export"])
@@ -431,10 +421,10 @@ def test_a_report_ended_after_its_last_row_leaves_no_file(user, media, monkeypat
     from backend.tasks import services as task_services
 
     TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": report, "format": "csv"},
+    task = report_task(
+        user,
+        report,
+        "csv",
         deadline=timezone.now() + timedelta(hours=1),
     )
     original = reports.csv_chunks
@@ -455,7 +445,7 @@ def test_a_report_ended_after_its_last_row_leaves_no_file(user, media, monkeypat
         assert said == "failed: deadline exceeded" and task.status == TaskStatus.FAILED
     assert task.result is None
     assert File.objects.count() == 0
-    assert not any(p.is_file() for p in media.rglob("*"))
+    assert stored_files(media) == []
 
 
 @pytest.mark.parametrize("ended", ["cancelled", "overdue"])
@@ -468,10 +458,10 @@ def test_a_report_ended_between_its_file_and_its_outcome_leaves_no_file(
     from backend.tasks import services as task_services
 
     TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "task_summary", "format": "csv"},
+    task = report_task(
+        user,
+        "task_summary",
+        "csv",
         deadline=timezone.now() + timedelta(hours=1),
     )
     original = task_services.task_finish
@@ -489,7 +479,7 @@ def test_a_report_ended_between_its_file_and_its_outcome_leaves_no_file(
         said = jobs.run_task(str(task.pk))
     assert said.startswith("discarded" if ended == "cancelled" else "failed: deadline")
     assert File.objects.count() == 0
-    assert not any(p.is_file() for p in media.rglob("*"))
+    assert stored_files(media) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -505,11 +495,7 @@ def test_a_report_whose_outcome_was_written_though_its_answer_was_lost_keeps_its
     from backend.tasks import services as task_services
 
     TaskFactory(owner=user, status=TaskStatus.COMPLETED)
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "task_summary", "format": "csv"},
-    )
+    task = report_task(user, "task_summary", "csv")
     original, calls = task_services.task_finish, []
 
     def answer_lost(*, task, result):
@@ -544,12 +530,7 @@ def test_a_report_run_again_after_a_lost_run_leaves_one_file(user, left, lost_at
     the one path every run wrote before each attempt had its own."""
     from backend.files import services
 
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "task_summary", "format": "csv"},
-        attempts=1,  # the lost run's
-    )
+    task = report_task(user, "task_summary", "csv", attempts=1)  # the lost run's
     file_id = services.file_id_of_task(task.pk)
     path = services.storage_path(file_id, lost_attempt)
     if left == "a file":
@@ -582,11 +563,7 @@ def test_a_left_report_file_that_a_task_reads_is_kept(user):
     again writes a new one."""
     from backend.files import services
 
-    task = TaskFactory(
-        owner=user,
-        task_type="report_generation",
-        input_data={"report": "task_summary", "format": "csv"},
-    )
+    task = report_task(user, "task_summary", "csv")
     left = services.file_store(
         owner_id=user.pk,
         name="lost.csv",

@@ -212,16 +212,10 @@ def tasks_dispatch(
         status=TaskStatus.PENDING, enqueued_at=None, updated_at=now
     )
     if resend_before is None:
-        if resend_after is None:
-            resend_after = settings.TASK_REDISPATCH_AFTER
-        resend_before = now - timedelta(seconds=resend_after)
+        resend_before = _resend_before(resend_after, now)
     due = [
         queue.Job(*row)
-        for row in Task.objects.filter(
-            Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before),
-            status=TaskStatus.PENDING,
-            task_type__in=types.worker_type_names(),
-        )
+        for row in _to_send(resend_before)
         .order_by("-priority_rank", F("enqueued_at").asc(nulls_first=True), "created_at")
         .values_list(*queue.JOB_FIELDS)[:batch_size]
     ]
@@ -236,23 +230,30 @@ def tasks_dispatch_all(*, batch_size: int = 500, resend_after: int | None = None
     broker took not all of one batch (then ``due`` counts every task still due). For
     ``manage.py dispatch_tasks``, which sent one batch of 500 and said "sent 500 of 500"
     with 1,201 still unsent."""
-    if resend_after is None:
-        resend_after = settings.TASK_REDISPATCH_AFTER
-    resend_before = timezone.now() - timedelta(seconds=resend_after)  # those sent now: not again
+    resend_before = _resend_before(resend_after, timezone.now())  # those sent now: not again
     totals = {"released": 0, "sent": 0, "due": 0}
     while True:
         outcome = tasks_dispatch(batch_size=batch_size, resend_before=resend_before)
         totals = {key: totals[key] + outcome[key] for key in totals}
         if outcome["sent"] < outcome["due"]:
-            left = Task.objects.filter(
-                Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before),
-                status=TaskStatus.PENDING,
-                task_type__in=types.worker_type_names(),
-            ).count()
-            totals["due"] = totals["sent"] + left
+            totals["due"] = totals["sent"] + _to_send(resend_before).count()
             return totals
         if outcome["due"] < batch_size:
             return totals
+
+
+def _resend_before(resend_after: int | None, now: datetime) -> datetime:
+    seconds = settings.TASK_REDISPATCH_AFTER if resend_after is None else resend_after
+    return now - timedelta(seconds=seconds)
+
+
+def _to_send(resend_before: datetime) -> QuerySet[Task]:
+    """Pending worker tasks never sent, or sent before ``resend_before`` and not started."""
+    return Task.objects.filter(
+        Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before),
+        status=TaskStatus.PENDING,
+        task_type__in=types.worker_type_names(),
+    )
 
 
 def database_up_since():
