@@ -4,9 +4,7 @@ attempt, re-sending what is due (the dispatcher), and resending by hand (admin).
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import ipaddress
 import json
 import logging
 import random
@@ -21,7 +19,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
-from backend.common import sql
+from backend.common import outbound, sql
 from backend.common.email import send_budget
 from backend.common.recording import RECORD_PAUSES, recorded
 from backend.common.storable import storable_text
@@ -375,9 +373,8 @@ def _receiver(url: str) -> tuple:
     except ValueError:
         return (url,)
     host = (parts.hostname or "").rstrip(".")
-    with contextlib.suppress(ValueError):
-        host = str(ipaddress.ip_address(host))
-    return (parts.scheme.lower(), host, port)
+    address = outbound.literal_address(host)  # any form: 127.1, 2130706433, [::ffff:...]
+    return (parts.scheme.lower(), str(address) if address else host, port)
 
 
 def _milliseconds(start: datetime, end: datetime) -> int:

@@ -143,7 +143,11 @@ def beat_crontab(expression: str, zone: str) -> Crontab:
 
 def next_crontab_run(expression: str, zone: str, *, after: datetime) -> datetime:
     """The first firing strictly after ``after`` (to the minute), in UTC."""
-    schedule = beat_crontab(expression, zone)
+    return _next_firing(beat_crontab(expression, zone), after)
+
+
+def _next_firing(schedule: Crontab, after: datetime) -> datetime:
+    """``schedule``'s first firing after ``after``, in UTC, as beat finds it then."""
     schedule.nowfun = lambda: after.astimezone(schedule.tz)
     return after.astimezone(UTC) + schedule.remaining_estimate(after)
 
@@ -157,8 +161,7 @@ def crontab_steps_up_to(schedule: Crontab, start: datetime, end: datetime) -> da
     step = Crontab.of(schedule)
     last = max(start, end - timedelta(hours=6))
     while True:
-        step.nowfun = lambda at=last: at.astimezone(step.tz)
-        following = last.astimezone(UTC) + step.remaining_estimate(last)
+        following = _next_firing(step, last)
         if following > end:
             return last if last > start else start
         last = following
