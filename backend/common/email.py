@@ -190,6 +190,13 @@ class EmailUnavailable(EmailDeliveryError):
     work; a 5xx refusal, a refused login or a failed TLS check will not."""
 
 
+class RecipientsRefused(EmailDeliveryError):
+    """The mail server refused every recipient for good (an SMTP 5xx for each, such as 550
+    no such mailbox): the same mail to the same addresses will be refused again. Unlike a
+    refused sender or login (the service's own settings, which its operator can mend), this
+    is the address's own fault."""
+
+
 def passing(exc: BaseException) -> bool:
     """Whether an SMTP send's failure ``exc`` may pass (``EmailUnavailable``)."""
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
@@ -232,6 +239,8 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     except (OSError, smtplib.SMTPException) as exc:
         over_smtp = isinstance(connection, smtp.EmailBackend)
         error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
+        if isinstance(exc, smtplib.SMTPRecipientsRefused) and not passing(exc):
+            error = RecipientsRefused
         raise error(describe_failure(exc)) from None
     finally:
         _deadline.reset(started)

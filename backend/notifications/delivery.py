@@ -12,7 +12,7 @@ from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
 from backend.common import outbound
-from backend.common.email import EmailDeliveryError, send_email
+from backend.common.email import EmailDeliveryError, RecipientsRefused, send_email
 from backend.tasks.api.serializers import TaskSerializer
 from backend.tasks.models import Task
 
@@ -102,6 +102,8 @@ def _email(notification: Notification, data: dict) -> Outcome:
     subject, body = email_message(notification, data)
     try:
         send_email(to=[notification.target], subject=subject, body=body)
+    except RecipientsRefused as exc:  # the address itself: sending again would be refused
+        return Outcome(delivered=False, final=True, error=str(exc))
     except EmailDeliveryError as exc:
         return Outcome(delivered=False, error=str(exc))
     return Outcome(delivered=True)

@@ -325,6 +325,27 @@ def test_an_smtp_failure_is_retried(user, settings, sent):
     assert notification.last_error.startswith("could not connect to the mail server")
 
 
+@pytest.mark.parametrize(("code", "ends"), [(550, "failed"), (450, "pending")])
+def test_a_refused_address_fails_at_once_a_refusal_for_now_is_retried(
+    user, settings, sent, code, ends
+):
+    user.notify_email = ["task.completed"]
+    user.save()
+    with SMTPServer() as smtp:
+        use_smtp(settings, smtp)
+        smtp.handler.refuse_recipients = {user.email}
+        smtp.handler.refuse_code = code
+        completed_task(user)
+        notification = Notification.objects.get()
+        assert jobs.deliver_notification(str(notification.pk)) == ends
+    notification.refresh_from_db()
+    assert notification.status == ends
+    assert notification.last_error == (
+        f"the mail server refused every recipient: {user.email} (SMTP {code})"
+    )
+    assert notification.attempts == 1
+
+
 def test_a_deleted_task_is_still_reported(user, sent):
     with HTTPServer() as receiver:
         hooked(user, receiver.url())
