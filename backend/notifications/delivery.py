@@ -39,10 +39,13 @@ def task_data(notification: Notification) -> dict:
 
 
 def withdrawn(notification: Notification) -> str:
-    """Why the owner no longer wants this sent ("" when they do): since the event, their
+    """Why this is no longer to be sent ("" when it is): since the event, the owner's
     webhook_url changed (perhaps because it leaked), or they stopped asking for this mail.
-    Read at each attempt, so a retry stops too. A task's callback_url is the task's own."""
+    Read at each attempt, so a retry stops too. A task's callback_url is the task's own.
+    A deactivated account is sent nothing, its callbacks included: staff turned it off."""
     user = notification.user
+    if not user.is_active:
+        return "not sent: the owner's account is deactivated"
     if (
         notification.channel == Channel.WEBHOOK
         and user.webhook_url != notification.target

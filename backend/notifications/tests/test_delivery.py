@@ -609,6 +609,28 @@ def unhooked(user, notification) -> None:
     due_again(notification)
 
 
+def test_nothing_is_sent_to_a_deactivated_account(user, settings, sent):
+    """Staff turned the account off: neither its webhook nor its mail is sent, retries
+    included."""
+    with HTTPServer([Answer(500)]) as receiver, SMTPServer() as smtp:
+        use_smtp(settings, smtp)
+        hooked(user, receiver.url("/hooks"))
+        user.notify_email = ["task.completed"]  # beside the webhook
+        user.save()
+        completed_task(user)
+        webhook = Notification.objects.get(channel="webhook")
+        mail = Notification.objects.get(channel="email")
+        assert jobs.deliver_notification(str(webhook.pk)) == "pending"
+        user_services.user_deactivate(user=user)
+        due_again(webhook)
+        assert jobs.deliver_notification(str(webhook.pk)) == "failed"
+        assert jobs.deliver_notification(str(mail.pk)) == "failed"
+    assert len(receiver.requests) == 1 and smtp.messages == []
+    for notification in (webhook, mail):
+        notification.refresh_from_db()
+        assert notification.last_error == "not sent: the owner's account is deactivated"
+
+
 def test_a_webhook_is_not_sent_once_the_owner_changed_the_url(user, sent):
     """A user who removes a webhook_url (it leaked, say) got the events of tasks already
     running, and every retry, at the old one."""
