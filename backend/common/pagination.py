@@ -7,15 +7,16 @@ class PageNumberPagination(DRFPageNumberPagination):
 
     A ``page_size`` that is not a positive integer is a 400, not silently the default; so is
     a ``page`` that is not a page number (``abc``, ``0``, ``1.5``: it was a 404 "Invalid
-    page.", as if the list had no such page). A page past the last is the 404.
+    page.", as if the list had no such page). A page past the last is the 404. Either one
+    left blank (``page_size=``) is not given, as a blank filter is (``QueryReadingMixin``).
     """
 
     page_size_query_param = "page_size"
     max_page_size = 100
 
     def get_page_size(self, request):
-        raw = request.query_params.get(self.page_size_query_param)
-        if raw is None:
+        raw = (request.query_params.get(self.page_size_query_param) or "").strip()
+        if not raw:
             return self.page_size
         try:
             size = int(raw)
@@ -26,7 +27,7 @@ class PageNumberPagination(DRFPageNumberPagination):
         return min(size, self.max_page_size)
 
     def get_page_number(self, request, paginator):
-        raw = request.query_params.get(self.page_query_param) or "1"
+        raw = (request.query_params.get(self.page_query_param) or "").strip() or "1"
         if raw in self.last_page_strings:
             return paginator.num_pages
         if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:

@@ -4,6 +4,8 @@ import re
 import pytest
 from django.test import Client
 
+from backend.users.tests.factories import UserFactory
+
 pytestmark = pytest.mark.django_db
 
 
@@ -209,10 +211,28 @@ def test_every_operation_documents_the_database_down_and_a_body_in_chunks(api_cl
         assert answered.status_code == status, answered.content
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc", ""])
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
 def test_page_size_that_is_not_a_positive_integer_is_400(client_for, user, value):
     response = client_for(user).get("/api/tasks/", {"page_size": value})
     assert response.status_code == 400 and "page_size" in response.json()
+
+
+@pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/", "/api/schedules/", "/api/users/"])
+def test_a_blank_page_or_page_size_is_not_given(client_for, staff, path):
+    """As a blank filter is not given (``status=``): ``page_size=`` was a 400 while
+    ``page=`` was page 1."""
+    client = client_for(staff)
+    for query in ("page_size=", "page_size=%20", "page=%20", "page=&page_size="):
+        response = client.get(f"{path}?{query}")
+        assert response.status_code == 200, (query, response.content)
+        assert response.json()["previous"] is None
+
+
+def test_a_blank_page_size_gives_the_default_size(client_for, staff):
+    UserFactory.create_batch(11)
+    response = client_for(staff).get("/api/users/?page_size=")
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 10 and response.json()["count"] == 12
 
 
 @pytest.mark.parametrize("path", ["/api/tasks/", "/api/files/", "/api/schedules/", "/api/users/"])
