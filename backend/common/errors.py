@@ -1,5 +1,16 @@
 """Domain errors raised by services; the API's exception handler turns them into responses."""
 
+import errno
+
+# A write the disk (or the user's quota on it) had no room for: the service's state, not a
+# fault of the request nor of the code.
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_room(exception: BaseException | None) -> bool:
+    """A write the disk (or the user's quota on it) had no room for."""
+    return isinstance(exception, OSError) and exception.errno in _NO_ROOM
+
 
 class DomainError(Exception):
     """A business rule refused an operation. ``code`` is stable and machine-readable."""

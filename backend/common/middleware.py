@@ -4,7 +4,6 @@ request id that is also in the log). Every response carries ``X-Request-ID``."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import re
 import uuid
@@ -19,7 +18,7 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonRespons
 from django.urls import Resolver404, is_valid_path, resolve
 from django.utils.cache import patch_vary_headers
 
-from .errors import too_many_parts
+from .errors import no_room, too_many_parts
 
 logger = logging.getLogger("backend.errors")
 
@@ -30,9 +29,6 @@ MACHINE_PATHS = METRICS_PATHS | {"/health"}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 UNHANDLED = "Internal server error; quote the request id when reporting it."
 STORAGE_FULL = "The service's storage is full; try again later."
-# A write the disk (or the user's quota on it) had no room for: the service's state, not a
-# fault of the request nor of the code.
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
 )
@@ -286,11 +282,6 @@ def _json_or_page(
     )
     response.page_for_a_browser = True
     return response
-
-
-def no_room(exception: BaseException | None) -> bool:
-    """A write the disk (or the user's quota on it) had no room for."""
-    return isinstance(exception, OSError) and exception.errno in _NO_ROOM
 
 
 def storage_full(request, exception: BaseException):

@@ -10,7 +10,8 @@ from drf_spectacular.views import SpectacularRedocView, SpectacularSwaggerSplitV
 from rest_framework import permissions, routers
 from rest_framework.reverse import reverse
 
-from .middleware import UNHANDLED, error_response, is_api, no_room, storage_full
+from .errors import no_room
+from .middleware import UNHANDLED, error_response, is_api, storage_full
 
 
 def bad_request(request, exception=None):

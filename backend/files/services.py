@@ -20,7 +20,13 @@ from django.db import transaction
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
-from backend.common.errors import Conflict, DomainError, PayloadTooLarge, PermissionDenied
+from backend.common.errors import (
+    Conflict,
+    DomainError,
+    PayloadTooLarge,
+    PermissionDenied,
+    no_room,
+)
 from backend.common.storable import storable
 from backend.tasks.models import ACTIVE_STATUSES, Task
 from backend.users.models import User
@@ -172,6 +178,16 @@ def _attempt_of(storage_name: str) -> int:
     return int(suffix) if suffix.isdigit() else 0
 
 
+class StorageFull(OSError):
+    """The storage had no room for a file's bytes (its disk, or the service's quota on it,
+    is full): nothing was kept. An upload answers 507; a task writing a file is tried again
+    later, as for a server that is down, since room may be made meanwhile. Keeps the
+    disk's ``errno``."""
+
+    def __str__(self) -> str:
+        return "the file storage has no room left (its disk or quota is full)"
+
+
 def _store(
     *,
     owner: User,
@@ -188,9 +204,11 @@ def _store(
     path = path or storage_path(file_id)
     try:
         stored_as = default_storage.save(path, content)
-    except BaseException:
+    except BaseException as exc:
         # A stream that failed half-way (or a cancelled task) leaves no partial bytes.
         _delete_bytes(path)
+        if no_room(exc) and not isinstance(exc, StorageFull):
+            raise StorageFull(exc.errno, exc.strerror) from exc
         raise
     try:
         with transaction.atomic():

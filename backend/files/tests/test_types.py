@@ -336,6 +336,39 @@ def test_a_cancelled_report_leaves_no_file(user, media, monkeypatch):
     assert stored_files(media) == []
 
 
+def test_a_report_meeting_a_full_storage_is_tried_again_later(user, media, monkeypatch, caplog):
+    """A full disk failed the report at once, with the disk's error and a traceback in the
+    worker's log; room made meanwhile would have let a later run write it."""
+    from django.core.files.storage import FileSystemStorage
+
+    def onto_a_full_disk(self, name, content):
+        with open("/dev/full", "wb") as device:
+            for chunk in content.chunks():
+                device.write(chunk)
+            device.flush()
+        return name
+
+    monkeypatch.setattr(FileSystemStorage, "_save", onto_a_full_disk)
+    task = report_task(user, "task_summary", "json")
+    assert jobs.run_task(str(task.pk)).startswith("retrying in ")
+    task.refresh_from_db()
+    assert task.status == TaskStatus.SCHEDULED and task.run_at > timezone.now()
+    assert task.error == (
+        "StorageFull: the file storage has no room left (its disk or quota is full)"
+    )
+    assert File.objects.count() == 0 and stored_files(media) == []
+    assert not [r for r in caplog.records if r.exc_info]
+    # The last allowed run fails the task, saying so.
+    Task.objects.filter(pk=task.pk).update(
+        status=TaskStatus.PENDING, attempts=task.max_attempts - 1
+    )
+    assert jobs.run_task(str(task.pk)) == "failed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.FAILED
+    assert task.error.endswith("is full) (gave up after 3 attempts)")
+    assert not [r for r in caplog.records if r.exc_info]
+
+
 def test_a_report_cancelled_and_retried_while_its_first_run_writes_keeps_the_retrys_file(
     user, media, monkeypatch
 ):

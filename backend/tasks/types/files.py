@@ -152,6 +152,10 @@ register(
         handler=run_report_generation,
         time_limit=900,
         queue=QUEUE_LONG,
+        # A full storage: tried again later with backoff (room may be made meanwhile), one
+        # line in the worker's log.
+        transient_errors=(services.StorageFull,),
+        expected_errors=(services.StorageFull,),
         example={"report": "task_summary", "format": "json"},
         example_summary="A summary of your tasks as a JSON file (see the result's download_url)",
     )
