@@ -8,6 +8,8 @@ after commit (a rolled-back delete keeps its bytes)."""
 from __future__ import annotations
 
 import logging
+import os
+import re
 import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
@@ -27,7 +29,6 @@ from backend.common.errors import (
     PermissionDenied,
     no_room,
 )
-from backend.common.storable import storable
 from backend.tasks.models import ACTIVE_STATUSES, Task
 from backend.users.models import User
 
@@ -373,18 +374,15 @@ def _leftovers_purge(
     (no run again removes it), or an upload whose row was rolled back after its bytes were
     stored. ``{"leftovers", "leftover_bytes"}``, counted, not removed, with ``dry_run``."""
     found = found_bytes = 0
-    try:
-        shards = default_storage.listdir(FILES_FOLDER)[0]
-    except FileNotFoundError:
-        return {"leftovers": 0, "leftover_bytes": 0}
-    for shard in sorted(shard for shard in shards if storable(shard)):
-        try:
-            names = default_storage.listdir(f"{FILES_FOLDER}/{shard}")[1]
-        except FileNotFoundError:
-            continue
-        # A name no row can hold (not UTF-8: read with surrogates) is no file's: the
-        # service never writes one; it stopped the whole purge, rows too, at every run.
-        paths = [f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names) if storable(name)]
+    shards = _listed(FILES_FOLDER, 0)
+    for shard in sorted(shard for shard in shards if SHARD_NAME.fullmatch(shard)):
+        names = _listed(f"{FILES_FOLDER}/{shard}", 1)
+        # Only names the service writes (``storage_path``, and the storage's suffix for a
+        # name taken): anything else there is not the service's to remove (a name not
+        # UTF-8 had also stopped the whole purge, rows too, at every run).
+        paths = [
+            f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names) if BYTES_NAME.match(name)
+        ]
         for start in range(0, len(paths), 500):
             batch = paths[start : start + 500]
             named = set(
@@ -397,8 +395,8 @@ def _leftovers_purge(
                     if default_storage.get_modified_time(path) >= cutoff:
                         continue
                     size = default_storage.size(path)
-                except FileNotFoundError:
-                    continue  # removed meanwhile
+                except OSError:
+                    continue  # removed meanwhile, or unreadable (a symlink loop)
                 if not dry_run:
                     _delete_bytes(path)
                 found += 1
@@ -406,6 +404,42 @@ def _leftovers_purge(
     if found and not dry_run:
         logger.warning("removed %d leftover(s) in the storage that no file names", found)
     return {"leftovers": found, "leftover_bytes": found_bytes}
+
+
+# The folders and names ``storage_path`` makes: a shard is two hex digits, a name starts
+# with the file's id in hex.
+SHARD_NAME = re.compile(r"[0-9a-f]{2}")
+BYTES_NAME = re.compile(r"[0-9a-f]{32}(?![0-9a-f])")
+
+
+def _listed(folder: str, which: int) -> list[str]:
+    """The folders (``which`` 0) or files (1) in a folder of the storage; none when it is
+    missing or cannot be read, and without an entry that cannot be (a symlink loop, no
+    permission: one line in the log), so one such entry does not stop the purge. (The
+    file-system storage's ``listdir`` fails as a whole on one such entry.)"""
+    try:
+        local = default_storage.path(folder)
+    except NotImplementedError:  # a remote storage: no links nor permissions of its own
+        local = None
+    try:
+        if local is None:
+            return default_storage.listdir(folder)[which]
+        names = []
+        with os.scandir(local) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir() == (which == 0):
+                        names.append(entry.name)
+                except OSError as exc:
+                    logger.warning(
+                        "purge: %s/%s cannot be read (%s); skipped", folder, entry.name, exc
+                    )
+        return names
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        logger.warning("purge: %s cannot be read (%s); skipped", folder, exc)
+        return []
 
 
 def _as_uuids(values: Iterable[str]) -> list[uuid.UUID]:

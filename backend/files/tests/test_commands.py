@@ -87,6 +87,42 @@ def test_purge_files_removes_old_bytes_that_no_file_names(
     assert default_storage.exists(fresh)
 
 
+def test_purge_files_leaves_what_the_service_did_not_write_and_goes_past_unreadable_folders(
+    user, media, tmp_path, caplog
+):
+    """A symlink loop under files/ stopped every purge (rows too) at listing it; a folder
+    linked there (a shard moved to another disk, or anything else) had any old file in it
+    removed, outside MEDIA_ROOT too. Only names the service writes are its leftovers."""
+    import os
+    import time
+    import uuid
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from backend.files.services import storage_path
+
+    long_ago = time.time() - 86400
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    precious = outside / "keep.txt"
+    precious.write_bytes(b"precious")
+    os.utime(precious, (long_ago, long_ago))
+    left = default_storage.save(storage_path(uuid.uuid4(), 1), ContentFile(b"x" * 10))
+    os.utime(default_storage.path(left), (long_ago, long_ago))
+    files = default_storage.path("files")
+    os.symlink(outside, os.path.join(files, "zz"))
+    os.symlink(outside, os.path.join(files, left.split("/")[1], "7d"))
+    os.symlink("loop", os.path.join(files, "loop"))
+    os.symlink("ab", os.path.join(files, "ab"))  # a shard's name, looping
+
+    assert run("--older-than", "0").endswith("deleted 1 leftover(s) no file names, 10\xa0bytes")
+    assert precious.read_bytes() == b"precious"
+    assert not default_storage.exists(left)
+    unread = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert len(unread) == 2 and {m.split()[1] for m in unread} == {"files/loop", "files/ab"}
+
+
 @pytest.mark.parametrize("days", ["-1", "800000", "99999999999999999999"])
 def test_purge_files_refuses_an_age_out_of_range(days):
     with pytest.raises(CommandError):
