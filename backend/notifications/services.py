@@ -359,8 +359,11 @@ def _resting(now: datetime, user_id, target: str, notification_id) -> bool:
         .exclude(channel=Channel.EMAIL)
         .exclude(pk=notification_id)
     )
-    if receiver[1:2]:  # first those naming the host at all (a user may have many resting)
-        resting = resting.filter(target__icontains=receiver[1].split(":")[-1])
+    host = receiver[1] if len(receiver) > 1 else ""
+    if host and "%" not in host and outbound.literal_address(host) is None:
+        # A name: first those naming it at all (a user may have many resting). An address
+        # may be written in forms that share no text (127.1, 2130706433): all are read.
+        resting = resting.filter(target__icontains=host)
     return any(_receiver(other) == receiver for other in resting.values_list("target", flat=True))
 
 

@@ -530,6 +530,30 @@ def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, s
     ]
 
 
+def test_a_receiver_rests_whichever_form_of_its_address_the_resting_one_has(user, sent, settings):
+    """The resting deliveries were first narrowed to those whose URL held the host as the
+    new one reads it: a webhook resting at 127.1 did not hold back a callback to 127.0.0.1
+    (each took a timeout), though the two are one receiver."""
+    settings.NOTIFY_WEBHOOK_TIMEOUT = 1
+
+    def answer(request):
+        if len(receiver.requests) == 1:
+            time.sleep(2)  # the first request outlasts the timeout
+        return Answer(204, b"")
+
+    with HTTPServer(answer) as receiver:
+        hooked(user, receiver.url("/hooks").replace("127.0.0.1", "127.1"))
+        [first] = created_webhooks(user, 1)
+        assert jobs.deliver_notification(str(first.pk)) == "pending"
+        for host in ("127.0.0.1", "2130706433", "0x7f000001"):
+            url = receiver.url("/cb").replace("127.0.0.1", host)
+            task = task_services.task_create(owner=user, task_type="manual", callback_url=url)
+            callback = Notification.objects.get(task_id=task.pk, channel="callback")
+            assert jobs.deliver_notification(str(callback.pk)).startswith("skipped"), url
+            task_services.task_cancel(task=task, actor=user)  # a place under the limit
+    assert len(receiver.requests) == 1
+
+
 @pytest.mark.parametrize(
     ("one", "other"),
     [
