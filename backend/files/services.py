@@ -29,7 +29,7 @@ from backend.common.errors import (
     PermissionDenied,
     no_room,
 )
-from backend.tasks.models import ACTIVE_STATUSES, Task
+from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 from backend.users.models import User
 
 from .models import File
@@ -307,28 +307,82 @@ def file_discard(*, file_id: uuid.UUID, storage_name: str) -> None:
     transaction.on_commit(partial(_delete_bytes, storage_name))
 
 
+# The task type whose runs write a file of the task's own (``file_id_of_task``).
+REPORT_TYPE = "report_generation"
+UNFINISHED = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def report_files_discard(*, task_ids: Iterable) -> tuple[int, int]:
+    """Remove the files of these report tasks, which ended without completing (cancelled,
+    failed) or are being deleted so, when a run left one: killed (or its outcome lost)
+    after writing its file's row, and before its outcome, so no undo came (a run that
+    ends writes none). Such a file is no task's result. Called in the transaction that
+    holds the tasks' rows; a file an active task reads stays. Returns (files, bytes)."""
+    ids = [file_id_of_task(task_id) for task_id in task_ids]
+    if not ids:
+        return 0, 0
+    files = File.objects.select_for_update().filter(pk__in=ids)
+    due = [file for file in files.only("pk", "storage_name", "size") if not file_in_use(file.pk)]
+    File.objects.filter(pk__in=[file.pk for file in due]).delete()
+    for file in due:
+        logger.warning("file %s: left by a report whose task did not complete; removed", file.pk)
+        transaction.on_commit(partial(_delete_bytes, file.storage_name))
+    return len(due), sum(file.size for file in due)
+
+
+def _unfinished_reports_purge(since: datetime, dry_run: bool, batch_size: int) -> tuple[int, int]:
+    """``report_files_discard`` for the report tasks that ended without completing since
+    ``since`` (a file older than that goes by age anyway), in batches, each task's row
+    locked in its status (a retry, whose run writes the file anew, waits)."""
+    ended = Task.objects.filter(
+        task_type=REPORT_TYPE, status__in=UNFINISHED, completed_at__gte=since
+    ).values_list("pk", flat=True)
+    removed = removed_bytes = 0
+    ids = list(ended)
+    for start in range(0, len(ids), batch_size):
+        batch = ids[start : start + batch_size]
+        if dry_run:
+            found = File.objects.filter(
+                pk__in=[file_id_of_task(pk) for pk in batch], created_at__gte=since
+            )  # an older one is counted with the old files
+            totals = found.aggregate(files=Count("pk"), bytes=Sum("size"))
+            removed, removed_bytes = (
+                removed + totals["files"],
+                removed_bytes + (totals["bytes"] or 0),
+            )
+            continue
+        with transaction.atomic():
+            locked = Task.objects.select_for_update().filter(pk__in=batch, status__in=UNFINISHED)
+            files, size = report_files_discard(task_ids=list(locked.values_list("pk", flat=True)))
+        removed, removed_bytes = removed + files, removed_bytes + size
+    return removed, removed_bytes
+
+
 def files_purge(
     *, older_than: timedelta | None = None, dry_run: bool = False, batch_size: int = 500
 ) -> dict[str, int]:
     """Remove files created more than ``older_than`` ago (default FILE_RETENTION_DAYS) that
-    no active task uses: rows in batches, bytes after each batch commits. And the bytes in
-    the storage that no row names, last written as long ago (``_leftovers_purge``)."""
+    no active task uses: rows in batches, bytes after each batch commits; and those reports
+    left whose tasks did not complete (``_unfinished_reports_purge``), counted with them.
+    And the bytes in the storage that no row names, last written as long ago
+    (``_leftovers_purge``)."""
     if older_than is None:
         older_than = timedelta(days=settings.FILE_RETENTION_DAYS)
     cutoff = timezone.now() - older_than
     candidates = File.objects.filter(created_at__lt=cutoff)
     leftovers = partial(_leftovers_purge, timezone.now() - max(older_than, LEFTOVER_GRACE), dry_run)
+    unfinished, unfinished_bytes = _unfinished_reports_purge(cutoff, dry_run, batch_size)
     if dry_run:
         keep = _as_uuids(file_ids_in_use())
         due = candidates.exclude(pk__in=keep)
         totals = due.aggregate(files=Count("pk"), bytes=Sum("size"))
         return {
-            "files": totals["files"],
-            "bytes": totals["bytes"] or 0,
+            "files": totals["files"] + unfinished,
+            "bytes": (totals["bytes"] or 0) + unfinished_bytes,
             "kept_in_use": candidates.filter(pk__in=keep).count(),
             **leftovers(),
         }
-    removed = removed_bytes = kept = 0
+    removed, removed_bytes, kept = unfinished, unfinished_bytes, 0
     gone: set[str] = set()  # the bytes of the rows removed here (removed once committed)
     after: tuple | None = None
     while True:

@@ -9,7 +9,8 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
-from backend.tasks.models import TERMINAL_STATUSES, Task
+from backend.files import services as files
+from backend.tasks.models import TERMINAL_STATUSES, Task, TaskStatus
 from backend.tasks.services.counts import visible_counts_rebuild
 
 from .models import TaskCountDelta
@@ -50,6 +51,11 @@ def tasks_purge(
             batch = Task.objects.filter(pk__in=ids)
             for status, n in purge_counts(batch).items():
                 removed[status] = removed.get(status, 0) + n
+            # A file a killed run of a report left, its task then failed or cancelled.
+            unfinished = batch.filter(task_type=files.REPORT_TYPE).exclude(
+                status=TaskStatus.COMPLETED
+            )
+            files.report_files_discard(task_ids=list(unfinished.values_list("pk", flat=True)))
             batch.delete()
     task_counts_fold()  # each batch appended its own count rows
     return dict(sorted(removed.items()))

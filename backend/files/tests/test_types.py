@@ -547,6 +547,76 @@ def test_a_report_whose_outcome_was_written_though_its_answer_was_lost_keeps_its
     assert default_storage.exists(file.storage_name)
 
 
+def _left_by_a_killed_run(user, task: Task) -> File:
+    """What a run killed after its file's row and before its outcome leaves: the file."""
+    from backend.files import reports
+
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.RUNNING, attempts=1)
+    result = reports.generate_report(
+        owner_id=user.pk, report="task_summary", fmt="json", task_id=task.pk, attempt=1
+    )
+    return File.objects.get(pk=result["file_id"])
+
+
+@pytest.mark.parametrize(
+    "ended", ["cancelled", "failed by the rescue", "deleted", "purged with its task"]
+)
+def test_a_report_killed_after_its_file_leaves_none_once_its_task_ends_otherwise(
+    user, media, ended, django_capture_on_commit_callbacks
+):
+    """Nothing undid it in the killed process, and the task's cancel (or failure when out
+    of attempts) left it among the owner's files, in the storage until the retention, for
+    all the README's "a run cancelled before its outcome is recorded leaves none"."""
+    from backend.files import services as file_services
+    from backend.tasks import services as task_services
+
+    task = report_task(user, "task_summary", "json")
+    file = _left_by_a_killed_run(user, task)
+    with django_capture_on_commit_callbacks(execute=True):
+        if ended == "cancelled":
+            task_services.task_cancel(task=task, actor=user)
+        elif ended == "failed by the rescue":
+            Task.objects.filter(pk=task.pk).update(
+                max_attempts=1, heartbeat_at=timezone.now() - timedelta(hours=1)
+            )
+            assert task_services.tasks_rescue()["failed"] == 1
+        elif ended == "deleted":
+            Task.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED)
+            task_services.task_delete(task=task, actor=user)
+        else:
+            from backend.ops.services import tasks_purge
+
+            task_services.task_cancel(task=task, actor=user)
+            assert tasks_purge(older_than=timedelta(0), now=timezone.now() + timedelta(1)) == {
+                "cancelled": 1
+            }
+        assert default_storage.exists(file.storage_name)
+        if ended in ("cancelled", "failed by the rescue"):
+            assert File.objects.filter(pk=file.pk).exists()  # until the purge
+            assert file_services.files_purge(dry_run=True)["files"] == 1
+            assert file_services.files_purge()["files"] == 1
+    assert not File.objects.filter(pk=file.pk).exists()
+    assert stored_files(media) == []
+
+
+def test_the_purge_keeps_a_report_file_while_its_task_may_still_write_it(
+    user, media, django_capture_on_commit_callbacks
+):
+    """A failed report retried (pending again) or completed keeps its file: its run
+    writes it anew, or it is the result."""
+    from backend.files import services as file_services
+
+    pending = report_task(user, "task_summary", "json")
+    _left_by_a_killed_run(user, pending)
+    Task.objects.filter(pk=pending.pk).update(status=TaskStatus.PENDING)
+    done = report_task(user, "task_summary", "csv", status=TaskStatus.COMPLETED)
+    done_file = _left_by_a_killed_run(user, done)
+    Task.objects.filter(pk=done.pk).update(status=TaskStatus.COMPLETED, completed_at=timezone.now())
+    with django_capture_on_commit_callbacks(execute=True):
+        assert file_services.files_purge()["files"] == 0
+    assert File.objects.count() == 2 and default_storage.exists(done_file.storage_name)
+
+
 def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backend.common import sql
 from backend.common.errors import Conflict, DomainError, NotFound, PermissionDenied
+from backend.files import services as files
 from backend.files.models import File
 from backend.notifications import services as notifications
 from backend.notifications.models import Event
@@ -180,7 +181,20 @@ def task_delete(*, task: Task, actor: User) -> None:
         raise NotFound("Not found.")  # deleted meanwhile (a concurrent DELETE won)
     if locked[0][0] == TaskStatus.RUNNING:
         raise running_not_deleted()
+    _reports_left_discard([(task.pk, task.task_type, locked[0][0])])
     Task.objects.filter(pk=task.pk).delete()
+
+
+def _reports_left_discard(tasks: list[tuple]) -> None:
+    """The file a killed run of a report left (its row written, its outcome not), for
+    tasks ``(id, type, status)`` deleted without being completed: nothing else names it."""
+    files.report_files_discard(
+        task_ids=[
+            pk
+            for pk, task_type, status in tasks
+            if task_type == files.REPORT_TYPE and status != TaskStatus.COMPLETED
+        ]
+    )
 
 
 def running_not_deleted() -> Conflict:
@@ -223,6 +237,7 @@ def tasks_delete(*, queryset: QuerySet[Task], before_delete=None) -> tuple[int, 
                 doomed = [task for task in chosen if task.status != TaskStatus.RUNNING]
                 if before_delete is not None and doomed:
                     before_delete(doomed)
+                _reports_left_discard([(t.pk, t.task_type, t.status) for t in doomed])
                 Task.objects.filter(pk__in=[task.pk for task in doomed]).delete()
                 deleted += len(doomed)  # locked: nobody else deleted them meanwhile
         todo = held
