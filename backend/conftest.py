@@ -53,6 +53,8 @@ def _breakers_closed():
 
     for breaker in (queue.breaker, cache_breaker):
         breaker.reset()
+    # Nor sends bounded as the web tier's are: a live server's start imports backend.wsgi.
+    queue._whole_sends_bounded = False
     yield
     for breaker in (queue.breaker, cache_breaker):
         breaker.reset()

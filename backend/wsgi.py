@@ -18,3 +18,7 @@ except ImproperlyConfigured as exc:
     # gunicorn's "worker failed to boot": it stops, rather than start worker after worker.
     print(f"Configuration error: {exc}", file=sys.stderr)
     sys.exit(3)
+
+from backend.tasks import queue  # the apps are loaded by now
+
+queue.bound_whole_sends()  # a request's send to the broker waits BROKER_PUBLISH_TIMEOUT at most

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from concurrent import futures
 from contextlib import contextmanager
 from datetime import datetime
 from typing import NamedTuple
@@ -229,6 +230,58 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     if breaker.is_open:
         logger.info("broker breaker open: %d %s message(s) left for later", len(items), name)
         return []
+    if not _whole_sends_bounded:
+        return _send_all_now(items, send_one, name, queue_of)
+    # Each step of a send (and of making its connection: about ten round trips on Redis, a
+    # process's first send or the first after a failure) is bounded alone: a slow broker,
+    # answering each within the timeout, held a create 8 to 13 s and every web worker with
+    # it. In the web tier a send goes on in a thread waited for BROKER_PUBLISH_TIMEOUT at
+    # most; given up, its items count as not sent (the dispatcher sends them; should the
+    # thread still send them, a duplicate, which a guarded claim or delivery makes
+    # harmless) and the breaker trips, as for a broker that hangs.
+    sending = _senders().submit(_send_all_now, items, send_one, name, queue_of)
+    try:
+        return sending.result(timeout=settings.BROKER_PUBLISH_TIMEOUT)
+    except futures.TimeoutError:
+        pass
+    breaker.trip()
+    logger.warning(
+        "broker: %d %s message(s) not sent within %g s (BROKER_PUBLISH_TIMEOUT); left for later",
+        len(items),
+        name,
+        settings.BROKER_PUBLISH_TIMEOUT,
+    )
+    return []
+
+
+# Whether a send as a whole waits BROKER_PUBLISH_TIMEOUT at most (``_send_all``): set by the
+# web tier (``backend/wsgi.py``), whose requests must answer promptly. A worker, beat and a
+# management command wait for their sends to end (each step bounded): one giving up would
+# leave its messages to a thread that the process's exit may stop before they go.
+_whole_sends_bounded = False
+
+
+def _senders() -> futures.ThreadPoolExecutor:
+    """This process's threads for the web tier's sends (made anew in a forked process)."""
+    with _pool_lock:
+        if _Senders.pid != os.getpid():
+            _Senders.executor = futures.ThreadPoolExecutor(4, thread_name_prefix="broker send")
+            _Senders.pid = os.getpid()
+        return _Senders.executor
+
+
+class _Senders:
+    pid: int | None = None
+    executor: futures.ThreadPoolExecutor | None = None
+
+
+def bound_whole_sends() -> None:
+    """This process's sends each wait BROKER_PUBLISH_TIMEOUT at most (the web tier)."""
+    global _whole_sends_bounded
+    _whole_sends_bounded = True
+
+
+def _send_all_now(items: list, send_one, name: str, queue_of=None) -> list[int]:
     went: list[int] = []
     refused: set[str] = set()
     start_at, retried = 0, False

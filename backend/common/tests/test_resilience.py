@@ -154,6 +154,7 @@ class _FreezingProxy:
 
     def __init__(self, host: str, port: int):
         self.upstream = (host, port)
+        self.delay = 0.0  # seconds each chunk waits before it is relayed (a slow broker)
         self.frozen = threading.Event()
         self.closed = threading.Event()
         self.sockets: list[socket.socket] = []
@@ -184,6 +185,7 @@ class _FreezingProxy:
                 data = source.recv(65536)
                 if not data:
                     return
+                time.sleep(self.delay)
                 target.sendall(data)
             except OSError:
                 return
@@ -236,6 +238,57 @@ def test_a_broker_that_hangs_on_a_pooled_connection_holds_a_send_one_timeout(
     sent, elapsed = timed(lambda: queue.publish([queue.job_of(task)]))
     assert sent == []
     assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_broker_holds_a_create_one_timeout_and_the_task_still_goes(
+    client_for, user, settings, proxied_broker, monkeypatch
+):
+    """Each step of a send, and of making its connection (about ten round trips on Redis),
+    was bounded alone: a broker answering each in 0.8 s (within the 1 s timeout) held a
+    create 8 to 13 s, and every web worker with it. In the web tier a send as a whole
+    waits one timeout; the task is then left for the dispatcher."""
+    from backend.tasks import services
+
+    monkeypatch.setattr(queue, "_whole_sends_bounded", True)  # as backend/wsgi.py sets it
+    queue._discard_pool()  # a process's first send
+    proxied_broker.delay = 0.4  # each way
+    response, elapsed = timed(lambda: create(client_for(user)))
+    assert response.status_code == 201
+    assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 1.5, elapsed
+    task = Task.objects.get(pk=response.json()["id"])
+    assert task.enqueued_at is None and not queue.accepting()  # left for the dispatcher
+    queue._senders().shutdown(wait=True)  # the send given up goes on: its end, awaited
+    queue._Senders.pid = None  # a new executor for later sends
+    # The dispatcher (beat's, a process that waits for its sends) sends it.
+    monkeypatch.setattr(queue, "_whole_sends_bounded", False)
+    queue.breaker.reset()  # as it is BROKER_BREAKER_SECONDS later
+    assert services.tasks_dispatch()["sent"] == 1
+    task.refresh_from_db()
+    assert task.enqueued_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outside_the_web_tier_a_send_to_a_slow_broker_waits_until_it_goes(user, proxied_broker):
+    """A management command (a fresh process each run) that gave up after one timeout
+    left its messages to a thread its exit stopped: nothing sent, and exit status 1."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    assert not queue._whole_sends_bounded
+    [task] = TaskFactory.create_batch(1, owner=user)
+    queue._discard_pool()
+    proxied_broker.delay = 0.1
+    assert queue.publish([queue.job_of(task)]) == [task.pk]
+
+
+def test_the_web_tier_bounds_its_sends_as_a_whole(monkeypatch):
+    import importlib
+
+    import backend.wsgi
+
+    monkeypatch.setattr(queue, "_whole_sends_bounded", False)
+    importlib.reload(backend.wsgi)
+    assert queue._whole_sends_bounded
 
 
 @pytest.mark.django_db(transaction=True)
