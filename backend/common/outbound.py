@@ -257,11 +257,9 @@ def validate_url(url: str) -> httpx.URL:
             "a host name may hold letters, digits, hyphens and dots only (no space, nothing "
             "percent-encoded)"
         )
-    if host == "localhost" or host.endswith(".localhost"):
-        literal = ipaddress.ip_address("127.0.0.1")
-    else:
-        literal = literal_address(host)
-    if literal is not None:
+    if host == "localhost" or host.endswith(".localhost"):  # always loopback (RFC 6761)
+        check_address(ipaddress.ip_address("127.0.0.1"), name=host)
+    elif (literal := literal_address(host)) is not None:
         check_address(literal)
     return parsed
 

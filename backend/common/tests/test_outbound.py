@@ -218,6 +218,17 @@ def test_validate_url_refuses_schemes_and_literal_addresses(url, monkeypatch):
         outbound.validate_url(url)
 
 
+@pytest.mark.parametrize("host", ["localhost", "api.localhost"])
+def test_a_refused_localhost_is_named_as_written(host, monkeypatch):
+    """The refusal named 127.0.0.1, an address the user never wrote."""
+    monkeypatch.setattr(outbound, "getaddrinfo", _no_lookup)
+    with pytest.raises(outbound.OutboundRefused) as refused:
+        outbound.validate_url(f"http://{host}:8000/")
+    assert str(refused.value) == (
+        f"refused: {host} resolves to a loopback address (not in OUTBOUND_ALLOWED_NETWORKS)"
+    )
+
+
 def test_validate_url_accepts_a_name_without_looking_it_up(monkeypatch):
     monkeypatch.setattr(outbound, "getaddrinfo", _no_lookup)
     outbound.validate_url("https://hooks.example.com/in?x=1")
