@@ -394,17 +394,25 @@ class PeriodicTaskAdmin(BoundedSearchMixin, CeleryBeatPeriodicTaskAdmin):
     # Each for those who may change periodic tasks: django-celery-beat's asks nothing, so
     # staff who may only view them could fire any user's schedule (a task in their name,
     # as often as they clicked) and turn periodic tasks off.
+    # When the messages above name the whole selection, django-celery-beat's own ("0 tasks
+    # were successfully toggled") is left out: it read as if the action had failed.
     @admin.action(description="Enable selected tasks", permissions=["change"])
     def enable_tasks(self, request, queryset):
-        super().enable_tasks(request, self._without_schedules(request, queryset, turning_on=True))
+        left = self._without_schedules(request, queryset, turning_on=True)
+        if left.exists():
+            super().enable_tasks(request, left)
 
     @admin.action(description="Disable selected tasks", permissions=["change"])
     def disable_tasks(self, request, queryset):
-        super().disable_tasks(request, self._without_schedules(request, queryset))
+        left = self._without_schedules(request, queryset)
+        if left.exists():
+            super().disable_tasks(request, left)
 
     @admin.action(description="Toggle activity of selected tasks", permissions=["change"])
     def toggle_tasks(self, request, queryset):
-        super().toggle_tasks(request, self._without_schedules(request, queryset, turning_on=True))
+        left = self._without_schedules(request, queryset, turning_on=True)
+        if left.exists():
+            super().toggle_tasks(request, left)
 
     @admin.action(description="Run selected tasks", permissions=["change"])
     def run_tasks(self, request, queryset):

@@ -476,6 +476,13 @@ def test_the_services_maintenance_jobs_are_shown_but_not_changed_or_turned_off(a
     assert "1 maintenance job(s) of the service left as they are" in shown
     dispatch.refresh_from_db()
     assert dispatch.enabled
+    for action in ("enable_tasks", "disable_tasks", "toggle_tasks"):
+        # Nothing else selected: no "0 tasks were successfully ..." beside the warning.
+        response = admin_client.post(
+            url, {"action": action, "_selected_action": [str(dispatch.pk)]}, follow=True
+        )
+        shown = [str(m) for m in response.context["messages"]]
+        assert len(shown) == 1 and "left as they are" in shown[0], shown
 
     PeriodicTask.objects.filter(name="tasks.dispatch").update(enabled=False)
     Scheduler(app=app, lazy=True).setup_schedule()
