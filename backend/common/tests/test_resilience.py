@@ -291,6 +291,38 @@ def test_the_web_tier_bounds_its_sends_as_a_whole(monkeypatch):
     assert queue._whole_sends_bounded
 
 
+def test_a_slow_cache_is_skipped_by_the_throttle_as_a_down_one_is(
+    api_client, user, settings, caplog
+):
+    """Each of the throttle's three or four round trips to the cache was bounded alone: a
+    cache answering each just within CACHE_TIMEOUT added 1 to 2 s to every sign-in."""
+    from backend.users.api.throttling import cache_breaker
+
+    cache = settings.CACHES["default"]
+    location = urlsplit(cache["LOCATION"]) if "redis" in cache["BACKEND"].lower() else None
+    if location is None:
+        pytest.skip("a Redis cache is what can be slow here")
+    proxy = _FreezingProxy(location.hostname, location.port)
+    proxy.delay = settings.CACHE_TIMEOUT * 0.3  # each way: each answer within the timeout
+    settings.CACHES = {
+        "default": {
+            **cache,
+            "LOCATION": location._replace(netloc=f"127.0.0.1:{proxy.port}").geturl(),
+        }
+    }
+    user.set_password("s3cret-pass-123")
+    user.save()
+    try:
+        response = api_client.post(
+            "/api/token/", {"username": user.username, "password": "s3cret-pass-123"}
+        )
+    finally:
+        proxy.close()
+    assert response.status_code == 200
+    assert cache_breaker.is_open  # the next ones skip the cache a while
+    assert any("throttle: the cache took" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_beat_sends_again_once_the_broker_dropped_its_connection(proxied_broker):
     """Beat kept the connection and producer of its first send: once the broker had dropped
