@@ -303,7 +303,7 @@ def test_a_slow_cache_is_skipped_by_the_throttle_as_a_down_one_is(
     if location is None:
         pytest.skip("a Redis cache is what can be slow here")
     proxy = _FreezingProxy(location.hostname, location.port)
-    proxy.delay = settings.CACHE_TIMEOUT * 0.3  # each way: each answer within the timeout
+    proxy.delay = settings.CACHE_TIMEOUT * 0.35  # each way: each answer within the timeout
     settings.CACHES = {
         "default": {
             **cache,

@@ -492,6 +492,7 @@ def test_calls_arriving_together_get_no_more_than_the_rate(settings, monkeypatch
     from backend.users.api.throttling import AuthRateThrottle
 
     settings.THROTTLE_AUTH_RATE = "10/min"
+    settings.CACHE_TIMEOUT = 30  # the read is slowed to widen the race, not as a slow cache
     backend = type(caches["default"])  # each thread has its own instance of it
     read = backend.get
 
