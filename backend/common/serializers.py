@@ -171,6 +171,8 @@ class StrictJSONField(serializers.JSONField):
             # code (the admin's schedule form) is held to the same depth as a body.
             if not shallow(data):
                 self.fail("too_deep")
+            if not storable(data):
+                self.fail("unstorable")
             try:
                 return super().to_internal_value(data)
             except serializers.ValidationError:

@@ -25,7 +25,7 @@ from django_celery_beat.models import (
 from backend.celery import app as celery_app
 from backend.common.admin import BoundedSearchMixin, ServiceSaveMixin
 from backend.common.errors import DomainError, NotFound
-from backend.common.storable import MAX_JSON_DEPTH, shallow
+from backend.common.storable import MAX_JSON_DEPTH, shallow, storable
 from backend.tasks import queue, types
 
 from . import selectors, services, timing
@@ -49,7 +49,9 @@ FORM_FIELDS = (
 
 
 class ShallowJSONField(forms.JSONField):
-    """JSON no deeper than the API takes (the parser's RecursionError was a 500)."""
+    """JSON no deeper than the API takes (the parser's RecursionError was a 500), and with
+    no NUL nor lone surrogate (``"\\ud800"`` typed in the box: a 500 in the type's checks,
+    or in showing the form again with an error)."""
 
     def to_python(self, value):
         try:
@@ -63,14 +65,20 @@ class ShallowJSONField(forms.JSONField):
             raise forms.ValidationError(
                 f"JSON may nest at most {MAX_JSON_DEPTH} levels deep.", code="too_deep"
             )
+        if not storable(value):
+            raise forms.ValidationError(
+                "JSON strings may not contain NUL characters or unpaired surrogates.",
+                code="unstorable",
+            )
         return value
 
     def bound_data(self, data, initial):
         # Shown again as typed, as Django shows JSON it cannot parse.
         try:
-            return super().bound_data(data, initial)
+            value = super().bound_data(data, initial)
         except RecursionError:
             return InvalidJSONInput(data)
+        return value if storable(value) else InvalidJSONInput(data)
 
 
 class ScheduleForm(forms.ModelForm):

@@ -283,6 +283,22 @@ def test_the_form_refuses_json_deeper_than_the_api_takes(admin_client, user, dep
     assert not Schedule.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("task_type", "input_data"),
+    [("uppercase", r'{"data": "a\ud800b"}'), ("sum", r'{"numbers": [1], "a": "\ud800"}')],
+)
+def test_a_lone_surrogate_in_the_input_is_a_form_error(admin_client, user, task_type, input_data):
+    """A 500: in the type's checks, or in showing the form again with the type's error."""
+    response = admin_client.post(
+        ADD, form_data(owner=str(user.pk), task_type=task_type, input_data=input_data)
+    )
+    assert response.status_code == 200
+    assert b"JSON strings may not contain NUL characters or unpaired surrogates." in (
+        response.content
+    )
+    assert not Schedule.objects.exists()
+
+
 def test_a_save_of_a_schedule_deleted_meanwhile_says_so_alone(admin_client, user, monkeypatch):
     """It said "Not found." and "… was changed successfully", and logged a change."""
     from django.contrib.admin.models import LogEntry
