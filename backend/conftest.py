@@ -49,12 +49,15 @@ def _broker_figures_fresh():
 def _breakers_closed():
     # A test that trips a breaker must not leave the next test without a broker or cache.
     from backend.tasks import queue
+    from backend.users.api import throttling
     from backend.users.api.throttling import cache_breaker
 
     for breaker in (queue.breaker, cache_breaker):
         breaker.reset()
+    throttling._slow_counts[0] = 0
     # Nor sends bounded as the web tier's are: a live server's start imports backend.wsgi.
     queue._whole_sends_bounded = False
+    queue._request.deadline = None
     yield
     for breaker in (queue.breaker, cache_breaker):
         breaker.reset()

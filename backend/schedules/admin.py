@@ -499,7 +499,9 @@ def _send_now(periodic_task: PeriodicTask) -> str:
     name = periodic_task.queue or celery_app.amqp.router.route({}, periodic_task.task)["queue"].name
     if name not in celery_app.amqp.queues:
         return f"the service has no queue {name!r}: not sent"
-    if not queue.send_messages(periodic_task.task, [args], queue=name, kwargs=kwargs):
+    with queue.sends_awaited():  # "not sent" must be true: a send given up may still go
+        sent = queue.send_messages(periodic_task.task, [args], queue=name, kwargs=kwargs)
+    if not sent:
         return "the broker did not take it (down or not answering: see /health/); not sent"
     return ""
 

@@ -20,11 +20,14 @@ from collections.abc import Iterable
 from concurrent import futures
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
+from queue import SimpleQueue
 from typing import NamedTuple
 from uuid import UUID, uuid4
 
 from celery.utils.nodenames import anon_nodename
 from django.conf import settings
+from django.core.signals import request_started
 from django.db import transaction
 from kombu.pools import ProducerPool
 
@@ -230,23 +233,30 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     if breaker.is_open:
         logger.info("broker breaker open: %d %s message(s) left for later", len(items), name)
         return []
-    if not _whole_sends_bounded:
+    if not _whole_sends_bounded or getattr(_request, "awaited", False):
         return _send_all_now(items, send_one, name, queue_of)
     # Each step of a send (and of making its connection: about ten round trips on Redis, a
     # process's first send or the first after a failure) is bounded alone: a slow broker,
     # answering each within the timeout, held a create 8 to 13 s and every web worker with
-    # it. In the web tier a send goes on in a thread waited for BROKER_PUBLISH_TIMEOUT at
-    # most; given up, its items count as not sent (the dispatcher sends them; should the
-    # thread still send them, a duplicate, which a guarded claim or delivery makes
-    # harmless) and the breaker trips, as for a broker that hangs.
-    sending = _senders().submit(_send_all_now, items, send_one, name, queue_of)
-    try:
-        return sending.result(timeout=settings.BROKER_PUBLISH_TIMEOUT)
-    except futures.TimeoutError:
-        pass
+    # it. In the web tier a request's sends go on in a thread, waited for until
+    # BROKER_PUBLISH_TIMEOUT after the first began (a create with a webhook sends twice);
+    # given up, their items count as not sent (the dispatcher sends them; should the thread
+    # still send them, a duplicate, which a guarded claim or delivery makes harmless) and
+    # the breaker trips, as for a broker that hangs.
+    now = time.monotonic()
+    deadline = getattr(_request, "deadline", None)
+    if deadline is None:
+        deadline = _request.deadline = now + settings.BROKER_PUBLISH_TIMEOUT
+    if deadline > now:
+        sending = _senders().submit(partial(_send_all_now, items, send_one, name, queue_of))
+        try:
+            return sending.result(timeout=deadline - now)
+        except futures.TimeoutError:
+            sending.cancel()  # not begun yet: it will not go at all
     breaker.trip()
     logger.warning(
-        "broker: %d %s message(s) not sent within %g s (BROKER_PUBLISH_TIMEOUT); left for later",
+        "broker: %d %s message(s) not sent within %g s of the request's first send "
+        "(BROKER_PUBLISH_TIMEOUT); left for later",
         len(items),
         name,
         settings.BROKER_PUBLISH_TIMEOUT,
@@ -254,31 +264,79 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     return []
 
 
-# Whether a send as a whole waits BROKER_PUBLISH_TIMEOUT at most (``_send_all``): set by the
-# web tier (``backend/wsgi.py``), whose requests must answer promptly. A worker, beat and a
-# management command wait for their sends to end (each step bounded): one giving up would
+# Whether a request's sends wait BROKER_PUBLISH_TIMEOUT at most in all (``_send_all``): set by
+# the web tier (``backend/wsgi.py``), whose requests must answer promptly. A worker, beat and
+# a management command wait for their sends to end (each step bounded): one giving up would
 # leave its messages to a thread that the process's exit may stop before they go.
 _whole_sends_bounded = False
-
-
-def _senders() -> futures.ThreadPoolExecutor:
-    """This process's threads for the web tier's sends (made anew in a forked process)."""
-    with _pool_lock:
-        if _Senders.pid != os.getpid():
-            _Senders.executor = futures.ThreadPoolExecutor(4, thread_name_prefix="broker send")
-            _Senders.pid = os.getpid()
-        return _Senders.executor
-
-
-class _Senders:
-    pid: int | None = None
-    executor: futures.ThreadPoolExecutor | None = None
+# The request under way in this thread: when its sends must be over (``deadline``), or
+# whether they are waited for in full (``awaited``, ``sends_awaited``).
+_request = threading.local()
 
 
 def bound_whole_sends() -> None:
-    """This process's sends each wait BROKER_PUBLISH_TIMEOUT at most (the web tier)."""
+    """This process's requests wait BROKER_PUBLISH_TIMEOUT at most for their sends."""
     global _whole_sends_bounded
     _whole_sends_bounded = True
+    request_started.connect(_request_began, dispatch_uid="queue: a request's send deadline")
+
+
+def _request_began(**kwargs) -> None:
+    _request.deadline = None
+
+
+@contextmanager
+def sends_awaited():
+    """Sends made inside are waited for until they end (each step bounded), in the web tier
+    too: an admin's action that says whether its message went (one given up may still go,
+    and "not sent" would be false)."""
+    _request.awaited = True
+    try:
+        yield
+    finally:
+        _request.awaited = False
+
+
+class _Senders:
+    """Threads of this process that run the web tier's sends. Daemons: a send given up is
+    left to the dispatcher, so a process's exit does not wait for it (a thread pool's
+    threads held a gunicorn worker's exit 7 to 15 s behind a slow broker)."""
+
+    COUNT = 4
+    pid: int | None = None
+    current: _Senders | None = None
+
+    def __init__(self):
+        self.work: SimpleQueue = SimpleQueue()
+        self.busy = 0  # sends under way (read by tests)
+        for number in range(self.COUNT):
+            threading.Thread(target=self._run, name=f"broker send {number}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            future, call = self.work.get()
+            if not future.set_running_or_notify_cancel():
+                continue  # given up before it began
+            self.busy += 1
+            try:
+                future.set_result(call())
+            except BaseException as exc:
+                future.set_exception(exc)
+            finally:
+                self.busy -= 1
+
+    def submit(self, call) -> futures.Future:
+        future: futures.Future = futures.Future()
+        self.work.put((future, call))
+        return future
+
+
+def _senders() -> _Senders:
+    """This process's senders (made anew in a forked process: threads do not fork)."""
+    with _pool_lock:
+        if _Senders.pid != os.getpid():
+            _Senders.current, _Senders.pid = _Senders(), os.getpid()
+        return _Senders.current
 
 
 def _send_all_now(items: list, send_one, name: str, queue_of=None) -> list[int]:
@@ -374,23 +432,33 @@ def publish(jobs: Iterable[Job]) -> list[UUID]:
     Sent first, marked by the caller after: a crash in between means a duplicate send
     (harmless, the claim is guarded), never a lost task.
     """
-    jobs = list(jobs)
+    # Each message's time limit first, here: a type's may read the database (a file's
+    # size), which a web request's sender thread must not (its connection was never
+    # checked nor closed: after a database restart every such send failed, taken for the
+    # broker's failure). One that cannot be worked out is left for the dispatcher alone.
+    ready = []
+    for job in jobs:
+        try:
+            kind = types.get(job.task_type)
+            ready.append((job, kind, kind.time_limit_for(job.input_data)))
+        except Exception as exc:
+            logger.warning("task %s: its run message not built (%s); sent later", job.id, exc)
 
-    def send_one(producer, job: Job) -> None:
-        kind = types.get(job.task_type)
+    def send_one(producer, item: tuple) -> None:
+        job, kind, limit = item
         _send(
             producer,
             RUN_TASK,
             run_arguments(job, kind),
             queue=kind.queue,
             priority=message_priority(job.priority_rank),
-            limit=kind.time_limit_for(job.input_data),
+            limit=limit,
         )
 
-    def queue_of(job: Job) -> str:
-        return types.get(job.task_type).queue
+    def queue_of(item: tuple) -> str:
+        return item[1].queue
 
-    return [jobs[index].id for index in _send_all(jobs, send_one, RUN_TASK, queue_of)]
+    return [ready[index][0].id for index in _send_all(ready, send_one, RUN_TASK, queue_of)]
 
 
 def _failed(exc: Exception, unsent: int, name: str) -> None:
