@@ -191,10 +191,10 @@ class EmailUnavailable(EmailDeliveryError):
 
 
 class RecipientsRefused(EmailDeliveryError):
-    """The mail server refused every recipient for good (an SMTP 5xx for each, such as 550
-    no such mailbox): the same mail to the same addresses will be refused again. Unlike a
-    refused sender or login (the service's own settings, which its operator can mend), this
-    is the address's own fault."""
+    """The mail server refused every recipient's address for good (``550 5.1.1`` no such
+    mailbox, for each): the same mail to the same addresses will be refused again. Unlike
+    a refused sender, login or relaying (the service's own settings, which its operator can
+    mend), this is the address's own fault."""
 
 
 def passing(exc: BaseException) -> bool:
@@ -210,6 +210,22 @@ def passing(exc: BaseException) -> bool:
         # not a moment's trouble. (Both are kinds of OSError.)
         return False
     return isinstance(exc, OSError)  # unreachable, refused, timed out, a name not found
+
+
+# A refusal of the address itself (RFC 3463): 5.1.x, an address that is no mailbox (no such
+# user, bad domain, null MX); 5.2.1, a mailbox disabled. Not 5.7.x (relaying denied, a login
+# required: the service's own settings, which its operator can mend) nor a refusal for now.
+_ADDRESS_STATUS = re.compile(rb"\s*5\.(1\.\d+|2\.1)\b")
+
+
+def _address_refused(code: int, text: bytes) -> bool:
+    """Whether an SMTP reply to RCPT refuses the address itself, for good: a 5xx whose
+    enhanced status says so, or, from a server that gives none, a 550, 551 or 553."""
+    if not 500 <= code < 600:
+        return False
+    if re.match(rb"\s*\d\.\d+\.\d+", text or b""):
+        return bool(_ADDRESS_STATUS.match(text))
+    return code in (550, 551, 553)
 
 
 class Sent(NamedTuple):
@@ -239,7 +255,9 @@ def send_email(*, to: list[str], subject: str, body: str, html: str | None = Non
     except (OSError, smtplib.SMTPException) as exc:
         over_smtp = isinstance(connection, smtp.EmailBackend)
         error = EmailUnavailable if over_smtp and passing(exc) else EmailDeliveryError
-        if isinstance(exc, smtplib.SMTPRecipientsRefused) and not passing(exc):
+        if isinstance(exc, smtplib.SMTPRecipientsRefused) and all(
+            _address_refused(*reply) for reply in exc.recipients.values()
+        ):
             error = RecipientsRefused
         raise error(describe_failure(exc)) from None
     finally:

@@ -312,50 +312,64 @@ REPORT_TYPE = "report_generation"
 UNFINISHED = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-def report_files_discard(*, task_ids: Iterable) -> tuple[int, int]:
+def report_files_discard(*, task_ids: Iterable) -> tuple[int, int, int]:
     """Remove the files of these report tasks, which ended without completing (cancelled,
     failed) or are being deleted so, when a run left one: killed (or its outcome lost)
     after writing its file's row, and before its outcome, so no undo came (a run that
     ends writes none). Such a file is no task's result. Called in the transaction that
-    holds the tasks' rows; a file an active task reads stays. Returns (files, bytes)."""
+    holds the tasks' rows; a file an active task reads stays. Returns (files, bytes)
+    removed and how many were kept (in use)."""
     ids = [file_id_of_task(task_id) for task_id in task_ids]
     if not ids:
-        return 0, 0
-    files = File.objects.select_for_update().filter(pk__in=ids)
-    due = [file for file in files.only("pk", "storage_name", "size") if not file_in_use(file.pk)]
+        return 0, 0, 0
+    files = list(
+        File.objects.select_for_update().filter(pk__in=ids).only("pk", "storage_name", "size")
+    )
+    due = [file for file in files if not file_in_use(file.pk)]
     File.objects.filter(pk__in=[file.pk for file in due]).delete()
     for file in due:
         logger.warning("file %s: left by a report whose task did not complete; removed", file.pk)
         transaction.on_commit(partial(_delete_bytes, file.storage_name))
-    return len(due), sum(file.size for file in due)
+    return len(due), sum(file.size for file in due), len(files) - len(due)
 
 
-def _unfinished_reports_purge(since: datetime, dry_run: bool, batch_size: int) -> tuple[int, int]:
+def _unfinished_reports_purge(
+    since: datetime, dry_run: bool, batch_size: int
+) -> tuple[int, int, int]:
     """``report_files_discard`` for the report tasks that ended without completing since
-    ``since`` (a file older than that goes by age anyway), in batches, each task's row
-    locked in its status (a retry, whose run writes the file anew, waits)."""
+    ``since`` (a file older than that goes by age anyway), in batches. Only the tasks that
+    have such a file (almost never any) are locked, in their status (a retry, whose run
+    writes the file anew, waits), one another holds being left for the next purge. Returns
+    (files, bytes) removed, or that would be with ``dry_run``, and how many are kept."""
     ended = Task.objects.filter(
         task_type=REPORT_TYPE, status__in=UNFINISHED, completed_at__gte=since
     ).values_list("pk", flat=True)
-    removed = removed_bytes = 0
+    removed = removed_bytes = kept = 0
     ids = list(ended)
     for start in range(0, len(ids), batch_size):
-        batch = ids[start : start + batch_size]
+        of_file = {file_id_of_task(pk): pk for pk in ids[start : start + batch_size]}
+        found = File.objects.filter(pk__in=list(of_file))
         if dry_run:
-            found = File.objects.filter(
-                pk__in=[file_id_of_task(pk) for pk in batch], created_at__gte=since
-            )  # an older one is counted with the old files
-            totals = found.aggregate(files=Count("pk"), bytes=Sum("size"))
-            removed, removed_bytes = (
-                removed + totals["files"],
-                removed_bytes + (totals["bytes"] or 0),
-            )
+            # An older one is counted with the old files.
+            rows = list(found.filter(created_at__gte=since).values_list("pk", "size"))
+            in_use = [pk for pk, _ in rows if file_in_use(pk)]
+            removed += len(rows) - len(in_use)
+            removed_bytes += sum(size for pk, size in rows if pk not in in_use)
+            kept += len(in_use)
+            continue
+        having = [of_file[pk] for pk in found.values_list("pk", flat=True)]
+        if not having:
             continue
         with transaction.atomic():
-            locked = Task.objects.select_for_update().filter(pk__in=batch, status__in=UNFINISHED)
-            files, size = report_files_discard(task_ids=list(locked.values_list("pk", flat=True)))
-        removed, removed_bytes = removed + files, removed_bytes + size
-    return removed, removed_bytes
+            locked = (
+                Task.objects.select_for_update(skip_locked=True)
+                .filter(pk__in=having, status__in=UNFINISHED)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            files, size, in_use = report_files_discard(task_ids=list(locked))
+        removed, removed_bytes, kept = removed + files, removed_bytes + size, kept + in_use
+    return removed, removed_bytes, kept
 
 
 def files_purge(
@@ -371,7 +385,9 @@ def files_purge(
     cutoff = timezone.now() - older_than
     candidates = File.objects.filter(created_at__lt=cutoff)
     leftovers = partial(_leftovers_purge, timezone.now() - max(older_than, LEFTOVER_GRACE), dry_run)
-    unfinished, unfinished_bytes = _unfinished_reports_purge(cutoff, dry_run, batch_size)
+    unfinished, unfinished_bytes, unfinished_kept = _unfinished_reports_purge(
+        cutoff, dry_run, batch_size
+    )
     if dry_run:
         keep = _as_uuids(file_ids_in_use())
         due = candidates.exclude(pk__in=keep)
@@ -379,10 +395,10 @@ def files_purge(
         return {
             "files": totals["files"] + unfinished,
             "bytes": (totals["bytes"] or 0) + unfinished_bytes,
-            "kept_in_use": candidates.filter(pk__in=keep).count(),
+            "kept_in_use": candidates.filter(pk__in=keep).count() + unfinished_kept,
             **leftovers(),
         }
-    removed, removed_bytes, kept = unfinished, unfinished_bytes, 0
+    removed, removed_bytes, kept = unfinished, unfinished_bytes, unfinished_kept
     gone: set[str] = set()  # the bytes of the rows removed here (removed once committed)
     after: tuple | None = None
     while True:
@@ -435,7 +451,7 @@ def _leftovers_purge(
         # name taken): anything else there is not the service's to remove (a name not
         # UTF-8 had also stopped the whole purge, rows too, at every run).
         paths = [
-            f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names) if BYTES_NAME.match(name)
+            f"{FILES_FOLDER}/{shard}/{name}" for name in sorted(names) if BYTES_NAME.fullmatch(name)
         ]
         for start in range(0, len(paths), 500):
             batch = paths[start : start + 500]
@@ -460,10 +476,11 @@ def _leftovers_purge(
     return {"leftovers": found, "leftover_bytes": found_bytes}
 
 
-# The folders and names ``storage_path`` makes: a shard is two hex digits, a name starts
-# with the file's id in hex.
+# The folders and names ``storage_path`` makes: a shard is two hex digits, a name is the
+# file's id in hex, with its run's attempt for a task's file, and with the suffix Django's
+# storage adds to a name taken (``get_alternative_name``: ``_`` and 7 letters or digits).
 SHARD_NAME = re.compile(r"[0-9a-f]{2}")
-BYTES_NAME = re.compile(r"[0-9a-f]{32}(?![0-9a-f])")
+BYTES_NAME = re.compile(r"[0-9a-f]{32}(-[0-9]+)?(_[A-Za-z0-9]{7})?")
 
 
 def _listed(folder: str, which: int) -> list[str]:
@@ -482,7 +499,10 @@ def _listed(folder: str, which: int) -> list[str]:
         with os.scandir(local) as entries:
             for entry in entries:
                 try:
-                    if entry.is_dir() == (which == 0):
+                    # A link is not followed: what it leads to is not the service's.
+                    if entry.is_symlink():
+                        logger.info("purge: %s/%s is a link; skipped", folder, entry.name)
+                    elif entry.is_dir() == (which == 0):
                         names.append(entry.name)
                 except OSError as exc:
                     logger.warning(

@@ -377,6 +377,8 @@ def _receiver(url: str) -> tuple:
         return (url,)
     host = (parts.hostname or "").rstrip(".")
     address = outbound.literal_address(host)  # any form: 127.1, 2130706433, [::ffff:...]
+    if address is not None:
+        address = getattr(address, "ipv4_mapped", None) or address  # connected to as IPv4
     return (parts.scheme.lower(), str(address) if address else host, port)
 
 

@@ -87,12 +87,13 @@ def test_purge_files_removes_old_bytes_that_no_file_names(
     assert default_storage.exists(fresh)
 
 
-def test_purge_files_leaves_what_the_service_did_not_write_and_goes_past_unreadable_folders(
+def test_purge_files_leaves_what_the_service_did_not_write_and_follows_no_link(
     user, media, tmp_path, caplog
 ):
     """A symlink loop under files/ stopped every purge (rows too) at listing it; a folder
     linked there (a shard moved to another disk, or anything else) had any old file in it
-    removed, outside MEDIA_ROOT too. Only names the service writes are its leftovers."""
+    removed, outside MEDIA_ROOT too. Only names the service writes are its leftovers, and
+    a link is not followed."""
     import os
     import time
     import uuid
@@ -105,22 +106,36 @@ def test_purge_files_leaves_what_the_service_did_not_write_and_goes_past_unreada
     long_ago = time.time() - 86400
     outside = tmp_path / "outside"
     outside.mkdir()
-    precious = outside / "keep.txt"
-    precious.write_bytes(b"precious")
-    os.utime(precious, (long_ago, long_ago))
-    left = default_storage.save(storage_path(uuid.uuid4(), 1), ContentFile(b"x" * 10))
-    os.utime(default_storage.path(left), (long_ago, long_ago))
+    kept_outside = [outside / "keep.txt", outside / ("ef" * 16), outside / ("ef" * 16 + ".bak")]
+    for path in kept_outside:
+        path.write_bytes(b"precious")
+        os.utime(path, (long_ago, long_ago))
+    file_id = uuid.uuid4()
+    left = default_storage.save(storage_path(file_id, 1), ContentFile(b"x" * 10))
+    clash = default_storage.save(storage_path(file_id, 1), ContentFile(b"y" * 10))  # _AbC1234
+    shard = default_storage.path(os.path.dirname(left))
+    not_ours = [
+        os.path.join(os.fsencode(shard), name)
+        for name in (f"{file_id.hex}.bak".encode(), file_id.hex.encode() + b"\xff")
+    ]
+    for path in not_ours:
+        with open(path, "wb") as handle:
+            handle.write(b"not the service's")
+    for path in (default_storage.path(left), default_storage.path(clash), *not_ours):
+        os.utime(path, (long_ago, long_ago))
     files = default_storage.path("files")
     os.symlink(outside, os.path.join(files, "zz"))
-    os.symlink(outside, os.path.join(files, left.split("/")[1], "7d"))
+    os.symlink(outside, os.path.join(files, "ef"))  # a shard's name
+    os.symlink(outside / ("ef" * 16), os.path.join(shard, "ef" * 16))  # a file's name
     os.symlink("loop", os.path.join(files, "loop"))
     os.symlink("ab", os.path.join(files, "ab"))  # a shard's name, looping
 
-    assert run("--older-than", "0").endswith("deleted 1 leftover(s) no file names, 10\xa0bytes")
-    assert precious.read_bytes() == b"precious"
-    assert not default_storage.exists(left)
-    unread = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
-    assert len(unread) == 2 and {m.split()[1] for m in unread} == {"files/loop", "files/ab"}
+    assert run("--older-than", "0").endswith("deleted 2 leftover(s) no file names, 20\xa0bytes")
+    assert all(path.read_bytes() == b"precious" for path in kept_outside)
+    assert all(os.path.exists(path) for path in not_ours)
+    assert not default_storage.exists(left) and not default_storage.exists(clash)
+    links = [r.getMessage() for r in caplog.records if "is a link; skipped" in r.getMessage()]
+    assert len(links) == 5, links
 
 
 @pytest.mark.parametrize("days", ["-1", "800000", "99999999999999999999"])

@@ -617,6 +617,28 @@ def test_the_purge_keeps_a_report_file_while_its_task_may_still_write_it(
     assert File.objects.count() == 2 and default_storage.exists(done_file.storage_name)
 
 
+def test_a_left_report_file_an_active_task_reads_is_kept_and_counted_so(
+    user, media, django_capture_on_commit_callbacks
+):
+    """The dry run counted it as a file it would delete; the run kept it, counted nowhere."""
+    from backend.files import services as file_services
+
+    task = report_task(user, "task_summary", "json")
+    file = _left_by_a_killed_run(user, task)
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED, completed_at=timezone.now())
+    TaskFactory(
+        owner=user,
+        task_type="data_processing",
+        input_data={"file_id": str(file.pk)},
+        status=TaskStatus.SCHEDULED,
+    )
+    for dry_run in (True, False):
+        with django_capture_on_commit_callbacks(execute=True):
+            outcome = file_services.files_purge(dry_run=dry_run)
+        assert (outcome["files"], outcome["kept_in_use"]) == (0, 1), (dry_run, outcome)
+    assert File.objects.filter(pk=file.pk).exists()
+
+
 def test_percentile():
     assert percentile([1.0], 95) == 1.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0

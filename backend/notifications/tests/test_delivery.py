@@ -325,16 +325,28 @@ def test_an_smtp_failure_is_retried(user, settings, sent):
     assert notification.last_error.startswith("could not connect to the mail server")
 
 
-@pytest.mark.parametrize(("code", "ends"), [(550, "failed"), (450, "pending")])
+@pytest.mark.parametrize(
+    ("code", "status", "ends"),
+    [
+        (550, "", "failed"),  # 5.1.1: no such mailbox
+        (550, "5.2.1", "failed"),  # a mailbox disabled
+        (450, "", "pending"),  # for now
+        (554, "5.7.1", "pending"),  # relaying denied: the service's settings, to be mended
+        (530, "5.7.0", "pending"),  # a login required: the same
+    ],
+)
 def test_a_refused_address_fails_at_once_a_refusal_for_now_is_retried(
-    user, settings, sent, code, ends
+    user, settings, sent, code, status, ends
 ):
+    """A relay's refusal at RCPT (5.7.x) is the service's settings, not the address:
+    failing every notification at once lost them all to a setting an operator mends."""
     user.notify_email = ["task.completed"]
     user.save()
     with SMTPServer() as smtp:
         use_smtp(settings, smtp)
         smtp.handler.refuse_recipients = {user.email}
         smtp.handler.refuse_code = code
+        smtp.handler.refuse_status = status
         completed_task(user)
         notification = Notification.objects.get()
         assert jobs.deliver_notification(str(notification.pk)) == ends
@@ -562,6 +574,8 @@ def test_a_receiver_rests_whichever_form_of_its_address_the_resting_one_has(user
         ("https://user:pw@h.example.com/a", "https://H.Example.com/c"),
         ("https://h.example.com./a", "https://h.example.com#f"),
         ("http://[2001:db8::1]/a", "http://[2001:db8:0::1]:80/b"),
+        ("http://127.0.0.1:8080/a", "http://[::ffff:127.0.0.1]:8080/b"),
+        ("http://127.1:8080/a", "http://[::ffff:7f00:1]:8080/b"),
     ],
 )
 def test_a_receiver_is_one_however_its_urls_are_written(one, other):
