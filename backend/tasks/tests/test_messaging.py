@@ -402,6 +402,19 @@ def test_a_reminder_for_an_owner_without_email_fails_clearly(smtp, settings, cap
     assert record.getMessage() == f"task {task.pk} (reminder) failed: {task.error}"
 
 
+def test_a_reminder_of_a_deactivated_owner_is_not_sent(smtp, settings):
+    """Its notifications were withheld, and the reminder itself went to the account staff
+    had turned off."""
+    use_smtp(settings, smtp)
+    owner = UserFactory(email="owner@example.com", is_active=False)
+
+    task = run(TaskFactory(owner=owner, task_type="reminder", input_data={"message": "hi"}))
+
+    assert task.status == TaskStatus.FAILED
+    assert task.error == "EmailDeliveryError: not sent: the owner's account is deactivated"
+    assert not smtp.messages
+
+
 def test_a_long_first_line_is_shortened_in_the_subject(mailoutbox, user):
     task = run(TaskFactory(owner=user, task_type="reminder", input_data={"message": "y" * 300}))
 

@@ -202,11 +202,13 @@ def reminder_subject(message: str) -> str:
 def run_reminder(data: dict, ctx: JobContext) -> dict:
     from backend.users.models import User
 
-    owner = User.objects.filter(pk=ctx.owner_id).only("email").first()
+    owner = User.objects.filter(pk=ctx.owner_id).only("email", "is_active").first()
     if owner is None or not owner.email:
         raise EmailDeliveryError(
             "the task's owner has no email address; add one on /api/users/me/ and retry"
         )
+    if not owner.is_active:  # as its notifications: staff turned the account off
+        raise EmailDeliveryError("not sent: the owner's account is deactivated")
     send_email(to=[owner.email], subject=reminder_subject(data["message"]), body=data["message"])
     return {"sent": 1}
 
