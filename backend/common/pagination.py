@@ -18,10 +18,8 @@ class PageNumberPagination(DRFPageNumberPagination):
         raw = (request.query_params.get(self.page_size_query_param) or "").strip()
         if not raw:
             return self.page_size
-        try:
-            size = int(raw)
-        except ValueError:
-            size = 0
+        # ASCII digits only, as a page: int() also took "+5", "1_0" and full-width digits.
+        size = int(raw) if raw.isascii() and raw.isdigit() else 0
         if size < 1:
             raise ValidationError({"page_size": ["A positive integer is required."]})
         return min(size, self.max_page_size)

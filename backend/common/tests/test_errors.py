@@ -211,7 +211,7 @@ def test_every_operation_documents_the_database_down_and_a_body_in_chunks(api_cl
         assert answered.status_code == status, answered.content
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "+5", "1_0", "\uff15", "1.5"])
 def test_page_size_that_is_not_a_positive_integer_is_400(client_for, user, value):
     response = client_for(user).get("/api/tasks/", {"page_size": value})
     assert response.status_code == 400 and "page_size" in response.json()
