@@ -192,9 +192,9 @@ class EmailUnavailable(EmailDeliveryError):
 
 class RecipientsRefused(EmailDeliveryError):
     """The mail server refused every recipient's address for good (``550 5.1.1`` no such
-    mailbox, for each): the same mail to the same addresses will be refused again. Unlike
-    a refused sender, login or relaying (the service's own settings, which its operator can
-    mend), this is the address's own fault."""
+    mailbox, for each, its enhanced status saying so): the same mail to the same addresses
+    will be refused again. Unlike a refused sender, login or relaying (the service's own
+    settings, which its operator can mend), this is the address's own fault."""
 
 
 def passing(exc: BaseException) -> bool:
@@ -215,17 +215,18 @@ def passing(exc: BaseException) -> bool:
 # A refusal of the address itself (RFC 3463): 5.1.x, an address that is no mailbox (no such
 # user, bad domain, null MX); 5.2.1, a mailbox disabled. Not 5.7.x (relaying denied, a login
 # required: the service's own settings, which its operator can mend) nor a refusal for now.
-_ADDRESS_STATUS = re.compile(rb"\s*5\.(1\.\d+|2\.1)\b")
+# Found anywhere in the reply (qmail ends it: "(#5.1.1)"); a reply with none says too little
+# (Exim's bare "550 relay not permitted"), and is not taken as the address's refusal.
+_STATUS = re.compile(rb"(?<![\d.])#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 
 
 def _address_refused(code: int, text: bytes) -> bool:
     """Whether an SMTP reply to RCPT refuses the address itself, for good: a 5xx whose
-    enhanced status says so, or, from a server that gives none, a 550, 551 or 553."""
-    if not 500 <= code < 600:
+    enhanced status (5.1.x, 5.2.1) says so."""
+    status = _STATUS.search(text or b"")
+    if not 500 <= code < 600 or status is None or status[1] != b"5":
         return False
-    if re.match(rb"\s*\d\.\d+\.\d+", text or b""):
-        return bool(_ADDRESS_STATUS.match(text))
-    return code in (550, 551, 553)
+    return status[2] == b"1" or (status[2], status[3]) == (b"2", b"1")
 
 
 class Sent(NamedTuple):

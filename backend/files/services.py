@@ -312,25 +312,27 @@ REPORT_TYPE = "report_generation"
 UNFINISHED = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
-def report_files_discard(*, task_ids: Iterable) -> tuple[int, int, int]:
+def report_files_discard(*, task_ids: Iterable) -> tuple[int, int, list[File]]:
     """Remove the files of these report tasks, which ended without completing (cancelled,
     failed) or are being deleted so, when a run left one: killed (or its outcome lost)
     after writing its file's row, and before its outcome, so no undo came (a run that
     ends writes none). Such a file is no task's result. Called in the transaction that
     holds the tasks' rows; a file an active task reads stays. Returns (files, bytes)
-    removed and how many were kept (in use)."""
+    removed and the files kept (in use)."""
     ids = [file_id_of_task(task_id) for task_id in task_ids]
     if not ids:
-        return 0, 0, 0
+        return 0, 0, []
     files = list(
-        File.objects.select_for_update().filter(pk__in=ids).only("pk", "storage_name", "size")
+        File.objects.select_for_update()
+        .filter(pk__in=ids)
+        .only("pk", "storage_name", "size", "created_at")
     )
     due = [file for file in files if not file_in_use(file.pk)]
     File.objects.filter(pk__in=[file.pk for file in due]).delete()
     for file in due:
         logger.warning("file %s: left by a report whose task did not complete; removed", file.pk)
         transaction.on_commit(partial(_delete_bytes, file.storage_name))
-    return len(due), sum(file.size for file in due), len(files) - len(due)
+    return len(due), sum(file.size for file in due), [file for file in files if file not in due]
 
 
 def _unfinished_reports_purge(
@@ -368,7 +370,9 @@ def _unfinished_reports_purge(
                 .values_list("pk", flat=True)
             )
             files, size, in_use = report_files_discard(task_ids=list(locked))
-        removed, removed_bytes, kept = removed + files, removed_bytes + size, kept + in_use
+        # An older one kept is counted with the old files, as in a dry run.
+        kept += sum(1 for file in in_use if file.created_at >= since)
+        removed, removed_bytes = removed + files, removed_bytes + size
     return removed, removed_bytes, kept
 
 

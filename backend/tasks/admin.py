@@ -8,7 +8,7 @@ from backend.common.admin import (
     each_with_service,
 )
 
-from . import services
+from . import queue, services
 from .api.serializers import EDITABLE_FIELDS, TaskUpdateSerializer
 from .models import ACTIVE_STATUSES, Task, TaskStatus
 
@@ -144,9 +144,10 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
         def do(task):
             service(task=task, actor=request.user)
 
-        each_with_service(
-            self, request, queryset.filter(status__in=statuses), do, f"task(s) {verb}"
-        )
+        with queue.sends_awaited():  # each task its own send: the request's second may be late
+            each_with_service(
+                self, request, queryset.filter(status__in=statuses), do, f"task(s) {verb}"
+            )
 
     @admin.action(description="Cancel selected tasks", permissions=["change"])
     def cancel_tasks(self, request, queryset):

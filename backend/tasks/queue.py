@@ -247,12 +247,20 @@ def _send_all(items: list, send_one, name: str, queue_of=None) -> list[int]:
     deadline = getattr(_request, "deadline", None)
     if deadline is None:
         deadline = _request.deadline = now + settings.BROKER_PUBLISH_TIMEOUT
-    if deadline > now:
-        sending = _senders().submit(partial(_send_all_now, items, send_one, name, queue_of))
-        try:
-            return sending.result(timeout=deadline - now)
-        except futures.TimeoutError:
-            sending.cancel()  # not begun yet: it will not go at all
+    if deadline <= now:
+        # The request's time for sends went on other work (an admin action over many
+        # tasks, each its own transaction): nothing says the broker is slow.
+        logger.info(
+            "%d %s message(s) left for the dispatcher: the request's send time is spent",
+            len(items),
+            name,
+        )
+        return []
+    sending = _senders().submit(partial(_send_all_now, items, send_one, name, queue_of))
+    try:
+        return sending.result(timeout=deadline - now)
+    except futures.TimeoutError:
+        sending.cancel()  # not begun yet: it will not go at all
     breaker.trip()
     logger.warning(
         "broker: %d %s message(s) not sent within %g s of the request's first send "
@@ -288,13 +296,14 @@ def _request_began(**kwargs) -> None:
 @contextmanager
 def sends_awaited():
     """Sends made inside are waited for until they end (each step bounded), in the web tier
-    too: an admin's action that says whether its message went (one given up may still go,
-    and "not sent" would be false)."""
-    _request.awaited = True
+    too: an admin's action over many objects (each its own transaction and send), or one
+    that says whether its message went (one given up may still go, and "not sent" would be
+    false). A broker that fails trips the breaker, and the sends after it are skipped."""
+    was, _request.awaited = getattr(_request, "awaited", False), True
     try:
         yield
     finally:
-        _request.awaited = False
+        _request.awaited = was
 
 
 class _Senders:

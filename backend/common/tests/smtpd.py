@@ -37,14 +37,17 @@ class Recorder:
     messages: list[Received] = field(default_factory=list)
     refuse_recipients: set[str] = field(default_factory=set)
     refuse_code: int = 550  # a 4xx: refused for now
-    refuse_status: str = ""  # the enhanced status (RFC 3463) of a refusal: x.1.1 by default
+    # The enhanced status (RFC 3463) of a refusal: x.1.1 by default, None for none.
+    refuse_status: str | None = ""
     refuse_data: bool = False
     arrived: threading.Event = field(default_factory=threading.Event)
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse_recipients:
-            status = self.refuse_status or f"{self.refuse_code // 100}.1.1"
-            return f"{self.refuse_code} {status} {REFUSAL_TEXT}"
+            status = self.refuse_status
+            if status == "":
+                status = f"{self.refuse_code // 100}.1.1"
+            return " ".join(str(part) for part in (self.refuse_code, status, REFUSAL_TEXT) if part)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -298,6 +298,24 @@ def test_a_requests_sends_wait_one_timeout_in_all(user, settings, proxied_broker
     )  # a send given up does not hold the process's exit
 
 
+def test_a_requests_send_after_its_time_went_elsewhere_trips_no_breaker(
+    user, settings, monkeypatch
+):
+    """Left for the dispatcher, as the request's time is spent, but nothing says the broker
+    is slow: it tripped the breaker, and every request of the process skipped a healthy
+    broker for BROKER_BREAKER_SECONDS."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    first, second = TaskFactory.create_batch(2, owner=user)
+    monkeypatch.setattr(queue, "_whole_sends_bounded", True)
+    settings.BROKER_PUBLISH_TIMEOUT = 0.2
+    queue._request_began()
+    assert queue.publish([queue.job_of(first)]) == [first.pk]
+    time.sleep(0.3)  # the request's other work
+    assert queue.publish([queue.job_of(second)]) == []
+    assert queue.accepting()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_admins_send_is_awaited_whole(user, settings, proxied_broker, monkeypatch):
     """The admin's "Run selected tasks" said "not sent" of a send given up that went a few

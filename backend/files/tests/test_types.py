@@ -617,14 +617,17 @@ def test_the_purge_keeps_a_report_file_while_its_task_may_still_write_it(
     assert File.objects.count() == 2 and default_storage.exists(done_file.storage_name)
 
 
+@pytest.mark.parametrize("age_days", [0, 40], ids=["new", "past the retention"])
 def test_a_left_report_file_an_active_task_reads_is_kept_and_counted_so(
-    user, media, django_capture_on_commit_callbacks
+    user, media, django_capture_on_commit_callbacks, age_days
 ):
-    """The dry run counted it as a file it would delete; the run kept it, counted nowhere."""
+    """The dry run counted it as a file it would delete; the run kept it, counted nowhere
+    (and then, past the retention, twice)."""
     from backend.files import services as file_services
 
     task = report_task(user, "task_summary", "json")
     file = _left_by_a_killed_run(user, task)
+    File.objects.filter(pk=file.pk).update(created_at=timezone.now() - timedelta(days=age_days))
     Task.objects.filter(pk=task.pk).update(status=TaskStatus.FAILED, completed_at=timezone.now())
     TaskFactory(
         owner=user,
@@ -634,7 +637,7 @@ def test_a_left_report_file_an_active_task_reads_is_kept_and_counted_so(
     )
     for dry_run in (True, False):
         with django_capture_on_commit_callbacks(execute=True):
-            outcome = file_services.files_purge(dry_run=dry_run)
+            outcome = file_services.files_purge(dry_run=dry_run, older_than=timedelta(days=30))
         assert (outcome["files"], outcome["kept_in_use"]) == (0, 1), (dry_run, outcome)
     assert File.objects.filter(pk=file.pk).exists()
 

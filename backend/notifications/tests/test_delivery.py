@@ -333,6 +333,7 @@ def test_an_smtp_failure_is_retried(user, settings, sent):
         (450, "", "pending"),  # for now
         (554, "5.7.1", "pending"),  # relaying denied: the service's settings, to be mended
         (530, "5.7.0", "pending"),  # a login required: the same
+        (550, None, "pending"),  # no enhanced status: Exim's bare "550 relay not permitted"
     ],
 )
 def test_a_refused_address_fails_at_once_a_refusal_for_now_is_retried(

@@ -1,5 +1,6 @@
 """The admin: lists with filters and search, and the actions that call the services."""
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -85,6 +86,29 @@ def test_a_cancel_across_many_finished_tasks_counts_them_in_one_line(admin_clien
         (messages.INFO, "1 task(s) cancelled."),
     ]
     assert Task.objects.get(pk=active.pk).status == TaskStatus.CANCELLED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_retry_sends_every_task_however_long_it_takes(admin_client, settings, monkeypatch):
+    """In the web tier a request's sends share one BROKER_PUBLISH_TIMEOUT: a retry of 300
+    tasks, each its own transaction and send, spent it on the database, left 206 tasks to
+    the dispatcher and tripped the breaker, the broker healthy all along."""
+    from backend.tasks import queue, services
+
+    monkeypatch.setattr(queue, "_whole_sends_bounded", True)  # as backend/wsgi.py sets it
+    queue._request_began()
+    settings.BROKER_PUBLISH_TIMEOUT = 0.05
+    retry = services.task_retry
+
+    def slow_retry(**kwargs):
+        time.sleep(0.03)  # the database's share of each task's retry, stretched
+        return retry(**kwargs)
+
+    monkeypatch.setattr(services, "task_retry", slow_retry)
+    failed = [TaskFactory(owner=UserFactory(), status=TaskStatus.FAILED) for _ in range(4)]
+    act(admin_client, "retry_tasks", failed)
+    assert not Task.objects.filter(enqueued_at__isnull=True).exists()
+    assert queue.accepting()
 
 
 def test_many_refusals_alike_are_one_line_with_their_count(admin_client, user, settings):
