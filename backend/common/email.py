@@ -215,9 +215,11 @@ def passing(exc: BaseException) -> bool:
 # A refusal of the address itself (RFC 3463): 5.1.x, an address that is no mailbox (no such
 # user, bad domain, null MX); 5.2.1, a mailbox disabled. Not 5.7.x (relaying denied, a login
 # required: the service's own settings, which its operator can mend) nor a refusal for now.
-# Found anywhere in the reply (qmail ends it: "(#5.1.1)"); a reply with none says too little
-# (Exim's bare "550 relay not permitted"), and is not taken as the address's refusal.
-_STATUS = re.compile(rb"(?<![\d.])#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+# Read where RFC 2034 puts it, at the start of a line of the reply's text, or where qmail
+# does, "(#5.1.1)" (a status-like number elsewhere, in an address or a link, is not one); a
+# reply with none says too little (Exim's bare "550 relay not permitted"), and is not taken
+# as the address's refusal.
+_STATUS = re.compile(rb"(?:^[ \t]*#?|\(#)([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])", re.MULTILINE)
 
 
 def _address_refused(code: int, text: bytes) -> bool:

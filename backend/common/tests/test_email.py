@@ -340,3 +340,28 @@ def test_an_address_with_a_control_character_stored_before_is_not_sent(bounded):
 def test_address_refusal_names_control_characters_and_line_breaks(address):
     assert email.address_refusal(address) == email.CONTROL_CHARACTERS
     assert email.address_refusal("ann@example.com") is None
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "for_good"),
+    [
+        (550, b"5.1.1 The email account that you tried to reach does not exist.", True),
+        (550, b"5.1.1 <x@example.com>: Recipient address rejected\n5.1.1 User unknown", True),
+        (550, b"#5.1.0 Address rejected.", True),
+        (511, b"sorry, no mailbox here by that name (#5.1.1)", True),  # qmail
+        (550, b"5.2.1 The email account that you tried to reach is disabled.", True),
+        (553, b"sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)", False),
+        (554, b"5.7.1 <x@example.com>: Relay access denied", False),
+        (550, b"relay not permitted", False),  # Exim: no enhanced status
+        (550, b"relay not permitted for <x5.1.1@example.com>", False),
+        (554, b"blocked; see https://bl.example/q?r=5.1.1", False),
+        (550, b"Rejected by policy filter v5.1.1 (relaying denied)", False),
+        (552, b"5.2.2 Mailbox full", False),
+        (550, b"5.4.1 Recipient address rejected: Access denied", False),
+        (450, b"4.1.1 Try again later", False),
+    ],
+)
+def test_a_refusal_is_the_addresss_only_when_its_enhanced_status_says_so(code, text, for_good):
+    """Status-like numbers elsewhere in a reply (an address, a link, a version) were read as
+    its status: a relay's refusal failed every notification at once."""
+    assert email._address_refused(code, text) is for_good

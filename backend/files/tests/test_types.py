@@ -562,7 +562,7 @@ def _left_by_a_killed_run(user, task: Task) -> File:
     "ended", ["cancelled", "failed by the rescue", "deleted", "purged with its task"]
 )
 def test_a_report_killed_after_its_file_leaves_none_once_its_task_ends_otherwise(
-    user, media, ended, django_capture_on_commit_callbacks
+    user, media, ended, django_capture_on_commit_callbacks, settings
 ):
     """Nothing undid it in the killed process, and the task's cancel (or failure when out
     of attempts) left it among the owner's files, in the storage until the retention, for
@@ -576,6 +576,8 @@ def test_a_report_killed_after_its_file_leaves_none_once_its_task_ends_otherwise
         if ended == "cancelled":
             task_services.task_cancel(task=task, actor=user)
         elif ended == "failed by the rescue":
+            # Shorter than the database server has been up (the rescue waits that long).
+            settings.TASK_HEARTBEAT_TIMEOUT = 1
             Task.objects.filter(pk=task.pk).update(
                 max_attempts=1, heartbeat_at=timezone.now() - timedelta(hours=1)
             )

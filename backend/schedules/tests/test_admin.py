@@ -2,6 +2,7 @@
 the periodic task stays in step."""
 
 import html
+import time
 
 import pytest
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
@@ -539,6 +540,32 @@ def test_running_a_schedules_periodic_task_fires_the_schedule_here(admin_client,
     run = schedule.runs.get()
     assert run.task is not None and run.task.owner == user
     assert not paused.runs.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_running_many_schedules_sends_each_firings_task(admin_client, settings, monkeypatch):
+    """In the web tier a request's sends share one BROKER_PUBLISH_TIMEOUT: each firing its
+    own transaction and send, those after it was spent were left to the dispatcher, the
+    page saying they ran."""
+    from backend.tasks import queue
+    from backend.tasks.models import Task
+
+    monkeypatch.setattr(queue, "_whole_sends_bounded", True)  # as backend/wsgi.py sets it
+    queue._request_began()
+    settings.BROKER_PUBLISH_TIMEOUT = 0.05
+    fire = services.schedule_fire
+
+    def slow_fire(*args, **kwargs):
+        time.sleep(0.03)  # the database's share of each firing, stretched
+        return fire(*args, **kwargs)
+
+    monkeypatch.setattr(services, "schedule_fire", slow_fire)
+    schedules = [make_schedule(UserFactory()) for _ in range(4)]
+    periodic_tasks = PeriodicTask.objects.filter(pk__in=[s.periodic_task_id for s in schedules])
+    assert "4 periodic task(s) run." in run_now(admin_client, *periodic_tasks)
+    assert Task.objects.count() == 4
+    assert not Task.objects.filter(enqueued_at__isnull=True).exists()
+    assert queue.accepting()
 
 
 def test_running_a_periodic_task_with_the_broker_unreachable_says_so_at_once(admin_client):
