@@ -50,7 +50,6 @@ HEADERS = {
     },
 }
 
-PAGINATION = {"page", "page_size"}
 # A body is checked whatever the method (a GET sent with one too): 411, 413 and 415.
 READ = ("400", "401", "403", "404", "405", "406", "411", "413", "415", "429", "500", "503")
 WRITE = (*READ, "409")
@@ -126,9 +125,9 @@ def document_errors(result, generator, request, public):
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
             for parameter in operation.get("parameters", []):
-                # Filters, search and ordering sent empty mean "not given" (as HTML filter
-                # forms send them); page and page_size must be numbers.
-                if parameter["in"] == "query" and parameter["name"] not in PAGINATION:
+                # Every list parameter sent empty means "not given" (as HTML filter forms
+                # send them): filters, search, ordering, page and page_size alike.
+                if parameter["in"] == "query":
                     parameter["allowEmptyValue"] = True
             tag = _tag(path)
             if tag:
