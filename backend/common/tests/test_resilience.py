@@ -146,6 +146,14 @@ def test_creates_answer_promptly_while_an_amqp_broker_hangs(
     assert not queue.accepting()
 
 
+def sends_ended(within: float = 60) -> None:
+    """Wait until no send of the web tier's sender threads is under way."""
+    deadline = time.monotonic() + within
+    while queue._senders().busy:
+        assert time.monotonic() < deadline, "a send never ended"
+        time.sleep(0.1)
+
+
 class _FreezingProxy:
     """A TCP relay to the broker that, once frozen, keeps every connection open and relays
     nothing more: a broker that hangs after the pool's connection was made (SIGSTOP, a
@@ -258,10 +266,7 @@ def test_a_slow_broker_holds_a_create_one_timeout_and_the_task_still_goes(
     assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 1.5, elapsed
     task = Task.objects.get(pk=response.json()["id"])
     assert task.enqueued_at is None and not queue.accepting()  # left for the dispatcher
-    deadline = time.monotonic() + 60
-    while queue._senders().busy:  # the send given up goes on: its end, awaited
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    sends_ended()  # the send given up goes on: its end, awaited
     # The dispatcher (beat's, a process that waits for its sends) sends it.
     monkeypatch.setattr(queue, "_whole_sends_bounded", False)
     queue.breaker.reset()  # as it is BROKER_BREAKER_SECONDS later
@@ -286,10 +291,7 @@ def test_a_requests_sends_wait_one_timeout_in_all(user, settings, proxied_broker
     )
     assert went == [first.pk] and then == []  # the second, given up: left for later
     assert elapsed < settings.BROKER_PUBLISH_TIMEOUT * 1.3, elapsed
-    deadline = time.monotonic() + 60
-    while queue._senders().busy:  # the send given up goes on, on the pooled connection
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    sends_ended()  # the send given up goes on, on the pooled connection
     queue._request_began()  # the next request has a timeout of its own
     queue.breaker.reset()
     assert queue.publish([queue.job_of(second)]) == [second.pk]

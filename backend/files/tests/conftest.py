@@ -21,6 +21,22 @@ def media(settings, tmp_path) -> Path:
 
 
 @pytest.fixture
+def full_disk(monkeypatch) -> None:
+    """The storage's disk full: its writes go to /dev/full, which the kernel answers with
+    ENOSPC."""
+    from django.core.files.storage import FileSystemStorage
+
+    def onto_a_full_disk(self, name, content):
+        with open("/dev/full", "wb") as device:
+            for chunk in content.chunks():
+                device.write(chunk)
+            device.flush()
+        return name
+
+    monkeypatch.setattr(FileSystemStorage, "_save", onto_a_full_disk)
+
+
+@pytest.fixture
 def upload_dir(settings) -> Path:
     return Path(settings.FILE_UPLOAD_TEMP_DIR)
 

@@ -486,19 +486,26 @@ def created_webhooks(user, count: int) -> list[Notification]:
     return list(Notification.objects.order_by("created_at"))
 
 
+def silent_at_first() -> HTTPServer:
+    """A receiver whose first request outlasts a NOTIFY_WEBHOOK_TIMEOUT of 1 s (no answer in
+    time); it answers 204 to the others."""
+
+    def answer(request):
+        if len(receiver.requests) == 1:
+            time.sleep(2)
+        return Answer(204, b"")
+
+    receiver = HTTPServer(answer)
+    return receiver
+
+
 def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, sent, settings):
     """Each attempt at a hanging receiver held a worker process of the long queue for
     NOTIFY_WEBHOOK_TIMEOUT, so a burst of one user's events delayed everyone's long tasks.
     Once an attempt gets no answer, the receiver's other webhooks are not tried (no attempt
     used, nothing lost) until that one's retry is due; it then probes the receiver."""
     settings.NOTIFY_WEBHOOK_TIMEOUT = 1
-
-    def answer(request):
-        if len(receiver.requests) == 1:
-            time.sleep(2)  # the first request outlasts the timeout
-        return Answer(204, b"")
-
-    with HTTPServer(answer) as receiver:
+    with silent_at_first() as receiver:
         hooked(user, receiver.url("/hooks"))
         first, second, third = created_webhooks(user, 3)
         assert jobs.deliver_notification(str(first.pk)) == "pending"
@@ -548,13 +555,7 @@ def test_a_receiver_rests_whichever_form_of_its_address_the_resting_one_has(user
     new one reads it: a webhook resting at 127.1 did not hold back a callback to 127.0.0.1
     (each took a timeout), though the two are one receiver."""
     settings.NOTIFY_WEBHOOK_TIMEOUT = 1
-
-    def answer(request):
-        if len(receiver.requests) == 1:
-            time.sleep(2)  # the first request outlasts the timeout
-        return Answer(204, b"")
-
-    with HTTPServer(answer) as receiver:
+    with silent_at_first() as receiver:
         hooked(user, receiver.url("/hooks").replace("127.0.0.1", "127.1"))
         [first] = created_webhooks(user, 1)
         assert jobs.deliver_notification(str(first.pk)) == "pending"

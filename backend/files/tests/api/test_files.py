@@ -171,21 +171,11 @@ def test_upload_named_by_a_path_alone_is_kept_under_the_fallback_name(
 
 
 def test_upload_to_a_full_disk_is_507_and_leaves_nothing(
-    client, post_upload, media, upload_dir, monkeypatch, caplog
+    client, post_upload, media, upload_dir, full_disk, caplog
 ):
     """The storage's disk full (here its writes go to /dev/full, which the kernel answers
     with ENOSPC): a 500 and a traceback, as for a fault of the code; now a 507 the client
     can act on, one line in the log, and nothing kept."""
-    from django.core.files.storage import FileSystemStorage
-
-    def onto_a_full_disk(self, name, content):
-        with open("/dev/full", "wb") as device:
-            for chunk in content.chunks():
-                device.write(chunk)
-            device.flush()
-        return name
-
-    monkeypatch.setattr(FileSystemStorage, "_save", onto_a_full_disk)
     response = post_upload(client, CSV, filename="report.csv")
     assert response.status_code == 507, response.content
     body = response.json()
