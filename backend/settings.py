@@ -383,6 +383,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # OPTIONS describes an action only to whom it would serve (backend/common/metadata.py).
+    "DEFAULT_METADATA_CLASS": "backend.common.metadata.Metadata",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "backend.common.renderers.BrowsableAPIRenderer",

@@ -62,6 +62,23 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
                 data = _bound_to_what_was_sent(data, view, request)
         return super().get_context(data, accepted_media_type, renderer_context)
 
+    def show_form_for_method(self, view, method, request, obj):
+        """DRF asks the object's permissions only of the object an answer shows: an action's
+        page (``/api/tasks/{id}/cancel/``, answered 405 to its GET) has none, and offered
+        its form to anyone who could see the object, to be refused 403. The object is read
+        here as the form's method would read it, with its permissions checked."""
+        if (
+            obj is None
+            and getattr(view, "detail", False)
+            and hasattr(view, "get_object")
+            and method in view.allowed_methods
+        ):
+            try:
+                obj = view.get_object()
+            except Exception:  # not visible, or not this user's to do: no form
+                return False
+        return super().show_form_for_method(view, method, request, obj)
+
     def get_rendered_html_form(self, data, view, method, request):
         """After a successful POST or PUT, DRF builds the form of that method from the
         answer's serializer: here the read serializer the views answer with, all read-only,

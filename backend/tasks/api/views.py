@@ -38,17 +38,27 @@ INPUT_SERIALIZERS = {
 }
 
 
-class OwnerOrStaffChanges(permissions.BasePermission):
-    """A task's edit and delete are its owner's (or staff's), as the services check: said
-    here too, so the browsable API offers their forms to no one else (an assignee saw them,
-    and each answered 403)."""
-
-    message = services.OWNER_OR_STAFF
+class TaskActionsAllowed(permissions.BasePermission):
+    """Who may do what to a task, as the services check it, with their words: said here
+    too, so the browsable API (and OPTIONS) offers a form only to someone it would serve
+    (an assignee was offered edit, assign, cancel and retry, an owner start and decline,
+    and each answered 403). A check the services make first (a manual task's actions on a
+    worker task: 409) is left to them, so each request is answered as before."""
 
     def has_object_permission(self, request, view, obj):
-        if request.method not in ("PUT", "PATCH", "DELETE"):
-            return True
-        return services.owner_or_staff(obj, request.user)
+        action = requested_action(view)
+        if request.method in ("PUT", "PATCH", "DELETE") or action in OWNER_OR_STAFF_ACTIONS:
+            self.message = services.OWNER_OR_STAFF
+            return services.owner_or_staff(obj, request.user)
+        if action in ASSIGNEE_ACTIONS and not types.get(obj.task_type).runs_on_worker:
+            refusal = services.manual_action_refusal(obj, request.user, action)
+            self.message = refusal
+            return refusal is None
+        return True
+
+
+OWNER_OR_STAFF_ACTIONS = frozenset({"assign", "cancel", "retry"})
+ASSIGNEE_ACTIONS = frozenset({"start", "decline", "complete"})
 
 
 class TaskViewSet(
@@ -64,7 +74,7 @@ class TaskViewSet(
     filter_backends = [DjangoFilterBackend, SearchFilter]
     filterset_class = TaskFilter
     search_fields = ["name", "description"]
-    permission_classes = [permissions.IsAuthenticated, OwnerOrStaffChanges]
+    permission_classes = [permissions.IsAuthenticated, TaskActionsAllowed]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
 
     def get_queryset(self):

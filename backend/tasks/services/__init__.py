@@ -28,6 +28,7 @@ from .execution import (
 from .lifecycle import (
     OWNER_OR_STAFF,
     UNSET,
+    manual_action_refusal,
     owner_or_staff,
     running_not_deleted,
     task_assign,
@@ -55,6 +56,7 @@ __all__ = [
     "DEADLINE_EXCEEDED",
     "OWNER_OR_STAFF",
     "UNSET",
+    "manual_action_refusal",
     "owner_or_staff",
     "queue",
     "reserve_active_slot",

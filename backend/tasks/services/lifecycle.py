@@ -285,8 +285,7 @@ def task_decline(*, task: Task, actor: User) -> Task:
     """The assignee of a manual task someone else gave them hands it back: it becomes
     unassigned (still pending), which frees their slot."""
     _require_manual(task, "declined")
-    if task.assignee_id != actor.pk:
-        raise PermissionDenied("Only the assignee can decline this task.")
+    _require_allowed(task, actor, "decline")
     if task.owner_id == actor.pk:
         raise Conflict(
             "This task is your own; cancel or reassign it instead.", code="not_declinable"
@@ -306,8 +305,7 @@ def task_decline(*, task: Task, actor: User) -> Task:
 def task_start(*, task: Task, actor: User) -> Task:
     """The assignee of a manual task starts work on it: pending → running."""
     _require_manual(task)
-    if task.assignee_id != actor.pk:
-        raise PermissionDenied("Only the assignee can start this task.")
+    _require_allowed(task, actor, "start")
     now = timezone.now()
     _guarded(
         task,
@@ -327,8 +325,7 @@ def task_start(*, task: Task, actor: User) -> Task:
 def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
     """The assignee (or staff) completes a pending or running manual task."""
     _require_manual(task)
-    if task.assignee_id != actor.pk and not actor.is_staff:
-        raise PermissionDenied("Only the assignee or staff can complete this task.")
+    _require_allowed(task, actor, "complete")
     now = timezone.now()
     # Guarded on the assignee checked above too: a decline or a reassignment that commits
     # first makes this one lose, as a status change does.
@@ -475,6 +472,22 @@ OWNER_OR_STAFF = "Only the task's owner or staff can do this."
 def owner_or_staff(task: Task, actor: User) -> bool:
     """Whether ``actor`` may edit, delete, assign, cancel or retry the task."""
     return actor.is_staff or task.owner_id == actor.pk
+
+
+def manual_action_refusal(task: Task, actor: User, action: str) -> str | None:
+    """Why ``actor`` may not ``start``, ``decline`` or ``complete`` the manual task, or
+    None: the first two are its assignee's, the last its assignee's or staff's."""
+    if task.assignee_id == actor.pk or (action == "complete" and actor.is_staff):
+        return None
+    if action == "complete":
+        return "Only the assignee or staff can complete this task."
+    return f"Only the assignee can {action} this task."
+
+
+def _require_allowed(task: Task, actor: User, action: str) -> None:
+    refusal = manual_action_refusal(task, actor, action)
+    if refusal is not None:
+        raise PermissionDenied(refusal)
 
 
 def _require_owner_or_staff(task: Task, actor: User) -> None:

@@ -360,6 +360,63 @@ def test_edit_and_delete_forms_are_offered_to_the_owner_only(user):
         assert ("Make a DELETE request" in text) is offered, who
 
 
+@pytest.mark.parametrize(
+    "action, owner_sees, assignee_sees, staff_sees",
+    [
+        ("assign", True, False, True),
+        ("cancel", True, False, True),
+        ("retry", True, False, True),
+        ("start", False, True, False),
+        ("decline", False, True, False),
+        ("complete", False, True, True),
+    ],
+)
+def test_an_action_form_is_offered_only_to_whom_it_serves(
+    user, action, owner_sees, assignee_sees, staff_sees
+):
+    """The assignee of a task someone gave them was offered assign, cancel and retry, its
+    owner start and decline (page and OPTIONS): each answered 403 with the service's words,
+    which the refusal still says."""
+    owner, staff = UserFactory(), UserFactory(is_staff=True)
+    task = TaskFactory(owner=owner, assignee=user, task_type="manual", input_data={})
+    path = f"/api/tasks/{task.pk}/{action}/"
+    for who, offered in [(owner, owner_sees), (user, assignee_sees), (staff, staff_sees)]:
+        client = Client()
+        client.force_login(who)
+        text = page(client, path)
+        assert (f'<form action="{path}" method="POST"' in text) is offered, (who, text)
+        options = client.options(path, HTTP_ACCEPT="application/json").json()
+        assert ("POST" in options.get("actions", {})) is offered, (who, options)
+        if not offered:
+            refused = client.post(path, {}, content_type="application/json")
+            assert refused.status_code == 403
+            wanted = {
+                "assign": "Only the task's owner or staff can do this.",
+                "cancel": "Only the task's owner or staff can do this.",
+                "retry": "Only the task's owner or staff can do this.",
+                "start": "Only the assignee can start this task.",
+                "decline": "Only the assignee can decline this task.",
+                "complete": "Only the assignee or staff can complete this task.",
+            }[action]
+            assert refused.json()["detail"] == wanted
+
+
+def test_a_manual_action_on_a_worker_task_is_still_a_409_for_anyone(user):
+    """The services say first that a worker task is not started by hand: the view's check
+    of who may leaves that to them."""
+    task = TaskFactory(
+        owner=UserFactory(), assignee=user, task_type="sum", input_data={"numbers": [1]}
+    )
+    client = Client()
+    client.force_login(UserFactory(is_staff=True))
+    for action in ("start", "decline"):
+        response = client.post(
+            f"/api/tasks/{task.pk}/{action}/", {}, content_type="application/json"
+        )
+        assert response.status_code == 409, action
+        assert response.json()["code"] == "not_manual"
+
+
 def test_a_refused_form_comes_back_filled_in_with_the_error_under_its_field(browser):
     """The form came back reset to its defaults (what was typed lost), with the error only
     in the JSON above it: the error body no longer carried the form's serializer."""
