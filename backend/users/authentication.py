@@ -25,6 +25,7 @@ from rest_framework_simplejwt.utils import aware_utcnow, get_md5_hash_password
 from backend.common import sql
 
 from .models import User
+from .tokens import deactivations_of
 
 _USERS = sql.Rows(User)
 _BY_ID = f"SELECT {_USERS.columns('u')} FROM {User._meta.db_table} AS u WHERE u.id = %s"
@@ -69,6 +70,11 @@ class JWTAuthentication(authentication.JWTAuthentication):
         user = found[0]
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
             raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
+        if deactivations_of(validated_token) != user.deactivations:
+            raise AuthenticationFailed(
+                _("The token was issued before the account was deactivated; sign in again."),
+                code="token_not_valid",
+            )
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             api_settings.REVOKE_TOKEN_CLAIM
         ) != get_md5_hash_password(user.password):

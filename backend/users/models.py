@@ -45,6 +45,10 @@ class User(AbstractUser):
         max_length=64, blank=True, default="", editable=False
     )
     webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # How many times the account was deactivated. A token carries the count it was issued
+    # at (backend/users/tokens.py): one from before a deactivation stays refused once the
+    # account is active again, as its refresh tokens and browser sessions do.
+    deactivations = models.PositiveIntegerField(default=0, editable=False)
     first_name = None
     last_name = None
 
@@ -105,6 +109,13 @@ class User(AbstractUser):
             or getattr(self, "_password_unset", False)
             or not self.is_active
         )
+        turns_inactive = (
+            not self._state.adding and not self.is_active and getattr(self, "_was_active", True)
+        )
+        if turns_inactive:
+            self.deactivations += 1
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "deactivations"}
         if end_sessions:
             from .tokens import browser_sessions_end, refresh_tokens_revoke
 
@@ -114,7 +125,7 @@ class User(AbstractUser):
             with transaction.atomic():
                 super().save(*args, **kwargs)
                 refresh_tokens_revoke(self)
-                if not self.is_active and getattr(self, "_was_active", True):
+                if turns_inactive:
                     browser_sessions_end([self.pk])  # read all sessions: only when it turns off
         else:
             super().save(*args, **kwargs)

@@ -203,7 +203,9 @@ def users_deactivate(*, queryset: QuerySet[User], actor: User | None = None) -> 
                 )
     with transaction.atomic():
         users = User.objects.filter(pk__in=list(queryset.values_list("pk", flat=True)))
-        count = users.filter(is_active=True).update(is_active=False)  # not those already
+        count = users.filter(is_active=True).update(  # not those already
+            is_active=False, deactivations=F("deactivations") + 1
+        )
         # A refresh token issued before must not work again once the account is reactivated,
         # nor a browser session (the admin's, the browsable API's).
         refresh_tokens_revoke_all(users)

@@ -35,7 +35,28 @@ class SaneExpiryMixin:
             raise TokenError(_("Token '{}' claim is not a valid time").format(claim)) from None
 
 
-class AccessToken(SaneExpiryMixin, tokens.AccessToken):
+# The claim holding the count of the user's deactivations at the token's issue (a token
+# without it: none). The access tokens of a refresh token copy it.
+DEACTIVATIONS_CLAIM = "deactivations"
+
+
+class DeactivationsMixin:
+    """A token carries how many times its user had been deactivated when it was issued: one
+    from before a deactivation is refused once the account is active again
+    (backend/users/authentication.py), where it worked again for its remaining minutes."""
+
+    @classmethod
+    def for_user(cls, user):
+        token = super().for_user(user)
+        token[DEACTIVATIONS_CLAIM] = user.deactivations
+        return token
+
+
+def deactivations_of(token) -> object:
+    return token.get(DEACTIVATIONS_CLAIM, 0)
+
+
+class AccessToken(SaneExpiryMixin, DeactivationsMixin, tokens.AccessToken):
     pass
 
 
@@ -68,7 +89,7 @@ class IdRequiredMixin:
         super().check_blacklist()
 
 
-class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, RefreshToken):
+class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, DeactivationsMixin, RefreshToken):
     def blacklist(self) -> tuple[BlacklistedToken, bool]:
         """Blacklist this token; ``TokenError`` when it already is, even by a request that
         committed a moment ago."""

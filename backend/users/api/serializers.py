@@ -299,7 +299,7 @@ class RegisteredUserSerializer(serializers.ModelSerializer):
 
     def _tokens(self, user) -> RefreshToken:
         if not hasattr(self, "_token_pair"):
-            self._token_pair = RefreshToken.for_user(user)
+            self._token_pair = SingleUseRefreshToken.for_user(user)
         return self._token_pair
 
     def get_access(self, user) -> str:
@@ -311,6 +311,8 @@ class RegisteredUserSerializer(serializers.ModelSerializer):
 
 class TokenObtainSerializer(TokenObtainPairSerializer):
     """``{username, password}`` where username may be the email, or ``{email, password}``."""
+
+    token_class = SingleUseRefreshToken  # its tokens carry the user's deactivations
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

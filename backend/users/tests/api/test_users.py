@@ -689,6 +689,56 @@ def test_a_refresh_token_from_before_a_deactivation_stays_dead_after_reactivatio
     assert str(user.pk) not in sessions
 
 
+@pytest.mark.parametrize("how", ["delete", "patch", "admin action", "save"])
+def test_an_access_token_from_before_a_deactivation_stays_dead_after_reactivation(
+    client_for, staff, user, how
+):
+    """It was refused while the account was inactive, and worked again for its remaining
+    minutes once the account was reactivated. A token issued after the reactivation works,
+    and so do its refresh and the access token that gives."""
+    old = token_pair(user)["access"]
+    if how == "delete":
+        assert client_for(staff).delete(detail(user)).status_code == 204
+    elif how == "patch":
+        response = client_for(staff).patch(detail(user), {"is_active": False}, format="json")
+        assert response.status_code == 200
+    elif how == "admin action":
+        services.users_deactivate(queryset=User.objects.filter(pk=user.pk), actor=staff)
+    else:  # the admin's change form, a shell
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    reactivated = client_for(staff).patch(detail(user), {"is_active": True}, format="json")
+    assert reactivated.status_code == 200
+
+    signed_in = APIClient()
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {old}")
+    refused = signed_in.get(ME)
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "token_not_valid"
+    verified = APIClient().post("/api/token/verify/", {"token": old}, format="json")
+    assert verified.status_code == 401
+
+    pair = token_pair(user)
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    assert signed_in.get(ME).status_code == 200
+    refreshed = APIClient().post("/api/token/refresh/", {"refresh": pair["refresh"]}, format="json")
+    assert refreshed.status_code == 200
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {refreshed.json()['access']}")
+    assert signed_in.get(ME).status_code == 200
+
+
+def test_a_registration_token_carries_the_count_and_works(client):
+    response = client.post(
+        "/api/register/",
+        {"username": "newcomer", "password": "a-Good-Secret-42"},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    signed_in = APIClient()
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['access']}")
+    assert signed_in.get(ME).status_code == 200
+
+
 @pytest.mark.parametrize("target", ["self", "other"])
 def test_non_staff_cannot_delete(client_for, user, other_user, target):
     victim = user if target == "self" else other_user
