@@ -176,7 +176,9 @@ def _seed(users: int) -> Seeded:
     def another_person() -> User:
         """The next demo user, created when missing. A name taken in another case
         (usernames are unique in any case), or its email taken (as an email or as a
-        username: either one logs in), is someone else's: skipped."""
+        username: either one logs in), is someone else's: skipped. So is an account of
+        that name without the demo's email and password: someone registered it (it was
+        taken over: given the demo's file, schedule and tasks, run in its name)."""
         while True:
             i = next(numbers)
             user = User.objects.filter(username__iexact=username(i)).first()
@@ -191,7 +193,11 @@ def _seed(users: int) -> Seeded:
                     username(i), user.email, password(i), name=f"Demo user {i}"
                 )
                 seeded.users_created.append((username(i), password(i)))
-            elif user.username != username(i):
+            elif (
+                user.username != username(i)
+                or (user.email or "").lower() != f"{username(i)}@example.com"
+                or not user.check_password(password(i))
+            ):
                 continue
             # Locked as a create locks its assignee, so that none takes a place counted here.
             User.objects.select_for_update(no_key=True).filter(pk=user.pk).exists()
