@@ -11,6 +11,9 @@ FALLBACK_NAME = "file"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_CONTENT_TYPE_LENGTH = 100
 _CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
+# A charset parameter kept with the type (a name as IANA's registry spells them, quoted or
+# not): the bytes are served as they came, with what the client said they are.
+_CHARSET = re.compile(r'\s*charset\s*=\s*("?)([a-z0-9][a-z0-9._:+-]{0,39})\1\s*')
 
 
 def sanitize_name(raw: str | None, *, fallback: str = FALLBACK_NAME) -> str:
@@ -34,11 +37,17 @@ def sanitize_name(raw: str | None, *, fallback: str = FALLBACK_NAME) -> str:
 
 def clean_content_type(raw: str | None, name: str) -> str:
     """The client's content type when it is a plain ``type/subtype`` other than the generic
-    ``application/octet-stream`` (what curl sends), else a guess from the name, else
+    ``application/octet-stream`` (what curl sends), with its ``charset`` if it gave one (as
+    ``; charset=<name>``, its other parameters dropped), else a guess from the name, else
     ``application/octet-stream``."""
-    value = (raw or "").split(";", 1)[0].strip().lower()
+    value, *parameters = (raw or "").lower().split(";")
+    value = value.strip()
+    charsets = [found.group(2) for p in parameters if (found := _CHARSET.fullmatch(p))]
+    if len(charsets) == 1:
+        value = f"{value}; charset={charsets[0]}"
     fits = len(value) <= MAX_CONTENT_TYPE_LENGTH  # the column's (File.content_type)
-    if fits and _CONTENT_TYPE.fullmatch(value) and value != DEFAULT_CONTENT_TYPE:
+    plain = value.split(";", 1)[0]
+    if fits and _CONTENT_TYPE.fullmatch(plain) and plain != DEFAULT_CONTENT_TYPE:
         return value
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE

@@ -23,7 +23,9 @@ from . import services
 
 REPORTS = ("task_summary", "tasks_export")
 FORMATS = ("csv", "json")
-CONTENT_TYPES = {"csv": "text/csv", "json": "application/json"}
+# What the report's bytes are: UTF-8 (a CSV said nothing, and was read as Latin-1 or as the
+# system's code page; JSON is UTF-8 by its definition, RFC 8259).
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json"}
 CHUNK_CHARS = 64 * 1024
 
 EXPORT_FIELDS = (

@@ -79,10 +79,18 @@ def file_upload(
         owner=owner,
         content=upload,
         name=name,
-        content_type=clean_content_type(upload.content_type, name),
+        content_type=clean_content_type(_declared_type(upload), name),
         size=lambda: upload.size,
         sha256=lambda: upload.sha256,
     )
+
+
+def _declared_type(upload) -> str:
+    """The part's content type with its charset, which Django keeps apart (as bytes)."""
+    charset = getattr(upload, "charset", None)
+    if isinstance(charset, bytes):
+        charset = charset.decode("latin-1")
+    return f"{upload.content_type}; charset={charset}" if charset else upload.content_type
 
 
 def file_store(

@@ -42,7 +42,9 @@ class _Several:
 
 class _FileBox(serializers.FileField):
     default_error_messages = {
-        "several": "Send one file per upload; this request has {count} file parts."
+        "several": "Send one file per upload; this request has {count} file parts.",
+        "text": 'The file part has no file name (filename="" or none), so it was read as '
+        "text, not as a file: give it a name (any: it is kept for display only).",
     }
 
     def get_value(self, dictionary):
@@ -58,6 +60,11 @@ class _FileBox(serializers.FileField):
     def to_internal_value(self, data):
         if isinstance(data, _Several):
             self.fail("several", count=data.count)
+        if isinstance(data, str):
+            # A part with an empty file name (what a client library sends for a file given
+            # none) is a text field to Django: "The submitted data was not a file. Check the
+            # encoding type on the form." told the client nothing it could mend.
+            self.fail("text")
         return super().to_internal_value(data)
 
 

@@ -50,7 +50,7 @@ def test_sanitize_name(raw, clean):
 
 
 def test_clean_content_type():
-    assert clean_content_type("Text/CSV; charset=utf-8", "a.csv") == "text/csv"
+    assert clean_content_type("Text/CSV", "a.csv") == "text/csv"
     assert clean_content_type("", "a.csv") == "text/csv"
     assert clean_content_type("bad type", "a.unknownext") == "application/octet-stream"
     assert clean_content_type("application/octet-stream", "a.csv") == "text/csv"
@@ -58,6 +58,25 @@ def test_clean_content_type():
     # A well-formed type longer than the column holds (PostgreSQL refused the row: a 500).
     assert clean_content_type("a" * 60 + "/" + "b" * 60, "a.csv") == "text/csv"
     assert clean_content_type("a" * 50 + "/" + "b" * 49, "a.csv") == "a" * 50 + "/" + "b" * 49
+
+
+@pytest.mark.parametrize(
+    "raw, stored",
+    [
+        ("Text/CSV; charset=UTF-8", "text/csv; charset=utf-8"),
+        ('text/plain;charset="iso-8859-1"', "text/plain; charset=iso-8859-1"),
+        ("text/plain; format=flowed; charset=windows-1252", "text/plain; charset=windows-1252"),
+        ("text/plain; charset=utf-8; charset=latin1", "text/plain"),  # which one: neither
+        ("text/plain; charset=a b", "text/plain"),
+        ("text/plain; charset=\r\nX-Evil: 1", "text/plain"),
+        ("text/plain; charset=" + "x" * 41, "text/plain"),
+        ("bad type; charset=utf-8", "text/csv"),  # the type guessed from the name: no charset
+    ],
+)
+def test_clean_content_type_keeps_a_charset_the_client_gave(raw, stored):
+    """A declared charset was dropped, and the bytes were served as text of none said: read
+    as Latin-1, or as the reader's code page."""
+    assert clean_content_type(raw, "a.csv") == stored
 
 
 def test_file_store_streams_chunks_and_hashes_them(user, media):

@@ -247,7 +247,8 @@ def test_tasks_export_rows_match_the_tasks(user, client, fmt):
     # Every task of the owner, the report's own task included (it was running).
     assert task.result["rows"] == len(rows) == len(made) + 1
     assert file.name.startswith("tasks_export-") and file.name.endswith(f".{fmt}")
-    assert file.content_type == {"csv": "text/csv", "json": "application/json"}[fmt]
+    # UTF-8, said (a CSV said nothing, and a client read it as Latin-1: "CafÃ©").
+    assert file.content_type == {"csv": "text/csv; charset=utf-8", "json": "application/json"}[fmt]
     by_id = {row["id"]: row for row in rows}
     assert set(rows[0]) == set(EXPORT_FIELDS)
     for made_task in made:
@@ -260,6 +261,7 @@ def test_tasks_export_rows_match_the_tasks(user, client, fmt):
     # And the file downloads through the API, byte for byte.
     response = client.get(task.result["download_url"])
     assert b"".join(response.streaming_content) == content
+    assert response["Content-Type"] == file.content_type
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])

@@ -305,6 +305,38 @@ def test_a_bad_content_type_is_replaced(client, post_upload):
     assert response.status_code == 201 and response.json()["content_type"] == "text/csv"
 
 
+def test_a_declared_charset_is_kept_and_served(client, post_upload):
+    """The part's ``charset`` was dropped: Latin-1 bytes came back as text of no charset,
+    read by the client as whatever it assumes."""
+    content = "café;1\n".encode("iso-8859-1")
+    response = post_upload(
+        client, content, filename="x.csv", content_type="text/csv; charset=ISO-8859-1"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["content_type"] == "text/csv; charset=iso-8859-1"
+    download = client.get(response.json()["download_url"])
+    assert download["Content-Type"] == "text/csv; charset=iso-8859-1"
+    assert b"".join(download.streaming_content).decode("iso-8859-1") == "café;1\n"
+
+
+@pytest.mark.parametrize("disposition", ['name="file"; filename=""', 'name="file"'])
+def test_a_file_part_without_a_file_name_is_told_so(client, disposition):
+    """Django reads such a part as a text field: the answer said "The submitted data was not
+    a file. Check the encoding type on the form." (Python requests sends filename="" for a
+    file given no name.)"""
+    boundary = "b0undary"
+    body = (
+        f"--{boundary}\r\nContent-Disposition: form-data; {disposition}\r\n"
+        f"Content-Type: text/csv\r\n\r\na,b\n1,2\n\r\n--{boundary}--\r\n"
+    ).encode()
+    response = client.generic(
+        "POST", "/api/files/", body, content_type=f"multipart/form-data; boundary={boundary}"
+    )
+    assert response.status_code == 400
+    assert "no file name" in response.json()["detail"]
+    assert not File.objects.exists()
+
+
 def test_upload_without_a_file_is_a_field_error(client):
     response = client.post("/api/files/", {"sha256": "a" * 64}, format="multipart")
     assert response.status_code == 400
