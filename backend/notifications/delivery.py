@@ -27,6 +27,7 @@ VERBS = {
     "task.cancelled": "was cancelled",
 }
 MAX_TEXT = 2000
+MAX_SUBJECT = 200
 
 
 def task_data(notification: Notification) -> dict:
@@ -85,7 +86,13 @@ def email_message(notification: Notification, data: dict) -> tuple[str, str]:
     name = data.get("name") or str(notification.task_id)
     # A subject is one header line: a name's line breaks (and other runs of whitespace)
     # become single spaces, or the mail could never be sent (Django refuses the header).
-    subject = f'Task "{" ".join(name.split())}" {VERBS[notification.event]}'
+    # At most MAX_SUBJECT characters: a long name is shortened (…), never the event, which
+    # a subject cut at its end lost ('Task "Quarterly report … xxxxx').
+    shown, verb = " ".join(name.split()), VERBS[notification.event]
+    room = MAX_SUBJECT - len(f'Task "" {verb}')
+    if len(shown) > room:
+        shown = shown[: room - 1].rstrip() + "…"
+    subject = f'Task "{shown}" {verb}'
     lines = [
         f"Task:   {name}",
         f"Type:   {data.get('task_type', '-')}",
@@ -98,7 +105,7 @@ def email_message(notification: Notification, data: dict) -> tuple[str, str]:
     if not data.get("deleted"):
         lines.append(f"Link:   {settings.PUBLIC_BASE_URL}/api/tasks/{notification.task_id}/")
     lines += ["", f"You receive this because {notification.event} is in your notify_email."]
-    return subject[:200], "\n".join(lines) + "\n"
+    return subject, "\n".join(lines) + "\n"
 
 
 def _email(notification: Notification, data: dict) -> Outcome:

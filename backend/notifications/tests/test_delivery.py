@@ -3,6 +3,7 @@ signatures, retries with backoff, the guarded claim, 410 Gone, the dispatcher.""
 
 import json
 import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from backend.common.tests.conftest import _loopback_only  # noqa: F401
 from backend.common.tests.httpserver import Answer, HTTPServer
 from backend.common.tests.smtpd import SMTPServer, use_smtp
 from backend.notifications import jobs, services, signing
+from backend.notifications.delivery import VERBS, email_message
 from backend.notifications.models import DeliveryAttempt, Notification, TaskCallback
 from backend.notifications.tests.conftest import signed_by
 from backend.tasks import services as task_services
@@ -312,6 +314,24 @@ def test_a_name_with_line_breaks_still_makes_a_one_line_subject(user, settings, 
     assert mail.recipients == [user.email]
     assert mail.message["Subject"] == 'Task "line1 Bcc: x@example.com" completed'
     assert mail.message["Bcc"] is None
+
+
+@pytest.mark.parametrize(
+    "event", ["task.created", "task.completed", "task.failed", "task.cancelled"]
+)
+@pytest.mark.parametrize(
+    "name", ["Quarterly report " + "x" * 180, "Ü" * 199, "a" * 190 + " " * 9 + "b"]
+)
+def test_a_long_name_is_shortened_and_the_subject_still_says_what_happened(event, name):
+    """A subject was cut at 200 characters: a long name took the event with it, and the
+    recipient could not tell whether the task failed or completed."""
+    notification = Notification(event=event, task_id=uuid.uuid4(), channel="email")
+    subject, _ = email_message(notification, {"name": name})
+    assert len(subject) <= 200
+    assert subject.endswith(f'…" {VERBS[event]}')
+    assert subject.startswith(f'Task "{name[:20]}')
+    short = email_message(notification, {"name": "short"})[0]
+    assert short == f'Task "short" {VERBS[event]}'
 
 
 def test_an_smtp_failure_is_retried(user, settings, sent):
