@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.http import parse_http_date_safe
 from rest_framework.utils.encoders import JSONEncoder
 
 from backend.common import outbound
@@ -182,4 +183,26 @@ def _webhook(notification: Notification, data: dict) -> Outcome:
             error="the receiver answered 410 Gone",
             gone=True,
         )
-    return Outcome(delivered=False, status_code=code, error=f"the receiver answered {code}")
+    wait = retry_after(response.headers.get("retry-after")) if code in (429, 503) else None
+    error = f"the receiver answered {code}"
+    if wait:
+        error += f", asking to be tried again in {wait:.0f} s (Retry-After)"
+    return Outcome(delivered=False, status_code=code, error=error, retry_after=wait)
+
+
+# The longest wait a receiver's Retry-After is honoured for.
+MAX_RETRY_AFTER = 24 * 3600
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds from now a ``Retry-After`` asks for (RFC 9110 §10.2.3: a number of seconds, or
+    an HTTP date), at most MAX_RETRY_AFTER; None when there is none or it cannot be read.
+    A receiver that asked for two hours was tried again within seconds, and its event was
+    failed after NOTIFY_MAX_ATTEMPTS before the time it asked for."""
+    value = (value or "").strip()
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:12]), MAX_RETRY_AFTER))
+    when = parse_http_date_safe(value)
+    if when is None:
+        return None
+    return min(max(when - time.time(), 0.0), MAX_RETRY_AFTER)

@@ -431,6 +431,9 @@ class Outcome:
     # The receiver answered 410 Gone: stop sending there (the owner's webhook_url, or the
     # task's callback_url, whichever was that URL).
     gone: bool = False
+    # Seconds the receiver asked to be left alone (a 429's or a 503's Retry-After): the
+    # next attempt waits at least that long.
+    retry_after: float | None = None
 
 
 def retry_delay(attempt: int) -> float:
@@ -478,7 +481,8 @@ def notification_record(*, notification: Notification, started_at: datetime, out
     else:
         status = NotificationStatus.PENDING
         mine.update(
-            next_attempt_at=now + timedelta(seconds=retry_delay(notification.attempts)),
+            next_attempt_at=now
+            + timedelta(seconds=max(retry_delay(notification.attempts), outcome.retry_after or 0)),
             enqueued_at=None,
             locked_until=None,
             last_error=error,

@@ -175,6 +175,41 @@ def test_failed_attempts_back_off_with_jitter_then_give_up(user, sent, settings)
     assert DeliveryAttempt.objects.count() == 3
 
 
+@pytest.mark.parametrize(
+    "status, header, least, most",
+    [
+        (429, "7200", 7200, 7200),
+        (503, "7200", 7200, 7200),
+        (429, "in_an_hour", 3600 - 5, 3600 + 1),  # an HTTP date, an hour ahead
+        (429, "99999999999999999999", 24 * 3600, 24 * 3600),  # at most a day
+        (429, "soon", 15, 30),  # unreadable: the backoff's own delay
+        (429, "1", 15, 30),  # shorter than the backoff: the backoff
+        (500, "7200", 15, 30),  # only a 429's or a 503's is read
+    ],
+)
+def test_a_receiver_asking_to_wait_is_not_tried_before_it_said(
+    user, sent, settings, status, header, least, most
+):
+    """A receiver answering 429 with Retry-After: 7200 was tried again within seconds and
+    its event failed after NOTIFY_MAX_ATTEMPTS, before the time it had asked for."""
+    from django.utils.http import http_date
+
+    if header == "in_an_hour":
+        header = http_date(time.time() + 3600)
+    with HTTPServer([Answer(status, headers={"Retry-After": header})]) as receiver:
+        hooked(user, receiver.url())
+        completed_task(user)
+        notification = Notification.objects.get()
+        before = timezone.now()
+        assert jobs.deliver_notification(str(notification.pk)) == "pending"
+    notification.refresh_from_db()
+    waited = (notification.next_attempt_at - before).total_seconds()
+    assert least - 1 <= waited <= most + 1, waited
+    assert notification.last_error.startswith(f"the receiver answered {status}")
+    said = status in (429, 503) and header != "soon"
+    assert ("Retry-After" in notification.last_error) is said
+
+
 def test_retry_delays_double_up_to_the_cap(settings):
     settings.NOTIFY_BACKOFF = 30
     settings.NOTIFY_MAX_DELAY = 100
