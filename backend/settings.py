@@ -819,6 +819,10 @@ NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
 NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
 NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
+# Webhooks and callbacks of one user under way at once (each holds a process of the long
+# queue while its receiver answers): the user's others wait for the dispatcher's next round,
+# so one user's slow receivers cannot hold every process of the queue.
+NOTIFY_USER_CONCURRENCY = _positive_int("NOTIFY_USER_CONCURRENCY", 2)
 # Seconds after a rotation of a user's webhook secret during which webhooks are signed with
 # the new secret and the one it replaced (two v1 signatures), so a receiver can switch
 # without rejecting any; 0: the old one stops at once.

@@ -73,6 +73,12 @@ class Notification(models.Model):
                 name="notification_unreachable",
                 condition=models.Q(status="pending", unreachable=True),
             ),
+            # A user's deliveries under way (NOTIFY_USER_CONCURRENCY): few at any time.
+            models.Index(
+                fields=["user"],
+                name="notification_held",
+                condition=models.Q(status="pending", locked_until__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

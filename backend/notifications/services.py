@@ -328,8 +328,19 @@ def notification_claim(*, notification_id) -> Notification | None:
     user_id, channel, target = found
     now = timezone.now()
     due = Q(status=NotificationStatus.PENDING, next_attempt_at__lte=now)
-    if channel != Channel.EMAIL and _resting(now, user_id, target, notification_id):
-        return None
+    if channel != Channel.EMAIL:
+        if _resting(now, user_id, target, notification_id):
+            return None
+        if _user_busy(now, user_id, notification_id):
+            # Unsent, without using an attempt: due at the dispatcher's next round (not at
+            # once, where it would come first in every round while the user stays busy).
+            Notification.objects.filter(
+                sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
+            ).update(
+                next_attempt_at=now + timedelta(seconds=settings.NOTIFY_DISPATCH_INTERVAL),
+                enqueued_at=None,
+            )
+            return None
     claimed = Notification.objects.filter(
         sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
     ).update(attempts=F("attempts") + 1, locked_until=now + _lease())
@@ -365,6 +376,26 @@ def _resting(now: datetime, user_id, target: str, notification_id) -> bool:
         # may be written in forms that share no text (127.1, 2130706433): all are read.
         resting = resting.filter(target__icontains=host)
     return any(_receiver(other) == receiver for other in resting.values_list("target", flat=True))
+
+
+def _user_busy(now: datetime, user_id, notification_id) -> bool:
+    """Whether NOTIFY_USER_CONCURRENCY of the user's webhooks and callbacks are under way
+    (held by an attempt whose lease has not run out). One user's receivers, each slow or
+    hanging on a port or a name of its own (the rest above is per receiver), held every
+    process of the long queue: everyone's notifications and long tasks waited minutes.
+    Two attempts that check at the same moment may both go: a bound, not an exact count."""
+    limit = settings.NOTIFY_USER_CONCURRENCY
+    held = (
+        Notification.objects.filter(
+            user_id=user_id,
+            status=NotificationStatus.PENDING,
+            locked_until__isnull=False,
+            locked_until__gt=now,
+        )
+        .exclude(channel=Channel.EMAIL)
+        .exclude(pk=notification_id)
+    )
+    return held[:limit].count() >= limit
 
 
 def _receiver(url: str) -> tuple:

@@ -554,6 +554,45 @@ def silent_at_first() -> HTTPServer:
     return receiver
 
 
+def test_a_users_webhooks_under_way_at_once_are_bounded(user, sent, settings):
+    """One user's receivers, each hanging on a port of its own (the rest is per receiver),
+    held every process of the long queue: everyone's notifications and long tasks waited
+    minutes. With NOTIFY_USER_CONCURRENCY of the user's webhooks under way, another waits
+    for the dispatcher's next round, using no attempt; other users' go on."""
+    from backend.users.tests.factories import UserFactory
+
+    settings.NOTIFY_USER_CONCURRENCY = 2
+    settings.NOTIFY_DISPATCH_INTERVAL = 10
+    with HTTPServer([Answer(204, b"")] * 5) as receiver:
+        hooked(user, receiver.url("/hooks"))
+        first, second, third = created_webhooks(user, 3)
+        # The first two under way in other processes, waiting on their receivers.
+        held = Notification.objects.filter(pk__in=[first.pk, second.pk])
+        held.update(attempts=1, locked_until=timezone.now() + timedelta(seconds=60))
+        before = timezone.now()
+        assert jobs.deliver_notification(str(third.pk)).startswith("skipped")
+        third.refresh_from_db()
+        assert third.status == "pending" and third.attempts == 0
+        assert third.enqueued_at is None  # the dispatcher sends it again
+        assert 10 - 1 <= (third.next_attempt_at - before).total_seconds() <= 10 + 1
+        assert receiver.requests == []
+        assert not DeliveryAttempt.objects.exists()
+
+        someone = UserFactory()
+        hooked(someone, receiver.url("/theirs"))
+        task_services.task_create(owner=someone, task_type="manual", name="theirs")
+        theirs = Notification.objects.get(user=someone)
+        assert jobs.deliver_notification(str(theirs.pk)) == "delivered"
+
+        # An attempt whose lease ran out (its worker was lost) is no longer under way.
+        Notification.objects.filter(pk=first.pk).update(
+            locked_until=timezone.now() - timedelta(seconds=1)
+        )
+        due_again(third)
+        assert jobs.deliver_notification(str(third.pk)) == "delivered"
+    assert [r.path for r in receiver.requests] == ["/theirs", "/hooks"]
+
+
 def test_a_receiver_that_does_not_answer_rests_until_one_retry_probes_it(user, sent, settings):
     """Each attempt at a hanging receiver held a worker process of the long queue for
     NOTIFY_WEBHOOK_TIMEOUT, so a burst of one user's events delayed everyone's long tasks.
