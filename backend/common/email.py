@@ -19,6 +19,7 @@ import socket
 import ssl
 import time
 from email import charset
+from email.utils import parseaddr
 from functools import cached_property
 from typing import NamedTuple
 
@@ -236,15 +237,37 @@ class Sent(NamedTuple):
     refused: dict[str, int]  # those the server refused while taking it for others: their code
 
 
-def send_email(*, to: list[str], subject: str, body: str, html: str | None = None) -> Sent:
+def stable_message_id(key: str) -> str:
+    """A Message-ID made from ``key`` (and the sender's domain), the same at every attempt:
+    a mail sent again after an attempt whose outcome was lost (a server that took the
+    message and then hung) is one message to the mailbox, which may drop the copy."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2]
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = "localhost"
+    return f"<{key}@{domain}>"
+
+
+def send_email(
+    *,
+    to: list[str],
+    subject: str,
+    body: str,
+    html: str | None = None,
+    message_id: str | None = None,
+) -> Sent:
     """Send one message to every address in ``to``. A server refusing every recipient fails
-    the send; one refusing some of them takes it for the others (``Sent.refused``)."""
+    the send; one refusing some of them takes it for the others (``Sent.refused``).
+    ``message_id``: the message's Message-ID (a new one each send without it)."""
     for address in to:  # one stored before they were refused (an account's, a task's input)
         if refusal := address_refusal(address):
             raise EmailDeliveryError(f"{address!r} cannot be written in a mail: {refusal}")
     message = EmailMultiAlternatives(
         subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=list(to)
     )
+    if message_id:
+        message.extra_headers["Message-ID"] = message_id
     if html:
         message.attach_alternative(html, "text/html")
     if has_long_lines(body, html):

@@ -13,7 +13,12 @@ from django.utils.http import parse_http_date_safe
 from rest_framework.utils.encoders import JSONEncoder
 
 from backend.common import outbound
-from backend.common.email import EmailDeliveryError, RecipientsRefused, send_email
+from backend.common.email import (
+    EmailDeliveryError,
+    RecipientsRefused,
+    send_email,
+    stable_message_id,
+)
 from backend.tasks.api.serializers import TaskSerializer
 from backend.tasks.models import Task
 
@@ -112,7 +117,13 @@ def email_message(notification: Notification, data: dict) -> tuple[str, str]:
 def _email(notification: Notification, data: dict) -> Outcome:
     subject, body = email_message(notification, data)
     try:
-        send_email(to=[notification.target], subject=subject, body=body)
+        send_email(
+            to=[notification.target],
+            subject=subject,
+            body=body,
+            # The same at every attempt, as a webhook's webhook-id is.
+            message_id=stable_message_id(f"notification.{notification.pk}"),
+        )
     except RecipientsRefused as exc:  # the address itself: sending again would be refused
         return Outcome(delivered=False, final=True, error=str(exc))
     except EmailDeliveryError as exc:

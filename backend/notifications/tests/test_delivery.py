@@ -328,6 +328,8 @@ def test_emails_arrive_for_the_chosen_events_only(user, settings, sent):
         [mail] = smtp.messages
     assert mail.recipients == [user.email]
     assert mail.message["Subject"] == f'Task "{task.name}" completed'
+    # The same at every attempt (one sent again after a lost outcome is one message).
+    assert mail.message["Message-ID"] == f"<notification.{notification.pk}@localhost>"
     text = mail.message.get_body(("plain",)).get_content()
     assert "Type:   manual" in text and "Status: completed" in text
     assert 'Result: {"answer": 42}' in text
