@@ -103,7 +103,7 @@ class SingleUseRefreshToken(SaneExpiryMixin, IdRequiredMixin, DeactivationsMixin
             raise TokenError(_("Token is blacklisted")) from None
 
 
-def token_user_locked(token: RefreshToken) -> None:
+def token_user_locked(token: RefreshToken) -> tuple[str, bool, int] | None:
     """Lock the row of the token's user until the transaction ends. A new password and a
     deactivation write that row, then revoke the user's refresh tokens, in one transaction:
     a refresh or a logout holding the lock either ends before the revocation reads the open
@@ -112,18 +112,19 @@ def token_user_locked(token: RefreshToken) -> None:
     revocation, and the session outlived the new password."""
     user_id = token.payload.get(api_settings.USER_ID_CLAIM)
     if isinstance(user_id, str | int) and not isinstance(user_id, bool):
-        user_row_locked(**{api_settings.USER_ID_FIELD: user_id})
+        return user_row_locked(**{api_settings.USER_ID_FIELD: user_id})
+    return None
 
 
-def user_row_locked(**lookup) -> tuple[str, bool] | None:
+def user_row_locked(**lookup) -> tuple[str, bool, int] | None:
     """Lock the user's row until the transaction ends (``token_user_locked``); its password
-    hash and ``is_active`` as the row holds them now, or None when it is gone. The lock
-    leaves the keys alone (as a save's own), so rows that name the user (a task created,
-    a token recorded) are not held up by it."""
+    hash, ``is_active`` and ``deactivations`` as the row holds them now, or None when it is
+    gone. The lock leaves the keys alone (as a save's own), so rows that name the user (a
+    task created, a token recorded) are not held up by it."""
     from django.contrib.auth import get_user_model
 
     users = get_user_model().objects.select_for_update(no_key=True)
-    return users.filter(**lookup).values_list("password", "is_active").first()
+    return users.filter(**lookup).values_list("password", "is_active", "deactivations").first()
 
 
 def refresh_tokens_revoke(user) -> int:

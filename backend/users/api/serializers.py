@@ -30,6 +30,7 @@ from backend.users.services import username_from_email
 from backend.users.tokens import (
     SingleUseRefreshToken,
     UntypedToken,
+    deactivations_of,
     storable_id,
     token_user_locked,
     user_row_locked,
@@ -340,24 +341,31 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
             # Turns with a new password or a deactivation (tokens.token_user_locked): the
             # password was checked against the row as read before, a hash's time ago. A
             # change committed since then revoked the open tokens without this one.
-            if not _still_signs_in(self.user, attrs["password"]):
+            row = _still_signs_in(self.user, attrs["password"])
+            if row is None:
                 raise exceptions.AuthenticationFailed(
                     self.error_messages["no_active_account"], "no_active_account"
                 )
+            # As the locked row counts them: a deactivation and a reactivation committed
+            # during the hash gave tokens of the count before, refused at every use.
+            self.user.deactivations = row[2]
             refresh = self.get_token(self.user)
             if jwt_settings.UPDATE_LAST_LOGIN:
                 update_last_login(None, self.user)
         return {"refresh": str(refresh), "access": str(refresh.access_token)}
 
 
-def _still_signs_in(user, password: str) -> bool:
-    """The user's row, locked, still active and still taking ``password``: its hash is the
-    one checked, or another the same password matches (a sign-in beside this one upgraded
-    it to a newer hasher, which Django does at sign-in, each with a salt of its own)."""
+def _still_signs_in(user, password: str) -> tuple[str, bool, int] | None:
+    """The user's row, locked, when it is still active and still takes ``password``: its
+    hash is the one checked, or another the same password matches (a sign-in beside this
+    one upgraded it to a newer hasher, which Django does at sign-in, each with a salt of its
+    own); else None."""
     row = user_row_locked(pk=user.pk)
     if row is None or not row[1]:
-        return False
-    return row[0] == user.password or check_password(password, row[0])
+        return None
+    if row[0] == user.password or check_password(password, row[0]):
+        return row
+    return None
 
 
 class TokenRefreshSerializer(BaseTokenRefreshSerializer):
@@ -373,7 +381,15 @@ class TokenRefreshSerializer(BaseTokenRefreshSerializer):
         try:
             with transaction.atomic():
                 # Turns with a new password or a deactivation of its user (tokens).
-                token_user_locked(self.token_class(attrs["refresh"]))
+                token = self.token_class(attrs["refresh"])
+                row = token_user_locked(token)
+                if row is not None and deactivations_of(token) != row[2]:
+                    # Issued before a deactivation (and somehow not revoked with the
+                    # others): its access tokens would each be refused.
+                    raise exceptions.AuthenticationFailed(
+                        "The token was issued before the account was deactivated; sign in again.",
+                        code="token_not_valid",
+                    )
                 return super().validate(attrs)
         except (User.DoesNotExist, DjangoValidationError):
             # A token (signed with the key) whose user is gone or whose user id is no id:

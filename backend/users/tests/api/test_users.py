@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.contrib.sessions.models import Session
 from django.db import connection
+from django.db.models import F
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
@@ -725,6 +726,40 @@ def test_an_access_token_from_before_a_deactivation_stays_dead_after_reactivatio
     assert refreshed.status_code == 200
     signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {refreshed.json()['access']}")
     assert signed_in.get(ME).status_code == 200
+
+
+def test_a_sign_in_meeting_a_deactivation_and_reactivation_gives_working_tokens(user, monkeypatch):
+    """Both committed while the password was hashed: the user was read before them, and
+    the tokens carried the count from before, each refused at every use (and the refresh
+    token, issued after the revocation, kept giving such access tokens)."""
+    from backend.users.api import serializers as user_serializers
+
+    real = user_serializers.authenticate
+
+    def read_before_the_change(**kwargs):
+        found = real(**kwargs)
+        User.objects.filter(pk=found.pk).update(deactivations=F("deactivations") + 1)
+        return found
+
+    monkeypatch.setattr(user_serializers, "authenticate", read_before_the_change)
+    pair = token_pair(user)
+    signed_in = APIClient()
+    signed_in.credentials(HTTP_AUTHORIZATION=f"Bearer {pair['access']}")
+    assert signed_in.get(ME).status_code == 200
+    refreshed = APIClient().post("/api/token/refresh/", {"refresh": pair["refresh"]}, format="json")
+    assert refreshed.status_code == 200
+
+
+def test_a_refresh_token_of_an_earlier_count_is_refused(user):
+    """One left open across a deactivation (say, recorded as it was revoked) gave access
+    tokens refused at every use: it is refused itself, 401."""
+    from backend.users.tokens import SingleUseRefreshToken
+
+    refresh = str(SingleUseRefreshToken.for_user(user))
+    User.objects.filter(pk=user.pk).update(deactivations=F("deactivations") + 1)
+    response = APIClient().post("/api/token/refresh/", {"refresh": refresh}, format="json")
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
 
 
 def test_a_registration_token_carries_the_count_and_works(client):
