@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -178,7 +179,9 @@ def _seed(users: int) -> Seeded:
         (usernames are unique in any case), or its email taken (as an email or as a
         username: either one logs in), is someone else's: skipped. So is an account of
         that name without the demo's email and password: someone registered it (it was
-        taken over: given the demo's file, schedule and tasks, run in its name)."""
+        taken over: given the demo's file, schedule and tasks, run in its name). One that
+        already holds what the seed made is the demo's, its password or email changed by
+        whoever uses it (skipped, the seed made the file and schedule a second time)."""
         while True:
             i = next(numbers)
             user = User.objects.filter(username__iexact=username(i)).first()
@@ -193,10 +196,12 @@ def _seed(users: int) -> Seeded:
                     username(i), user.email, password(i), name=f"Demo user {i}"
                 )
                 seeded.users_created.append((username(i), password(i)))
-            elif (
-                user.username != username(i)
-                or (user.email or "").lower() != f"{username(i)}@example.com"
-                or not user.check_password(password(i))
+            elif user.username != username(i) or not (
+                _holds_the_seeds(user)
+                or (
+                    (user.email or "").lower() == f"{username(i)}@example.com"
+                    and user.check_password(password(i))
+                )
             ):
                 continue
             # Locked as a create locks its assignee, so that none takes a place counted here.
@@ -270,3 +275,12 @@ def _seed(users: int) -> Seeded:
     ).update(created_at=Coalesce("started_at", "completed_at") - CREATED_BEFORE_RUN)
     seeded.tasks_created = len(new)
     return seeded
+
+
+def _holds_the_seeds(user: User) -> bool:
+    """Whether ``user`` has what an earlier seed made: a demo task, the file, the schedule."""
+    return (
+        Task.objects.filter(Q(owner=user) | Q(assignee=user), name__startswith=PREFIX).exists()
+        or File.objects.filter(owner=user, name=FILE_NAME).exists()
+        or Schedule.objects.filter(owner=user, name=SCHEDULE_NAME).exists()
+    )

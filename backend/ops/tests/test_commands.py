@@ -311,6 +311,26 @@ def test_a_seed_gives_nothing_to_someone_who_registered_a_demo_name(settings, tm
     assert "0 new" in run("seed_demo_data", "--users", "2")  # the seed's own are its own
 
 
+def test_a_demo_user_who_changed_their_password_or_email_is_still_the_demos(settings, tmp_path):
+    """The demo accounts are public (their passwords are printed): one whose password or
+    email someone changed was taken for a stranger's, and a run made demo11, demo12, a
+    second schedule and a second file."""
+    settings.MEDIA_ROOT = tmp_path
+    run("seed_demo_data")
+    users, schedules, files = User.objects.count(), Schedule.objects.count(), File.objects.count()
+    demo1 = User.objects.get(username="demo1")
+    demo1.set_password("my-own-Secret-77")
+    demo1.save()
+    User.objects.filter(username="demo2").update(email="d2@mine.example")
+    out = run("seed_demo_data")
+    assert "0 new" in out
+    assert (User.objects.count(), Schedule.objects.count(), File.objects.count()) == (
+        users,
+        schedules,
+        files,
+    )
+
+
 def test_seed_demo_data_bad_users():
     with pytest.raises(CommandError):
         call_command("seed_demo_data", "--users", "0")
