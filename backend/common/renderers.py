@@ -4,9 +4,9 @@ refused by a rule of the service shown again as it was typed."""
 
 import json
 
-from django.http import QueryDict
+from django.http import Http404, QueryDict
 from django.utils.datastructures import MultiValueDict
-from rest_framework import renderers
+from rest_framework import exceptions, renderers
 from rest_framework.request import Empty, override_method
 from rest_framework.settings import api_settings
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -75,7 +75,7 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         ):
             try:
                 obj = view.get_object()
-            except Exception:  # not visible, or not this user's to do: no form
+            except (exceptions.APIException, Http404):  # not visible, or not theirs to do
                 return False
         return super().show_form_for_method(view, method, request, obj)
 

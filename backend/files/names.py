@@ -42,12 +42,11 @@ def clean_content_type(raw: str | None, name: str) -> str:
     ``application/octet-stream``."""
     value, *parameters = (raw or "").lower().split(";")
     value = value.strip()
-    charsets = [found.group(2) for p in parameters if (found := _CHARSET.fullmatch(p))]
-    if len(charsets) == 1:
-        value = f"{value}; charset={charsets[0]}"
     fits = len(value) <= MAX_CONTENT_TYPE_LENGTH  # the column's (File.content_type)
-    plain = value.split(";", 1)[0]
-    if fits and _CONTENT_TYPE.fullmatch(plain) and plain != DEFAULT_CONTENT_TYPE:
-        return value
+    if fits and _CONTENT_TYPE.fullmatch(value) and value != DEFAULT_CONTENT_TYPE:
+        charsets = [found.group(2) for p in parameters if (found := _CHARSET.fullmatch(p))]
+        with_charset = f"{value}; charset={charsets[0]}" if len(charsets) == 1 else value
+        # The type kept without its charset when both do not fit.
+        return with_charset if len(with_charset) <= MAX_CONTENT_TYPE_LENGTH else value
     guessed, _ = mimetypes.guess_type(name, strict=False)
     return guessed or DEFAULT_CONTENT_TYPE

@@ -71,6 +71,8 @@ def test_clean_content_type():
         ("text/plain; charset=\r\nX-Evil: 1", "text/plain"),
         ("text/plain; charset=" + "x" * 41, "text/plain"),
         ("bad type; charset=utf-8", "text/csv"),  # the type guessed from the name: no charset
+        # The type fits the column, with its charset it would not: the type is kept.
+        ("application/vnd." + "x" * 60 + "; charset=" + "a" * 30, "application/vnd." + "x" * 60),
     ],
 )
 def test_clean_content_type_keeps_a_charset_the_client_gave(raw, stored):
