@@ -32,6 +32,7 @@ from django.db import transaction
 from kombu.pools import ProducerPool
 
 from backend.celery import app as celery_app
+from backend.common import recording
 from backend.common.breaker import CircuitBreaker
 
 from . import types
@@ -160,7 +161,8 @@ def _send(
         name,
         args,
         kwargs or {},
-        time_limit=None if limit is None else limit + 5,
+        # The hard limit leaves the run time to write its outcome (recording.RECORD_BUDGET).
+        time_limit=None if limit is None else limit + recording.RECORD_BUDGET,
         soft_time_limit=limit,
         ignore_result=True,
         argsrepr=repr(tuple(args)),

@@ -14,6 +14,7 @@ from rest_framework.fields import SkipField, empty
 from rest_framework.reverse import reverse
 from rest_framework.utils import html
 
+from backend.common import recording
 from backend.common.serializers import (
     FORM_KEYS,
     CopiedFieldsMixin,
@@ -363,12 +364,12 @@ class TaskCreateSerializer(CopiedFieldsMixin, serializers.Serializer):
         return attrs
 
 
-# What a task's message may stay unacknowledged beyond its time limit: the hard limit's 5 s
-# more, and a minute for its reservation and its claim and outcome tried again while the
-# database fails. A task whose limit left no room for them was taken: its message could
-# still pass the consumer timeout, and RabbitMQ then closed the channel, which stops the
-# whole worker (Celery's "Unrecoverable error: PreconditionFailed").
-CONSUMER_TIMEOUT_MARGIN = 65
+# What a task's message may stay unacknowledged beyond its time limit: until the hard limit
+# (RECORD_BUDGET more, for its outcome tried again while the database fails), and 10 s for
+# its reservation and its claim. A task whose limit left no room for them was taken: its
+# message could still pass the consumer timeout, and RabbitMQ then closed the channel,
+# which stops the whole worker (Celery's "Unrecoverable error: PreconditionFailed").
+CONSUMER_TIMEOUT_MARGIN = recording.RECORD_BUDGET + 10
 
 
 def _check_broker_can_hold(kind: types.TaskType, input_data: dict) -> None:

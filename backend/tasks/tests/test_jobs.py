@@ -739,6 +739,46 @@ def test_a_time_limit_while_waiting_to_write_the_outcome_still_writes_it(user, m
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_time_limit_during_the_outcomes_write_still_writes_it(user, monkeypatch):
+    """A database that hangs: the soft limit fired in the middle of the outcome's statement,
+    the task was failed "time limit exceeded" on that connection (mid-statement: "another
+    command is already in progress"), the hard limit killed the run, and it ran again."""
+    from backend.common import recording
+
+    monkeypatch.setattr(recording.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(
+        services, "task_finish", failing_first(services.task_finish, SoftTimeLimitExceeded(), 2)
+    )
+    task = TaskFactory(owner=user, task_type="reverse", input_data={"data": "abc"})
+    assert jobs.run_task(str(task.pk)) == "completed"
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED and task.error is None
+    assert task.result == {"result": "cba"}
+
+
+def test_the_hard_limit_leaves_a_run_the_time_to_write_its_outcome(monkeypatch):
+    """It came 5 s after the soft one: a run that finished as the database went away for
+    half a minute was killed while it waited to write its outcome, and was run again."""
+    from types import SimpleNamespace
+
+    from backend.common import recording
+
+    assert sum(recording.RECORD_PAUSES) < recording.RECORD_BUDGET
+    published = []
+
+    class Producer:
+        channel = object()
+
+        def publish(self, body, **kwargs):
+            published.append(kwargs["headers"])
+
+    declared = SimpleNamespace(exchange=SimpleNamespace(delivery_mode=2))
+    monkeypatch.setattr(queue, "_declared", lambda channel, name: declared)
+    queue._send(Producer(), "backend.tasks.jobs.run_task", ["x"], queue="tasks", limit=30)
+    assert published[0]["timelimit"] == [30 + recording.RECORD_BUDGET, 30]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_handlers_own_query_the_database_fails_is_tried_again_later(user, monkeypatch):
     """A report or a data job whose query met a database restart failed with the database's
     error; it is passing, as a type's transient errors are: the task is scheduled again

@@ -946,18 +946,18 @@ def test_rabbitmq_consumer_timeout_bounds_a_task_time_limit(client, settings):
         body = {"task_type": "countdown", "input_data": {"seconds": seconds}}
         return client.post(url(), body, format="json")
 
-    # A countdown's limit is its length + 30 s; its message may stay unacknowledged 65 s
-    # more (the hard limit, its reservation, its claim and outcome tried again): a limit
-    # just under the timeout was taken, and its message could still pass it, which stops
-    # the worker.
-    refused = create(105)
+    # A countdown's limit is its length + 30 s; its message may stay unacknowledged 80 s
+    # more (until the hard limit, which leaves its outcome 70 s to be written while the
+    # database fails, and its reservation and claim): a limit just under the timeout was
+    # taken, and its message could still pass it, which stops the worker.
+    refused = create(90)
     assert refused.status_code == 400
     assert "BROKER_CONSUMER_TIMEOUT" in refused.json()["input_data"][0]
     # Its own code, which a client tells from any other bad input (it was "invalid").
     assert refused.json()["code"] == "exceeds_broker_timeout"
-    assert create(104).status_code == 201
+    assert create(89).status_code == 201
     settings.BROKER_IS_AMQP = False
-    assert create(105).status_code == 201
+    assert create(90).status_code == 201
 
 
 def test_repeated_filter_parameters_combine(client, user):
