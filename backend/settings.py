@@ -318,6 +318,14 @@ else:
         ),
     )
 DATABASES = {"default": _db}
+# PostgreSQL, in the web tier only (backend/wsgi.py): a request's statement that waits this
+# many seconds for rows another transaction holds (DATABASE_WEB_LOCK_TIMEOUT), or runs this
+# long (DATABASE_WEB_STATEMENT_TIMEOUT), is cancelled and answered 503. A request waiting on
+# a lock held by a long transaction (a migration, a session left open in psql) held its web
+# worker until gunicorn killed it two minutes later (a 500). 0: no limit. Workers, Beat and
+# the commands have none.
+DATABASE_WEB_LOCK_TIMEOUT = _positive_int("DATABASE_WEB_LOCK_TIMEOUT", 5, minimum=0)
+DATABASE_WEB_STATEMENT_TIMEOUT = _positive_int("DATABASE_WEB_STATEMENT_TIMEOUT", 30, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- auth ---------------------------------------------------------------------

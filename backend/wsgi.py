@@ -19,6 +19,8 @@ except ImproperlyConfigured as exc:
     print(f"Configuration error: {exc}", file=sys.stderr)
     sys.exit(3)
 
-from backend.tasks import queue  # the apps are loaded by now
+from backend.common.postgresql.base import bound_web_statements  # the apps are loaded by now
+from backend.tasks import queue
 
 queue.bound_whole_sends()  # a request's send to the broker waits BROKER_PUBLISH_TIMEOUT at most
+bound_web_statements()  # and a statement DATABASE_WEB_LOCK_TIMEOUT for a lock, …_STATEMENT_…

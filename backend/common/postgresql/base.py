@@ -30,3 +30,29 @@ class DatabaseWrapper(base.DatabaseWrapper):
         except (OSError, ValueError, psycopg.Error):  # no socket: the connection is gone
             return False
         return not waiting or super().is_usable()
+
+
+def bound_web_statements() -> None:
+    """Give this process's PostgreSQL connections, when they open, the web tier's lock and
+    statement timeouts (DATABASE_WEB_LOCK_TIMEOUT, DATABASE_WEB_STATEMENT_TIMEOUT: server
+    settings sent with the connection, no round trip of their own). A statement past them is
+    cancelled by the server, an OperationalError the API answers 503. Called by
+    backend/wsgi.py; the workers, whose runs may rightly wait or run longer, have none."""
+    from django.conf import settings
+    from django.db import connections
+
+    limits = [
+        f"-c {name}={seconds * 1000}"
+        for name, seconds in (
+            ("lock_timeout", settings.DATABASE_WEB_LOCK_TIMEOUT),
+            ("statement_timeout", settings.DATABASE_WEB_STATEMENT_TIMEOUT),
+        )
+        if seconds
+    ]
+    for alias in connections:
+        params = connections.settings[alias]
+        if not limits or params["ENGINE"] != __package__:
+            continue
+        options = params.setdefault("OPTIONS", {})
+        given = options.get("options", "")  # DATABASE_URL's ?options=…, kept before ours
+        options["options"] = " ".join([given, *limits]).strip()

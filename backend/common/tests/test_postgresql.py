@@ -77,3 +77,74 @@ def test_a_worker_replaces_a_connection_the_server_ended_while_it_was_idle():
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != ended
+
+
+@pytest.fixture
+def web_limits(settings):
+    """This process's connections opened as the web tier's are (backend/wsgi.py), with a
+    1 s lock timeout; the options as they were afterwards."""
+    from backend.common.postgresql.base import bound_web_statements
+
+    options = connections.settings["default"].setdefault("OPTIONS", {})
+    before = dict(options)
+    settings.DATABASE_WEB_LOCK_TIMEOUT = 1
+    settings.DATABASE_WEB_STATEMENT_TIMEOUT = 30
+    connection.close()
+    bound_web_statements()
+    yield
+    connection.close()
+    options.clear()
+    options.update(before)
+
+
+def test_the_web_tiers_connections_carry_its_timeouts(web_limits):
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone() == ("1s",)
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone() == ("30s",)
+
+
+def test_a_request_waiting_on_a_held_lock_is_answered_503_in_moments(web_limits):
+    """A create waited on its user's row while a transaction held it (a migration, a psql
+    session left open): the web worker was held until gunicorn killed it two minutes later,
+    and the client got a 500. (Here the row is held 15 s: without the timeout, the create
+    waits for it and succeeds.)"""
+    import threading
+
+    from rest_framework.test import APIClient
+
+    from backend.tasks.models import Task
+    from backend.users.tests.factories import UserFactory
+
+    user = UserFactory()
+    client = APIClient()
+    client.force_authenticate(user)
+    held, done = threading.Event(), threading.Event()
+
+    def hold_the_row():
+        holder = connections.create_connection("default")
+        try:
+            holder.set_autocommit(False)
+            with holder.cursor() as cursor:
+                cursor.execute("SELECT id FROM users_user WHERE id = %s FOR UPDATE", [user.pk])
+            held.set()
+            done.wait(15)
+            holder.rollback()
+        finally:
+            holder.close()
+
+    holder = threading.Thread(target=hold_the_row)
+    holder.start()
+    try:
+        assert held.wait(10)
+        body = {"task_type": "sum", "input_data": {"numbers": [1, 2]}}
+        response = client.post("/api/tasks/", body, format="json")
+        released = done.is_set()
+    finally:
+        done.set()
+        holder.join()
+    assert not released
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "database_unavailable"
+    assert not Task.objects.filter(owner=user).exists()
