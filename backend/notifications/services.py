@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from backend.common import outbound, sql
@@ -337,7 +337,9 @@ def notification_claim(*, notification_id) -> Notification | None:
             Notification.objects.filter(
                 sql.key_guard(due & Q(locked_until__isnull=True)), pk=notification_id
             ).update(
-                next_attempt_at=now + timedelta(seconds=settings.NOTIFY_DISPATCH_INTERVAL),
+                # A second before the next round: a claim comes just after a round.
+                next_attempt_at=now
+                + timedelta(seconds=max(1, settings.NOTIFY_DISPATCH_INTERVAL - 1)),
                 enqueued_at=None,
             )
             return None
@@ -396,6 +398,21 @@ def _user_busy(now: datetime, user_id, notification_id) -> bool:
         .exclude(pk=notification_id)
     )
     return held[:limit].count() >= limit
+
+
+def _busy_users(now: datetime) -> QuerySet:
+    """The users with NOTIFY_USER_CONCURRENCY webhooks and callbacks under way (few rows:
+    the held ones' partial index)."""
+    return (
+        Notification.objects.filter(
+            status=NotificationStatus.PENDING, locked_until__isnull=False, locked_until__gt=now
+        )
+        .exclude(channel=Channel.EMAIL)
+        .values("user_id")
+        .annotate(held=Count("pk"))
+        .filter(held__gte=settings.NOTIFY_USER_CONCURRENCY)
+        .values("user_id")
+    )
 
 
 def _receiver(url: str) -> tuple:
@@ -588,6 +605,10 @@ def notifications_dispatch(*, batch_size: int = 500) -> dict[str, int]:
             _free(now), status=NotificationStatus.PENDING, next_attempt_at__lte=now
         )
         .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=resend_before))
+        # Not the webhooks of a user at NOTIFY_USER_CONCURRENCY: each would only wait again,
+        # and a backlog of them (a sweep failing 100,000 of one user's tasks) came first in
+        # every round, ahead of everyone else's retries.
+        .exclude(~Q(channel=Channel.EMAIL), user_id__in=_busy_users(now))
         .order_by("next_attempt_at")
         .values_list("pk", flat=True)[:batch_size]
     )
