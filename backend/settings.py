@@ -323,9 +323,17 @@ DATABASES = {"default": _db}
 # long (DATABASE_WEB_STATEMENT_TIMEOUT), is cancelled and answered 503. A request waiting on
 # a lock held by a long transaction (a migration, a session left open in psql) held its web
 # worker until gunicorn killed it two minutes later (a 500). 0: no limit. Workers, Beat and
-# the commands have none.
-DATABASE_WEB_LOCK_TIMEOUT = _positive_int("DATABASE_WEB_LOCK_TIMEOUT", 5, minimum=0)
-DATABASE_WEB_STATEMENT_TIMEOUT = _positive_int("DATABASE_WEB_STATEMENT_TIMEOUT", 30, minimum=0)
+# the commands have none. They are sent with the connection (libpq's "options"), which a
+# pooler may refuse (PgBouncer: "unsupported startup parameter"): behind one, that is with
+# DATABASE_SERVER_SIDE_BINDING=false, both are 0 unless set (set them on the database role
+# there: ALTER ROLE … SET lock_timeout = '5s').
+_behind_a_pooler = DATABASES["default"].get("OPTIONS", {}).get("server_side_binding") is False
+DATABASE_WEB_LOCK_TIMEOUT = _positive_int(
+    "DATABASE_WEB_LOCK_TIMEOUT", 0 if _behind_a_pooler else 5, minimum=0
+)
+DATABASE_WEB_STATEMENT_TIMEOUT = _positive_int(
+    "DATABASE_WEB_STATEMENT_TIMEOUT", 0 if _behind_a_pooler else 30, minimum=0
+)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- auth ---------------------------------------------------------------------

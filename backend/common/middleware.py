@@ -28,6 +28,21 @@ METRICS_PATHS = frozenset({"/metrics", "/metrics/"})
 MACHINE_PATHS = METRICS_PATHS | {"/health"}
 DATABASE_UNAVAILABLE = "The database is unavailable; try again shortly."
 UNHANDLED = "Internal server error; quote the request id when reporting it."
+# A statement the database cancelled at the web tier's limits (backend/common/postgresql),
+# by SQLSTATE: the code, the message, and the Retry-After (none: trying again the same way
+# takes as long).
+_CANCELLED = {
+    "55P03": (
+        "database_busy",
+        "Rows this request needs are held by another change (a migration, say); try again shortly.",
+        "5",
+    ),
+    "57014": (
+        "statement_timeout",
+        "The request took too long in the database and was stopped.",
+        None,
+    ),
+}
 STORAGE_FULL = "The service's storage is full; try again later."
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
@@ -176,6 +191,30 @@ class ApiErrorMiddleware:
                 exception,
             )
             return _json_or_page(request, 400, "Bad request", TOO_COMPLEX, code="too_complex")
+        cancelled = _CANCELLED.get(getattr(exception.__cause__, "sqlstate", None))
+        if isinstance(exception, OperationalError) and cancelled is not None:
+            # The web tier's own limits (DATABASE_WEB_LOCK_TIMEOUT, …_STATEMENT_TIMEOUT): the
+            # database is up, and "unavailable" sent an operator looking for an outage.
+            code, message, retry_after = cancelled
+            logger.warning(
+                "%s on %s %s (request id %s)",
+                code.replace("_", " "),
+                request.method,
+                request.path,
+                request.request_id,
+            )
+            response = _json_or_page(
+                request,
+                503,
+                "Service unavailable",
+                message,
+                code=code,
+                json_always=request.path in METRICS_PATHS,
+                request_id=request.request_id,
+            )
+            if retry_after:
+                response["Retry-After"] = retry_after
+            return response
         if isinstance(exception, (OperationalError, InterfaceError)):
             # The database is down, restarting or refusing connections: the client may try
             # again (503), and the log gets one line, not a traceback per request. A page

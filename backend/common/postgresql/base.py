@@ -38,11 +38,13 @@ def bound_web_statements() -> None:
     settings sent with the connection, no round trip of their own). A statement past them is
     cancelled by the server, an OperationalError the API answers 503. Called by
     backend/wsgi.py; the workers, whose runs may rightly wait or run longer, have none."""
+    import os
+
     from django.conf import settings
     from django.db import connections
 
-    limits = [
-        f"-c {name}={seconds * 1000}"
+    wanted = [
+        (name, seconds)
         for name, seconds in (
             ("lock_timeout", settings.DATABASE_WEB_LOCK_TIMEOUT),
             ("statement_timeout", settings.DATABASE_WEB_STATEMENT_TIMEOUT),
@@ -51,8 +53,11 @@ def bound_web_statements() -> None:
     ]
     for alias in connections:
         params = connections.settings[alias]
-        if not limits or params["ENGINE"] != __package__:
+        if not wanted or params["ENGINE"] != __package__:
             continue
         options = params.setdefault("OPTIONS", {})
-        given = options.get("options", "")  # DATABASE_URL's ?options=…, kept before ours
+        # DATABASE_URL's ?options=…, else the environment's PGOPTIONS (which libpq reads only
+        # when no options are given): kept, and a limit they set themselves left to them.
+        given = options.get("options") or os.environ.get("PGOPTIONS", "")
+        limits = [f"-c {name}={s * 1000}" for name, s in wanted if name not in given]
         options["options"] = " ".join([given, *limits]).strip()

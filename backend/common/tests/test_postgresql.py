@@ -146,5 +146,67 @@ def test_a_request_waiting_on_a_held_lock_is_answered_503_in_moments(web_limits)
         holder.join()
     assert not released
     assert response.status_code == 503, response.content
-    assert response.json()["code"] == "database_unavailable"
+    # Not "the database is unavailable": it is up, and the rows are busy.
+    assert response.json()["code"] == "database_busy"
+    assert response["Retry-After"] == "5"
     assert not Task.objects.filter(owner=user).exists()
+
+
+def test_a_statement_past_the_web_tiers_time_is_answered_so(web_limits, settings, monkeypatch):
+    """The statement timeout was answered "The database is unavailable" with Retry-After: a
+    client obeying it ran the same 30 s of work every 5 s."""
+    from django.db.models.signals import pre_init
+    from rest_framework.test import APIClient
+
+    from backend.tasks.models import Task
+    from backend.tasks.tests.factories import TaskFactory
+    from backend.users.tests.factories import UserFactory
+
+    user = UserFactory()
+    TaskFactory(owner=user, status="completed")
+    client = APIClient()
+    client.force_authenticate(user)
+    with connection.cursor() as cursor:
+        cursor.execute("SET statement_timeout = 200")  # this connection's, for this test
+
+    def slow(sender, **kwargs):  # a statement past it, as the list reads its task
+        if sender is Task:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(2)")
+
+    pre_init.connect(slow)
+    try:
+        response = client.get("/api/tasks/?status=completed")
+    finally:
+        pre_init.disconnect(slow)
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "statement_timeout"
+    assert not response.has_header("Retry-After")
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("", "-c lock_timeout=1000 -c statement_timeout=30000"),
+        ("-c search_path=a", "-c search_path=a -c lock_timeout=1000 -c statement_timeout=30000"),
+        ("-c statement_timeout=120000", "-c statement_timeout=120000 -c lock_timeout=1000"),
+    ],
+)
+def test_the_web_limits_keep_the_options_given(settings, given, expected, monkeypatch):
+    """A URL's ?options= (or PGOPTIONS, which libpq reads only when none are given) lost to
+    the web tier's limits: a stricter or looser limit of the operator's replaced, a
+    search_path set in PGOPTIONS dropped."""
+    from backend.common.postgresql.base import bound_web_statements
+
+    options = connections.settings["default"].setdefault("OPTIONS", {})
+    before = dict(options)
+    settings.DATABASE_WEB_LOCK_TIMEOUT = 1
+    settings.DATABASE_WEB_STATEMENT_TIMEOUT = 30
+    try:
+        options.pop("options", None)
+        monkeypatch.setenv("PGOPTIONS", given)
+        bound_web_statements()
+        assert options["options"] == expected
+    finally:
+        options.clear()
+        options.update(before)
