@@ -9,6 +9,7 @@ through the API: a ``data_processing`` task reads a file of its own owner's."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import itertools
 import math
 import os
@@ -18,7 +19,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -178,10 +178,11 @@ def _seed(users: int) -> Seeded:
         """The next demo user, created when missing. A name taken in another case
         (usernames are unique in any case), or its email taken (as an email or as a
         username: either one logs in), is someone else's: skipped. So is an account of
-        that name without the demo's email and password: someone registered it (it was
-        taken over: given the demo's file, schedule and tasks, run in its name). One that
-        already holds what the seed made is the demo's, its password or email changed by
-        whoever uses it (skipped, the seed made the file and schedule a second time)."""
+        that name with neither the demo's email nor its password, nor the demo's file or
+        schedule: someone registered it (it was taken over: given the demo's file,
+        schedule and tasks, run in its name). A demo user whose password or email was
+        changed by whoever uses it is still the demo's (skipped, the seed made the file
+        and schedule a second time)."""
         while True:
             i = next(numbers)
             user = User.objects.filter(username__iexact=username(i)).first()
@@ -197,11 +198,9 @@ def _seed(users: int) -> Seeded:
                 )
                 seeded.users_created.append((username(i), password(i)))
             elif user.username != username(i) or not (
-                _holds_the_seeds(user)
-                or (
-                    (user.email or "").lower() == f"{username(i)}@example.com"
-                    and user.check_password(password(i))
-                )
+                (user.email or "").lower() == f"{username(i)}@example.com"
+                or _holds_the_seeds(user)
+                or user.check_password(password(i))
             ):
                 continue
             # Locked as a create locks its assignee, so that none takes a place counted here.
@@ -278,9 +277,11 @@ def _seed(users: int) -> Seeded:
 
 
 def _holds_the_seeds(user: User) -> bool:
-    """Whether ``user`` has what an earlier seed made: a demo task, the file, the schedule."""
+    """Whether ``user`` has the file an earlier seed stored (its name and bytes) or its
+    schedule. (A task's name proves nothing: anyone may name one "demo: …".)"""
     return (
-        Task.objects.filter(Q(owner=user) | Q(assignee=user), name__startswith=PREFIX).exists()
-        or File.objects.filter(owner=user, name=FILE_NAME).exists()
+        File.objects.filter(
+            owner=user, name=FILE_NAME, sha256=hashlib.sha256(FILE_CONTENT).hexdigest()
+        ).exists()
         or Schedule.objects.filter(owner=user, name=SCHEDULE_NAME).exists()
     )
