@@ -57,6 +57,8 @@ def _breakers_closed():
     throttling._slow_counts[0] = 0
     # Nor sends bounded as the web tier's are: a live server's start imports backend.wsgi.
     queue._whole_sends_bounded = False
+    # Nor the web tier's database limits on the connections opened next (backend/wsgi.py).
+    _database_options_as_at_start()
     queue._request.deadline = None
     yield
     for breaker in (queue.breaker, cache_breaker):
@@ -156,3 +158,21 @@ def broker_down(monkeypatch):
     monkeypatch.setitem(app.conf, "broker_transport", None)  # the URL names it
     monkeypatch.setenv("CELERY_BROKER_URL", UNREACHABLE_BROKER)
     return monkeypatch
+
+
+def _options():
+    from django.db import connections
+
+    return connections.settings["default"].setdefault("OPTIONS", {})
+
+
+_OPTIONS_AT_START = None
+
+
+def _database_options_as_at_start() -> None:
+    global _OPTIONS_AT_START
+    if _OPTIONS_AT_START is None:
+        _OPTIONS_AT_START = dict(_options())
+    elif _options() != _OPTIONS_AT_START:
+        _options().clear()
+        _options().update(_OPTIONS_AT_START)

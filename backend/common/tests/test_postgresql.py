@@ -80,13 +80,15 @@ def test_a_worker_replaces_a_connection_the_server_ended_while_it_was_idle():
 
 
 @pytest.fixture
-def web_limits(settings):
+def web_limits(settings, monkeypatch):
     """This process's connections opened as the web tier's are (backend/wsgi.py), with a
     1 s lock timeout; the options as they were afterwards."""
     from backend.common.postgresql.base import bound_web_statements
 
     options = connections.settings["default"].setdefault("OPTIONS", {})
     before = dict(options)
+    options.pop("options", None)  # none given (a live server's start may have set some)
+    monkeypatch.delenv("PGOPTIONS", raising=False)
     settings.DATABASE_WEB_LOCK_TIMEOUT = 1
     settings.DATABASE_WEB_STATEMENT_TIMEOUT = 30
     connection.close()
