@@ -380,6 +380,14 @@ def _resting(now: datetime, user_id, target: str, notification_id) -> bool:
     return any(_receiver(other) == receiver for other in resting.values_list("target", flat=True))
 
 
+def _held_webhooks(now: datetime) -> QuerySet:
+    """The webhooks and callbacks held by an attempt whose lease has not run out (few rows:
+    the held ones' partial index)."""
+    return Notification.objects.filter(
+        status=NotificationStatus.PENDING, locked_until__isnull=False, locked_until__gt=now
+    ).exclude(channel=Channel.EMAIL)
+
+
 def _user_busy(now: datetime, user_id, notification_id) -> bool:
     """Whether NOTIFY_USER_CONCURRENCY of the user's webhooks and callbacks are under way
     (held by an attempt whose lease has not run out). One user's receivers, each slow or
@@ -387,27 +395,14 @@ def _user_busy(now: datetime, user_id, notification_id) -> bool:
     process of the long queue: everyone's notifications and long tasks waited minutes.
     Two attempts that check at the same moment may both go: a bound, not an exact count."""
     limit = settings.NOTIFY_USER_CONCURRENCY
-    held = (
-        Notification.objects.filter(
-            user_id=user_id,
-            status=NotificationStatus.PENDING,
-            locked_until__isnull=False,
-            locked_until__gt=now,
-        )
-        .exclude(channel=Channel.EMAIL)
-        .exclude(pk=notification_id)
-    )
+    held = _held_webhooks(now).filter(user_id=user_id).exclude(pk=notification_id)
     return held[:limit].count() >= limit
 
 
 def _busy_users(now: datetime) -> QuerySet:
-    """The users with NOTIFY_USER_CONCURRENCY webhooks and callbacks under way (few rows:
-    the held ones' partial index)."""
+    """The users with NOTIFY_USER_CONCURRENCY webhooks and callbacks under way."""
     return (
-        Notification.objects.filter(
-            status=NotificationStatus.PENDING, locked_until__isnull=False, locked_until__gt=now
-        )
-        .exclude(channel=Channel.EMAIL)
+        _held_webhooks(now)
         .values("user_id")
         .annotate(held=Count("pk"))
         .filter(held__gte=settings.NOTIFY_USER_CONCURRENCY)
