@@ -540,6 +540,13 @@ class MakeRun:
 
 
 STORES = {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"}
+# `make run` runs on the embedded default whatever stores the suite is given (MakeRun leaves
+# them out), so its run is the same in every suite: the one on the embedded default runs it
+# (CI runs the suite on each store; each of these starts five processes).
+on_the_embedded_default = pytest.mark.skipif(
+    any(os.environ.get(name) for name in STORES),
+    reason="make run is on the embedded default whatever the stores: its suite runs this",
+)
 PROCFILE_WORKERS = [name for name in PROCFILE_NAMES if name in {"worker", "long", "maintenance"}]
 
 
@@ -573,6 +580,7 @@ def assert_stopped_cleanly(run: MakeRun) -> None:
 
 
 @pytest.mark.e2e
+@on_the_embedded_default
 def test_ctrl_c_stops_make_run_cleanly(make_run):
     make_run.wait_until_ready()
 
@@ -589,6 +597,7 @@ def test_ctrl_c_stops_make_run_cleanly(make_run):
 
 
 @pytest.mark.e2e
+@on_the_embedded_default
 def test_closing_the_terminal_stops_everything(make_run):
     """Honcho, the terminal's foreground job, died of the hang-up and left the web server,
     the workers and beat running; the next `make run` found its port taken."""
@@ -606,6 +615,7 @@ def test_closing_the_terminal_stops_everything(make_run):
 
 
 @pytest.mark.e2e
+@on_the_embedded_default
 def test_a_run_sent_to_the_background_outlives_its_terminal(tmp_path):
     run = MakeRun(tmp_path, background=True)
     try:
@@ -631,6 +641,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.e2e
+@on_the_embedded_default
 def test_sigint_to_makes_process_group_stops_everything(make_run):
     # A SIGINT sent to make's own process group (not through the terminal) reaches make and
     # scripts/run.py, which passes it on to honcho. GNU make then ends itself with the same
