@@ -1,3 +1,4 @@
+import os
 import socket
 import threading
 
@@ -13,6 +14,25 @@ def pytest_configure(config):
 
     # A fast hasher: the default one is slow on purpose, and the suite creates many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+STORES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test marked own_stores starts processes given an environment of its own (the
+    # embedded default in the test's folder): it is the same test whatever stores the suite
+    # is given, and the suite on the embedded default runs it (CI runs the suite on each).
+    given = [name for name in STORES if os.environ.get(name)]
+    if not given:
+        return
+    skip = pytest.mark.skip(
+        reason=f"its processes run on stores of their own, not {', '.join(given)}: "
+        "the suite on the embedded default runs it"
+    )
+    for item in items:
+        if item.get_closest_marker("own_stores"):
+            item.add_marker(skip)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -66,6 +66,7 @@ def start_up_error(result) -> str:
     return message
 
 
+@pytest.mark.own_stores
 def test_defaults(tmp_path):
     values = settings_of(start(tmp_path))
     assert values["EMAIL_BACKEND"] == "django.core.mail.backends.console.EmailBackend"
@@ -74,6 +75,7 @@ def test_defaults(tmp_path):
     assert values["SCHEDULE_MIN_INTERVAL"] == 60 and values["MAX_SCHEDULES_PER_USER"] == 20
 
 
+@pytest.mark.own_stores
 def test_an_smtp_url(tmp_path):
     values = settings_of(
         start(
@@ -96,6 +98,7 @@ def test_an_smtp_url(tmp_path):
     assert (values["SCHEDULE_MIN_INTERVAL"], values["MAX_SCHEDULES_PER_USER"]) == (5, 3)
 
 
+@pytest.mark.own_stores
 def test_smtp_without_port_or_login_keeps_djangos_defaults(tmp_path):
     values = settings_of(start(tmp_path, EMAIL_URL="smtp://127.0.0.1"))
     assert (values["EMAIL_PORT"], values["EMAIL_HOST_USER"], values["EMAIL_HOST_PASSWORD"]) == (
@@ -107,6 +110,7 @@ def test_smtp_without_port_or_login_keeps_djangos_defaults(tmp_path):
     assert values["EMAIL_USE_SSL"] is True and values["EMAIL_USE_TLS"] is False
 
 
+@pytest.mark.own_stores
 def test_filemail_writes_where_the_url_says(tmp_path):
     values = settings_of(start(tmp_path, EMAIL_URL=f"filemail://{tmp_path}/outbox"))
     assert values["EMAIL_BACKEND"] == "django.core.mail.backends.filebased.EmailBackend"
@@ -115,6 +119,7 @@ def test_filemail_writes_where_the_url_says(tmp_path):
     assert values["EMAIL_FILE_PATH"] == str(tmp_path.resolve() / "mail")
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     ("variables", "named"),
     [

@@ -85,6 +85,7 @@ def _logged(log: Path, text: str) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     ("request_bytes", "status", "code"),
     [
@@ -148,6 +149,7 @@ def test_gunicorns_refusals_carry_the_services_codes(status, reason, code, with_
     assert ("request_id" in got) is with_id
 
 
+@pytest.mark.own_stores
 def test_a_request_line_of_8000_bytes_reaches_the_service(served):
     """gunicorn's default refused request lines over 4,094 bytes (a list filtered by many
     values): they reach Django, which answers (here the health check, the database not
@@ -160,6 +162,7 @@ def test_a_request_line_of_8000_bytes_reaches_the_service(served):
     assert "status" in json.loads(body)
 
 
+@pytest.mark.own_stores
 def test_a_head_request_is_answered_without_a_body_and_without_a_warning(served):
     """The service built the GET's body for a HEAD, which gunicorn dropped with a WARNING
     in its log for every HEAD request. The headers stay the GET's, the length included."""
@@ -173,6 +176,7 @@ def test_a_head_request_is_answered_without_a_body_and_without_a_warning(served)
     assert "no-body response" not in served.log.read_text()
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     "header", ["X-Forwarded-Proto: https", "X-Forwarded-Protocol: ssl", "X-Forwarded-Ssl: on"]
 )
@@ -186,6 +190,7 @@ def test_a_clients_forwarded_scheme_is_not_taken_without_a_proxy(served, header)
     assert "strict-transport-security" not in headers
 
 
+@pytest.mark.own_stores
 def test_a_worker_is_given_two_minutes_for_a_request(tmp_path):
     """gunicorn's default 30 s killed the sync worker of a slow download (a 200 cut short)
     or upload (a 500): gunicorn.conf.py gives every gunicorn started here 120 s, and the

@@ -136,6 +136,7 @@ def test_env_file_is_git_ignored():
     assert ".env" in (PROJECT_ROOT / ".gitignore").read_text().splitlines()
 
 
+@pytest.mark.own_stores
 def test_manage_py_runs_outside_make_with_the_env_file(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("DEBUG=true\nDJANGO_SECRET_KEY=from-the-env-file\n")
@@ -148,6 +149,7 @@ def test_manage_py_runs_outside_make_with_the_env_file(tmp_path):
     assert shown.stdout.split() == ["True", "from-the-env-file"], shown.stderr
 
 
+@pytest.mark.own_stores
 def test_the_environment_wins_over_the_env_file(tmp_path):
     env_file = tmp_path / ".env"
     env_file.write_text("DEBUG=true\nDJANGO_SECRET_KEY=from-the-env-file\n")
@@ -182,6 +184,7 @@ BAD_ENVIRONMENTS = [
 ]
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     ("overrides", "named"),
     BAD_ENVIRONMENTS,
@@ -198,6 +201,7 @@ def test_a_configuration_error_is_one_line(tmp_path, overrides, named):
     assert named in lines[0]
 
 
+@pytest.mark.own_stores
 def test_the_missing_secret_message_says_how_to_run_locally(tmp_path):
     result = python(tmp_path, "manage.py", "check", ENV_FILE="")
 
@@ -217,6 +221,7 @@ def test_covering_index_warning_silenced_on_sqlite_only():
         assert found and all(message.is_silenced() for message in found)
 
 
+@pytest.mark.own_stores
 def test_manage_py_says_nothing_about_indexes_on_the_embedded_default(tmp_path):
     result = python(
         tmp_path, "manage.py", "check", "--database", "default", ENV_FILE="", DEBUG="true"
@@ -227,6 +232,7 @@ def test_manage_py_says_nothing_about_indexes_on_the_embedded_default(tmp_path):
     assert "identified no issues" in result.stdout
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize("command", [["migrate", "--noinput"], ["showmigrations"]])
 def test_djangos_own_commands_say_a_database_is_down_in_one_line(tmp_path, command):
     """`migrate` (so `make migrate`, `make run`) printed 89 lines of traceback when
@@ -283,6 +289,7 @@ def test_every_compose_worker_has_the_procfiles_node_name_and_pings_it():
         assert "--without-gossip --without-mingle" in line, name
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(("proxies", "redirect"), [("0", "False"), ("1", "True")])
 def test_compose_redirects_to_https_behind_a_proxy_as_the_settings_do(tmp_path, proxies, redirect):
     """compose pinned SECURE_SSL_REDIRECT to false, so with NUM_PROXIES=1 plain HTTP was not
@@ -308,6 +315,7 @@ def test_compose_redirects_to_https_behind_a_proxy_as_the_settings_do(tmp_path, 
     assert done.stdout.strip() == redirect
 
 
+@pytest.mark.own_stores
 def test_make_run_gives_every_process_the_web_servers_port(tmp_path):
     """Honcho gave each process 100 more than the one before: with web on 65500 beat had
     65900, which the settings refuse ("PORT must be an integer from 1 to 65535"), and every
@@ -357,6 +365,7 @@ def _web_commands() -> dict[str, str]:
     return {"Dockerfile": json.loads(cmd)[2], "docker-compose.yml": compose}
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize("name", ["Dockerfile", "docker-compose.yml"])
 @pytest.mark.parametrize(("given", "workers"), [(None, "3"), ("", "3"), ("5", "5")])
 def test_the_images_gunicorn_starts_with_web_concurrency_set_empty(tmp_path, name, given, workers):
@@ -540,13 +549,6 @@ class MakeRun:
 
 
 STORES = {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"}
-# `make run` runs on the embedded default whatever stores the suite is given (MakeRun leaves
-# them out), so its run is the same in every suite: the one on the embedded default runs it
-# (CI runs the suite on each store; each of these starts five processes).
-on_the_embedded_default = pytest.mark.skipif(
-    any(os.environ.get(name) for name in STORES),
-    reason="make run is on the embedded default whatever the stores: its suite runs this",
-)
 PROCFILE_WORKERS = [name for name in PROCFILE_NAMES if name in {"worker", "long", "maintenance"}]
 
 
@@ -580,7 +582,7 @@ def assert_stopped_cleanly(run: MakeRun) -> None:
 
 
 @pytest.mark.e2e
-@on_the_embedded_default
+@pytest.mark.own_stores  # MakeRun leaves the stores out
 def test_ctrl_c_stops_make_run_cleanly(make_run):
     make_run.wait_until_ready()
 
@@ -597,7 +599,7 @@ def test_ctrl_c_stops_make_run_cleanly(make_run):
 
 
 @pytest.mark.e2e
-@on_the_embedded_default
+@pytest.mark.own_stores  # MakeRun leaves the stores out
 def test_closing_the_terminal_stops_everything(make_run):
     """Honcho, the terminal's foreground job, died of the hang-up and left the web server,
     the workers and beat running; the next `make run` found its port taken."""
@@ -615,7 +617,7 @@ def test_closing_the_terminal_stops_everything(make_run):
 
 
 @pytest.mark.e2e
-@on_the_embedded_default
+@pytest.mark.own_stores  # MakeRun leaves the stores out
 def test_a_run_sent_to_the_background_outlives_its_terminal(tmp_path):
     run = MakeRun(tmp_path, background=True)
     try:
@@ -641,7 +643,7 @@ def _alive(pids: list[int]) -> list[int]:
 
 
 @pytest.mark.e2e
-@on_the_embedded_default
+@pytest.mark.own_stores  # MakeRun leaves the stores out
 def test_sigint_to_makes_process_group_stops_everything(make_run):
     # A SIGINT sent to make's own process group (not through the terminal) reaches make and
     # scripts/run.py, which passes it on to honcho. GNU make then ends itself with the same

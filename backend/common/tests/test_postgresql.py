@@ -212,3 +212,16 @@ def test_the_web_limits_keep_the_options_given(settings, given, expected, monkey
     finally:
         options.clear()
         options.update(before)
+
+
+@pytest.mark.django_db
+def test_a_statement_run_again_and_again_is_prepared():
+    statement = "SELECT %s::int + 1 AS prepared_here"
+    with connection.cursor() as cursor:
+        for n in range(8):
+            cursor.execute(statement, [n])
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%prepared_here%"],
+        )
+        assert cursor.fetchone()[0] == 1

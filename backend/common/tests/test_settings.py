@@ -6,9 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
+
+# Each starts a process with an environment of its own (start_django): the same whatever
+# stores the suite is given.
+pytestmark = pytest.mark.own_stores
 
 
 def start_django(
@@ -244,20 +247,6 @@ def test_a_postgresql_that_never_answers_is_an_error_not_a_wait(tmp_path):
     assert given.returncode == 0, given.stderr
     assert given.stdout.splitlines()[0] == "1"
     assert given.stdout.splitlines()[1].startswith("OperationalError")
-
-
-@pytest.mark.django_db
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
-def test_a_statement_run_again_and_again_is_prepared():
-    statement = "SELECT %s::int + 1 AS prepared_here"
-    with connection.cursor() as cursor:
-        for n in range(8):
-            cursor.execute(statement, [n])
-        cursor.execute(
-            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
-            ["%prepared_here%"],
-        )
-        assert cursor.fetchone()[0] == 1
 
 
 def test_a_number_of_seconds_reads_as_python_writes_it(tmp_path):

@@ -38,6 +38,7 @@ def check_deploy(tmp_path: Path, **overrides: str) -> subprocess.CompletedProces
     return manage(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **overrides)
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize("proxies", ["0", "1"])
 def test_check_deploy_reports_nothing_with_debug_off(tmp_path, proxies):
     result = check_deploy(tmp_path, NUM_PROXIES=proxies)
@@ -45,6 +46,7 @@ def test_check_deploy_reports_nothing_with_debug_off(tmp_path, proxies):
     assert "System check identified no issues" in result.stdout
 
 
+@pytest.mark.own_stores
 def test_each_protection_can_be_turned_off_and_check_deploy_says_so(tmp_path):
     result = check_deploy(
         tmp_path,
@@ -56,6 +58,7 @@ def test_each_protection_can_be_turned_off_and_check_deploy_says_so(tmp_path):
     assert "security.W004" in result.stderr and "security.W008" in result.stderr
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     ("email_url", "public_base_url", "expected"),
     [
@@ -78,6 +81,7 @@ def test_check_deploy_warns_of_mail_not_sent_and_links_to_loopback(
     assert found == expected, result.stderr
 
 
+@pytest.mark.own_stores
 def test_proxy_header_trusted_only_behind_proxies(tmp_path):
     code = (
         "import django, json; django.setup(); from django.conf import settings as s; "
