@@ -511,6 +511,7 @@ def test_createsuperuser_holds_no_transaction_while_it_prompts(monkeypatch):
     assert seen and not any(seen)
 
 
+@pytest.mark.own_stores
 @pytest.mark.parametrize(
     "command", ["task_stats", "expire_tasks", "purge_files", "createsuperuser"]
 )
