@@ -6,6 +6,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.migrations.executor import MigrationExecutor
 
+from backend.common.errors import DomainError
+
 
 def whole_number(value: str) -> int:
     """A command's integer argument, or an argument error naming it (exit code 2, with the
@@ -47,3 +49,6 @@ class ServiceCommand(BaseCommand):
         except (OperationalError, InterfaceError) as exc:
             # The database is down or went away meanwhile: one line, not a traceback.
             raise CommandError(database_unavailable(exc)) from exc
+        except DomainError as exc:
+            # A rule of the service refused what the command asked: its message, one line.
+            raise CommandError(exc.detail) from exc

@@ -22,6 +22,7 @@ from django.db import connection, transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from backend.common.errors import DomainError
 from backend.files import services as file_services
 from backend.files.models import File
 from backend.schedules import services as schedule_services
@@ -84,6 +85,7 @@ class Seeded:
     tasks_created: int = 0
     tasks: int = 0
     schedule_created: bool = False
+    schedule_refused: str = ""  # why the schedule's service refused it (it was left out)
     file_created: bool = False
 
 
@@ -182,7 +184,8 @@ def _seed(users: int) -> Seeded:
         schedule: someone registered it (it was taken over: given the demo's file,
         schedule and tasks, run in its name). A demo user whose password or email was
         changed by whoever uses it is still the demo's (skipped, the seed made the file
-        and schedule a second time)."""
+        and schedule a second time). A deactivated one is skipped too: it was given an
+        enabled schedule and active tasks, which the workers ran in its name."""
         while True:
             i = next(numbers)
             user = User.objects.filter(username__iexact=username(i)).first()
@@ -197,10 +200,14 @@ def _seed(users: int) -> Seeded:
                     username(i), user.email, password(i), name=f"Demo user {i}"
                 )
                 seeded.users_created.append((username(i), password(i)))
-            elif user.username != username(i) or not (
-                (user.email or "").lower() == f"{username(i)}@example.com"
-                or _holds_the_seeds(user)
-                or user.check_password(password(i))
+            elif (
+                not user.is_active
+                or user.username != username(i)
+                or not (
+                    (user.email or "").lower() == f"{username(i)}@example.com"
+                    or _holds_the_seeds(user)
+                    or user.check_password(password(i))
+                )
             ):
                 continue
             # Locked as a create locks its assignee, so that none takes a place counted here.
@@ -230,14 +237,23 @@ def _seed(users: int) -> Seeded:
     file_of(first)
 
     if not Schedule.objects.filter(owner=first, name=SCHEDULE_NAME).exists():
-        schedule_services.schedule_create(
-            owner=first,
-            task_type="sum",
-            input_data={"numbers": [1, 2, 3]},
-            name=SCHEDULE_NAME,
-            interval_seconds=3600,
-        )
-        seeded.schedule_created = True
+        # Refused when the demo user holds the most schedules allowed (a demo user renamed
+        # or deleted this one and made others): the rest is seeded all the same.
+        try:
+            with transaction.atomic():
+                schedule_services.schedule_create(
+                    owner=first,
+                    task_type="sum",
+                    input_data={"numbers": [1, 2, 3]},
+                    name=SCHEDULE_NAME,
+                    # Hourly, unless SCHEDULE_MIN_INTERVAL asks for more (each firing of a
+                    # shorter one was refused).
+                    interval_seconds=max(3600, settings.SCHEDULE_MIN_INTERVAL),
+                )
+        except DomainError as exc:
+            seeded.schedule_refused = f"{first.username}: {exc.detail}"
+        else:
+            seeded.schedule_created = True
 
     # Of every demo user, those beyond ``count`` too (given places an earlier run found taken).
     existing = set(

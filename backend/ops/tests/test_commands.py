@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from backend.files.models import File
 from backend.ops import demo
+from backend.schedules import services as schedule_services
 from backend.schedules.models import Schedule
 from backend.tasks import types
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
@@ -331,6 +332,69 @@ def test_a_demo_user_who_changed_their_password_or_email_is_still_the_demos(sett
         schedules,
         files,
     )
+
+
+def test_a_seed_finds_the_demo_users_schedules_full_and_seeds_the_rest(settings, tmp_path):
+    """The demo user (its password is public) renamed the demo schedule and made others up
+    to the most allowed: the seed stopped on the schedule's refusal with a traceback, and
+    its transaction took everything else with it (a deleted demo task was not made again)."""
+    settings.MEDIA_ROOT = tmp_path
+    settings.MAX_SCHEDULES_PER_USER = 2
+    run("seed_demo_data")
+    demo1 = User.objects.get(username="demo1")
+    Schedule.objects.filter(owner=demo1, name=demo.SCHEDULE_NAME).update(name="my hourly sum")
+    schedule_services.schedule_create(
+        owner=demo1, task_type="sum", input_data={"numbers": [1]}, interval_seconds=3600
+    )
+    gone = Task.objects.filter(name__startswith=demo.PREFIX, status=TaskStatus.FAILED).first()
+    gone.delete()
+
+    out = run("seed_demo_data")
+
+    assert "schedule not created (demo1: " in out and "1 new" in out, out
+    assert Task.objects.filter(name=gone.name).exists()
+    assert Schedule.objects.filter(owner=demo1).count() == 2
+
+
+def test_a_seed_leaves_a_deactivated_demo_user_alone(settings, tmp_path):
+    """It gave a deactivated demo1 an enabled schedule and active tasks again, which the
+    workers ran in its name."""
+    settings.MEDIA_ROOT = tmp_path
+    run("seed_demo_data")
+    demo1 = User.objects.get(username="demo1")
+    Schedule.objects.filter(owner=demo1).delete()
+    Task.objects.filter(owner=demo1).delete()
+    User.objects.filter(pk=demo1.pk).update(is_active=False)
+
+    run("seed_demo_data")
+
+    assert not Schedule.objects.filter(owner=demo1).exists()
+    assert not Task.objects.filter(owner=demo1).exists()
+    assert Schedule.objects.filter(name=demo.SCHEDULE_NAME).exclude(owner=demo1).exists()
+    for kind in types.all_types():
+        for status in demo.statuses_of(kind):
+            assert Task.objects.filter(task_type=kind.name, status=status).exists()
+
+
+def test_the_demo_schedule_fires_no_oftener_than_the_settings_allow(settings, tmp_path):
+    """Its hourly interval was fixed: with SCHEDULE_MIN_INTERVAL at two hours, every firing
+    was refused (invalid_input)."""
+    settings.MEDIA_ROOT = tmp_path
+    settings.SCHEDULE_MIN_INTERVAL = 7200
+    run("seed_demo_data")
+    assert Schedule.objects.get(name=demo.SCHEDULE_NAME).interval_seconds == 7200
+
+
+def test_a_commands_refusal_by_a_rule_of_the_service_is_one_line():
+    from backend.common.commands import ServiceCommand
+    from backend.common.errors import Conflict
+
+    class Refused(ServiceCommand):
+        def handle(self, *args, **options):
+            raise Conflict("demo1 already has 20 schedules (the most allowed).")
+
+    with pytest.raises(CommandError, match=r"^demo1 already has 20 schedules"):
+        call_command(Refused())
 
 
 def test_seed_demo_data_bad_users():

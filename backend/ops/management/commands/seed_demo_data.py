@@ -37,6 +37,12 @@ class Command(ServiceCommand):
         self.stdout.write(
             f"{seeded.users} demo user(s), {len(seeded.users_created)} new; "
             f"{seeded.tasks} demo task(s), {seeded.tasks_created} new; "
-            f"schedule {'created' if seeded.schedule_created else 'already there'}; "
+            f"schedule {_schedule(seeded)}; "
             f"file {'created' if seeded.file_created else 'already there'}."
         )
+
+
+def _schedule(seeded: demo.Seeded) -> str:
+    if seeded.schedule_refused:
+        return f"not created ({seeded.schedule_refused})"
+    return "created" if seeded.schedule_created else "already there"
