@@ -7,6 +7,7 @@ import sys
 from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.utils.json import strict_constant
 
 from .exceptions import PayloadTooLarge
 from .storable import MAX_JSON_DEPTH, shallow, storable
@@ -64,7 +65,8 @@ class JSONTolerantFormParser(FormParser):
         body = _bounded(stream) if stream is not None else b""
         if body.lstrip()[:1] == b"{":
             try:
-                data = json.loads(body)
+                # NaN and Infinity refused, as by the JSON parser (STRICT_JSON).
+                data = json.loads(body, parse_constant=strict_constant)
             except (ValueError, RecursionError) as exc:
                 raise _said_plainly(
                     ParseError(

@@ -137,6 +137,17 @@ def test_unstorable_json_sent_as_a_form_is_refused(client_for, user):
     assert "NUL" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_json_sent_as_a_form_refuses_what_json_does(client_for, user, constant):
+    """The JSON parser refuses NaN and Infinity; the same body sent as a form took them."""
+    body = '{"task_type": "sum", "input_data": {"numbers": [1]}, "name": ' + constant + "}"
+    for content_type in ("application/json", FORM):
+        response = client_for(user).post("/api/tasks/", body, content_type=content_type)
+        assert response.status_code == 400, (content_type, response.json())
+        assert response.json()["code"] == "parse_error"
+    assert not Task.objects.exists()
+
+
 def test_a_real_form_is_still_a_form(client_for, user):
     body = "task_type=sum&input_data=%7B%22numbers%22%3A+%5B4%2C+5%5D%7D"
     response = client_for(user).post("/api/tasks/", body, content_type=FORM)

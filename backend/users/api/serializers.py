@@ -5,7 +5,7 @@ from django.contrib.auth.hashers import check_password
 from django.contrib.auth.models import update_last_login
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import transaction
+from django.db import models, transaction
 from rest_framework import exceptions, serializers
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.serializers import TokenObtainPairSerializer
@@ -20,6 +20,7 @@ from backend.common.email import address_refusal
 from backend.common.serializers import (
     BoundedListField,
     RejectUnknownFieldsMixin,
+    TextField,
     unwritable_keys,
     validate_outbound_url,
 )
@@ -115,7 +116,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
     """A user's own profile, or any profile for staff. ``password`` is write-only."""
 
     email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
-    password = serializers.CharField(
+    password = TextField(
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )
     notify_email = BoundedListField(
@@ -128,7 +129,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         help_text="The task events mailed to you (task.created, task.completed, task.failed, "
         'task.cancelled); default ["task.failed"].',
     )
-    webhook_url = serializers.CharField(
+    webhook_url = TextField(
         max_length=2048,
         required=False,
         allow_blank=True,
@@ -138,6 +139,12 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
     webhook_secret_set = serializers.SerializerMethodField(
         help_text="Whether a webhook secret exists (it is shown only when created)."
     )
+    # The model's text fields (username, name) take a string only: DRF's CharField made
+    # {"name": 123} the name "123", and a form's JSON {"name": NaN} the name "nan".
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.CharField: TextField,
+    }
 
     class Meta:
         model = User
@@ -205,9 +212,7 @@ class UserCreateSerializer(UserSerializer):
     """Staff creating a user: a password is required; as on register, the username may be
     left out when an email is given (made from the email)."""
 
-    password = serializers.CharField(
-        write_only=True, style={"input_type": "password"}, trim_whitespace=False
-    )
+    password = TextField(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
 
     def get_fields(self):
         fields = super().get_fields()
@@ -229,19 +234,17 @@ class UserCreateSerializer(UserSerializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    username = serializers.CharField(
+    username = TextField(
         max_length=150,
         required=False,
         help_text="Optional when an email is given: then made from the email's local part.",
     )
-    password = serializers.CharField(
-        write_only=True, style={"input_type": "password"}, trim_whitespace=False
-    )
-    password2 = serializers.CharField(
+    password = TextField(write_only=True, style={"input_type": "password"}, trim_whitespace=False)
+    password2 = TextField(
         write_only=True, required=False, style={"input_type": "password"}, trim_whitespace=False
     )
     email = serializers.EmailField(required=False, allow_blank=True, allow_null=True)
-    name = serializers.CharField(max_length=150, required=False, allow_blank=True)
+    name = TextField(max_length=150, required=False, allow_blank=True)
 
     def to_internal_value(self, data):
         # A key it does not take is a 400 naming it, as for every other write: a misspelt
@@ -321,7 +324,7 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
         self.fields[self.username_field].help_text = "Username or email address."
         # As registration takes it: a password with spaces at either end is that password.
         self.fields["password"].trim_whitespace = False
-        self.fields["email"] = serializers.CharField(required=False, write_only=True)
+        self.fields["email"] = TextField(required=False, write_only=True)
 
     def validate(self, attrs):
         username, email = attrs.get(self.username_field), attrs.get("email")

@@ -173,6 +173,16 @@ def test_register_rejects_bad_input_and_writes_nothing(api_client, fields, error
     assert User.objects.count() == before
 
 
+@pytest.mark.parametrize("field", ["username", "name", "password"])
+def test_register_takes_text_as_a_string_only(api_client, field):
+    body = {"username": "numbers", "password": "numbers-Secret-42", field: 42}
+    response = api_client.post("/api/register/", body, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json()[field] == ["A string is required."]
+    assert not User.objects.exists()
+
+
 def test_register_rejects_a_taken_username(api_client):
     UserFactory(username="alice")
 

@@ -808,6 +808,21 @@ def test_me_patch_updates_the_profile(client_for, user):
     assert user.name == "Me Myself"
 
 
+@pytest.mark.parametrize(
+    "body", [{"name": 123}, {"name": 1e300}, {"username": 7}, {"password": 12345678901234}]
+)
+def test_a_profiles_text_is_a_string_not_a_number(client_for, user, body):
+    """{"name": 123} became the name "123" (and 1e400 "inf"), where a task's name is refused."""
+    before = (user.name, user.username, user.password)
+    response = client_for(user).patch(ME, body, format="json")
+
+    assert response.status_code == 400, response.json()
+    (field,) = body
+    assert response.json()[field] == ["A string is required."]
+    user.refresh_from_db()
+    assert (user.name, user.username, user.password) == before
+
+
 @pytest.mark.parametrize("body", [{"is_staff": True}, {"name": "x", "nickname": "y"}])
 def test_me_patch_names_the_fields_it_cannot_take(client_for, user, body):
     response = client_for(user).patch(ME, body, format="json")
