@@ -114,11 +114,15 @@ MAX_SETTING_DAYS = 36500
 
 
 def _positive_int(name: str, default: int, minimum: int = 1, maximum: int = MAX_SETTING_INT) -> int:
-    value = _read(name, env.int, default)
-    if not minimum <= value <= maximum:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:  # Python's words were "invalid literal for int() with base 10: '50MB'"
+        value = None
+    if value is None or not minimum <= value <= maximum:
         _fail(
             f"Environment variable {name} must be an integer from {minimum} to {maximum}, "
-            f"got {value}"
+            f"got {raw if value is None else value!r}"
         )
     return value
 

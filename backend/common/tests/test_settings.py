@@ -249,6 +249,14 @@ def test_a_postgresql_that_never_answers_is_an_error_not_a_wait(tmp_path):
     assert given.stdout.splitlines()[1].startswith("OperationalError")
 
 
+def test_a_whole_number_that_is_not_one_is_said_so_plainly(tmp_path):
+    """It was "has an invalid value: invalid literal for int() with base 10: '50MB'"."""
+    result = start_django(tmp_path, MAX_UPLOAD_SIZE="50MB")
+    assert start_up_error(result).rstrip() == (
+        f"Environment variable MAX_UPLOAD_SIZE must be an integer from 1 to {2**63 - 1}, got '50MB'"
+    ), result.stderr
+
+
 def test_a_number_of_seconds_reads_as_python_writes_it(tmp_path):
     result = start_django(
         tmp_path,
