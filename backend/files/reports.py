@@ -118,21 +118,40 @@ def task_summary_rows(owner_id) -> list[dict]:
     return rows
 
 
+EXPORT_PAGE = 2000  # tasks read by one query of tasks_export_rows
+_CREATED, _ID = _EXPORT_COLUMNS.index("created_at"), _EXPORT_COLUMNS.index("id")
+
+
 def tasks_export_rows(owner_id, progress: Progress | None = None) -> tuple[int, Iterator[dict]]:
-    """``(count, rows)``: every task of the owner, oldest first, read in chunks."""
+    """``(count, rows)``: every task of the owner, oldest first, read ``EXPORT_PAGE`` at a
+    time, each page a query of its own that is over before the rows are handed on: the run
+    records its progress between them on the same connection. (One query read in chunks
+    kept a statement open meanwhile: on SQLite, once another connection had committed, the
+    progress write was refused, "database is locked", and the run's closing of that
+    connection failed the export, "Cannot operate on a closed database".) The pages follow
+    the owner's index on (created_at descending, id) backwards: oldest first, and among
+    tasks created in the same microsecond, the greater id first."""
     owned = Task.objects.filter(owner_id=owner_id)
     total = owned.count()
+    ordered = owned.order_by("created_at", "-id").values_list(*_EXPORT_COLUMNS)
 
     def rows() -> Iterator[dict]:
-        reported = 0
-        values = owned.order_by("created_at", "id").values_list(*_EXPORT_COLUMNS)
-        for done, row in enumerate(values.iterator(chunk_size=2000), 1):
-            yield {field: _plain(value) for field, value in zip(EXPORT_FIELDS, row, strict=True)}
-            if progress is not None:
-                percent = min(99, done * 100 // max(total, 1))
-                if percent > reported:
-                    reported = percent
-                    progress(percent)
+        reported = done = 0
+        page = list(ordered[:EXPORT_PAGE])
+        while page:
+            for row in page:
+                yield {f: _plain(value) for f, value in zip(EXPORT_FIELDS, row, strict=True)}
+                done += 1
+                if progress is not None:
+                    percent = min(99, done * 100 // max(total, 1))
+                    if percent > reported:
+                        reported = percent
+                        progress(percent)
+            if len(page) < EXPORT_PAGE:
+                return
+            created, pk = page[-1][_CREATED], page[-1][_ID]
+            after = ordered.filter(created_at__gte=created).exclude(created_at=created, id__gte=pk)
+            page = list(after[:EXPORT_PAGE])
 
     return total, rows()
 

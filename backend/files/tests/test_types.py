@@ -4,12 +4,15 @@ must be the owner's), and run in-process as a worker runs them."""
 import csv
 import io
 import json
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.utils import timezone
 
+from backend.files import reports
 from backend.files.models import File
 from backend.files.reports import EXPORT_FIELDS, SUMMARY_FIELDS, percentile
 from backend.tasks import jobs, types
@@ -262,6 +265,38 @@ def test_tasks_export_rows_match_the_tasks(user, client, fmt):
     response = client.get(task.result["download_url"])
     assert b"".join(response.streaming_content) == content
     assert response["Content-Type"] == file.content_type
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_export_records_its_progress_while_other_connections_commit(user):
+    """The export read every task through one query kept open while the rows were written,
+    and the run recorded its progress meanwhile on the same connection: on SQLite, once
+    another connection had committed (the run's heartbeat, the dispatcher, beat), that
+    write was refused ("database is locked"), the run closed the connection, and the export
+    failed ("Cannot operate on a closed database"). Each page is now a query of its own."""
+    many = 2500  # more than a page (2,000), as more than a chunk of the one query
+    Task.objects.bulk_create(
+        TaskFactory.build(owner=user, assignee=user, task_type="manual") for _ in range(many)
+    )
+    marker, other = Task.objects.filter(owner=user)[:2]
+
+    def progress(percent):
+        def commit_elsewhere():
+            Task.objects.filter(pk=other.pk).update(progress=percent)
+            connection.close()
+
+        elsewhere = threading.Thread(target=commit_elsewhere)
+        elsewhere.start()
+        elsewhere.join()
+        Task.objects.filter(pk=marker.pk).update(progress=percent)
+
+    total, rows = reports.tasks_export_rows(user.pk, progress)
+    exported = [row["id"] for row in rows]
+
+    expected = Task.objects.filter(owner=user).order_by("created_at", "-id")
+    assert total == many
+    assert exported == [str(pk) for pk in expected.values_list("id", flat=True)]
+    assert Task.objects.get(pk=marker.pk).progress == 99
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
