@@ -11,6 +11,19 @@ BAR_HEIGHT = 18
 BAR_GAP = 6
 
 
+def figure(value: float) -> str:
+    """A figure as a person reads it, never in scientific notation (``:g`` wrote 1,234,567
+    tasks as 1.23457e+06 and a p95 of 3,242.5 s as 3.24e+03): a whole number with
+    thousands separators, a large one rounded to one, a small one to three digits."""
+    if value == int(value):
+        return f"{int(value):,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 0.001:
+        return f"{value:.3g}"
+    return "< 0.001"
+
+
 def _nice_max(value: float) -> float:
     """A round number at or above ``value`` for the top of an axis."""
     if value <= 0:
@@ -33,7 +46,7 @@ def horizontal_bars(items: list[tuple[str, float]], unit: str = "") -> dict[str,
             {
                 "label": label,
                 "value": value,
-                "text": f"{value:g}{unit}",
+                "text": f"{figure(value)}{unit}",
                 "y": y,
                 "text_y": y + BAR_HEIGHT - 5,
                 "width": round(span * value / top, 1),
@@ -75,7 +88,7 @@ def throughput_columns(series: list[dict[str, Any]]) -> dict[str, Any]:
             }
         )
     ticks = [
-        {"y": round(height - bottom - plot_height * f, 1), "label": f"{top * f:g}"}
+        {"y": round(height - bottom - plot_height * f, 1), "label": figure(top * f)}
         for f in (0, 0.5, 1)
     ]
     labels = [
@@ -110,8 +123,8 @@ def run_time_bars(run_times: dict[str, dict[str, float]]) -> dict[str, Any]:
                 "p95_y": y + BAR_HEIGHT,
                 "p50_w": round(span * figures["p50"] / top, 1),
                 "p95_w": round(span * figures["p95"] / top, 1),
-                "p50_text": f"p50 {figures['p50']:.3g} s",
-                "p95_text": f"p95 {figures['p95']:.3g} s",
+                "p50_text": f"p50 {figure(figures['p50'])} s",
+                "p95_text": f"p95 {figure(figures['p95'])} s",
                 "p50_x": PLOT_LEFT + round(span * figures["p50"] / top, 1) + 6,
                 "p95_x": PLOT_LEFT + round(span * figures["p95"] / top, 1) + 6,
                 "p50_text_y": y + BAR_HEIGHT - 5,

@@ -105,3 +105,18 @@ def test_user_list_shows_task_statistics_in_one_query(admin_client, django_asser
     row = page[page.index(">alice<") :].split("</tr>")[0]
     cells = [cell.split(">")[-1] for cell in row.split("</td>")[:-1]]
     assert cells[-4:] == ["4", "1", "2", "1"]  # tasks, active, completed, failed
+
+
+def test_the_charts_write_figures_as_a_person_reads_them():
+    """Counts of a million tasks read 1.23457e+06 and 1e+06, a p95 of 3,242.5 s 3.24e+03."""
+    from backend.ops import charts
+
+    bars = charts.horizontal_bars([("pending", 1_234_567), ("failed", 1_000_000), ("x", 2.5)])
+    assert [bar["text"] for bar in bars["bars"]] == ["1,234,567", "1,000,000", "2.5"]
+    ticks = charts.throughput_columns(
+        [{"minute": timezone.now(), "completed": 4_000_000, "failed": 0}]
+    )["ticks"]
+    assert [tick["label"] for tick in ticks] == ["0", "2,500,000", "5,000,000"]
+    (row,) = charts.run_time_bars({"report_generation": {"p50": 0.0123, "p95": 3242.5}})["rows"]
+    assert (row["p50_text"], row["p95_text"]) == ("p50 0.0123 s", "p95 3,242 s")
+    assert charts.figure(0.0004) == "< 0.001" and charts.figure(12.345) == "12.3"
