@@ -146,7 +146,12 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
 
         with queue.sends_awaited():  # each task its own send: the request's second may be late
             each_with_service(
-                self, request, queryset.filter(status__in=statuses), do, f"task(s) {verb}"
+                self,
+                request,
+                queryset.filter(status__in=statuses),
+                do,
+                f"task(s) {verb}",
+                logged=f"{verb.capitalize()} by an admin action.",
             )
 
     @admin.action(description="Cancel selected tasks", permissions=["change"])

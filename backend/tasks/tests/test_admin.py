@@ -72,6 +72,23 @@ def test_cancel_action(admin_client, user):
     assert Task.objects.get(pk=done.pk).status == TaskStatus.COMPLETED
 
 
+def test_cancel_and_retry_by_an_action_are_in_each_tasks_admin_history(admin_client, user):
+    """A change form's save was logged, a cancel or retry by an action was not: a task's
+    History never said who cancelled or retried it."""
+    active = TaskFactory(owner=user, status=TaskStatus.PENDING)
+    done = TaskFactory(owner=user, status=TaskStatus.COMPLETED)
+    act(admin_client, "cancel_tasks", [active, done])
+    act(admin_client, "retry_tasks", [active])
+
+    entries = LogEntry.objects.filter(object_id=str(active.pk)).order_by("action_time")
+    assert [entry.get_change_message() for entry in entries] == [
+        "Cancelled by an admin action.",
+        "Queued again by an admin action.",
+    ]
+    assert all(entry.user.is_superuser for entry in entries)  # the admin who acted
+    assert not LogEntry.objects.filter(object_id=str(done.pk)).exists()
+
+
 def test_a_cancel_across_many_finished_tasks_counts_them_in_one_line(admin_client, user):
     """A selection of 50,000 (\"select all\") took two minutes of refusals, one message
     each (7 MB of page): the tasks an action does not apply to are now counted at once."""
