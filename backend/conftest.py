@@ -6,6 +6,7 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
+from backend.common.pytest_env import STORES
 from backend.users.tests.factories import UserFactory
 
 
@@ -14,9 +15,6 @@ def pytest_configure(config):
 
     # A fast hasher: the default one is slow on purpose, and the suite creates many users.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-STORES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,6 +7,8 @@ import pathlib
 import urllib.parse
 
 _ROOT = pathlib.Path(__file__).resolve().parents[2]
+# The settings that name the stores a suite runs on (none: the embedded default).
+STORES = ("DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL")
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "backend.settings")
 # A developer's .env (make run writes one with DEBUG=true) must not change what the tests see:

@@ -22,6 +22,8 @@ from django.conf import settings
 from django.core import checks
 from django.db import connection
 
+from backend.common.pytest_env import STORES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 VENV = Path(sys.prefix)
 PROCFILE_NAMES = [
@@ -548,7 +550,6 @@ class MakeRun:
             self.master = None
 
 
-STORES = {"DATABASE_URL", "CELERY_BROKER_URL", "CACHE_URL"}
 PROCFILE_WORKERS = [name for name in PROCFILE_NAMES if name in {"worker", "long", "maintenance"}]
 
 
