@@ -1,6 +1,7 @@
 """Admin behaviour shared by the apps."""
 
 from django.contrib import messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.actions import delete_selected as confirm_delete_selected
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.core.exceptions import FieldDoesNotExist
@@ -95,6 +96,26 @@ def each_with_service(admin, request, queryset, do, done: str, logged: str = "")
                 admin.log_change(request, obj, logged)
     admin.message_user(request, f"{count} {done}.")
     refusals_shown(admin, request, refused)
+
+
+# The entries an action logs for the objects one bulk UPDATE changed: one INSERT per this many.
+LOGGED_AT_ONCE = 500
+
+
+def log_changed(request, model, pks, message: str, **still) -> None:
+    """``message`` in the admin history of each object of ``model`` among ``pks`` that
+    still matches ``still``: for an action that changes its selection in one bulk UPDATE
+    (``pks`` locked before it, so these are the objects it changed), as a change form's
+    save is logged."""
+    pks = list(pks)
+    for start in range(0, len(pks), LOGGED_AT_ONCE):
+        part = pks[start : start + LOGGED_AT_ONCE]
+        LogEntry.objects.log_actions(
+            user_id=request.user.pk,
+            queryset=model.objects.filter(pk__in=part, **still),
+            action_flag=CHANGE,
+            change_message=message,
+        )
 
 
 def refusals_shown(admin, request, refused: list) -> None:

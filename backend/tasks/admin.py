@@ -1,11 +1,14 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
+from django.utils import timezone
 
 from backend.common.admin import (
     BoundedSearchMixin,
     ServiceDeleteMixin,
     ServiceSaveMixin,
     each_with_service,
+    log_changed,
 )
 
 from . import queue, services
@@ -167,5 +170,19 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
         description="Expire selected tasks that are past their deadline", permissions=["change"]
     )
     def expire_tasks(self, request, queryset):
-        count = services.tasks_expire(queryset=queryset)
+        with transaction.atomic():
+            # The tasks it expires, held until it commits (a sweep's expiry waits, then
+            # leaves them): each is logged in its history, and no other.
+            overdue = queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=timezone.now())
+            held = Task.objects.select_for_update().filter(pk__in=overdue.values("pk"))
+            pks = list(held.values_list("pk", flat=True))
+            count = services.tasks_expire(queryset=queryset)
+            log_changed(
+                request,
+                Task,
+                pks,
+                "Expired by an admin action.",
+                status=TaskStatus.FAILED,
+                error=services.DEADLINE_EXCEEDED,
+            )
         self.message_user(request, f"{count} overdue task(s) failed with 'deadline exceeded'.")

@@ -4,10 +4,11 @@ from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import UserChangeForm, UserCreationForm
 from django.contrib.auth.models import Group
+from django.db import transaction
 from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from backend.common.admin import BoundedSearchMixin, SecretFieldsMixin
+from backend.common.admin import BoundedSearchMixin, SecretFieldsMixin, log_changed
 from backend.common.email import address_refusal
 from backend.ops.selectors import with_task_counts
 
@@ -107,7 +108,13 @@ class UserAdmin(BoundedSearchMixin, SecretFieldsMixin, DjangoUserAdmin):
         others = queryset.exclude(pk=request.user.pk)
         if not request.user.is_superuser and others.filter(is_superuser=True).exists():
             self.message_user(request, services.ONLY_A_SUPERUSER, messages.ERROR)
-        count = services.users_deactivate(queryset=queryset, actor=request.user)
+        with transaction.atomic():
+            # Those it deactivates, held until it commits: each is logged in its history.
+            active = queryset.filter(is_active=True).values("pk")
+            held = User.objects.select_for_update().filter(pk__in=active)
+            pks = list(held.values_list("pk", flat=True))
+            count = services.users_deactivate(queryset=queryset, actor=request.user)
+            log_changed(request, User, pks, "Deactivated by an admin action.", is_active=False)
         self.message_user(request, f"{count} user(s) deactivated.")
 
     def has_change_permission(self, request, obj=None):

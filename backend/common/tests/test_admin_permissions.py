@@ -315,6 +315,21 @@ def test_the_deactivate_action_counts_only_who_it_changed(client):
     assert b"1 user(s) deactivated." in response.content
 
 
+def test_a_user_deactivated_by_the_action_has_it_in_their_admin_history(client):
+    """A change form's save was logged, a deactivation by the action was not: a user's
+    History never said who deactivated them. Only those it changed are logged."""
+    from django.contrib.admin.models import LogEntry
+
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    dormant, active = UserFactory(is_active=False), UserFactory()
+    client.force_login(admin)
+    deactivate(client, admin, dormant, active)
+    entries = LogEntry.objects.all()
+    assert [(e.object_id, e.get_change_message(), e.user_id) for e in entries] == [
+        (str(active.pk), "Deactivated by an admin action.", admin.pk)
+    ]
+
+
 def add_user_in_the_admin(client, username: str, email: str):
     """The admin's add-user form posted by a superuser, signed in here."""
     client.force_login(UserFactory(is_staff=True, is_superuser=True))

@@ -154,6 +154,21 @@ def test_expire_action_only_touches_overdue_tasks(admin_client, user):
     assert Task.objects.get(pk=on_time.pk).status == TaskStatus.PENDING
 
 
+def test_a_task_expired_by_the_action_has_it_in_its_admin_history(admin_client, user):
+    """Cancel and retry by an action were logged, an expiry was not. Only the tasks it
+    changed are logged: not one on time, nor one already finished."""
+    past = timezone.now() - timedelta(seconds=1)
+    overdue = TaskFactory(owner=user, deadline=past)
+    finished = TaskFactory(owner=user, deadline=past, status=TaskStatus.COMPLETED)
+    on_time = TaskFactory(owner=user, deadline=timezone.now() + timedelta(hours=1))
+    act(admin_client, "expire_tasks", [overdue, finished, on_time])
+    entries = LogEntry.objects.all()
+    assert [(e.object_id, e.get_change_message()) for e in entries] == [
+        (str(overdue.pk), "Expired by an admin action.")
+    ]
+    assert entries[0].user.is_superuser  # the admin who acted
+
+
 def test_periodic_tasks_are_in_the_admin(admin_client):
     assert admin_client.get("/admin/django_celery_beat/periodictask/").status_code == 200
 
