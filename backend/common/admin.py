@@ -1,8 +1,8 @@
 """Admin behaviour shared by the apps."""
 
 from django.contrib import messages
-from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.actions import delete_selected as confirm_delete_selected
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.core.exceptions import FieldDoesNotExist
 from django.db import transaction
