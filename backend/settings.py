@@ -838,7 +838,8 @@ NOTIFY_MAX_DELAY = _positive_int("NOTIFY_MAX_DELAY", 3600)
 # worker) is sent again (NOTIFY_DISPATCH_INTERVAL: how often Beat looks).
 NOTIFY_REDISPATCH_AFTER = _positive_int("NOTIFY_REDISPATCH_AFTER", 120)
 # Seconds a webhook receiver has to answer.
-NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10)
+# An outbound call's bound (SPEC §7): above it, the call was cut at 30 s all the same.
+NOTIFY_WEBHOOK_TIMEOUT = _positive_int("NOTIFY_WEBHOOK_TIMEOUT", 10, maximum=30)
 # Webhooks and callbacks of one user under way at once (each holds a process of the long
 # queue while its receiver answers): the user's others wait for the dispatcher's next round,
 # so one user's slow receivers cannot hold every process of the queue.

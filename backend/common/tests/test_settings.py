@@ -126,6 +126,8 @@ BAD_VALUES = [
     ({"OPS_WORKERS_CACHE_SECONDS": "-1"}, "OPS_WORKERS_CACHE_SECONDS"),
     ({"TASK_OUTCOME_LINGER": "-0.1"}, "TASK_OUTCOME_LINGER"),
     ({"TASK_OUTCOME_LINGER": "6"}, "TASK_OUTCOME_LINGER"),
+    # Taken, and every webhook cut at 30 s (an outbound call's bound) all the same.
+    ({"NOTIFY_WEBHOOK_TIMEOUT": "60"}, "NOTIFY_WEBHOOK_TIMEOUT must be an integer from 1 to 30"),
     # Each was taken as it was (or, VAR_DIR, stopped start-up with a traceback).
     ({"VAR_DIR": "/proc/no-folder-here"}, "VAR_DIR"),
     # Each stopped start-up (or the first use of the cache) with a traceback.
