@@ -98,11 +98,15 @@ def test_defaults_are_filled_in():
         ({"url": "http://" + "a" * 64 + ".example.com/"}, "url"),
         ({"url": "http://a..example.com/"}, "url"),
         ({"url": "https://example.com", "headers": {"bad name": "v"}}, "headers"),
+        # A name ending in a line break: taken, then each run a network error, retried.
+        ({"url": "https://example.com", "headers": {"X-A\n": "v"}}, "headers"),
+        ({"url": "https://example.com", "headers": {"Host\n": "internal"}}, "headers"),
         ({"url": "https://example.com", "headers": {"X-A": 1}}, "headers"),
         ({"url": "https://example.com", "headers": ["X-A"]}, "headers"),
         ({"url": "https://example.com", "timeout": 31}, "timeout"),
         ({"url": "https://example.com", "timeout": 0}, "timeout"),
         ({"url": "https://example.com", "timeout": True}, "timeout"),
+        ({"url": "https://example.com", "timeout": 2.5}, "timeout"),
         ({"url": "https://example.com", "follow_redirects": "yes"}, "follow_redirects"),
         ({"url": "https://example.com", "body": "x"}, "body"),
     ],
@@ -110,6 +114,14 @@ def test_defaults_are_filled_in():
 def test_bad_input_is_refused_with_the_field_named(data, field):
     ok, errors, _ = validate(data)
     assert not ok and field in errors
+
+
+def test_a_timeout_written_as_a_whole_float_is_that_integer():
+    """``5.0`` is an integer to JSON Schema (the type's published schema says "integer"),
+    and some JSON encoders write whole numbers so: it was refused as "not a string"."""
+    ok, errors, inputs = validate({"url": "https://example.com", "timeout": 5.0})
+    assert ok, errors
+    assert inputs["timeout"] == 5 and type(inputs["timeout"]) is int
 
 
 def test_header_values_may_hold_what_http_carries():

@@ -108,7 +108,7 @@ def test_unknown_and_missing_fields_are_reported():
     assert not ok and "numbers" in errors
 
 
-@pytest.mark.parametrize("seconds", [0, -1, True, 1.5, "3", None, 3601])
+@pytest.mark.parametrize("seconds", [0, -1, True, 1.5, "3", None, 3601, 3601.0, 2.0**60])
 def test_countdown_bounds_and_types(seconds):
     ok, errors, _ = validate("countdown", {"seconds": seconds})
     assert not ok and "seconds" in errors

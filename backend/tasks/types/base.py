@@ -235,10 +235,19 @@ class StrictNumberField(serializers.Field):
         return {"type": "number"}
 
 
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer. ``max_value`` may be a callable, read at each use (e.g. a setting)."""
+# Beyond 2**53 a float is no longer every whole number there (9007199254740993.0 is read as
+# …992): such a one is refused rather than taken as another number.
+WHOLE_FLOATS = 2**53
 
-    default_error_messages = {"invalid": "An integer is required (not a string or a boolean)."}
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: as JSON Schema's "integer" (what the task types' schemas publish), a
+    number with no fraction is one (``5.0``), which some JSON encoders write for a whole
+    number. ``max_value`` may be a callable, read at each use (e.g. a setting)."""
+
+    default_error_messages = {
+        "invalid": "An integer is required (not a string, a boolean or a fraction)."
+    }
 
     def __init__(self, *, max_value=None, **kwargs):
         self.dynamic_max = max_value if callable(max_value) else None
@@ -261,6 +270,8 @@ class StrictIntegerField(serializers.IntegerField):
         return value
 
     def to_internal_value(self, data):
+        if isinstance(data, float) and data.is_integer() and abs(data) <= WHOLE_FLOATS:
+            data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         value = super().to_internal_value(data)
