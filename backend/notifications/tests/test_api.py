@@ -4,6 +4,7 @@ import pytest
 
 from backend.notifications import signing
 from backend.notifications.models import TaskCallback
+from backend.users.models import User
 
 pytestmark = pytest.mark.django_db
 
@@ -34,6 +35,16 @@ def test_preferences_are_changed_with_patch(user, client_for):
         "/api/users/me/", {"notify_email": [], "webhook_url": ""}, format="json"
     )
     assert response.status_code == 200 and response.json()["notify_email"] == []
+
+
+def test_a_webhook_url_is_cleared_with_null_as_with_empty(user, client_for):
+    """A client clears a field with null: it was a 400 "This field may not be null"."""
+    User.objects.filter(pk=user.pk).update(webhook_url="https://hooks.example.com/in")
+    response = client_for(user).patch("/api/users/me/", {"webhook_url": None}, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["webhook_url"] == ""
+    user.refresh_from_db()
+    assert user.webhook_url == ""
 
 
 @pytest.mark.parametrize(

@@ -133,8 +133,9 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         max_length=2048,
         required=False,
         allow_blank=True,
+        allow_null=True,  # none, as empty is: a client clears a field with null
         help_text="An http(s) URL receiving every event of your tasks as a signed webhook "
-        "(create the secret with POST /api/users/me/webhook-secret/); empty for none.",
+        "(create the secret with POST /api/users/me/webhook-secret/); empty or null for none.",
     )
     webhook_secret_set = serializers.SerializerMethodField(
         help_text="Whether a webhook secret exists (it is shown only when created)."
@@ -172,7 +173,7 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
         return list(dict.fromkeys(value))
 
     def validate_webhook_url(self, value):
-        return validate_outbound_url(value)
+        return "" if value is None else validate_outbound_url(value)
 
     def get_fields(self):
         fields = super().get_fields()
