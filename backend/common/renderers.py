@@ -66,7 +66,11 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         """DRF asks the object's permissions only of the object an answer shows: an action's
         page (``/api/tasks/{id}/cancel/``, answered 405 to its GET) has none, and offered
         its form to anyone who could see the object, to be refused 403. The object is read
-        here as the form's method would read it, with its permissions checked."""
+        here as the form's method would read it, with its permissions checked. Nobody
+        signed in (a lapsed session, a form without its CSRF token) is offered no form: the
+        objects' reads are a user's, and an anonymous one made the page of their 401 a 500."""
+        if not request.user.is_authenticated:
+            return False
         if (
             obj is None
             and getattr(view, "detail", False)

@@ -428,3 +428,36 @@ def test_a_page_never_reads_a_body_its_answer_did_not(user):
         missing, fields, content_type="application/x-www-form-urlencoded", **HTML
     )
     assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/tasks/{task}/",
+        "/api/tasks/{task}/cancel/",
+        "/api/tasks/{task}/assign/",
+        "/api/files/{task}/",
+        "/api/schedules/{task}/",
+    ],
+)
+@pytest.mark.parametrize("method", ["get", "post", "options", "delete"])
+def test_a_browser_not_signed_in_gets_its_401_page_not_a_500(user, path, method):
+    """A task's link opened signed out (from a mail, a lapsed session): the page of the 401
+    read the object as the anonymous user, a 500."""
+    from backend.tasks.tests.factories import TaskFactory
+
+    url = path.format(task=TaskFactory(owner=user).pk)
+    response = getattr(Client(), method)(url, **HTML)
+    assert response.status_code == 401, response.content[:300]
+    assert "text/html" in response["Content-Type"]
+
+
+def test_a_form_posted_without_its_csrf_token_is_a_403_page_not_a_500(user):
+    from backend.tasks.tests.factories import TaskFactory
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    task = TaskFactory(owner=user)
+    response = client.post(f"/api/tasks/{task.pk}/cancel/", **HTML)
+    assert response.status_code == 403, response.content[:300]
+    assert b"CSRF" in response.content
