@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import DateTimeField, F, Q, QuerySet, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from backend.common import sql
@@ -342,8 +343,8 @@ def task_complete(*, task: Task, actor: User, result: Any = None) -> Task:
         status=TaskStatus.COMPLETED,
         result=result,
         progress=100,
-        started_at=task.started_at or now,
-        completed_at=now,
+        started_at=Coalesce(F("started_at"), _at(now)),  # a start committed meanwhile stays
+        completed_at=_not_before_start(now),
     )
     _notify(task, Event.COMPLETED)
     task.refresh_from_db()
@@ -359,7 +360,7 @@ def task_cancel(*, task: Task, actor: User) -> Task:
         Task.objects.filter(in_status(*ACTIVE_STATUSES), pk=task.pk),
         "Only an active task can be cancelled; this one is {status}.",
         status=TaskStatus.CANCELLED,
-        completed_at=timezone.now(),
+        completed_at=_not_before_start(timezone.now()),
     )
     _notify(task, Event.CANCELLED)
     task.refresh_from_db()
@@ -418,6 +419,17 @@ def task_retry(*, task: Task, actor: User) -> Task:
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def _at(moment: datetime) -> Value:
+    return Value(moment, output_field=DateTimeField())
+
+
+def _not_before_start(now: datetime):
+    """``now`` as an end time, or the task's start when that is later: a worker's claim (or
+    an assignee's start) committed between this request's reading of the clock and its
+    update made a task end before it started."""
+    return Greatest(_at(now), Coalesce(F("started_at"), _at(now)))
 
 
 def _guarded(

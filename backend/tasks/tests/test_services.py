@@ -221,6 +221,30 @@ def test_cancel_active_tasks_only(user):
     assert error.value.code == "invalid_status"
 
 
+def test_a_cancel_never_ends_a_task_before_its_claim_started_it(user):
+    """The cancel read the clock, a worker's claim committed (its start a moment later),
+    then the cancel's update matched the running task: cancelled before it started."""
+    task = TaskFactory(owner=user, status=TaskStatus.PENDING)
+    claimed_at = timezone.now() + timedelta(seconds=1)  # the claim's clock, after the cancel's
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.RUNNING, started_at=claimed_at)
+    services.task_cancel(task=task, actor=user)  # ``task`` still says pending
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED
+    assert task.completed_at == task.started_at == claimed_at
+
+
+def test_a_complete_keeps_the_start_committed_meanwhile(user, other_user):
+    """The complete wrote back the start it had read (none: its own time), over the start
+    the assignee's other request committed: the task's start moved, its run time 0."""
+    task = TaskFactory(owner=user, assignee=other_user, task_type="manual", input_data={})
+    started_at = timezone.now() + timedelta(seconds=1)
+    Task.objects.filter(pk=task.pk).update(status=TaskStatus.RUNNING, started_at=started_at)
+    services.task_complete(task=task, actor=other_user)  # ``task`` still says pending
+    task.refresh_from_db()
+    assert task.status == TaskStatus.COMPLETED
+    assert task.started_at == started_at and task.completed_at >= started_at
+
+
 def test_cancel_by_assignee_who_does_not_own_is_refused(user, other_user):
     task = TaskFactory(owner=user, assignee=other_user)
     with pytest.raises(PermissionDenied):
