@@ -31,6 +31,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import signal
 import time
 import uuid
 from datetime import timedelta
@@ -262,10 +263,29 @@ class OneBeat:
         return True
 
 
+def _end_beat(signum, frame):
+    """SIGTERM or SIGINT: beat's loop ends here, and its end writes the schedule and lets
+    the lock go (``Service.start``'s ``finally``), once the interrupted query has been
+    cancelled (psycopg does so on ``SystemExit``)."""
+    raise SystemExit()
+
+
+def _ending_without_writes_in_the_handler() -> None:
+    """Celery's handler of these signals writes the schedule inside the handler: a signal
+    that came during a query of beat's (every tick makes some) wrote on the same
+    connection, and waited for ever on the lock the interrupted query holds; beat never
+    stopped on SIGTERM. Only Celery's own handler is replaced (not one of a test run's)."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        handler = signal.getsignal(signum)
+        if getattr(handler, "__qualname__", "").startswith("Beat.install_sync_handler."):
+            signal.signal(signum, _end_beat)
+
+
 class Scheduler(DatabaseScheduler):
     Entry = Entry
 
     def __init__(self, *args, **kwargs):
+        _ending_without_writes_in_the_handler()  # installed just before beat makes this
         self.one_beat = OneBeat()
         super().__init__(*args, **kwargs)
 

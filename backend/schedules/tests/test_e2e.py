@@ -1,11 +1,15 @@
 """End to end: real beat and worker processes fire a schedule created over HTTP. Waits poll
 the database with a deadline; nothing sleeps for a fixed time."""
 
+import subprocess
+
 import pytest
+from django.conf import settings
 from django_celery_beat.models import PeriodicTask
 
 from backend.schedules.models import Schedule, ScheduleRun
 from backend.tasks.models import Task, TaskStatus
+from backend.tasks.tests import processes
 from backend.tasks.tests.processes import Cluster, purge_filesystem_broker, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -111,3 +115,40 @@ def test_a_second_beat_stands_by_and_takes_over_once_the_first_stops(
     # At most one run per message sent, by whichever beat sent it (a message overtaken by a
     # later firing, e.g. the first beat's last one, is skipped): no firing was doubled.
     assert runs() <= first.log().count(sent) + second.log().count(sent)
+
+
+@pytest.mark.skipif(
+    not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"),
+    reason="PostgreSQL's driver holds a lock through a query, which a handler waited on",
+)
+def test_beat_stops_on_a_sigterm_that_comes_during_one_of_its_queries(fast_cluster):
+    """Celery's handler wrote the schedule inside the handler, on the connection whose
+    query the signal had interrupted: it waited for ever on that query's lock, and beat
+    never stopped. Its query is held here (a table lock) when the SIGTERM comes."""
+    import psycopg
+
+    beat = fast_cluster.start_beat()
+    wait_for(
+        lambda: beat.log().count("Sending due task tasks.dispatch") >= 2,
+        timeout=60,
+        what="beat's second tick",
+    )
+    with psycopg.connect(processes.test_database_url()) as blocker:
+        blocker.execute("LOCK TABLE django_celery_beat_periodictasks IN ACCESS EXCLUSIVE MODE")
+        with psycopg.connect(processes.test_database_url(), autocommit=True) as watcher:
+
+            def beat_waits_in_a_query() -> bool:
+                row = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE %s",
+                    ["%django_celery_beat_periodictasks%"],
+                ).fetchone()
+                return row[0] > 0
+
+            wait_for(beat_waits_in_a_query, timeout=30, what="beat waiting in its query")
+            beat.terminate()
+            try:
+                beat.proc.wait(timeout=20)  # the table still locked: its query is cancelled
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"beat still up 20 s after SIGTERM:\n{beat.log()[-3000:]}")
+        blocker.rollback()
