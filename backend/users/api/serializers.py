@@ -321,11 +321,16 @@ class TokenObtainSerializer(TokenObtainPairSerializer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields[self.username_field].required = False
-        self.fields[self.username_field].help_text = "Username or email address."
+        username = self.fields[self.username_field]
+        username.required = False
+        username.help_text = "Username or email address."
         # As registration takes it: a password with spaces at either end is that password.
         self.fields["password"].trim_whitespace = False
         self.fields["email"] = TextField(required=False, write_only=True)
+        # The one not used may be sent empty or null (a form, Swagger UI's example): it
+        # was a 400 "This field may not be blank" beside a username that signs in.
+        for field in (username, self.fields["email"]):
+            field.allow_blank = field.allow_null = True
 
     def validate(self, attrs):
         username, email = attrs.get(self.username_field), attrs.get("email")

@@ -244,6 +244,11 @@ def alice(db):
         {"username": "ALICE@example.COM"},
         {"email": "alice@example.com"},
         {"email": "ALICE@EXAMPLE.COM"},
+        # The one not used, sent empty or null (a form's empty box): it was a 400.
+        {"username": "alice", "email": ""},
+        {"username": "alice", "email": None},
+        {"username": "", "email": "alice@example.com"},
+        {"username": None, "email": "alice@example.com"},
     ],
 )
 def test_token_by_username_or_email_in_any_case(api_client, alice, credentials):
@@ -299,6 +304,7 @@ def test_token_for_inactive_user_is_401(api_client):
         ({"email": "alice@example.com"}, "password"),
         ({"password": PASSWORD}, "username"),
         ({"username": "", "password": PASSWORD}, "username"),
+        ({"username": "", "email": None, "password": PASSWORD}, "username"),
     ],
 )
 def test_token_with_missing_fields_is_400(api_client, alice, credentials, error_field):
