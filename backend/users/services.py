@@ -13,8 +13,11 @@ from backend.common.errors import Conflict, DomainError, PermissionDenied
 from .models import User
 from .tokens import browser_sessions_end, refresh_tokens_revoke_all
 
+# The password is checked and hashed before any transaction: a hash takes a good part of a
+# second, and on SQLite a transaction holds the write lock of the whole database (every
+# other write waited, and concurrent sign-ups ran out of its busy timeout, 503s).
 
-@transaction.atomic
+
 def user_create(
     *,
     username: str,
@@ -22,6 +25,7 @@ def user_create(
     email: str | None = None,
     name: str = "",
     is_staff: bool = False,
+    is_active: bool = True,
     notify_email: list[str] | None = None,
     webhook_url: str = "",
     actor: User | None = None,
@@ -32,12 +36,17 @@ def user_create(
     if is_staff:
         _require_staff_granter(actor)
     user = User(
-        username=username, email=email, name=name, is_staff=is_staff, webhook_url=webhook_url
+        username=username,
+        email=email,
+        name=name,
+        is_staff=is_staff,
+        is_active=is_active,
+        webhook_url=webhook_url,
     )
     if notify_email is not None:
         user.notify_email = notify_email
     validate_password(password, user=user)
-    user.set_password(password)
+    user.set_password(password)  # outside a transaction (above)
     # A username made from the email is made again, free, as the row is written (see _save).
     unchecked = ["password", "username"] if username_derived else ["password"]
     user.full_clean(exclude=unchecked, validate_constraints=False)
@@ -156,7 +165,6 @@ def _require_staff_granter(actor: User | None) -> None:
         raise PermissionDenied(ONLY_USER_ADMINS_MAKE_STAFF)
 
 
-@transaction.atomic
 def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     """Apply validated profile changes; ``password`` is hashed, never stored as given.
 
@@ -177,7 +185,7 @@ def user_update(*, user: User, data: dict, actor: User | None = None) -> User:
     changed = list(data)
     if password:
         validate_password(password, user=user)
-        user.set_password(password)
+        user.set_password(password)  # outside a transaction (see user_create)
         changed.append("password")
     user.full_clean(exclude=["password"], validate_constraints=False)  # see _save
     # Only what changed: the row as loaded at the start of the request would undo what

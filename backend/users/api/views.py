@@ -249,13 +249,8 @@ class UserViewSet(
         """Create a user (staff)."""
         return super().create(request, *args, **kwargs)
 
-    @transaction.atomic
     def perform_create(self, serializer):
-        data = dict(serializer.validated_data)
-        is_active = data.pop("is_active", True)
-        user = services.user_create(**data, actor=self.request.user)
-        if not is_active:
-            services.user_deactivate(user=user)
+        user = services.user_create(**serializer.validated_data, actor=self.request.user)
         serializer.instance = selectors.user_with_statistics(pk=user.pk)
 
     def perform_update(self, serializer):

@@ -1018,3 +1018,34 @@ def test_a_body_no_parser_takes_leaves_a_get_or_a_put_its_own_answer(
     own profile a 400 and a PUT (not offered) a 400 instead of its 405."""
     response = client_for(user).generic(method.upper(), ME, "{", content_type="application/json")
     assert response.status_code == status, response.content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_password_is_hashed_outside_any_transaction(api_client, monkeypatch, client_for):
+    """A hash takes a good part of a second; on SQLite a transaction holds the write lock
+    of the whole database, and concurrent sign-ups queued behind each other's hashes (40 at
+    once: 20 s, then 503s), every other write with them. Sign-up, a new password and a
+    staff member's create each hash before their transaction."""
+    from django.db import connection
+
+    staff = UserFactory(is_staff=True, is_superuser=True)
+    hashed_in_a_transaction = []
+    set_password = User.set_password
+
+    def recording(user, raw):
+        hashed_in_a_transaction.append(connection.in_atomic_block)
+        return set_password(user, raw)
+
+    monkeypatch.setattr(User, "set_password", recording)
+    response = api_client.post(
+        "/api/register/", {"username": "newcomer", "password": PASSWORD}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    newcomer = User.objects.get(username="newcomer")
+    response = client_for(newcomer).patch(ME, {"password": "Another-long-secret-9"}, format="json")
+    assert response.status_code == 200, response.json()
+    body = {"username": "made", "password": PASSWORD, "is_active": False}
+    response = client_for(staff).post(USERS, body, format="json")
+    assert response.status_code == 201, response.json()
+    assert User.objects.get(username="made").is_active is False
+    assert hashed_in_a_transaction == [False, False, False]
