@@ -43,6 +43,11 @@ _CANCELLED = {
         None,
     ),
 }
+SQLITE_BUSY = (
+    "database_busy",
+    "The database is busy with other changes; try again shortly.",
+    "5",
+)
 STORAGE_FULL = "The service's storage is full; try again later."
 TOO_COMPLEX = (
     "The request makes a query too large for the database (e.g. a search of too many words)."
@@ -192,6 +197,9 @@ class ApiErrorMiddleware:
             )
             return _json_or_page(request, 400, "Bad request", TOO_COMPLEX, code="too_complex")
         cancelled = _CANCELLED.get(getattr(exception.__cause__, "sqlstate", None))
+        if isinstance(exception, OperationalError) and "database is locked" in str(exception):
+            # SQLite's busy timeout ran out behind other writers: busy, not down.
+            cancelled = SQLITE_BUSY
         if isinstance(exception, OperationalError) and cancelled is not None:
             # The web tier's own limits (DATABASE_WEB_LOCK_TIMEOUT, …_STATEMENT_TIMEOUT): the
             # database is up, and "unavailable" sent an operator looking for an outage.

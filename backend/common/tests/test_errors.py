@@ -572,3 +572,24 @@ def test_a_500_outside_every_view_carries_its_request_id():
     }
     del request.request_id  # failed before the id was given: none to quote
     assert json.loads(server_error(request).content)["code"] == "server_error"
+
+
+def test_a_write_that_waited_out_sqlites_busy_timeout_is_busy_not_down(
+    client_for, user, monkeypatch
+):
+    """SQLite's "database is locked" (its busy timeout run out behind other writers) was a
+    503 "The database is unavailable", which sent an operator looking for an outage."""
+    from django.db import OperationalError
+    from django.db.backends import utils
+
+    def locked(*args, **kwargs):
+        raise OperationalError("database is locked")
+
+    client = client_for(user)
+    monkeypatch.setattr(utils.CursorWrapper, "execute", locked)
+    response = client.post(
+        "/api/tasks/", {"task_type": "sum", "input_data": {"numbers": [1]}}, format="json"
+    )
+    assert response.status_code == 503, response.content
+    assert response.json()["code"] == "database_busy"
+    assert response["Retry-After"] == "5"
