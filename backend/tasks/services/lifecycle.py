@@ -74,6 +74,7 @@ def task_create(
     if deadline is not None and run_at is not None and run_at >= deadline:
         raise DomainError("run_at must be before the deadline.", code="run_at_after_deadline")
     limits.check_active_assignee(assignee)
+    limits.refuse_early_when_full(assignee)
 
     scheduled = run_at is not None and run_at > now
     send_now = kind.runs_on_worker and not scheduled

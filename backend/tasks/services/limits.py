@@ -18,14 +18,8 @@ def reserve_active_slot(assignee: User | None, *, exclude_task: Task | None = No
     Must run inside the transaction that then gives them the task (``slot_free`` says how
     concurrent requests for the same user are serialised). A create checks the same
     condition in its INSERT instead."""
-    if assignee is None:
-        return
-    condition, params = slot_free(assignee, exclude_task=exclude_task)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {condition}", params)
-        free = cursor.fetchone()[0]
-    if not free:
-        raise limit_reached(assignee)
+    if assignee is not None:
+        _refuse_unless_free(assignee, exclude_task)
 
 
 def slot_free(assignee: User, *, exclude_task: Task | None = None) -> tuple[str, list]:
@@ -53,6 +47,24 @@ def slot_free_locks_itself() -> bool:
     """Whether ``slot_free`` takes the assignee's lock itself (PostgreSQL), so a statement
     that checks it may run alone in autocommit; on SQLite it needs the caller's transaction."""
     return connection.vendor == "postgresql"
+
+
+def refuse_early_when_full(assignee: User | None) -> None:
+    """SQLite: refuse, from a plain read, an assignee already at the limit, before the
+    transaction that would check it (its IMMEDIATE write lock is the whole database's: a
+    storm of creates past the limit took it one by one, and every other write waited). The
+    check in that transaction still decides; PostgreSQL's single statement needs none."""
+    if assignee is not None and not slot_free_locks_itself() and not connection.in_atomic_block:
+        _refuse_unless_free(assignee, None)
+
+
+def _refuse_unless_free(assignee: User, exclude_task: Task | None) -> None:
+    condition, params = slot_free(assignee, exclude_task=exclude_task)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {condition}", params)
+        free = cursor.fetchone()[0]
+    if not free:
+        raise limit_reached(assignee)
 
 
 def limit_reached(assignee: User) -> Conflict:

@@ -719,3 +719,23 @@ def test_a_batched_delete_never_waits_on_rows_another_transaction_holds(monkeypa
     assert (deleted, running, still_held) == (3, [], 1)
     assert list(Task.objects.values_list("pk", flat=True)) == [held.pk]
     assert not any(Task.objects.filter(pk=task.pk).exists() for task in free)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="PostgreSQL refuses in one statement, no transaction"
+)
+def test_a_create_past_the_limit_is_refused_without_sqlites_write_lock(user, monkeypatch):
+    """Each create took SQLite's IMMEDIATE transaction (the whole database's write lock) to
+    find the assignee at the limit: a storm of them held every other write back for seconds."""
+    from django.db import transaction
+
+    TaskFactory.create_batch(5, owner=user)
+
+    def no_transaction(*args, **kwargs):
+        raise AssertionError("a transaction was opened")
+
+    monkeypatch.setattr(transaction, "atomic", no_transaction)
+    with pytest.raises(Conflict) as refused:
+        services.task_create(owner=user, task_type="sum", input_data={"numbers": [1]})
+    assert refused.value.code == "active_task_limit"
