@@ -66,13 +66,13 @@ class BrowsableAPIRenderer(renderers.BrowsableAPIRenderer):
         """DRF asks the object's permissions only of the object an answer shows: an action's
         page (``/api/tasks/{id}/cancel/``, answered 405 to its GET) has none, and offered
         its form to anyone who could see the object, to be refused 403. The object is read
-        here as the form's method would read it, with its permissions checked. Nobody
-        signed in (a lapsed session, a form without its CSRF token) is offered no form: the
-        objects' reads are a user's, and an anonymous one made the page of their 401 a 500."""
-        if not request.user.is_authenticated:
-            return False
+        here as the form's method would read it, with its permissions checked, for a user
+        signed in: the objects' reads are a user's, and one as the anonymous user (a lapsed
+        session, a form without its CSRF token) made the page of their 401 a 500. Nobody
+        signed in is offered what the view's own permissions allow (sign-up, sign-in)."""
         if (
-            obj is None
+            request.user.is_authenticated
+            and obj is None
             and getattr(view, "detail", False)
             and hasattr(view, "get_object")
             and method in view.allowed_methods

@@ -461,3 +461,14 @@ def test_a_form_posted_without_its_csrf_token_is_a_403_page_not_a_500(user):
     response = client.post(f"/api/tasks/{task.pk}/cancel/", **HTML)
     assert response.status_code == 403, response.content[:300]
     assert b"CSRF" in response.content
+
+
+@pytest.mark.parametrize(
+    ("path", "field"), [("/api/register/", "password"), ("/api/token/", "password")]
+)
+def test_sign_up_and_sign_in_offer_their_forms_to_a_browser_not_signed_in(path, field):
+    """What a visitor may do is offered: the sign-up and sign-in pages kept their forms when
+    the pages of a 401 stopped reading objects as the anonymous user."""
+    page = Client().get(path, **HTML).content.decode()
+    assert re.search(r'<form[^>]+method="POST"', page), page[-2000:]
+    assert f'name="{field}"' in page
