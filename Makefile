@@ -79,15 +79,10 @@ run: migrate
 	@echo ""
 	@# Links in mails and webhooks point at this port, unless PUBLIC_BASE_URL is given (here or in
 	@# .env); PORT itself does not say where the service is reached (behind a proxy, say).
-	@# Before the processes start, the tasks left pending are sent again, at once: no worker
-	@# holds a message now, and one killed outright took those it held along (a task sent
-	@# twice still runs once); the dispatcher would wait TASK_REDISPATCH_AFTER for them.
 	@if [ -z "$${PUBLIC_BASE_URL:-}" ] && ! $(call env_file_sets,PUBLIC_BASE_URL); then \
 		export PUBLIC_BASE_URL=http://127.0.0.1:$(PORT); fi; \
 	[ -f "$(ENV_FILE)" ] || export ENV_FILE=; \
-	export DEBUG=$${DEBUG:-true}; \
-	$(BIN)/python manage.py dispatch_tasks --resend-after 0 >/dev/null 2>&1 || true; \
-	PYTHONUNBUFFERED=1 PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
+	DEBUG=$${DEBUG:-true} PYTHONUNBUFFERED=1 PATH="$(abspath $(BIN)):$$PATH" exec $(BIN)/python scripts/run.py start -e /dev/null -f Procfile -p $(PORT)
 
 # Interactive; with DJANGO_SUPERUSER_USERNAME, DJANGO_SUPERUSER_EMAIL and
 # DJANGO_SUPERUSER_PASSWORD set (exported, or in the .env), non-interactive (scripts, containers).

@@ -127,17 +127,6 @@ def test_the_first_make_targets_write_the_env_file_before_manage_py(tmp_path, ta
 
 
 @needs_make
-def test_make_run_sends_the_tasks_left_pending_again_before_it_starts(tmp_path):
-    """A worker killed outright takes the messages it held along, and `make run` ends with
-    it: after a restart their tasks waited TASK_REDISPATCH_AFTER (5 min), holding their
-    owners' slots. Nothing holds a message when the run starts, so it sends them at once."""
-    planned = make("-n", f"ENV_FILE={tmp_path / '.env'}", "run").stdout
-    resend = planned.find("manage.py dispatch_tasks --resend-after 0")
-    assert resend != -1, planned
-    assert planned.find("manage.py migrate") < resend < planned.find("scripts/run.py start")
-
-
-@needs_make
 def test_no_env_file_when_env_file_is_empty(tmp_path):
     planned = make("-n", "ENV_FILE=", "migrate")
 
