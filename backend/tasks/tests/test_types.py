@@ -114,6 +114,13 @@ def test_countdown_bounds_and_types(seconds):
     assert not ok and "seconds" in errors
 
 
+@pytest.mark.parametrize("seconds", [1e300, 9007199254740994.0])
+def test_a_whole_float_past_exact_integers_is_refused_as_over_the_maximum(seconds):
+    """It was refused as "not a string, a boolean or a fraction", which it is not."""
+    ok, errors, _ = validate("countdown", {"seconds": seconds})
+    assert not ok and "less than or equal to 3600" in str(errors["seconds"][0])
+
+
 def test_countdown_maximum_follows_the_setting(settings):
     assert validate("countdown", {"seconds": 3600})[0]
     settings.COUNTDOWN_MAX_SECONDS = 10

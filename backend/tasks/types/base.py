@@ -270,7 +270,14 @@ class StrictIntegerField(serializers.IntegerField):
         return value
 
     def to_internal_value(self, data):
-        if isinstance(data, float) and data.is_integer() and abs(data) <= WHOLE_FLOATS:
+        if isinstance(data, float) and data.is_integer():
+            if abs(data) > WHOLE_FLOATS:  # said as the bound it passes, when there is one
+                maximum, minimum = self.current_max(), self.min_value
+                if maximum is not None and data > maximum:
+                    self.fail("max_value", max_value=maximum)
+                if minimum is not None and data < minimum:
+                    self.fail("min_value", min_value=minimum)
+                self.fail("invalid")
             data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
