@@ -3,6 +3,7 @@
 import copy
 import heapq
 import json
+import re
 
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -57,6 +58,21 @@ class BoundedListField(serializers.ListField):
         ):
             self.fail("max_length", max_length=self.max_length)
         return super().to_internal_value(data)
+
+
+# A user's name is shown to the other users (the users list): a control character, or a
+# mark that turns the text's direction (a name could then read as another), is refused.
+# Letters of a right-to-left script are text like any other.
+_NOT_SHOWN = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown_text(value: str) -> str:
+    """``value``, when it holds no character ``_NOT_SHOWN`` refuses."""
+    if value and _NOT_SHOWN.search(value):
+        raise serializers.ValidationError(
+            "Control characters and marks that change the text's direction are not allowed."
+        )
+    return value
 
 
 class TextField(serializers.CharField):

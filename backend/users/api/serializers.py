@@ -21,6 +21,7 @@ from backend.common.serializers import (
     BoundedListField,
     RejectUnknownFieldsMixin,
     TextField,
+    shown_text,
     unwritable_keys,
     validate_outbound_url,
 )
@@ -175,6 +176,9 @@ class UserSerializer(RejectUnknownFieldsMixin, TaskStatisticsMixin, serializers.
     def validate_webhook_url(self, value):
         return "" if value is None else validate_outbound_url(value)
 
+    def validate_name(self, value):
+        return shown_text(value)
+
     def get_fields(self):
         fields = super().get_fields()
         view = self.context.get("view")
@@ -270,6 +274,9 @@ class RegisterSerializer(serializers.Serializer):
 
     def validate_email(self, value):
         return validate_unique_email(value)
+
+    def validate_name(self, value):
+        return shown_text(value)
 
     def validate(self, attrs):
         password2 = attrs.pop("password2", None)

@@ -1049,3 +1049,22 @@ def test_a_password_is_hashed_outside_any_transaction(api_client, monkeypatch, c
     assert response.status_code == 201, response.json()
     assert User.objects.get(username="made").is_active is False
     assert hashed_in_a_transaction == [False, False, False]
+
+
+@pytest.mark.parametrize("name", ["a\u202eb", "Eve\u2066", "bell\x07", "two\nlines", "zw\u200fj"])
+def test_a_name_shown_to_others_holds_no_control_character_nor_direction_mark(
+    api_client, client_for, user, name
+):
+    """A name is shown in every user's list: one that turns the text's direction (U+202E)
+    reads as another, and control characters were taken too."""
+    response = client_for(user).patch(ME, {"name": name}, format="json")
+    assert response.status_code == 400 and "name" in response.json(), response.json()
+    body = {"username": "shown", "password": PASSWORD, "name": name}
+    response = api_client.post("/api/register/", body, format="json")
+    assert response.status_code == 400 and "name" in response.json(), response.json()
+
+
+@pytest.mark.parametrize("name", ["Zoë Ångström", "محمد علي", "李小龍", "O'Brien-Smith"])
+def test_names_in_any_script_are_taken(client_for, user, name):
+    response = client_for(user).patch(ME, {"name": name}, format="json")
+    assert response.status_code == 200 and response.json()["name"] == name
