@@ -102,11 +102,21 @@ def each_with_service(admin, request, queryset, do, done: str, logged: str = "")
 LOGGED_AT_ONCE = 500
 
 
+def held(model, queryset) -> list:
+    """The keys of ``queryset``'s objects, their rows locked until the transaction ends: an
+    action's selection, before the bulk UPDATE that changes it (see ``log_changed``)."""
+    return list(
+        model.objects.select_for_update()
+        .filter(pk__in=queryset.values("pk"))
+        .values_list("pk", flat=True)
+    )
+
+
 def log_changed(request, model, pks, message: str, **still) -> None:
     """``message`` in the admin history of each object of ``model`` among ``pks`` that
     still matches ``still``: for an action that changes its selection in one bulk UPDATE
-    (``pks`` locked before it, so these are the objects it changed), as a change form's
-    save is logged."""
+    (``pks`` from ``held`` before it, so these are the objects it changed), as a change
+    form's save is logged."""
     pks = list(pks)
     for start in range(0, len(pks), LOGGED_AT_ONCE):
         part = pks[start : start + LOGGED_AT_ONCE]

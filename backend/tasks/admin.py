@@ -8,6 +8,7 @@ from backend.common.admin import (
     ServiceDeleteMixin,
     ServiceSaveMixin,
     each_with_service,
+    held,
     log_changed,
 )
 
@@ -174,8 +175,7 @@ class TaskAdmin(BoundedSearchMixin, ServiceSaveMixin, ServiceDeleteMixin, admin.
             # The tasks it expires, held until it commits (a sweep's expiry waits, then
             # leaves them): each is logged in its history, and no other.
             overdue = queryset.filter(status__in=ACTIVE_STATUSES, deadline__lt=timezone.now())
-            held = Task.objects.select_for_update().filter(pk__in=overdue.values("pk"))
-            pks = list(held.values_list("pk", flat=True))
+            pks = held(Task, overdue)
             count = services.tasks_expire(queryset=queryset)
             log_changed(
                 request,

@@ -8,7 +8,7 @@ from django.db import transaction
 from rest_framework_simplejwt.token_blacklist import admin as simplejwt_admin
 from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
 
-from backend.common.admin import BoundedSearchMixin, SecretFieldsMixin, log_changed
+from backend.common.admin import BoundedSearchMixin, SecretFieldsMixin, held, log_changed
 from backend.common.email import address_refusal
 from backend.ops.selectors import with_task_counts
 
@@ -110,9 +110,7 @@ class UserAdmin(BoundedSearchMixin, SecretFieldsMixin, DjangoUserAdmin):
             self.message_user(request, services.ONLY_A_SUPERUSER, messages.ERROR)
         with transaction.atomic():
             # Those it deactivates, held until it commits: each is logged in its history.
-            active = queryset.filter(is_active=True).values("pk")
-            held = User.objects.select_for_update().filter(pk__in=active)
-            pks = list(held.values_list("pk", flat=True))
+            pks = held(User, queryset.filter(is_active=True))
             count = services.users_deactivate(queryset=queryset, actor=request.user)
             log_changed(request, User, pks, "Deactivated by an admin action.", is_active=False)
         self.message_user(request, f"{count} user(s) deactivated.")
