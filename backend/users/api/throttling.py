@@ -74,9 +74,6 @@ class _FailsOpen:
         width = self.duration / self.BUCKETS
         bucket = int(now // width)
         key = f"{self.key}:{self.duration}:{{}}".format
-        earlier = range(bucket - self.BUCKETS, bucket)
-        found = self.cache.get_many([key(b) for b in earlier])
-        counts = [(b, found.get(key(b), 0)) for b in earlier]
         lifetime = int((self.BUCKETS + 2) * width) + 1
         self.cache.add(key(bucket), 0, timeout=lifetime)
         try:
@@ -84,13 +81,21 @@ class _FailsOpen:
         except ValueError:  # it expired in between: a new count
             self.cache.add(key(bucket), 0, timeout=lifetime)
             count = self.cache.incr(key(bucket))
-        over = sum(c for _, c in counts) + count - self.num_requests
+        # The other buckets are read after this call is counted, the next one too: of two
+        # calls counted together on either side of a bucket's turn, the later to read sees
+        # the other (read first, both could miss each other, and up to twice the rate got
+        # through at a turn). At worst a burst at a turn refuses a few calls too many.
+        earlier = range(bucket - self.BUCKETS, bucket)
+        found = self.cache.get_many([key(b) for b in [*earlier, bucket + 1]])
+        counts = [(b, found.get(key(b), 0)) for b in earlier]
+        later = found.get(key(bucket + 1), 0)
+        over = sum(c for _, c in counts) + count + later - self.num_requests
         if over <= 0:
             return True
         self.cache.decr(key(bucket))  # a refused call is not counted
         # Until enough of the earliest buckets have left the count (the present one's own
-        # calls, when they alone are too many, leave it last).
-        for b, c in [*counts, (bucket, count - 1)]:
+        # calls, then the next one's, when they alone are too many, leave it last).
+        for b, c in [*counts, (bucket, count - 1), (bucket + 1, later)]:
             over -= c
             if over <= 0:
                 self._wait = (b + self.BUCKETS + 1) * width - now
