@@ -37,7 +37,9 @@ class PageNumberPagination(DRFPageNumberPagination):
         for parameter in parameters:
             if parameter["name"] == self.page_size_query_param:
                 parameter["schema"]["minimum"] = 1
-                parameter["description"] = "Results per page: 1 to 100 (default 10)."
+                parameter["description"] = (
+                    "Results per page (default 10); a value above 100 gives pages of 100."
+                )
             elif parameter["name"] == self.page_query_param:
                 parameter["schema"] = {
                     "oneOf": [

@@ -2,7 +2,7 @@ from django.utils.cache import get_conditional_response
 from django.utils.http import http_date
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
@@ -91,6 +91,20 @@ class FileViewSet(
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                name,
+                str,
+                OpenApiParameter.HEADER,
+                description=description,
+            )
+            for name, description in (
+                ("If-None-Match", 'An ETag (`"<sha256>"`) or `*`: 304 when it matches.'),
+                ("If-Modified-Since", "An HTTP date: 304 when the upload is not later."),
+                ("If-Match", 'An ETag (`"<sha256>"`) or `*`: 412 when it does not match.'),
+                ("If-Unmodified-Since", "An HTTP date: 412 when the upload is later."),
+            )
+        ],
         responses={
             (200, "*/*"): OpenApiResponse(
                 OpenApiTypes.BINARY,
@@ -108,7 +122,7 @@ class FileViewSet(
                 description="The file's bytes are missing from the storage (code "
                 "`file_missing`): upload it again."
             ),
-        }
+        },
     )
     @action(detail=True, methods=["get"], content_negotiation_class=FirstRenderer)
     def download(self, request, pk=None, format=None):

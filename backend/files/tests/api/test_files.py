@@ -472,6 +472,15 @@ def test_a_download_if_match_another_etag_is_412_with_its_own_code(client, user)
     )
 
 
+def test_the_download_documents_the_conditional_headers_it_answers(client):
+    """The 304 and 412 were documented, the headers that bring them were not: Swagger's
+    "Try it out" could not send them."""
+    schema = client.get("/api/schema/?format=json").json()
+    operation = schema["paths"]["/api/files/{id}/download/"]["get"]
+    headers = {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert headers == {"If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since"}
+
+
 def test_a_download_answers_the_dates_of_its_upload(client, user):
     """Last-Modified is the upload's time (the bytes never change), so If-Unmodified-Since
     and If-Modified-Since are answered by it: If-Unmodified-Since was 412 whatever its date,
