@@ -69,3 +69,36 @@ def test_queue_depth_and_workers_follow_a_real_worker(cluster, user, staff, clie
     assert worker["name"].startswith("e2e-")
     assert worker["queues"] == ["long", "maintenance", "tasks"]
     assert worker["active"] == 0
+
+
+def test_the_maintenance_worker_answers_while_a_sweep_runs(cluster):
+    """Run as the Procfile runs it. With ``--pool=solo`` a sweep ran in the thread that
+    answers ``inspect``: while one waited on a lock (or a long expiry ran), /health/ and
+    /metrics counted the worker as gone and warned that no sweep ran."""
+    from pathlib import Path
+
+    from django.conf import settings
+    from django.db import connection, transaction
+
+    from backend.tasks.jobs import expire_overdue_tasks
+
+    procfile = (Path(settings.BASE_DIR) / "Procfile").read_text()
+    (line,) = [line for line in procfile.splitlines() if line.startswith("maintenance:")]
+    pool = [option for option in line.split() if option.startswith(("--pool", "--concurrency"))]
+    worker = cluster.start_worker(("maintenance",), *pool)
+    name = worker.log_path.stem
+
+    def busy_and_answering():
+        for seen in broker.read_workers(1.0):
+            if seen["name"].startswith(f"{name}@") and seen["active"]:
+                return seen
+        return None
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The sweep waits on the table: PostgreSQL's lock, or SQLite's write lock (which
+        # this transaction holds from its start) for up to its busy timeout of 20 s.
+        if connection.vendor == "postgresql":
+            cursor.execute("LOCK TABLE tasks_task IN ACCESS EXCLUSIVE MODE")
+        expire_overdue_tasks.apply_async()
+        seen = wait_for(busy_and_answering, timeout=15, interval=0.2, what="the busy worker")
+    assert seen["queues"] == ["maintenance"]
