@@ -67,12 +67,16 @@ def test_beat_expires_overdue_task_and_the_worker_stops(cluster, user, client_fo
     cluster.start_worker()
     cluster.start_beat()
     client = client_for(user)
-    deadline = timezone.now() + timedelta(seconds=2)
+    deadline = timezone.now() + timedelta(hours=1)
     created = _create(
         client, task_type="countdown", input_data={"seconds": 60}, deadline=deadline.isoformat()
     )
 
     wait_for(lambda: _task(created["id"]).status == TaskStatus.RUNNING, timeout=30, what="running")
+    # The deadline passes while it runs (the API takes none in the past). A deadline two
+    # seconds away passed before a loaded machine's worker started the task, and the sweep
+    # then expired a pending task, not this test's running one.
+    Task.objects.filter(pk=created["id"]).update(deadline=timezone.now() - timedelta(seconds=1))
     task = _wait_for_status(created["id"], TaskStatus.FAILED, timeout=20, what="expiry")
     assert task.error == "deadline exceeded"
     assert task.completed_at is not None
