@@ -315,6 +315,21 @@ else:
     # error after this long, answered 503 as one that refuses; libpq waits for ever by
     # default. `?connect_timeout=N` in DATABASE_URL gives another.
     _db.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
+    # A server whose host is gone, or cut off by the network, in the middle of a statement:
+    # libpq waited for the answer until the kernel gave up on the connection (minutes; a
+    # web worker until gunicorn killed it, a task's worker and beat longer). Unanswered
+    # data is an error after 30 s (tcp_user_timeout), a connection waiting on an answer is
+    # probed after 10 s of silence, every 5 s, and dropped after 3 unanswered probes. A
+    # server that is up never misses them (its kernel answers), however long it runs a
+    # statement. `?keepalives_idle=N` (and the others) in DATABASE_URL give others.
+    for _name, _value in (
+        ("keepalives", 1),
+        ("keepalives_idle", 10),
+        ("keepalives_interval", 5),
+        ("keepalives_count", 3),
+        ("tcp_user_timeout", 30_000),
+    ):
+        _db["OPTIONS"].setdefault(_name, _value)
     _db["OPTIONS"].update(
         server_side_binding=_server_binding,
         prepare_threshold=(

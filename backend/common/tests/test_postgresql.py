@@ -33,6 +33,27 @@ def test_an_idle_connection_is_kept_without_asking_the_server(monkeypatch):
     assert connection.connection is kept
 
 
+def test_a_connection_gives_up_on_a_server_cut_off_by_the_network():
+    """Its socket is probed after 10 s of silence (every 5 s, 3 times) and gives up on data
+    unanswered for 30 s: libpq waited for an answer until the kernel gave up (minutes) when
+    the server's host went away mid-statement. A lost network cannot be made on loopback
+    here; the socket's own settings are read back."""
+    import socket
+
+    connection.ensure_connection()
+    if connection.connection.info.host.startswith("/"):
+        pytest.skip("a Unix socket: no network between the two")
+    sock = socket.socket(fileno=connection.connection.fileno())
+    try:
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == 5
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == 3
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 30_000
+    finally:
+        sock.detach()  # the connection's socket, not this object's to close
+
+
 def end_the_connection_from_another() -> tuple[int, tuple]:
     """The server ends this thread's connection, as a restart would: its backend's pid and
     what ``pg_terminate_backend`` answered, once the server's message has arrived."""
