@@ -71,12 +71,18 @@ def test_beat_expires_overdue_task_and_the_worker_stops(cluster, user, client_fo
     created = _create(
         client, task_type="countdown", input_data={"seconds": 60}, deadline=deadline.isoformat()
     )
+    # Beside it a manual task, which no run reports progress for: only beat's sweep expires it.
+    manual = _create(client, task_type="manual", deadline=deadline.isoformat())
 
     wait_for(lambda: _task(created["id"]).status == TaskStatus.RUNNING, timeout=30, what="running")
-    # The deadline passes while it runs (the API takes none in the past). A deadline two
-    # seconds away passed before a loaded machine's worker started the task, and the sweep
-    # then expired a pending task, not this test's running one.
-    Task.objects.filter(pk=created["id"]).update(deadline=timezone.now() - timedelta(seconds=1))
+    # The deadlines pass while the countdown runs (the API takes none in the past). A deadline
+    # two seconds away passed before a loaded machine's worker started the task, and the
+    # sweep then expired a pending task, not this test's running one.
+    Task.objects.filter(pk__in=[created["id"], manual["id"]]).update(
+        deadline=timezone.now() - timedelta(seconds=1)
+    )
+    swept = _wait_for_status(manual["id"], TaskStatus.FAILED, timeout=20, what="beat's expiry")
+    assert swept.error == "deadline exceeded"
     task = _wait_for_status(created["id"], TaskStatus.FAILED, timeout=20, what="expiry")
     assert task.error == "deadline exceeded"
     assert task.completed_at is not None
