@@ -92,12 +92,7 @@ class FileViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter(
-                name,
-                str,
-                OpenApiParameter.HEADER,
-                description=description,
-            )
+            OpenApiParameter(name, str, OpenApiParameter.HEADER, description=description)
             for name, description in (
                 ("If-None-Match", 'An ETag (`"<sha256>"`) or `*`: 304 when it matches.'),
                 ("If-Modified-Since", "An HTTP date: 304 when the upload is not later."),

@@ -25,9 +25,9 @@ class _FailsOpen:
     reads and writes back, and calls at the same moment may pass), in ``BUCKETS`` buckets a
     period: a call is let through when the calls of its bucket, of the ``BUCKETS`` before it
     (which cover the last ``duration`` seconds, and up to a bucket more) and of the one after
-    stay within the rate, so no ``duration`` seconds ever see more. DRF's own throttle read the list of past calls and
-    wrote it back: requests arriving together in different web processes each read the same
-    list, and about a quarter more than the rate got through."""
+    stay within the rate, so no ``duration`` seconds ever see more. DRF's own throttle read
+    the list of past calls and wrote it back: requests arriving together in different web
+    processes each read the same list, and about a quarter more than the rate got through."""
 
     BUCKETS = 6
     _wait: float | None = None
