@@ -130,6 +130,15 @@ def broker_hung(monkeypatch, blackhole):
 
 
 @pytest.fixture
+def patient_broker_reads(settings):
+    """For a test that asserts what the broker answered (no worker, empty queues), not how
+    fast: CI runs the suites side by side on two cores, where a 1 s read of the workers
+    online once came back late (``null``). The deadlines are the product's own, longer."""
+    settings.OPS_BROKER_TIMEOUT = 3.0  # replies awaited 1.8 s; 1.2 s to spare, not 0.4
+    settings.HEALTH_CHECK_TIMEOUT = 5.0
+
+
+@pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
 

@@ -20,7 +20,7 @@ def database_down(monkeypatch):
     monkeypatch.setattr(health, "connection", BrokenConnection())
 
 
-def test_health_ok(api_client):
+def test_health_ok(api_client, patient_broker_reads):
     response = api_client.get(HEALTH)
 
     assert response.status_code == 200

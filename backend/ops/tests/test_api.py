@@ -25,7 +25,9 @@ def test_non_staff_gets_403(user, client_for):
     assert response.json()["code"] == "permission_denied"
 
 
-def test_staff_gets_every_figure(staff, client_for, django_assert_num_queries):
+def test_staff_gets_every_figure(
+    staff, client_for, django_assert_num_queries, patient_broker_reads
+):
     for status in TaskStatus.values:
         TaskFactory(status=status, task_type="sum")
     TaskFactory(status="pending", task_type="countdown")
@@ -51,7 +53,9 @@ def test_staff_gets_every_figure(staff, client_for, django_assert_num_queries):
     assert body["workers_online"] == 0 and body["workers"] == []
 
 
-def test_queue_depth_counts_waiting_messages_of_every_priority(staff, client_for):
+def test_queue_depth_counts_waiting_messages_of_every_priority(
+    staff, client_for, patient_broker_reads
+):
     from backend.celery import app
 
     with app.connection_for_write() as conn, conn.Producer() as producer:

@@ -32,7 +32,7 @@ def run(*args) -> str:
 # --- task_stats -------------------------------------------------------------------------
 
 
-def test_task_stats_table_and_json():
+def test_task_stats_table_and_json(patient_broker_reads):
     TaskFactory.create_batch(2, status="pending", task_type="sum")
     TaskFactory(status="failed", task_type="reverse", completed_at=timezone.now())
 

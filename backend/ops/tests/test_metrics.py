@@ -68,7 +68,9 @@ def test_token_unset_lets_no_bearer_in(api_client, settings):
     assert api_client.get("/metrics").status_code == 401
 
 
-def test_token_reads_figures_that_agree_with_the_stats_api(api_client, staff, client_for):
+def test_token_reads_figures_that_agree_with_the_stats_api(
+    api_client, staff, client_for, patient_broker_reads
+):
     for status in TaskStatus.values:
         TaskFactory(status=status, task_type="sum")
     TaskFactory.create_batch(2, status="pending", task_type="reverse_string")
