@@ -36,7 +36,7 @@ def test_health_ok(api_client, patient_broker_reads):
     assert "no worker consumes the 'tasks' queue" in body["reason"]
 
 
-def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch):
+def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch, patient_broker_reads):
     """With the maintenance worker gone, it said "ok" while no expiry, dispatch or rescue
     ran; the status stays "ok" (tasks run), with a warning per queue left alone."""
     from backend.ops import broker
@@ -56,7 +56,9 @@ def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch):
     assert "warnings" not in body
 
 
-def test_health_keeps_a_queues_warning_beside_a_reason(api_client, monkeypatch):
+def test_health_keeps_a_queues_warning_beside_a_reason(
+    api_client, monkeypatch, patient_broker_reads
+):
     """With the short and the long workers both gone, the reason named the 'tasks' queue
     and the 'long' queue's warning was dropped: only the first of two outages showed."""
     from backend.ops import broker
