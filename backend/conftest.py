@@ -55,12 +55,15 @@ def _fresh_cache():
 
 @pytest.fixture(autouse=True)
 def _broker_figures_fresh():
-    # Queue depth and workers online are kept a few seconds per process; each test reads anew.
+    # Queue depth and workers online are kept a few seconds per process; each test reads anew,
+    # not held back by a read a hung broker's test left still waiting.
     from backend.ops import broker
 
     broker.reset_cache()
+    broker._late.clear()
     yield
     broker.reset_cache()
+    broker._late.clear()
 
 
 @pytest.fixture(autouse=True)

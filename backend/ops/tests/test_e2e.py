@@ -21,16 +21,22 @@ def _stats(client) -> dict:
 def _counted(read, key: str) -> dict:
     """``read()`` again until its ``key`` counts the workers: it is null ("not known") when
     the ``inspect`` broadcast missed its 1 s deadline, as it can while other work loads the
-    machine. What a counted answer says is then checked in full."""
+    machine; so is the queue depth (its own bounded read), and a health probe past its
+    deadline makes the status "error". What an answer with all of them says is then checked
+    in full."""
 
     def answered():
         body = read()
-        return body if body[key] is not None else None
+        if body[key] is None or body.get("queue_depth", {}) is None:
+            return None
+        return body if body.get("status") != "error" else None
 
     return wait_for(answered, timeout=30, interval=0.5, what=f"the workers counted in {key!r}")
 
 
-def test_queue_depth_and_workers_follow_a_real_worker(cluster, user, staff, client_for):
+def test_queue_depth_and_workers_follow_a_real_worker(
+    cluster, user, staff, client_for, patient_broker_reads
+):
     owner, admin = client_for(user), client_for(staff)
     for numbers in ([1, 2], [3, 4], [5, 6]):
         response = owner.post(

@@ -143,7 +143,7 @@ def test_dispatch_sends_tasks_the_broker_could_not_take(cluster, user, client_fo
 
 def test_scheduled_task_runs_when_its_time_comes(cluster, user, client_for):
     client = client_for(user)
-    run_at = timezone.now() + timedelta(seconds=2)
+    run_at = timezone.now() + timedelta(seconds=5)  # still ahead once the create is read
     created = _create(
         client, task_type="uppercase", input_data={"data": "later"}, run_at=run_at.isoformat()
     )
@@ -161,7 +161,8 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
     first = cluster.start_worker()
     cluster.start_beat()
     client = client_for(user)
-    created = _create(client, task_type="countdown", input_data={"seconds": 4})
+    # Long enough to be still running when the test, slowed by a loaded machine, kills it.
+    created = _create(client, task_type="countdown", input_data={"seconds": 12})
     wait_for(
         lambda: (
             _task(created["id"]).status == TaskStatus.RUNNING and _task(created["id"]).progress > 0
@@ -174,10 +175,10 @@ def test_rescue_after_the_worker_is_killed(cluster, user, client_for):
 
     cluster.start_worker()
     done = _wait_for_status(
-        created["id"], TaskStatus.COMPLETED, timeout=60, what="rescue, dispatch and a second run"
+        created["id"], TaskStatus.COMPLETED, timeout=90, what="rescue, dispatch and a second run"
     )
     assert done.attempts == 2
-    assert done.result == {"message": "Countdown finished", "seconds": 4}
+    assert done.result == {"message": "Countdown finished", "seconds": 12}
 
 
 def test_a_pool_process_killed_while_idle_is_replaced_and_tasks_run(cluster, user, client_for):
@@ -213,7 +214,8 @@ def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, cl
     once. No beat runs here: no dispatcher could send them again."""
     first = cluster.start_worker(("long",), "--concurrency=1", "--prefetch-multiplier=4")
     client = client_for(user)
-    running = _create(client, task_type="countdown", input_data={"seconds": 5})
+    # Still running after the creates below and the wait for the worker to take them.
+    running = _create(client, task_type="countdown", input_data={"seconds": 15})
     _wait_for_status(running["id"], TaskStatus.RUNNING, timeout=30, what="countdown to start")
     waiting = [_create(client, task_type="countdown", input_data={"seconds": 1}) for _ in range(2)]
     # Redis and RabbitMQ hand the worker both at once. The embedded broker hands it one more
@@ -228,7 +230,7 @@ def test_a_stopping_worker_gives_back_the_messages_it_reserved(cluster, user, cl
     assert _task(running["id"]).status == TaskStatus.RUNNING
 
     first.terminate()
-    first.proc.wait(timeout=30)  # a warm shutdown: the running countdown ends first
+    first.proc.wait(timeout=60)  # a warm shutdown: the running countdown ends first
     assert _task(running["id"]).status == TaskStatus.COMPLETED
     left = [task for task in waiting if _task(task["id"]).status != TaskStatus.COMPLETED]
     if not embedded:

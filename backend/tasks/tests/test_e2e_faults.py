@@ -136,7 +136,9 @@ def test_an_autoscaled_worker_still_grows_after_the_broker_restarts(
         created = [
             client.post(
                 "/api/tasks/",
-                {"task_type": "countdown", "input_data": {"seconds": 8}},
+                # Long enough that the first still runs once the pool has grown to four on
+                # a loaded machine (a second or more per step); teardown stops them.
+                {"task_type": "countdown", "input_data": {"seconds": 60}},
                 format="json",
             ).json()["id"]
             for _ in range(4)
