@@ -1,7 +1,6 @@
 """File rules: names, storing streams, deleting, the in-use check and the cleanup."""
 
 import threading
-import time
 from datetime import timedelta
 
 import pytest
@@ -10,6 +9,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from backend.common.errors import Conflict, DomainError, PermissionDenied
+from backend.common.tests.concurrency import wait_until_a_session_waits_on_a_lock
 from backend.files import services
 from backend.files.models import File
 from backend.files.names import clean_content_type, sanitize_name
@@ -265,7 +265,8 @@ def test_a_delete_waits_for_the_create_of_a_task_that_reads_the_file(
     def insert_then_linger(task):
         insert(task)
         inserted.set()
-        time.sleep(0.5)  # the delete is sent now, while this transaction is open
+        # The delete is sent now, while this transaction is open: it waits on its lock.
+        wait_until_a_session_waits_on_a_lock(unless=lambda: not deleter.is_alive())
 
     monkeypatch.setattr(lifecycle, "_insert_within_limit", insert_then_linger)
 

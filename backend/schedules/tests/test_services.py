@@ -420,9 +420,10 @@ def test_a_delete_waits_for_a_firing_under_way_and_takes_its_run_too():
     sent meanwhile waits for it, then deletes the schedule with that run, instead of
     failing on the run it could not see (PostgreSQL: a 500 and a schedule left firing)."""
     import threading
-    import time
 
     from django.db import connection, connections, transaction
+
+    from backend.common.tests.concurrency import wait_until_a_session_waits_on_a_lock
 
     if connection.vendor != "postgresql":
         pytest.skip("SQLite: one writer at a time, so a firing and a delete never overlap")
@@ -454,7 +455,7 @@ def test_a_delete_waits_for_a_firing_under_way_and_takes_its_run_too():
     assert locked.wait(10)
     delete = threading.Thread(target=deleting)
     delete.start()
-    time.sleep(0.5)  # the delete is now waiting on the firing's lock
+    assert wait_until_a_session_waits_on_a_lock(unless=lambda: not delete.is_alive()), outcome
     release.set()
     fire.join(10)
     delete.join(10)

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from backend.common.errors import Conflict
-from backend.common.tests.concurrency import at_once
+from backend.common.tests.concurrency import at_once, wait_until_a_session_waits_on_a_lock
 from backend.tasks import services
 from backend.tasks.models import ACTIVE_STATUSES, Task, TaskStatus
 from backend.users.tests.factories import UserFactory
@@ -85,7 +85,8 @@ def test_a_start_during_a_delete_waits_and_finds_the_task_gone(monkeypatch):
     def delete_after_a_start(self):
         starter = threading.Thread(target=start)
         starter.start()
-        starter.join(1)  # done at once without the lock; with it, waits for the commit
+        # Done at once without the lock; with it, waits for the commit.
+        wait_until_a_session_waits_on_a_lock(unless=lambda: not starter.is_alive())
         return delete(self)
 
     monkeypatch.setattr(Collector, "delete", delete_after_a_start)
@@ -128,7 +129,8 @@ def test_a_create_during_a_purge_of_the_same_users_tasks_does_not_deadlock():
         with transaction.atomic():
             Task.objects.filter(pk__in=[task.pk for task in old]).delete()
             deleted.set()
-            time.sleep(1)  # the create takes the user's row, then waits for the count
+            # The create takes the user's row, then waits for the count.
+            wait_until_a_session_waits_on_a_lock(unless=lambda: not creator.is_alive())
     finally:
         creator.join(20)
     assert "error" not in outcome, outcome.get("error")
