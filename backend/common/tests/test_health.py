@@ -36,7 +36,7 @@ def test_health_ok(api_client, patient_broker_reads):
     assert "no worker consumes the 'tasks' queue" in body["reason"]
 
 
-def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch, patient_broker_reads):
+def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch, patient_health_probes):
     """With the maintenance worker gone, it said "ok" while no expiry, dispatch or rescue
     ran; the status stays "ok" (tasks run), with a warning per queue left alone."""
     from backend.ops import broker
@@ -57,7 +57,7 @@ def test_health_names_a_queue_no_worker_consumes(api_client, monkeypatch, patien
 
 
 def test_health_keeps_a_queues_warning_beside_a_reason(
-    api_client, monkeypatch, patient_broker_reads
+    api_client, monkeypatch, patient_health_probes
 ):
     """With the short and the long workers both gone, the reason named the 'tasks' queue
     and the 'long' queue's warning was dropped: only the first of two outages showed."""
@@ -76,13 +76,13 @@ def test_health_keeps_a_queues_warning_beside_a_reason(
     assert body["workers"] == 0 and "warnings" not in body
 
 
-def test_health_needs_no_authentication(api_client, patient_broker_reads):
+def test_health_needs_no_authentication(api_client, patient_health_probes):
     api_client.credentials(HTTP_AUTHORIZATION="Bearer not-a-token")
 
     assert api_client.get(HEALTH).status_code == 200
 
 
-def test_health_503_when_broker_unreachable(api_client, broker_down, patient_broker_reads):
+def test_health_503_when_broker_unreachable(api_client, broker_down, patient_health_probes):
     response = api_client.get(HEALTH)
 
     assert response.status_code == 503
@@ -104,7 +104,7 @@ def test_a_failed_check_shows_no_address_to_the_public(api_client, broker_down, 
     assert any("health check broker failed" in r.getMessage() for r in caplog.records)
 
 
-def test_health_recovers_when_broker_is_back(api_client, broker_down, patient_broker_reads):
+def test_health_recovers_when_broker_is_back(api_client, broker_down, patient_health_probes):
     assert api_client.get(HEALTH).status_code == 503
 
     broker_down.undo()
@@ -141,7 +141,7 @@ def test_a_cache_down_leaves_the_service_up_and_says_it_is_degraded(api_client, 
     )
 
 
-def test_health_503_when_database_fails(api_client, database_down, patient_broker_reads):
+def test_health_503_when_database_fails(api_client, database_down, patient_health_probes):
     response = api_client.get(HEALTH)
 
     assert response.status_code == 503
@@ -189,7 +189,7 @@ def test_on_rabbitmq_the_broker_check_is_a_publish_it_confirms(settings):
 
 
 def test_a_probe_by_address_gets_the_health_check_whatever_its_host(
-    client, settings, patient_broker_reads
+    client, settings, patient_health_probes
 ):
     """With ALLOWED_HOSTS set to the service's name, as production needs, a probe by address
     (a load balancer's, the containers' healthcheck on 127.0.0.1) got a 400: compose's web
@@ -227,7 +227,7 @@ def test_a_scrape_by_a_host_not_allowed_gets_a_json_error(client, settings, path
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_database_not_migrated_is_not_healthy(client, monkeypatch, patient_broker_reads):
+def test_a_database_not_migrated_is_not_healthy(client, monkeypatch, patient_health_probes):
     """An empty database, or one an upgrade did not migrate, answered "ok" while every
     request failed; once this process has seen every migration applied, it does not look
     again."""
@@ -248,7 +248,7 @@ def test_a_database_not_migrated_is_not_healthy(client, monkeypatch, patient_bro
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/health+json", "text/plain;q=1"])
-def test_a_probe_accepting_no_renderer_gets_the_json_check(client, accept, patient_broker_reads):
+def test_a_probe_accepting_no_renderer_gets_the_json_check(client, accept, patient_health_probes):
     """A probe sending its own Accept got a 406: a healthy service looked down."""
     response = client.get("/health/", HTTP_ACCEPT=accept)
     assert response.status_code == 200, response.content
