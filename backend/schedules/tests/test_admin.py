@@ -711,3 +711,34 @@ def test_an_interval_beat_cannot_keep_is_refused_in_its_admin(admin_client, ever
 def test_no_solar_timing_is_made_in_the_admin(admin_client):
     """One stopped beat at every start (it needs a library the service does not install)."""
     assert admin_client.get("/admin/django_celery_beat/solarschedule/add/").status_code == 404
+
+
+def test_an_interval_many_schedules_share_lists_the_first_by_name_in_constant_queries(
+    admin_client, monkeypatch
+):
+    """django-celery-beat's inline listed every periodic task of the timing, each reading
+    the timing again for its name: 313 queries and 2 s for an interval 300 schedules share."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backend.schedules import admin as schedules_admin
+
+    monkeypatch.setattr(schedules_admin.FirstUsersFormSet, "shown", 4)
+    schedules = [make_schedule(UserFactory(), interval_seconds=3600) for _ in range(3)]
+    row = PeriodicTask.objects.get(pk=schedules[0].periodic_task_id).interval
+    url = f"/admin/django_celery_beat/intervalschedule/{row.pk}/change/"
+
+    def shown() -> tuple[int, list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get(url).content.decode()
+        names = sorted(PeriodicTask.objects.filter(interval=row).values_list("name", flat=True))
+        return len(queries), [name for name in names if f">{name}<" in page]
+
+    shown()  # the admin's content types are read once per process
+    few, listed = shown()
+    assert len(listed) == 3
+    schedules += [make_schedule(UserFactory(), interval_seconds=3600) for _ in range(4)]
+    many, listed = shown()
+    assert many == few
+    names = sorted(PeriodicTask.objects.filter(interval=row).values_list("name", flat=True))
+    assert listed == names[:4]
