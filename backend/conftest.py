@@ -60,10 +60,8 @@ def _broker_figures_fresh():
     from backend.ops import broker
 
     broker.reset_cache()
-    broker._late.clear()
     yield
     broker.reset_cache()
-    broker._late.clear()
 
 
 @pytest.fixture(autouse=True)

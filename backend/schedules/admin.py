@@ -525,7 +525,7 @@ class FirstUsersFormSet(FirstOnlyFormSet):
 
 
 class PeriodicTasksUsingInline(PeriodicTaskInline):
-    """The periodic tasks that fire by a timing, the first 50 by name: django-celery-beat's
+    """The periodic tasks that fire by a timing, the first few by name: django-celery-beat's
     inline listed every one, each reading its timing again for its name (313 queries and
     2 s for an interval 300 schedules share)."""
 
