@@ -8,6 +8,8 @@ from backend.ops import broker
 from backend.tasks.models import Task, TaskStatus
 from backend.tasks.tests.processes import wait_for
 
+from .conftest import counted
+
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
@@ -16,22 +18,6 @@ def _stats(client) -> dict:
     response = client.get("/api/admin/stats/")
     assert response.status_code == 200
     return response.json()
-
-
-def _counted(read, key: str) -> dict:
-    """``read()`` again until its ``key`` counts the workers: it is null ("not known") when
-    the ``inspect`` broadcast missed its 1 s deadline, as it can while other work loads the
-    machine; so is the queue depth (its own bounded read), and a health probe past its
-    deadline makes the status "error". What an answer with all of them says is then checked
-    in full."""
-
-    def answered():
-        body = read()
-        if body[key] is None or body.get("queue_depth", {}) is None:
-            return None
-        return body if body.get("status") != "error" else None
-
-    return wait_for(answered, timeout=30, interval=0.5, what=f"the workers counted in {key!r}")
 
 
 def test_queue_depth_and_workers_follow_a_real_worker(
@@ -44,12 +30,12 @@ def test_queue_depth_and_workers_follow_a_real_worker(
         )
         assert response.status_code == 201, response.content
 
-    before = _counted(lambda: _stats(admin), "workers_online")
+    before = counted(lambda: _stats(admin), "workers_online")
     assert before["queue_depth"]["tasks"] == 3
     assert before["by_status"]["pending"] == 3
     assert before["oldest_pending_age"] >= 0
     assert before["workers_online"] == 0
-    health = _counted(lambda: admin.get("/health/").json(), "workers")
+    health = counted(lambda: admin.get("/health/").json(), "workers")
     assert health["status"] == "degraded" and health["workers"] == 0
 
     cluster.start_worker()
@@ -60,11 +46,11 @@ def test_queue_depth_and_workers_follow_a_real_worker(
     )
 
     # The "no worker" kept from before is not trusted: the new worker counts at once.
-    health = _counted(lambda: admin.get("/health/").json(), "workers")
+    health = counted(lambda: admin.get("/health/").json(), "workers")
     assert health["status"] == "ok" and health["workers"] == 1
     assert "reason" not in health
 
-    after = _counted(lambda: _stats(admin), "workers_online")
+    after = counted(lambda: _stats(admin), "workers_online")
     assert after["queue_depth"]["tasks"] == 0
     assert after["by_status"]["completed"] == 3 and after["by_status"]["pending"] == 0
     assert after["oldest_pending_age"] is None
