@@ -60,8 +60,10 @@ def _broker_figures_fresh():
     from backend.ops import broker
 
     broker.reset_cache()
+    broker._late.clear()
     yield
     broker.reset_cache()
+    broker._late.clear()
 
 
 @pytest.fixture(autouse=True)

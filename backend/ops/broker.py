@@ -24,10 +24,8 @@ _cache_lock = threading.Lock()
 
 
 def reset_cache() -> None:
-    """Forget the kept answers, and any read still waiting past its deadline."""
     with _cache_lock:
         _cache.clear()
-    _late.clear()
 
 
 def _cached(
